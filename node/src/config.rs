@@ -1,0 +1,1499 @@
+//! Command line and environment configuration of the `bitriver` binary.
+//!
+//! Data flow: clap parses flags and their `BITRIVER_LIVE_*` environment twins into [`Cli`]
+//! (raw, as the operator typed them: addresses stay strings because their defaults depend on
+//! `--mode`). [`Config::validate`] then resolves everything into a [`ValidatedConfig`] of socket
+//! addresses, paths and sets, or fails with a [`ConfigError`] whose one-line message names the
+//! offending flag. `main` prints that as `bitriver: <error>` and exits with status 2, the same
+//! status clap uses for usage errors.
+//!
+//! Nothing here binds sockets or touches the data directory; the only I/O is checking that the
+//! TLS files exist and resolving host names given to address flags.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Prefix shared by the environment twin of every flag.
+pub const ENV_PREFIX: &str = "BITRIVER_LIVE_";
+
+/// Exit status for usage and configuration errors (matches clap's own).
+pub const USAGE_EXIT_CODE: i32 = 2;
+
+// ---------------------------------------------------------------------------------------------
+// Command line
+// ---------------------------------------------------------------------------------------------
+
+/// `bitriver [FLAGS]` runs a node; `bitriver cluster ...` administers the local cluster state.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "bitriver",
+    version,
+    about = "BitRiver Live: self-hosted live streaming in one binary",
+    long_about = "BitRiver Live: self-hosted live streaming in one binary.\n\n\
+                  Without a subcommand, runs a node with the given roles. Every flag has an \
+                  environment twin named BITRIVER_LIVE_*; a flag given on the command line wins."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands of `bitriver`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Cluster administration: join tokens, status, removing nodes.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+/// `bitriver cluster ...`
+#[derive(Debug, Clone, Subcommand)]
+pub enum ClusterCommand {
+    /// Mint a join token for new nodes (printed on stdout).
+    Token(ClusterTokenArgs),
+    /// Show cluster membership, leader and replication progress.
+    Status(ClusterStatusArgs),
+    /// Remove a node from the cluster by its id.
+    Remove(ClusterRemoveArgs),
+}
+
+/// The data directory argument shared by the `cluster` subcommands.
+#[derive(Debug, Clone, Args)]
+pub struct DataDirArg {
+    /// Data directory of the local node (RocksDB catalog, cluster keys).
+    #[arg(
+        long = "data",
+        value_name = "DIR",
+        env = "BITRIVER_LIVE_DATA",
+        default_value = "data"
+    )]
+    pub data: PathBuf,
+}
+
+/// `bitriver cluster token --data DIR [--ttl 24h]`
+#[derive(Debug, Clone, Args)]
+pub struct ClusterTokenArgs {
+    #[command(flatten)]
+    pub data: DataDirArg,
+
+    /// How long the token stays valid: a number with a unit s, m, h or d (e.g. 30m, 24h, 7d).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "BITRIVER_LIVE_CLUSTER_TOKEN_TTL",
+        default_value = "24h",
+        value_parser = parse_ttl
+    )]
+    pub ttl: Duration,
+}
+
+/// `bitriver cluster status --data DIR [--json]`
+#[derive(Debug, Clone, Args)]
+pub struct ClusterStatusArgs {
+    #[command(flatten)]
+    pub data: DataDirArg,
+
+    /// Print machine-readable JSON instead of a table.
+    #[arg(long, env = "BITRIVER_LIVE_CLUSTER_STATUS_JSON")]
+    pub json: bool,
+}
+
+/// `bitriver cluster remove NODE_ID --data DIR`
+#[derive(Debug, Clone, Args)]
+pub struct ClusterRemoveArgs {
+    /// Id of the node to remove (as shown by `bitriver cluster status`).
+    #[arg(value_name = "NODE_ID", value_parser = clap::value_parser!(u64).range(1..))]
+    pub node_id: u64,
+
+    #[command(flatten)]
+    pub data: DataDirArg,
+}
+
+/// Flags of a running node, as given (see [`Config::validate`] for the resolved form).
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Development or production: picks defaults for --addr and --log-format.
+    #[arg(long, value_enum, env = "BITRIVER_LIVE_MODE", default_value_t = Mode::Development)]
+    pub mode: Mode,
+
+    /// HTTP listen address, HOST:PORT or :PORT (all interfaces)
+    /// [default: :8080 in development, :80 in production].
+    #[arg(long, value_name = "ADDR", env = "BITRIVER_LIVE_ADDR")]
+    pub addr: Option<String>,
+
+    /// Data directory (RocksDB catalog, cluster keys); created if missing.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "BITRIVER_LIVE_DATA",
+        default_value = "data"
+    )]
+    pub data: PathBuf,
+
+    /// TLS certificate chain (PEM) for the HTTP listener; requires --tls-key.
+    #[arg(long, value_name = "FILE", env = "BITRIVER_LIVE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM) for the HTTP listener; requires --tls-cert.
+    #[arg(long, value_name = "FILE", env = "BITRIVER_LIVE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Raft node id (>= 1); by default one is assigned at bootstrap or join and kept in --data.
+    #[arg(long, value_name = "ID", env = "BITRIVER_LIVE_NODE_ID")]
+    pub node_id: Option<u64>,
+
+    /// Region (point of presence) this node runs in, used for placement.
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "BITRIVER_LIVE_REGION",
+        default_value = "local"
+    )]
+    pub region: String,
+
+    /// Comma-separated roles to run: control, ingest, transcode, origin, edge (or all).
+    #[arg(
+        long,
+        value_name = "LIST",
+        env = "BITRIVER_LIVE_ROLES",
+        default_value = "all"
+    )]
+    pub roles: String,
+
+    /// Cluster (Raft over QUIC, UDP) listen address, HOST:PORT or :PORT.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "BITRIVER_LIVE_CLUSTER_ADDR",
+        default_value = ":7946"
+    )]
+    pub cluster_addr: String,
+
+    /// Cluster address other nodes dial, HOST:PORT
+    /// [default: --cluster-addr with 0.0.0.0 / :: replaced by loopback].
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        env = "BITRIVER_LIVE_CLUSTER_ADVERTISE"
+    )]
+    pub cluster_advertise: Option<String>,
+
+    /// Join an existing cluster through this member's cluster address; requires --join-token.
+    #[arg(long, value_name = "HOST:PORT", env = "BITRIVER_LIVE_JOIN")]
+    pub join: Option<String>,
+
+    /// Join token from `bitriver cluster token` on a member of the cluster.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "BITRIVER_LIVE_JOIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub join_token: Option<JoinToken>,
+
+    /// Number of Raft voters to keep (1..=9); further nodes replicate as learners.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "BITRIVER_LIVE_VOTERS",
+        default_value_t = 3
+    )]
+    pub voters: u32,
+
+    /// RTMP ingest listen address (ingest role).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "BITRIVER_LIVE_RTMP_ADDR",
+        default_value = ":1935"
+    )]
+    pub rtmp_addr: String,
+
+    /// SRT ingest listen address, UDP (ingest role).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "BITRIVER_LIVE_SRT_ADDR",
+        default_value = ":9000"
+    )]
+    pub srt_addr: String,
+
+    /// Edge cache HTTP listen address (edge role).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "BITRIVER_LIVE_EDGE_ADDR",
+        default_value = ":8081"
+    )]
+    pub edge_addr: String,
+
+    /// Log format; auto means json in production and text in development.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        env = "BITRIVER_LIVE_LOG_FORMAT",
+        default_value_t = LogFormatArg::Auto
+    )]
+    pub log_format: LogFormatArg,
+}
+
+// Mode, Role and the log formats are deliberately exhaustive (no `#[non_exhaustive]`): `main`
+// matches on them and should stop compiling when one is added.
+
+/// Run mode; picks defaults, never changes semantics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
+pub enum Mode {
+    Development,
+    Production,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Development => "development",
+            Mode::Production => "production",
+        }
+    }
+
+    /// Default HTTP listen address for this mode.
+    pub fn default_addr(self) -> &'static str {
+        match self {
+            Mode::Development => ":8080",
+            Mode::Production => ":80",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `--log-format` as given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
+pub enum LogFormatArg {
+    Auto,
+    Json,
+    Text,
+}
+
+impl fmt::Display for LogFormatArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogFormatArg::Auto => "auto",
+            LogFormatArg::Json => "json",
+            LogFormatArg::Text => "text",
+        })
+    }
+}
+
+/// Resolved log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// A join token. Kept out of `Debug` output and error messages because it admits nodes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct JoinToken(String);
+
+impl JoinToken {
+    pub fn new(token: impl Into<String>) -> Self {
+        JoinToken(token.into())
+    }
+
+    /// The secret itself, for handing to the cluster transport.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for JoinToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JoinToken(<redacted>)")
+    }
+}
+
+impl FromStr for JoinToken {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(JoinToken(s.to_owned()))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Roles
+// ---------------------------------------------------------------------------------------------
+
+/// A role a node can take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    Control,
+    Ingest,
+    Transcode,
+    Origin,
+    Edge,
+}
+
+impl Role {
+    /// All roles, in pipeline order.
+    pub const ALL: [Role; 5] = [
+        Role::Control,
+        Role::Ingest,
+        Role::Transcode,
+        Role::Origin,
+        Role::Edge,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Control => "control",
+            Role::Ingest => "ingest",
+            Role::Transcode => "transcode",
+            Role::Origin => "origin",
+            Role::Edge => "edge",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The name given was not a role.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown role {0:?}")]
+pub struct UnknownRole(pub String);
+
+impl FromStr for Role {
+    type Err = UnknownRole;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| UnknownRole(s.to_owned()))
+    }
+}
+
+/// A set of roles. Iterates and displays in pipeline order.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Roles(u8);
+
+impl Roles {
+    pub fn empty() -> Self {
+        Roles(0)
+    }
+
+    pub fn all() -> Self {
+        Role::ALL.into_iter().collect()
+    }
+
+    pub fn contains(self, role: Role) -> bool {
+        self.0 & role.bit() != 0
+    }
+
+    pub fn insert(&mut self, role: Role) {
+        self.0 |= role.bit();
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn len(self) -> usize {
+        self.0.count_ones() as usize
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = Role> {
+        Role::ALL.into_iter().filter(move |r| self.contains(*r))
+    }
+
+    /// Parses `control,ingest`, `all`; whitespace around names is ignored, case is not significant.
+    pub fn parse_list(s: &str) -> Result<Roles, UnknownRole> {
+        let mut roles = Roles::empty();
+        for name in s.split(',').map(str::trim) {
+            if name.eq_ignore_ascii_case("all") {
+                roles = Roles::all();
+            } else {
+                roles.insert(name.parse()?);
+            }
+        }
+        Ok(roles)
+    }
+}
+
+impl FromIterator<Role> for Roles {
+    fn from_iter<I: IntoIterator<Item = Role>>(iter: I) -> Self {
+        let mut roles = Roles::empty();
+        for r in iter {
+            roles.insert(r);
+        }
+        roles
+    }
+}
+
+impl fmt::Display for Roles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, r) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(r.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Roles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------------
+
+/// A configuration error. Its `Display` is one line that names the flag.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The flag's value is malformed or unusable. `value` is printed with escapes, so the
+    /// message stays on one line whatever the operator typed.
+    #[error("invalid value for {flag}: {value:?}: {reason}")]
+    Invalid {
+        flag: String,
+        value: String,
+        reason: String,
+    },
+    /// The flag is required by another one (or by the mode).
+    #[error("missing {flag}: {reason}")]
+    Missing { flag: String, reason: String },
+}
+
+impl ConfigError {
+    fn invalid(flag: &str, value: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            flag: flag.to_owned(),
+            value: value.into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn missing(flag: &str, reason: impl Into<String>) -> Self {
+        ConfigError::Missing {
+            flag: flag.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The flag the error is about, e.g. `--roles`.
+    pub fn flag(&self) -> &str {
+        match self {
+            ConfigError::Invalid { flag, .. } | ConfigError::Missing { flag, .. } => flag,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validated configuration
+// ---------------------------------------------------------------------------------------------
+
+/// TLS certificate and key for the HTTP listener (both files existed at validation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A host name or IP address with a port, kept unresolved (dialled later, maybe re-resolved).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HostPort {
+    /// Host name or IP address, without brackets.
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Where and how to join an existing cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinTarget {
+    /// Cluster address of an existing member.
+    pub peer: HostPort,
+    pub token: JoinToken,
+}
+
+/// The configuration a node runs with: every default applied, every address resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidatedConfig {
+    pub mode: Mode,
+    /// HTTP listener (API, web UI, origin, `/healthz`, `/metrics`).
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub tls: Option<TlsFiles>,
+    /// `None`: assigned at bootstrap/join and persisted in the data directory.
+    pub node_id: Option<u64>,
+    pub region: String,
+    pub roles: Roles,
+    /// Local UDP address of the cluster (Raft over QUIC) endpoint.
+    pub cluster_addr: SocketAddr,
+    /// Address other nodes dial to reach this one. When derived from a `cluster_addr` with port
+    /// 0 (tests), it has port 0 too and the caller replaces it with the bound port.
+    pub cluster_advertise: SocketAddr,
+    /// `None`: bootstrap a new cluster (or restart an existing member from `data_dir`).
+    pub join: Option<JoinTarget>,
+    /// Number of Raft voters to keep, 1..=9.
+    pub voters: usize,
+    pub rtmp_addr: SocketAddr,
+    pub srt_addr: SocketAddr,
+    pub edge_addr: SocketAddr,
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Applies mode-dependent defaults and checks every flag, naming the first bad one.
+    pub fn validate(&self) -> Result<ValidatedConfig, ConfigError> {
+        let mode = self.mode;
+
+        let addr = parse_listen_addr(
+            "--addr",
+            self.addr.as_deref().unwrap_or(mode.default_addr()),
+        )?;
+
+        if self.data.as_os_str().is_empty() {
+            return Err(ConfigError::invalid("--data", "", "must not be empty"));
+        }
+        let data_dir = self.data.clone();
+
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::missing(
+                    "--tls-key",
+                    "required when --tls-cert is given",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::missing(
+                    "--tls-cert",
+                    "required when --tls-key is given",
+                ))
+            }
+            (Some(cert), Some(key)) => {
+                check_readable_file("--tls-cert", cert)?;
+                check_readable_file("--tls-key", key)?;
+                Some(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                })
+            }
+        };
+
+        if self.node_id == Some(0) {
+            return Err(ConfigError::invalid("--node-id", "0", "must be 1 or more"));
+        }
+
+        let region = self.region.trim();
+        if !is_valid_region(region) {
+            return Err(ConfigError::invalid(
+                "--region",
+                &self.region,
+                "expected 1 to 63 characters of a-z, A-Z, 0-9, '-', '_' or '.'",
+            ));
+        }
+
+        let roles = Roles::parse_list(&self.roles).map_err(|UnknownRole(name)| {
+            ConfigError::invalid(
+                "--roles",
+                &self.roles,
+                format!(
+                    "unknown role {name:?}; expected a comma-separated list of \
+                     control, ingest, transcode, origin, edge, or all"
+                ),
+            )
+        })?;
+
+        let cluster_addr = parse_listen_addr("--cluster-addr", &self.cluster_addr)?;
+        let cluster_advertise = match &self.cluster_advertise {
+            Some(s) => parse_advertise_addr("--cluster-advertise", s)?,
+            None => {
+                if mode == Mode::Production
+                    && self.join.is_some()
+                    && cluster_addr.ip().is_unspecified()
+                {
+                    // The derived loopback address would be recorded in the node directory and
+                    // the other members could never reach this node.
+                    return Err(ConfigError::missing(
+                        "--cluster-advertise",
+                        "required with --join in production when --cluster-addr listens on all interfaces",
+                    ));
+                }
+                loopback_if_unspecified(cluster_addr)
+            }
+        };
+
+        let token = self
+            .join_token
+            .as_ref()
+            .filter(|t| !t.expose().trim().is_empty());
+        let join = match (&self.join, token) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::missing(
+                    "--join-token",
+                    "required when --join is given (mint one with `bitriver cluster token`)",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::missing(
+                    "--join",
+                    "required when --join-token is given",
+                ))
+            }
+            (Some(peer), Some(token)) => {
+                let peer = parse_host_port("--join", peer)?;
+                if peer.port == 0 {
+                    return Err(ConfigError::invalid(
+                        "--join",
+                        peer.to_string(),
+                        "port must not be 0",
+                    ));
+                }
+                Some(JoinTarget {
+                    peer,
+                    token: JoinToken(token.expose().trim().to_owned()),
+                })
+            }
+        };
+
+        if !(1..=9).contains(&self.voters) {
+            return Err(ConfigError::invalid(
+                "--voters",
+                self.voters.to_string(),
+                "expected a number from 1 to 9",
+            ));
+        }
+
+        let rtmp_addr = parse_listen_addr("--rtmp-addr", &self.rtmp_addr)?;
+        let srt_addr = parse_listen_addr("--srt-addr", &self.srt_addr)?;
+        let edge_addr = parse_listen_addr("--edge-addr", &self.edge_addr)?;
+
+        let log_format = match (self.log_format, mode) {
+            (LogFormatArg::Json, _) | (LogFormatArg::Auto, Mode::Production) => LogFormat::Json,
+            (LogFormatArg::Text, _) | (LogFormatArg::Auto, Mode::Development) => LogFormat::Text,
+        };
+
+        let config = ValidatedConfig {
+            mode,
+            addr,
+            data_dir,
+            tls,
+            node_id: self.node_id,
+            region: region.to_owned(),
+            roles,
+            cluster_addr,
+            cluster_advertise,
+            join,
+            voters: self.voters as usize,
+            rtmp_addr,
+            srt_addr,
+            edge_addr,
+            log_format,
+        };
+        config.check_listener_clashes()?;
+        Ok(config)
+    }
+}
+
+/// Transport of a listener, for clash detection (a TCP and a UDP socket may share a port).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Tcp,
+    Udp,
+}
+
+impl ValidatedConfig {
+    /// Listeners this node will bind, as (flag, transport, address).
+    fn listeners(&self) -> Vec<(&'static str, Transport, SocketAddr)> {
+        let mut out = vec![
+            ("--addr", Transport::Tcp, self.addr),
+            ("--cluster-addr", Transport::Udp, self.cluster_addr),
+        ];
+        if self.roles.contains(Role::Ingest) {
+            out.push(("--rtmp-addr", Transport::Tcp, self.rtmp_addr));
+            out.push(("--srt-addr", Transport::Udp, self.srt_addr));
+        }
+        if self.roles.contains(Role::Edge) {
+            out.push(("--edge-addr", Transport::Tcp, self.edge_addr));
+        }
+        out
+    }
+
+    /// Two enabled listeners on the same transport and port would make the second bind fail at
+    /// start-up with a less helpful message; say which flags clash instead.
+    fn check_listener_clashes(&self) -> Result<(), ConfigError> {
+        let listeners = self.listeners();
+        for (i, (flag, transport, addr)) in listeners.iter().enumerate() {
+            for (other_flag, other_transport, other) in &listeners[..i] {
+                let same_ip = addr.ip() == other.ip()
+                    || addr.ip().is_unspecified()
+                    || other.ip().is_unspecified();
+                if transport == other_transport
+                    && addr.port() != 0
+                    && addr.port() == other.port()
+                    && same_ip
+                {
+                    return Err(ConfigError::invalid(
+                        flag,
+                        addr.to_string(),
+                        format!("same port as {other_flag} ({other})"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_readable_file(flag: &str, path: &Path) -> Result<(), ConfigError> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err(ConfigError::invalid(
+            flag,
+            path.display().to_string(),
+            "not a regular file",
+        )),
+        Err(e) => Err(ConfigError::invalid(
+            flag,
+            path.display().to_string(),
+            format!("cannot read file: {e}"),
+        )),
+    }
+}
+
+fn is_valid_region(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
+        }
+        _ => addr,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Addresses
+// ---------------------------------------------------------------------------------------------
+
+const LISTEN_FORMS: &str = "expected HOST:PORT or :PORT";
+const PEER_FORMS: &str = "expected HOST:PORT";
+
+/// Splits `host:port` / `[v6]:port` / `:port` into host (without brackets, maybe empty) and port.
+/// `None` when the shape is wrong; the port is checked but may be 0.
+fn split_host_port(s: &str) -> Option<(&str, bool, Result<u16, ()>)> {
+    let (host, port, bracketed) = if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        (host, after.strip_prefix(':')?, true)
+    } else {
+        let (host, port) = s.rsplit_once(':')?;
+        if host.contains(':') {
+            // An IPv6 address without brackets: the port boundary is ambiguous.
+            return None;
+        }
+        (host, port, false)
+    };
+    // `u16::from_str` accepts a leading '+'; ports are digits only.
+    let port = if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {
+        port.parse::<u16>().map_err(|_| ())
+    } else {
+        Err(())
+    };
+    Some((host, bracketed, port))
+}
+
+fn is_valid_hostname(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// Parses a listen address: `:PORT` (all IPv4 interfaces), `HOST:PORT` or `[IPV6]:PORT`.
+/// A host name is resolved (first address wins). Port 0 is allowed (pick a free port).
+pub fn parse_listen_addr(flag: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+    let (host, bracketed, port) =
+        split_host_port(s).ok_or_else(|| ConfigError::invalid(flag, s, LISTEN_FORMS))?;
+    let port =
+        port.map_err(|()| ConfigError::invalid(flag, s, "port must be a number from 0 to 65535"))?;
+    if host.is_empty() {
+        if bracketed {
+            return Err(ConfigError::invalid(flag, s, LISTEN_FORMS));
+        }
+        return Ok(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port));
+    }
+    resolve_host(flag, s, host, bracketed, port)
+}
+
+/// Parses `HOST:PORT` or `[IPV6]:PORT` without resolving it. The host must be present.
+pub fn parse_host_port(flag: &str, s: &str) -> Result<HostPort, ConfigError> {
+    let (host, bracketed, port) =
+        split_host_port(s).ok_or_else(|| ConfigError::invalid(flag, s, PEER_FORMS))?;
+    let port =
+        port.map_err(|()| ConfigError::invalid(flag, s, "port must be a number from 1 to 65535"))?;
+    let host_ok = if bracketed {
+        host.parse::<Ipv6Addr>().is_ok()
+    } else {
+        host.parse::<Ipv4Addr>().is_ok() || is_valid_hostname(host)
+    };
+    if !host_ok {
+        return Err(ConfigError::invalid(flag, s, PEER_FORMS));
+    }
+    Ok(HostPort {
+        host: host.to_owned(),
+        port,
+    })
+}
+
+/// An address other nodes dial: like [`parse_host_port`], resolved, and not a wildcard.
+fn parse_advertise_addr(flag: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+    let hp = parse_host_port(flag, s)?;
+    if hp.port == 0 {
+        return Err(ConfigError::invalid(flag, s, "port must not be 0"));
+    }
+    let addr = resolve_host(flag, s, &hp.host, hp.host.contains(':'), hp.port)?;
+    if addr.ip().is_unspecified() {
+        return Err(ConfigError::invalid(
+            flag,
+            s,
+            "must be an address other nodes can dial, not a wildcard like 0.0.0.0",
+        ));
+    }
+    Ok(addr)
+}
+
+fn resolve_host(
+    flag: &str,
+    s: &str,
+    host: &str,
+    bracketed: bool,
+    port: u16,
+) -> Result<SocketAddr, ConfigError> {
+    if bracketed {
+        return host
+            .parse::<Ipv6Addr>()
+            .map(|ip| SocketAddr::new(ip.into(), port))
+            .map_err(|_| ConfigError::invalid(flag, s, "not an IPv6 address inside [ ]"));
+    }
+    if let Ok(ip) = host.parse::<Ipv4Addr>() {
+        return Ok(SocketAddr::new(ip.into(), port));
+    }
+    if !is_valid_hostname(host) {
+        return Err(ConfigError::invalid(flag, s, LISTEN_FORMS));
+    }
+    // Blocking DNS is acceptable here: this runs once, before the runtime starts serving.
+    let resolved = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| ConfigError::invalid(flag, s, format!("cannot resolve host: {e}")))?;
+    let mut resolved: Vec<SocketAddr> = resolved.collect();
+    // Prefer IPv4 for predictability (`localhost` may list ::1 first).
+    resolved.sort_by_key(|a| !a.is_ipv4());
+    resolved
+        .into_iter()
+        .next()
+        .ok_or_else(|| ConfigError::invalid(flag, s, "host resolved to no address"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Durations
+// ---------------------------------------------------------------------------------------------
+
+/// A duration string was malformed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid duration {input:?}: expected a number with a unit s, m, h or d (e.g. 30s, 10m, 24h, 7d)")]
+pub struct ParseDurationError {
+    pub input: String,
+}
+
+/// Parses `30s`, `10m`, `24h`, `7d`, or a sequence of them such as `1h30m`.
+pub fn parse_duration(s: &str) -> Result<Duration, ParseDurationError> {
+    let err = || ParseDurationError {
+        input: s.to_owned(),
+    };
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(err());
+    }
+    let mut total: u64 = 0;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(err());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| err())?;
+        let unit = rest[digits..].chars().next().ok_or_else(err)?;
+        let secs_per_unit: u64 = match unit {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(err()),
+        };
+        let secs = n.checked_mul(secs_per_unit).ok_or_else(err)?;
+        total = total.checked_add(secs).ok_or_else(err)?;
+        rest = &rest[digits + unit.len_utf8()..];
+    }
+    Ok(Duration::from_secs(total))
+}
+
+/// `--ttl`: a positive duration.
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    match parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("the TTL must be longer than 0s".to_owned()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entry points for main
+// ---------------------------------------------------------------------------------------------
+
+/// Parses the process arguments and environment. On a usage error clap prints it and exits with
+/// status 2; `--help` and `--version` print and exit with 0.
+pub fn parse_cli() -> Cli {
+    Cli::parse()
+}
+
+/// Prints `bitriver: <error>` on stderr and exits with status 2, like a usage error.
+pub fn exit_with_config_error(e: &ConfigError) -> ! {
+    eprintln!("bitriver: {e}");
+    std::process::exit(USAGE_EXIT_CODE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, FromArgMatches};
+
+    /// The command without environment twins, so tests don't depend on the caller's environment.
+    fn hermetic(cmd: clap::Command) -> clap::Command {
+        cmd.mut_args(|a| a.env(None::<&'static str>))
+            .mut_subcommands(hermetic)
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        let mut argv = vec!["bitriver"];
+        argv.extend_from_slice(args);
+        let matches = hermetic(Cli::command()).try_get_matches_from(argv)?;
+        Cli::from_arg_matches(&matches)
+    }
+
+    fn validate(args: &[&str]) -> Result<ValidatedConfig, ConfigError> {
+        parse(args)
+            .expect("clap accepts the arguments")
+            .config
+            .validate()
+    }
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn command_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    /// Every flag of every (sub)command, with its command path.
+    fn all_flags(cmd: &clap::Command, path: &str, out: &mut Vec<(String, clap::Arg)>) {
+        for arg in cmd.get_arguments() {
+            if arg.is_positional() || matches!(arg.get_id().as_str(), "help" | "version") {
+                continue;
+            }
+            out.push((path.to_owned(), arg.clone()));
+        }
+        for sub in cmd.get_subcommands() {
+            all_flags(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_flag_has_an_env_twin_shown_in_help() {
+        let cmd = Cli::command();
+        let mut flags = Vec::new();
+        all_flags(&cmd, "bitriver", &mut flags);
+        assert!(flags.len() >= 19, "found only {} flags", flags.len());
+        for (path, arg) in flags {
+            let env = arg
+                .get_env()
+                .unwrap_or_else(|| panic!("{path} --{} has no env twin", arg.get_id()))
+                .to_str()
+                .unwrap()
+                .to_owned();
+            assert!(env.starts_with(ENV_PREFIX), "{path}: {env}");
+            assert!(arg.get_long().is_some(), "{path}: {env} has no long flag");
+        }
+
+        let help = Cli::command().render_long_help().to_string();
+        for name in [
+            "MODE",
+            "ADDR",
+            "DATA",
+            "TLS_CERT",
+            "TLS_KEY",
+            "NODE_ID",
+            "REGION",
+            "ROLES",
+            "CLUSTER_ADDR",
+            "CLUSTER_ADVERTISE",
+            "JOIN",
+            "JOIN_TOKEN",
+            "VOTERS",
+            "RTMP_ADDR",
+            "SRT_ADDR",
+            "EDGE_ADDR",
+            "LOG_FORMAT",
+        ] {
+            assert!(
+                help.contains(&format!("[env: BITRIVER_LIVE_{name}")),
+                "help lacks BITRIVER_LIVE_{name}:\n{help}"
+            );
+        }
+    }
+
+    #[test]
+    fn development_defaults() {
+        let c = validate(&[]).unwrap();
+        assert_eq!(c.mode, Mode::Development);
+        assert_eq!(c.addr, sa("0.0.0.0:8080"));
+        assert_eq!(c.data_dir, PathBuf::from("data"));
+        assert_eq!(c.tls, None);
+        assert_eq!(c.node_id, None);
+        assert_eq!(c.region, "local");
+        assert_eq!(c.roles, Roles::all());
+        assert_eq!(c.cluster_addr, sa("0.0.0.0:7946"));
+        assert_eq!(c.cluster_advertise, sa("127.0.0.1:7946"));
+        assert_eq!(c.join, None);
+        assert_eq!(c.voters, 3);
+        assert_eq!(c.rtmp_addr, sa("0.0.0.0:1935"));
+        assert_eq!(c.srt_addr, sa("0.0.0.0:9000"));
+        assert_eq!(c.edge_addr, sa("0.0.0.0:8081"));
+        assert_eq!(c.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn production_defaults() {
+        let c = validate(&["--mode", "production"]).unwrap();
+        assert_eq!(c.mode, Mode::Production);
+        assert_eq!(c.addr, sa("0.0.0.0:80"));
+        assert_eq!(c.log_format, LogFormat::Json);
+        // An explicit flag beats the mode default.
+        let c = validate(&[
+            "--mode",
+            "production",
+            "--addr",
+            ":8080",
+            "--log-format",
+            "text",
+        ])
+        .unwrap();
+        assert_eq!(c.addr, sa("0.0.0.0:8080"));
+        assert_eq!(c.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn unknown_mode_is_a_usage_error() {
+        let e = parse(&["--mode", "staging"]).unwrap_err();
+        assert_eq!(e.exit_code(), USAGE_EXIT_CODE);
+        assert!(e.to_string().contains("--mode"), "{e}");
+    }
+
+    #[test]
+    fn listen_addr_forms() {
+        assert_eq!(
+            parse_listen_addr("--addr", ":8080").unwrap(),
+            sa("0.0.0.0:8080")
+        );
+        assert_eq!(
+            parse_listen_addr("--addr", "127.0.0.1:0").unwrap(),
+            sa("127.0.0.1:0")
+        );
+        assert_eq!(
+            parse_listen_addr("--addr", "[::]:443").unwrap(),
+            sa("[::]:443")
+        );
+        assert_eq!(
+            parse_listen_addr("--addr", "[::1]:9000").unwrap(),
+            sa("[::1]:9000")
+        );
+        assert_eq!(
+            parse_listen_addr("--addr", "localhost:80").unwrap(),
+            sa("127.0.0.1:80")
+        );
+        for bad in [
+            "foo",
+            "8080",
+            "",
+            ":",
+            "::1:80",
+            "[::1]",
+            "[]:80",
+            "1.2.3.4:",
+            "bad_host:1",
+            "[x]:1",
+        ] {
+            let e = parse_listen_addr("--addr", bad).unwrap_err();
+            assert_eq!(e.flag(), "--addr", "{bad}");
+        }
+        for bad_port in [":65536", ":+80", ":-1", ":8o"] {
+            let e = parse_listen_addr("--rtmp-addr", bad_port).unwrap_err();
+            assert!(e.to_string().contains("port must be"), "{e}");
+        }
+    }
+
+    #[test]
+    fn error_display_is_one_line_naming_the_flag() {
+        let e = parse_listen_addr("--addr", "foo").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"invalid value for --addr: "foo": expected HOST:PORT or :PORT"#
+        );
+        let e = validate(&["--addr", "x\ny"]).unwrap_err();
+        assert!(!e.to_string().contains('\n'), "{e}");
+        assert!(
+            e.to_string().starts_with("invalid value for --addr: "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_flags_are_named() {
+        for (args, flag) in [
+            (&["--addr", "nope"][..], "--addr"),
+            (&["--cluster-addr", "nope"], "--cluster-addr"),
+            (&["--rtmp-addr", "1935"], "--rtmp-addr"),
+            (&["--srt-addr", ":99999"], "--srt-addr"),
+            (&["--edge-addr", "x:y"], "--edge-addr"),
+            (&["--node-id", "0"], "--node-id"),
+            (&["--voters", "0"], "--voters"),
+            (&["--voters", "10"], "--voters"),
+            (&["--region", ""], "--region"),
+            (&["--region", "eu west"], "--region"),
+            (
+                &["--cluster-advertise", "0.0.0.0:7946"],
+                "--cluster-advertise",
+            ),
+            (&["--cluster-advertise", ":7946"], "--cluster-advertise"),
+            (
+                &["--cluster-advertise", "10.0.0.1:0"],
+                "--cluster-advertise",
+            ),
+        ] {
+            let e = validate(args).unwrap_err();
+            assert_eq!(e.flag(), flag, "{args:?}: {e}");
+            assert!(e.to_string().contains(flag), "{e}");
+        }
+    }
+
+    #[test]
+    fn roles() {
+        let c = validate(&["--roles", "ingest, Edge"]).unwrap();
+        assert_eq!(c.roles, [Role::Ingest, Role::Edge].into_iter().collect());
+        assert_eq!(c.roles.to_string(), "ingest,edge");
+        assert_eq!(c.roles.len(), 2);
+        assert!(!c.roles.contains(Role::Control));
+        assert_eq!(validate(&["--roles", "all"]).unwrap().roles, Roles::all());
+        assert_eq!(
+            Roles::all().to_string(),
+            "control,ingest,transcode,origin,edge"
+        );
+        for r in Role::ALL {
+            assert_eq!(r.as_str().parse::<Role>().unwrap(), r);
+        }
+
+        for bad in ["control,ingest,cdn", "", "control,,edge"] {
+            let e = validate(&["--roles", bad]).unwrap_err();
+            assert_eq!(e.flag(), "--roles", "{bad}");
+            assert!(
+                e.to_string().starts_with("invalid value for --roles: "),
+                "{e}"
+            );
+        }
+        let e = validate(&["--roles", "control,cdn"]).unwrap_err();
+        assert!(e.to_string().contains("unknown role \"cdn\""), "{e}");
+    }
+
+    #[test]
+    fn join_requires_a_token_and_vice_versa() {
+        let e = validate(&["--join", "10.0.0.1:7946"]).unwrap_err();
+        assert_eq!(e.flag(), "--join-token");
+        assert!(e.to_string().starts_with("missing --join-token: "), "{e}");
+        let e = validate(&["--join", "10.0.0.1:7946", "--join-token", " "]).unwrap_err();
+        assert_eq!(e.flag(), "--join-token");
+        let e = validate(&["--join-token", "secret"]).unwrap_err();
+        assert_eq!(e.flag(), "--join");
+
+        let c = validate(&["--join", "seed.example.net:7946", "--join-token", "s3cret"]).unwrap();
+        let join = c.join.unwrap();
+        assert_eq!(
+            join.peer,
+            HostPort {
+                host: "seed.example.net".into(),
+                port: 7946
+            }
+        );
+        assert_eq!(join.token.expose(), "s3cret");
+        assert!(!format!("{join:?}").contains("s3cret"));
+
+        let c = validate(&["--join", "[fd00::1]:7946", "--join-token", "t"]).unwrap();
+        assert_eq!(c.join.unwrap().peer.to_string(), "[fd00::1]:7946");
+
+        for bad in [":7946", "seed", "seed:0", "[nope]:1"] {
+            let e = validate(&["--join", bad, "--join-token", "t"]).unwrap_err();
+            assert_eq!(e.flag(), "--join", "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn advertise() {
+        let c = validate(&["--cluster-addr", "[::]:7000"]).unwrap();
+        assert_eq!(c.cluster_advertise, sa("[::1]:7000"));
+        let c = validate(&["--cluster-addr", "10.1.2.3:7000"]).unwrap();
+        assert_eq!(c.cluster_advertise, sa("10.1.2.3:7000"));
+        let c = validate(&["--cluster-advertise", "192.0.2.7:7946"]).unwrap();
+        assert_eq!(c.cluster_advertise, sa("192.0.2.7:7946"));
+        // Tests bind port 0 and fix the advertised port up after binding.
+        let c = validate(&["--cluster-addr", "127.0.0.1:0"]).unwrap();
+        assert_eq!(c.cluster_advertise, sa("127.0.0.1:0"));
+
+        // A production joiner on a wildcard address would advertise loopback.
+        let join = [
+            "--mode",
+            "production",
+            "--join",
+            "10.0.0.1:7946",
+            "--join-token",
+            "t",
+        ];
+        assert_eq!(validate(&join).unwrap_err().flag(), "--cluster-advertise");
+        let mut ok = join.to_vec();
+        ok.extend(["--cluster-advertise", "10.0.0.2:7946"]);
+        validate(&ok).unwrap();
+    }
+
+    #[test]
+    fn tls_needs_both_existing_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        std::fs::write(&cert, "cert").unwrap();
+        std::fs::write(&key, "key").unwrap();
+        let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+
+        assert_eq!(
+            validate(&["--tls-cert", cert]).unwrap_err().flag(),
+            "--tls-key"
+        );
+        assert_eq!(
+            validate(&["--tls-key", key]).unwrap_err().flag(),
+            "--tls-cert"
+        );
+        let missing = dir.path().join("missing.pem");
+        let e = validate(&["--tls-cert", missing.to_str().unwrap(), "--tls-key", key]).unwrap_err();
+        assert_eq!(e.flag(), "--tls-cert");
+        let e = validate(&[
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            dir.path().to_str().unwrap(),
+        ])
+        .unwrap_err();
+        assert_eq!(e.flag(), "--tls-key");
+
+        let c = validate(&["--tls-cert", cert, "--tls-key", key]).unwrap();
+        assert_eq!(
+            c.tls,
+            Some(TlsFiles {
+                cert: cert.into(),
+                key: key.into()
+            })
+        );
+    }
+
+    #[test]
+    fn listener_clashes_name_the_later_flag() {
+        let e = validate(&["--rtmp-addr", ":8080"]).unwrap_err();
+        assert_eq!(e.flag(), "--rtmp-addr");
+        assert!(e.to_string().contains("same port as --addr"), "{e}");
+        // UDP and TCP may share a port; disabled roles don't bind.
+        validate(&["--srt-addr", ":8080"]).unwrap();
+        validate(&["--roles", "control,origin", "--edge-addr", ":8080"]).unwrap();
+        validate(&["--addr", "127.0.0.1:8080", "--edge-addr", "127.0.0.2:8080"]).unwrap();
+        // Port 0 never clashes.
+        validate(&["--addr", "127.0.0.1:0", "--edge-addr", "127.0.0.1:0"]).unwrap();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
+        assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86_400));
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86_400)
+        );
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        for bad in [
+            "",
+            "10",
+            "h",
+            "1x",
+            "-1h",
+            "1.5h",
+            "99999999999999999999d",
+            "1h 30m",
+            "1ч",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert!(parse_ttl("0s").is_err());
+    }
+
+    #[test]
+    fn cluster_subcommands() {
+        let cli = parse(&["cluster", "token", "--data", "/srv/br"]).unwrap();
+        let Some(Command::Cluster(ClusterCommand::Token(t))) = cli.command else {
+            panic!("{cli:?}")
+        };
+        assert_eq!(t.data.data, PathBuf::from("/srv/br"));
+        assert_eq!(t.ttl, Duration::from_secs(86_400));
+
+        let cli = parse(&["cluster", "token", "--ttl", "7d"]).unwrap();
+        let Some(Command::Cluster(ClusterCommand::Token(t))) = cli.command else {
+            panic!("{cli:?}")
+        };
+        assert_eq!(t.ttl, Duration::from_secs(7 * 86_400));
+        assert_eq!(t.data.data, PathBuf::from("data"));
+        assert!(parse(&["cluster", "token", "--ttl", "soon"]).is_err());
+        assert!(parse(&["cluster", "token", "--ttl", "0m"]).is_err());
+
+        let cli = parse(&["cluster", "status", "--data", "d", "--json"]).unwrap();
+        let Some(Command::Cluster(ClusterCommand::Status(s))) = cli.command else {
+            panic!("{cli:?}")
+        };
+        assert!(s.json);
+
+        let cli = parse(&["cluster", "remove", "4", "--data", "d"]).unwrap();
+        let Some(Command::Cluster(ClusterCommand::Remove(r))) = cli.command else {
+            panic!("{cli:?}")
+        };
+        assert_eq!((r.node_id, r.data.data), (4, PathBuf::from("d")));
+        assert!(parse(&["cluster", "remove", "0"]).is_err());
+        assert!(parse(&["cluster", "remove"]).is_err());
+
+        assert!(parse(&[]).unwrap().command.is_none());
+    }
+
+    const ENV_CHILD: &str = "BITRIVER_CONFIG_TEST_ENV_CHILD";
+
+    /// Env twins are read by the real parser. Setting variables in this multi-threaded test
+    /// process would race with the other tests, so the test re-runs itself in a child process
+    /// with the variables set there.
+    #[test]
+    fn env_twins_are_read() {
+        if std::env::var_os(ENV_CHILD).is_some() {
+            let cli = Cli::try_parse_from(["bitriver"]).unwrap();
+            let c = cli.config.validate().unwrap();
+            assert_eq!(c.mode, Mode::Production);
+            assert_eq!(c.addr, sa("127.0.0.1:9999"));
+            assert_eq!(c.roles, [Role::Edge].into_iter().collect());
+            assert_eq!(c.data_dir, PathBuf::from("/srv/bitriver"));
+            assert_eq!(c.join.unwrap().token.expose(), "tok");
+            // A flag beats its env twin.
+            let cli = Cli::try_parse_from(["bitriver", "--roles", "origin"]).unwrap();
+            assert_eq!(
+                cli.config.validate().unwrap().roles,
+                [Role::Origin].into_iter().collect()
+            );
+            let cli = Cli::try_parse_from(["bitriver", "cluster", "status"]).unwrap();
+            let Some(Command::Cluster(ClusterCommand::Status(s))) = cli.command else {
+                panic!("{cli:?}")
+            };
+            assert_eq!(s.data.data, PathBuf::from("/srv/bitriver"));
+            println!("ENV_CHILD_OK");
+            return;
+        }
+
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+        child.args([
+            "config::tests::env_twins_are_read",
+            "--exact",
+            "--nocapture",
+        ]);
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with(ENV_PREFIX) {
+                child.env_remove(k);
+            }
+        }
+        child
+            .env(ENV_CHILD, "1")
+            .env("BITRIVER_LIVE_MODE", "production")
+            .env("BITRIVER_LIVE_ADDR", "127.0.0.1:9999")
+            .env("BITRIVER_LIVE_ROLES", "edge")
+            .env("BITRIVER_LIVE_DATA", "/srv/bitriver")
+            .env("BITRIVER_LIVE_JOIN", "10.0.0.1:7946")
+            .env("BITRIVER_LIVE_JOIN_TOKEN", "tok")
+            .env("BITRIVER_LIVE_CLUSTER_ADVERTISE", "10.0.0.2:7946");
+        let out = child.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("ENV_CHILD_OK"),
+            "child failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

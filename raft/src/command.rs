@@ -1,0 +1,109 @@
+//! What can be proposed to the catalog, what applying it returns, and why it can be refused.
+//!
+//! Every input that `apply` needs (ids, timestamps, hashes) is inside the command, chosen by the
+//! proposer, so that every replica computes the same state from the same log.
+//!
+//! Compatibility rule: variants are only ever appended (the encoding stores the variant index), so
+//! a newer binary replays an older log.
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{AuthSession, Channel, ChatMessage, NodeId, NodeInfo, StreamSession, UnixMillis, User};
+
+/// A change to the catalog. Applied through Raft with [`crate::Catalog::propose`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Command {
+    /// Does nothing; used to measure commit latency and to test the pipeline.
+    Noop { payload: Vec<u8> },
+    /// Register or refresh a node's directory entry.
+    UpsertNode(NodeInfo),
+    /// Drop a node's directory entry (after it was removed from the membership).
+    RemoveNode { id: NodeId },
+    /// Hand out the next free node id (enrolment of a node started without `--node-id`).
+    ReserveNodeId { at_least: NodeId },
+    CreateUser(User),
+    UpdateUser(UserPatch),
+    DeleteUser { id: String },
+    CreateAuthSession(AuthSession),
+    DeleteAuthSession { token_hash: String },
+    /// Drop every session whose expiry is before `now`.
+    PurgeExpiredAuthSessions { now: UnixMillis },
+    CreateChannel(Channel),
+    UpdateChannel(ChannelPatch),
+    DeleteChannel { id: String },
+    SetStreamKey { channel_id: String, stream_key_hash: String, at: UnixMillis },
+    /// Start a broadcast; refused when the channel is already live.
+    StartSession(StreamSession),
+    /// End the channel's current broadcast.
+    EndSession { channel_id: String, ended_at: UnixMillis, peak_concurrent: Option<u64> },
+    PostChat(ChatMessage),
+    DeleteChat { channel_id: String, message_id: String },
+}
+
+/// Fields of a user that can change; `None` keeps the current value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserPatch {
+    pub id: String,
+    pub display_name: Option<String>,
+    pub email: Option<String>,
+    pub roles: Option<Vec<String>>,
+    pub password_hash: Option<String>,
+}
+
+/// Fields of a channel that can change; `None` keeps the current value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelPatch {
+    pub id: String,
+    pub title: Option<String>,
+    pub category: Option<Option<String>>,
+    pub tags: Option<Vec<String>>,
+    pub moderators: Option<Vec<String>>,
+    pub at: UnixMillis,
+}
+
+/// What a successfully applied command returns to its proposer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Response {
+    Done,
+    User(User),
+    Channel(Channel),
+    Session(StreamSession),
+    Chat(ChatMessage),
+    Node(NodeInfo),
+    NodeId(NodeId),
+    /// How many records a purge removed.
+    Removed(u64),
+}
+
+/// Why the state machine refused a command. Deterministic: every replica refuses the same way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum CatalogError {
+    #[error("{kind} {id} not found")]
+    NotFound { kind: String, id: String },
+    #[error("{kind} {id} already exists")]
+    AlreadyExists { kind: String, id: String },
+    #[error("email {email} is already registered")]
+    EmailTaken { email: String },
+    #[error("channel {channel_id} is already live (session {session_id})")]
+    AlreadyLive { channel_id: String, session_id: String },
+    #[error("channel {channel_id} is not live")]
+    NotLive { channel_id: String },
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+impl CatalogError {
+    pub(crate) fn not_found(kind: &str, id: &str) -> Self {
+        CatalogError::NotFound { kind: kind.to_owned(), id: id.to_owned() }
+    }
+
+    pub(crate) fn invalid(field: &str, reason: &str) -> Self {
+        CatalogError::Invalid { field: field.to_owned(), reason: reason.to_owned() }
+    }
+}
+
+/// The state machine's answer to one command, as carried back through Raft.
+pub type ApplyResult = Result<Response, CatalogError>;

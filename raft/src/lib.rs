@@ -1,0 +1,49 @@
+//! The catalog: BitRiver Live's replicated database.
+//!
+//! Every node holds a replica of the catalog (users, channels, sessions, chat, the node
+//! directory). Writes are [`Command`]s replicated with openraft; each node applies them to a
+//! deterministic state machine ([`state::CatalogState`]) stored in RocksDB ([`store`]). Nodes talk
+//! Raft over QUIC with mutual TLS ([`transport`], [`tls`]); a new node enrols with a join token and
+//! gets a certificate signed by the cluster CA.
+//!
+//! The rest of the code uses [`Catalog`]: `propose` a command from any node (followers forward to
+//! the leader), read the local replica, or read linearizably when freshness matters.
+//!
+//! This file is the composition root: the one `declare_raft_types!`.
+
+pub mod catalog;
+pub mod codec;
+pub mod command;
+pub mod metrics;
+pub mod rpc;
+pub mod state;
+pub mod store;
+pub mod tls;
+pub mod transport;
+pub mod types;
+
+pub use command::{ApplyResult, CatalogError, ChannelPatch, Command, Response, UserPatch};
+pub use catalog::{Catalog, CatalogConfig, ClusterStatus, JoinConfig, MemberStatus, ProposeError, RaftTuning};
+pub use types::*;
+
+use std::io::Cursor;
+
+openraft::declare_raft_types!(
+    /// Type configuration of the catalog's Raft group.
+    pub TypeConfig:
+        D = Command,
+        R = ApplyResult,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+);
+
+/// The openraft instance of the catalog.
+pub type Raft = openraft::Raft<TypeConfig>;
+
+/// Wall-clock milliseconds since the Unix epoch, for proposers to stamp commands with.
+pub fn now_millis() -> UnixMillis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as UnixMillis)
+        .unwrap_or(0)
+}

@@ -1,0 +1,501 @@
+//! The deterministic state machine: the catalog's in-memory tables and how a command changes them.
+//!
+//! [`CatalogState::apply`] validates a command, updates the tables and returns the exact list of
+//! record writes ([`Mutation`]) that the storage layer must persist in the same batch as the
+//! applied log id. It reads no clock and no randomness: every replica that applies the same log
+//! ends with byte-identical records.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::codec::{self, CodecError};
+use crate::command::{ApplyResult, CatalogError, ChannelPatch, Command, Response, UserPatch};
+use crate::types::{AuthSession, Channel, ChatMessage, LiveState, NodeId, NodeInfo, StreamSession, User};
+
+/// Chat lines kept per channel; older lines are dropped as new ones arrive.
+pub const CHAT_HISTORY_PER_CHANNEL: usize = 1000;
+
+/// One record write for the storage layer: `value: None` deletes the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mutation {
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// Key prefixes of the record space. Keys order records the way reads want them.
+mod key {
+    pub(super) const NODE: &str = "node/";
+    pub(super) const USER: &str = "user/";
+    pub(super) const AUTH: &str = "auth/";
+    pub(super) const CHANNEL: &str = "chan/";
+    pub(super) const SESSION: &str = "strm/";
+    pub(super) const CHAT: &str = "chat/";
+    pub(super) const NEXT_NODE_ID: &str = "meta/next-node-id";
+}
+
+/// All catalog tables, plus the indexes derived from them (indexes are never persisted).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct CatalogState {
+    nodes: BTreeMap<NodeId, NodeInfo>,
+    users: BTreeMap<String, User>,
+    auth_sessions: BTreeMap<String, AuthSession>,
+    channels: BTreeMap<String, Channel>,
+    sessions: BTreeMap<String, StreamSession>,
+    /// channel id -> seq -> message.
+    chat: BTreeMap<String, BTreeMap<u64, ChatMessage>>,
+    next_node_id: NodeId,
+    // Derived indexes.
+    user_by_email: HashMap<String, String>,
+    channel_by_key_hash: HashMap<String, String>,
+}
+
+/// Errors loading persisted records.
+#[derive(Debug, thiserror::Error)]
+#[error("record {key}: {source}")]
+pub struct LoadError {
+    pub key: String,
+    #[source]
+    pub source: CodecError,
+}
+
+impl CatalogState {
+    /// Rebuild the tables from persisted records (keys and values as written by [`Mutation`]s).
+    /// Keys outside the record space (e.g. Raft metadata) are ignored.
+    pub fn load<'a>(records: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Result<Self, LoadError> {
+        let mut state = CatalogState::default();
+        for (k, v) in records {
+            let key = String::from_utf8_lossy(k).into_owned();
+            let wrap = |source| LoadError { key: key.clone(), source };
+            if key.starts_with(key::NODE) {
+                let n: NodeInfo = codec::decode(v).map_err(wrap)?;
+                state.nodes.insert(n.id, n);
+            } else if key.starts_with(key::USER) {
+                let u: User = codec::decode(v).map_err(wrap)?;
+                state.user_by_email.insert(u.email.clone(), u.id.clone());
+                state.users.insert(u.id.clone(), u);
+            } else if key.starts_with(key::AUTH) {
+                let s: AuthSession = codec::decode(v).map_err(wrap)?;
+                state.auth_sessions.insert(s.token_hash.clone(), s);
+            } else if key.starts_with(key::CHANNEL) {
+                let c: Channel = codec::decode(v).map_err(wrap)?;
+                state.channel_by_key_hash.insert(c.stream_key_hash.clone(), c.id.clone());
+                state.channels.insert(c.id.clone(), c);
+            } else if key.starts_with(key::SESSION) {
+                let s: StreamSession = codec::decode(v).map_err(wrap)?;
+                state.sessions.insert(s.id.clone(), s);
+            } else if key.starts_with(key::CHAT) {
+                let m: ChatMessage = codec::decode(v).map_err(wrap)?;
+                state.chat.entry(m.channel_id.clone()).or_default().insert(m.seq, m);
+            } else if key == key::NEXT_NODE_ID {
+                state.next_node_id = codec::decode(v).map_err(wrap)?;
+            }
+        }
+        Ok(state)
+    }
+
+    // ----- reads -----
+
+    pub fn node(&self, id: NodeId) -> Option<&NodeInfo> {
+        self.nodes.get(&id)
+    }
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeInfo> {
+        self.nodes.values()
+    }
+    pub fn user(&self, id: &str) -> Option<&User> {
+        self.users.get(id)
+    }
+    pub fn users(&self) -> impl Iterator<Item = &User> {
+        self.users.values()
+    }
+    pub fn user_by_email(&self, email: &str) -> Option<&User> {
+        self.user_by_email.get(&email.to_lowercase()).and_then(|id| self.users.get(id))
+    }
+    pub fn auth_session(&self, token_hash: &str) -> Option<&AuthSession> {
+        self.auth_sessions.get(token_hash)
+    }
+    pub fn channel(&self, id: &str) -> Option<&Channel> {
+        self.channels.get(id)
+    }
+    pub fn channels(&self) -> impl Iterator<Item = &Channel> {
+        self.channels.values()
+    }
+    pub fn channel_by_stream_key_hash(&self, hash: &str) -> Option<&Channel> {
+        self.channel_by_key_hash.get(hash).and_then(|id| self.channels.get(id))
+    }
+    pub fn session(&self, id: &str) -> Option<&StreamSession> {
+        self.sessions.get(id)
+    }
+    pub fn sessions_of_channel<'a>(&'a self, channel_id: &'a str) -> impl Iterator<Item = &'a StreamSession> + 'a {
+        self.sessions.values().filter(move |s| s.channel_id == channel_id)
+    }
+    pub fn sessions(&self) -> impl Iterator<Item = &StreamSession> {
+        self.sessions.values()
+    }
+    /// Chat history of a channel, oldest first.
+    pub fn chat(&self, channel_id: &str) -> impl DoubleEndedIterator<Item = &ChatMessage> {
+        self.chat.get(channel_id).into_iter().flat_map(|m| m.values())
+    }
+
+    // ----- apply -----
+
+    /// Apply one command at log index `index`. On error nothing changed and no mutation is returned.
+    pub fn apply(&mut self, index: u64, command: &Command) -> (ApplyResult, Vec<Mutation>) {
+        let mut out = Vec::new();
+        let result = self.apply_inner(index, command, &mut out);
+        if result.is_err() {
+            debug_assert!(out.is_empty(), "a refused command must not write");
+            out.clear();
+        }
+        (result, out)
+    }
+
+    fn apply_inner(&mut self, index: u64, command: &Command, out: &mut Vec<Mutation>) -> ApplyResult {
+        match command {
+            Command::Noop { .. } => Ok(Response::Done),
+            Command::UpsertNode(info) => {
+                if info.id == 0 {
+                    return Err(CatalogError::invalid("id", "node ids start at 1"));
+                }
+                self.put_node(info.clone(), out);
+                Ok(Response::Node(info.clone()))
+            }
+            Command::RemoveNode { id } => {
+                if self.nodes.remove(id).is_none() {
+                    return Err(CatalogError::not_found("node", &id.to_string()));
+                }
+                out.push(delete(node_key(*id)));
+                Ok(Response::Done)
+            }
+            Command::ReserveNodeId { at_least } => {
+                let highest_known = self.nodes.keys().next_back().copied().unwrap_or(0);
+                let id = self.next_node_id.max(*at_least).max(highest_known + 1).max(1);
+                self.next_node_id = id + 1;
+                out.push(put(key::NEXT_NODE_ID.into(), codec::encode(&self.next_node_id)));
+                Ok(Response::NodeId(id))
+            }
+            Command::CreateUser(user) => self.create_user(user, out),
+            Command::UpdateUser(patch) => self.update_user(patch, out),
+            Command::DeleteUser { id } => self.delete_user(id, out),
+            Command::CreateAuthSession(session) => {
+                if !self.users.contains_key(&session.user_id) {
+                    return Err(CatalogError::not_found("user", &session.user_id));
+                }
+                if self.auth_sessions.contains_key(&session.token_hash) {
+                    return Err(CatalogError::AlreadyExists { kind: "session".into(), id: "token".into() });
+                }
+                out.push(put(auth_key(&session.token_hash), codec::encode(session)));
+                self.auth_sessions.insert(session.token_hash.clone(), session.clone());
+                Ok(Response::Done)
+            }
+            Command::DeleteAuthSession { token_hash } => {
+                if self.auth_sessions.remove(token_hash).is_none() {
+                    return Err(CatalogError::not_found("session", "token"));
+                }
+                out.push(delete(auth_key(token_hash)));
+                Ok(Response::Done)
+            }
+            Command::PurgeExpiredAuthSessions { now } => {
+                let expired: Vec<String> =
+                    self.auth_sessions.values().filter(|s| s.expires_at <= *now).map(|s| s.token_hash.clone()).collect();
+                for hash in &expired {
+                    self.auth_sessions.remove(hash);
+                    out.push(delete(auth_key(hash)));
+                }
+                Ok(Response::Removed(expired.len() as u64))
+            }
+            Command::CreateChannel(channel) => self.create_channel(channel, out),
+            Command::UpdateChannel(patch) => self.update_channel(patch, out),
+            Command::DeleteChannel { id } => {
+                let channel = self.channels.get(id).ok_or_else(|| CatalogError::not_found("channel", id))?.clone();
+                self.remove_channel(&channel, out);
+                Ok(Response::Done)
+            }
+            Command::SetStreamKey { channel_id, stream_key_hash, at } => {
+                if let Some(other) = self.channel_by_key_hash.get(stream_key_hash) {
+                    if other != channel_id {
+                        return Err(CatalogError::invalid("streamKey", "collides with another channel's key"));
+                    }
+                }
+                let mut channel =
+                    self.channels.get(channel_id).ok_or_else(|| CatalogError::not_found("channel", channel_id))?.clone();
+                self.channel_by_key_hash.remove(&channel.stream_key_hash);
+                channel.stream_key_hash = stream_key_hash.clone();
+                channel.updated_at = *at;
+                self.put_channel(channel.clone(), out);
+                Ok(Response::Channel(channel))
+            }
+            Command::StartSession(session) => self.start_session(session, out),
+            Command::EndSession { channel_id, ended_at, peak_concurrent } => {
+                let mut channel =
+                    self.channels.get(channel_id).ok_or_else(|| CatalogError::not_found("channel", channel_id))?.clone();
+                let session_id = match (&channel.live_state, &channel.current_session_id) {
+                    (LiveState::Live, Some(id)) => id.clone(),
+                    _ => return Err(CatalogError::NotLive { channel_id: channel_id.clone() }),
+                };
+                let mut session = self
+                    .sessions
+                    .get(&session_id)
+                    .ok_or_else(|| CatalogError::not_found("session", &session_id))?
+                    .clone();
+                session.ended_at = Some((*ended_at).max(session.started_at));
+                if let Some(peak) = peak_concurrent {
+                    session.peak_concurrent = session.peak_concurrent.max(*peak);
+                }
+                channel.live_state = LiveState::Offline;
+                channel.current_session_id = None;
+                channel.updated_at = *ended_at;
+                self.put_channel(channel, out);
+                self.put_session(session.clone(), out);
+                Ok(Response::Session(session))
+            }
+            Command::PostChat(message) => self.post_chat(index, message, out),
+            Command::DeleteChat { channel_id, message_id } => {
+                let history = self.chat.get_mut(channel_id).ok_or_else(|| CatalogError::not_found("message", message_id))?;
+                let seq = history
+                    .values()
+                    .find(|m| &m.id == message_id)
+                    .map(|m| m.seq)
+                    .ok_or_else(|| CatalogError::not_found("message", message_id))?;
+                history.remove(&seq);
+                out.push(delete(chat_key(channel_id, seq)));
+                Ok(Response::Done)
+            }
+        }
+    }
+
+    fn create_user(&mut self, user: &User, out: &mut Vec<Mutation>) -> ApplyResult {
+        if user.id.is_empty() {
+            return Err(CatalogError::invalid("id", "must not be empty"));
+        }
+        if self.users.contains_key(&user.id) {
+            return Err(CatalogError::AlreadyExists { kind: "user".into(), id: user.id.clone() });
+        }
+        if user.display_name.trim().is_empty() {
+            return Err(CatalogError::invalid("displayName", "must not be empty"));
+        }
+        let mut user = user.clone();
+        user.email = normalize_email(&user.email)?;
+        if self.user_by_email.contains_key(&user.email) {
+            return Err(CatalogError::EmailTaken { email: user.email });
+        }
+        self.put_user(user.clone(), out);
+        Ok(Response::User(user))
+    }
+
+    fn update_user(&mut self, patch: &UserPatch, out: &mut Vec<Mutation>) -> ApplyResult {
+        let mut user = self.users.get(&patch.id).ok_or_else(|| CatalogError::not_found("user", &patch.id))?.clone();
+        if let Some(name) = &patch.display_name {
+            if name.trim().is_empty() {
+                return Err(CatalogError::invalid("displayName", "must not be empty"));
+            }
+            user.display_name = name.clone();
+        }
+        if let Some(email) = &patch.email {
+            let email = normalize_email(email)?;
+            if let Some(owner) = self.user_by_email.get(&email) {
+                if owner != &user.id {
+                    return Err(CatalogError::EmailTaken { email });
+                }
+            }
+            self.user_by_email.remove(&user.email);
+            user.email = email;
+        }
+        if let Some(roles) = &patch.roles {
+            user.roles = roles.clone();
+        }
+        if let Some(hash) = &patch.password_hash {
+            user.password_hash = Some(hash.clone());
+        }
+        self.put_user(user.clone(), out);
+        Ok(Response::User(user))
+    }
+
+    fn delete_user(&mut self, id: &str, out: &mut Vec<Mutation>) -> ApplyResult {
+        let user = self.users.get(id).ok_or_else(|| CatalogError::not_found("user", id))?.clone();
+        if let Some(live) = self.channels.values().find(|c| c.owner_id == id && c.live_state == LiveState::Live) {
+            return Err(CatalogError::AlreadyLive {
+                channel_id: live.id.clone(),
+                session_id: live.current_session_id.clone().unwrap_or_default(),
+            });
+        }
+        let owned: Vec<Channel> = self.channels.values().filter(|c| c.owner_id == id).cloned().collect();
+        for channel in &owned {
+            self.remove_channel(channel, out);
+        }
+        let tokens: Vec<String> =
+            self.auth_sessions.values().filter(|s| s.user_id == id).map(|s| s.token_hash.clone()).collect();
+        for hash in tokens {
+            self.auth_sessions.remove(&hash);
+            out.push(delete(auth_key(&hash)));
+        }
+        self.user_by_email.remove(&user.email);
+        self.users.remove(id);
+        out.push(delete(user_key(id)));
+        Ok(Response::Done)
+    }
+
+    fn create_channel(&mut self, channel: &Channel, out: &mut Vec<Mutation>) -> ApplyResult {
+        if channel.id.is_empty() {
+            return Err(CatalogError::invalid("id", "must not be empty"));
+        }
+        if self.channels.contains_key(&channel.id) {
+            return Err(CatalogError::AlreadyExists { kind: "channel".into(), id: channel.id.clone() });
+        }
+        if !self.users.contains_key(&channel.owner_id) {
+            return Err(CatalogError::not_found("user", &channel.owner_id));
+        }
+        if channel.title.trim().is_empty() {
+            return Err(CatalogError::invalid("title", "must not be empty"));
+        }
+        if self.channel_by_key_hash.contains_key(&channel.stream_key_hash) {
+            return Err(CatalogError::invalid("streamKey", "collides with another channel's key"));
+        }
+        let mut channel = channel.clone();
+        channel.live_state = LiveState::Offline;
+        channel.current_session_id = None;
+        self.put_channel(channel.clone(), out);
+        Ok(Response::Channel(channel))
+    }
+
+    fn update_channel(&mut self, patch: &ChannelPatch, out: &mut Vec<Mutation>) -> ApplyResult {
+        let mut channel = self.channels.get(&patch.id).ok_or_else(|| CatalogError::not_found("channel", &patch.id))?.clone();
+        if let Some(title) = &patch.title {
+            if title.trim().is_empty() {
+                return Err(CatalogError::invalid("title", "must not be empty"));
+            }
+            channel.title = title.clone();
+        }
+        if let Some(category) = &patch.category {
+            channel.category = category.clone();
+        }
+        if let Some(tags) = &patch.tags {
+            channel.tags = tags.clone();
+        }
+        if let Some(moderators) = &patch.moderators {
+            if let Some(missing) = moderators.iter().find(|m| !self.users.contains_key(*m)) {
+                return Err(CatalogError::not_found("user", missing));
+            }
+            channel.moderators = moderators.clone();
+        }
+        channel.updated_at = patch.at;
+        self.put_channel(channel.clone(), out);
+        Ok(Response::Channel(channel))
+    }
+
+    fn start_session(&mut self, session: &StreamSession, out: &mut Vec<Mutation>) -> ApplyResult {
+        let mut channel = self
+            .channels
+            .get(&session.channel_id)
+            .ok_or_else(|| CatalogError::not_found("channel", &session.channel_id))?
+            .clone();
+        if channel.live_state == LiveState::Live {
+            return Err(CatalogError::AlreadyLive {
+                channel_id: channel.id.clone(),
+                session_id: channel.current_session_id.clone().unwrap_or_default(),
+            });
+        }
+        if self.sessions.contains_key(&session.id) {
+            return Err(CatalogError::AlreadyExists { kind: "session".into(), id: session.id.clone() });
+        }
+        let mut session = session.clone();
+        session.ended_at = None;
+        channel.live_state = LiveState::Live;
+        channel.current_session_id = Some(session.id.clone());
+        channel.updated_at = session.started_at;
+        self.put_channel(channel, out);
+        self.put_session(session.clone(), out);
+        Ok(Response::Session(session))
+    }
+
+    fn post_chat(&mut self, index: u64, message: &ChatMessage, out: &mut Vec<Mutation>) -> ApplyResult {
+        if !self.channels.contains_key(&message.channel_id) {
+            return Err(CatalogError::not_found("channel", &message.channel_id));
+        }
+        if !self.users.contains_key(&message.user_id) {
+            return Err(CatalogError::not_found("user", &message.user_id));
+        }
+        if message.text.trim().is_empty() {
+            return Err(CatalogError::invalid("text", "must not be empty"));
+        }
+        let mut message = message.clone();
+        message.seq = index;
+        let history = self.chat.entry(message.channel_id.clone()).or_default();
+        out.push(put(chat_key(&message.channel_id, index), codec::encode(&message)));
+        history.insert(index, message.clone());
+        while history.len() > CHAT_HISTORY_PER_CHANNEL {
+            if let Some((seq, _)) = history.pop_first() {
+                out.push(delete(chat_key(&message.channel_id, seq)));
+            }
+        }
+        Ok(Response::Chat(message))
+    }
+
+    fn remove_channel(&mut self, channel: &Channel, out: &mut Vec<Mutation>) {
+        self.channel_by_key_hash.remove(&channel.stream_key_hash);
+        self.channels.remove(&channel.id);
+        out.push(delete(channel_key(&channel.id)));
+        if let Some(history) = self.chat.remove(&channel.id) {
+            for seq in history.keys() {
+                out.push(delete(chat_key(&channel.id, *seq)));
+            }
+        }
+    }
+
+    fn put_node(&mut self, node: NodeInfo, out: &mut Vec<Mutation>) {
+        out.push(put(node_key(node.id), codec::encode(&node)));
+        self.nodes.insert(node.id, node);
+    }
+
+    fn put_user(&mut self, user: User, out: &mut Vec<Mutation>) {
+        out.push(put(user_key(&user.id), codec::encode(&user)));
+        self.user_by_email.insert(user.email.clone(), user.id.clone());
+        self.users.insert(user.id.clone(), user);
+    }
+
+    fn put_channel(&mut self, channel: Channel, out: &mut Vec<Mutation>) {
+        out.push(put(channel_key(&channel.id), codec::encode(&channel)));
+        self.channel_by_key_hash.insert(channel.stream_key_hash.clone(), channel.id.clone());
+        self.channels.insert(channel.id.clone(), channel);
+    }
+
+    fn put_session(&mut self, session: StreamSession, out: &mut Vec<Mutation>) {
+        out.push(put(session_key(&session.id), codec::encode(&session)));
+        self.sessions.insert(session.id.clone(), session);
+    }
+}
+
+fn normalize_email(email: &str) -> Result<String, CatalogError> {
+    let email = email.trim().to_lowercase();
+    let valid = match email.split_once('@') {
+        Some((local, domain)) => !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.'),
+        None => false,
+    };
+    if !valid || email.len() > 254 || email.chars().any(char::is_whitespace) {
+        return Err(CatalogError::invalid("email", "expected an address like name@example.com"));
+    }
+    Ok(email)
+}
+
+fn put(key: String, value: Vec<u8>) -> Mutation {
+    Mutation { key: key.into_bytes(), value: Some(value) }
+}
+fn delete(key: String) -> Mutation {
+    Mutation { key: key.into_bytes(), value: None }
+}
+fn node_key(id: NodeId) -> String {
+    format!("{}{id:020}", key::NODE)
+}
+fn user_key(id: &str) -> String {
+    format!("{}{id}", key::USER)
+}
+fn auth_key(hash: &str) -> String {
+    format!("{}{hash}", key::AUTH)
+}
+fn channel_key(id: &str) -> String {
+    format!("{}{id}", key::CHANNEL)
+}
+fn session_key(id: &str) -> String {
+    format!("{}{id}", key::SESSION)
+}
+fn chat_key(channel_id: &str, seq: u64) -> String {
+    format!("{}{channel_id}/{seq:020}", key::CHAT)
+}

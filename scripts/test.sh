@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs dependencies if needed, then checks formatting, lints and runs every test.
+# BITRIVER_SKIP_LINT=1 skips rustfmt and clippy.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+./scripts/setup.sh
+if [[ -f "$HOME/.cargo/env" ]]; then
+  # shellcheck disable=SC1091
+  source "$HOME/.cargo/env"
+fi
+
+if [[ -z "${CARGO_TARGET_DIR:-}" ]]; then
+  if [[ -d /var/cache/bitriver-target && -w /var/cache/bitriver-target ]]; then
+    export CARGO_TARGET_DIR=/var/cache/bitriver-target
+  else
+    export CARGO_TARGET_DIR=target
+  fi
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "test: installing cargo-nextest" >&2
+  cargo install cargo-nextest --locked
+fi
+
+declare -a results=()
+failed=0
+step() {
+  local name=$1
+  shift
+  echo "==> $name: $*" >&2
+  local start=$SECONDS
+  if "$@"; then
+    results+=("ok     $name ($((SECONDS - start))s)")
+  else
+    results+=("FAILED $name ($((SECONDS - start))s)")
+    failed=1
+  fi
+}
+
+if [[ "${BITRIVER_SKIP_LINT:-0}" == "1" ]]; then
+  results+=("skip   fmt, clippy (BITRIVER_SKIP_LINT=1)")
+else
+  step fmt cargo fmt --all -- --check
+  step clippy cargo clippy --workspace --all-targets -- -D warnings
+fi
+step tests cargo nextest run --workspace --no-fail-fast
+
+echo >&2
+echo "== summary ==" >&2
+printf '%s\n' "${results[@]}" >&2
+exit "$failed"
