@@ -69,12 +69,7 @@ pub enum ClusterCommand {
 #[derive(Debug, Clone, Args)]
 pub struct DataDirArg {
     /// Data directory of the local node (RocksDB catalog, cluster keys).
-    #[arg(
-        long = "data",
-        value_name = "DIR",
-        env = "BITRIVER_LIVE_DATA",
-        default_value = "data"
-    )]
+    #[arg(long = "data", value_name = "DIR", env = "BITRIVER_LIVE_DATA", default_value = "data")]
     pub data: PathBuf,
 }
 
@@ -130,12 +125,7 @@ pub struct Config {
     pub addr: Option<String>,
 
     /// Data directory (RocksDB catalog, cluster keys); created if missing.
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "BITRIVER_LIVE_DATA",
-        default_value = "data"
-    )]
+    #[arg(long, value_name = "DIR", env = "BITRIVER_LIVE_DATA", default_value = "data")]
     pub data: PathBuf,
 
     /// TLS certificate chain (PEM) for the HTTP listener; requires --tls-key.
@@ -151,39 +141,20 @@ pub struct Config {
     pub node_id: Option<u64>,
 
     /// Region (point of presence) this node runs in, used for placement.
-    #[arg(
-        long,
-        value_name = "NAME",
-        env = "BITRIVER_LIVE_REGION",
-        default_value = "local"
-    )]
+    #[arg(long, value_name = "NAME", env = "BITRIVER_LIVE_REGION", default_value = "local")]
     pub region: String,
 
     /// Comma-separated roles to run: control, ingest, transcode, origin, edge (or all).
-    #[arg(
-        long,
-        value_name = "LIST",
-        env = "BITRIVER_LIVE_ROLES",
-        default_value = "all"
-    )]
+    #[arg(long, value_name = "LIST", env = "BITRIVER_LIVE_ROLES", default_value = "all")]
     pub roles: String,
 
     /// Cluster (Raft over QUIC, UDP) listen address, HOST:PORT or :PORT.
-    #[arg(
-        long,
-        value_name = "ADDR",
-        env = "BITRIVER_LIVE_CLUSTER_ADDR",
-        default_value = ":7946"
-    )]
+    #[arg(long, value_name = "ADDR", env = "BITRIVER_LIVE_CLUSTER_ADDR", default_value = ":7946")]
     pub cluster_addr: String,
 
     /// Cluster address other nodes dial, HOST:PORT
     /// [default: --cluster-addr with 0.0.0.0 / :: replaced by loopback].
-    #[arg(
-        long,
-        value_name = "HOST:PORT",
-        env = "BITRIVER_LIVE_CLUSTER_ADVERTISE"
-    )]
+    #[arg(long, value_name = "HOST:PORT", env = "BITRIVER_LIVE_CLUSTER_ADVERTISE")]
     pub cluster_advertise: Option<String>,
 
     /// Join an existing cluster through this member's cluster address; requires --join-token.
@@ -191,48 +162,23 @@ pub struct Config {
     pub join: Option<String>,
 
     /// Join token from `bitriver cluster token` on a member of the cluster.
-    #[arg(
-        long,
-        value_name = "TOKEN",
-        env = "BITRIVER_LIVE_JOIN_TOKEN",
-        hide_env_values = true
-    )]
+    #[arg(long, value_name = "TOKEN", env = "BITRIVER_LIVE_JOIN_TOKEN", hide_env_values = true)]
     pub join_token: Option<JoinToken>,
 
     /// Number of Raft voters to keep (1..=9); further nodes replicate as learners.
-    #[arg(
-        long,
-        value_name = "N",
-        env = "BITRIVER_LIVE_VOTERS",
-        default_value_t = 3
-    )]
+    #[arg(long, value_name = "N", env = "BITRIVER_LIVE_VOTERS", default_value_t = 3)]
     pub voters: u32,
 
     /// RTMP ingest listen address (ingest role).
-    #[arg(
-        long,
-        value_name = "ADDR",
-        env = "BITRIVER_LIVE_RTMP_ADDR",
-        default_value = ":1935"
-    )]
+    #[arg(long, value_name = "ADDR", env = "BITRIVER_LIVE_RTMP_ADDR", default_value = ":1935")]
     pub rtmp_addr: String,
 
     /// SRT ingest listen address, UDP (ingest role).
-    #[arg(
-        long,
-        value_name = "ADDR",
-        env = "BITRIVER_LIVE_SRT_ADDR",
-        default_value = ":9000"
-    )]
+    #[arg(long, value_name = "ADDR", env = "BITRIVER_LIVE_SRT_ADDR", default_value = ":9000")]
     pub srt_addr: String,
 
     /// Edge cache HTTP listen address (edge role).
-    #[arg(
-        long,
-        value_name = "ADDR",
-        env = "BITRIVER_LIVE_EDGE_ADDR",
-        default_value = ":8081"
-    )]
+    #[arg(long, value_name = "ADDR", env = "BITRIVER_LIVE_EDGE_ADDR", default_value = ":8081")]
     pub edge_addr: String,
 
     /// Log format; auto means json in production and text in development.
@@ -244,6 +190,30 @@ pub struct Config {
         default_value_t = LogFormatArg::Auto
     )]
     pub log_format: LogFormatArg,
+
+    /// Build a catalog snapshot after this many applied log entries (older entries are purged).
+    #[arg(
+        long,
+        value_name = "N",
+        env = "BITRIVER_LIVE_RAFT_SNAPSHOT_EVERY",
+        default_value_t = 10_000,
+        hide_short_help = true
+    )]
+    pub raft_snapshot_every: u64,
+
+    /// Log entries kept behind a snapshot for slightly lagging followers.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "BITRIVER_LIVE_RAFT_KEEP_LOGS",
+        default_value_t = 1_000,
+        hide_short_help = true
+    )]
+    pub raft_keep_logs: u64,
+
+    /// Testing only: accept partition requests on the admin socket.
+    #[arg(long, env = "BITRIVER_LIVE_FAULT_INJECTION", hide = true)]
+    pub fault_injection: bool,
 }
 
 // Mode, Role and the log formats are deliberately exhaustive (no `#[non_exhaustive]`): `main`
@@ -349,13 +319,7 @@ pub enum Role {
 
 impl Role {
     /// All roles, in pipeline order.
-    pub const ALL: [Role; 5] = [
-        Role::Control,
-        Role::Ingest,
-        Role::Transcode,
-        Role::Origin,
-        Role::Edge,
-    ];
+    pub const ALL: [Role; 5] = [Role::Control, Role::Ingest, Role::Transcode, Role::Origin, Role::Edge];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -387,10 +351,7 @@ impl FromStr for Role {
     type Err = UnknownRole;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Role::ALL
-            .into_iter()
-            .find(|r| r.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| UnknownRole(s.to_owned()))
+        Role::ALL.into_iter().find(|r| r.as_str().eq_ignore_ascii_case(s)).ok_or_else(|| UnknownRole(s.to_owned()))
     }
 }
 
@@ -480,11 +441,7 @@ pub enum ConfigError {
     /// The flag's value is malformed or unusable. `value` is printed with escapes, so the
     /// message stays on one line whatever the operator typed.
     #[error("invalid value for {flag}: {value:?}: {reason}")]
-    Invalid {
-        flag: String,
-        value: String,
-        reason: String,
-    },
+    Invalid { flag: String, value: String, reason: String },
     /// The flag is required by another one (or by the mode).
     #[error("missing {flag}: {reason}")]
     Missing { flag: String, reason: String },
@@ -492,18 +449,11 @@ pub enum ConfigError {
 
 impl ConfigError {
     fn invalid(flag: &str, value: impl Into<String>, reason: impl Into<String>) -> Self {
-        ConfigError::Invalid {
-            flag: flag.to_owned(),
-            value: value.into(),
-            reason: reason.into(),
-        }
+        ConfigError::Invalid { flag: flag.to_owned(), value: value.into(), reason: reason.into() }
     }
 
     fn missing(flag: &str, reason: impl Into<String>) -> Self {
-        ConfigError::Missing {
-            flag: flag.to_owned(),
-            reason: reason.into(),
-        }
+        ConfigError::Missing { flag: flag.to_owned(), reason: reason.into() }
     }
 
     /// The flag the error is about, e.g. `--roles`.
@@ -576,6 +526,9 @@ pub struct ValidatedConfig {
     pub srt_addr: SocketAddr,
     pub edge_addr: SocketAddr,
     pub log_format: LogFormat,
+    pub raft_snapshot_every: u64,
+    pub raft_keep_logs: u64,
+    pub fault_injection: bool,
 }
 
 impl Config {
@@ -583,10 +536,7 @@ impl Config {
     pub fn validate(&self) -> Result<ValidatedConfig, ConfigError> {
         let mode = self.mode;
 
-        let addr = parse_listen_addr(
-            "--addr",
-            self.addr.as_deref().unwrap_or(mode.default_addr()),
-        )?;
+        let addr = parse_listen_addr("--addr", self.addr.as_deref().unwrap_or(mode.default_addr()))?;
 
         if self.data.as_os_str().is_empty() {
             return Err(ConfigError::invalid("--data", "", "must not be empty"));
@@ -595,25 +545,12 @@ impl Config {
 
         let tls = match (&self.tls_cert, &self.tls_key) {
             (None, None) => None,
-            (Some(_), None) => {
-                return Err(ConfigError::missing(
-                    "--tls-key",
-                    "required when --tls-cert is given",
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(ConfigError::missing(
-                    "--tls-cert",
-                    "required when --tls-key is given",
-                ))
-            }
+            (Some(_), None) => return Err(ConfigError::missing("--tls-key", "required when --tls-cert is given")),
+            (None, Some(_)) => return Err(ConfigError::missing("--tls-cert", "required when --tls-key is given")),
             (Some(cert), Some(key)) => {
                 check_readable_file("--tls-cert", cert)?;
                 check_readable_file("--tls-key", key)?;
-                Some(TlsFiles {
-                    cert: cert.clone(),
-                    key: key.clone(),
-                })
+                Some(TlsFiles { cert: cert.clone(), key: key.clone() })
             }
         };
 
@@ -645,10 +582,7 @@ impl Config {
         let cluster_advertise = match &self.cluster_advertise {
             Some(s) => parse_advertise_addr("--cluster-advertise", s)?,
             None => {
-                if mode == Mode::Production
-                    && self.join.is_some()
-                    && cluster_addr.ip().is_unspecified()
-                {
+                if mode == Mode::Production && self.join.is_some() && cluster_addr.ip().is_unspecified() {
                     // The derived loopback address would be recorded in the node directory and
                     // the other members could never reach this node.
                     return Err(ConfigError::missing(
@@ -660,10 +594,7 @@ impl Config {
             }
         };
 
-        let token = self
-            .join_token
-            .as_ref()
-            .filter(|t| !t.expose().trim().is_empty());
+        let token = self.join_token.as_ref().filter(|t| !t.expose().trim().is_empty());
         let join = match (&self.join, token) {
             (None, None) => None,
             (Some(_), None) => {
@@ -672,34 +603,18 @@ impl Config {
                     "required when --join is given (mint one with `bitriver cluster token`)",
                 ))
             }
-            (None, Some(_)) => {
-                return Err(ConfigError::missing(
-                    "--join",
-                    "required when --join-token is given",
-                ))
-            }
+            (None, Some(_)) => return Err(ConfigError::missing("--join", "required when --join-token is given")),
             (Some(peer), Some(token)) => {
                 let peer = parse_host_port("--join", peer)?;
                 if peer.port == 0 {
-                    return Err(ConfigError::invalid(
-                        "--join",
-                        peer.to_string(),
-                        "port must not be 0",
-                    ));
+                    return Err(ConfigError::invalid("--join", peer.to_string(), "port must not be 0"));
                 }
-                Some(JoinTarget {
-                    peer,
-                    token: JoinToken(token.expose().trim().to_owned()),
-                })
+                Some(JoinTarget { peer, token: JoinToken(token.expose().trim().to_owned()) })
             }
         };
 
         if !(1..=9).contains(&self.voters) {
-            return Err(ConfigError::invalid(
-                "--voters",
-                self.voters.to_string(),
-                "expected a number from 1 to 9",
-            ));
+            return Err(ConfigError::invalid("--voters", self.voters.to_string(), "expected a number from 1 to 9"));
         }
 
         let rtmp_addr = parse_listen_addr("--rtmp-addr", &self.rtmp_addr)?;
@@ -727,6 +642,9 @@ impl Config {
             srt_addr,
             edge_addr,
             log_format,
+            raft_snapshot_every: self.raft_snapshot_every.max(1),
+            raft_keep_logs: self.raft_keep_logs,
+            fault_injection: self.fault_injection,
         };
         config.check_listener_clashes()?;
         Ok(config)
@@ -743,10 +661,8 @@ enum Transport {
 impl ValidatedConfig {
     /// Listeners this node will bind, as (flag, transport, address).
     fn listeners(&self) -> Vec<(&'static str, Transport, SocketAddr)> {
-        let mut out = vec![
-            ("--addr", Transport::Tcp, self.addr),
-            ("--cluster-addr", Transport::Udp, self.cluster_addr),
-        ];
+        let mut out =
+            vec![("--addr", Transport::Tcp, self.addr), ("--cluster-addr", Transport::Udp, self.cluster_addr)];
         if self.roles.contains(Role::Ingest) {
             out.push(("--rtmp-addr", Transport::Tcp, self.rtmp_addr));
             out.push(("--srt-addr", Transport::Udp, self.srt_addr));
@@ -763,14 +679,8 @@ impl ValidatedConfig {
         let listeners = self.listeners();
         for (i, (flag, transport, addr)) in listeners.iter().enumerate() {
             for (other_flag, other_transport, other) in &listeners[..i] {
-                let same_ip = addr.ip() == other.ip()
-                    || addr.ip().is_unspecified()
-                    || other.ip().is_unspecified();
-                if transport == other_transport
-                    && addr.port() != 0
-                    && addr.port() == other.port()
-                    && same_ip
-                {
+                let same_ip = addr.ip() == other.ip() || addr.ip().is_unspecified() || other.ip().is_unspecified();
+                if transport == other_transport && addr.port() != 0 && addr.port() == other.port() && same_ip {
                     return Err(ConfigError::invalid(
                         flag,
                         addr.to_string(),
@@ -786,34 +696,19 @@ impl ValidatedConfig {
 fn check_readable_file(flag: &str, path: &Path) -> Result<(), ConfigError> {
     match std::fs::metadata(path) {
         Ok(m) if m.is_file() => Ok(()),
-        Ok(_) => Err(ConfigError::invalid(
-            flag,
-            path.display().to_string(),
-            "not a regular file",
-        )),
-        Err(e) => Err(ConfigError::invalid(
-            flag,
-            path.display().to_string(),
-            format!("cannot read file: {e}"),
-        )),
+        Ok(_) => Err(ConfigError::invalid(flag, path.display().to_string(), "not a regular file")),
+        Err(e) => Err(ConfigError::invalid(flag, path.display().to_string(), format!("cannot read file: {e}"))),
     }
 }
 
 fn is_valid_region(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    !s.is_empty() && s.len() <= 63 && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => {
-            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
-        }
-        IpAddr::V6(ip) if ip.is_unspecified() => {
-            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
-        }
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port()),
+        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port()),
         _ => addr,
     }
 }
@@ -856,19 +751,15 @@ fn is_valid_hostname(s: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
 /// Parses a listen address: `:PORT` (all IPv4 interfaces), `HOST:PORT` or `[IPV6]:PORT`.
 /// A host name is resolved (first address wins). Port 0 is allowed (pick a free port).
 pub fn parse_listen_addr(flag: &str, s: &str) -> Result<SocketAddr, ConfigError> {
-    let (host, bracketed, port) =
-        split_host_port(s).ok_or_else(|| ConfigError::invalid(flag, s, LISTEN_FORMS))?;
-    let port =
-        port.map_err(|()| ConfigError::invalid(flag, s, "port must be a number from 0 to 65535"))?;
+    let (host, bracketed, port) = split_host_port(s).ok_or_else(|| ConfigError::invalid(flag, s, LISTEN_FORMS))?;
+    let port = port.map_err(|()| ConfigError::invalid(flag, s, "port must be a number from 0 to 65535"))?;
     if host.is_empty() {
         if bracketed {
             return Err(ConfigError::invalid(flag, s, LISTEN_FORMS));
@@ -880,10 +771,8 @@ pub fn parse_listen_addr(flag: &str, s: &str) -> Result<SocketAddr, ConfigError>
 
 /// Parses `HOST:PORT` or `[IPV6]:PORT` without resolving it. The host must be present.
 pub fn parse_host_port(flag: &str, s: &str) -> Result<HostPort, ConfigError> {
-    let (host, bracketed, port) =
-        split_host_port(s).ok_or_else(|| ConfigError::invalid(flag, s, PEER_FORMS))?;
-    let port =
-        port.map_err(|()| ConfigError::invalid(flag, s, "port must be a number from 1 to 65535"))?;
+    let (host, bracketed, port) = split_host_port(s).ok_or_else(|| ConfigError::invalid(flag, s, PEER_FORMS))?;
+    let port = port.map_err(|()| ConfigError::invalid(flag, s, "port must be a number from 1 to 65535"))?;
     let host_ok = if bracketed {
         host.parse::<Ipv6Addr>().is_ok()
     } else {
@@ -892,10 +781,7 @@ pub fn parse_host_port(flag: &str, s: &str) -> Result<HostPort, ConfigError> {
     if !host_ok {
         return Err(ConfigError::invalid(flag, s, PEER_FORMS));
     }
-    Ok(HostPort {
-        host: host.to_owned(),
-        port,
-    })
+    Ok(HostPort { host: host.to_owned(), port })
 }
 
 /// An address other nodes dial: like [`parse_host_port`], resolved, and not a wildcard.
@@ -915,13 +801,7 @@ fn parse_advertise_addr(flag: &str, s: &str) -> Result<SocketAddr, ConfigError> 
     Ok(addr)
 }
 
-fn resolve_host(
-    flag: &str,
-    s: &str,
-    host: &str,
-    bracketed: bool,
-    port: u16,
-) -> Result<SocketAddr, ConfigError> {
+fn resolve_host(flag: &str, s: &str, host: &str, bracketed: bool, port: u16) -> Result<SocketAddr, ConfigError> {
     if bracketed {
         return host
             .parse::<Ipv6Addr>()
@@ -941,10 +821,7 @@ fn resolve_host(
     let mut resolved: Vec<SocketAddr> = resolved.collect();
     // Prefer IPv4 for predictability (`localhost` may list ::1 first).
     resolved.sort_by_key(|a| !a.is_ipv4());
-    resolved
-        .into_iter()
-        .next()
-        .ok_or_else(|| ConfigError::invalid(flag, s, "host resolved to no address"))
+    resolved.into_iter().next().ok_or_else(|| ConfigError::invalid(flag, s, "host resolved to no address"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -960,9 +837,7 @@ pub struct ParseDurationError {
 
 /// Parses `30s`, `10m`, `24h`, `7d`, or a sequence of them such as `1h30m`.
 pub fn parse_duration(s: &str) -> Result<Duration, ParseDurationError> {
-    let err = || ParseDurationError {
-        input: s.to_owned(),
-    };
+    let err = || ParseDurationError { input: s.to_owned() };
     let mut rest = s.trim();
     if rest.is_empty() {
         return Err(err());
@@ -1021,8 +896,7 @@ mod tests {
 
     /// The command without environment twins, so tests don't depend on the caller's environment.
     fn hermetic(cmd: clap::Command) -> clap::Command {
-        cmd.mut_args(|a| a.env(None::<&'static str>))
-            .mut_subcommands(hermetic)
+        cmd.mut_args(|a| a.env(None::<&'static str>)).mut_subcommands(hermetic)
     }
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
@@ -1033,10 +907,7 @@ mod tests {
     }
 
     fn validate(args: &[&str]) -> Result<ValidatedConfig, ConfigError> {
-        parse(args)
-            .expect("clap accepts the arguments")
-            .config
-            .validate()
+        parse(args).expect("clap accepts the arguments").config.validate()
     }
 
     fn sa(s: &str) -> SocketAddr {
@@ -1098,10 +969,7 @@ mod tests {
             "EDGE_ADDR",
             "LOG_FORMAT",
         ] {
-            assert!(
-                help.contains(&format!("[env: BITRIVER_LIVE_{name}")),
-                "help lacks BITRIVER_LIVE_{name}:\n{help}"
-            );
+            assert!(help.contains(&format!("[env: BITRIVER_LIVE_{name}")), "help lacks BITRIVER_LIVE_{name}:\n{help}");
         }
     }
 
@@ -1132,15 +1000,7 @@ mod tests {
         assert_eq!(c.addr, sa("0.0.0.0:80"));
         assert_eq!(c.log_format, LogFormat::Json);
         // An explicit flag beats the mode default.
-        let c = validate(&[
-            "--mode",
-            "production",
-            "--addr",
-            ":8080",
-            "--log-format",
-            "text",
-        ])
-        .unwrap();
+        let c = validate(&["--mode", "production", "--addr", ":8080", "--log-format", "text"]).unwrap();
         assert_eq!(c.addr, sa("0.0.0.0:8080"));
         assert_eq!(c.log_format, LogFormat::Text);
     }
@@ -1154,38 +1014,12 @@ mod tests {
 
     #[test]
     fn listen_addr_forms() {
-        assert_eq!(
-            parse_listen_addr("--addr", ":8080").unwrap(),
-            sa("0.0.0.0:8080")
-        );
-        assert_eq!(
-            parse_listen_addr("--addr", "127.0.0.1:0").unwrap(),
-            sa("127.0.0.1:0")
-        );
-        assert_eq!(
-            parse_listen_addr("--addr", "[::]:443").unwrap(),
-            sa("[::]:443")
-        );
-        assert_eq!(
-            parse_listen_addr("--addr", "[::1]:9000").unwrap(),
-            sa("[::1]:9000")
-        );
-        assert_eq!(
-            parse_listen_addr("--addr", "localhost:80").unwrap(),
-            sa("127.0.0.1:80")
-        );
-        for bad in [
-            "foo",
-            "8080",
-            "",
-            ":",
-            "::1:80",
-            "[::1]",
-            "[]:80",
-            "1.2.3.4:",
-            "bad_host:1",
-            "[x]:1",
-        ] {
+        assert_eq!(parse_listen_addr("--addr", ":8080").unwrap(), sa("0.0.0.0:8080"));
+        assert_eq!(parse_listen_addr("--addr", "127.0.0.1:0").unwrap(), sa("127.0.0.1:0"));
+        assert_eq!(parse_listen_addr("--addr", "[::]:443").unwrap(), sa("[::]:443"));
+        assert_eq!(parse_listen_addr("--addr", "[::1]:9000").unwrap(), sa("[::1]:9000"));
+        assert_eq!(parse_listen_addr("--addr", "localhost:80").unwrap(), sa("127.0.0.1:80"));
+        for bad in ["foo", "8080", "", ":", "::1:80", "[::1]", "[]:80", "1.2.3.4:", "bad_host:1", "[x]:1"] {
             let e = parse_listen_addr("--addr", bad).unwrap_err();
             assert_eq!(e.flag(), "--addr", "{bad}");
         }
@@ -1198,16 +1032,10 @@ mod tests {
     #[test]
     fn error_display_is_one_line_naming_the_flag() {
         let e = parse_listen_addr("--addr", "foo").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            r#"invalid value for --addr: "foo": expected HOST:PORT or :PORT"#
-        );
+        assert_eq!(e.to_string(), r#"invalid value for --addr: "foo": expected HOST:PORT or :PORT"#);
         let e = validate(&["--addr", "x\ny"]).unwrap_err();
         assert!(!e.to_string().contains('\n'), "{e}");
-        assert!(
-            e.to_string().starts_with("invalid value for --addr: "),
-            "{e}"
-        );
+        assert!(e.to_string().starts_with("invalid value for --addr: "), "{e}");
     }
 
     #[test]
@@ -1223,15 +1051,9 @@ mod tests {
             (&["--voters", "10"], "--voters"),
             (&["--region", ""], "--region"),
             (&["--region", "eu west"], "--region"),
-            (
-                &["--cluster-advertise", "0.0.0.0:7946"],
-                "--cluster-advertise",
-            ),
+            (&["--cluster-advertise", "0.0.0.0:7946"], "--cluster-advertise"),
             (&["--cluster-advertise", ":7946"], "--cluster-advertise"),
-            (
-                &["--cluster-advertise", "10.0.0.1:0"],
-                "--cluster-advertise",
-            ),
+            (&["--cluster-advertise", "10.0.0.1:0"], "--cluster-advertise"),
         ] {
             let e = validate(args).unwrap_err();
             assert_eq!(e.flag(), flag, "{args:?}: {e}");
@@ -1247,10 +1069,7 @@ mod tests {
         assert_eq!(c.roles.len(), 2);
         assert!(!c.roles.contains(Role::Control));
         assert_eq!(validate(&["--roles", "all"]).unwrap().roles, Roles::all());
-        assert_eq!(
-            Roles::all().to_string(),
-            "control,ingest,transcode,origin,edge"
-        );
+        assert_eq!(Roles::all().to_string(), "control,ingest,transcode,origin,edge");
         for r in Role::ALL {
             assert_eq!(r.as_str().parse::<Role>().unwrap(), r);
         }
@@ -1258,10 +1077,7 @@ mod tests {
         for bad in ["control,ingest,cdn", "", "control,,edge"] {
             let e = validate(&["--roles", bad]).unwrap_err();
             assert_eq!(e.flag(), "--roles", "{bad}");
-            assert!(
-                e.to_string().starts_with("invalid value for --roles: "),
-                "{e}"
-            );
+            assert!(e.to_string().starts_with("invalid value for --roles: "), "{e}");
         }
         let e = validate(&["--roles", "control,cdn"]).unwrap_err();
         assert!(e.to_string().contains("unknown role \"cdn\""), "{e}");
@@ -1279,13 +1095,7 @@ mod tests {
 
         let c = validate(&["--join", "seed.example.net:7946", "--join-token", "s3cret"]).unwrap();
         let join = c.join.unwrap();
-        assert_eq!(
-            join.peer,
-            HostPort {
-                host: "seed.example.net".into(),
-                port: 7946
-            }
-        );
+        assert_eq!(join.peer, HostPort { host: "seed.example.net".into(), port: 7946 });
         assert_eq!(join.token.expose(), "s3cret");
         assert!(!format!("{join:?}").contains("s3cret"));
 
@@ -1311,14 +1121,7 @@ mod tests {
         assert_eq!(c.cluster_advertise, sa("127.0.0.1:0"));
 
         // A production joiner on a wildcard address would advertise loopback.
-        let join = [
-            "--mode",
-            "production",
-            "--join",
-            "10.0.0.1:7946",
-            "--join-token",
-            "t",
-        ];
+        let join = ["--mode", "production", "--join", "10.0.0.1:7946", "--join-token", "t"];
         assert_eq!(validate(&join).unwrap_err().flag(), "--cluster-advertise");
         let mut ok = join.to_vec();
         ok.extend(["--cluster-advertise", "10.0.0.2:7946"]);
@@ -1334,34 +1137,16 @@ mod tests {
         std::fs::write(&key, "key").unwrap();
         let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
 
-        assert_eq!(
-            validate(&["--tls-cert", cert]).unwrap_err().flag(),
-            "--tls-key"
-        );
-        assert_eq!(
-            validate(&["--tls-key", key]).unwrap_err().flag(),
-            "--tls-cert"
-        );
+        assert_eq!(validate(&["--tls-cert", cert]).unwrap_err().flag(), "--tls-key");
+        assert_eq!(validate(&["--tls-key", key]).unwrap_err().flag(), "--tls-cert");
         let missing = dir.path().join("missing.pem");
         let e = validate(&["--tls-cert", missing.to_str().unwrap(), "--tls-key", key]).unwrap_err();
         assert_eq!(e.flag(), "--tls-cert");
-        let e = validate(&[
-            "--tls-cert",
-            cert,
-            "--tls-key",
-            dir.path().to_str().unwrap(),
-        ])
-        .unwrap_err();
+        let e = validate(&["--tls-cert", cert, "--tls-key", dir.path().to_str().unwrap()]).unwrap_err();
         assert_eq!(e.flag(), "--tls-key");
 
         let c = validate(&["--tls-cert", cert, "--tls-key", key]).unwrap();
-        assert_eq!(
-            c.tls,
-            Some(TlsFiles {
-                cert: cert.into(),
-                key: key.into()
-            })
-        );
+        assert_eq!(c.tls, Some(TlsFiles { cert: cert.into(), key: key.into() }));
     }
 
     #[test]
@@ -1382,22 +1167,9 @@ mod tests {
         assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
         assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86_400));
-        assert_eq!(
-            parse_duration("7d").unwrap(),
-            Duration::from_secs(7 * 86_400)
-        );
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86_400));
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        for bad in [
-            "",
-            "10",
-            "h",
-            "1x",
-            "-1h",
-            "1.5h",
-            "99999999999999999999d",
-            "1h 30m",
-            "1ч",
-        ] {
+        for bad in ["", "10", "h", "1x", "-1h", "1.5h", "99999999999999999999d", "1h 30m", "1ч"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
         assert!(parse_ttl("0s").is_err());
@@ -1406,31 +1178,23 @@ mod tests {
     #[test]
     fn cluster_subcommands() {
         let cli = parse(&["cluster", "token", "--data", "/srv/br"]).unwrap();
-        let Some(Command::Cluster(ClusterCommand::Token(t))) = cli.command else {
-            panic!("{cli:?}")
-        };
+        let Some(Command::Cluster(ClusterCommand::Token(t))) = cli.command else { panic!("{cli:?}") };
         assert_eq!(t.data.data, PathBuf::from("/srv/br"));
         assert_eq!(t.ttl, Duration::from_secs(86_400));
 
         let cli = parse(&["cluster", "token", "--ttl", "7d"]).unwrap();
-        let Some(Command::Cluster(ClusterCommand::Token(t))) = cli.command else {
-            panic!("{cli:?}")
-        };
+        let Some(Command::Cluster(ClusterCommand::Token(t))) = cli.command else { panic!("{cli:?}") };
         assert_eq!(t.ttl, Duration::from_secs(7 * 86_400));
         assert_eq!(t.data.data, PathBuf::from("data"));
         assert!(parse(&["cluster", "token", "--ttl", "soon"]).is_err());
         assert!(parse(&["cluster", "token", "--ttl", "0m"]).is_err());
 
         let cli = parse(&["cluster", "status", "--data", "d", "--json"]).unwrap();
-        let Some(Command::Cluster(ClusterCommand::Status(s))) = cli.command else {
-            panic!("{cli:?}")
-        };
+        let Some(Command::Cluster(ClusterCommand::Status(s))) = cli.command else { panic!("{cli:?}") };
         assert!(s.json);
 
         let cli = parse(&["cluster", "remove", "4", "--data", "d"]).unwrap();
-        let Some(Command::Cluster(ClusterCommand::Remove(r))) = cli.command else {
-            panic!("{cli:?}")
-        };
+        let Some(Command::Cluster(ClusterCommand::Remove(r))) = cli.command else { panic!("{cli:?}") };
         assert_eq!((r.node_id, r.data.data), (4, PathBuf::from("d")));
         assert!(parse(&["cluster", "remove", "0"]).is_err());
         assert!(parse(&["cluster", "remove"]).is_err());
@@ -1455,25 +1219,16 @@ mod tests {
             assert_eq!(c.join.unwrap().token.expose(), "tok");
             // A flag beats its env twin.
             let cli = Cli::try_parse_from(["bitriver", "--roles", "origin"]).unwrap();
-            assert_eq!(
-                cli.config.validate().unwrap().roles,
-                [Role::Origin].into_iter().collect()
-            );
+            assert_eq!(cli.config.validate().unwrap().roles, [Role::Origin].into_iter().collect());
             let cli = Cli::try_parse_from(["bitriver", "cluster", "status"]).unwrap();
-            let Some(Command::Cluster(ClusterCommand::Status(s))) = cli.command else {
-                panic!("{cli:?}")
-            };
+            let Some(Command::Cluster(ClusterCommand::Status(s))) = cli.command else { panic!("{cli:?}") };
             assert_eq!(s.data.data, PathBuf::from("/srv/bitriver"));
             println!("ENV_CHILD_OK");
             return;
         }
 
         let mut child = std::process::Command::new(std::env::current_exe().unwrap());
-        child.args([
-            "config::tests::env_twins_are_read",
-            "--exact",
-            "--nocapture",
-        ]);
+        child.args(["config::tests::env_twins_are_read", "--exact", "--nocapture"]);
         for (k, _) in std::env::vars_os() {
             if k.to_string_lossy().starts_with(ENV_PREFIX) {
                 child.env_remove(k);

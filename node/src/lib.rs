@@ -1,5 +1,8 @@
-//! Library half of the `bitriver` binary: the parts of the node that tests and `main` share.
-//!
-//! `main.rs` stays thin: it parses [`config`], sets up tracing, binds listeners and runs the roles.
+//! The `bitriver` binary's library half: configuration, role wiring, HTTP endpoints and the
+//! administrative CLI. `main.rs` only parses, sets up logging and calls [`run::run`].
 
+pub mod cli;
 pub mod config;
+pub mod http;
+pub mod run;
+mod tls;

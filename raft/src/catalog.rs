@@ -45,7 +45,13 @@ pub struct RaftTuning {
 
 impl Default for RaftTuning {
     fn default() -> Self {
-        RaftTuning { heartbeat_ms: 150, election_min_ms: 600, election_max_ms: 1200, snapshot_every: 10_000, keep_logs: 1_000 }
+        RaftTuning {
+            heartbeat_ms: 150,
+            election_min_ms: 600,
+            election_max_ms: 1200,
+            snapshot_every: 10_000,
+            keep_logs: 1_000,
+        }
     }
 }
 
@@ -223,7 +229,8 @@ impl Catalog {
             ..Default::default()
         }
         .validate()?;
-        let raft = Raft::new(id, Arc::new(raft_config), NetworkFactory { client: client.clone() }, log_store, sm).await?;
+        let raft =
+            Raft::new(id, Arc::new(raft_config), NetworkFactory { client: client.clone() }, log_store, sm).await?;
 
         let catalog = Catalog {
             inner: Arc::new(Inner {
@@ -286,7 +293,10 @@ impl Catalog {
         self.inner
             .raft
             .wait(Some(timeout))
-            .metrics(|m| m.current_leader.is_some() && m.membership_config.membership().get_node(&self.inner.id).is_some(), "ready")
+            .metrics(
+                |m| m.current_leader.is_some() && m.membership_config.membership().get_node(&self.inner.id).is_some(),
+                "ready",
+            )
             .await
             .map(|_| ())
             .map_err(|e| ProposeError::Unavailable(e.to_string()))
@@ -338,7 +348,12 @@ impl Catalog {
                 Err(LocalWrite::Fatal(e)) => return Err(ProposeError::Fatal(e)),
                 Err(LocalWrite::NotLeader(Some((leader, addr)))) => {
                     self.inner.metrics.forwarded_proposals.inc();
-                    match self.inner.client.call(&addr, &Request::Propose(command.clone()), Duration::from_secs(5)).await {
+                    match self
+                        .inner
+                        .client
+                        .call(&addr, &Request::Propose(command.clone()), Duration::from_secs(5))
+                        .await
+                    {
                         Ok(Reply::Propose(applied)) => return applied.map_err(ProposeError::Rejected),
                         Ok(other) => last_error = format!("leader {leader}: {other:?}"),
                         Err(e) => last_error = e.to_string(),
@@ -430,7 +445,9 @@ impl Catalog {
         if membership.get_node(&node_id).is_none() {
             match raft.add_learner(node_id, node, true).await {
                 Ok(_) => tracing::info!(node_id, addr, "added learner"),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => return Reply::NotLeader { leader: self.leader() },
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                    return Reply::NotLeader { leader: self.leader() }
+                }
                 Err(e) => return Reply::Error(format!("adding learner {node_id}: {e}")),
             }
         }
@@ -439,7 +456,9 @@ impl Catalog {
         if !voters.contains(&node_id) && voters.len() < self.inner.config.voters {
             match raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node_id])), true).await {
                 Ok(_) => tracing::info!(node_id, voters = voters.len() + 1, "promoted to voter"),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => return Reply::NotLeader { leader: self.leader() },
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                    return Reply::NotLeader { leader: self.leader() }
+                }
                 Err(e) => return Reply::Error(format!("promoting {node_id}: {e}")),
             }
         }
@@ -458,7 +477,9 @@ impl Catalog {
         };
         match raft.change_membership(change, false).await {
             Ok(_) => {}
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => return Reply::NotLeader { leader: self.leader() },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                return Reply::NotLeader { leader: self.leader() }
+            }
             Err(e) => return Reply::Error(format!("removing {node_id}: {e}")),
         }
         tracing::info!(node_id, "removed from the cluster");
@@ -482,7 +503,9 @@ impl Catalog {
     pub async fn status(&self) -> ClusterStatus {
         if !self.is_leader() {
             if let Some((_, addr)) = self.leader() {
-                if let Ok(Reply::Status(status)) = self.inner.client.call(&addr, &Request::Status, Duration::from_secs(2)).await {
+                if let Ok(Reply::Status(status)) =
+                    self.inner.client.call(&addr, &Request::Status, Duration::from_secs(2)).await
+                {
                     return status;
                 }
             }
@@ -503,10 +526,16 @@ impl Catalog {
                 } else {
                     metrics.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).map(|l| l.index)
                 };
-                let (region, roles) = self
-                    .read(|s| s.node(*id).map(|n| (n.region.clone(), n.roles.clone())))
-                    .unwrap_or_default();
-                MemberStatus { node_id: *id, region, roles, voter: voters.contains(id), last_applied, addr: node.addr.clone() }
+                let (region, roles) =
+                    self.read(|s| s.node(*id).map(|n| (n.region.clone(), n.roles.clone()))).unwrap_or_default();
+                MemberStatus {
+                    node_id: *id,
+                    region,
+                    roles,
+                    voter: voters.contains(id),
+                    last_applied,
+                    addr: node.addr.clone(),
+                }
             })
             .collect();
         ClusterStatus { leader_id: metrics.current_leader, term: metrics.current_term, members }
@@ -559,7 +588,9 @@ impl Catalog {
             self.inner.raft.metrics().borrow().membership_config.membership().nodes().map(|(id, _)| *id).collect();
         let node_id = match request.node_id {
             Some(id) if members.contains(&id) => {
-                return Reply::Error(format!("node id {id} is already a member; remove it first or pick another --node-id"))
+                return Reply::Error(format!(
+                    "node id {id} is already a member; remove it first or pick another --node-id"
+                ))
             }
             Some(id) => id,
             None => {
@@ -614,10 +645,17 @@ fn advertise_addr(configured: Option<&str>, bound: SocketAddr) -> String {
 }
 
 /// Use the identity in the data dir, or create one: bootstrap (new CA) or enrol (join token).
-async fn load_or_create_identity(config: &CatalogConfig, paths: &TlsPaths) -> anyhow::Result<(NodeIdentity, Option<ClusterCa>)> {
+async fn load_or_create_identity(
+    config: &CatalogConfig,
+    paths: &TlsPaths,
+) -> anyhow::Result<(NodeIdentity, Option<ClusterCa>)> {
     if let (Some(id), true) = (stored_node_id(&config.data_dir), paths.has_identity()) {
         if let Some(flag) = config.node_id {
-            anyhow::ensure!(flag == id, "--node-id {flag} does not match node id {id} stored in {}", config.data_dir.display());
+            anyhow::ensure!(
+                flag == id,
+                "--node-id {flag} does not match node id {id} stored in {}",
+                config.data_dir.display()
+            );
         }
         let identity = NodeIdentity::load(paths, id)?;
         let ca = ClusterCa::load(paths).ok();
@@ -652,14 +690,22 @@ async fn enrol_with(join: &JoinConfig, node_id: Option<NodeId>) -> anyhow::Resul
     let reply = loop {
         let attempt = async {
             let addr = transport::resolve(&join.addr).await.map_err(|e| e.to_string())?;
-            let conn = endpoint.connect(addr, tls::SERVER_NAME).map_err(|e| e.to_string())?.await.map_err(|e| e.to_string())?;
+            let conn = endpoint
+                .connect(addr, tls::SERVER_NAME)
+                .map_err(|e| e.to_string())?
+                .await
+                .map_err(|e| e.to_string())?;
             transport::call_on(&conn, &request).await
         };
         match tokio::time::timeout(Duration::from_secs(10), attempt).await {
             Ok(Ok(reply)) => break reply,
-            Ok(Err(e)) if Instant::now() < deadline => tracing::warn!(join = %join.addr, error = %e, "enrolment attempt failed; retrying"),
+            Ok(Err(e)) if Instant::now() < deadline => {
+                tracing::warn!(join = %join.addr, error = %e, "enrolment attempt failed; retrying")
+            }
             Ok(Err(e)) => anyhow::bail!("enrolling at {}: {e}", join.addr),
-            Err(_) if Instant::now() < deadline => tracing::warn!(join = %join.addr, "enrolment attempt timed out; retrying"),
+            Err(_) if Instant::now() < deadline => {
+                tracing::warn!(join = %join.addr, "enrolment attempt timed out; retrying")
+            }
             Err(_) => anyhow::bail!("enrolling at {}: timed out", join.addr),
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -707,7 +753,9 @@ async fn register_in_directory(catalog: Catalog) {
             load: NodeLoad::default(),
             updated_at: now_millis(),
         };
-        let already = catalog.read(|s| s.node(info.id).map(|n| n.region == info.region && n.roles == info.roles && n.addresses == info.addresses));
+        let already = catalog.read(|s| {
+            s.node(info.id).map(|n| n.region == info.region && n.roles == info.roles && n.addresses == info.addresses)
+        });
         if already == Some(true) {
             return;
         }

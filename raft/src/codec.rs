@@ -33,8 +33,7 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     let mut out = vec![FORMAT_VERSION];
     // Encoding into a Vec only fails for types serde cannot represent in bincode (e.g. maps with
     // non-string keys are fine; `deserialize_any` types are not used in this crate).
-    bincode::serde::encode_into_std_write(value, &mut out, config())
-        .expect("catalog types are bincode-encodable");
+    bincode::serde::encode_into_std_write(value, &mut out, config()).expect("catalog types are bincode-encodable");
     out
 }
 
@@ -43,8 +42,8 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
     match version {
         FORMAT_VERSION => {
-            let (value, used) = bincode::serde::decode_from_slice(body, config())
-                .map_err(|e| CodecError::Malformed(e.to_string()))?;
+            let (value, used) =
+                bincode::serde::decode_from_slice(body, config()).map_err(|e| CodecError::Malformed(e.to_string()))?;
             if used != body.len() {
                 return Err(CodecError::Malformed(format!("{} trailing bytes", body.len() - used)));
             }

@@ -15,30 +15,55 @@ use crate::types::{AuthSession, Channel, ChatMessage, NodeId, NodeInfo, StreamSe
 #[non_exhaustive]
 pub enum Command {
     /// Does nothing; used to measure commit latency and to test the pipeline.
-    Noop { payload: Vec<u8> },
+    Noop {
+        payload: Vec<u8>,
+    },
     /// Register or refresh a node's directory entry.
     UpsertNode(NodeInfo),
     /// Drop a node's directory entry (after it was removed from the membership).
-    RemoveNode { id: NodeId },
+    RemoveNode {
+        id: NodeId,
+    },
     /// Hand out the next free node id (enrolment of a node started without `--node-id`).
-    ReserveNodeId { at_least: NodeId },
+    ReserveNodeId {
+        at_least: NodeId,
+    },
     CreateUser(User),
     UpdateUser(UserPatch),
-    DeleteUser { id: String },
+    DeleteUser {
+        id: String,
+    },
     CreateAuthSession(AuthSession),
-    DeleteAuthSession { token_hash: String },
+    DeleteAuthSession {
+        token_hash: String,
+    },
     /// Drop every session whose expiry is before `now`.
-    PurgeExpiredAuthSessions { now: UnixMillis },
+    PurgeExpiredAuthSessions {
+        now: UnixMillis,
+    },
     CreateChannel(Channel),
     UpdateChannel(ChannelPatch),
-    DeleteChannel { id: String },
-    SetStreamKey { channel_id: String, stream_key_hash: String, at: UnixMillis },
+    DeleteChannel {
+        id: String,
+    },
+    SetStreamKey {
+        channel_id: String,
+        stream_key_hash: String,
+        at: UnixMillis,
+    },
     /// Start a broadcast; refused when the channel is already live.
     StartSession(StreamSession),
     /// End the channel's current broadcast.
-    EndSession { channel_id: String, ended_at: UnixMillis, peak_concurrent: Option<u64> },
+    EndSession {
+        channel_id: String,
+        ended_at: UnixMillis,
+        peak_concurrent: Option<u64>,
+    },
     PostChat(ChatMessage),
-    DeleteChat { channel_id: String, message_id: String },
+    DeleteChat {
+        channel_id: String,
+        message_id: String,
+    },
 }
 
 /// Fields of a user that can change; `None` keeps the current value.

@@ -22,8 +22,8 @@ pub mod tls;
 pub mod transport;
 pub mod types;
 
-pub use command::{ApplyResult, CatalogError, ChannelPatch, Command, Response, UserPatch};
 pub use catalog::{Catalog, CatalogConfig, ClusterStatus, JoinConfig, MemberStatus, ProposeError, RaftTuning};
+pub use command::{ApplyResult, CatalogError, ChannelPatch, Command, Response, UserPatch};
 pub use types::*;
 
 use std::io::Cursor;
@@ -42,8 +42,5 @@ pub type Raft = openraft::Raft<TypeConfig>;
 
 /// Wall-clock milliseconds since the Unix epoch, for proposers to stamp commands with.
 pub fn now_millis() -> UnixMillis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as UnixMillis)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as UnixMillis).unwrap_or(0)
 }

@@ -58,7 +58,10 @@ impl CatalogMetrics {
                 "bitriver_raft_forwarded_proposals_total",
                 "Proposals this node forwarded to the leader",
             )?,
-            snapshots_installed: counter("bitriver_raft_snapshots_installed_total", "Snapshots installed from a leader")?,
+            snapshots_installed: counter(
+                "bitriver_raft_snapshots_installed_total",
+                "Snapshots installed from a leader",
+            )?,
             refused_peers: counter(
                 "bitriver_raft_refused_peers_total",
                 "Cluster connections or requests refused (bad certificate, token, or unauthenticated RPC)",

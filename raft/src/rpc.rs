@@ -31,15 +31,22 @@ pub enum Request {
     /// Read index for a linearizable read on a follower.
     ReadIndex,
     /// An enrolled node asks to be added as a learner (and promoted if voters are wanted).
-    Join { node_id: NodeId, addr: String },
+    Join {
+        node_id: NodeId,
+        addr: String,
+    },
     /// Remove a node from the membership.
-    Remove { node_id: NodeId },
+    Remove {
+        node_id: NodeId,
+    },
     /// Cluster status as the leader sees it.
     Status,
     /// A node without a certificate asks for one (the only request allowed unauthenticated).
     Enrol(EnrolRequest),
     /// Test-only fault injection: drop all RPCs to these nodes (needs BITRIVER_LIVE_FAULT_INJECTION=1).
-    Partition { blocked: Vec<NodeId> },
+    Partition {
+        blocked: Vec<NodeId>,
+    },
 }
 
 impl Request {
@@ -89,7 +96,9 @@ pub enum Reply {
     Status(crate::catalog::ClusterStatus),
     Enrol(EnrolResponse),
     /// The receiver is not the leader; try `leader` (if known) instead.
-    NotLeader { leader: Option<(NodeId, String)> },
+    NotLeader {
+        leader: Option<(NodeId, String)>,
+    },
     /// Refused or failed, with a reason a person can read.
     Error(String),
 }

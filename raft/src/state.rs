@@ -166,9 +166,13 @@ impl CatalogState {
                 Ok(Response::Done)
             }
             Command::ReserveNodeId { at_least } => {
+                // Checked arithmetic: `at_least` and directory ids come from proposers, and an
+                // overflow here would panic (debug) or hand out id 0 again (release) on every replica.
+                let exhausted = || CatalogError::invalid("nodeId", "no node id left above the highest one in use");
                 let highest_known = self.nodes.keys().next_back().copied().unwrap_or(0);
-                let id = self.next_node_id.max(*at_least).max(highest_known + 1).max(1);
-                self.next_node_id = id + 1;
+                let above_known = highest_known.checked_add(1).ok_or_else(exhausted)?;
+                let id = self.next_node_id.max(*at_least).max(above_known).max(1);
+                self.next_node_id = id.checked_add(1).ok_or_else(exhausted)?;
                 out.push(put(key::NEXT_NODE_ID.into(), codec::encode(&self.next_node_id)));
                 Ok(Response::NodeId(id))
             }
@@ -194,8 +198,12 @@ impl CatalogState {
                 Ok(Response::Done)
             }
             Command::PurgeExpiredAuthSessions { now } => {
-                let expired: Vec<String> =
-                    self.auth_sessions.values().filter(|s| s.expires_at <= *now).map(|s| s.token_hash.clone()).collect();
+                let expired: Vec<String> = self
+                    .auth_sessions
+                    .values()
+                    .filter(|s| s.expires_at <= *now)
+                    .map(|s| s.token_hash.clone())
+                    .collect();
                 for hash in &expired {
                     self.auth_sessions.remove(hash);
                     out.push(delete(auth_key(hash)));
@@ -206,6 +214,14 @@ impl CatalogState {
             Command::UpdateChannel(patch) => self.update_channel(patch, out),
             Command::DeleteChannel { id } => {
                 let channel = self.channels.get(id).ok_or_else(|| CatalogError::not_found("channel", id))?.clone();
+                // Same rule as DeleteUser: deleting a live channel would leave its session open
+                // (no `ended_at`) forever, pointing at a channel that no longer exists.
+                if channel.live_state == LiveState::Live {
+                    return Err(CatalogError::AlreadyLive {
+                        channel_id: channel.id.clone(),
+                        session_id: channel.current_session_id.clone().unwrap_or_default(),
+                    });
+                }
                 self.remove_channel(&channel, out);
                 Ok(Response::Done)
             }
@@ -215,8 +231,11 @@ impl CatalogState {
                         return Err(CatalogError::invalid("streamKey", "collides with another channel's key"));
                     }
                 }
-                let mut channel =
-                    self.channels.get(channel_id).ok_or_else(|| CatalogError::not_found("channel", channel_id))?.clone();
+                let mut channel = self
+                    .channels
+                    .get(channel_id)
+                    .ok_or_else(|| CatalogError::not_found("channel", channel_id))?
+                    .clone();
                 self.channel_by_key_hash.remove(&channel.stream_key_hash);
                 channel.stream_key_hash = stream_key_hash.clone();
                 channel.updated_at = *at;
@@ -225,8 +244,11 @@ impl CatalogState {
             }
             Command::StartSession(session) => self.start_session(session, out),
             Command::EndSession { channel_id, ended_at, peak_concurrent } => {
-                let mut channel =
-                    self.channels.get(channel_id).ok_or_else(|| CatalogError::not_found("channel", channel_id))?.clone();
+                let mut channel = self
+                    .channels
+                    .get(channel_id)
+                    .ok_or_else(|| CatalogError::not_found("channel", channel_id))?
+                    .clone();
                 let session_id = match (&channel.live_state, &channel.current_session_id) {
                     (LiveState::Live, Some(id)) => id.clone(),
                     _ => return Err(CatalogError::NotLive { channel_id: channel_id.clone() }),
@@ -249,13 +271,19 @@ impl CatalogState {
             }
             Command::PostChat(message) => self.post_chat(index, message, out),
             Command::DeleteChat { channel_id, message_id } => {
-                let history = self.chat.get_mut(channel_id).ok_or_else(|| CatalogError::not_found("message", message_id))?;
+                let history =
+                    self.chat.get_mut(channel_id).ok_or_else(|| CatalogError::not_found("message", message_id))?;
                 let seq = history
                     .values()
                     .find(|m| &m.id == message_id)
                     .map(|m| m.seq)
                     .ok_or_else(|| CatalogError::not_found("message", message_id))?;
                 history.remove(&seq);
+                // Drop the emptied history too: `load` never creates empty ones, and the tables
+                // must be the same whether built by applying the log or by reading the records.
+                if history.is_empty() {
+                    self.chat.remove(channel_id);
+                }
                 out.push(delete(chat_key(channel_id, seq)));
                 Ok(Response::Done)
             }
@@ -357,7 +385,8 @@ impl CatalogState {
     }
 
     fn update_channel(&mut self, patch: &ChannelPatch, out: &mut Vec<Mutation>) -> ApplyResult {
-        let mut channel = self.channels.get(&patch.id).ok_or_else(|| CatalogError::not_found("channel", &patch.id))?.clone();
+        let mut channel =
+            self.channels.get(&patch.id).ok_or_else(|| CatalogError::not_found("channel", &patch.id))?.clone();
         if let Some(title) = &patch.title {
             if title.trim().is_empty() {
                 return Err(CatalogError::invalid("title", "must not be empty"));
@@ -466,7 +495,9 @@ impl CatalogState {
 fn normalize_email(email: &str) -> Result<String, CatalogError> {
     let email = email.trim().to_lowercase();
     let valid = match email.split_once('@') {
-        Some((local, domain)) => !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.'),
+        Some((local, domain)) => {
+            !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
+        }
         None => false,
     };
     if !valid || email.len() > 254 || email.chars().any(char::is_whitespace) {
@@ -498,4 +529,353 @@ fn session_key(id: &str) -> String {
 }
 fn chat_key(channel_id: &str, seq: u64) -> String {
     format!("{}{channel_id}/{seq:020}", key::CHAT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::NodeLoad;
+
+    /// Applies commands at increasing log indexes and keeps the records the mutations describe,
+    /// the way the store does, so tests can check the tables against a reload of the records.
+    #[derive(Default)]
+    struct Replica {
+        state: CatalogState,
+        records: BTreeMap<Vec<u8>, Vec<u8>>,
+        index: u64,
+    }
+
+    impl Replica {
+        fn apply(&mut self, command: Command) -> (ApplyResult, Vec<Mutation>) {
+            self.index += 1;
+            let (result, mutations) = self.state.apply(self.index, &command);
+            for m in &mutations {
+                match &m.value {
+                    Some(v) => self.records.insert(m.key.clone(), v.clone()),
+                    None => self.records.remove(&m.key),
+                };
+            }
+            let reloaded = CatalogState::load(self.records.iter().map(|(k, v)| (k.as_slice(), v.as_slice()))).unwrap();
+            assert_eq!(reloaded, self.state, "tables differ from their records after {command:?}");
+            (result, mutations)
+        }
+
+        fn ok(&mut self, command: Command) -> Response {
+            let (result, _) = self.apply(command.clone());
+            result.unwrap_or_else(|e| panic!("{command:?} refused: {e}"))
+        }
+
+        fn err(&mut self, command: Command) -> CatalogError {
+            let before = self.state.clone();
+            let (result, mutations) = self.apply(command.clone());
+            assert!(mutations.is_empty(), "refused {command:?} wrote {mutations:?}");
+            assert_eq!(self.state, before, "refused {command:?} changed the tables");
+            result.expect_err("expected a refusal")
+        }
+    }
+
+    fn user(id: &str, email: &str) -> User {
+        User {
+            id: id.into(),
+            display_name: format!("User {id}"),
+            email: email.into(),
+            roles: vec!["creator".into()],
+            password_hash: None,
+            created_at: 10,
+        }
+    }
+
+    fn channel(id: &str, owner: &str, key_hash: &str) -> Channel {
+        Channel {
+            id: id.into(),
+            owner_id: owner.into(),
+            title: format!("Channel {id}"),
+            category: None,
+            tags: vec![],
+            stream_key_hash: key_hash.into(),
+            live_state: LiveState::Offline,
+            current_session_id: None,
+            moderators: vec![],
+            created_at: 20,
+            updated_at: 20,
+        }
+    }
+
+    fn session(id: &str, channel_id: &str) -> StreamSession {
+        StreamSession {
+            id: id.into(),
+            channel_id: channel_id.into(),
+            started_at: 100,
+            ended_at: None,
+            renditions: vec!["source".into()],
+            peak_concurrent: 0,
+            ingest_node: Some(1),
+        }
+    }
+
+    fn chat(id: &str, channel_id: &str, user_id: &str) -> ChatMessage {
+        ChatMessage {
+            id: id.into(),
+            channel_id: channel_id.into(),
+            user_id: user_id.into(),
+            text: format!("hello from {id}"),
+            sent_at: 200,
+            seq: 0,
+        }
+    }
+
+    fn node(id: NodeId) -> NodeInfo {
+        NodeInfo { id, region: "eu".into(), roles: vec![], addresses: vec![], load: NodeLoad::default(), updated_at: 1 }
+    }
+
+    fn auth(token_hash: &str, user_id: &str, expires_at: i64) -> AuthSession {
+        AuthSession { token_hash: token_hash.into(), user_id: user_id.into(), created_at: 1, expires_at }
+    }
+
+    /// A replica with user `u1` owning channel `c1` (stream key hash `k1`).
+    fn with_channel() -> Replica {
+        let mut r = Replica::default();
+        r.ok(Command::CreateUser(user("u1", "river@example.com")));
+        r.ok(Command::CreateChannel(channel("c1", "u1", "k1")));
+        r
+    }
+
+    #[test]
+    fn email_is_unique_ignoring_case() {
+        let mut r = Replica::default();
+        let Response::User(created) = r.ok(Command::CreateUser(user("u1", "River@Example.com"))) else { panic!() };
+        assert_eq!(created.email, "river@example.com");
+        assert_eq!(r.state.user_by_email("RIVER@example.COM").map(|u| u.id.as_str()), Some("u1"));
+
+        let err = r.err(Command::CreateUser(user("u2", "  RIVER@EXAMPLE.COM ")));
+        assert_eq!(err, CatalogError::EmailTaken { email: "river@example.com".into() });
+
+        r.ok(Command::CreateUser(user("u2", "brook@example.com")));
+        let taken = r.err(Command::UpdateUser(UserPatch {
+            id: "u2".into(),
+            email: Some("River@example.com".into()),
+            ..Default::default()
+        }));
+        assert_eq!(taken, CatalogError::EmailTaken { email: "river@example.com".into() });
+
+        // Changing the case of one's own address is not a collision, and frees nothing.
+        r.ok(Command::UpdateUser(UserPatch {
+            id: "u1".into(),
+            email: Some("RIVER@example.com".into()),
+            ..Default::default()
+        }));
+        assert_eq!(r.state.user_by_email("river@example.com").map(|u| u.id.as_str()), Some("u1"));
+
+        // Moving to a new address frees the old one.
+        r.ok(Command::UpdateUser(UserPatch {
+            id: "u1".into(),
+            email: Some("delta@example.com".into()),
+            ..Default::default()
+        }));
+        assert!(r.state.user_by_email("river@example.com").is_none());
+        r.ok(Command::CreateUser(user("u3", "river@example.com")));
+    }
+
+    #[test]
+    fn second_start_on_a_live_channel_is_already_live() {
+        let mut r = with_channel();
+        r.ok(Command::StartSession(session("s1", "c1")));
+        let err = r.err(Command::StartSession(session("s2", "c1")));
+        assert_eq!(err, CatalogError::AlreadyLive { channel_id: "c1".into(), session_id: "s1".into() });
+        assert_eq!(r.state.channel("c1").unwrap().current_session_id.as_deref(), Some("s1"));
+    }
+
+    #[test]
+    fn end_on_an_offline_channel_is_not_live() {
+        let mut r = with_channel();
+        let end = || Command::EndSession { channel_id: "c1".into(), ended_at: 300, peak_concurrent: Some(5) };
+        assert_eq!(r.err(end()), CatalogError::NotLive { channel_id: "c1".into() });
+
+        r.ok(Command::StartSession(session("s1", "c1")));
+        let Response::Session(ended) = r.ok(end()) else { panic!() };
+        assert_eq!((ended.ended_at, ended.peak_concurrent), (Some(300), 5));
+        assert_eq!(r.state.channel("c1").unwrap().live_state, LiveState::Offline);
+        assert_eq!(r.err(end()), CatalogError::NotLive { channel_id: "c1".into() });
+    }
+
+    #[test]
+    fn chat_history_is_bounded_and_deletes_are_written() {
+        let mut r = with_channel();
+        let first_index = r.index + 1;
+        for i in 0..CHAT_HISTORY_PER_CHANNEL {
+            let (result, mutations) = r.apply(Command::PostChat(chat(&format!("m{i}"), "c1", "u1")));
+            assert!(result.is_ok());
+            assert_eq!(mutations.len(), 1, "no trimming below the bound");
+        }
+        assert_eq!(r.state.chat("c1").count(), CHAT_HISTORY_PER_CHANNEL);
+
+        // One over the bound: the new line is written and the oldest one deleted, in one apply.
+        let (result, mutations) = r.apply(Command::PostChat(chat("newest", "c1", "u1")));
+        let Ok(Response::Chat(newest)) = result else { panic!("{result:?}") };
+        assert_eq!(newest.seq, r.index, "seq is the applying log index");
+        assert_eq!(mutations.len(), 2);
+        assert_eq!(mutations[1], delete(chat_key("c1", first_index)));
+        assert_eq!(r.state.chat("c1").count(), CHAT_HISTORY_PER_CHANNEL);
+        assert_eq!(r.state.chat("c1").next().unwrap().id, "m1");
+        assert_eq!(r.state.chat("c1").next_back().unwrap().id, "newest");
+
+        let (result, mutations) = r.apply(Command::DeleteChat { channel_id: "c1".into(), message_id: "m500".into() });
+        assert_eq!(result, Ok(Response::Done));
+        assert_eq!(mutations, vec![delete(chat_key("c1", first_index + 500))]);
+        assert!(r.state.chat("c1").all(|m| m.id != "m500"));
+        let err = r.err(Command::DeleteChat { channel_id: "c1".into(), message_id: "m500".into() });
+        assert!(matches!(err, CatalogError::NotFound { .. }));
+    }
+
+    #[test]
+    fn deleting_the_last_chat_line_leaves_the_same_tables_as_a_reload() {
+        // `Replica::apply` compares against a reload after every command.
+        let mut r = with_channel();
+        r.ok(Command::PostChat(chat("m1", "c1", "u1")));
+        r.ok(Command::DeleteChat { channel_id: "c1".into(), message_id: "m1".into() });
+        assert_eq!(r.state.chat("c1").count(), 0);
+    }
+
+    #[test]
+    fn refused_commands_write_nothing_and_change_nothing() {
+        let mut r = with_channel();
+        r.ok(Command::CreateUser(user("u2", "brook@example.com")));
+        r.ok(Command::CreateAuthSession(auth("t1", "u1", 1_000)));
+        r.ok(Command::PostChat(chat("m1", "c1", "u1")));
+        r.ok(Command::UpsertNode(node(3)));
+        r.ok(Command::StartSession(session("s1", "c1")));
+
+        let refused = [
+            Command::UpsertNode(node(0)),
+            Command::RemoveNode { id: 9 },
+            Command::CreateUser(user("u1", "other@example.com")),
+            Command::CreateUser(user("u9", "not-an-email")),
+            Command::CreateUser(User { display_name: " ".into(), ..user("u9", "nine@example.com") }),
+            Command::CreateUser(user("", "nine@example.com")),
+            Command::UpdateUser(UserPatch { id: "u9".into(), ..Default::default() }),
+            Command::UpdateUser(UserPatch { id: "u1".into(), display_name: Some(String::new()), ..Default::default() }),
+            Command::UpdateUser(UserPatch {
+                id: "u1".into(),
+                email: Some("brook@EXAMPLE.com".into()),
+                ..Default::default()
+            }),
+            Command::DeleteUser { id: "u1".into() }, // owns a live channel
+            Command::DeleteUser { id: "u9".into() },
+            Command::CreateAuthSession(auth("t1", "u1", 5)),
+            Command::CreateAuthSession(auth("t2", "u9", 5)),
+            Command::DeleteAuthSession { token_hash: "t9".into() },
+            Command::CreateChannel(channel("c1", "u1", "k9")),
+            Command::CreateChannel(channel("c2", "u9", "k2")),
+            Command::CreateChannel(channel("c2", "u1", "k1")),
+            Command::CreateChannel(Channel { title: "".into(), ..channel("c2", "u1", "k2") }),
+            Command::UpdateChannel(ChannelPatch { id: "c9".into(), ..Default::default() }),
+            Command::UpdateChannel(ChannelPatch {
+                id: "c1".into(),
+                title: Some("New".into()),
+                moderators: Some(vec!["u2".into(), "u9".into()]),
+                ..Default::default()
+            }),
+            Command::DeleteChannel { id: "c1".into() }, // live
+            Command::DeleteChannel { id: "c9".into() },
+            Command::SetStreamKey { channel_id: "c9".into(), stream_key_hash: "k9".into(), at: 1 },
+            Command::StartSession(session("s2", "c1")),
+            Command::StartSession(session("s2", "c9")),
+            Command::EndSession { channel_id: "c9".into(), ended_at: 1, peak_concurrent: None },
+            Command::PostChat(chat("m2", "c9", "u1")),
+            Command::PostChat(chat("m2", "c1", "u9")),
+            Command::PostChat(ChatMessage { text: "  ".into(), ..chat("m2", "c1", "u1") }),
+            Command::DeleteChat { channel_id: "c1".into(), message_id: "m9".into() },
+            Command::DeleteChat { channel_id: "c9".into(), message_id: "m1".into() },
+        ];
+        for command in refused {
+            r.err(command);
+        }
+
+        // A second channel to collide with.
+        r.ok(Command::CreateChannel(channel("c2", "u2", "k2")));
+        r.err(Command::SetStreamKey { channel_id: "c1".into(), stream_key_hash: "k2".into(), at: 1 });
+        r.err(Command::CreateChannel(channel("c3", "u2", "k2")));
+    }
+
+    #[test]
+    fn delete_user_cascades_channels_chat_and_auth_sessions() {
+        let mut r = with_channel();
+        r.ok(Command::CreateChannel(channel("c2", "u1", "k2")));
+        r.ok(Command::CreateUser(user("u2", "brook@example.com")));
+        r.ok(Command::CreateChannel(channel("c3", "u2", "k3")));
+        r.ok(Command::CreateAuthSession(auth("t1", "u1", 1_000)));
+        r.ok(Command::CreateAuthSession(auth("t2", "u1", 1_000)));
+        r.ok(Command::CreateAuthSession(auth("t3", "u2", 1_000)));
+        r.ok(Command::PostChat(chat("m1", "c1", "u1")));
+        r.ok(Command::PostChat(chat("m2", "c2", "u2")));
+        r.ok(Command::StartSession(session("s1", "c1")));
+
+        // Not while one of the user's channels is live.
+        let err = r.err(Command::DeleteUser { id: "u1".into() });
+        assert_eq!(err, CatalogError::AlreadyLive { channel_id: "c1".into(), session_id: "s1".into() });
+        r.ok(Command::EndSession { channel_id: "c1".into(), ended_at: 150, peak_concurrent: None });
+
+        let (result, mutations) = r.apply(Command::DeleteUser { id: "u1".into() });
+        assert_eq!(result, Ok(Response::Done));
+        assert!(mutations.iter().all(|m| m.value.is_none()), "a delete only deletes: {mutations:?}");
+        assert!(r.state.user("u1").is_none());
+        assert!(r.state.user_by_email("river@example.com").is_none());
+        assert!(r.state.channel("c1").is_none() && r.state.channel("c2").is_none());
+        assert!(r.state.channel_by_stream_key_hash("k1").is_none());
+        assert_eq!(r.state.chat("c1").count() + r.state.chat("c2").count(), 0);
+        assert!(r.state.auth_session("t1").is_none() && r.state.auth_session("t2").is_none());
+        // Somebody else's things stay.
+        assert!(r.state.user("u2").is_some() && r.state.channel("c3").is_some());
+        assert!(r.state.auth_session("t3").is_some());
+        // The email is free again.
+        r.ok(Command::CreateUser(user("u4", "River@example.com")));
+    }
+
+    #[test]
+    fn stream_key_lookup_follows_set_stream_key() {
+        let mut r = with_channel();
+        assert_eq!(r.state.channel_by_stream_key_hash("k1").map(|c| c.id.as_str()), Some("c1"));
+
+        let Response::Channel(c) =
+            r.ok(Command::SetStreamKey { channel_id: "c1".into(), stream_key_hash: "k2".into(), at: 50 })
+        else {
+            panic!()
+        };
+        assert_eq!((c.stream_key_hash.as_str(), c.updated_at), ("k2", 50));
+        assert!(r.state.channel_by_stream_key_hash("k1").is_none(), "the old key no longer publishes");
+        assert_eq!(r.state.channel_by_stream_key_hash("k2").map(|c| c.id.as_str()), Some("c1"));
+
+        // Re-setting the same key is allowed; the old key is free for another channel.
+        r.ok(Command::SetStreamKey { channel_id: "c1".into(), stream_key_hash: "k2".into(), at: 60 });
+        r.ok(Command::CreateChannel(channel("c2", "u1", "k1")));
+        assert_eq!(r.state.channel_by_stream_key_hash("k1").map(|c| c.id.as_str()), Some("c2"));
+
+        r.ok(Command::DeleteChannel { id: "c1".into() });
+        assert!(r.state.channel_by_stream_key_hash("k2").is_none());
+    }
+
+    #[test]
+    fn reserve_node_id_skips_known_ids_and_refuses_overflow() {
+        let mut r = Replica::default();
+        assert_eq!(r.ok(Command::ReserveNodeId { at_least: 0 }), Response::NodeId(1));
+        r.ok(Command::UpsertNode(node(5)));
+        assert_eq!(r.ok(Command::ReserveNodeId { at_least: 2 }), Response::NodeId(6));
+        assert_eq!(r.ok(Command::ReserveNodeId { at_least: 2 }), Response::NodeId(7));
+        assert_eq!(r.ok(Command::ReserveNodeId { at_least: 40 }), Response::NodeId(40));
+
+        // Proposer-chosen numbers at the top of the range must be refused, not overflow.
+        assert!(matches!(r.err(Command::ReserveNodeId { at_least: u64::MAX }), CatalogError::Invalid { .. }));
+        r.ok(Command::UpsertNode(node(u64::MAX)));
+        assert!(matches!(r.err(Command::ReserveNodeId { at_least: 0 }), CatalogError::Invalid { .. }));
+    }
+
+    #[test]
+    fn purge_removes_only_expired_sessions() {
+        let mut r = with_channel();
+        r.ok(Command::CreateAuthSession(auth("t1", "u1", 100)));
+        r.ok(Command::CreateAuthSession(auth("t2", "u1", 200)));
+        assert_eq!(r.ok(Command::PurgeExpiredAuthSessions { now: 150 }), Response::Removed(1));
+        assert!(r.state.auth_session("t1").is_none() && r.state.auth_session("t2").is_some());
+        assert_eq!(r.ok(Command::PurgeExpiredAuthSessions { now: 150 }), Response::Removed(0));
+    }
 }

@@ -172,9 +172,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let mut entries = Vec::new();
         for item in self.db.db.iterator_cf(cf, IteratorMode::From(&log_key(start), Direction::Forward)) {
             let (key, value) = item.map_err(|e| read_err(ErrorSubject::Logs, e))?;
-            let index = u64::from_be_bytes(key.as_ref().try_into().map_err(|_| {
-                read_err(ErrorSubject::Logs, std::io::Error::other("log key is not 8 bytes"))
-            })?);
+            let index = u64::from_be_bytes(
+                key.as_ref()
+                    .try_into()
+                    .map_err(|_| read_err(ErrorSubject::Logs, std::io::Error::other("log key is not 8 bytes")))?,
+            );
             if !range.contains(&index) {
                 break;
             }
@@ -354,7 +356,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                                 None => batch.delete_cf(cf, m.key),
                             }
                         }
-                        events.push(Arc::new(AppliedEvent { index: entry.log_id.index, command, result: result.clone() }));
+                        events.push(Arc::new(AppliedEvent {
+                            index: entry.log_id.index,
+                            command,
+                            result: result.clone(),
+                        }));
                         results.push(result);
                     }
                     EntryPayload::Membership(m) => {
@@ -409,7 +415,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
-        let raw = self.db.db.get_cf(self.db.cf(CF_META), META_SNAPSHOT).map_err(|e| read_err(ErrorSubject::Snapshot(None), e))?;
+        let raw = self
+            .db
+            .db
+            .get_cf(self.db.cf(CF_META), META_SNAPSHOT)
+            .map_err(|e| read_err(ErrorSubject::Snapshot(None), e))?;
         let Some(bytes) = raw else { return Ok(None) };
         let file: SnapshotFile = codec::decode(&bytes).map_err(|e| read_err(ErrorSubject::Snapshot(None), e))?;
         Ok(Some(Snapshot { meta: file.meta, snapshot: Box::new(Cursor::new(bytes)) }))

@@ -24,7 +24,9 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
-use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls_pki_types::{
+    CertificateDer, CertificateSigningRequestDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime,
+};
 
 use crate::NodeId;
 
@@ -170,7 +172,8 @@ impl ClusterCa {
         dn.push(DnType::CommonName, format!("BitRiver Live cluster CA {}", hex::encode(rand::random::<[u8; 6]>())));
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         params.not_before = rcgen::date_time_ymd(2024, 1, 1);
         params.not_after = rcgen::date_time_ymd(2124, 1, 1);
         let cert = params.self_signed(&key)?;
@@ -261,8 +264,12 @@ impl ClusterCa {
         if parsed.ca_fingerprint != self.fingerprint() {
             return Err(TlsError::TokenWrongCluster);
         }
-        hmac::verify(&self.token_key(), &token_message(&parsed.ca_fingerprint, parsed.expires_at, &parsed.nonce), &parsed.mac)
-            .map_err(|_| TlsError::TokenInvalid)?;
+        hmac::verify(
+            &self.token_key(),
+            &token_message(&parsed.ca_fingerprint, parsed.expires_at, &parsed.nonce),
+            &parsed.mac,
+        )
+        .map_err(|_| TlsError::TokenInvalid)?;
         if parsed.expires_at < now {
             return Err(TlsError::TokenExpired);
         }

@@ -133,9 +133,11 @@ impl ClusterClient {
                         return Err(TransportError::Stream { kind, addr: addr.to_owned(), reason: first });
                     }
                     let conn = self.connection(addr).await?;
-                    call_on(&conn, request)
-                        .await
-                        .map_err(|reason| TransportError::Stream { kind, addr: addr.to_owned(), reason })
+                    call_on(&conn, request).await.map_err(|reason| TransportError::Stream {
+                        kind,
+                        addr: addr.to_owned(),
+                        reason,
+                    })
                 }
             }
         };
@@ -182,9 +184,9 @@ impl PeerNetwork {
     async fn send<E: std::error::Error>(&self, request: Request, option: &RPCOption) -> RpcResult<Reply, E> {
         match self.client.call(&self.addr, &request, option.hard_ttl()).await {
             Ok(reply) => Ok(reply),
-            Err(e @ (TransportError::Connect { .. } | TransportError::Partitioned(_) | TransportError::Resolve { .. })) => {
-                Err(RPCError::Unreachable(Unreachable::new(&e)))
-            }
+            Err(
+                e @ (TransportError::Connect { .. } | TransportError::Partitioned(_) | TransportError::Resolve { .. }),
+            ) => Err(RPCError::Unreachable(Unreachable::new(&e))),
             Err(e) => Err(RPCError::Network(NetworkError::new(&e))),
         }
     }

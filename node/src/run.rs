@@ -1,0 +1,139 @@
+//! Role wiring: start the catalog, bind the listeners, serve until shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use prometheus::Registry;
+use raft::{Catalog, CatalogConfig, JoinConfig, RaftTuning};
+use tokio::net::TcpListener;
+
+use crate::config::{Role, TlsFiles, ValidatedConfig};
+use crate::http::{self, NodeHttp};
+
+/// How the node should stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// Stop accepting, finish in-flight requests, then stop the catalog (SIGTERM).
+    Graceful,
+    /// Stop now (SIGINT). Acknowledged catalog writes are already on disk.
+    Fast,
+}
+
+/// Listeners bound before [`run`] so that callers (and tests) can use port 0.
+pub struct Listeners {
+    pub http: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(config: &ValidatedConfig) -> anyhow::Result<Self> {
+        let http = TcpListener::bind(config.addr).await.with_context(|| format!("binding --addr {}", config.addr))?;
+        Ok(Listeners { http })
+    }
+}
+
+fn catalog_config(config: &ValidatedConfig, http_addr: SocketAddr) -> CatalogConfig {
+    let advertise =
+        if config.cluster_advertise.port() == 0 { None } else { Some(config.cluster_advertise.to_string()) };
+    let http_public = if http_addr.ip().is_unspecified() {
+        SocketAddr::new(std::net::IpAddr::from([127, 0, 0, 1]), http_addr.port())
+    } else {
+        http_addr
+    };
+    CatalogConfig {
+        data_dir: config.data_dir.clone(),
+        node_id: config.node_id,
+        cluster_bind: config.cluster_addr,
+        cluster_advertise: advertise,
+        join: config.join.as_ref().map(|j| JoinConfig { addr: j.peer.to_string(), token: j.token.expose().to_owned() }),
+        voters: config.voters,
+        region: config.region.clone(),
+        roles: config.roles.iter().map(|r: Role| r.as_str().to_owned()).collect(),
+        addresses: vec![("http".to_owned(), http_public.to_string())],
+        tuning: RaftTuning {
+            snapshot_every: config.raft_snapshot_every,
+            keep_logs: config.raft_keep_logs,
+            ..RaftTuning::default()
+        },
+        fault_injection: config.fault_injection,
+    }
+}
+
+/// Run the node until `shutdown` resolves.
+pub async fn run(
+    config: ValidatedConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = Shutdown> + Send + 'static,
+) -> anyhow::Result<()> {
+    let registry = Registry::new();
+    let http_addr = listeners.http.local_addr()?;
+    let catalog = Catalog::start(catalog_config(&config, http_addr), &registry).await?;
+
+    let state = NodeHttp {
+        catalog: catalog.clone(),
+        registry: registry.clone(),
+        mode: config.mode,
+        data_dir: config.data_dir.clone(),
+        listeners: Arc::new(vec![("http".into(), http_addr), ("cluster".into(), config.cluster_addr)]),
+    };
+    let app = http::router(state);
+    tracing::info!(
+        http = %http_addr,
+        cluster = %catalog.cluster_addr(),
+        node_id = catalog.node_id(),
+        mode = config.mode.as_str(),
+        roles = %config.roles,
+        "bitriver node running"
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(None::<Shutdown>);
+    tokio::spawn(async move {
+        let how = shutdown.await;
+        let _ = stop_tx.send(Some(how));
+    });
+
+    let server = serve_http(listeners.http, app, config.tls.clone(), stop_rx.clone());
+    let result = server.await;
+    let how = *stop_rx.borrow();
+    match how {
+        Some(Shutdown::Fast) => tracing::info!("interrupted; exiting now"),
+        _ => {
+            tracing::info!("draining: stopping the catalog");
+            tokio::time::timeout(Duration::from_secs(10), catalog.shutdown()).await.ok();
+            tracing::info!("stopped cleanly");
+        }
+    }
+    result
+}
+
+async fn wait_stop(mut rx: tokio::sync::watch::Receiver<Option<Shutdown>>) -> Shutdown {
+    loop {
+        if let Some(how) = *rx.borrow_and_update() {
+            return how;
+        }
+        if rx.changed().await.is_err() {
+            return Shutdown::Graceful;
+        }
+    }
+}
+
+async fn serve_http(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<TlsFiles>,
+    stop: tokio::sync::watch::Receiver<Option<Shutdown>>,
+) -> anyhow::Result<()> {
+    let make_service = app.into_make_service_with_connect_info::<SocketAddr>();
+    match tls {
+        None => axum::serve(listener, make_service)
+            .with_graceful_shutdown(async move {
+                wait_stop(stop).await;
+            })
+            .await
+            .context("http server"),
+        Some(files) => crate::tls::serve_https(listener, make_service, &files, stop).await,
+    }
+}
