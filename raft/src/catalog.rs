@@ -25,7 +25,7 @@ use crate::command::{ApplyResult, CatalogError, Command, Response};
 use crate::metrics::CatalogMetrics;
 use crate::rpc::{EnrolRequest, EnrolResponse, Reply, Request, MAX_MESSAGE};
 use crate::state::CatalogState;
-use crate::store::{self, AppliedEvent, SharedState};
+use crate::store::{AppliedEvent, Database, LogStore, SharedState, StateMachineStore};
 use crate::tls::{self, ClusterCa, JoinToken, NodeIdentity, PendingEnrolment, TlsPaths};
 use crate::transport::{self, ClusterClient, NetworkFactory};
 use crate::types::{NodeId, NodeInfo, NodeLoad};
@@ -170,6 +170,7 @@ struct Inner {
     id: NodeId,
     advertise: String,
     raft: Raft,
+    db: Database,
     state: SharedState,
     events: broadcast::Sender<Arc<AppliedEvent>>,
     client: Arc<ClusterClient>,
@@ -202,8 +203,11 @@ impl Catalog {
         let (identity, ca) = load_or_create_identity(&config, &paths).await?;
         let id = identity.node_id;
 
-        let (log_store, sm) = store::open(&config.data_dir.join("db"), metrics.clone())
-            .with_context(|| format!("opening RocksDB in {}", config.data_dir.join("db").display()))?;
+        let db_path = config.data_dir.join("db");
+        let db = Database::open(&db_path).with_context(|| format!("opening RocksDB in {}", db_path.display()))?;
+        let log_store = LogStore::new(db.clone(), metrics.clone());
+        let sm = StateMachineStore::open(db.clone(), metrics.clone())
+            .with_context(|| format!("loading the catalog from {}", db_path.display()))?;
         let state = sm.shared_state();
         let events = sm.events();
 
@@ -223,7 +227,8 @@ impl Catalog {
             election_timeout_max: config.tuning.election_max_ms,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.tuning.snapshot_every),
             max_in_snapshot_log_to_keep: config.tuning.keep_logs,
-            purge_batch_size: 256,
+            // Purge in batches, but never hold back more than a fraction of a snapshot interval.
+            purge_batch_size: (config.tuning.snapshot_every / 4).clamp(1, 256),
             max_payload_entries: 512,
             install_snapshot_timeout: 10_000,
             ..Default::default()
@@ -237,6 +242,7 @@ impl Catalog {
                 id,
                 advertise: advertise.clone(),
                 raft,
+                db,
                 state,
                 events,
                 client,
@@ -312,6 +318,13 @@ impl Catalog {
         f(&self.inner.state.read().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// The local replica's records as stored (Raft bookkeeping keys excluded), in key order.
+    /// Replicas that applied the same log have byte-identical dumps.
+    pub fn dump_records(&self) -> Result<Vec<crate::store::Record>, ProposeError> {
+        let records = self.inner.db.state_records().map_err(|e| ProposeError::Fatal(e.to_string()))?;
+        Ok(records.into_iter().filter(|(k, _)| !k.starts_with(b"~raft/")).collect())
+    }
+
     /// Read after everything committed before this call has been applied locally.
     pub async fn read_linearizable<R>(&self, f: impl FnOnce(&CatalogState) -> R) -> Result<R, ProposeError> {
         let index = match self.leader_op(Request::ReadIndex).await? {
@@ -370,7 +383,12 @@ impl Catalog {
 
     /// Write through the local Raft if it is the leader; never forwards.
     async fn propose_local(&self, command: Command) -> Result<ApplyResult, LocalWrite> {
-        match self.inner.raft.client_write(command).await {
+        // A leader cut off from its quorum cannot commit; don't wait for it forever.
+        let write = tokio::time::timeout(Duration::from_secs(5), self.inner.raft.client_write(command));
+        let Ok(written) = write.await else {
+            return Err(LocalWrite::NotLeader(None));
+        };
+        match written {
             Ok(response) => Ok(response.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(LocalWrite::NotLeader(f.leader_id.zip(f.leader_node.map(|n| n.addr))))
@@ -554,6 +572,13 @@ impl Catalog {
             Request::AppendEntries(rpc) => Reply::AppendEntries(raft.append_entries(rpc).await),
             Request::Vote(rpc) => Reply::Vote(raft.vote(rpc).await),
             Request::InstallSnapshot(rpc) => Reply::InstallSnapshot(raft.install_snapshot(rpc).await),
+            // The CLI is a client like any other: its writes go wherever the leader is.
+            Request::Propose(command) if peer == ADMIN_PEER => match self.propose(command).await {
+                Ok(response) => Reply::Propose(Ok(response)),
+                Err(ProposeError::Rejected(e)) => Reply::Propose(Err(e)),
+                Err(e) => Reply::Error(e.to_string()),
+            },
+            // From a peer: apply here or say who leads; never forward again (no loops).
             Request::Propose(command) => match self.propose_local(command).await {
                 Ok(applied) => Reply::Propose(applied),
                 Err(LocalWrite::NotLeader(leader)) => Reply::NotLeader { leader },
@@ -564,6 +589,7 @@ impl Catalog {
                 self.leader_op(request).await.unwrap_or_else(|e| Reply::Error(e.to_string()))
             }
             Request::Enrol(enrol) => self.enrol(enrol, peer).await,
+            Request::Dump => self.dump_records().map(Reply::Dump).unwrap_or_else(|e| Reply::Error(e.to_string())),
             Request::Partition { blocked } => {
                 if !self.inner.config.fault_injection {
                     return Reply::Error("fault injection is disabled".into());
@@ -629,6 +655,9 @@ impl Catalog {
     }
 }
 
+/// Peer name of requests from the local admin socket.
+const ADMIN_PEER: &str = "admin-socket";
+
 enum LocalWrite {
     NotLeader(Option<(NodeId, String)>),
     Fatal(String),
@@ -689,20 +718,21 @@ async fn enrol_with(join: &JoinConfig, node_id: Option<NodeId>) -> anyhow::Resul
     let deadline = Instant::now() + Duration::from_secs(60);
     let reply = loop {
         let attempt = async {
-            let addr = transport::resolve(&join.addr).await.map_err(|e| e.to_string())?;
-            let conn = endpoint
-                .connect(addr, tls::SERVER_NAME)
-                .map_err(|e| e.to_string())?
-                .await
-                .map_err(|e| e.to_string())?;
-            transport::call_on(&conn, &request).await
+            let addr = transport::resolve(&join.addr).await.map_err(|e| (true, e.to_string()))?;
+            let connecting = endpoint.connect(addr, tls::SERVER_NAME).map_err(|e| (false, e.to_string()))?;
+            let conn = connecting.await.map_err(|e| {
+                // A TLS failure (wrong cluster, bad certificate) will not fix itself; a silent peer might.
+                let retry = matches!(e, quinn::ConnectionError::TimedOut | quinn::ConnectionError::Reset);
+                (retry, e.to_string())
+            })?;
+            transport::call_on(&conn, &request).await.map_err(|e| (true, e))
         };
         match tokio::time::timeout(Duration::from_secs(10), attempt).await {
             Ok(Ok(reply)) => break reply,
-            Ok(Err(e)) if Instant::now() < deadline => {
+            Ok(Err((true, e))) if Instant::now() < deadline => {
                 tracing::warn!(join = %join.addr, error = %e, "enrolment attempt failed; retrying")
             }
-            Ok(Err(e)) => anyhow::bail!("enrolling at {}: {e}", join.addr),
+            Ok(Err((_, e))) => anyhow::bail!("enrolling at {}: {e}", join.addr),
             Err(_) if Instant::now() < deadline => {
                 tracing::warn!(join = %join.addr, "enrolment attempt timed out; retrying")
             }
@@ -780,6 +810,7 @@ async fn track_metrics(catalog: Catalog) {
             g.last_log_index.set(m.last_log_index.unwrap_or(0) as i64);
             g.applied_index.set(m.last_applied.map(|l| l.index).unwrap_or(0) as i64);
             g.snapshot_index.set(m.snapshot.map(|l| l.index).unwrap_or(0) as i64);
+            g.purged_index.set(m.purged.map(|l| l.index).unwrap_or(0) as i64);
             g.members.set(m.membership_config.membership().nodes().count() as i64);
         }
         if rx.changed().await.is_err() {
@@ -856,7 +887,7 @@ async fn serve_admin_socket(catalog: Catalog) {
                 Err(_) => return,
             };
             let reply = match request {
-                Ok(request) => catalog.handle(request, true, "admin-socket").await,
+                Ok(request) => catalog.handle(request, true, ADMIN_PEER).await,
                 Err(e) => Reply::Error(format!("malformed request: {e}")),
             };
             let _ = write_frame(&mut stream, &crate::codec::encode(&reply)).await;

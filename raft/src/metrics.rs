@@ -12,6 +12,7 @@ pub struct CatalogMetrics {
     pub committed_index: IntGauge,
     pub applied_index: IntGauge,
     pub snapshot_index: IntGauge,
+    pub purged_index: IntGauge,
     pub members: IntGauge,
     pub apply_seconds: Histogram,
     pub proposals: IntCounterVec,
@@ -51,6 +52,10 @@ impl CatalogMetrics {
             committed_index: gauge("bitriver_raft_commit_index", "Index of the last committed entry")?,
             applied_index: gauge("bitriver_raft_applied_index", "Index of the last applied entry")?,
             snapshot_index: gauge("bitriver_raft_snapshot_index", "Last log index in the current snapshot")?,
+            purged_index: gauge(
+                "bitriver_raft_purged_index",
+                "Last log index purged from the log (covered by a snapshot)",
+            )?,
             members: gauge("bitriver_raft_members", "Voters and learners in the membership")?,
             apply_seconds,
             proposals,

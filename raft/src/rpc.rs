@@ -43,6 +43,8 @@ pub enum Request {
     Status,
     /// A node without a certificate asks for one (the only request allowed unauthenticated).
     Enrol(EnrolRequest),
+    /// The local replica's records (see `Catalog::dump_records`), for export and checks.
+    Dump,
     /// Test-only fault injection: drop all RPCs to these nodes (needs BITRIVER_LIVE_FAULT_INJECTION=1).
     Partition {
         blocked: Vec<NodeId>,
@@ -62,6 +64,7 @@ impl Request {
             Request::Remove { .. } => "remove",
             Request::Status => "status",
             Request::Enrol(_) => "enrol",
+            Request::Dump => "dump",
             Request::Partition { .. } => "partition",
         }
     }
@@ -95,6 +98,7 @@ pub enum Reply {
     Done,
     Status(crate::catalog::ClusterStatus),
     Enrol(EnrolResponse),
+    Dump(Vec<crate::store::Record>),
     /// The receiver is not the leader; try `leader` (if known) instead.
     NotLeader {
         leader: Option<(NodeId, String)>,

@@ -10,6 +10,10 @@
 //! survives `kill -9` (and power loss). State-machine writes are not synced: after a crash, the
 //! records and their applied id are consistent with each other and Raft replays the rest.
 
+// openraft's storage traits return `StorageError` by value, and it is large. Our helpers return it
+// too so that `?` works at the trait boundary; boxing it in between would only move the copy.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
@@ -45,6 +49,9 @@ const SM_APPLIED: &[u8] = b"~raft/applied";
 const SM_MEMBERSHIP: &[u8] = b"~raft/membership";
 
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
+
+/// One state-machine record as stored: key and encoded value.
+pub type Record = (Vec<u8>, Vec<u8>);
 type Membership = StoredMembership<NodeId, openraft::BasicNode>;
 
 /// The RocksDB database shared by the log store and the state machine.
@@ -109,7 +116,7 @@ impl Database {
     }
 
     /// Every record of the state machine, in key order (includes Raft's applied id and membership).
-    pub fn state_records(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, rocksdb::Error> {
+    pub fn state_records(&self) -> Result<Vec<Record>, rocksdb::Error> {
         let cf = self.cf(CF_SM);
         self.db
             .iterator_cf(cf, IteratorMode::Start)
@@ -165,7 +172,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
     ) -> StorageResult<Vec<Entry<TypeConfig>>> {
         let start = match range.start_bound() {
             Bound::Included(&i) => i,
-            Bound::Excluded(&i) => i + 1,
+            // Saturating: `(MAX, ..)` is empty, and `range.contains` below stops at once.
+            Bound::Excluded(&i) => i.saturating_add(1),
             Bound::Unbounded => 0,
         };
         let cf = self.db.cf(CF_LOG);
@@ -201,7 +209,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 Some(entry.log_id)
             }
         };
-        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last.or(last_purged) })
+        // The last log id is never behind the purge point, even if a store written by an older
+        // version crashed between recording a purge and deleting the entries.
+        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last.max(last_purged) })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -265,12 +275,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
-        // Record the purge point first: a crash between the two writes leaves extra entries,
-        // never a gap that the log state does not explain.
-        self.db.put_meta_sync(META_PURGED, &log_id, ErrorSubject::Logs)?;
+        // The purge point and the deletion go in one batch (atomic across column families): a
+        // crash can never leave entries at or below the recorded purge point.
         let mut batch = WriteBatch::default();
-        batch.delete_range_cf(self.db.cf(CF_LOG), log_key(0), log_key(log_id.index + 1));
-        self.db.write(batch, false).map_err(|e| write_err(ErrorSubject::Logs, e))
+        batch.put_cf(self.db.cf(CF_META), META_PURGED, codec::encode(&log_id));
+        batch.delete_range_cf(self.db.cf(CF_LOG), log_key(0), log_key(log_id.index.saturating_add(1)));
+        if log_id.index == u64::MAX {
+            batch.delete_cf(self.db.cf(CF_LOG), log_key(u64::MAX));
+        }
+        self.db.write(batch, true).map_err(|e| write_err(ErrorSubject::Logs, e))
     }
 }
 
@@ -292,7 +305,7 @@ pub type SharedState = Arc<RwLock<CatalogState>>;
 #[derive(Debug, Serialize, Deserialize)]
 struct SnapshotFile {
     meta: SnapshotMeta<NodeId, openraft::BasicNode>,
-    records: Vec<(Vec<u8>, Vec<u8>)>,
+    records: Vec<Record>,
 }
 
 /// The Raft state machine: applies commands to [`CatalogState`] and persists the records.
@@ -321,6 +334,11 @@ impl StateMachineStore {
 
     pub fn events(&self) -> broadcast::Sender<Arc<AppliedEvent>> {
         self.events.clone()
+    }
+
+    /// The database the state machine writes to (to dump or inspect its records).
+    pub fn database(&self) -> &Database {
+        &self.db
     }
 }
 
@@ -397,6 +415,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let bytes = snapshot.into_inner();
         let file: SnapshotFile =
             codec::decode(&bytes).map_err(|e| read_err(ErrorSubject::Snapshot(Some(meta.signature())), e))?;
+        // The records carry their own applied id and membership; if they disagreed with `meta`, the
+        // tables would say one thing now (from `meta`) and another after a restart (from the records).
+        if file.meta != *meta {
+            let mismatch = std::io::Error::other(format!("snapshot data is for {:?}, not {:?}", file.meta, meta));
+            return Err(read_err(ErrorSubject::Snapshot(Some(meta.signature())), mismatch));
+        }
         let state = CatalogState::load(file.records.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
             .map_err(|e| read_err(ErrorSubject::Snapshot(Some(meta.signature())), e))?;
         let cf = self.db.cf(CF_SM);
