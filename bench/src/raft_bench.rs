@@ -18,7 +18,7 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -28,7 +28,7 @@ use raft::tls::{ClusterCa, TlsPaths};
 use raft::{Catalog, CatalogConfig, Command, JoinConfig};
 use tempfile::TempDir;
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 
 /// How long a node may take to see a leader, and a new node to be enrolled, promoted and caught up.
@@ -165,6 +165,10 @@ struct Row {
     outcome: Outcome,
     /// The leader's term moved during the run (an election: figures are suspect).
     term_changed: bool,
+    /// When the run started, to place the slowest commit and the compactions in it.
+    started: Instant,
+    /// Snapshots and log purges on any node while the run went on (they can show in the p99).
+    compactions: Vec<Compaction>,
 }
 
 /// Every cluster-size run: start the cluster, warm up, measure, shut down.
@@ -198,26 +202,55 @@ async fn bench_on(cluster: &Cluster, size: usize, plan: &Plan) -> anyhow::Result
         };
         eprintln!("  {size} node(s): {} via {} for {run_for:?} ...", load_label(load), via_label(via));
         let term_before = leader.raft().metrics().borrow().current_term;
+        let started = Instant::now();
         let outcome = match load {
             Load::Concurrent(proposers) => closed_loop(target, proposers, run_for, plan.payload).await,
             Load::FixedRate(rate) => open_loop(target, rate, run_for, plan.payload).await,
         };
         let term_after = leader.raft().metrics().borrow().current_term;
-        rows.push(Row { nodes: size, load, via, outcome, term_changed: term_after != term_before });
+        let compactions = cluster.compactions_since(started);
+        rows.push(Row {
+            nodes: size,
+            load,
+            via,
+            outcome,
+            term_changed: term_after != term_before,
+            started,
+            compactions,
+        });
     }
     Ok(rows)
+}
+
+/// A snapshot built, or the log purged, on one node, as its Raft metrics showed it.
+#[derive(Debug, Clone, Copy)]
+struct Compaction {
+    at: Instant,
+    node: raft::NodeId,
+    kind: CompactionKind,
+    /// Last log index the snapshot covers, or up to which the log was purged.
+    index: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CompactionKind {
+    Snapshot,
+    Purge,
 }
 
 /// Nodes of one cluster, all in this process. The temp dirs outlive the nodes.
 struct Cluster {
     nodes: Vec<Catalog>,
     dirs: Vec<TempDir>,
+    compactions: Arc<Mutex<Vec<Compaction>>>,
+    watchers: Vec<JoinHandle<()>>,
 }
 
 impl Cluster {
     /// Bootstrap one node, then enrol and join the others through it with a join token.
     async fn start(size: usize, base: &Path) -> anyhow::Result<Cluster> {
-        let mut cluster = Cluster { nodes: Vec::new(), dirs: Vec::new() };
+        let mut cluster =
+            Cluster { nodes: Vec::new(), dirs: Vec::new(), compactions: Arc::default(), watchers: Vec::new() };
         match cluster.grow(size, base).await {
             Ok(()) => Ok(cluster),
             Err(e) => {
@@ -231,7 +264,7 @@ impl Cluster {
         let dir = new_data_dir(base)?;
         let first = start_node(CatalogConfig::local(dir.path())).await?;
         self.dirs.push(dir);
-        self.nodes.push(first.clone());
+        self.add(first.clone());
         first.wait_ready(READY_TIMEOUT).await.context("waiting for the first node to lead")?;
         if size == 1 {
             return Ok(());
@@ -246,7 +279,7 @@ impl Cluster {
             config.join = Some(JoinConfig { addr: first.cluster_addr().to_owned(), token: token.clone() });
             let node = start_node(config).await?;
             self.dirs.push(dir);
-            self.nodes.push(node);
+            self.add(node);
         }
 
         first
@@ -269,6 +302,16 @@ impl Cluster {
         Ok(())
     }
 
+    fn add(&mut self, node: Catalog) {
+        self.watchers.push(tokio::spawn(watch_compactions(node.clone(), self.compactions.clone())));
+        self.nodes.push(node);
+    }
+
+    fn compactions_since(&self, since: Instant) -> Vec<Compaction> {
+        let all = self.compactions.lock().unwrap_or_else(|p| p.into_inner());
+        all.iter().filter(|c| c.at >= since).copied().collect()
+    }
+
     /// The node the first node believes leads (proposals go there unless a run says otherwise).
     fn leader(&self) -> anyhow::Result<&Catalog> {
         let first = self.nodes.first().context("empty cluster")?;
@@ -282,10 +325,38 @@ impl Cluster {
 
     /// Followers first, so the leader does not spend the shutdown electing or retrying.
     async fn shutdown(self) {
+        for watcher in &self.watchers {
+            watcher.abort();
+        }
         for node in self.nodes.iter().rev() {
             node.shutdown().await;
         }
         drop(self.dirs);
+    }
+}
+
+/// Record every snapshot and log purge `node`'s metrics show, until aborted or Raft stops.
+async fn watch_compactions(node: Catalog, into: Arc<Mutex<Vec<Compaction>>>) {
+    let mut metrics = node.raft().metrics();
+    let (mut snapshot, mut purged) = {
+        let m = metrics.borrow_and_update();
+        (m.snapshot.map(|l| l.index), m.purged.map(|l| l.index))
+    };
+    while metrics.changed().await.is_ok() {
+        let at = Instant::now();
+        let (now_snapshot, now_purged) = {
+            let m = metrics.borrow_and_update();
+            (m.snapshot.map(|l| l.index), m.purged.map(|l| l.index))
+        };
+        let mut seen = into.lock().unwrap_or_else(|p| p.into_inner());
+        for (kind, was, now) in
+            [(CompactionKind::Snapshot, &mut snapshot, now_snapshot), (CompactionKind::Purge, &mut purged, now_purged)]
+        {
+            if let Some(index) = now.filter(|_| now != *was) {
+                seen.push(Compaction { at, node: node.node_id(), kind, index });
+            }
+            *was = now;
+        }
     }
 }
 

@@ -8,7 +8,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{AuthSession, Channel, ChatMessage, NodeId, NodeInfo, StreamSession, UnixMillis, User};
+use crate::types::{
+    AuthSession, Channel, ChatBan, ChatMessage, ChatSettings, NodeId, NodeInfo, Profile, StreamSession, UnixMillis,
+    User, ViewerSample,
+};
 
 /// A change to the catalog. Applied through Raft with [`crate::Catalog::propose`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +67,38 @@ pub enum Command {
         channel_id: String,
         message_id: String,
     },
+    /// Create or replace a user's profile.
+    UpsertProfile(Profile),
+    Follow {
+        channel_id: String,
+        user_id: String,
+        at: UnixMillis,
+    },
+    Unfollow {
+        channel_id: String,
+        user_id: String,
+    },
+    Subscribe {
+        channel_id: String,
+        user_id: String,
+        at: UnixMillis,
+    },
+    Unsubscribe {
+        channel_id: String,
+        user_id: String,
+    },
+    SetChatSettings {
+        channel_id: String,
+        settings: ChatSettings,
+    },
+    /// Ban (no `until`) or time out a user in a channel's chat.
+    BanFromChat(ChatBan),
+    UnbanFromChat {
+        channel_id: String,
+        user_id: String,
+    },
+    /// A node's current viewer count for a channel (feeds analytics and peak concurrents).
+    ReportViewers(ViewerSample),
 }
 
 /// Fields of a user that can change; `None` keeps the current value.
@@ -98,6 +133,8 @@ pub enum Response {
     Chat(ChatMessage),
     Node(NodeInfo),
     NodeId(NodeId),
+    Profile(Profile),
+    ChatSettings(ChatSettings),
     /// How many records a purge removed.
     Removed(u64),
 }
@@ -116,6 +153,10 @@ pub enum CatalogError {
     AlreadyLive { channel_id: String, session_id: String },
     #[error("channel {channel_id} is not live")]
     NotLive { channel_id: String },
+    #[error("you are banned from this chat")]
+    ChatBanned { until: Option<UnixMillis> },
+    #[error("slow mode: wait {retry_after_ms} ms before the next message")]
+    SlowMode { retry_after_ms: u64 },
     #[error("invalid {field}: {reason}")]
     Invalid { field: String, reason: String },
 }

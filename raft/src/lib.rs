@@ -14,6 +14,7 @@
 pub mod catalog;
 pub mod codec;
 pub mod command;
+pub mod community;
 pub mod metrics;
 pub mod rpc;
 pub mod state;

@@ -35,14 +35,16 @@ mod key {
 /// All catalog tables, plus the indexes derived from them (indexes are never persisted).
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct CatalogState {
-    nodes: BTreeMap<NodeId, NodeInfo>,
-    users: BTreeMap<String, User>,
-    auth_sessions: BTreeMap<String, AuthSession>,
-    channels: BTreeMap<String, Channel>,
-    sessions: BTreeMap<String, StreamSession>,
+    pub(crate) nodes: BTreeMap<NodeId, NodeInfo>,
+    pub(crate) users: BTreeMap<String, User>,
+    pub(crate) auth_sessions: BTreeMap<String, AuthSession>,
+    pub(crate) channels: BTreeMap<String, Channel>,
+    pub(crate) sessions: BTreeMap<String, StreamSession>,
     /// channel id -> seq -> message.
-    chat: BTreeMap<String, BTreeMap<u64, ChatMessage>>,
-    next_node_id: NodeId,
+    pub(crate) chat: BTreeMap<String, BTreeMap<u64, ChatMessage>>,
+    pub(crate) next_node_id: NodeId,
+    /// Follows, subscriptions, profiles, chat rules and viewer samples: see [`crate::community`].
+    pub(crate) community: crate::community::Community,
     // Derived indexes.
     user_by_email: HashMap<String, String>,
     channel_by_key_hash: HashMap<String, String>,
@@ -85,6 +87,8 @@ impl CatalogState {
             } else if key.starts_with(key::CHAT) {
                 let m: ChatMessage = codec::decode(v).map_err(wrap)?;
                 state.chat.entry(m.channel_id.clone()).or_default().insert(m.seq, m);
+            } else if state.community.load_record(&key, v).map_err(wrap)? {
+                // A community record.
             } else if key == key::NEXT_NODE_ID {
                 state.next_node_id = codec::decode(v).map_err(wrap)?;
             }
@@ -269,7 +273,11 @@ impl CatalogState {
                 self.put_session(session.clone(), out);
                 Ok(Response::Session(session))
             }
-            Command::PostChat(message) => self.post_chat(index, message, out),
+            Command::PostChat(message) => {
+                let mut message = message.clone();
+                self.check_chat_rules(&mut message)?;
+                self.post_chat(index, &message, out)
+            }
             Command::DeleteChat { channel_id, message_id } => {
                 let history =
                     self.chat.get_mut(channel_id).ok_or_else(|| CatalogError::not_found("message", message_id))?;
@@ -287,6 +295,7 @@ impl CatalogState {
                 out.push(delete(chat_key(channel_id, seq)));
                 Ok(Response::Done)
             }
+            other => self.apply_community(other, out),
         }
     }
 
@@ -355,6 +364,7 @@ impl CatalogState {
             self.auth_sessions.remove(&hash);
             out.push(delete(auth_key(&hash)));
         }
+        self.community.remove_user(id, out);
         self.user_by_email.remove(&user.email);
         self.users.remove(id);
         out.push(delete(user_key(id)));
@@ -447,6 +457,7 @@ impl CatalogState {
         }
         let mut message = message.clone();
         message.seq = index;
+        self.count_chat_message(&message, out);
         let history = self.chat.entry(message.channel_id.clone()).or_default();
         out.push(put(chat_key(&message.channel_id, index), codec::encode(&message)));
         history.insert(index, message.clone());
@@ -467,6 +478,7 @@ impl CatalogState {
                 out.push(delete(chat_key(&channel.id, *seq)));
             }
         }
+        self.community.remove_channel(&channel.id, out);
     }
 
     fn put_node(&mut self, node: NodeInfo, out: &mut Vec<Mutation>) {
@@ -484,6 +496,10 @@ impl CatalogState {
         out.push(put(channel_key(&channel.id), codec::encode(&channel)));
         self.channel_by_key_hash.insert(channel.stream_key_hash.clone(), channel.id.clone());
         self.channels.insert(channel.id.clone(), channel);
+    }
+
+    pub(crate) fn put_session_record(&mut self, session: StreamSession, out: &mut Vec<Mutation>) {
+        self.put_session(session, out);
     }
 
     fn put_session(&mut self, session: StreamSession, out: &mut Vec<Mutation>) {
@@ -506,10 +522,10 @@ fn normalize_email(email: &str) -> Result<String, CatalogError> {
     Ok(email)
 }
 
-fn put(key: String, value: Vec<u8>) -> Mutation {
+pub(crate) fn put(key: String, value: Vec<u8>) -> Mutation {
     Mutation { key: key.into_bytes(), value: Some(value) }
 }
-fn delete(key: String) -> Mutation {
+pub(crate) fn delete(key: String) -> Mutation {
     Mutation { key: key.into_bytes(), value: None }
 }
 fn node_key(id: NodeId) -> String {

@@ -113,3 +113,73 @@ pub struct NodeLoad {
     pub publishers: u32,
     pub viewers: u32,
 }
+
+/// A streamer's public profile (MySpace-style: bio, top friends, donation links).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Profile {
+    pub user_id: String,
+    pub bio: String,
+    pub avatar_url: Option<String>,
+    pub banner_url: Option<String>,
+    /// Must be one of the user's own channels.
+    pub featured_channel_id: Option<String>,
+    /// Existing users, at most eight, no duplicates, never the user themself.
+    pub top_friends: Vec<String>,
+    pub donation_addresses: Vec<DonationAddress>,
+    pub updated_at: UnixMillis,
+}
+
+/// A crypto address viewers can send to directly (the platform never holds funds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DonationAddress {
+    /// Upper case, e.g. `BTC`, `ETH`.
+    pub currency: String,
+    pub address: String,
+    pub note: Option<String>,
+}
+
+/// What a channel's word filter does with a blocked word.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum WordFilterMode {
+    /// Refuse the message.
+    #[default]
+    Block,
+    /// Replace the word with asterisks.
+    Mask,
+}
+
+/// Per-channel chat rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatSettings {
+    /// Minimum seconds between two messages of one viewer (0 = off). Moderators are exempt.
+    pub slow_mode_secs: u32,
+    /// Lower-case words; matched case-insensitively.
+    pub blocked_words: Vec<String>,
+    pub filter_mode: WordFilterMode,
+}
+
+/// A ban (no `until`) or a timeout (`until` set) of a user in one channel's chat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatBan {
+    pub channel_id: String,
+    pub user_id: String,
+    pub by: String,
+    pub at: UnixMillis,
+    pub until: Option<UnixMillis>,
+    pub reason: Option<String>,
+}
+
+/// A viewer count reported for a channel by one node (edges count unique viewers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ViewerSample {
+    pub channel_id: String,
+    pub node_id: NodeId,
+    pub viewers: u64,
+    pub at: UnixMillis,
+}
