@@ -390,17 +390,40 @@ struct Outcome {
     shed: u64,
     /// Open loop only: the worst delay between a tick's scheduled time and the proposal's issue.
     worst_issue_lag: Duration,
+    /// When the slowest committed proposal was sent, and its latency.
+    slowest: Option<(Instant, Duration)>,
     /// From the first proposal to the last answer.
     elapsed: Duration,
 }
 
 impl Outcome {
-    fn record(&mut self, result: Result<Duration, String>) {
+    /// Count one proposal sent at `sent`: its commit latency, or why it failed.
+    fn record(&mut self, sent: Instant, result: Result<Duration, String>) {
         match result {
-            Ok(latency) => self.latencies.push(latency),
+            Ok(latency) => {
+                self.latencies.push(latency);
+                if self.slowest.is_none_or(|(_, worst)| latency > worst) {
+                    self.slowest = Some((sent, latency));
+                }
+            }
             Err(e) => {
                 self.errors += 1;
                 self.first_error.get_or_insert(e);
+            }
+        }
+    }
+
+    fn merge(&mut self, part: Outcome) {
+        self.latencies.extend(part.latencies);
+        self.errors += part.errors;
+        if let Some(e) = part.first_error {
+            self.first_error.get_or_insert(e);
+        }
+        self.shed += part.shed;
+        self.worst_issue_lag = self.worst_issue_lag.max(part.worst_issue_lag);
+        if let Some((sent, latency)) = part.slowest {
+            if self.slowest.is_none_or(|(_, worst)| latency > worst) {
+                self.slowest = Some((sent, latency));
             }
         }
     }
@@ -428,7 +451,7 @@ async fn closed_loop(node: &Catalog, proposers: usize, run_for: Duration, payloa
             while Instant::now() < deadline {
                 let sent = Instant::now();
                 let result = node.propose(noop(payload)).await;
-                outcome.record(result.map(|_| sent.elapsed()).map_err(|e| e.to_string()));
+                outcome.record(sent, result.map(|_| sent.elapsed()).map_err(|e| e.to_string()));
             }
             outcome
         });
@@ -436,14 +459,8 @@ async fn closed_loop(node: &Catalog, proposers: usize, run_for: Duration, payloa
     let mut total = Outcome::default();
     while let Some(joined) = tasks.join_next().await {
         match joined {
-            Ok(part) => {
-                total.latencies.extend(part.latencies);
-                total.errors += part.errors;
-                if let Some(e) = part.first_error {
-                    total.first_error.get_or_insert(e);
-                }
-            }
-            Err(e) => total.record(Err(format!("proposer task: {e}"))),
+            Ok(part) => total.merge(part),
+            Err(e) => total.record(start, Err(format!("proposer task: {e}"))),
         }
     }
     total.finish(start.elapsed())
@@ -473,15 +490,15 @@ async fn open_loop(node: &Catalog, rate: u32, run_for: Duration, payload: usize)
         tasks.spawn(async move {
             let result = node.propose(noop(payload)).await;
             drop(permit);
-            result.map(|_| sent.elapsed()).map_err(|e| e.to_string())
+            (sent, result.map(|_| sent.elapsed()).map_err(|e| e.to_string()))
         });
         while let Some(done) = tasks.try_join_next() {
-            outcome.record(done.unwrap_or_else(|e| Err(format!("proposer task: {e}"))));
+            record_spawned(&mut outcome, start, done);
         }
     }
     let drained = tokio::time::timeout(OPEN_LOOP_DRAIN, async {
         while let Some(done) = tasks.join_next().await {
-            outcome.record(done.unwrap_or_else(|e| Err(format!("proposer task: {e}"))));
+            record_spawned(&mut outcome, start, done);
         }
     })
     .await;
@@ -489,10 +506,19 @@ async fn open_loop(node: &Catalog, rate: u32, run_for: Duration, payload: usize)
         let stuck = tasks.len();
         tasks.abort_all();
         for _ in 0..stuck {
-            outcome.record(Err(format!("no answer within {OPEN_LOOP_DRAIN:?} after the run")));
+            outcome.record(start, Err(format!("no answer within {OPEN_LOOP_DRAIN:?} after the run")));
         }
     }
     outcome.finish(start.elapsed())
+}
+
+type SpawnedProposal = Result<(Instant, Result<Duration, String>), tokio::task::JoinError>;
+
+fn record_spawned(outcome: &mut Outcome, start: Instant, done: SpawnedProposal) {
+    match done {
+        Ok((sent, result)) => outcome.record(sent, result),
+        Err(e) => outcome.record(start, Err(format!("proposer task: {e}"))),
+    }
 }
 
 /// The disk's own pace: append `payload` bytes and `sync_data`, as a log append would.
@@ -539,6 +565,10 @@ fn millis(d: Option<Duration>) -> String {
     d.map_or_else(|| "-".to_owned(), |d| format!("{:.2}", d.as_secs_f64() * 1e3))
 }
 
+fn offset(start: Instant, at: Instant) -> String {
+    format!("+{:.2} s", at.saturating_duration_since(start).as_secs_f64())
+}
+
 fn load_label(load: Load) -> String {
     match load {
         Load::Concurrent(1) => "batching off (1 sequential)".to_owned(),
@@ -574,22 +604,32 @@ fn print_report(plan: &Plan, reference: &FsyncReference, rows: &[Row], total: Du
     );
     println!();
     println!(
-        "{:<5}  {:<28}  {:<14}  {:>9}  {:>8}  {:>8}  {:>13}  {:>7}  {:>6}",
-        "nodes", "load", "proposed via", "commits/s", "p50 ms", "p99 ms", "commits/fsync", "commits", "errors"
+        "{:<5}  {:<28}  {:<14}  {:>9}  {:>7}  {:>7}  {:>7}  {:>13}  {:>7}  {:>6}",
+        "nodes",
+        "load",
+        "proposed via",
+        "commits/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "commits/fsync",
+        "commits",
+        "errors"
     );
-    println!("{}", "-".repeat(5 + 28 + 14 + 9 + 8 + 8 + 13 + 7 + 6 + 2 * 8));
+    println!("{}", "-".repeat(5 + 28 + 14 + 9 + 7 + 7 + 7 + 13 + 7 + 6 + 2 * 9));
     let syncs_per_sec = reference.syncs_per_sec();
     for row in rows {
         let o = &row.outcome;
         let flag = if row.term_changed { " *" } else { "" };
         println!(
-            "{:<5}  {:<28}  {:<14}  {:>9.0}  {:>8}  {:>8}  {:>13.2}  {:>7}  {:>6}{flag}",
+            "{:<5}  {:<28}  {:<14}  {:>9.0}  {:>7}  {:>7}  {:>7}  {:>13.2}  {:>7}  {:>6}{flag}",
             row.nodes,
             load_label(row.load),
             via_label(row.via),
             o.commits_per_sec(),
             millis(percentile(&o.latencies, 0.50)),
             millis(percentile(&o.latencies, 0.99)),
+            millis(o.latencies.last().copied()),
             o.commits_per_sec() / syncs_per_sec.max(f64::MIN_POSITIVE),
             o.latencies.len(),
             o.errors + o.shed,
@@ -597,16 +637,25 @@ fn print_report(plan: &Plan, reference: &FsyncReference, rows: &[Row], total: Du
     }
     println!();
     println!("commits/fsync = commits/s / syncs/s of the reference loop on the same disk (all nodes share it).");
+    println!("Per run: when the slowest commit was sent, snapshots/log purges seen (+s from the run's start).");
     for row in rows {
         let o = &row.outcome;
         let name = format!("{} node(s), {}, via {}", row.nodes, load_label(row.load), via_label(row.via));
-        if let Load::FixedRate(_) = row.load {
-            println!(
-                "{name}: issuer lagged its schedule by at most {} ms; {} ticks shed",
-                millis(Some(o.worst_issue_lag)),
-                o.shed
-            );
+        let mut notes = Vec::new();
+        if let Some((sent, latency)) = o.slowest {
+            notes.push(format!("slowest {} ms sent at {}", millis(Some(latency)), offset(row.started, sent)));
         }
+        if let Load::FixedRate(_) = row.load {
+            notes.push(format!("issuer lag <= {} ms, {} ticks shed", millis(Some(o.worst_issue_lag)), o.shed));
+        }
+        for c in &row.compactions {
+            let kind = match c.kind {
+                CompactionKind::Snapshot => "snapshot",
+                CompactionKind::Purge => "purge",
+            };
+            notes.push(format!("n{} {kind}@{} at {}", c.node, c.index, offset(row.started, c.at)));
+        }
+        println!("  {name}: {}", notes.join("; "));
         if row.term_changed {
             println!("* {name}: the leader's term changed during the run (an election); figures are suspect");
         }

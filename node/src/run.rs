@@ -79,7 +79,11 @@ pub async fn run(
         data_dir: config.data_dir.clone(),
         listeners: Arc::new(vec![("http".into(), http_addr), ("cluster".into(), config.cluster_addr)]),
     };
-    let app = http::router(state);
+    let api_mode = match config.mode {
+        crate::config::Mode::Development => control::Mode::Development,
+        crate::config::Mode::Production => control::Mode::Production,
+    };
+    let app = http::router(state).merge(control::router(control::ApiState::new(catalog.clone(), api_mode)));
     tracing::info!(
         http = %http_addr,
         cluster = %catalog.cluster_addr(),
