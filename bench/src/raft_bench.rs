@@ -165,10 +165,10 @@ struct Row {
     outcome: Outcome,
     /// The leader's term moved during the run (an election: figures are suspect).
     term_changed: bool,
-    /// When the run started, to place the slowest commit and the compactions in it.
+    /// When the run started, to place the slowest commit and the snapshots in it.
     started: Instant,
-    /// Snapshots and log purges on any node while the run went on (they can show in the p99).
-    compactions: Vec<Compaction>,
+    /// Snapshots any node built while the run went on (each with a log purge; they can show in the p99).
+    snapshots: Vec<SnapshotBuilt>,
 }
 
 /// Every cluster-size run: start the cluster, warm up, measure, shut down.
@@ -208,41 +208,26 @@ async fn bench_on(cluster: &Cluster, size: usize, plan: &Plan) -> anyhow::Result
             Load::FixedRate(rate) => open_loop(target, rate, run_for, plan.payload).await,
         };
         let term_after = leader.raft().metrics().borrow().current_term;
-        let compactions = cluster.compactions_since(started);
-        rows.push(Row {
-            nodes: size,
-            load,
-            via,
-            outcome,
-            term_changed: term_after != term_before,
-            started,
-            compactions,
-        });
+        let snapshots = cluster.snapshots_since(started);
+        rows.push(Row { nodes: size, load, via, outcome, term_changed: term_after != term_before, started, snapshots });
     }
     Ok(rows)
 }
 
-/// A snapshot built, or the log purged, on one node, as its Raft metrics showed it.
+/// A snapshot one node built (and so purged its log behind), as its Raft metrics showed it.
 #[derive(Debug, Clone, Copy)]
-struct Compaction {
+struct SnapshotBuilt {
     at: Instant,
     node: raft::NodeId,
-    kind: CompactionKind,
-    /// Last log index the snapshot covers, or up to which the log was purged.
+    /// Last log index the snapshot covers.
     index: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CompactionKind {
-    Snapshot,
-    Purge,
 }
 
 /// Nodes of one cluster, all in this process. The temp dirs outlive the nodes.
 struct Cluster {
     nodes: Vec<Catalog>,
     dirs: Vec<TempDir>,
-    compactions: Arc<Mutex<Vec<Compaction>>>,
+    snapshots: Arc<Mutex<Vec<SnapshotBuilt>>>,
     watchers: Vec<JoinHandle<()>>,
 }
 
@@ -250,7 +235,7 @@ impl Cluster {
     /// Bootstrap one node, then enrol and join the others through it with a join token.
     async fn start(size: usize, base: &Path) -> anyhow::Result<Cluster> {
         let mut cluster =
-            Cluster { nodes: Vec::new(), dirs: Vec::new(), compactions: Arc::default(), watchers: Vec::new() };
+            Cluster { nodes: Vec::new(), dirs: Vec::new(), snapshots: Arc::default(), watchers: Vec::new() };
         match cluster.grow(size, base).await {
             Ok(()) => Ok(cluster),
             Err(e) => {
@@ -303,12 +288,12 @@ impl Cluster {
     }
 
     fn add(&mut self, node: Catalog) {
-        self.watchers.push(tokio::spawn(watch_compactions(node.clone(), self.compactions.clone())));
+        self.watchers.push(tokio::spawn(watch_snapshots(node.clone(), self.snapshots.clone())));
         self.nodes.push(node);
     }
 
-    fn compactions_since(&self, since: Instant) -> Vec<Compaction> {
-        let all = self.compactions.lock().unwrap_or_else(|p| p.into_inner());
+    fn snapshots_since(&self, since: Instant) -> Vec<SnapshotBuilt> {
+        let all = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
         all.iter().filter(|c| c.at >= since).copied().collect()
     }
 
@@ -335,28 +320,17 @@ impl Cluster {
     }
 }
 
-/// Record every snapshot and log purge `node`'s metrics show, until aborted or Raft stops.
-async fn watch_compactions(node: Catalog, into: Arc<Mutex<Vec<Compaction>>>) {
+/// Record every snapshot `node`'s metrics show, until aborted or Raft stops.
+async fn watch_snapshots(node: Catalog, into: Arc<Mutex<Vec<SnapshotBuilt>>>) {
     let mut metrics = node.raft().metrics();
-    let (mut snapshot, mut purged) = {
-        let m = metrics.borrow_and_update();
-        (m.snapshot.map(|l| l.index), m.purged.map(|l| l.index))
-    };
+    let mut last = metrics.borrow_and_update().snapshot.map(|l| l.index);
     while metrics.changed().await.is_ok() {
-        let at = Instant::now();
-        let (now_snapshot, now_purged) = {
-            let m = metrics.borrow_and_update();
-            (m.snapshot.map(|l| l.index), m.purged.map(|l| l.index))
-        };
-        let mut seen = into.lock().unwrap_or_else(|p| p.into_inner());
-        for (kind, was, now) in
-            [(CompactionKind::Snapshot, &mut snapshot, now_snapshot), (CompactionKind::Purge, &mut purged, now_purged)]
-        {
-            if let Some(index) = now.filter(|_| now != *was) {
-                seen.push(Compaction { at, node: node.node_id(), kind, index });
-            }
-            *was = now;
+        let now = metrics.borrow_and_update().snapshot.map(|l| l.index);
+        if let Some(index) = now.filter(|_| now != last) {
+            let built = SnapshotBuilt { at: Instant::now(), node: node.node_id(), index };
+            into.lock().unwrap_or_else(|p| p.into_inner()).push(built);
         }
+        last = now;
     }
 }
 
@@ -596,10 +570,11 @@ fn print_report(plan: &Plan, reference: &FsyncReference, rows: &[Row], total: Du
         plan.dir.display()
     );
     println!(
-        "reference:  bare append + File::sync_data loop: {:.0} syncs/s, p50 {} ms, p99 {} ms ({} syncs)",
+        "reference:  bare append + File::sync_data loop: {:.0} syncs/s, p50 {} ms, p99 {} ms, max {} ms ({} syncs)",
         reference.syncs_per_sec(),
         millis(percentile(&reference.latencies, 0.50)),
         millis(percentile(&reference.latencies, 0.99)),
+        millis(reference.latencies.last().copied()),
         reference.latencies.len()
     );
     println!();
@@ -637,7 +612,9 @@ fn print_report(plan: &Plan, reference: &FsyncReference, rows: &[Row], total: Du
     }
     println!();
     println!("commits/fsync = commits/s / syncs/s of the reference loop on the same disk (all nodes share it).");
-    println!("Per run: when the slowest commit was sent, snapshots/log purges seen (+s from the run's start).");
+    println!(
+        "Per run: when the slowest commit was sent; snapshots built (+ log purge) on any node; +s from its start."
+    );
     for row in rows {
         let o = &row.outcome;
         let name = format!("{} node(s), {}, via {}", row.nodes, load_label(row.load), via_label(row.via));
@@ -648,12 +625,15 @@ fn print_report(plan: &Plan, reference: &FsyncReference, rows: &[Row], total: Du
         if let Load::FixedRate(_) = row.load {
             notes.push(format!("issuer lag <= {} ms, {} ticks shed", millis(Some(o.worst_issue_lag)), o.shed));
         }
-        for c in &row.compactions {
-            let kind = match c.kind {
-                CompactionKind::Snapshot => "snapshot",
-                CompactionKind::Purge => "purge",
-            };
-            notes.push(format!("n{} {kind}@{} at {}", c.node, c.index, offset(row.started, c.at)));
+        // The nodes snapshot at the same index within milliseconds: one note per index.
+        let mut indexes: Vec<u64> = row.snapshots.iter().map(|b| b.index).collect();
+        indexes.sort_unstable();
+        indexes.dedup();
+        for index in indexes {
+            let same: Vec<&SnapshotBuilt> = row.snapshots.iter().filter(|b| b.index == index).collect();
+            let first = same.iter().map(|b| b.at).min().unwrap_or(row.started);
+            let nodes: Vec<String> = same.iter().map(|b| format!("n{}", b.node)).collect();
+            notes.push(format!("snapshot@{index} at {} on {}", offset(row.started, first), nodes.join(",")));
         }
         println!("  {name}: {}", notes.join("; "));
         if row.term_changed {

@@ -112,7 +112,9 @@ impl Caller {
     /// 401 unless someone is authenticated (a user, or the development admin).
     pub fn require_authenticated(&self) -> ApiResult<()> {
         match self {
-            Caller::Anonymous => Err(ApiError::unauthorized("sign in first (Authorization: Bearer or the session cookie)")),
+            Caller::Anonymous => {
+                Err(ApiError::unauthorized("sign in first (Authorization: Bearer or the session cookie)"))
+            }
             _ => Ok(()),
         }
     }

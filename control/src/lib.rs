@@ -8,12 +8,24 @@
 //! resource; [`router`] puts them together with the cross-cutting layers (rate limits, body size
 //! limit, audit events, metrics).
 
+pub mod analytics;
+pub mod audit;
 pub mod auth;
+pub mod channels;
+pub mod chat;
+pub mod directory;
 pub mod error;
+pub mod export;
+pub mod json;
+pub mod limits;
+pub mod metrics;
+pub mod profiles;
+pub mod users;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::Router;
 use raft::Catalog;
 
@@ -32,15 +44,57 @@ pub struct ApiState {
     pub catalog: Catalog,
     pub mode: Mode,
     pub dev_admin_warned: Arc<AtomicBool>,
+    /// Rate limits and the body cap; [`router`] builds its limiters from these.
+    pub limits: Arc<limits::Limits>,
+    pub metrics: Arc<metrics::ApiMetrics>,
+    /// Node-local chat runtime: flood limiter, socket budget, socket shutdown.
+    pub chat: Arc<chat::ChatHub>,
 }
 
 impl ApiState {
+    /// State with metrics on a private registry (tests; see [`ApiState::with_registry`]).
     pub fn new(catalog: Catalog, mode: Mode) -> Self {
-        ApiState { catalog, mode, dev_admin_warned: Arc::new(AtomicBool::new(false)) }
+        Self::with_metrics(catalog, mode, metrics::ApiMetrics::unregistered())
+    }
+
+    /// State whose metrics are registered on `registry` (the node's, served at `/metrics`).
+    pub fn with_registry(catalog: Catalog, mode: Mode, registry: &prometheus::Registry) -> Self {
+        let metrics = metrics::ApiMetrics::register(registry).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "API metrics not registered; /metrics will not show them");
+            metrics::ApiMetrics::unregistered()
+        });
+        Self::with_metrics(catalog, mode, metrics)
+    }
+
+    fn with_metrics(catalog: Catalog, mode: Mode, metrics: metrics::ApiMetrics) -> Self {
+        ApiState {
+            catalog,
+            mode,
+            dev_admin_warned: Arc::new(AtomicBool::new(false)),
+            limits: Arc::new(limits::Limits::from_env()),
+            metrics: Arc::new(metrics),
+            chat: Arc::new(chat::ChatHub::default()),
+        }
     }
 }
 
 /// The `/api` routes (mount at the root: paths include `/api`).
 pub fn router(state: ApiState) -> Router {
-    Router::new().with_state(state)
+    let routes = Router::new()
+        .merge(users::routes())
+        .merge(chat::routes())
+        .merge(channels::routes())
+        .merge(directory::routes())
+        .merge(profiles::routes())
+        .merge(analytics::routes())
+        .merge(export::routes());
+    with_layers(routes, &state).with_state(state)
+}
+
+/// The cross-cutting layers around every route, innermost first: JSON error bodies, the limits
+/// (body size, login attempts, global rate), the audit event, metrics (which see every answer).
+fn with_layers(routes: Router<ApiState>, state: &ApiState) -> Router<ApiState> {
+    limits::apply(routes.layer(from_fn(json::errors_as_json)), &state.limits)
+        .layer(from_fn_with_state(state.clone(), audit::audit))
+        .layer(from_fn_with_state(state.metrics.clone(), metrics::track))
 }

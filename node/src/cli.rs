@@ -1,9 +1,10 @@
-//! `bitriver cluster ...`: administer a node through its data dir.
+//! `bitriver cluster ...` and `bitriver user ...`: administer a node through its data dir.
 //!
 //! These commands never take RocksDB's lock. With the node running they talk to it through the
 //! admin socket in the data dir; with it stopped they read the data dir read-only (status), sign
 //! with the CA key file (token), or reach the other members with the node's own certificate
-//! (remove).
+//! (remove). `user create` is a catalog write, so it needs the node running (it proposes through
+//! the admin socket like any other client of the cluster).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,9 +19,19 @@ use raft::tls::{ClusterCa, NodeIdentity, TlsPaths};
 use raft::transport::ClusterClient;
 use raft::{ClusterStatus, MemberStatus};
 
-use crate::config::ClusterCommand;
+use crate::config::{ClusterCommand, Command, UserCommand, UserCreateArgs};
 
-pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
+pub async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Cluster(command) => cluster(command).await,
+        Command::User(UserCommand::Create(args)) => {
+            let password = read_password(std::io::stdin().lock())?;
+            create_user(&args, &password).await
+        }
+    }
+}
+
+async fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
     match command {
         ClusterCommand::Token(args) => {
             let ca = ClusterCa::load(&TlsPaths::new(&args.data.data))
@@ -135,4 +146,118 @@ async fn remove_via_peers(data: &Path, request: &Request) -> anyhow::Result<Repl
         }
     }
     bail!("the node is not running and no other member answered: {last}")
+}
+
+/// The first line of `input` (without its line ending), at least 8 characters.
+fn read_password(mut input: impl std::io::BufRead) -> anyhow::Result<String> {
+    use std::io::IsTerminal as _;
+    if std::io::stdin().is_terminal() {
+        eprint!("password (input is shown; pipe it in to avoid that): ");
+    }
+    let mut line = String::new();
+    input.read_line(&mut line).context("reading the password from stdin")?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password).to_owned();
+    control::users::validate_password(&password).map_err(|e| anyhow::anyhow!("password {}", e.message))?;
+    Ok(password)
+}
+
+/// The user record `bitriver user create` proposes, validated like the API validates it.
+fn new_user(args: &UserCreateArgs, password: &str) -> anyhow::Result<raft::User> {
+    use control::users::{validate_display_name, validate_email, validate_roles, DEFAULT_ROLE};
+    let flag = |name: &str, e: control::ApiError| anyhow::anyhow!("{name}: {}", e.message);
+    let email = validate_email(&args.email).map_err(|e| flag("--email", e))?;
+    let name = match &args.display_name {
+        Some(name) => name.clone(),
+        None => email.split('@').next().unwrap_or_default().to_owned(),
+    };
+    let display_name = validate_display_name(&name).map_err(|e| flag("--display-name", e))?;
+    let mut roles = args.roles.clone();
+    if args.admin {
+        roles.insert(0, "admin".to_owned());
+    }
+    if roles.is_empty() {
+        roles.push(DEFAULT_ROLE.to_owned());
+    }
+    let roles = validate_roles(&roles).map_err(|e| flag("--role", e))?;
+    let password_hash = control::auth::hash_password(password).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    Ok(raft::User {
+        id: hex::encode(rand_id()),
+        display_name,
+        email,
+        roles,
+        password_hash: Some(password_hash),
+        created_at: raft::now_millis(),
+    })
+}
+
+fn rand_id() -> [u8; 12] {
+    let mut id = [0u8; 12];
+    // Same source as the API's ids: the OS RNG through ring.
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id).is_err() {
+        // Only a broken OS RNG gets here; a clock-derived id is still unique enough for one user.
+        id[..8].copy_from_slice(&raft::now_millis().to_be_bytes());
+    }
+    id
+}
+
+async fn create_user(args: &UserCreateArgs, password: &str) -> anyhow::Result<()> {
+    let data = &args.data.data;
+    let user = new_user(args, password)?;
+    let request = Request::Propose(raft::Command::CreateUser(user));
+    let reply = admin_call(data, &request).await.map_err(|e| {
+        anyhow::anyhow!(
+            "no node is running on {} ({e}); start it first: creating a user is a cluster write",
+            data.display()
+        )
+    })?;
+    match reply {
+        Reply::Propose(Ok(raft::Response::User(user))) => {
+            eprintln!("created user {} <{}> with roles {}", user.display_name, user.email, user.roles.join(","));
+            println!("{}", user.id);
+            Ok(())
+        }
+        Reply::Propose(Err(e)) => bail!("the catalog refused the user: {e}"),
+        Reply::Error(e) => bail!("{e}"),
+        other => bail!("unexpected reply {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn args(email: &str, admin: bool, roles: &[&str]) -> UserCreateArgs {
+        UserCreateArgs {
+            email: email.to_owned(),
+            display_name: None,
+            admin,
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            data: crate::config::DataDirArg { data: PathBuf::from("d") },
+        }
+    }
+
+    #[test]
+    fn password_is_the_first_line() {
+        assert_eq!(read_password(&b"long enough\r\nsecond"[..]).unwrap(), "long enough");
+        assert_eq!(read_password(&b"no newline at all"[..]).unwrap(), "no newline at all");
+        let err = read_password(&b"short\n"[..]).unwrap_err().to_string();
+        assert!(err.contains("at least 8"), "{err}");
+        assert!(read_password(&b""[..]).is_err());
+    }
+
+    #[test]
+    fn user_records_are_validated() {
+        let user = new_user(&args(" Root@Example.com", true, &[]), "long enough").unwrap();
+        assert_eq!((user.email.as_str(), user.display_name.as_str()), ("root@example.com", "root"));
+        assert_eq!(user.roles, ["admin"]);
+        assert!(user.password_hash.as_deref().is_some_and(|h| control::auth::verify_password(h, "long enough")));
+        assert_eq!(user.id.len(), 24);
+        assert_eq!(new_user(&args("v@example.com", false, &[]), "long enough").unwrap().roles, ["viewer"]);
+        let err = new_user(&args("nope", true, &[]), "long enough").unwrap_err().to_string();
+        assert!(err.starts_with("--email"), "{err}");
+        let err = new_user(&args("a@example.com", false, &["root"]), "long enough").unwrap_err().to_string();
+        assert!(err.starts_with("--role"), "{err}");
+    }
 }

@@ -52,6 +52,40 @@ pub enum Command {
     /// Cluster administration: join tokens, status, removing nodes.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Accounts: create users (the first admin, for one) through the running node.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+/// `bitriver user ...`
+#[derive(Debug, Clone, Subcommand)]
+pub enum UserCommand {
+    /// Create an account; the password is the first line of stdin (at least 8 characters).
+    Create(UserCreateArgs),
+}
+
+/// `bitriver user create --email E [--display-name N] [--admin] [--role R]... --data DIR`
+#[derive(Debug, Clone, Args)]
+pub struct UserCreateArgs {
+    /// Email address to sign in with.
+    #[arg(long, value_name = "EMAIL", env = "BITRIVER_LIVE_USER_EMAIL")]
+    pub email: String,
+
+    /// Name shown to others [default: the part of the email before the @].
+    #[arg(long, value_name = "NAME", env = "BITRIVER_LIVE_USER_DISPLAY_NAME")]
+    pub display_name: Option<String>,
+
+    /// Make the account an admin.
+    #[arg(long, env = "BITRIVER_LIVE_USER_ADMIN")]
+    pub admin: bool,
+
+    /// A role to give (admin, creator, moderator, viewer); repeatable or comma-separated
+    /// [default: viewer].
+    #[arg(long = "role", value_name = "ROLE", env = "BITRIVER_LIVE_USER_ROLES", value_delimiter = ',')]
+    pub roles: Vec<String>,
+
+    #[command(flatten)]
+    pub data: DataDirArg,
 }
 
 /// `bitriver cluster ...`
@@ -1200,6 +1234,20 @@ mod tests {
         assert!(parse(&["cluster", "remove"]).is_err());
 
         assert!(parse(&[]).unwrap().command.is_none());
+    }
+
+    #[test]
+    fn user_create_subcommand() {
+        let cli = parse(&["user", "create", "--admin", "--email", "a@example.com", "--data", "d"]).unwrap();
+        let Some(Command::User(UserCommand::Create(u))) = cli.command else { panic!("{cli:?}") };
+        assert!(u.admin);
+        assert_eq!((u.email.as_str(), u.display_name, u.data.data), ("a@example.com", None, PathBuf::from("d")));
+        let cli =
+            parse(&["user", "create", "--email", "b@example.com", "--display-name", "B", "--role", "creator"]).unwrap();
+        let Some(Command::User(UserCommand::Create(u))) = cli.command else { panic!("{cli:?}") };
+        assert!(!u.admin);
+        assert_eq!((u.display_name.as_deref(), u.roles), (Some("B"), vec!["creator".to_owned()]));
+        assert!(parse(&["user", "create", "--admin"]).is_err(), "--email is required");
     }
 
     const ENV_CHILD: &str = "BITRIVER_CONFIG_TEST_ENV_CHILD";

@@ -1,6 +1,6 @@
 //! `bitriver`: parse the config, set up logging, run the node (or a CLI command).
 
-use bitriver_node::config::{self, Command, LogFormat};
+use bitriver_node::config::{self, LogFormat};
 use bitriver_node::run::{self, Listeners, Shutdown};
 use tracing_subscriber::EnvFilter;
 
@@ -22,7 +22,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Some(Command::Cluster(command)) = cli.command {
+    if let Some(command) = cli.command {
         init_tracing(LogFormat::Text);
         if let Err(e) = runtime.block_on(bitriver_node::cli::run(command)) {
             eprintln!("bitriver: {e:#}");

@@ -68,6 +68,8 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = Shutdown> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Refuse bad BITRIVER_LIVE_RATE_* / _MAX_BODY_BYTES values instead of running without limits.
+    let limits = control::limits::Limits::try_from_env().context("API limits")?;
     let registry = Registry::new();
     let http_addr = listeners.http.local_addr()?;
     let catalog = Catalog::start(catalog_config(&config, http_addr), &registry).await?;
@@ -83,7 +85,10 @@ pub async fn run(
         crate::config::Mode::Development => control::Mode::Development,
         crate::config::Mode::Production => control::Mode::Production,
     };
-    let app = http::router(state).merge(control::router(control::ApiState::new(catalog.clone(), api_mode)));
+    let mut api = control::ApiState::with_registry(catalog.clone(), api_mode, &registry);
+    api.limits = Arc::new(limits);
+    let chat = api.chat.clone();
+    let app = http::router(state).merge(control::router(api));
     tracing::info!(
         http = %http_addr,
         cluster = %catalog.cluster_addr(),
@@ -96,6 +101,8 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(None::<Shutdown>);
     tokio::spawn(async move {
         let how = shutdown.await;
+        // Chat sockets are long-lived: close them so the HTTP drain does not wait on them.
+        chat.shutdown();
         let _ = stop_tx.send(Some(how));
     });
 

@@ -44,7 +44,7 @@ fn pair_key(prefix: &str, channel: &str, user: &str) -> String {
     format!("{prefix}{channel}/{user}")
 }
 
-fn split_pair<'a>(rest: &'a str) -> Option<(&'a str, &'a str)> {
+fn split_pair(rest: &str) -> Option<(&str, &str)> {
     rest.split_once('/')
 }
 
@@ -123,6 +123,14 @@ impl Community {
     }
 }
 
+fn count_by_channel<'a>(pairs: impl Iterator<Item = &'a (String, String)>) -> BTreeMap<&'a str, usize> {
+    let mut counts = BTreeMap::new();
+    for (channel, _) in pairs {
+        *counts.entry(channel.as_str()).or_insert(0) += 1;
+    }
+    counts
+}
+
 fn day_key(channel: &str, day: i64) -> String {
     format!("{}{channel}/{day:010}", key::CHAT_DAY)
 }
@@ -165,8 +173,16 @@ impl CatalogState {
     pub fn followed_by(&self, user_id: &str) -> Vec<String> {
         self.community.follows.keys().filter(|(_, u)| u == user_id).map(|(c, _)| c.clone()).collect()
     }
+    /// Follower count of every channel that has followers, in one pass (for listings).
+    pub fn follower_counts(&self) -> BTreeMap<&str, usize> {
+        count_by_channel(self.community.follows.keys())
+    }
     pub fn subscribers(&self, channel_id: &str) -> usize {
         self.community.subscriptions.keys().filter(|(c, _)| c == channel_id).count()
+    }
+    /// Subscriber count of every channel that has subscribers, in one pass (for listings).
+    pub fn subscriber_counts(&self) -> BTreeMap<&str, usize> {
+        count_by_channel(self.community.subscriptions.keys())
     }
     pub fn is_subscribed(&self, channel_id: &str, user_id: &str) -> bool {
         self.community.subscriptions.contains_key(&(channel_id.to_owned(), user_id.to_owned()))

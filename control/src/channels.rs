@@ -1,0 +1,616 @@
+//! Channels: create and manage them, go live and off air, stream keys, follows and subscriptions.
+//!
+//! A channel's stream key is generated here (160 random bits), shown to the caller once in the
+//! create or rotate answer, and replicated only as its SHA-256 hash; ingest looks a publishing key
+//! up by that hash (`CatalogState::channel_by_stream_key_hash`). Channel JSON never carries the
+//! hash.
+//!
+//! Writes go through the catalog: `CreateChannel`, `UpdateChannel`, `DeleteChannel`,
+//! `SetStreamKey`, `StartSession`, `EndSession`, `Follow`/`Unfollow`, `Subscribe`/`Unsubscribe`.
+//! The state machine re-checks what only it can decide race-free (already live, not live).
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use raft::{now_millis, Channel, ChannelPatch, Command, LiveState, Response, StreamSession, UnixMillis};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::auth::{token_hash, Caller};
+use crate::error::{ApiError, ApiResult};
+use crate::json::ApiJson;
+use crate::ApiState;
+
+/// Longest channel title, in characters.
+pub const MAX_TITLE_CHARS: usize = 140;
+/// Most tags on a channel.
+pub const MAX_TAGS: usize = 10;
+/// Longest tag, in characters.
+pub const MAX_TAG_CHARS: usize = 32;
+/// Longest category, in characters.
+pub const MAX_CATEGORY_CHARS: usize = 64;
+/// Most moderators on a channel.
+pub const MAX_MODERATORS: usize = 50;
+/// Most renditions one broadcast may ask for.
+pub const MAX_RENDITIONS: usize = 8;
+
+pub(crate) fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/api/channels", get(list_channels).post(create_channel))
+        .route("/api/channels/{id}", get(get_channel).patch(update_channel).delete(delete_channel))
+        .route("/api/channels/{id}/stream/start", post(start_stream))
+        .route("/api/channels/{id}/stream/stop", post(stop_stream))
+        .route("/api/channels/{id}/sessions", get(list_sessions))
+        .route("/api/channels/{id}/stream-key/rotate", post(rotate_stream_key))
+        .route("/api/channels/{id}/follow", post(follow).delete(unfollow))
+        .route("/api/channels/{id}/subscribe", post(subscribe).delete(unsubscribe))
+}
+
+/// Where a channel's adaptive playlist is served (relative: origin and edges serve the same path).
+pub fn playback_url(channel_id: &str) -> String {
+    format!("/hls/{channel_id}/master.m3u8")
+}
+
+/// A channel as the API shows it: the record without its key hash, plus playback and audience.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelView {
+    pub id: String,
+    pub owner_id: String,
+    pub title: String,
+    pub category: Option<String>,
+    pub tags: Vec<String>,
+    pub live_state: LiveState,
+    pub current_session_id: Option<String>,
+    pub moderators: Vec<String>,
+    pub playback_url: String,
+    pub followers: u64,
+    pub subscribers: u64,
+    pub created_at: UnixMillis,
+    pub updated_at: UnixMillis,
+    /// Only in the answers that create or rotate the key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_key: Option<String>,
+}
+
+impl ChannelView {
+    pub fn new(channel: &Channel, followers: usize, subscribers: usize) -> Self {
+        ChannelView {
+            id: channel.id.clone(),
+            owner_id: channel.owner_id.clone(),
+            title: channel.title.clone(),
+            category: channel.category.clone(),
+            tags: channel.tags.clone(),
+            live_state: channel.live_state,
+            current_session_id: channel.current_session_id.clone(),
+            moderators: channel.moderators.clone(),
+            playback_url: playback_url(&channel.id),
+            followers: followers as u64,
+            subscribers: subscribers as u64,
+            created_at: channel.created_at,
+            updated_at: channel.updated_at,
+            stream_key: None,
+        }
+    }
+
+    /// The view of one channel with its counts read from `state`.
+    pub fn read(state: &raft::state::CatalogState, channel: &Channel) -> Self {
+        Self::new(channel, state.followers(&channel.id), state.subscribers(&channel.id))
+    }
+}
+
+/// A fresh stream key: 160 random bits in hex (safe in RTMP URLs and OBS settings).
+pub fn new_stream_key() -> String {
+    format!("live_{}", hex::encode(rand::random::<[u8; 20]>()))
+}
+
+/// Fetch a channel from the local replica, or linearizably when this replica hasn't seen it yet
+/// (it may have been created a moment ago through another node).
+pub(crate) async fn load_channel(state: &ApiState, id: &str) -> ApiResult<Channel> {
+    let find = |s: &raft::state::CatalogState| s.channel(id).cloned();
+    if let Some(channel) = state.catalog.read(find) {
+        return Ok(channel);
+    }
+    state.catalog.read_linearizable(find).await?.ok_or_else(|| ApiError::not_found("channel", id))
+}
+
+fn require_owner_or_admin(caller: &Caller, channel: &Channel, action: &str) -> ApiResult<()> {
+    caller.require_authenticated()?;
+    if caller.is_admin() || caller.user_id() == Some(channel.owner_id.as_str()) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!("only the channel's owner or an admin can {action}")))
+    }
+}
+
+fn has_control_chars(s: &str) -> bool {
+    s.chars().any(char::is_control)
+}
+
+/// Trimmed title of 1..=140 characters.
+pub(crate) fn validate_title(title: &str) -> ApiResult<String> {
+    let title = title.trim();
+    let chars = title.chars().count();
+    if chars == 0 || chars > MAX_TITLE_CHARS {
+        return Err(ApiError::invalid("title", format!("must be 1 to {MAX_TITLE_CHARS} characters")));
+    }
+    if has_control_chars(title) {
+        return Err(ApiError::invalid("title", "must not contain control characters"));
+    }
+    Ok(title.to_owned())
+}
+
+/// Tags trimmed, lower-cased and deduplicated (first occurrence kept); each 1..=32 characters,
+/// at most ten distinct tags.
+pub(crate) fn validate_tags(tags: &[String]) -> ApiResult<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for (i, tag) in tags.iter().enumerate() {
+        let tag = tag.trim().to_lowercase();
+        let chars = tag.chars().count();
+        if chars == 0 || chars > MAX_TAG_CHARS || has_control_chars(&tag) {
+            return Err(ApiError::invalid(
+                &format!("tags[{i}]"),
+                format!("each tag must be 1 to {MAX_TAG_CHARS} printable characters"),
+            ));
+        }
+        if !out.contains(&tag) {
+            out.push(tag);
+        }
+    }
+    if out.len() > MAX_TAGS {
+        return Err(ApiError::invalid("tags", format!("at most {MAX_TAGS} tags")));
+    }
+    Ok(out)
+}
+
+/// A trimmed category (blank means none), at most 64 characters.
+pub(crate) fn validate_category(category: Option<&str>) -> ApiResult<Option<String>> {
+    let Some(category) = category.map(str::trim).filter(|c| !c.is_empty()) else { return Ok(None) };
+    if category.chars().count() > MAX_CATEGORY_CHARS || has_control_chars(category) {
+        return Err(ApiError::invalid(
+            "category",
+            format!("must be at most {MAX_CATEGORY_CHARS} printable characters"),
+        ));
+    }
+    Ok(Some(category.to_owned()))
+}
+
+/// Rendition names: `source` (passthrough) or a height ladder step like `720p` / `1080p60`.
+pub(crate) fn validate_renditions(renditions: &[String]) -> ApiResult<Vec<String>> {
+    if renditions.is_empty() {
+        return Err(ApiError::invalid("renditions", "list at least one rendition, e.g. [\"source\"]"));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for (i, name) in renditions.iter().enumerate() {
+        let name = name.trim().to_lowercase();
+        if !is_rendition_name(&name) {
+            return Err(ApiError::invalid(
+                &format!("renditions[{i}]"),
+                "expected \"source\" or a height like \"720p\" or \"1080p60\" (144p to 4320p)",
+            ));
+        }
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    if out.len() > MAX_RENDITIONS {
+        return Err(ApiError::invalid("renditions", format!("at most {MAX_RENDITIONS} renditions")));
+    }
+    Ok(out)
+}
+
+fn is_rendition_name(name: &str) -> bool {
+    if name == "source" {
+        return true;
+    }
+    let Some((height, rate)) = name.split_once('p') else { return false };
+    let height_ok = !height.is_empty()
+        && height.len() <= 4
+        && height.bytes().all(|b| b.is_ascii_digit())
+        && height.parse::<u32>().is_ok_and(|h| (144..=4320).contains(&h));
+    let rate_ok = rate.is_empty() || matches!(rate, "24" | "25" | "30" | "48" | "50" | "60");
+    height_ok && rate_ok
+}
+
+/// An optional JSON body (empty means `None`), with the same error answers as [`ApiJson`].
+pub(crate) fn optional_json<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> ApiResult<Option<T>> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            crate::json::body_too_large()
+        } else {
+            ApiError::bad_request("unreadable_body", format!("could not read the request body: {rejection}"))
+        }
+    })?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    crate::json::parse(&body).map(Some)
+}
+
+/// `Some(None)` for an explicit `null`, `None` for a missing field.
+fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListQuery {
+    owner_id: Option<String>,
+}
+
+async fn list_channels(State(state): State<ApiState>, Query(query): Query<ListQuery>) -> Json<Vec<ChannelView>> {
+    let channels = state.catalog.read(|s| {
+        let followers = s.follower_counts();
+        let subscribers = s.subscriber_counts();
+        s.channels()
+            .filter(|c| query.owner_id.as_ref().is_none_or(|owner| &c.owner_id == owner))
+            .map(|c| {
+                let count = |m: &std::collections::BTreeMap<&str, usize>| m.get(c.id.as_str()).copied().unwrap_or(0);
+                ChannelView::new(c, count(&followers), count(&subscribers))
+            })
+            .collect()
+    });
+    Json(channels)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateChannelBody {
+    owner_id: Option<String>,
+    title: String,
+    #[serde(default)]
+    tags: Vec<String>,
+    category: Option<String>,
+}
+
+async fn create_channel(
+    State(state): State<ApiState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<CreateChannelBody>,
+) -> ApiResult<(StatusCode, Json<ChannelView>)> {
+    caller.require_authenticated()?;
+    if !caller.has_role("creator") {
+        return Err(ApiError::forbidden("only creators and admins can create channels"));
+    }
+    let owner_id = match (body.owner_id.map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()), caller.user_id()) {
+        (Some(owner), _) => owner,
+        (None, Some(me)) => me.to_owned(),
+        (None, None) => return Err(ApiError::invalid("ownerId", "required (the development admin has no account)")),
+    };
+    if !caller.is_admin() && caller.user_id() != Some(owner_id.as_str()) {
+        return Err(ApiError::forbidden("creators can only create channels they own"));
+    }
+    let title = validate_title(&body.title)?;
+    let tags = validate_tags(&body.tags)?;
+    let category = validate_category(body.category.as_deref())?;
+    let owner_exists = state.catalog.read(|s| s.user(&owner_id).is_some())
+        || state.catalog.read_linearizable(|s| s.user(&owner_id).is_some()).await?;
+    if !owner_exists {
+        return Err(ApiError::invalid("ownerId", format!("no user {owner_id}")));
+    }
+
+    let stream_key = new_stream_key();
+    let now = now_millis();
+    let channel = Channel {
+        id: hex::encode(rand::random::<[u8; 12]>()),
+        owner_id,
+        title,
+        category,
+        tags,
+        stream_key_hash: token_hash(&stream_key),
+        live_state: LiveState::Offline,
+        current_session_id: None,
+        moderators: Vec::new(),
+        created_at: now,
+        updated_at: now,
+    };
+    let created = match state.catalog.propose(Command::CreateChannel(channel)).await? {
+        Response::Channel(c) => c,
+        other => return Err(unexpected(other)),
+    };
+    let mut view = ChannelView::new(&created, 0, 0);
+    view.stream_key = Some(stream_key);
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+async fn get_channel(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<ChannelView>> {
+    let channel = load_channel(&state, &id).await?;
+    Ok(Json(state.catalog.read(|s| ChannelView::read(s, &channel))))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct UpdateChannelBody {
+    title: Option<String>,
+    tags: Option<Vec<String>>,
+    /// `null` clears the category.
+    #[serde(default, deserialize_with = "double_option")]
+    category: Option<Option<String>>,
+    moderators: Option<Vec<String>>,
+}
+
+async fn update_channel(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UpdateChannelBody>,
+) -> ApiResult<Json<ChannelView>> {
+    let channel = load_channel(&state, &id).await?;
+    require_owner_or_admin(&caller, &channel, "change this channel")?;
+    let mut patch = ChannelPatch { id: channel.id.clone(), at: now_millis(), ..ChannelPatch::default() };
+    if let Some(title) = &body.title {
+        patch.title = Some(validate_title(title)?);
+    }
+    if let Some(tags) = &body.tags {
+        patch.tags = Some(validate_tags(tags)?);
+    }
+    if let Some(category) = &body.category {
+        patch.category = Some(validate_category(category.as_deref())?);
+    }
+    if let Some(moderators) = &body.moderators {
+        let mut out: Vec<String> = Vec::new();
+        for (i, m) in moderators.iter().enumerate() {
+            let m = m.trim();
+            if !state.catalog.read(|s| s.user(m).is_some()) {
+                return Err(ApiError::invalid(&format!("moderators[{i}]"), format!("no user {m}")));
+            }
+            if !out.iter().any(|o| o == m) {
+                out.push(m.to_owned());
+            }
+        }
+        if out.len() > MAX_MODERATORS {
+            return Err(ApiError::invalid("moderators", format!("at most {MAX_MODERATORS} moderators")));
+        }
+        patch.moderators = Some(out);
+    }
+    let updated = match state.catalog.propose(Command::UpdateChannel(patch)).await? {
+        Response::Channel(c) => c,
+        other => return Err(unexpected(other)),
+    };
+    Ok(Json(state.catalog.read(|s| ChannelView::read(s, &updated))))
+}
+
+async fn delete_channel(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let channel = load_channel(&state, &id).await?;
+    require_owner_or_admin(&caller, &channel, "delete this channel")?;
+    if channel.live_state == LiveState::Live {
+        return Err(ApiError::conflict("already_live", "stop the broadcast before deleting the channel"));
+    }
+    // The state machine refuses a live channel too, in case it went live since the read above.
+    state.catalog.propose(Command::DeleteChannel { id: channel.id }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct StartBody {
+    renditions: Option<Vec<String>>,
+}
+
+async fn start_stream(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<StreamSession>)> {
+    let channel = load_channel(&state, &id).await?;
+    require_owner_or_admin(&caller, &channel, "start a broadcast")?;
+    let body: Option<StartBody> = optional_json(body)?;
+    let renditions = match body.and_then(|b| b.renditions) {
+        Some(r) => validate_renditions(&r)?,
+        None => vec!["source".to_owned()],
+    };
+    let session = StreamSession {
+        id: hex::encode(rand::random::<[u8; 12]>()),
+        channel_id: channel.id,
+        started_at: now_millis(),
+        ended_at: None,
+        renditions,
+        peak_concurrent: 0,
+        ingest_node: None,
+    };
+    match state.catalog.propose(Command::StartSession(session)).await? {
+        Response::Session(s) => Ok((StatusCode::CREATED, Json(s))),
+        other => Err(unexpected(other)),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct StopBody {
+    peak_concurrent: Option<u64>,
+}
+
+async fn stop_stream(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<StreamSession>> {
+    let channel = load_channel(&state, &id).await?;
+    require_owner_or_admin(&caller, &channel, "stop a broadcast")?;
+    let body: Option<StopBody> = optional_json(body)?;
+    let command = Command::EndSession {
+        channel_id: channel.id,
+        ended_at: now_millis(),
+        peak_concurrent: body.and_then(|b| b.peak_concurrent),
+    };
+    match state.catalog.propose(command).await? {
+        Response::Session(s) => Ok(Json(s)),
+        other => Err(unexpected(other)),
+    }
+}
+
+async fn list_sessions(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<Vec<StreamSession>>> {
+    let channel = load_channel(&state, &id).await?;
+    let mut sessions: Vec<StreamSession> =
+        state.catalog.read(|s| s.sessions_of_channel(&channel.id).cloned().collect());
+    sessions.sort_by(|a, b| b.started_at.cmp(&a.started_at).then_with(|| b.id.cmp(&a.id)));
+    Ok(Json(sessions))
+}
+
+async fn rotate_stream_key(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ChannelView>> {
+    let channel = load_channel(&state, &id).await?;
+    require_owner_or_admin(&caller, &channel, "rotate the stream key")?;
+    let stream_key = new_stream_key();
+    let command =
+        Command::SetStreamKey { channel_id: channel.id, stream_key_hash: token_hash(&stream_key), at: now_millis() };
+    let updated = match state.catalog.propose(command).await? {
+        Response::Channel(c) => c,
+        other => return Err(unexpected(other)),
+    };
+    let mut view = state.catalog.read(|s| ChannelView::read(s, &updated));
+    view.stream_key = Some(stream_key);
+    Ok(Json(view))
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FollowState {
+    following: bool,
+    followers: u64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SubscriptionState {
+    subscribed: bool,
+    subscribers: u64,
+}
+
+/// Propose a follow/subscription change for the calling user and return the fresh state.
+async fn set_relation(
+    state: &ApiState,
+    caller: &Caller,
+    channel_id: &str,
+    subscribe: bool,
+    on: bool,
+) -> ApiResult<(bool, u64)> {
+    let user_id = caller.require_user()?.id.clone();
+    let channel = load_channel(state, channel_id).await?;
+    let (channel_id, at) = (channel.id, now_millis());
+    let command = match (subscribe, on) {
+        (false, true) => Command::Follow { channel_id: channel_id.clone(), user_id: user_id.clone(), at },
+        (false, false) => Command::Unfollow { channel_id: channel_id.clone(), user_id: user_id.clone() },
+        (true, true) => Command::Subscribe { channel_id: channel_id.clone(), user_id: user_id.clone(), at },
+        (true, false) => Command::Unsubscribe { channel_id: channel_id.clone(), user_id: user_id.clone() },
+    };
+    state.catalog.propose(command).await?;
+    // Linearizable so the count includes this change even when the leader is another node.
+    let answer = state
+        .catalog
+        .read_linearizable(|s| {
+            if subscribe {
+                (s.is_subscribed(&channel_id, &user_id), s.subscribers(&channel_id) as u64)
+            } else {
+                (s.is_following(&channel_id, &user_id), s.followers(&channel_id) as u64)
+            }
+        })
+        .await?;
+    Ok(answer)
+}
+
+async fn follow(State(state): State<ApiState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<FollowState>> {
+    let (following, followers) = set_relation(&state, &caller, &id, false, true).await?;
+    Ok(Json(FollowState { following, followers }))
+}
+
+async fn unfollow(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<FollowState>> {
+    let (following, followers) = set_relation(&state, &caller, &id, false, false).await?;
+    Ok(Json(FollowState { following, followers }))
+}
+
+async fn subscribe(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<SubscriptionState>> {
+    let (subscribed, subscribers) = set_relation(&state, &caller, &id, true, true).await?;
+    Ok(Json(SubscriptionState { subscribed, subscribers }))
+}
+
+async fn unsubscribe(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<SubscriptionState>> {
+    let (subscribed, subscribers) = set_relation(&state, &caller, &id, true, false).await?;
+    Ok(Json(SubscriptionState { subscribed, subscribers }))
+}
+
+fn unexpected(response: Response) -> ApiError {
+    ApiError::internal(format!("unexpected catalog answer: {response:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_are_normalized() {
+        let tags = validate_tags(&[" Outdoors".into(), "outdoors".into(), "TRAVEL".into()]).unwrap();
+        assert_eq!(tags, ["outdoors", "travel"]);
+        let err = validate_tags(&["ok".into(), " ".into()]).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("tags[1]"));
+        let err = validate_tags(&["x".repeat(33)]).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("tags[0]"));
+        let eleven: Vec<String> = (0..11).map(|i| format!("t{i}")).collect();
+        assert_eq!(validate_tags(&eleven).unwrap_err().field.as_deref(), Some("tags"));
+        assert_eq!(validate_tags(&eleven[..10]).unwrap().len(), 10);
+    }
+
+    #[test]
+    fn titles_are_bounded() {
+        assert_eq!(validate_title("  River  ").unwrap(), "River");
+        assert!(validate_title("   ").is_err());
+        assert!(validate_title(&"é".repeat(140)).is_ok());
+        assert!(validate_title(&"é".repeat(141)).is_err());
+        assert!(validate_title("a\u{0}b").is_err());
+    }
+
+    #[test]
+    fn rendition_names() {
+        for ok in ["source", "1080p", "720p", "1080p60", "144p", "4320p"] {
+            assert!(is_rendition_name(ok), "{ok}");
+        }
+        for bad in ["", "p", "720", "720p61", "99999p", "abcp", "100p", "+720p", "720pp"] {
+            assert!(!is_rendition_name(bad), "{bad}");
+        }
+        assert_eq!(validate_renditions(&["720P".into(), "720p".into()]).unwrap(), ["720p"]);
+        assert_eq!(validate_renditions(&[]).unwrap_err().field.as_deref(), Some("renditions"));
+    }
+
+    #[test]
+    fn stream_keys_are_long_and_distinct() {
+        let key = new_stream_key();
+        assert!(key.len() >= 5 + 32, "at least 128 bits");
+        assert_ne!(key, new_stream_key());
+    }
+
+    #[test]
+    fn optional_bodies() {
+        let body = |b: &'static [u8]| Ok(Bytes::from_static(b));
+        assert!(optional_json::<StopBody>(body(b"")).unwrap().is_none());
+        assert!(optional_json::<StopBody>(body(b" \n")).unwrap().is_none());
+        let stop: StopBody = optional_json(body(b"{\"peakConcurrent\":7}")).unwrap().unwrap();
+        assert_eq!(stop.peak_concurrent, Some(7));
+        let e = optional_json::<StopBody>(body(b"{\"peakConcurrent\":-1}")).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("peakConcurrent"));
+        assert_eq!(optional_json::<StopBody>(body(b"{")).unwrap_err().status, StatusCode::BAD_REQUEST);
+    }
+}

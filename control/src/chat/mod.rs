@@ -1,0 +1,389 @@
+//! Channel chat: history and posting over REST, moderation (deletes, bans, timeouts, slow mode,
+//! word filter), and live delivery over WebSocket.
+//!
+//! How a message travels: a post (REST or socket) is validated here, passes this node's per-user
+//! flood limit ([`limiter`]), and is proposed as [`Command::PostChat`]. The catalog's state machine
+//! enforces the replicated rules (bans, timeouts, slow mode, blocked words) while applying it, so
+//! every node agrees on what was accepted. Every node then publishes what it applied, and each of
+//! its chat sockets ([`ws`]) forwards the events of its own channel ([`event`]).
+//!
+//! Routes:
+//! - `GET /api/channels/{id}/chat?limit=25&before=SEQ` (public): one page of history. The first
+//!   page holds the newest messages; within a page messages are oldest first (ready to append to
+//!   a chat pane). `nextCursor` is passed as `before` to get the next older page; `null` when there
+//!   is nothing older.
+//! - `POST /api/channels/{id}/chat` `{"text"|"message", "userId"?}`: post (201).
+//! - `DELETE /api/channels/{id}/chat/{messageId}`: remove a message (moderators).
+//! - `GET|POST /api/channels/{id}/chat/bans`, `DELETE .../chat/bans/{userId}`,
+//!   `GET|PUT /api/channels/{id}/chat/settings`: see [`moderation`].
+//! - `GET /api/channels/{id}/chat/ws`: the live socket, see [`ws`].
+
+pub mod event;
+pub mod limiter;
+pub mod moderation;
+mod ws;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use raft::{now_millis, CatalogError, ChatMessage, Command, ProposeError, Response};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{watch, Semaphore};
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::json::ApiJson;
+use crate::ApiState;
+pub use event::{rfc3339_millis, MessageView};
+use limiter::UserRateLimiter;
+
+/// Longest chat message, in characters, after trimming.
+pub const MAX_MESSAGE_CHARS: usize = 500;
+/// Largest history page.
+pub const MAX_PAGE: usize = 100;
+/// History page size when `limit` is not given.
+pub const DEFAULT_PAGE: usize = 25;
+
+/// Limits of this node's chat. Every bound in one place; [`Default`] holds the production values.
+#[derive(Debug, Clone)]
+pub struct ChatConfig {
+    /// Messages one user may post through this node per [`ChatConfig::rate_window`] (0 = off).
+    pub messages_per_window: usize,
+    pub rate_window: Duration,
+    /// Users the flood limiter tracks at once.
+    pub max_tracked_users: usize,
+    /// Open chat sockets on this node.
+    pub max_sockets: usize,
+    /// Messages sent to a socket when it connects (clients may ask for fewer with `?history=N`).
+    pub history_on_connect: usize,
+    /// Idle ping period; a socket silent for three periods is closed.
+    pub ping_interval: Duration,
+    /// Largest frame or message a client may send.
+    pub max_client_frame_bytes: usize,
+    /// Frames queued for one socket before it stops taking events (and later gets `lagged`).
+    pub outgoing_queue: usize,
+    /// A socket that cannot take one frame within this long is closed.
+    pub write_timeout: Duration,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig {
+            messages_per_window: 5,
+            rate_window: Duration::from_secs(10),
+            max_tracked_users: 100_000,
+            max_sockets: 10_000,
+            history_on_connect: 50,
+            ping_interval: Duration::from_secs(30),
+            max_client_frame_bytes: 4096,
+            outgoing_queue: 64,
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Node-local chat runtime held in [`ApiState`]: the flood limiter, the socket budget and the
+/// shutdown signal of every chat socket.
+#[derive(Debug)]
+pub struct ChatHub {
+    config: ChatConfig,
+    limiter: Mutex<UserRateLimiter>,
+    sockets: Arc<Semaphore>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Default for ChatHub {
+    fn default() -> Self {
+        Self::new(ChatConfig::default())
+    }
+}
+
+impl ChatHub {
+    pub fn new(config: ChatConfig) -> Self {
+        let limiter = UserRateLimiter::new(config.messages_per_window, config.rate_window, config.max_tracked_users);
+        ChatHub {
+            sockets: Arc::new(Semaphore::new(config.max_sockets)),
+            limiter: Mutex::new(limiter),
+            shutdown: watch::channel(false).0,
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &ChatConfig {
+        &self.config
+    }
+
+    /// Close every chat socket of this node (1001 "going away") and refuse new ones.
+    pub fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+        self.sockets.close();
+    }
+
+    /// Chat sockets open on this node.
+    pub fn open_sockets(&self) -> usize {
+        self.config.max_sockets.saturating_sub(self.sockets.available_permits())
+    }
+
+    /// Count one message of `user` against the flood limit.
+    fn admit(&self, user: &str) -> ApiResult<()> {
+        let verdict = self.limiter.lock().unwrap_or_else(|p| p.into_inner()).check(user, Instant::now());
+        verdict.map_err(|limited| {
+            let secs = limited.retry_after.as_millis().div_ceil(1000) as u64;
+            let message = if limited.node_busy {
+                "chat is very busy on this server; try again shortly".to_owned()
+            } else {
+                format!(
+                    "you are sending messages too fast (at most {} per {} s); wait {secs} s",
+                    self.config.messages_per_window,
+                    self.config.rate_window.as_secs()
+                )
+            };
+            let mut e = ApiError::too_many(message, secs);
+            e.code = "chat_rate_limited";
+            e
+        })
+    }
+}
+
+pub(crate) fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/api/channels/{id}/chat", get(list_messages).post(post_message))
+        .route("/api/channels/{id}/chat/ws", get(ws::connect))
+        .route("/api/channels/{id}/chat/bans", get(moderation::list_bans).post(moderation::ban))
+        .route("/api/channels/{id}/chat/bans/{user_id}", delete(moderation::unban))
+        .route("/api/channels/{id}/chat/settings", get(moderation::get_settings).put(moderation::put_settings))
+        .route("/api/channels/{id}/chat/{message_id}", delete(delete_message))
+}
+
+// ----- history -----
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HistoryPage {
+    messages: Vec<MessageView>,
+    next_cursor: Option<String>,
+}
+
+async fn list_messages(
+    State(state): State<ApiState>,
+    Path(channel_id): Path<String>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> ApiResult<Json<HistoryPage>> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let limit =
+        match query.get("limit") {
+            None => DEFAULT_PAGE,
+            Some(raw) => raw.trim().parse::<usize>().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
+                ApiError::invalid("limit", format!("limit must be a whole number from 1 to {MAX_PAGE}"))
+            })?,
+        };
+    let before =
+        match query.get("before").map(|s| s.trim()).filter(|s| !s.is_empty()) {
+            None => None,
+            Some(raw) => Some(raw.parse::<u64>().map_err(|_| {
+                ApiError::invalid("before", "before must be a cursor from a previous page's nextCursor")
+            })?),
+        };
+    state.catalog.read(|s| {
+        if s.channel(&channel_id).is_none() {
+            return Err(ApiError::not_found("channel", &channel_id));
+        }
+        let mut newest_first: Vec<ChatMessage> =
+            s.chat(&channel_id).rev().filter(|m| before.is_none_or(|b| m.seq < b)).take(limit + 1).cloned().collect();
+        let more = newest_first.len() > limit;
+        newest_first.truncate(limit);
+        let next_cursor = more.then(|| newest_first.last().map(|m| m.seq.to_string())).flatten();
+        let messages = newest_first.into_iter().rev().map(|m| MessageView::new(m, s)).collect();
+        Ok(Json(HistoryPage { messages, next_cursor }))
+    })
+}
+
+// ----- posting -----
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PostBody {
+    text: Option<String>,
+    /// The original API's name for the text.
+    message: Option<String>,
+    user_id: Option<String>,
+}
+
+async fn post_message(
+    State(state): State<ApiState>,
+    Path(channel_id): Path<String>,
+    caller: Caller,
+    ApiJson(body): ApiJson<PostBody>,
+) -> ApiResult<(StatusCode, Json<MessageView>)> {
+    let text = pick_text(body.text, body.message)?;
+    let message = post(&state, &channel_id, &caller, text, body.user_id).await?;
+    Ok((StatusCode::CREATED, Json(message)))
+}
+
+/// `text` or its alias `message` (both may be given only if equal).
+pub(crate) fn pick_text(text: Option<String>, message: Option<String>) -> ApiResult<String> {
+    match (text, message) {
+        (Some(a), Some(b)) if a != b => {
+            Err(ApiError::invalid("text", "give the message as either `text` or `message`, not two different ones"))
+        }
+        (Some(t), _) | (None, Some(t)) => Ok(t),
+        (None, None) => Err(ApiError::invalid("text", "text is required")),
+    }
+}
+
+/// Check and trim a message text.
+fn validate_text(text: &str) -> ApiResult<String> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(ApiError::invalid("text", "text must not be empty"));
+    }
+    let chars = trimmed.chars().count();
+    if chars > MAX_MESSAGE_CHARS {
+        return Err(ApiError::invalid(
+            "text",
+            format!("text is {chars} characters; at most {MAX_MESSAGE_CHARS} are allowed"),
+        ));
+    }
+    if trimmed.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(ApiError::invalid("text", "text must not contain control characters"));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// Post a message as the caller (REST and sockets share this).
+pub(crate) async fn post(
+    state: &ApiState,
+    channel_id: &str,
+    caller: &Caller,
+    text: String,
+    user_id: Option<String>,
+) -> ApiResult<MessageView> {
+    let author = match caller {
+        Caller::Anonymous => return Err(ApiError::unauthorized("sign in to chat")),
+        Caller::User { user, .. } => {
+            if user_id.as_ref().is_some_and(|id| *id != user.id) {
+                return Err(ApiError::forbidden("you can only post chat messages as yourself").with_field("userId"));
+            }
+            user.id.clone()
+        }
+        Caller::DevAdmin => match user_id.map(|id| id.trim().to_owned()).filter(|id| !id.is_empty()) {
+            Some(id) => id,
+            None => {
+                return Err(ApiError::invalid(
+                    "userId",
+                    "userId is required: without a session, say which user the message is from",
+                ))
+            }
+        },
+    };
+    let text = validate_text(&text)?;
+    if !state.catalog.read(|s| s.channel(channel_id).is_some()) {
+        return Err(ApiError::not_found("channel", channel_id));
+    }
+    state.chat.admit(&author)?;
+    let message = ChatMessage {
+        id: hex::encode(rand::random::<[u8; 12]>()),
+        channel_id: channel_id.to_owned(),
+        user_id: author,
+        text,
+        sent_at: now_millis(),
+        seq: 0,
+    };
+    match state.catalog.propose(Command::PostChat(message)).await.map_err(chat_error)? {
+        Response::Chat(message) => {
+            state.metrics.chat_messages_in.inc();
+            Ok(state.catalog.read(|s| MessageView::new(message, s)))
+        }
+        other => Err(ApiError::internal(format!("unexpected catalog answer to a chat post: {other:?}"))),
+    }
+}
+
+/// Catalog refusals of chat commands, with messages that say what to do.
+pub(crate) fn chat_error(e: ProposeError) -> ApiError {
+    match e {
+        ProposeError::Rejected(CatalogError::ChatBanned { until }) => {
+            let message = match until {
+                Some(until) => {
+                    format!("you are timed out of this chat until {} (untilMillis={until})", rfc3339_millis(until))
+                }
+                None => "you are banned from this chat".to_owned(),
+            };
+            ApiError::new(StatusCode::FORBIDDEN, "chat_banned", message)
+        }
+        ProposeError::Rejected(CatalogError::SlowMode { retry_after_ms }) => {
+            let secs = retry_after_ms.div_ceil(1000).max(1);
+            let mut e = ApiError::too_many(
+                format!("slow mode is on in this channel: wait {secs} s before your next message"),
+                secs,
+            );
+            e.code = "slow_mode";
+            e
+        }
+        other => other.into(),
+    }
+}
+
+// ----- deleting -----
+
+/// 401/404/403 unless the caller may moderate the channel; returns who acts (for ban records).
+pub(crate) fn require_moderator(state: &ApiState, channel_id: &str, caller: &Caller) -> ApiResult<String> {
+    caller.require_authenticated()?;
+    state.catalog.read(|s| {
+        if s.channel(channel_id).is_none() {
+            return Err(ApiError::not_found("channel", channel_id));
+        }
+        match caller {
+            Caller::User { user, .. } if s.can_moderate(channel_id, &user.id) => Ok(user.id.clone()),
+            Caller::DevAdmin => Ok(caller.audit_name()),
+            _ => Err(ApiError::forbidden("only the channel owner, its moderators and admins can moderate this chat")),
+        }
+    })
+}
+
+async fn delete_message(
+    State(state): State<ApiState>,
+    Path((channel_id, message_id)): Path<(String, String)>,
+    caller: Caller,
+) -> ApiResult<StatusCode> {
+    require_moderator(&state, &channel_id, &caller)?;
+    state.catalog.propose(Command::DeleteChat { channel_id, message_id }).await.map_err(chat_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_trimmed_and_bounded() {
+        assert_eq!(validate_text("  hi  ").unwrap(), "hi");
+        assert_eq!(validate_text("   ").unwrap_err().field.as_deref(), Some("text"));
+        assert!(validate_text(&"é".repeat(MAX_MESSAGE_CHARS)).is_ok(), "limit counts characters, not bytes");
+        assert!(validate_text(&"a".repeat(MAX_MESSAGE_CHARS + 1)).is_err());
+        assert!(validate_text("a\u{7}b").is_err());
+        assert!(validate_text("line one\nline two").is_ok());
+    }
+
+    #[test]
+    fn text_field_aliases() {
+        assert_eq!(pick_text(None, Some("a".into())).unwrap(), "a");
+        assert_eq!(pick_text(Some("a".into()), Some("a".into())).unwrap(), "a");
+        assert!(pick_text(Some("a".into()), Some("b".into())).is_err());
+        assert_eq!(pick_text(None, None).unwrap_err().field.as_deref(), Some("text"));
+    }
+
+    #[test]
+    fn bans_and_slow_mode_say_what_to_do() {
+        let e = chat_error(ProposeError::Rejected(CatalogError::ChatBanned { until: Some(1_714_564_800_000) }));
+        assert_eq!((e.status, e.code), (StatusCode::FORBIDDEN, "chat_banned"));
+        assert!(e.message.contains("2024-05-01T12:00:00.000Z"), "{}", e.message);
+        let e = chat_error(ProposeError::Rejected(CatalogError::SlowMode { retry_after_ms: 1500 }));
+        assert_eq!((e.status, e.code, e.retry_after), (StatusCode::TOO_MANY_REQUESTS, "slow_mode", Some(2)));
+    }
+}

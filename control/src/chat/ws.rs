@@ -1,0 +1,304 @@
+//! The live chat socket: `GET /api/channels/{id}/chat/ws`.
+//!
+//! On connect the socket gets `{"type":"history","messages":[...]}` (the latest messages, oldest
+//! first; `?history=N` asks for fewer, `?history=0` for none), then one JSON frame per event of
+//! its channel as this node applies them: `message`, `deleted`, `ban`, `unban`, `settings`.
+//! Authenticated clients (Authorization header or session cookie on the upgrade request) may send
+//! `{"type":"message","text":"..."}`; it is posted exactly like a REST post, and refusals come
+//! back as `{"type":"error","error":{code,message,...}}` without closing the socket.
+//!
+//! Bounds: client frames are at most [`ChatConfig::max_client_frame_bytes`] (larger closes with
+//! 1009); at most [`ChatConfig::outgoing_queue`] frames wait for a slow client, after which the
+//! socket stops taking events, and when it catches up it is told `{"type":"lagged","missed":n}`;
+//! a client that cannot take a frame within [`ChatConfig::write_timeout`] or stays silent for
+//! three ping periods is closed. [`super::ChatHub::shutdown`] closes every socket with 1001.
+//!
+//! [`ChatConfig::max_client_frame_bytes`]: super::ChatConfig::max_client_frame_bytes
+//! [`ChatConfig::outgoing_queue`]: super::ChatConfig::outgoing_queue
+//! [`ChatConfig::write_timeout`]: super::ChatConfig::write_timeout
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use futures::stream::SplitSink;
+use futures::{SinkExt, StreamExt};
+use raft::now_millis;
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, TryAcquireError};
+use tokio::time::{interval_at, Instant, MissedTickBehavior};
+
+use super::event::{chat_event, ChatEvent, ErrorView, MessageView, ServerFrame, SettingsView};
+use super::{pick_text, post};
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::ApiState;
+
+pub(super) async fn connect(
+    State(state): State<ApiState>,
+    Path(channel_id): Path<String>,
+    caller: Caller,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> ApiResult<Response> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let config = state.chat.config().clone();
+    let history = match query.get("history") {
+        None => config.history_on_connect,
+        Some(raw) => raw.trim().parse::<usize>().ok().filter(|n| *n <= config.history_on_connect).ok_or_else(|| {
+            ApiError::invalid(
+                "history",
+                format!("history must be a whole number from 0 to {}", config.history_on_connect),
+            )
+        })?,
+    };
+    let moderator = state.catalog.read(|s| {
+        if s.channel(&channel_id).is_none() {
+            return Err(ApiError::not_found("channel", &channel_id));
+        }
+        Ok(match &caller {
+            Caller::DevAdmin => true,
+            Caller::User { user, .. } => s.can_moderate(&channel_id, &user.id),
+            Caller::Anonymous => false,
+        })
+    })?;
+    let upgrade = upgrade.map_err(|e| {
+        ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "websocket_required",
+            format!("this endpoint is a WebSocket; connect with a WebSocket client ({})", e.body_text()),
+        )
+    })?;
+    let permit = state.chat.sockets.clone().try_acquire_owned().map_err(|e| match e {
+        TryAcquireError::Closed => ApiError::unavailable("this server is shutting down"),
+        TryAcquireError::NoPermits => ApiError::unavailable("too many chat connections on this server; retry shortly"),
+    })?;
+    let socket = ChatSocket { state, channel_id, caller, moderator, history, _permit: permit };
+    Ok(upgrade
+        .max_message_size(config.max_client_frame_bytes)
+        .max_frame_size(config.max_client_frame_bytes)
+        .on_upgrade(move |ws| socket.run(ws)))
+}
+
+/// One connected client of one channel's chat.
+struct ChatSocket {
+    state: ApiState,
+    channel_id: String,
+    caller: Caller,
+    /// Moderators also see the blocked words in `settings` events.
+    moderator: bool,
+    history: usize,
+    /// Holds this socket's place in the node's socket budget.
+    _permit: OwnedSemaphorePermit,
+}
+
+/// What a client may send.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
+enum ClientFrame {
+    Message { text: Option<String>, message: Option<String>, user_id: Option<String> },
+}
+
+fn text_frame(frame: &ServerFrame) -> Message {
+    Message::text(frame.to_json())
+}
+
+fn error_frame(e: impl Into<ErrorView>) -> Message {
+    text_frame(&ServerFrame::Error { error: e.into() })
+}
+
+fn close_frame(code: u16, reason: &'static str) -> CloseFrame {
+    CloseFrame { code, reason: reason.into() }
+}
+
+impl ChatSocket {
+    async fn run(self, socket: WebSocket) {
+        let _connected = ConnectionGauge::open(&self.state.metrics.ws_connections);
+        let config = self.state.chat.config().clone();
+        // Subscribe before reading history so that nothing falls between the two.
+        let mut events = self.state.catalog.subscribe();
+        let mut shutdown = self.state.chat.shutdown.subscribe();
+        let (sink, mut incoming) = socket.split();
+        let (out, out_rx) = mpsc::channel::<Message>(config.outgoing_queue.max(2));
+        let mut writer = tokio::spawn(write_frames(sink, out_rx, config.write_timeout));
+
+        let mut last_history_seq = 0;
+        if self.history > 0 {
+            let messages: Vec<MessageView> = self.state.catalog.read(|s| {
+                let mut latest: Vec<_> = s.chat(&self.channel_id).rev().take(self.history).cloned().collect();
+                latest.reverse();
+                latest.into_iter().map(|m| MessageView::new(m, s)).collect()
+            });
+            last_history_seq = messages.last().map_or(0, |m| m.seq);
+            // The queue is empty and holds at least two frames, so this cannot be refused.
+            let _ = out.try_send(text_frame(&ServerFrame::History { messages }));
+        }
+
+        let mut ping = interval_at(Instant::now() + config.ping_interval, config.ping_interval);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut last_heard = Instant::now();
+
+        let close = loop {
+            tokio::select! {
+                // (The watch guard must not live across the other branches' awaits.)
+                _ = async { drop(shutdown.wait_for(|stop| *stop).await) } => break Some(close_frame(close_code::AWAY, "server shutting down")),
+                frame = incoming.next() => match frame {
+                    None | Some(Ok(Message::Close(_))) => break None,
+                    Some(Err(e)) => break Some(read_failed(e)),
+                    Some(Ok(frame)) => {
+                        last_heard = Instant::now();
+                        let reply = match frame {
+                            Message::Text(text) => self.handle_client_text(text.as_str()).await,
+                            Message::Binary(_) => Some(error_frame(ApiError::bad_request(
+                                "invalid_frame",
+                                "binary frames are not accepted; send JSON text frames",
+                            ))),
+                            _ => None,
+                        };
+                        // Replies wait for room: the writer's timeout bounds how long.
+                        if let Some(reply) = reply {
+                            if out.send(reply).await.is_err() {
+                                break None;
+                            }
+                        }
+                    }
+                },
+                // Only take events while there is room to queue them; a socket that stays full
+                // lets the broadcast receiver lag, and hears `lagged` when it catches up.
+                event = events.recv(), if out.capacity() > 0 => match event {
+                    Ok(applied) => match chat_event(&applied, &self.channel_id) {
+                        None => {}
+                        Some(ChatEvent::ChannelDeleted) => break Some(close_frame(close_code::NORMAL, "channel deleted")),
+                        Some(ChatEvent::Message(m)) if m.seq <= last_history_seq => {}
+                        Some(event) => {
+                            let is_message = matches!(event, ChatEvent::Message(_));
+                            if let Some(frame) = self.frame(event) {
+                                if out.try_send(frame).is_ok() && is_message {
+                                    self.state.metrics.chat_messages_out.inc();
+                                }
+                            }
+                        }
+                    },
+                    Err(RecvError::Lagged(missed)) => {
+                        let _ = out.try_send(text_frame(&ServerFrame::Lagged { missed }));
+                    }
+                    Err(RecvError::Closed) => break Some(close_frame(close_code::AWAY, "server shutting down")),
+                },
+                permit = out.reserve(), if out.capacity() == 0 => drop(permit),
+                _ = ping.tick() => {
+                    if last_heard.elapsed() >= config.ping_interval * 3 {
+                        break Some(close_frame(close_code::POLICY, "no answer to pings"));
+                    }
+                    let _ = out.try_send(Message::Ping(Default::default()));
+                }
+                _ = out.closed() => break None,
+            }
+        };
+        if let Some(frame) = close {
+            let _ = tokio::time::timeout(config.write_timeout, out.send(Message::Close(Some(frame)))).await;
+        }
+        drop(out);
+        // The writer drains what is queued (each frame bounded by the write timeout).
+        if tokio::time::timeout(config.write_timeout, &mut writer).await.is_err() {
+            writer.abort();
+        }
+    }
+
+    /// The frame for an event of this socket's channel (`None` for a closing event).
+    fn frame(&self, event: ChatEvent) -> Option<Message> {
+        let frame = match event {
+            ChatEvent::Message(m) => {
+                ServerFrame::Message { message: self.state.catalog.read(|s| MessageView::new(m, s)) }
+            }
+            ChatEvent::Deleted { message_id } => ServerFrame::Deleted { message_id },
+            ChatEvent::Ban { user_id, until } => ServerFrame::Ban { user_id, until },
+            ChatEvent::Unban { user_id } => ServerFrame::Unban { user_id },
+            ChatEvent::Settings(settings) => {
+                ServerFrame::Settings { settings: SettingsView::new(settings, self.moderator) }
+            }
+            ChatEvent::ChannelDeleted => return None,
+        };
+        Some(text_frame(&frame))
+    }
+
+    /// Post what a client sent; the answer is an error frame, or nothing (the posted message comes
+    /// back to every socket of the channel, this one included, as a `message` event).
+    async fn handle_client_text(&self, text: &str) -> Option<Message> {
+        let frame = match serde_json::from_str::<ClientFrame>(text) {
+            Ok(frame) => frame,
+            Err(e) => {
+                return Some(error_frame(ApiError::bad_request(
+                    "invalid_frame",
+                    format!("could not read that frame ({e}); send {{\"type\":\"message\",\"text\":\"...\"}}"),
+                )))
+            }
+        };
+        let ClientFrame::Message { text, message, user_id } = frame;
+        // The session may have ended (logout, expiry) since the socket connected.
+        if let Caller::User { token_hash, .. } = &self.caller {
+            let now = now_millis();
+            let valid = self.state.catalog.read(|s| s.auth_session(token_hash).is_some_and(|a| a.expires_at > now));
+            if !valid {
+                return Some(error_frame(ApiError::unauthorized(
+                    "your session has ended; sign in again and reconnect",
+                )));
+            }
+        }
+        let result = match pick_text(text, message) {
+            Ok(text) => post(&self.state, &self.channel_id, &self.caller, text, user_id).await,
+            Err(e) => Err(e),
+        };
+        result.err().map(error_frame)
+    }
+}
+
+/// Counts a socket in `bitriver_ws_connections` for as long as it lives (also if its task panics).
+struct ConnectionGauge(prometheus::IntGauge);
+
+impl ConnectionGauge {
+    fn open(gauge: &prometheus::IntGauge) -> Self {
+        gauge.inc();
+        ConnectionGauge(gauge.clone())
+    }
+}
+
+impl Drop for ConnectionGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Why reading failed, as a close frame: too large (1009) or a protocol error (1002).
+fn read_failed(e: axum::Error) -> CloseFrame {
+    let too_large = e
+        .into_inner()
+        .downcast_ref::<tungstenite::Error>()
+        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)));
+    if too_large {
+        close_frame(close_code::SIZE, "frame too large")
+    } else {
+        close_frame(close_code::PROTOCOL, "unreadable frame")
+    }
+}
+
+/// Send queued frames until the queue closes, a Close frame went out, or the client is too slow.
+async fn write_frames(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut frames: mpsc::Receiver<Message>,
+    write_timeout: Duration,
+) {
+    while let Some(frame) = frames.recv().await {
+        let closing = matches!(frame, Message::Close(_));
+        match tokio::time::timeout(write_timeout, sink.send(frame)).await {
+            Ok(Ok(())) if !closing => {}
+            _ => return,
+        }
+    }
+    let _ = tokio::time::timeout(write_timeout, sink.close()).await;
+}

@@ -1,0 +1,614 @@
+//! Chat end to end: REST history and posting, moderation rules enforced by the catalog, the
+//! per-user flood limit, and WebSocket clients (tokio-tungstenite) on a real server.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::TestApi;
+use control::chat::{ChatConfig, ChatHub};
+use control::{ApiState, Mode};
+use futures::{SinkExt, StreamExt};
+use raft::{now_millis, AuthSession, Channel, Command, LiveState, User};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A user with a live session: (id, bearer token).
+async fn user(api: &TestApi, id: &str) -> (String, String) {
+    api.catalog
+        .propose(Command::CreateUser(User {
+            id: id.into(),
+            display_name: format!("{id} display"),
+            email: format!("{id}@example.com"),
+            roles: vec!["viewer".into()],
+            password_hash: None,
+            created_at: now_millis(),
+        }))
+        .await
+        .unwrap();
+    let token = control::auth::new_token();
+    api.catalog
+        .propose(Command::CreateAuthSession(AuthSession {
+            token_hash: control::auth::token_hash(&token),
+            user_id: id.into(),
+            created_at: now_millis(),
+            expires_at: now_millis() + 3_600_000,
+        }))
+        .await
+        .unwrap();
+    (id.to_owned(), token)
+}
+
+async fn channel(api: &TestApi, id: &str, owner: &str, moderators: &[&str]) {
+    let now = now_millis();
+    api.catalog
+        .propose(Command::CreateChannel(Channel {
+            id: id.into(),
+            owner_id: owner.into(),
+            title: format!("{id} title"),
+            category: None,
+            tags: vec![],
+            stream_key_hash: control::auth::token_hash(id),
+            live_state: LiveState::Offline,
+            current_session_id: None,
+            moderators: moderators.iter().map(|m| m.to_string()).collect(),
+            created_at: now,
+            updated_at: now,
+        }))
+        .await
+        .unwrap();
+}
+
+/// Start with a chat configuration (and keep a handle on the state for metrics and shutdown).
+async fn start(mode: Mode, config: ChatConfig) -> (TestApi, ApiState) {
+    let kept = Arc::new(Mutex::new(None));
+    let slot = kept.clone();
+    let api = TestApi::start_with(mode, move |mut state| {
+        state.chat = Arc::new(ChatHub::new(config));
+        *slot.lock().unwrap() = Some(state.clone());
+        state
+    })
+    .await;
+    let state = kept.lock().unwrap().take().unwrap();
+    (api, state)
+}
+
+fn roomy() -> ChatConfig {
+    ChatConfig { messages_per_window: 1000, ..ChatConfig::default() }
+}
+
+/// POST returning the headers too (for Retry-After).
+async fn post_full(api: &TestApi, path: &str, token: Option<&str>, body: Value) -> (u16, Option<u64>, Value) {
+    let mut req = api.client.post(api.url(path)).json(&body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let retry_after = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+    let body = resp.json::<Value>().await.unwrap_or(Value::Null);
+    (status, retry_after, body)
+}
+
+async fn say(api: &TestApi, channel: &str, token: &str, text: &str) -> (u16, Value) {
+    api.post(&format!("/api/channels/{channel}/chat"), Some(token), json!({ "text": text })).await
+}
+
+async fn connect(api: &TestApi, channel: &str, token: Option<&str>, query: &str) -> Ws {
+    let mut request = format!("ws://{}/api/channels/{channel}/chat/ws{query}", api.addr).into_client_request().unwrap();
+    if let Some(t) = token {
+        request.headers_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    let (ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(response.status().as_u16(), 101);
+    ws
+}
+
+/// The next JSON frame (pings and pongs skipped).
+async fn next_json(ws: &mut Ws) -> Value {
+    loop {
+        let frame = tokio::time::timeout(WAIT, ws.next()).await.expect("no frame in time").expect("socket ended");
+        match frame.unwrap() {
+            Message::Text(text) => return serde_json::from_str(text.as_str()).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
+/// The next frame of a type, skipping others (history, settings, ...).
+async fn next_of(ws: &mut Ws, kind: &str) -> Value {
+    loop {
+        let frame = next_json(ws).await;
+        if frame["type"] == kind {
+            return frame;
+        }
+    }
+}
+
+/// No text frame arrives within `wait`.
+async fn assert_quiet(ws: &mut Ws, wait: Duration) {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => return,
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            Ok(other) => panic!("expected silence, got {other:?}"),
+        }
+    }
+}
+
+/// Poll `cond` until it holds (panics after [`WAIT`]).
+async fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The code of the close frame the server sends next (other frames skipped).
+async fn close_code(ws: &mut Ws) -> Option<CloseCode> {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next()).await.expect("socket not closed") {
+            Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+async fn send_text(ws: &mut Ws, text: &str) {
+    ws.send(Message::text(text.to_owned())).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_and_page_history_with_the_cursor() {
+    let (api, _) = start(Mode::Development, roomy()).await;
+    let (owner, _) = user(&api, "owner").await;
+    let (viewer, token) = user(&api, "viewer").await;
+    channel(&api, "c1", &owner, &[]).await;
+
+    let mut ids = vec![];
+    for i in 1..=7 {
+        // Both field names work; the README's walkthrough posts `message` with `userId`.
+        let body = if i % 2 == 0 {
+            json!({ "text": format!("  line {i}  ") })
+        } else {
+            json!({ "message": format!("line {i}"), "userId": viewer })
+        };
+        let (status, msg) = api.post("/api/channels/c1/chat", Some(&token), body).await;
+        assert_eq!(status, 201, "{msg}");
+        assert_eq!(msg["text"], format!("line {i}"), "trimmed");
+        assert_eq!(msg["userId"], viewer);
+        assert_eq!(msg["userDisplayName"], "viewer display");
+        assert_eq!(msg["channelId"], "c1");
+        assert!(msg["sentAt"].as_i64().unwrap() > 0);
+        ids.push(msg["id"].as_str().unwrap().to_owned());
+    }
+
+    // Newest page first; inside a page, oldest first.
+    let (status, page) = api.get("/api/channels/c1/chat?limit=3", None).await;
+    assert_eq!(status, 200, "{page}");
+    let texts = |page: &Value| -> Vec<String> {
+        page["messages"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(texts(&page), ["line 5", "line 6", "line 7"]);
+    let cursor = page["nextCursor"].as_str().unwrap().to_owned();
+    let (_, page) = api.get(&format!("/api/channels/c1/chat?limit=3&before={cursor}"), None).await;
+    assert_eq!(texts(&page), ["line 2", "line 3", "line 4"]);
+    let cursor = page["nextCursor"].as_str().unwrap().to_owned();
+    let (_, page) = api.get(&format!("/api/channels/c1/chat?limit=3&before={cursor}"), None).await;
+    assert_eq!(texts(&page), ["line 1"]);
+    assert!(page["nextCursor"].is_null());
+    let seqs: Vec<u64> = page["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs.len(), 1);
+
+    // Default limit holds all 7, no cursor.
+    let (_, page) = api.get("/api/channels/c1/chat", None).await;
+    assert_eq!(page["messages"].as_array().unwrap().len(), 7);
+    assert!(page["nextCursor"].is_null());
+    assert_eq!(page["messages"][6]["id"], ids[6]);
+
+    // Bad input names the field.
+    for (query, field) in [("limit=0", "limit"), ("limit=101", "limit"), ("limit=x", "limit"), ("before=abc", "before")]
+    {
+        let (status, body) = api.get(&format!("/api/channels/c1/chat?{query}"), None).await;
+        assert_eq!(status, 422, "{query}: {body}");
+        assert_eq!(body["error"]["field"], field, "{query}");
+    }
+    assert_eq!(api.get("/api/channels/nope/chat", None).await.0, 404);
+    assert_eq!(say(&api, "nope", &token, "hi").await.0, 404);
+
+    let (status, body) = say(&api, "c1", &token, "   ").await;
+    assert_eq!((status, &body["error"]["field"]), (422, &json!("text")));
+    let (status, body) = say(&api, "c1", &token, &"x".repeat(501)).await;
+    assert_eq!((status, &body["error"]["field"]), (422, &json!("text")), "{body}");
+    assert_eq!(say(&api, "c1", &token, &"é".repeat(500)).await.0, 201, "500 characters are fine");
+    let (status, body) = api.post("/api/channels/c1/chat", Some(&token), json!({})).await;
+    assert_eq!((status, &body["error"]["field"]), (422, &json!("text")));
+    let (status, body) = api.post("/api/channels/c1/chat", Some(&token), json!({ "text": 5 })).await;
+    assert_eq!((status, &body["error"]["field"]), (422, &json!("text")), "{body}");
+    // Malformed JSON gets the JSON error shape.
+    let resp = api
+        .client
+        .post(api.url("/api/channels/c1/chat"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body("{\"text\":")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    assert!(resp.json::<Value>().await.unwrap()["error"]["code"].is_string());
+
+    // A user posts only as themself; the development admin must say who posts.
+    let (status, _) = api.post("/api/channels/c1/chat", Some(&token), json!({ "text": "hi", "userId": owner })).await;
+    assert_eq!(status, 403);
+    let (status, body) = api.post("/api/channels/c1/chat", None, json!({ "text": "hi" })).await;
+    assert_eq!((status, &body["error"]["field"]), (422, &json!("userId")), "{body}");
+    let (status, body) = api.post("/api/channels/c1/chat", None, json!({ "text": "hi", "userId": owner })).await;
+    assert_eq!((status, &body["userId"]), (201, &json!(owner)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_requires_a_session_to_post_but_not_to_read() {
+    let (api, _) = start(Mode::Production, roomy()).await;
+    let (owner, token) = user(&api, "owner").await;
+    channel(&api, "c1", &owner, &[]).await;
+    let (status, body) = api.post("/api/channels/c1/chat", None, json!({ "text": "hi", "userId": owner })).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(say(&api, "c1", &token, "hi").await.0, 201);
+    let (status, page) = api.get("/api/channels/c1/chat", None).await;
+    assert_eq!((status, page["messages"].as_array().unwrap().len()), (200, 1));
+    assert_eq!(api.call("DELETE", "/api/channels/c1/chat/whatever", None, None).await.0, 401);
+
+    // An anonymous socket reads but may not send.
+    let mut ws = connect(&api, "c1", None, "?history=0").await;
+    send_text(&mut ws, r#"{"type":"message","text":"hello"}"#).await;
+    let error = next_of(&mut ws, "error").await;
+    assert_eq!(error["error"]["code"], "unauthorized", "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_receive_posts_and_deletions_of_their_channel_only() {
+    let (api, state) = start(Mode::Development, roomy()).await;
+    let (owner, owner_token) = user(&api, "owner").await;
+    let (viewer, viewer_token) = user(&api, "viewer").await;
+    let (_, other_token) = user(&api, "other").await;
+    channel(&api, "c1", &owner, &[]).await;
+    channel(&api, "c2", &owner, &[]).await;
+    assert_eq!(say(&api, "c1", &viewer_token, "before anyone connected").await.0, 201);
+
+    let mut a = connect(&api, "c1", Some(&viewer_token), "").await;
+    let mut b = connect(&api, "c1", None, "").await;
+    let mut elsewhere = connect(&api, "c2", None, "").await;
+    for ws in [&mut a, &mut b] {
+        let history = next_json(ws).await;
+        assert_eq!(history["type"], "history");
+        assert_eq!(history["messages"][0]["text"], "before anyone connected");
+    }
+    assert_eq!(next_json(&mut elsewhere).await["messages"], json!([]));
+    assert_eq!(state.metrics.ws_connections.get(), 3);
+
+    let (status, posted) = say(&api, "c1", &viewer_token, "hello sockets").await;
+    assert_eq!(status, 201);
+    for ws in [&mut a, &mut b] {
+        let event = next_of(ws, "message").await;
+        assert_eq!(event["message"]["id"], posted["id"]);
+        assert_eq!(event["message"]["text"], "hello sockets");
+        assert_eq!(event["message"]["userId"], viewer);
+        assert_eq!(event["message"]["userDisplayName"], "viewer display");
+    }
+
+    // Only moderators delete.
+    let id = posted["id"].as_str().unwrap();
+    let path = format!("/api/channels/c1/chat/{id}");
+    let (status, body) = api.call("DELETE", &path, Some(&other_token), None).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(api.call("DELETE", &path, Some(&viewer_token), None).await.0, 403, "authors are not moderators");
+    assert_eq!(api.call("DELETE", &path, Some(&owner_token), None).await.0, 204);
+    for ws in [&mut a, &mut b] {
+        let event = next_of(ws, "deleted").await;
+        assert_eq!(event["messageId"], id);
+    }
+    assert_eq!(api.call("DELETE", &path, Some(&owner_token), None).await.0, 404, "already gone");
+    let (_, page) = api.get("/api/channels/c1/chat", None).await;
+    assert!(page["messages"].as_array().unwrap().iter().all(|m| m["id"] != id));
+
+    // Nothing of c1 reached the c2 socket; c2's own traffic does.
+    assert_quiet(&mut elsewhere, Duration::from_millis(300)).await;
+    assert_eq!(say(&api, "c2", &other_token, "over here").await.0, 201);
+    assert_eq!(next_of(&mut elsewhere, "message").await["message"]["text"], "over here");
+    assert_quiet(&mut a, Duration::from_millis(300)).await;
+
+    drop(a);
+    drop(b);
+    drop(elsewhere);
+    wait_until("gauge back to 0", || state.metrics.ws_connections.get() == 0).await;
+    assert!(state.metrics.chat_messages_in.get() >= 3);
+    assert!(state.metrics.chat_messages_out.get() >= 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bans_and_timeouts() {
+    let (api, _) = start(Mode::Development, roomy()).await;
+    let (owner, owner_token) = user(&api, "owner").await;
+    let (_, mod_token) = user(&api, "moddy").await;
+    let (troll, troll_token) = user(&api, "troll").await;
+    let (sleepy, sleepy_token) = user(&api, "sleepy").await;
+    let (_, viewer_token) = user(&api, "viewer").await;
+    channel(&api, "c1", &owner, &["moddy"]).await;
+    let mut ws = connect(&api, "c1", None, "?history=0").await;
+
+    // Non-moderators can't ban or see bans.
+    let (status, _) = api.post("/api/channels/c1/chat/bans", Some(&viewer_token), json!({ "userId": troll })).await;
+    assert_eq!(status, 403);
+    assert_eq!(api.get("/api/channels/c1/chat/bans", Some(&viewer_token)).await.0, 403);
+
+    // Validation.
+    for (body, field) in [
+        (json!({ "userId": "" }), "userId"),
+        (json!({ "userId": troll, "durationSeconds": 0 }), "durationSeconds"),
+        (json!({ "userId": troll, "durationSeconds": 10_000_000 }), "durationSeconds"),
+        (json!({ "userId": troll, "reason": "x".repeat(501) }), "reason"),
+        (json!({ "userId": owner }), "userId"),
+        (json!({ "userId": "moddy" }), "userId"),
+    ] {
+        let (status, resp) = api.post("/api/channels/c1/chat/bans", Some(&mod_token), body.clone()).await;
+        assert_eq!((status, &resp["error"]["field"]), (422, &json!(field)), "{body}: {resp}");
+    }
+    let (status, _) = api.post("/api/channels/c1/chat/bans", Some(&mod_token), json!({ "userId": "ghost" })).await;
+    assert_eq!(status, 404);
+
+    // A ban (listed moderator).
+    let (status, ban) =
+        api.post("/api/channels/c1/chat/bans", Some(&mod_token), json!({ "userId": troll, "reason": "spam" })).await;
+    assert_eq!(status, 201, "{ban}");
+    assert_eq!((&ban["by"], &ban["until"], &ban["reason"]), (&json!("moddy"), &Value::Null, &json!("spam")));
+    let event = next_of(&mut ws, "ban").await;
+    assert_eq!((&event["userId"], &event["until"]), (&json!(troll), &Value::Null));
+    let (status, body) = say(&api, "c1", &troll_token, "let me in").await;
+    assert_eq!((status, &body["error"]["code"]), (403, &json!("chat_banned")), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("banned"));
+    let (status, bans) = api.get("/api/channels/c1/chat/bans", Some(&owner_token)).await;
+    assert_eq!(status, 200);
+    assert_eq!(bans["bans"][0]["userId"], troll);
+
+    // Unban.
+    let path = format!("/api/channels/c1/chat/bans/{troll}");
+    assert_eq!(api.call("DELETE", &path, Some(&viewer_token), None).await.0, 403);
+    assert_eq!(api.call("DELETE", &path, Some(&owner_token), None).await.0, 204);
+    assert_eq!(next_of(&mut ws, "unban").await["userId"], troll);
+    assert_eq!(api.call("DELETE", &path, Some(&owner_token), None).await.0, 404);
+    assert_eq!(say(&api, "c1", &troll_token, "sorry").await.0, 201);
+
+    // A two-second timeout.
+    let (status, ban) = api
+        .post("/api/channels/c1/chat/bans", Some(&owner_token), json!({ "userId": sleepy, "durationSeconds": 2 }))
+        .await;
+    assert_eq!(status, 201);
+    let until = ban["until"].as_i64().unwrap();
+    assert_eq!(next_of(&mut ws, "ban").await["until"], until);
+    let (status, body) = say(&api, "c1", &sleepy_token, "hello?").await;
+    assert_eq!((status, &body["error"]["code"]), (403, &json!("chat_banned")));
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("until") && message.contains(&until.to_string()), "{message}");
+    // Over the socket too, as an error event.
+    let mut sleepy_ws = connect(&api, "c1", Some(&sleepy_token), "?history=0").await;
+    send_text(&mut sleepy_ws, r#"{"type":"message","text":"hello?"}"#).await;
+    assert_eq!(next_of(&mut sleepy_ws, "error").await["error"]["code"], "chat_banned");
+
+    tokio::time::sleep(Duration::from_millis((until - now_millis()).max(0) as u64 + 100)).await;
+    assert_eq!(say(&api, "c1", &sleepy_token, "awake").await.0, 201);
+    let (_, bans) = api.get("/api/channels/c1/chat/bans", Some(&owner_token)).await;
+    assert_eq!(bans["bans"], json!([]), "expired timeouts are not listed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_mode_and_word_filter() {
+    let (api, _) = start(Mode::Development, roomy()).await;
+    let (owner, owner_token) = user(&api, "owner").await;
+    let (_, viewer_token) = user(&api, "viewer").await;
+    channel(&api, "c1", &owner, &[]).await;
+    let settings_path = "/api/channels/c1/chat/settings";
+
+    assert_eq!(api.get(settings_path, Some(&viewer_token)).await.0, 403);
+    let (status, _) = api.call("PUT", settings_path, Some(&viewer_token), Some(json!({ "slowModeSecs": 5 }))).await;
+    assert_eq!(status, 403);
+    for (body, field) in [
+        (json!({ "slowModeSecs": 3601 }), "slowModeSecs"),
+        (json!({ "slowModeSecs": -1 }), "slowModeSecs"),
+        (json!({ "filterMode": "yell" }), "filterMode"),
+        (json!({ "blockedWords": ["ok", ""] }), "blockedWords[1]"),
+        (json!({ "blockedWords": ["y".repeat(65)] }), "blockedWords[0]"),
+        (json!({ "blockedWords": vec!["w"; 201] }), "blockedWords"),
+    ] {
+        let (status, resp) = api.call("PUT", settings_path, Some(&owner_token), Some(body.clone())).await;
+        assert_eq!((status, &resp["error"]["field"]), (422, &json!(field)), "{body}: {resp}");
+    }
+
+    let mut owner_ws = connect(&api, "c1", Some(&owner_token), "?history=0").await;
+    let mut viewer_ws = connect(&api, "c1", Some(&viewer_token), "?history=0").await;
+
+    // Slow mode: one message per 3 s for viewers; moderators are exempt.
+    let (status, settings) =
+        api.call("PUT", settings_path, Some(&owner_token), Some(json!({ "slowModeSecs": 3 }))).await;
+    assert_eq!((status, &settings["slowModeSecs"]), (200, &json!(3)), "{settings}");
+    let event = next_of(&mut viewer_ws, "settings").await;
+    assert_eq!(event["settings"]["slowModeSecs"], 3);
+    assert!(event["settings"].get("blockedWords").is_none(), "viewers don't see the word list");
+    assert!(next_of(&mut owner_ws, "settings").await["settings"]["blockedWords"].is_array());
+
+    assert_eq!(say(&api, "c1", &viewer_token, "first").await.0, 201);
+    let (status, retry_after, body) =
+        post_full(&api, "/api/channels/c1/chat", Some(&viewer_token), json!({ "text": "second" })).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (429, Some("slow_mode")), "{body}");
+    assert!(matches!(retry_after, Some(1..=3)), "{retry_after:?}");
+    assert_eq!(say(&api, "c1", &owner_token, "owner one").await.0, 201);
+    assert_eq!(say(&api, "c1", &owner_token, "owner two").await.0, 201);
+
+    // Mask mode: PUT keeps slowModeSecs unless given.
+    let (status, settings) = api
+        .call(
+            "PUT",
+            settings_path,
+            Some(&owner_token),
+            Some(json!({ "slowModeSecs": 0, "blockedWords": ["Darn"], "filterMode": "mask" })),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(settings, json!({ "slowModeSecs": 0, "blockedWords": ["darn"], "filterMode": "mask" }));
+    let (status, msg) = say(&api, "c1", &viewer_token, "what a DARN shame").await;
+    assert_eq!((status, msg["text"].as_str()), (201, Some("what a **** shame")), "{msg}");
+    loop {
+        let event = next_of(&mut owner_ws, "message").await;
+        if event["message"]["id"] == msg["id"] {
+            assert_eq!(event["message"]["text"], "what a **** shame", "sockets get the masked text");
+            break;
+        }
+    }
+    let (_, settings) = api.get(settings_path, Some(&owner_token)).await;
+    assert_eq!(settings["filterMode"], "mask");
+
+    // Block mode refuses.
+    let (status, _) = api.call("PUT", settings_path, Some(&owner_token), Some(json!({ "filterMode": "block" }))).await;
+    assert_eq!(status, 200);
+    let (status, body) = say(&api, "c1", &viewer_token, "darn it").await;
+    assert_eq!((status, &body["error"]["field"]), (422, &json!("text")), "{body}");
+    assert_eq!(say(&api, "c1", &viewer_token, "fine words").await.0, 201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_user_flood_limit() {
+    // Default: 5 per 10 s per user.
+    let (api, _) = start(Mode::Development, ChatConfig::default()).await;
+    let (owner, owner_token) = user(&api, "owner").await;
+    let (_, chatty_token) = user(&api, "chatty").await;
+    channel(&api, "c1", &owner, &[]).await;
+    for i in 0..5 {
+        assert_eq!(say(&api, "c1", &chatty_token, &format!("m{i}")).await.0, 201);
+    }
+    let (status, retry_after, body) =
+        post_full(&api, "/api/channels/c1/chat", Some(&chatty_token), json!({ "text": "one more" })).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (429, Some("chat_rate_limited")), "{body}");
+    assert!(matches!(retry_after, Some(1..=10)), "{retry_after:?}");
+    // Over the socket too; other users are unaffected.
+    let mut ws = connect(&api, "c1", Some(&chatty_token), "?history=0").await;
+    send_text(&mut ws, r#"{"type":"message","text":"sneaky"}"#).await;
+    let error = next_of(&mut ws, "error").await;
+    assert_eq!(error["error"]["code"], "chat_rate_limited");
+    assert!(error["error"]["retryAfter"].as_u64().is_some());
+    assert_eq!(say(&api, "c1", &owner_token, "calm").await.0, 201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_clients_send_and_bad_frames_only_hurt_their_sender() {
+    let (api, _) = start(Mode::Development, roomy()).await;
+    let (owner, _) = user(&api, "owner").await;
+    let (viewer, viewer_token) = user(&api, "viewer").await;
+    channel(&api, "c1", &owner, &[]).await;
+    let mut sender = connect(&api, "c1", Some(&viewer_token), "?history=0").await;
+    let mut watcher = connect(&api, "c1", None, "?history=0").await;
+
+    send_text(&mut sender, r#"{"type":"message","text":"  from a socket  "}"#).await;
+    for ws in [&mut sender, &mut watcher] {
+        let event = next_of(ws, "message").await;
+        assert_eq!((&event["message"]["text"], &event["message"]["userId"]), (&json!("from a socket"), &json!(viewer)));
+    }
+
+    // Malformed frames: an error event, and the socket keeps working.
+    for bad in
+        ["not json", r#"{"type":"shout","text":"x"}"#, r#"{"type":"message"}"#, r#"{"type":"message","text":""}"#]
+    {
+        send_text(&mut sender, bad).await;
+        let error = next_json(&mut sender).await;
+        assert_eq!(error["type"], "error", "{bad}: {error}");
+        assert!(error["error"]["code"].is_string() && error["error"]["message"].is_string());
+    }
+    sender.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    assert_eq!(next_json(&mut sender).await["error"]["code"], "invalid_frame");
+    send_text(&mut sender, r#"{"type":"message","message":"still here","userId":"viewer"}"#).await;
+    assert_eq!(next_of(&mut sender, "message").await["message"]["text"], "still here");
+    // The watcher saw only the two messages, none of the errors.
+    assert_eq!(next_json(&mut watcher).await["message"]["text"], "still here");
+
+    // The development admin's socket must say who posts.
+    let mut admin = connect(&api, "c1", None, "?history=0").await;
+    send_text(&mut admin, r#"{"type":"message","text":"hi"}"#).await;
+    assert_eq!(next_json(&mut admin).await["error"]["field"], "userId");
+
+    // An oversized frame closes that socket (1009); the others carry on.
+    send_text(&mut sender, &format!(r#"{{"type":"message","text":"{}"}}"#, "x".repeat(5000))).await;
+    assert_eq!(close_code(&mut sender).await, Some(CloseCode::Size));
+    let (_, other_token) = user(&api, "other").await;
+    assert_eq!(say(&api, "c1", &other_token, "after the big one").await.0, 201);
+    assert_eq!(next_of(&mut watcher, "message").await["message"]["text"], "after the big one");
+
+    // Logging out ends the socket's right to post.
+    let mut stale = connect(&api, "c1", Some(&viewer_token), "?history=0").await;
+    api.catalog
+        .propose(Command::DeleteAuthSession { token_hash: control::auth::token_hash(&viewer_token) })
+        .await
+        .unwrap();
+    send_text(&mut stale, r#"{"type":"message","text":"ghost"}"#).await;
+    assert_eq!(next_of(&mut stale, "error").await["error"]["code"], "unauthorized");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_rules_history_and_shutdown() {
+    let (api, state) = start(Mode::Development, roomy()).await;
+    let (owner, token) = user(&api, "owner").await;
+    channel(&api, "c1", &owner, &[]).await;
+    for i in 0..60 {
+        api.post("/api/channels/c1/chat", None, json!({ "text": format!("m{i}"), "userId": owner })).await;
+    }
+
+    // History: the last 50 by default, fewer on request.
+    let mut ws = connect(&api, "c1", None, "").await;
+    let history = next_json(&mut ws).await;
+    let messages = history["messages"].as_array().unwrap();
+    assert_eq!((messages.len(), &messages[0]["text"], &messages[49]["text"]), (50, &json!("m10"), &json!("m59")));
+    let mut few = connect(&api, "c1", Some(&token), "?history=2").await;
+    assert_eq!(next_json(&mut few).await["messages"].as_array().unwrap().len(), 2);
+
+    // Refusals before the upgrade are plain API errors.
+    let refused = |query: &'static str, channel: &'static str| {
+        let url = format!("ws://{}/api/channels/{channel}/chat/ws{query}", api.addr);
+        async move {
+            match tokio_tungstenite::connect_async(url).await {
+                Err(WsError::Http(resp)) => resp.status().as_u16(),
+                other => panic!("expected an HTTP refusal, got {:?}", other.map(|(_, r)| r.status())),
+            }
+        }
+    };
+    assert_eq!(refused("?token=abc", "c1").await, 400, "tokens in the query are refused");
+    assert_eq!(refused("", "nope").await, 404);
+    assert_eq!(refused("?history=51", "c1").await, 422);
+    let (status, body) = api.get("/api/channels/c1/chat/ws", None).await;
+    assert_eq!((status, &body["error"]["code"]), (426, &json!("websocket_required")), "{body}");
+
+    // Deleting the channel closes its sockets normally.
+    channel(&api, "c2", &owner, &[]).await;
+    let mut doomed = connect(&api, "c2", None, "?history=0").await;
+    api.catalog.propose(Command::DeleteChannel { id: "c2".into() }).await.unwrap();
+    assert_eq!(close_code(&mut doomed).await, Some(CloseCode::Normal));
+
+    // Shutdown closes every socket with 1001 and refuses new ones.
+    // (The closed socket's task may still be finishing.)
+    wait_until("two sockets open", || state.chat.open_sockets() == 2).await;
+    state.chat.shutdown();
+    for ws in [&mut ws, &mut few] {
+        assert_eq!(close_code(ws).await, Some(CloseCode::Away));
+    }
+    assert_eq!(refused("", "c1").await, 503);
+}
