@@ -4,39 +4,21 @@
 mod common;
 
 use common::TestApi;
-use control::auth::{new_token, token_hash};
+
+use control::auth::token_hash;
 use control::Mode;
-use raft::{now_millis, AuthSession, ChatMessage, Command, StreamSession, User, ViewerSample};
+use raft::{now_millis, ChatMessage, Command, StreamSession, ViewerSample};
 use serde_json::{json, Value};
 
-const MIN: i64 = 60_000;
+const SECRET_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$SECRET-HASH-MARKER";
 
+/// Users here carry a recognisable hash so that tests can prove exports never leak it.
 async fn user(api: &TestApi, name: &str, roles: &[&str]) -> (String, String) {
     let id = format!("{}-{}", name.to_lowercase().replace(' ', "-"), hex::encode(rand::random::<[u8; 4]>()));
-    let now = now_millis();
-    api.catalog
-        .propose(Command::CreateUser(User {
-            id: id.clone(),
-            display_name: name.to_owned(),
-            email: format!("{id}@example.com"),
-            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
-            password_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$SECRET-HASH-MARKER".to_owned()),
-            created_at: now,
-        }))
-        .await
-        .unwrap();
-    let token = new_token();
-    api.catalog
-        .propose(Command::CreateAuthSession(AuthSession {
-            token_hash: token_hash(&token),
-            user_id: id.clone(),
-            created_at: now,
-            expires_at: now + 3_600_000,
-        }))
-        .await
-        .unwrap();
-    (id, token)
+    api.user_with(&id, name, roles, Some(SECRET_HASH)).await
 }
+
+const MIN: i64 = 60_000;
 
 async fn sample(api: &TestApi, channel: &str, node: u64, at: i64, viewers: u64) {
     let sample = ViewerSample { channel_id: channel.to_owned(), node_id: node, viewers, at };

@@ -2,47 +2,11 @@
 
 mod common;
 
-use common::TestApi;
-use control::auth::{new_token, token_hash};
+use common::{code, field, TestApi};
+use control::auth::token_hash;
 use control::Mode;
-use raft::{now_millis, AuthSession, Command, User};
+use raft::Command;
 use serde_json::{json, Value};
-
-/// A user with `roles` and a live login token, inserted through the catalog (no argon2 work).
-async fn user(api: &TestApi, name: &str, roles: &[&str]) -> (String, String) {
-    let id = format!("{}-{}", name.to_lowercase().replace(' ', "-"), hex::encode(rand::random::<[u8; 4]>()));
-    let now = now_millis();
-    api.catalog
-        .propose(Command::CreateUser(User {
-            id: id.clone(),
-            display_name: name.to_owned(),
-            email: format!("{id}@example.com"),
-            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
-            password_hash: None,
-            created_at: now,
-        }))
-        .await
-        .unwrap();
-    let token = new_token();
-    api.catalog
-        .propose(Command::CreateAuthSession(AuthSession {
-            token_hash: token_hash(&token),
-            user_id: id.clone(),
-            created_at: now,
-            expires_at: now + 3_600_000,
-        }))
-        .await
-        .unwrap();
-    (id, token)
-}
-
-fn field(body: &Value) -> &str {
-    body["error"]["field"].as_str().unwrap_or_default()
-}
-
-fn code(body: &Value) -> &str {
-    body["error"]["code"].as_str().unwrap_or_default()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readme_walkthrough_works_in_dev_mode_without_a_token() {
@@ -91,10 +55,10 @@ async fn readme_walkthrough_works_in_dev_mode_without_a_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_owners_and_admins_manage_a_channel() {
     let api = TestApi::start_with(Mode::Production, |s| s).await;
-    let (a, a_token) = user(&api, "Alice", &["creator"]).await;
-    let (_b, b_token) = user(&api, "Bob", &["creator"]).await;
-    let (_v, v_token) = user(&api, "Val", &["viewer"]).await;
-    let (_admin, admin_token) = user(&api, "Root", &["admin"]).await;
+    let (a, a_token) = api.user("Alice", &["creator"]).await;
+    let (_b, b_token) = api.user("Bob", &["creator"]).await;
+    let (_v, v_token) = api.user("Val", &["viewer"]).await;
+    let (_admin, admin_token) = api.user("Root", &["admin"]).await;
 
     // Who may create: creators (for themselves) and admins; not viewers or anonymous callers.
     let body = json!({"title":"Alice live","tags":["Art"]});
@@ -164,7 +128,7 @@ async fn only_owners_and_admins_manage_a_channel() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotating_the_key_retires_the_old_one_at_once() {
     let api = TestApi::start_with(Mode::Production, |s| s).await;
-    let (_a, a_token) = user(&api, "Alice", &["creator"]).await;
+    let (_a, a_token) = api.user("Alice", &["creator"]).await;
     let (_, channel) = api.post("/api/channels", Some(&a_token), json!({"title":"Keys"})).await;
     let id = channel["id"].as_str().unwrap().to_owned();
     let old_key = channel["streamKey"].as_str().unwrap().to_owned();
@@ -188,7 +152,7 @@ async fn rotating_the_key_retires_the_old_one_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcasts_start_stop_and_history() {
     let api = TestApi::start().await;
-    let (owner, _) = user(&api, "River", &["creator"]).await;
+    let (owner, _) = api.user("River", &["creator"]).await;
     let (_, channel) = api.post("/api/channels", None, json!({"ownerId": owner, "title":"Live"})).await;
     let id = channel["id"].as_str().unwrap().to_owned();
     let start = format!("/api/channels/{id}/stream/start");
@@ -241,7 +205,7 @@ async fn broadcasts_start_stop_and_history() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_validation_names_the_field() {
     let api = TestApi::start().await;
-    let (owner, _) = user(&api, "River", &["creator"]).await;
+    let (owner, _) = api.user("River", &["creator"]).await;
     let cases = [
         (json!({"ownerId": owner, "title": "  "}), "title"),
         (json!({"ownerId": owner, "title": "x".repeat(141)}), "title"),
@@ -267,9 +231,9 @@ async fn create_validation_names_the_field() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follows_and_subscriptions_count() {
     let api = TestApi::start_with(Mode::Production, |s| s).await;
-    let (_owner, owner_token) = user(&api, "River", &["creator"]).await;
-    let (_u1, t1) = user(&api, "Ann", &["viewer"]).await;
-    let (_u2, t2) = user(&api, "Ben", &["viewer"]).await;
+    let (_owner, owner_token) = api.user("River", &["creator"]).await;
+    let (_u1, t1) = api.user("Ann", &["viewer"]).await;
+    let (_u2, t2) = api.user("Ben", &["viewer"]).await;
     let (_, channel) = api.post("/api/channels", Some(&owner_token), json!({"title":"Fans"})).await;
     let id = channel["id"].as_str().unwrap().to_owned();
     let follow = format!("/api/channels/{id}/follow");
@@ -298,10 +262,10 @@ async fn follows_and_subscriptions_count() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn directory_orders_live_first_searches_and_pages() {
     let api = TestApi::start().await;
-    let (owner, _) = user(&api, "River", &["creator"]).await;
+    let (owner, _) = api.user("River", &["creator"]).await;
     let mut fans = Vec::new();
     for name in ["F1", "F2", "F3"] {
-        fans.push(user(&api, name, &["viewer"]).await.0);
+        fans.push(api.user(name, &["viewer"]).await.0);
     }
     let mut ids = std::collections::HashMap::new();
     for (title, tags, category) in [

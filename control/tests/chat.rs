@@ -10,7 +10,7 @@ use common::TestApi;
 use control::chat::{ChatConfig, ChatHub};
 use control::{ApiState, Mode};
 use futures::{SinkExt, StreamExt};
-use raft::{now_millis, AuthSession, Channel, Command, LiveState, User};
+use raft::{now_millis, Channel, Command, LiveState};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -24,28 +24,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// A user with a live session: (id, bearer token).
 async fn user(api: &TestApi, id: &str) -> (String, String) {
-    api.catalog
-        .propose(Command::CreateUser(User {
-            id: id.into(),
-            display_name: format!("{id} display"),
-            email: format!("{id}@example.com"),
-            roles: vec!["viewer".into()],
-            password_hash: None,
-            created_at: now_millis(),
-        }))
-        .await
-        .unwrap();
-    let token = control::auth::new_token();
-    api.catalog
-        .propose(Command::CreateAuthSession(AuthSession {
-            token_hash: control::auth::token_hash(&token),
-            user_id: id.into(),
-            created_at: now_millis(),
-            expires_at: now_millis() + 3_600_000,
-        }))
-        .await
-        .unwrap();
-    (id.to_owned(), token)
+    api.user_with(id, &format!("{id} display"), &["viewer"], None).await
 }
 
 async fn channel(api: &TestApi, id: &str, owner: &str, moderators: &[&str]) {

@@ -2,52 +2,19 @@
 
 mod common;
 
-use common::TestApi;
-use control::auth::{new_token, token_hash};
+use common::{field, TestApi};
 use control::Mode;
-use raft::{now_millis, AuthSession, Command, User};
 use serde_json::{json, Value};
 
 const ETH: &str = "0x32Be343B94f860124dC4fEe278FDCBD38C102D88";
 const BTC: &str = "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq";
 
-async fn user(api: &TestApi, name: &str, roles: &[&str]) -> (String, String) {
-    let id = format!("{}-{}", name.to_lowercase().replace(' ', "-"), hex::encode(rand::random::<[u8; 4]>()));
-    let now = now_millis();
-    api.catalog
-        .propose(Command::CreateUser(User {
-            id: id.clone(),
-            display_name: name.to_owned(),
-            email: format!("{id}@example.com"),
-            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
-            password_hash: None,
-            created_at: now,
-        }))
-        .await
-        .unwrap();
-    let token = new_token();
-    api.catalog
-        .propose(Command::CreateAuthSession(AuthSession {
-            token_hash: token_hash(&token),
-            user_id: id.clone(),
-            created_at: now,
-            expires_at: now + 3_600_000,
-        }))
-        .await
-        .unwrap();
-    (id, token)
-}
-
-fn field(body: &Value) -> &str {
-    body["error"]["field"].as_str().unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn profile_round_trip_with_friends_channels_and_donations() {
     let api = TestApi::start_with(Mode::Production, |s| s).await;
-    let (river, token) = user(&api, "River", &["creator"]).await;
-    let (f1, _) = user(&api, "Friend One", &["viewer"]).await;
-    let (f2, _) = user(&api, "Friend Two", &["viewer"]).await;
+    let (river, token) = api.user("River", &["creator"]).await;
+    let (f1, _) = api.user("Friend One", &["viewer"]).await;
+    let (f2, _) = api.user("Friend Two", &["viewer"]).await;
     let (_, channel) = api.post("/api/channels", Some(&token), json!({"title":"River Rafting"})).await;
     let channel_id = channel["id"].as_str().unwrap().to_owned();
     api.call("POST", &format!("/api/channels/{channel_id}/stream/start"), Some(&token), None).await;
@@ -105,9 +72,9 @@ async fn profile_round_trip_with_friends_channels_and_donations() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_user_or_an_admin_edits_a_profile() {
     let api = TestApi::start_with(Mode::Production, |s| s).await;
-    let (river, river_token) = user(&api, "River", &["creator"]).await;
-    let (_other, other_token) = user(&api, "Other", &["creator"]).await;
-    let (_admin, admin_token) = user(&api, "Root", &["admin"]).await;
+    let (river, river_token) = api.user("River", &["creator"]).await;
+    let (_other, other_token) = api.user("Other", &["creator"]).await;
+    let (_admin, admin_token) = api.user("Root", &["admin"]).await;
     let path = format!("/api/profiles/{river}");
     let body = json!({"bio": "hi"});
     assert_eq!(api.call("PUT", &path, None, Some(body.clone())).await.0, 401);
@@ -122,11 +89,11 @@ async fn only_the_user_or_an_admin_edits_a_profile() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validation_errors_name_the_field() {
     let api = TestApi::start().await;
-    let (river, _) = user(&api, "River", &["creator"]).await;
-    let (other, _) = user(&api, "Other", &["creator"]).await;
+    let (river, _) = api.user("River", &["creator"]).await;
+    let (other, _) = api.user("Other", &["creator"]).await;
     let mut friends = Vec::new();
     for i in 0..9 {
-        friends.push(user(&api, &format!("F{i}"), &["viewer"]).await.0);
+        friends.push(api.user(&format!("F{i}"), &["viewer"]).await.0);
     }
     let (_, own) = api.post("/api/channels", None, json!({"ownerId": river, "title": "Mine"})).await;
     let (_, theirs) = api.post("/api/channels", None, json!({"ownerId": other, "title": "Theirs"})).await;

@@ -73,3 +73,55 @@ impl Drop for TestApi {
         self.server.abort();
     }
 }
+
+impl TestApi {
+    /// Insert a user and a live login session straight into the catalog (no argon2 work).
+    /// `id` is used as given; returns (id, bearer token).
+    pub async fn user_with(
+        &self,
+        id: &str,
+        display_name: &str,
+        roles: &[&str],
+        password_hash: Option<&str>,
+    ) -> (String, String) {
+        let now = raft::now_millis();
+        self.catalog
+            .propose(raft::Command::CreateUser(raft::User {
+                id: id.to_owned(),
+                display_name: display_name.to_owned(),
+                email: format!("{id}@example.com"),
+                roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+                password_hash: password_hash.map(str::to_owned),
+                created_at: now,
+            }))
+            .await
+            .unwrap();
+        let token = control::auth::new_token();
+        self.catalog
+            .propose(raft::Command::CreateAuthSession(raft::AuthSession {
+                token_hash: control::auth::token_hash(&token),
+                user_id: id.to_owned(),
+                created_at: now,
+                expires_at: now + 3_600_000,
+            }))
+            .await
+            .unwrap();
+        (id.to_owned(), token)
+    }
+
+    /// A user named `name` (id derived from it plus random bits) with `roles` and a token.
+    pub async fn user(&self, name: &str, roles: &[&str]) -> (String, String) {
+        let id = format!("{}-{}", name.to_lowercase().replace(' ', "-"), hex::encode(rand::random::<[u8; 4]>()));
+        self.user_with(&id, name, roles, None).await
+    }
+}
+
+/// `error.field` of an API error body.
+pub fn field(body: &Value) -> &str {
+    body["error"]["field"].as_str().unwrap_or_default()
+}
+
+/// `error.code` of an API error body.
+pub fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or_default()
+}
