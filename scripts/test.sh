@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 ./scripts/setup.sh
+# schemathesis, for the API fuzz test (node/tests/api_fuzz.rs); quick when already installed.
+./scripts/api-fuzz.sh --install-only
+./scripts/browser-setup.sh
 if [[ -f "$HOME/.cargo/env" ]]; then
   # shellcheck disable=SC1091
   source "$HOME/.cargo/env"

@@ -49,14 +49,14 @@ pub(crate) fn routes() -> Router<ApiState> {
 }
 
 /// The documented response shape.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Overview {
     pub summary: Summary,
     pub per_channel: Vec<ChannelFigures>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Summary {
     pub live_viewers: u64,
@@ -65,7 +65,7 @@ pub struct Summary {
     pub chat_messages: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChannelFigures {
     pub channel_id: String,
@@ -76,6 +76,16 @@ pub struct ChannelFigures {
     pub chat_messages: u64,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/analytics/overview",
+    tag = "analytics",
+    responses(
+        (status = 200, description = "Live viewers, watch time and chat activity (admins)", body = Overview),
+        (status = 401, description = "Not signed in", body = crate::error::Body),
+        (status = 403, description = "Not an admin", body = crate::error::Body),
+    )
+)]
 async fn overview_handler(State(state): State<ApiState>, caller: Caller) -> ApiResult<Json<Overview>> {
     caller.require_admin()?;
     Ok(Json(state.catalog.read(|s| overview(s, now_millis()))))

@@ -55,7 +55,7 @@ pub fn playback_url(channel_id: &str) -> String {
 }
 
 /// A channel as the API shows it: the record without its key hash, plus playback and audience.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChannelView {
     pub id: String,
@@ -69,7 +69,9 @@ pub struct ChannelView {
     pub playback_url: String,
     pub followers: u64,
     pub subscribers: u64,
+    #[schema(value_type = i64)]
     pub created_at: UnixMillis,
+    #[schema(value_type = i64)]
     pub updated_at: UnixMillis,
     /// Only in the answers that create or rotate the key.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -235,12 +237,24 @@ fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result
     Option::<T>::deserialize(d).map(Some)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only the channels of this user.
     owner_id: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/channels",
+    tag = "channels",
+    security((), ("bearer" = []), ("bitriver_session" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Every channel (optionally of one owner)", body = Vec<ChannelView>),
+    )
+)]
 async fn list_channels(State(state): State<ApiState>, Query(query): Query<ListQuery>) -> Json<Vec<ChannelView>> {
     let channels = state.catalog.read(|s| {
         let followers = s.follower_counts();
@@ -256,16 +270,30 @@ async fn list_channels(State(state): State<ApiState>, Query(query): Query<ListQu
     Json(channels)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateChannelBody {
+    /// Defaults to the caller; only admins may name someone else.
+    #[schema(required = false)]
     owner_id: Option<String>,
     title: String,
     #[serde(default)]
     tags: Vec<String>,
+    #[schema(required = false)]
     category: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/channels",
+    tag = "channels",
+    request_body = CreateChannelBody,
+    responses(
+        (status = 201, description = "The new channel, with its stream key (shown only here and on rotation)", body = ChannelView),
+        (status = 401, description = "Not signed in", body = crate::error::Body),
+        (status = 403, description = "Not a creator or admin, or another user's channel", body = crate::error::Body),
+    )
+)]
 async fn create_channel(
     State(state): State<ApiState>,
     caller: Caller,
@@ -316,22 +344,50 @@ async fn create_channel(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/channels/{id}",
+    tag = "channels",
+    security((), ("bearer" = []), ("bitriver_session" = [])),
+    params(("id" = String, Path, description = "Channel id")),
+    responses(
+        (status = 200, description = "The channel", body = ChannelView),
+        (status = 404, description = "No such channel", body = crate::error::Body),
+    )
+)]
 async fn get_channel(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<ChannelView>> {
     let channel = load_channel(&state, &id).await?;
     Ok(Json(state.catalog.read(|s| ChannelView::read(s, &channel))))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct UpdateChannelBody {
+    #[schema(required = false)]
     title: Option<String>,
+    #[schema(required = false)]
     tags: Option<Vec<String>>,
     /// `null` clears the category.
     #[serde(default, deserialize_with = "double_option")]
     category: Option<Option<String>>,
+    /// User ids; replaces the list.
+    #[schema(required = false)]
     moderators: Option<Vec<String>>,
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/channels/{id}",
+    tag = "channels",
+    params(("id" = String, Path, description = "Channel id")),
+    request_body = UpdateChannelBody,
+    responses(
+        (status = 200, description = "The updated channel", body = ChannelView),
+        (status = 401, description = "Not signed in", body = crate::error::Body),
+        (status = 403, description = "Not the channel's owner or an admin", body = crate::error::Body),
+        (status = 404, description = "No such channel", body = crate::error::Body),
+    )
+)]
 async fn update_channel(
     State(state): State<ApiState>,
     caller: Caller,
@@ -373,6 +429,19 @@ async fn update_channel(
     Ok(Json(state.catalog.read(|s| ChannelView::read(s, &updated))))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/channels/{id}",
+    tag = "channels",
+    params(("id" = String, Path, description = "Channel id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Not signed in", body = crate::error::Body),
+        (status = 403, description = "Not the channel's owner or an admin", body = crate::error::Body),
+        (status = 404, description = "No such channel", body = crate::error::Body),
+        (status = 409, description = "The channel is live", body = crate::error::Body),
+    )
+)]
 async fn delete_channel(
     State(state): State<ApiState>,
     caller: Caller,
@@ -388,12 +457,28 @@ async fn delete_channel(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct StartBody {
+    /// `source` and/or heights like `720p`, `1080p60`; default `["source"]`.
+    #[schema(required = false)]
     renditions: Option<Vec<String>>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/channels/{id}/stream/start",
+    tag = "channels",
+    params(("id" = String, Path, description = "Channel id")),
+    request_body(content = Option<StartBody>, description = "Optional; an empty body means `source` only"),
+    responses(
+        (status = 201, description = "The new broadcast session", body = StreamSession),
+        (status = 401, description = "Not signed in", body = crate::error::Body),
+        (status = 403, description = "Not the channel's owner or an admin", body = crate::error::Body),
+        (status = 404, description = "No such channel", body = crate::error::Body),
+        (status = 409, description = "Already live", body = crate::error::Body),
+    )
+)]
 async fn start_stream(
     State(state): State<ApiState>,
     caller: Caller,
@@ -422,12 +507,27 @@ async fn start_stream(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct StopBody {
+    #[schema(required = false)]
     peak_concurrent: Option<u64>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/channels/{id}/stream/stop",
+    tag = "channels",
+    params(("id" = String, Path, description = "Channel id")),
+    request_body(content = Option<StopBody>, description = "Optional"),
+    responses(
+        (status = 200, description = "The ended session", body = StreamSession),
+        (status = 401, description = "Not signed in", body = crate::error::Body),
+        (status = 403, description = "Not the channel's owner or an admin", body = crate::error::Body),
+        (status = 404, description = "No such channel", body = crate::error::Body),
+        (status = 409, description = "Not live", body = crate::error::Body),
+    )
+)]
 async fn stop_stream(
     State(state): State<ApiState>,
     caller: Caller,
@@ -448,6 +548,17 @@ async fn stop_stream(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/channels/{id}/sessions",
+    tag = "channels",
+    security((), ("bearer" = []), ("bitriver_session" = [])),
+    params(("id" = String, Path, description = "Channel id")),
+    responses(
+        (status = 200, description = "Broadcast sessions, newest first", body = Vec<StreamSession>),
+        (status = 404, description = "No such channel", body = crate::error::Body),
+    )
+)]
 async fn list_sessions(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<Vec<StreamSession>>> {
     let channel = load_channel(&state, &id).await?;
     let mut sessions: Vec<StreamSession> =
@@ -456,6 +567,18 @@ async fn list_sessions(State(state): State<ApiState>, Path(id): Path<String>) ->
     Ok(Json(sessions))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/channels/{id}/stream-key/rotate",
+    tag = "channels",
+    params(("id" = String, Path, description = "Channel id")),
+    responses(
+        (status = 200, description = "The channel with its new stream key", body = ChannelView),
+        (status = 401, description = "Not signed in", body = crate::error::Body),
+        (status = 403, description = "Not the channel's owner or an admin", body = crate::error::Body),
+        (status = 404, description = "No such channel", body = crate::error::Body),
+    )
+)]
 async fn rotate_stream_key(
     State(state): State<ApiState>,
     caller: Caller,
@@ -475,14 +598,14 @@ async fn rotate_stream_key(
     Ok(Json(view))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct FollowState {
     following: bool,
     followers: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct SubscriptionState {
     subscribed: bool,
@@ -521,11 +644,33 @@ async fn set_relation(
     Ok(answer)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/channels/{id}/follow",
+    tag = "channels",
+    params(("id" = String, Path, description = "Channel id")),
+    responses(
+        (status = 200, description = "Following now", body = FollowState),
+        (status = 401, description = "Not signed in as a user", body = crate::error::Body),
+        (status = 404, description = "No such channel", body = crate::error::Body),
+    )
+)]
 async fn follow(State(state): State<ApiState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<FollowState>> {
     let (following, followers) = set_relation(&state, &caller, &id, false, true).await?;
     Ok(Json(FollowState { following, followers }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/channels/{id}/follow",
+    tag = "channels",
+    params(("id" = String, Path, description = "Channel id")),
+    responses(
+        (status = 200, description = "Not following any more", body = FollowState),
+        (status = 401, description = "Not signed in as a user", body = crate::error::Body),
+        (status = 404, description = "No such channel", body = crate::error::Body),
+    )
+)]
 async fn unfollow(
     State(state): State<ApiState>,
     caller: Caller,
@@ -535,6 +680,17 @@ async fn unfollow(
     Ok(Json(FollowState { following, followers }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/channels/{id}/subscribe",
+    tag = "channels",
+    params(("id" = String, Path, description = "Channel id")),
+    responses(
+        (status = 200, description = "Subscribed now", body = SubscriptionState),
+        (status = 401, description = "Not signed in as a user", body = crate::error::Body),
+        (status = 404, description = "No such channel", body = crate::error::Body),
+    )
+)]
 async fn subscribe(
     State(state): State<ApiState>,
     caller: Caller,
@@ -544,6 +700,17 @@ async fn subscribe(
     Ok(Json(SubscriptionState { subscribed, subscribers }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/channels/{id}/subscribe",
+    tag = "channels",
+    params(("id" = String, Path, description = "Channel id")),
+    responses(
+        (status = 200, description = "Not subscribed any more", body = SubscriptionState),
+        (status = 401, description = "Not signed in as a user", body = crate::error::Body),
+        (status = 404, description = "No such channel", body = crate::error::Body),
+    )
+)]
 async fn unsubscribe(
     State(state): State<ApiState>,
     caller: Caller,

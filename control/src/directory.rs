@@ -32,17 +32,24 @@ pub(crate) fn routes() -> Router<ApiState> {
 }
 
 /// Query parameters, as strings so that bad values get the API's error shape.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DirectoryQuery {
+    /// Words that must all appear in the title, a tag or the category (at most 200 characters).
     pub q: Option<String>,
+    /// Only channels with this tag.
     pub tag: Option<String>,
+    /// Only channels in this category.
     pub category: Option<String>,
+    /// Page size, 1 to 100 (default 24).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     pub limit: Option<String>,
+    /// `nextCursor` of the previous page.
     pub cursor: Option<String>,
 }
 
 /// One directory entry.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DirectoryItem {
     pub id: String,
@@ -57,7 +64,7 @@ pub struct DirectoryItem {
 }
 
 /// A page of the directory; `next_cursor` is absent on the last page.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DirectoryPage {
     pub items: Vec<DirectoryItem>,
@@ -170,6 +177,17 @@ pub fn search(state: &CatalogState, query: &DirectoryQuery) -> ApiResult<Directo
     Ok(DirectoryPage { items, next_cursor })
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/directory",
+    tag = "directory",
+    security((), ("bearer" = []), ("bitriver_session" = [])),
+    params(DirectoryQuery),
+    responses(
+        (status = 200, description = "One page of channels: live first, then most followed", body = DirectoryPage),
+        (status = 422, description = "A bad `q`, `limit` or `cursor`", body = crate::error::Body),
+    )
+)]
 async fn directory(
     State(state): State<ApiState>,
     Query(query): Query<DirectoryQuery>,

@@ -17,15 +17,20 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
+/// The body of every error answer.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ApiError)]
+pub(crate) struct Body<'a> {
     error: Detail<'a>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ApiErrorDetail)]
 struct Detail<'a> {
+    /// Machine-readable reason, e.g. `invalid_field`, `not_found`, `rate_limited`.
     code: &'a str,
     message: &'a str,
+    /// The offending request field (`email`, `roles[0]`, ...), when one is to blame.
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
 }

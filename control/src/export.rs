@@ -24,9 +24,10 @@ pub(crate) fn routes() -> Router<ApiState> {
 }
 
 /// The snapshot.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Export {
+    #[schema(value_type = i64)]
     pub exported_at: UnixMillis,
     pub users: Vec<UserExport>,
     pub channels: Vec<ChannelView>,
@@ -40,7 +41,7 @@ pub struct Export {
 }
 
 /// A user without the password hash.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserExport {
     pub id: String,
@@ -48,6 +49,7 @@ pub struct UserExport {
     pub email: String,
     pub roles: Vec<String>,
     pub has_password: bool,
+    #[schema(value_type = i64)]
     pub created_at: UnixMillis,
 }
 
@@ -64,7 +66,7 @@ impl From<&User> for UserExport {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FollowCounts {
     pub followers: u64,
@@ -104,6 +106,16 @@ pub fn snapshot(state: &CatalogState, now: UnixMillis) -> Export {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/export",
+    tag = "export",
+    responses(
+        (status = 200, description = "A snapshot of the catalog without secrets (admins); sent as an attachment", body = Export),
+        (status = 401, description = "Not signed in", body = crate::error::Body),
+        (status = 403, description = "Not an admin", body = crate::error::Body),
+    )
+)]
 async fn export(State(state): State<ApiState>, caller: Caller) -> ApiResult<Response> {
     caller.require_admin()?;
     let now = now_millis();

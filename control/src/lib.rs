@@ -19,6 +19,7 @@ pub mod export;
 pub mod json;
 pub mod limits;
 pub mod metrics;
+pub mod openapi;
 pub mod profiles;
 pub mod users;
 
@@ -87,7 +88,8 @@ pub fn router(state: ApiState) -> Router {
         .merge(directory::routes())
         .merge(profiles::routes())
         .merge(analytics::routes())
-        .merge(export::routes());
+        .merge(export::routes())
+        .merge(openapi::routes());
     with_layers(routes, &state).with_state(state)
 }
 

@@ -35,7 +35,7 @@ pub(crate) fn routes() -> Router<ApiState> {
 }
 
 /// A top friend as shown on a profile.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FriendView {
     pub id: String,
@@ -43,7 +43,7 @@ pub struct FriendView {
 }
 
 /// A profile as the API shows it: the stored profile with friends resolved and the user's channels.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProfileView {
     pub user_id: String,
@@ -58,6 +58,7 @@ pub struct ProfileView {
     /// Whether any of the user's channels is live right now.
     pub live: bool,
     /// `None` until the user first saves a profile.
+    #[schema(value_type = Option<i64>)]
     pub updated_at: Option<UnixMillis>,
 }
 
@@ -95,6 +96,17 @@ impl ProfileView {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/profiles/{user_id}",
+    tag = "profiles",
+    security((), ("bearer" = []), ("bitriver_session" = [])),
+    params(("user_id" = String, Path, description = "User id")),
+    responses(
+        (status = 200, description = "The profile (an empty one if never saved)", body = ProfileView),
+        (status = 404, description = "No such user", body = crate::error::Body),
+    )
+)]
 async fn get_profile(State(state): State<ApiState>, Path(user_id): Path<String>) -> ApiResult<Json<ProfileView>> {
     state
         .catalog
@@ -104,7 +116,7 @@ async fn get_profile(State(state): State<ApiState>, Path(user_id): Path<String>)
 }
 
 /// The body of `PUT /api/profiles/{userId}`: the whole profile (missing fields are cleared).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProfileBody {
     #[serde(default)]
@@ -121,7 +133,7 @@ pub struct ProfileBody {
     pub donation_addresses: Vec<DonationAddressBody>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DonationAddressBody {
     pub currency: String,
@@ -130,6 +142,19 @@ pub struct DonationAddressBody {
     pub note: Option<String>,
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/profiles/{user_id}",
+    tag = "profiles",
+    params(("user_id" = String, Path, description = "User id")),
+    request_body = ProfileBody,
+    responses(
+        (status = 200, description = "The saved profile", body = ProfileView),
+        (status = 401, description = "Not signed in", body = crate::error::Body),
+        (status = 403, description = "Someone else's profile", body = crate::error::Body),
+        (status = 404, description = "No such user", body = crate::error::Body),
+    )
+)]
 async fn put_profile(
     State(state): State<ApiState>,
     caller: Caller,

@@ -47,7 +47,7 @@ pub(crate) fn routes() -> Router<ApiState> {
 }
 
 /// A user as the API shows it (never the password hash).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserView {
     pub id: String,
@@ -70,7 +70,7 @@ impl From<&User> for UserView {
 }
 
 /// Answer to signup and login.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct SessionGranted {
     user: UserView,
@@ -79,14 +79,14 @@ struct SessionGranted {
 }
 
 /// Answer to `GET /api/auth/session`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct SessionInfo {
     user: UserView,
     expires_at: i64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct SignupBody {
     display_name: String,
@@ -94,14 +94,14 @@ struct SignupBody {
     password: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct LoginBody {
     email: String,
     password: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateUserBody {
     display_name: String,
@@ -112,7 +112,7 @@ struct CreateUserBody {
     password: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct PatchUserBody {
     #[serde(default)]
@@ -263,6 +263,17 @@ async fn grant_session(state: &ApiState, user: &User, status: StatusCode) -> Api
     Ok((status, [(header::SET_COOKIE, cookie)], ApiJson(body)).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/auth/signup",
+    tag = "auth",
+    security(()),
+    request_body = SignupBody,
+    responses(
+        (status = 201, description = "Signed up and signed in (also sets the `bitriver_session` cookie)", body = SessionGranted),
+        (status = 409, description = "The email is already registered", body = crate::error::Body),
+    )
+)]
 async fn signup(State(state): State<ApiState>, ApiJson(body): ApiJson<SignupBody>) -> ApiResult<Response> {
     let display_name = validate_display_name(&body.display_name)?;
     let email = validate_email(&body.email)?;
@@ -288,6 +299,17 @@ fn email_taken(email: &str) -> ApiError {
     ApiError::conflict("email_taken", format!("email {email} is already registered")).with_field("email")
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/auth/login",
+    tag = "auth",
+    security(()),
+    request_body = LoginBody,
+    responses(
+        (status = 200, description = "Signed in (also sets the `bitriver_session` cookie)", body = SessionGranted),
+        (status = 401, description = "Incorrect email or password", body = crate::error::Body),
+    )
+)]
 async fn login(State(state): State<ApiState>, ApiJson(body): ApiJson<LoginBody>) -> ApiResult<Response> {
     let email = body.email.trim().to_lowercase();
     let lookup = |s: &raft::state::CatalogState| s.user_by_email(&email).cloned();
@@ -313,6 +335,15 @@ async fn login(State(state): State<ApiState>, ApiJson(body): ApiJson<LoginBody>)
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/auth/session",
+    tag = "auth",
+    responses(
+        (status = 200, description = "The signed-in user and when the session expires", body = SessionInfo),
+        (status = 401, description = "No valid session", body = crate::error::Body),
+    )
+)]
 async fn current_session(State(state): State<ApiState>, caller: Caller) -> ApiResult<ApiJson<SessionInfo>> {
     let Caller::User { user, token_hash } = caller else {
         return Err(ApiError::unauthorized("no session: sign in first"));
@@ -324,6 +355,15 @@ async fn current_session(State(state): State<ApiState>, caller: Caller) -> ApiRe
     Ok(ApiJson(SessionInfo { user: (&user).into(), expires_at }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/auth/session",
+    tag = "auth",
+    responses(
+        (status = 204, description = "Signed out; the session cookie is cleared"),
+        (status = 401, description = "No valid session", body = crate::error::Body),
+    )
+)]
 async fn logout(State(state): State<ApiState>, caller: Caller) -> ApiResult<Response> {
     let Caller::User { token_hash, .. } = caller else {
         return Err(ApiError::unauthorized("no session: sign in first"));
@@ -338,6 +378,16 @@ async fn logout(State(state): State<ApiState>, caller: Caller) -> ApiResult<Resp
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/users",
+    tag = "users",
+    responses(
+        (status = 200, description = "Every user, oldest first (admins)", body = Vec<UserView>),
+        (status = 401, description = "Not signed in", body = crate::error::Body),
+        (status = 403, description = "Not an admin", body = crate::error::Body),
+    )
+)]
 async fn list_users(State(state): State<ApiState>, caller: Caller) -> ApiResult<ApiJson<Vec<UserView>>> {
     caller.require_admin()?;
     let mut users: Vec<UserView> = state.catalog.read(|s| s.users().map(UserView::from).collect());
@@ -345,6 +395,18 @@ async fn list_users(State(state): State<ApiState>, caller: Caller) -> ApiResult<
     Ok(ApiJson(users))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/users",
+    tag = "users",
+    request_body = CreateUserBody,
+    responses(
+        (status = 201, description = "The new user (admins)", body = UserView),
+        (status = 401, description = "Not signed in", body = crate::error::Body),
+        (status = 403, description = "Not an admin", body = crate::error::Body),
+        (status = 409, description = "The email is already registered", body = crate::error::Body),
+    )
+)]
 async fn create_user(
     State(state): State<ApiState>,
     caller: Caller,
@@ -376,6 +438,18 @@ fn find_user(state: &ApiState, id: &str) -> ApiResult<User> {
     state.catalog.read(|s| s.user(id).cloned()).ok_or_else(|| ApiError::not_found("user", id))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/users/{id}",
+    tag = "users",
+    params(("id" = String, Path, description = "User id")),
+    responses(
+        (status = 200, description = "The user (themself or admins)", body = UserView),
+        (status = 401, description = "Not signed in", body = crate::error::Body),
+        (status = 403, description = "Someone else's account", body = crate::error::Body),
+        (status = 404, description = "No such user", body = crate::error::Body),
+    )
+)]
 async fn get_user(
     State(state): State<ApiState>,
     caller: Caller,
@@ -385,6 +459,20 @@ async fn get_user(
     Ok(ApiJson((&find_user(&state, &id)?).into()))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/users/{id}",
+    tag = "users",
+    params(("id" = String, Path, description = "User id")),
+    request_body = PatchUserBody,
+    responses(
+        (status = 200, description = "The updated user", body = UserView),
+        (status = 401, description = "Not signed in", body = crate::error::Body),
+        (status = 403, description = "Someone else's account, a role change by a non-admin, or a wrong current password", body = crate::error::Body),
+        (status = 404, description = "No such user", body = crate::error::Body),
+        (status = 409, description = "The email is already registered", body = crate::error::Body),
+    )
+)]
 async fn update_user(
     State(state): State<ApiState>,
     caller: Caller,
@@ -429,6 +517,18 @@ async fn update_user(
     Ok(ApiJson((&user).into()))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/users/{id}",
+    tag = "users",
+    params(("id" = String, Path, description = "User id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Not signed in", body = crate::error::Body),
+        (status = 403, description = "Someone else's account", body = crate::error::Body),
+        (status = 404, description = "No such user", body = crate::error::Body),
+    )
+)]
 async fn delete_user(State(state): State<ApiState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
     caller.require_self_or_admin(&id)?;
     state.catalog.propose(Command::DeleteUser { id }).await?;

@@ -7,4 +7,7 @@
 pub mod cmaf;
 pub mod flv;
 pub mod hls;
+pub mod ingest;
+pub mod origin;
 pub mod rtmp;
+pub mod ts;

@@ -33,6 +33,8 @@ pub const USAGE_EXIT_CODE: i32 = 2;
 #[command(
     name = "bitriver",
     version,
+    // A flag given twice takes the last value (scripts and tests append overrides).
+    args_override_self = true,
     about = "BitRiver Live: self-hosted live streaming in one binary",
     long_about = "BitRiver Live: self-hosted live streaming in one binary.\n\n\
                   Without a subcommand, runs a node with the given roles. Every flag has an \

@@ -11,6 +11,9 @@ use prometheus::Registry;
 use raft::{Catalog, CatalogConfig, JoinConfig, RaftTuning};
 use tokio::net::TcpListener;
 
+use media::ingest::{serve_rtmp, IngestConfig, IngestMetrics};
+use media::origin::{LiveRegistry, OriginConfig, OriginMetrics, RegistryConfig};
+
 use crate::config::{Role, TlsFiles, ValidatedConfig};
 use crate::http::{self, NodeHttp};
 
@@ -26,12 +29,20 @@ pub enum Shutdown {
 /// Listeners bound before [`run`] so that callers (and tests) can use port 0.
 pub struct Listeners {
     pub http: TcpListener,
+    /// RTMP ingest; bound when the `ingest` role is on.
+    pub rtmp: Option<TcpListener>,
 }
 
 impl Listeners {
     pub async fn bind(config: &ValidatedConfig) -> anyhow::Result<Self> {
         let http = TcpListener::bind(config.addr).await.with_context(|| format!("binding --addr {}", config.addr))?;
-        Ok(Listeners { http })
+        let rtmp = if config.roles.contains(Role::Ingest) {
+            let addr = config.rtmp_addr;
+            Some(TcpListener::bind(addr).await.with_context(|| format!("binding --rtmp-addr {addr}"))?)
+        } else {
+            None
+        };
+        Ok(Listeners { http, rtmp })
     }
 }
 
@@ -74,12 +85,24 @@ pub async fn run(
     let http_addr = listeners.http.local_addr()?;
     let catalog = Catalog::start(catalog_config(&config, http_addr), &registry).await?;
 
+    // Live windows of the channels this node packages. Ingest feeds it; the origin serves it. An
+    // ingest-only node still packages locally: shipping media to a remote origin is not wired yet.
+    let live = LiveRegistry::new(RegistryConfig::default(), OriginMetrics::new(&registry)?);
+    let mut listener_names = vec![("http".to_owned(), http_addr), ("cluster".to_owned(), config.cluster_addr)];
+    if config.roles.contains(Role::Origin) {
+        listener_names.push(("origin".to_owned(), http_addr));
+    }
+    let rtmp_addr = listeners.rtmp.as_ref().map(TcpListener::local_addr).transpose()?;
+    if let Some(addr) = rtmp_addr {
+        listener_names.push(("rtmp".to_owned(), addr));
+    }
+
     let state = NodeHttp {
         catalog: catalog.clone(),
         registry: registry.clone(),
         mode: config.mode,
         data_dir: config.data_dir.clone(),
-        listeners: Arc::new(vec![("http".into(), http_addr), ("cluster".into(), config.cluster_addr)]),
+        listeners: Arc::new(listener_names),
     };
     let api_mode = match config.mode {
         crate::config::Mode::Development => control::Mode::Development,
@@ -88,9 +111,13 @@ pub async fn run(
     let mut api = control::ApiState::with_registry(catalog.clone(), api_mode, &registry);
     api.limits = Arc::new(limits);
     let chat = api.chat.clone();
-    let app = http::router(state).merge(control::router(api));
+    let mut app = http::router(state).merge(control::router(api));
+    if config.roles.contains(Role::Origin) {
+        app = app.merge(media::origin::routes(live.clone(), OriginConfig::default()));
+    }
     tracing::info!(
         http = %http_addr,
+        rtmp = ?rtmp_addr,
         cluster = %catalog.cluster_addr(),
         node_id = catalog.node_id(),
         mode = config.mode.as_str(),
@@ -99,11 +126,31 @@ pub async fn run(
     );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(None::<Shutdown>);
+    let ingest = match listeners.rtmp {
+        Some(listener) => {
+            let metrics = IngestMetrics::new(&registry)?;
+            let stop = stop_rx.clone();
+            Some(tokio::spawn(serve_rtmp(
+                listener,
+                catalog.clone(),
+                live.clone(),
+                IngestConfig::default(),
+                metrics,
+                async move {
+                    wait_stop(stop).await;
+                },
+            )))
+        }
+        None => None,
+    };
+    let origin_live = live.clone();
     tokio::spawn(async move {
         let how = shutdown.await;
         // Chat sockets are long-lived: close them so the HTTP drain does not wait on them.
         chat.shutdown();
         let _ = stop_tx.send(Some(how));
+        // Blocked playlist requests answer at once instead of holding the HTTP drain.
+        origin_live.shutdown();
     });
 
     let server = serve_http(listeners.http, app, config.tls.clone(), stop_rx.clone());
@@ -112,6 +159,14 @@ pub async fn run(
     match how {
         Some(Shutdown::Fast) => tracing::info!("interrupted; exiting now"),
         _ => {
+            if let Some(ingest) = ingest {
+                // Publishers end their sessions in the catalog, so stop it only afterwards.
+                match tokio::time::timeout(Duration::from_secs(10), ingest).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "RTMP ingest task failed"),
+                    Err(_) => tracing::warn!("RTMP ingest did not stop in time"),
+                }
+            }
             tracing::info!("draining: stopping the catalog");
             tokio::time::timeout(Duration::from_secs(10), catalog.shutdown()).await.ok();
             tracing::info!("stopped cleanly");

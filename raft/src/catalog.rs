@@ -27,7 +27,7 @@ use crate::rpc::{EnrolRequest, EnrolResponse, Reply, Request, MAX_MESSAGE};
 use crate::state::CatalogState;
 use crate::store::{AppliedEvent, Database, LogStore, SharedState, StateMachineStore};
 use crate::tls::{self, ClusterCa, JoinToken, NodeIdentity, PendingEnrolment, TlsPaths};
-use crate::transport::{self, ClusterClient, NetworkFactory};
+use crate::transport::{self, ClusterClient, NetworkFactory, TransportError};
 use crate::types::{NodeId, NodeInfo, NodeLoad};
 use crate::{now_millis, Raft};
 
@@ -359,17 +359,24 @@ impl Catalog {
             match self.propose_local(command.clone()).await {
                 Ok(applied) => return applied.map_err(ProposeError::Rejected),
                 Err(LocalWrite::Fatal(e)) => return Err(ProposeError::Fatal(e)),
+                // Appended but not committed in time: retrying could apply it twice.
+                Err(LocalWrite::Pending) => return Err(ProposeError::Unavailable(PENDING.into())),
                 Err(LocalWrite::NotLeader(Some((leader, addr)))) => {
                     self.inner.metrics.forwarded_proposals.inc();
-                    match self
-                        .inner
-                        .client
-                        .call(&addr, &Request::Propose(command.clone()), Duration::from_secs(5))
-                        .await
-                    {
+                    let forwarded = Request::Propose(command.clone());
+                    match self.inner.client.call(&addr, &forwarded, FORWARD_TIMEOUT).await {
                         Ok(Reply::Propose(applied)) => return applied.map_err(ProposeError::Rejected),
-                        Ok(other) => last_error = format!("leader {leader}: {other:?}"),
-                        Err(e) => last_error = e.to_string(),
+                        Ok(Reply::NotLeader { .. }) => last_error = format!("node {leader} is no longer the leader"),
+                        Ok(Reply::Error(e)) => return Err(ProposeError::Unavailable(format!("leader {leader}: {e}"))),
+                        Ok(other) => return Err(ProposeError::Unavailable(format!("leader {leader}: {other:?}"))),
+                        // Never sent: safe to try again.
+                        Err(
+                            e @ (TransportError::Connect { .. }
+                            | TransportError::Resolve { .. }
+                            | TransportError::Partitioned(_)),
+                        ) => last_error = e.to_string(),
+                        // Sent, outcome unknown: do not send it twice.
+                        Err(e) => return Err(ProposeError::Unavailable(format!("{e}; {PENDING}"))),
                     }
                 }
                 Err(LocalWrite::NotLeader(None)) => last_error = "no leader elected yet".into(),
@@ -384,9 +391,9 @@ impl Catalog {
     /// Write through the local Raft if it is the leader; never forwards.
     async fn propose_local(&self, command: Command) -> Result<ApplyResult, LocalWrite> {
         // A leader cut off from its quorum cannot commit; don't wait for it forever.
-        let write = tokio::time::timeout(Duration::from_secs(5), self.inner.raft.client_write(command));
+        let write = tokio::time::timeout(COMMIT_TIMEOUT, self.inner.raft.client_write(command));
         let Ok(written) = write.await else {
-            return Err(LocalWrite::NotLeader(None));
+            return Err(LocalWrite::Pending);
         };
         match written {
             Ok(response) => Ok(response.data),
@@ -582,6 +589,7 @@ impl Catalog {
             Request::Propose(command) => match self.propose_local(command).await {
                 Ok(applied) => Reply::Propose(applied),
                 Err(LocalWrite::NotLeader(leader)) => Reply::NotLeader { leader },
+                Err(LocalWrite::Pending) => Reply::Error(PENDING.into()),
                 Err(LocalWrite::Fatal(e)) => Reply::Error(e),
             },
             Request::ReadIndex => self.handle_on_leader(&Request::ReadIndex).await,
@@ -660,8 +668,16 @@ const ADMIN_PEER: &str = "admin-socket";
 
 enum LocalWrite {
     NotLeader(Option<(NodeId, String)>),
+    /// Appended to the leader's log but not committed within [`COMMIT_TIMEOUT`].
+    Pending,
     Fatal(String),
 }
+
+/// How long a leader waits for a quorum to commit a proposal before answering "pending".
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A forwarded proposal waits a little longer than the leader's own commit timeout.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(7);
+const PENDING: &str = "not committed in time (no quorum?); the write may still apply later";
 
 fn advertise_addr(configured: Option<&str>, bound: SocketAddr) -> String {
     match configured {

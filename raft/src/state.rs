@@ -455,6 +455,10 @@ impl CatalogState {
         if message.text.trim().is_empty() {
             return Err(CatalogError::invalid("text", "must not be empty"));
         }
+        // A client retrying after a lost answer must not post the same line twice.
+        if self.chat(&message.channel_id).any(|m| m.id == message.id) {
+            return Err(CatalogError::AlreadyExists { kind: "message".into(), id: message.id.clone() });
+        }
         let mut message = message.clone();
         message.seq = index;
         self.count_chat_message(&message, out);

@@ -41,6 +41,7 @@ pub struct AuthSession {
 
 /// Whether a channel is broadcasting right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum LiveState {
     Offline,
@@ -67,45 +68,55 @@ pub struct Channel {
 
 /// One broadcast of a channel, from publish to unpublish.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct StreamSession {
     pub id: String,
     pub channel_id: String,
+    #[cfg_attr(feature = "utoipa", schema(value_type = i64))]
     pub started_at: UnixMillis,
+    #[cfg_attr(feature = "utoipa", schema(value_type = Option<i64>))]
     pub ended_at: Option<UnixMillis>,
     pub renditions: Vec<String>,
     pub peak_concurrent: u64,
     /// The node whose ingest accepted the publish, if it came in over RTMP/SRT.
+    #[cfg_attr(feature = "utoipa", schema(value_type = Option<u64>))]
     pub ingest_node: Option<NodeId>,
 }
 
 /// A chat line. `seq` is the Raft log index that applied it, so history orders the same everywhere.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ChatMessage {
     pub id: String,
     pub channel_id: String,
     pub user_id: String,
     pub text: String,
+    #[cfg_attr(feature = "utoipa", schema(value_type = i64))]
     pub sent_at: UnixMillis,
     pub seq: u64,
 }
 
 /// What a node reports about itself; the node directory that placement and edges read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct NodeInfo {
+    #[cfg_attr(feature = "utoipa", schema(value_type = u64))]
     pub id: NodeId,
     pub region: String,
     pub roles: Vec<String>,
     /// Address -> URL/host:port, e.g. `("http", "127.0.0.1:8080")`, `("cluster", ...)`.
     pub addresses: Vec<(String, String)>,
     pub load: NodeLoad,
+    #[cfg_attr(feature = "utoipa", schema(value_type = i64))]
     pub updated_at: UnixMillis,
 }
 
 /// Coarse load figures used for placement.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct NodeLoad {
     /// Per mille of one core (1000 = one core busy).
@@ -116,6 +127,7 @@ pub struct NodeLoad {
 
 /// A streamer's public profile (MySpace-style: bio, top friends, donation links).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Profile {
     pub user_id: String,
@@ -127,11 +139,13 @@ pub struct Profile {
     /// Existing users, at most eight, no duplicates, never the user themself.
     pub top_friends: Vec<String>,
     pub donation_addresses: Vec<DonationAddress>,
+    #[cfg_attr(feature = "utoipa", schema(value_type = i64))]
     pub updated_at: UnixMillis,
 }
 
 /// A crypto address viewers can send to directly (the platform never holds funds).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DonationAddress {
     /// Upper case, e.g. `BTC`, `ETH`.
@@ -142,6 +156,7 @@ pub struct DonationAddress {
 
 /// What a channel's word filter does with a blocked word.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum WordFilterMode {
     /// Refuse the message.
@@ -153,6 +168,7 @@ pub enum WordFilterMode {
 
 /// Per-channel chat rules.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ChatSettings {
     /// Minimum seconds between two messages of one viewer (0 = off). Moderators are exempt.
@@ -164,12 +180,15 @@ pub struct ChatSettings {
 
 /// A ban (no `until`) or a timeout (`until` set) of a user in one channel's chat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ChatBan {
     pub channel_id: String,
     pub user_id: String,
     pub by: String,
+    #[cfg_attr(feature = "utoipa", schema(value_type = i64))]
     pub at: UnixMillis,
+    #[cfg_attr(feature = "utoipa", schema(value_type = Option<i64>))]
     pub until: Option<UnixMillis>,
     pub reason: Option<String>,
 }

@@ -1,6 +1,8 @@
 //! Test harness: real `bitriver` processes on loopback, each with its own data dir.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod browser;
+
 use std::fs::File;
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,455 @@
+//! The OpenAPI document against the code: it lists exactly the routes of
+//! `control::openapi::ROUTES`, which lists exactly the `.route(...)` calls of the source, each of
+//! which the real router serves; the schemas have the fields real answers have; and the document
+//! is what `GET /api/openapi.json` serves.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use common::TestApi;
+use control::openapi::{document, routes_table};
+use control::Mode;
+use serde_json::{json, Map, Value};
+
+const METHODS: [&str; 5] = ["get", "put", "post", "delete", "patch"];
+
+fn doc_json() -> Value {
+    serde_json::to_value(document()).unwrap()
+}
+
+fn table() -> BTreeSet<(String, String)> {
+    let table: BTreeSet<(String, String)> =
+        routes_table().iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned())).collect();
+    assert_eq!(table.len(), routes_table().len(), "ROUTES lists a route twice");
+    table
+}
+
+/// The (METHOD, path) pairs of the document.
+fn documented(doc: &Value) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, _) in item.as_object().unwrap().iter().filter(|(k, _)| METHODS.contains(&k.as_str())) {
+            out.insert((method.to_uppercase(), path.clone()));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_document_lists_exactly_the_routes_table() {
+    let doc = doc_json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let documented = documented(&doc);
+    let table = table();
+    let missing: Vec<_> = table.difference(&documented).collect();
+    let extra: Vec<_> = documented.difference(&table).collect();
+    assert!(missing.is_empty(), "routes missing from the document: {missing:?}");
+    assert!(extra.is_empty(), "documented operations the routes table lacks: {extra:?}");
+}
+
+#[test]
+fn every_operation_is_fully_described() {
+    let doc = doc_json();
+    let schemes = doc["components"]["securitySchemes"].as_object().unwrap();
+    assert_eq!(schemes["bearer"]["type"], "http");
+    assert_eq!(schemes["bearer"]["scheme"], "bearer");
+    assert_eq!(schemes["bitriver_session"]["type"], "apiKey");
+    assert_eq!(schemes["bitriver_session"]["in"], "cookie");
+    assert_eq!(schemes["bitriver_session"]["name"], "bitriver_session");
+    let error_ref = "#/components/schemas/ApiError";
+    assert!(doc["components"]["schemas"]["ApiError"]["properties"]["error"].is_object());
+
+    let mut operation_ids = BTreeSet::new();
+    for (method, path) in table() {
+        let op = &doc["paths"][&path][method.to_lowercase()];
+        let what = format!("{method} {path}");
+        assert!(operation_ids.insert(op["operationId"].as_str().unwrap().to_owned()), "{what}: duplicate operationId");
+        // Every `{param}` of the path is a declared, required path parameter, and nothing else is.
+        let declared: BTreeSet<&str> = op["parameters"]
+            .as_array()
+            .map(|ps| ps.iter().filter(|p| p["in"] == "path").map(|p| p["name"].as_str().unwrap()).collect())
+            .unwrap_or_default();
+        let in_path: BTreeSet<&str> =
+            path.split('/').filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}'))).collect();
+        assert_eq!(declared, in_path, "{what}: path parameters");
+        for p in op["parameters"].as_array().into_iter().flatten().filter(|p| p["in"] == "path") {
+            assert_eq!(p["required"], true, "{what}: path parameter {p}");
+        }
+        let responses = op["responses"].as_object().unwrap();
+        assert!(responses.keys().any(|s| s.starts_with('2') || s == "101"), "{what}: no success response");
+        for (status, response) in responses.iter().filter(|(s, _)| s.starts_with('4') || s.starts_with('5')) {
+            assert_eq!(
+                response["content"]["application/json"]["schema"]["$ref"], error_ref,
+                "{what}: {status} must carry the ApiError body"
+            );
+        }
+        assert!(responses.contains_key("400") && responses.contains_key("429"), "{what}: common errors");
+        if op["requestBody"].is_object() {
+            assert!(op["requestBody"]["content"]["application/json"]["schema"].is_object(), "{what}: body schema");
+            for status in ["413", "415", "422"] {
+                assert!(responses.contains_key(status), "{what}: takes a body but lacks {status}");
+            }
+        }
+    }
+    // Writes with a JSON body name their schema.
+    for (method, path, schema) in [
+        ("POST", "/api/auth/signup", "SignupBody"),
+        ("POST", "/api/auth/login", "LoginBody"),
+        ("POST", "/api/users", "CreateUserBody"),
+        ("PATCH", "/api/users/{id}", "PatchUserBody"),
+        ("POST", "/api/channels", "CreateChannelBody"),
+        ("PATCH", "/api/channels/{id}", "UpdateChannelBody"),
+        ("POST", "/api/channels/{id}/chat", "PostBody"),
+        ("POST", "/api/channels/{id}/chat/bans", "BanBody"),
+        ("PUT", "/api/channels/{id}/chat/settings", "SettingsBody"),
+        ("PUT", "/api/profiles/{user_id}", "ProfileBody"),
+    ] {
+        let body = &doc["paths"][path][method.to_lowercase()]["requestBody"];
+        assert_eq!(body["content"]["application/json"]["schema"]["$ref"], format!("#/components/schemas/{schema}"));
+        assert_eq!(body["required"], true, "{method} {path}");
+    }
+    // Optional bodies are documented as optional.
+    let start = &doc["paths"]["/api/channels/{id}/stream/start"]["post"]["requestBody"];
+    assert_ne!(start["required"], true);
+    // Public reads may be called without credentials; the rest need them (global requirement).
+    let directory = &doc["paths"]["/api/directory"]["get"]["security"];
+    assert!(directory.as_array().unwrap().contains(&json!({})));
+    assert!(doc["paths"]["/api/users"]["get"]["security"].is_null());
+    let global = doc["security"].as_array().unwrap();
+    assert!(global.contains(&json!({"bearer": []})) && global.contains(&json!({"bitriver_session": []})));
+}
+
+/// The `.route("PATH", get(..).post(..))` calls of every source file under `dir`.
+fn routes_in_source(dir: &Path, out: &mut BTreeSet<(String, String)>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            routes_in_source(&path, out);
+            continue;
+        }
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find(".route(") {
+            let line_start = rest[..at].rfind('\n').map_or(0, |i| i + 1);
+            let in_comment = rest[line_start..at].contains("//");
+            rest = &rest[at + ".route(".len()..];
+            if in_comment {
+                continue;
+            }
+            let call = &rest[..closing_paren(rest)];
+            let route = call.trim_start().strip_prefix('"').and_then(|s| s.split_once('"')).map(|(p, _)| p);
+            let route = route.unwrap_or_else(|| panic!("{}: .route( without a literal path: {call}", path.display()));
+            let handlers = &call[call.find(',').unwrap() + 1..];
+            let mut found = false;
+            for method in METHODS {
+                let needle = format!("{method}(");
+                let mut calls = handlers.match_indices(&needle).filter(|(i, _)| {
+                    // `get(` as a method router, not the end of another name like `forget(`.
+                    let before = handlers[..*i].chars().next_back();
+                    before.is_none_or(|c| !(c.is_alphanumeric() || c == '_'))
+                });
+                if calls.next().is_some() {
+                    out.insert((method.to_uppercase(), route.to_owned()));
+                    found = true;
+                }
+            }
+            assert!(found, "{}: no method router in .route({call})", path.display());
+        }
+    }
+}
+
+/// Index of the `)` closing a call whose `(` is just before `s`.
+fn closing_paren(s: &str) -> usize {
+    let mut depth = 1;
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return i;
+                }
+            }
+            _ => {}
+        }
+    }
+    panic!("unbalanced parentheses after .route(");
+}
+
+#[test]
+fn the_routes_table_is_every_route_in_the_source() {
+    let mut source = BTreeSet::new();
+    routes_in_source(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut source);
+    let table = table();
+    let missing: Vec<_> = source.difference(&table).collect();
+    let stale: Vec<_> = table.difference(&source).collect();
+    assert!(missing.is_empty(), "routes the router serves but ROUTES (and so the document) lacks: {missing:?}");
+    assert!(stale.is_empty(), "ROUTES lists routes no module registers: {stale:?}");
+}
+
+/// How many requests the router counted for the route template `route` and `method`.
+fn served_count(registry: &prometheus::Registry, route: &str, method: &str) -> u64 {
+    let families = registry.gather();
+    let Some(family) = families.iter().find(|f| f.name() == "bitriver_http_requests_total") else { return 0 };
+    family
+        .get_metric()
+        .iter()
+        .filter(|m| {
+            let label = |name: &str| m.get_label().iter().find(|l| l.name() == name).map(|l| l.value().to_owned());
+            label("route").as_deref() == Some(route) && label("method").as_deref() == Some(method)
+        })
+        .map(|m| m.get_counter().get_value() as u64)
+        .sum()
+}
+
+/// Production mode, so every call carries a real token: each route of the table, with ids of
+/// records that exist, answers something other than 404/405 (and no 5xx), and the router
+/// matched exactly that route template.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_in_the_table_is_served() {
+    let registry = prometheus::Registry::new();
+    let metrics = Arc::new(control::metrics::ApiMetrics::register(&registry).unwrap());
+    let api = TestApi::start_with(Mode::Production, |mut state| {
+        state.metrics = metrics;
+        state
+    })
+    .await;
+    let (admin, token) = api.user("Admin", &["admin", "creator"]).await;
+    let hash = control::auth::hash_password("viewer-password").unwrap();
+    let (viewer, _) = api.user_with("viewer-1", "Viewer", &["viewer"], Some(&hash)).await;
+    let t = Some(token.as_str());
+    let (status, channel) = api.post("/api/channels", t, json!({"title": "Fixture"})).await;
+    assert_eq!(status, 201, "{channel}");
+    let channel = channel["id"].as_str().unwrap().to_owned();
+    let (status, message) = api.post(&format!("/api/channels/{channel}/chat"), t, json!({"text": "hello"})).await;
+    assert_eq!(status, 201, "{message}");
+    let message = message["id"].as_str().unwrap().to_owned();
+
+    let body = |method: &str, path: &str| -> Option<Value> {
+        Some(match (method, path) {
+            ("POST", "/api/auth/signup") => {
+                json!({"displayName": "New", "email": "new@example.com", "password": "new-password"})
+            }
+            ("POST", "/api/auth/login") => json!({"email": "viewer-1@example.com", "password": "viewer-password"}),
+            ("POST", "/api/users") => json!({"displayName": "Made", "email": "made@example.com"}),
+            ("PATCH", "/api/users/{id}") => json!({"displayName": "Viewer Two"}),
+            ("POST", "/api/channels") => json!({"title": "Second"}),
+            ("PATCH", "/api/channels/{id}") => json!({"title": "Renamed"}),
+            ("POST", "/api/channels/{id}/chat") => json!({"text": "again"}),
+            ("POST", "/api/channels/{id}/chat/bans") => json!({"userId": viewer}),
+            ("PUT", "/api/channels/{id}/chat/settings") => json!({"slowModeSecs": 0}),
+            ("PUT", "/api/profiles/{user_id}") => json!({"bio": "hi"}),
+            _ => return None,
+        })
+    };
+    let concrete = |path: &str| {
+        let id = if path.starts_with("/api/users/") { &viewer } else { &channel };
+        path.replace("{id}", id).replace("{user_id}", &viewer).replace("{message_id}", &message)
+    };
+    // Everything but deletes first; then deletes, innermost records first, signing out last.
+    let mut calls: Vec<(&str, &str)> = routes_table().to_vec();
+    calls.sort_by_key(|(method, path)| {
+        let delete = *method == "DELETE";
+        let last = *path == "/api/auth/session" && delete;
+        (delete, last, std::cmp::Reverse(if delete { path.matches('/').count() } else { 0 }))
+    });
+    for (method, path) in calls {
+        let before = served_count(&registry, path, method);
+        let (status, answer) = api.call(method, &concrete(path), t, body(method, path)).await;
+        assert!(
+            status != 404 && status != 405 && status < 500,
+            "{method} {path} answered {status}: {answer} (admin {admin})"
+        );
+        assert_eq!(served_count(&registry, path, method), before + 1, "{method} {path} not routed to its template");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_document_is_the_generated_one() {
+    let api = TestApi::start_with(Mode::Production, |s| s).await;
+    let resp = api.client.get(api.url("/api/openapi.json")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let content_type = resp.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(content_type.starts_with("application/json"), "{content_type}");
+    let served: Value = resp.json().await.unwrap();
+    assert_eq!(served, doc_json());
+}
+
+/// The component a property refers to, directly, as array items or as map values.
+fn referred(property: &Value) -> Option<&str> {
+    [&property["$ref"], &property["items"]["$ref"], &property["additionalProperties"]["$ref"]]
+        .into_iter()
+        .find_map(Value::as_str)
+        .and_then(|r| r.rsplit('/').next())
+}
+
+/// Check `value` against the object schema `name`: its keys are documented properties, every
+/// required property is present, names are camelCase; nested objects and arrays of objects that
+/// refer to other schemas are checked the same way. Returns the names of the schemas checked.
+fn check_object(doc: &Value, name: &str, value: &Value, seen: &mut BTreeSet<String>) {
+    let schema = &doc["components"]["schemas"][name];
+    assert!(schema.is_object(), "no schema {name}");
+    seen.insert(name.to_owned());
+    let object: &Map<String, Value> = value.as_object().unwrap_or_else(|| panic!("{name}: not an object: {value}"));
+    let properties = schema["properties"].as_object().unwrap_or_else(|| panic!("{name} has no properties"));
+    for key in properties.keys() {
+        assert!(!key.contains('_') && key.chars().next().is_some_and(|c| c.is_ascii_lowercase()), "{name}.{key}");
+    }
+    let keys: BTreeSet<&str> = object.keys().map(String::as_str).collect();
+    let documented: BTreeSet<&str> = properties.keys().map(String::as_str).collect();
+    let undocumented: Vec<_> = keys.difference(&documented).collect();
+    assert!(undocumented.is_empty(), "{name}: the API returns undocumented fields {undocumented:?} in {value}");
+    for required in schema["required"].as_array().into_iter().flatten() {
+        let required = required.as_str().unwrap();
+        assert!(keys.contains(required), "{name}: required field {required} missing from {value}");
+    }
+    for (key, v) in object {
+        let Some(target) = referred(&properties[key]) else { continue };
+        if doc["components"]["schemas"][target]["type"] != "object" {
+            continue; // enums like LiveState
+        }
+        let nested: Vec<&Value> = match v {
+            Value::Array(items) => items.iter().collect(),
+            Value::Object(_) if properties[key]["additionalProperties"].is_object() => v
+                .as_object()
+                .unwrap()
+                .values()
+                .flat_map(|x| x.as_array().map_or(vec![x], |a| a.iter().collect()))
+                .collect(),
+            Value::Object(_) => vec![v],
+            _ => vec![],
+        };
+        for item in nested {
+            check_object(doc, target, item, seen);
+        }
+    }
+}
+
+/// Real answers, in development mode (loopback without a token acts as an admin).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemas_have_the_fields_real_answers_have() {
+    let api = TestApi::start().await;
+    let doc = doc_json();
+    let mut seen = BTreeSet::new();
+    let mut check = |name: &str, value: &Value| check_object(&doc, name, value, &mut seen);
+
+    let (status, signup) = api
+        .post(
+            "/api/auth/signup",
+            None,
+            json!({"displayName": "River", "email": "river@example.com", "password": "river-pass"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{signup}");
+    check("SessionGranted", &signup);
+    let river = signup["user"]["id"].as_str().unwrap().to_owned();
+    let river_token = signup["token"].as_str().unwrap().to_owned();
+    let (status, session) = api.get("/api/auth/session", Some(&river_token)).await;
+    assert_eq!(status, 200);
+    check("SessionInfo", &session);
+
+    let (status, creator) = api
+        .post("/api/users", None, json!({"displayName": "Lake", "email": "lake@example.com", "roles": ["creator"]}))
+        .await;
+    assert_eq!(status, 201, "{creator}");
+    check("UserView", &creator);
+    let lake = creator["id"].as_str().unwrap().to_owned();
+    let (_, users) = api.get("/api/users", None).await;
+    check("UserView", &users[0]);
+
+    let (status, created) = api
+        .post(
+            "/api/channels",
+            None,
+            json!({"ownerId": lake, "title": "Rafting", "tags": ["outdoors"], "category": "IRL"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert!(created["streamKey"].is_string());
+    check("ChannelView", &created);
+    let channel = created["id"].as_str().unwrap().to_owned();
+    let (_, fetched) = api.get(&format!("/api/channels/{channel}"), None).await;
+    check("ChannelView", &fetched);
+
+    let (status, session) = api.call("POST", &format!("/api/channels/{channel}/stream/start"), None, None).await;
+    assert_eq!(status, 201, "{session}");
+    check("StreamSession", &session);
+
+    let (status, message) =
+        api.post(&format!("/api/channels/{channel}/chat"), None, json!({"text": "hello", "userId": river})).await;
+    assert_eq!(status, 201, "{message}");
+    check("MessageView", &message);
+    let (_, history) = api.get(&format!("/api/channels/{channel}/chat"), None).await;
+    check("HistoryPage", &history);
+    let (status, ban) = api
+        .post(&format!("/api/channels/{channel}/chat/bans"), None, json!({"userId": river, "durationSeconds": 60}))
+        .await;
+    assert_eq!(status, 201, "{ban}");
+    check("ChatBan", &ban);
+    let (_, bans) = api.get(&format!("/api/channels/{channel}/chat/bans"), None).await;
+    check("BanList", &bans);
+    let (_, settings) = api.get(&format!("/api/channels/{channel}/chat/settings"), None).await;
+    check("ChatSettings", &settings);
+
+    let (status, followed) = api.post(&format!("/api/channels/{channel}/follow"), Some(&river_token), json!({})).await;
+    assert_eq!(status, 200, "{followed}");
+    check("FollowState", &followed);
+    let (status, subscribed) =
+        api.post(&format!("/api/channels/{channel}/subscribe"), Some(&river_token), json!({})).await;
+    assert_eq!(status, 200, "{subscribed}");
+    check("SubscriptionState", &subscribed);
+
+    let profile = json!({
+        "bio": "Rivers and rapids",
+        "avatarUrl": "https://example.com/a.png",
+        "featuredChannelId": channel,
+        "topFriends": [river],
+        "donationAddresses": [{"currency": "ETH", "address": "0x32Be343B94f860124dC4fEe278FDCBD38C102D88", "note": "thanks"}],
+    });
+    let (status, saved) = api.call("PUT", &format!("/api/profiles/{lake}"), None, Some(profile)).await;
+    assert_eq!(status, 200, "{saved}");
+    check("ProfileView", &saved);
+    let (_, fetched) = api.get(&format!("/api/profiles/{lake}"), None).await;
+    check("ProfileView", &fetched);
+
+    let (_, directory) = api.get("/api/directory?limit=1", None).await;
+    check("DirectoryPage", &directory);
+
+    let (status, overview) = api.get("/api/analytics/overview", None).await;
+    assert_eq!(status, 200, "{overview}");
+    assert!(!overview["perChannel"].as_array().unwrap().is_empty());
+    check("Overview", &overview);
+
+    let (status, export) = api.get("/api/export", None).await;
+    assert_eq!(status, 200);
+    check("Export", &export);
+
+    let (status, error) = api.get("/api/users/nobody", None).await;
+    assert_eq!(status, 404);
+    check("ApiError", &error);
+    let (status, error) = api.post("/api/users", None, json!({"displayName": "", "email": "x@example.com"})).await;
+    assert_eq!(status, 422);
+    check("ApiError", &error);
+
+    // Nested schemas were reached through the answers above, so they were checked too.
+    let nested: BTreeMap<&str, bool> = [
+        "Summary",
+        "ChannelFigures",
+        "FriendView",
+        "DonationAddress",
+        "DirectoryItem",
+        "ApiErrorDetail",
+        "UserExport",
+        "FollowCounts",
+    ]
+    .into_iter()
+    .map(|n| (n, seen.contains(n)))
+    .collect();
+    assert!(nested.values().all(|v| *v), "not reached: {nested:?}");
+}

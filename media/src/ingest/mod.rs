@@ -1,0 +1,120 @@
+//! Ingest: accepts broadcasts and feeds them to the origin.
+//!
+//! ```text
+//! TCP ──▶ rtmp::serve_rtmp (one task per connection, bounded)
+//!           │ bytes                    ▲ replies
+//!           ▼                          │
+//!        rtmp::ServerSession (sans-IO) ── PublishRequested ──▶ catalog: key hash → channel,
+//!           │ FLV tag bodies                                    StartSession / EndSession
+//!           ▼
+//!        bridge::FlvToCmaf (sans-IO) ── Tracks ──▶ hls::Rendition "source" ──▶ origin::LiveRegistry
+//!                                    ── Samples ─▶ LiveHandle::push_video / push_audio
+//! ```
+//!
+//! The tokio driver in [`rtmp`] only moves bytes, applies the timeouts and asks the catalog; the
+//! protocol ([`crate::rtmp`]) and the FLV → CMAF conversion ([`bridge`]) are state machines
+//! tested without sockets.
+
+pub mod bridge;
+pub mod rtmp;
+pub mod srt;
+
+use std::time::Duration;
+
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+
+use crate::hls::RenditionConfig;
+
+pub use bridge::{BridgeError, BridgeOutput, FlvToCmaf, Handled};
+pub use rtmp::serve_rtmp;
+
+/// Settings of the RTMP ingest.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Connections served at once; more wait in the accept queue. Default 256.
+    pub max_connections: usize,
+    /// Time from accept to a finished handshake and `connect`. Default 5 s.
+    pub handshake_timeout: Duration,
+    /// Longest silence: from `connect` to `publish`, and between media messages while
+    /// publishing (a stalled publisher). Default 10 s.
+    pub idle_timeout: Duration,
+    /// Longest a write to the client may block. Default 10 s.
+    pub write_timeout: Duration,
+    /// Packaging of the `source` rendition (its name is always `source`).
+    pub rendition: RenditionConfig,
+    /// How long shutdown waits for publishers to be wound down (sessions ended in the catalog).
+    /// Default 5 s.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_connections: 256,
+            handshake_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+            rendition: RenditionConfig::default(),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Prometheus metrics of the ingest.
+#[derive(Debug, Clone)]
+pub struct IngestMetrics {
+    /// Connections publishing right now.
+    pub active_publishers: IntGauge,
+    /// Bytes received from publishing connections, by channel.
+    pub bytes: IntCounterVec,
+    /// Coded frames received, by channel and kind (`video`, `audio`).
+    pub frames: IntCounterVec,
+    /// Frames discarded (malformed, before a keyframe, refused by the packager), by channel.
+    pub dropped_frames: IntCounterVec,
+    /// Publishes and connections refused, by reason.
+    pub rejected: IntCounterVec,
+}
+
+impl IngestMetrics {
+    /// Creates the metrics and registers them on `registry`.
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let metrics = Self::unregistered();
+        registry.register(Box::new(metrics.active_publishers.clone()))?;
+        registry.register(Box::new(metrics.bytes.clone()))?;
+        registry.register(Box::new(metrics.frames.clone()))?;
+        registry.register(Box::new(metrics.dropped_frames.clone()))?;
+        registry.register(Box::new(metrics.rejected.clone()))?;
+        Ok(metrics)
+    }
+
+    /// Metrics registered nowhere (tests, tools).
+    pub fn unregistered() -> Self {
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            // Constant names and labels: construction cannot fail.
+            IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition")
+        };
+        IngestMetrics {
+            active_publishers: IntGauge::new("bitriver_ingest_active_publishers", "Connections publishing now.")
+                .expect("valid metric definition"),
+            bytes: counter("bitriver_ingest_bytes_total", "Bytes received from publishers.", &["channel"]),
+            frames: counter("bitriver_ingest_frames_total", "Coded frames received.", &["channel", "kind"]),
+            dropped_frames: counter("bitriver_ingest_dropped_frames_total", "Frames discarded.", &["channel"]),
+            rejected: counter("bitriver_ingest_rejected_total", "Publishes and connections refused.", &["reason"]),
+        }
+    }
+}
+
+/// Hex SHA-256 of a stream key: how the catalog stores keys (the same digest as
+/// `control::auth::token_hash`, which media cannot depend on).
+pub fn stream_key_hash(key: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The start of a stream key, safe to log: at most 8 characters and never more than half the
+/// key (keys are `live_` plus 40 hex digits, so this names the key's kind, not the key).
+pub fn key_prefix(key: &str) -> String {
+    let shown = key.chars().count().div_ceil(2).saturating_sub(1).min(8);
+    let prefix: String = key.chars().take(shown).collect();
+    format!("{prefix}…")
+}

@@ -1,0 +1,398 @@
+//! The origin's HTTP face: LL-HLS playlists, CMAF headers, segments and parts of the streams in a
+//! [`LiveRegistry`], with blocking playlist reload and preload-hinted part requests.
+//!
+//! Every request looks its channel and rendition up, reads the packager under its lock for one
+//! lookup or render, and answers. Requests for something about to be published (the playlist
+//! update a `_HLS_msn`/`_HLS_part` asks for, the part a preload hint names) wait on the
+//! rendition's watch channel, bounded by [`hls::blocking_timeout`] and by the number of requests
+//! allowed to wait at once.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use super::metrics::Kind;
+use super::registry::{LiveChannel, LiveRegistry, RenditionSlot};
+use crate::hls::{self, BadReload, BlockingReload, PlaylistQuery, Rendition, RenditionReport, Variant};
+
+const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
+const INIT_TYPE: &str = "video/mp4";
+const MEDIA_TYPE: &str = "video/iso.segment";
+/// Parts, segments and headers never change once published.
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+const EXPOSED_HEADERS: &str = "Content-Length, Content-Type, Cache-Control, Age, Date, Retry-After";
+
+/// Settings of the origin's HTTP side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginConfig {
+    /// Requests allowed to wait for a part at once (blocking playlist reloads and preload-hinted
+    /// parts); more get 503 with `Retry-After: 1`. Default 10 000.
+    pub max_waiting_requests: usize,
+    /// `max-age` of `master.m3u8`: short, as `BANDWIDTH` follows the measured rate. Default 2 s.
+    pub multivariant_max_age: Duration,
+}
+
+impl Default for OriginConfig {
+    fn default() -> Self {
+        OriginConfig { max_waiting_requests: 10_000, multivariant_max_age: Duration::from_secs(2) }
+    }
+}
+
+impl OriginConfig {
+    /// Checks the settings, naming the bad one.
+    pub fn validate(&self) -> Result<(), &'static str> {
+        if self.max_waiting_requests == 0 || self.max_waiting_requests > Semaphore::MAX_PERMITS {
+            return Err("max_waiting_requests must be between 1 and 2^61");
+        }
+        if self.multivariant_max_age > Duration::from_secs(60) {
+            return Err("multivariant_max_age must be at most 60 s");
+        }
+        Ok(())
+    }
+}
+
+struct Origin {
+    registry: LiveRegistry,
+    config: OriginConfig,
+    waiting: Semaphore,
+}
+
+/// The origin routes, ready to merge into the node's router:
+///
+/// - `GET /hls/{channel}/master.m3u8`
+/// - `GET /hls/{channel}/{rendition}/index.m3u8` (`_HLS_msn`, `_HLS_part`, `_HLS_skip`)
+/// - `GET /hls/{channel}/{rendition}/init.mp4`, `.../seg{msn}.m4s`, `.../part{msn}.{index}.m4s`
+///
+/// plus `HEAD` and CORS preflight (`OPTIONS`) on each. Metrics go to the registry's
+/// [`super::OriginMetrics`]. There is no fallback route, so merging cannot conflict with another
+/// router's.
+pub fn routes(registry: LiveRegistry, config: OriginConfig) -> Router {
+    let waiting = Semaphore::new(config.max_waiting_requests.min(Semaphore::MAX_PERMITS));
+    let origin = Arc::new(Origin { registry, config, waiting });
+    Router::new()
+        .route("/hls/{channel}/master.m3u8", get(master).options(preflight))
+        .route("/hls/{channel}/{rendition}/{file}", get(rendition_file).options(preflight))
+        .layer(axum::middleware::map_response(cors))
+        .with_state(origin)
+}
+
+/// An object below a rendition, by file name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum File {
+    Playlist,
+    Init,
+    Segment(u64),
+    Part(u64, u32),
+}
+
+impl File {
+    fn parse(name: &str) -> Option<Self> {
+        match name {
+            "index.m3u8" => Some(File::Playlist),
+            "init.mp4" => Some(File::Init),
+            _ => {
+                let stem = name.strip_suffix(".m4s")?;
+                if let Some(msn) = stem.strip_prefix("seg") {
+                    return Some(File::Segment(number(msn)?));
+                }
+                let (msn, index) = stem.strip_prefix("part")?.split_once('.')?;
+                Some(File::Part(number(msn)?, number(index)?))
+            }
+        }
+    }
+
+    fn kind(self) -> Kind {
+        match self {
+            File::Playlist => Kind::Playlist,
+            File::Init => Kind::Init,
+            File::Segment(_) => Kind::Segment,
+            File::Part(..) => Kind::Part,
+        }
+    }
+}
+
+/// A decimal number as the playlists write it: digits only, no leading zero, so each object has
+/// one URL (and one edge cache entry).
+fn number<T: FromStr>(s: &str) -> Option<T> {
+    let canonical = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
+    canonical.then(|| s.parse().ok()).flatten()
+}
+
+async fn master(State(origin): State<Arc<Origin>>, Path(channel): Path<String>) -> Response {
+    let metrics = origin.registry.metrics();
+    metrics.request(Kind::Master);
+    let Some(live) = origin.registry.get(&channel) else {
+        return not_found(format!("channel {channel} is not live"));
+    };
+    let variants: Vec<Variant<'_>> = live
+        .renditions
+        .iter()
+        .map(|slot| {
+            let state = slot.lock();
+            let r = &state.rendition;
+            let (bandwidth, average_bandwidth) = match r.measured_bandwidth() {
+                Some((peak, average)) => (peak.max(1), Some(average.max(1))),
+                None => (slot.bitrate.unwrap_or_else(|| guessed_bandwidth(r)), None),
+            };
+            Variant {
+                name: &slot.name,
+                bandwidth,
+                average_bandwidth,
+                resolution: r.video_config().map(|v| (v.width, v.height)),
+                codecs: r.codecs(),
+                frame_rate: r.video_config().and(slot.frame_rate.or_else(|| state.measured_frame_rate())),
+            }
+        })
+        .collect();
+    let text = hls::multivariant_playlist(&variants);
+    let cache = format!("public, max-age={}", origin.config.multivariant_max_age.as_secs());
+    object(&origin, Kind::Master, text.into(), PLAYLIST_TYPE, &cache)
+}
+
+/// `BANDWIDTH` before anything is measured or configured: about 3 bits per pixel per second of
+/// video (6.2 Mbit/s at 1080p, 0.7 at 360p) plus 128 kbit/s of audio. Players only use it to pick
+/// a first variant; the measured rate replaces it after the first segment.
+fn guessed_bandwidth(r: &Rendition) -> u64 {
+    let video = r.video_config().map_or(0, |v| u64::from(v.width) * u64::from(v.height) * 3);
+    let audio = if r.audio_config().is_some() { 128_000 } else { 0 };
+    (video + audio).max(1)
+}
+
+async fn rendition_file(
+    State(origin): State<Arc<Origin>>,
+    Path((channel, rendition, file)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let Some(file) = File::parse(&file) else {
+        return not_found(format!("no {file} in rendition {rendition} of channel {channel}"));
+    };
+    origin.registry.metrics().request(file.kind());
+    let Some(live) = origin.registry.get(&channel) else {
+        return not_found(format!("channel {channel} is not live"));
+    };
+    let Some(slot) = live.rendition(&rendition) else {
+        return not_found(format!("channel {channel} has no rendition {rendition}"));
+    };
+    match file {
+        File::Playlist => playlist(&origin, &live, slot, query.as_deref().unwrap_or("")).await,
+        File::Init => {
+            let init = slot.lock().rendition.init();
+            object(&origin, Kind::Init, init, INIT_TYPE, IMMUTABLE)
+        }
+        File::Segment(msn) => {
+            let segment = slot.lock().rendition.segment(msn);
+            match segment {
+                Some(bytes) => object(&origin, Kind::Segment, bytes, MEDIA_TYPE, IMMUTABLE),
+                None => not_found(format!("segment {msn} of {channel}/{rendition} is not in the window")),
+            }
+        }
+        File::Part(msn, index) => {
+            let (found, timeout) = {
+                let state = slot.lock();
+                (part_step(&state.rendition, msn, index), hls::blocking_timeout(&state.rendition))
+            };
+            let found = match found {
+                Some(found) => found,
+                None => match origin.wait(slot, timeout, |r| part_step(r, msn, index)).await {
+                    Ok(found) => found,
+                    Err(unavailable) => return unavailable,
+                },
+            };
+            match found {
+                Some(bytes) => object(&origin, Kind::Part, bytes, MEDIA_TYPE, IMMUTABLE),
+                None => not_found(format!("part {msn}.{index} of {channel}/{rendition} is not available")),
+            }
+        }
+    }
+}
+
+/// A part request: `Some(Some(bytes))` if published, `Some(None)` if it never will be or fell out of
+/// the window (404), `None` to wait: it is the part the preload hint names, or the one after it in
+/// the same segment. If the segment closes without it, the next check says 404.
+fn part_step(r: &Rendition, msn: u64, index: u32) -> Option<Option<Bytes>> {
+    if let Some(bytes) = r.part(msn, index) {
+        return Some(Some(bytes));
+    }
+    match r.preload_hint() {
+        Some((hint_msn, hint_index)) if msn == hint_msn && index.checked_sub(hint_index).is_some_and(|a| a <= 1) => {
+            None
+        }
+        _ => Some(None),
+    }
+}
+
+/// A playlist request: `Some(Ok)` to render now, `Some(Err)` for 400, `None` to wait.
+fn playlist_step(query: PlaylistQuery, r: &Rendition) -> Option<Result<(), BadReload>> {
+    match BlockingReload::decide(query, r.latest(), r.part_target()) {
+        BlockingReload::Ready => Some(Ok(())),
+        BlockingReload::BadRequest(bad) => Some(Err(bad)),
+        // An ended stream publishes nothing more: its final playlist (with EXT-X-ENDLIST) is the answer.
+        BlockingReload::Wait if r.is_finished() => Some(Ok(())),
+        BlockingReload::Wait => None,
+    }
+}
+
+async fn playlist(origin: &Origin, live: &LiveChannel, slot: &RenditionSlot, query: &str) -> Response {
+    let query = match PlaylistQuery::parse(query) {
+        Ok(query) => query,
+        Err(bad) => return bad_request(bad),
+    };
+    let (step, timeout) = {
+        let state = slot.lock();
+        (playlist_step(query, &state.rendition), hls::blocking_timeout(&state.rendition))
+    };
+    let step = match step {
+        Some(step) => step,
+        None => match origin.wait(slot, timeout, |r| playlist_step(query, r)).await {
+            Ok(step) => step,
+            Err(unavailable) => return unavailable,
+        },
+    };
+    if let Err(bad) = step {
+        return bad_request(bad);
+    }
+    let reports: Vec<RenditionReport<'_>> = live
+        .renditions
+        .iter()
+        .filter(|s| !std::ptr::eq(*s, slot))
+        .filter_map(|s| Some(RenditionReport { name: &s.name, latest: s.latest()? }))
+        .collect();
+    let (text, target) = {
+        let state = slot.lock();
+        (hls::media_playlist(&state.rendition, query.skip, &reports), state.rendition.target_duration())
+    };
+    // A plain reload must always see the newest window. A blocking one names the update it asked
+    // for, and any later copy still satisfies it: edges may share it among viewers for a target
+    // duration, which is what lets them collapse the requests of a whole audience into one.
+    let cache = if query.msn.is_some() { format!("public, max-age={target}") } else { "no-cache".to_owned() };
+    object(origin, Kind::Playlist, text.into(), PLAYLIST_TYPE, &cache)
+}
+
+impl Origin {
+    /// Re-runs `check` on the rendition after every publish until it answers, for at most
+    /// `timeout`. `Err` is the 503 to send (timed out, or too many requests waiting).
+    async fn wait<T>(
+        &self,
+        slot: &RenditionSlot,
+        timeout: Duration,
+        mut check: impl FnMut(&Rendition) -> Option<T>,
+    ) -> Result<T, Response> {
+        let Ok(_permit) = self.waiting.try_acquire() else {
+            return Err(unavailable("overloaded", "too many requests are waiting for parts".to_owned()));
+        };
+        let metrics = self.registry.metrics();
+        metrics.blocking_waits.inc();
+        let deadline = Instant::now() + timeout;
+        // Subscribe before checking, so a part published in between still wakes us.
+        let mut progress = slot.subscribe();
+        loop {
+            let answer = check(&slot.lock().rendition);
+            if let Some(answer) = answer {
+                return Ok(answer);
+            }
+            match tokio::time::timeout_at(deadline, progress.changed()).await {
+                Ok(Ok(())) => {}
+                // The sender lives in the slot we borrow, so it cannot be gone; give up the same way.
+                Ok(Err(_)) | Err(_) => {
+                    metrics.blocking_timeouts.inc();
+                    return Err(unavailable(
+                        "timeout",
+                        format!("nothing published on rendition {} within {timeout:?}", slot.name),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn object(origin: &Origin, kind: Kind, body: Bytes, content_type: &'static str, cache_control: &str) -> Response {
+    origin.registry.metrics().served(kind, body.len());
+    let cache_control = HeaderValue::from_str(cache_control).unwrap_or(HeaderValue::from_static("no-cache"));
+    let headers =
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type)), (header::CACHE_CONTROL, cache_control)];
+    (headers, body).into_response()
+}
+
+/// An error answer in the API's shape: `{"error":{"code","message"}}`. Never cached for long:
+/// a 404 for a part ahead of the stream becomes a 200 soon.
+fn error(status: StatusCode, code: &str, message: String) -> Response {
+    let body = serde_json::json!({ "error": { "code": code, "message": message } }).to_string();
+    let headers = [
+        (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+    ];
+    (status, headers, body).into_response()
+}
+
+fn not_found(message: String) -> Response {
+    error(StatusCode::NOT_FOUND, "not_found", message)
+}
+
+fn bad_request(bad: BadReload) -> Response {
+    error(StatusCode::BAD_REQUEST, "bad_request", bad.to_string())
+}
+
+fn unavailable(code: &str, message: String) -> Response {
+    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, code, message);
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// Players on other origins (the web UI, embeds) fetch without credentials: any origin may read.
+async fn cors(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSED_HEADERS));
+    response
+}
+
+async fn preflight(request: HeaderMap) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, HEAD, OPTIONS"));
+    // Nothing here depends on request headers and no credentials are involved: allow what is asked.
+    if let Some(asked) = request.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
+    }
+    headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names() {
+        assert_eq!(File::parse("index.m3u8"), Some(File::Playlist));
+        assert_eq!(File::parse("init.mp4"), Some(File::Init));
+        assert_eq!(File::parse("seg0.m4s"), Some(File::Segment(0)));
+        assert_eq!(File::parse("seg12.m4s"), Some(File::Segment(12)));
+        assert_eq!(File::parse("part12.3.m4s"), Some(File::Part(12, 3)));
+        for bad in [
+            "seg.m4s",
+            "seg01.m4s",
+            "seg+1.m4s",
+            "seg-1.m4s",
+            "part1.m4s",
+            "part1.2.3.m4s",
+            "part1.x.m4s",
+            "part1.4294967296.m4s",
+            "seg18446744073709551616.m4s",
+            "seg1.mp4",
+            "index.m3u",
+            "",
+        ] {
+            assert_eq!(File::parse(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,438 @@
+//! Which channels are live on this origin, their renditions' windows, and the wakers that blocked
+//! requests wait on.
+//!
+//! The ingest side owns a [`LiveHandle`] per broadcast and pushes samples through it; the HTTP side
+//! looks channels up by id and reads the same renditions. A rendition's packager sits behind a
+//! plain mutex, held only for one push or one lookup (never across an `.await`), and a
+//! `watch` channel per rendition carries its newest part so waiters wake without polling.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
+use std::time::Duration;
+
+use raft::UnixMillis;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::metrics::OriginMetrics;
+use crate::cmaf::{Sample, VIDEO_TIMESCALE};
+use crate::hls::{Latest, Pushed, Rendition, RenditionError, TrackKind};
+
+/// Limits of the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryConfig {
+    /// Channels held at once, live or recently ended. Opening one more evicts the oldest ended
+    /// channel, or fails if all are live. Default 1024.
+    pub max_channels: usize,
+    /// How long an ended stream's window stays servable (players finishing the tail, the
+    /// `EXT-X-ENDLIST` playlist). Default 30 s.
+    pub ended_retention: Duration,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig { max_channels: 1024, ended_retention: Duration::from_secs(30) }
+    }
+}
+
+impl RegistryConfig {
+    /// Checks the settings, naming the bad one.
+    pub fn validate(&self) -> Result<(), &'static str> {
+        if self.max_channels == 0 {
+            return Err("max_channels must be at least 1");
+        }
+        if self.ended_retention > Duration::from_secs(3600) {
+            return Err("ended_retention must be at most one hour");
+        }
+        Ok(())
+    }
+}
+
+/// One rendition handed to [`LiveRegistry::open`], with what the multivariant playlist advertises
+/// until the window has measured it. `Rendition` converts into it with nothing configured.
+#[derive(Debug)]
+pub struct LiveRendition {
+    pub rendition: Rendition,
+    /// Configured peak bit rate (bits per second), for `BANDWIDTH` before the first segment is
+    /// measured.
+    pub bitrate: Option<u64>,
+    /// Configured frame rate, for `FRAME-RATE`; measured from the video samples otherwise.
+    pub frame_rate: Option<f64>,
+}
+
+impl LiveRendition {
+    pub fn new(rendition: Rendition) -> Self {
+        LiveRendition { rendition, bitrate: None, frame_rate: None }
+    }
+
+    pub fn with_bitrate(mut self, bits_per_second: u64) -> Self {
+        self.bitrate = Some(bits_per_second);
+        self
+    }
+
+    pub fn with_frame_rate(mut self, frames_per_second: f64) -> Self {
+        self.frame_rate = Some(frames_per_second);
+        self
+    }
+}
+
+impl From<Rendition> for LiveRendition {
+    fn from(rendition: Rendition) -> Self {
+        LiveRendition::new(rendition)
+    }
+}
+
+/// Why the registry refused an input. Each names the channel; none is worth retrying as is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OriginError {
+    #[error("channel {channel}: a live stream needs at least one rendition")]
+    NoRenditions { channel: String },
+    #[error("channel {channel}: rendition {rendition} listed twice")]
+    DuplicateRendition { channel: String, rendition: String },
+    /// Every slot holds a live channel; refuse the publish.
+    #[error("channel {channel}: origin full ({max} channels live)")]
+    TooManyChannels { channel: String, max: usize },
+    #[error("channel {channel}: no rendition #{index}")]
+    UnknownRendition { channel: String, index: usize },
+    /// The stream was replaced by a newer session of the channel, or the origin shut down: the
+    /// ingest driver should stop feeding this handle.
+    #[error("channel {channel} session {session}: stream no longer live")]
+    Ended { channel: String, session: String },
+    /// The packager rejected the sample; the stream can go on with the next one.
+    #[error("channel {channel}: {source}")]
+    Rendition { channel: String, source: RenditionError },
+}
+
+/// What a rendition's watch channel carries: its newest part, and whether it has ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Progress {
+    pub(crate) latest: Option<Latest>,
+    pub(crate) ended: bool,
+}
+
+/// A rendition's packager plus what the origin measures about it.
+#[derive(Debug)]
+pub(crate) struct RenditionState {
+    pub(crate) rendition: Rendition,
+    video_frames: u64,
+    video_ticks: u64,
+}
+
+impl RenditionState {
+    /// Average frame rate of the video pushed so far.
+    pub(crate) fn measured_frame_rate(&self) -> Option<f64> {
+        (self.video_ticks > 0).then(|| self.video_frames as f64 * f64::from(VIDEO_TIMESCALE) / self.video_ticks as f64)
+    }
+}
+
+/// One rendition of a live channel.
+#[derive(Debug)]
+pub(crate) struct RenditionSlot {
+    pub(crate) name: String,
+    pub(crate) bitrate: Option<u64>,
+    pub(crate) frame_rate: Option<f64>,
+    state: Mutex<RenditionState>,
+    progress: watch::Sender<Progress>,
+}
+
+impl RenditionSlot {
+    /// The packager, locked. Hold it for one lookup or render, never across an `.await`.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, RenditionState> {
+        // A panic while holding the lock is a bug already reported; the window itself stays
+        // consistent between pushes, so keep serving it.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A receiver that sees every publish after this call (the current value counts as seen).
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Progress> {
+        self.progress.subscribe()
+    }
+
+    /// The newest part, without taking the packager lock (for rendition reports).
+    pub(crate) fn latest(&self) -> Option<Latest> {
+        self.progress.borrow().latest
+    }
+}
+
+/// A live (or recently ended) stream of one channel: one session's renditions.
+#[derive(Debug)]
+pub(crate) struct LiveChannel {
+    pub(crate) id: String,
+    pub(crate) session: String,
+    pub(crate) renditions: Vec<RenditionSlot>,
+    ended_at: Mutex<Option<Instant>>,
+}
+
+impl LiveChannel {
+    pub(crate) fn rendition(&self, name: &str) -> Option<&RenditionSlot> {
+        self.renditions.iter().find(|r| r.name == name)
+    }
+
+    fn ended_at(&self) -> Option<Instant> {
+        *self.ended_at.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn expired(&self, retention: Duration, now: Instant) -> bool {
+        self.ended_at().is_some_and(|at| now.saturating_duration_since(at) >= retention)
+    }
+
+    /// Finishes every rendition (publishing the tail) and wakes their waiters. Returns whether
+    /// the stream was live until now.
+    fn end(&self) -> bool {
+        {
+            let mut ended_at = self.ended_at.lock().unwrap_or_else(PoisonError::into_inner);
+            if ended_at.is_some() {
+                return false;
+            }
+            *ended_at = Some(Instant::now());
+        }
+        for slot in &self.renditions {
+            let latest = {
+                let mut state = slot.lock();
+                if let Err(error) = state.rendition.finish() {
+                    tracing::warn!(channel = %self.id, %error, "could not publish the last part");
+                }
+                state.rendition.latest()
+            };
+            slot.progress.send_replace(Progress { latest, ended: true });
+        }
+        true
+    }
+}
+
+/// Channel id -> live stream. Cheap to clone (an `Arc` inside); one per node, shared by the ingest
+/// driver (which calls [`LiveRegistry::open`]) and the origin router ([`super::routes`]).
+#[derive(Debug, Clone)]
+pub struct LiveRegistry {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: RegistryConfig,
+    metrics: OriginMetrics,
+    channels: RwLock<HashMap<String, Arc<LiveChannel>>>,
+}
+
+impl LiveRegistry {
+    pub fn new(config: RegistryConfig, metrics: OriginMetrics) -> Self {
+        LiveRegistry { inner: Arc::new(Inner { config, metrics, channels: RwLock::new(HashMap::new()) }) }
+    }
+
+    /// Starts serving a stream of `channel_id`: the ingest driver calls this once the publish is
+    /// accepted, with one packager per rendition (all renditions of the ladder, `source` first
+    /// by convention: the multivariant playlist lists them in this order). A previous stream of
+    /// the channel is ended and replaced; its handle's pushes then fail with
+    /// [`OriginError::Ended`].
+    pub fn open<R: Into<LiveRendition>>(
+        &self,
+        channel_id: &str,
+        session_id: &str,
+        renditions: Vec<R>,
+    ) -> Result<LiveHandle, OriginError> {
+        let channel = channel_id.to_owned();
+        if renditions.is_empty() {
+            return Err(OriginError::NoRenditions { channel });
+        }
+        let mut slots: Vec<RenditionSlot> = Vec::with_capacity(renditions.len());
+        for r in renditions {
+            let LiveRendition { rendition, bitrate, frame_rate } = r.into();
+            let name = rendition.name().to_owned();
+            if slots.iter().any(|s| s.name == name) {
+                return Err(OriginError::DuplicateRendition { channel, rendition: name });
+            }
+            let progress = watch::Sender::new(Progress { latest: rendition.latest(), ended: false });
+            let state = Mutex::new(RenditionState { rendition, video_frames: 0, video_ticks: 0 });
+            slots.push(RenditionSlot { name, bitrate, frame_rate, state, progress });
+        }
+        let live = Arc::new(LiveChannel {
+            id: channel.clone(),
+            session: session_id.to_owned(),
+            renditions: slots,
+            ended_at: Mutex::new(None),
+        });
+
+        let metrics = &self.inner.metrics;
+        let mut channels = self.inner.channels.write().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        let retention = self.inner.config.ended_retention;
+        channels.retain(|_, c| !c.expired(retention, now));
+        if !channels.contains_key(&channel) && channels.len() >= self.inner.config.max_channels {
+            let oldest_ended = channels.iter().filter_map(|(id, c)| Some((c.ended_at()?, id))).min();
+            match oldest_ended.map(|(_, id)| id.clone()) {
+                Some(id) => {
+                    channels.remove(&id);
+                }
+                None => return Err(OriginError::TooManyChannels { channel, max: self.inner.config.max_channels }),
+            }
+        }
+        if let Some(previous) = channels.insert(channel.clone(), live.clone()) {
+            if previous.end() {
+                metrics.live_channels.dec();
+                tracing::info!(channel = %channel, old_session = %previous.session, new_session = %session_id,
+                    "live stream replaced by a new session");
+            }
+        }
+        metrics.live_channels.inc();
+        drop(channels);
+        tracing::info!(channel = %channel, session = %session_id, renditions = live.renditions.len(), "live");
+        Ok(LiveHandle { registry: self.clone(), channel: live })
+    }
+
+    /// Whether `channel_id` has a live (not ended) stream here.
+    pub fn is_live(&self, channel_id: &str) -> bool {
+        self.get(channel_id).is_some_and(|c| c.ended_at().is_none())
+    }
+
+    /// Session id of the channel's live or recently ended stream.
+    pub fn session(&self, channel_id: &str) -> Option<String> {
+        self.get(channel_id).map(|c| c.session.clone())
+    }
+
+    /// Ends every live stream (waking all waiting requests, which answer at once), for graceful
+    /// shutdown before the HTTP server drains.
+    pub fn shutdown(&self) {
+        let channels: Vec<_> = self.read().values().cloned().collect();
+        for channel in channels {
+            self.end(&channel);
+        }
+    }
+
+    pub fn metrics(&self) -> &OriginMetrics {
+        &self.inner.metrics
+    }
+
+    /// The channel's stream if it is live or ended less than `ended_retention` ago.
+    pub(crate) fn get(&self, channel_id: &str) -> Option<Arc<LiveChannel>> {
+        let channel = self.read().get(channel_id).cloned()?;
+        (!channel.expired(self.inner.config.ended_retention, Instant::now())).then_some(channel)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<LiveChannel>>> {
+        self.inner.channels.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Ends `channel`'s stream and drops it from the registry after the retention time. Lookups
+    /// ignore expired streams anyway; the timer only gives the memory back sooner.
+    fn end(&self, channel: &Arc<LiveChannel>) {
+        if !channel.end() {
+            return;
+        }
+        self.inner.metrics.live_channels.dec();
+        tracing::info!(channel = %channel.id, session = %channel.session, "stream ended");
+        // Handles may be dropped outside a runtime (tests, shutdown); then the next `open` sweeps.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let registry: Weak<Inner> = Arc::downgrade(&self.inner);
+        let channel = Arc::downgrade(channel);
+        let retention = self.inner.config.ended_retention;
+        runtime.spawn(async move {
+            tokio::time::sleep(retention).await;
+            let (Some(inner), Some(channel)) = (registry.upgrade(), channel.upgrade()) else { return };
+            let mut channels = inner.channels.write().unwrap_or_else(PoisonError::into_inner);
+            if channels.get(&channel.id).is_some_and(|c| Arc::ptr_eq(c, &channel)) {
+                channels.remove(&channel.id);
+            }
+        });
+    }
+}
+
+/// The ingest side of one live stream. Push samples in decode order per track; finishing or
+/// dropping the handle ends the stream (the window stays servable for `ended_retention`).
+///
+/// Methods take `&self`, so one handle can be shared (e.g. in an `Arc`) by tasks feeding
+/// different renditions.
+#[derive(Debug)]
+pub struct LiveHandle {
+    registry: LiveRegistry,
+    channel: Arc<LiveChannel>,
+}
+
+impl LiveHandle {
+    pub fn channel_id(&self) -> &str {
+        &self.channel.id
+    }
+
+    pub fn session_id(&self) -> &str {
+        &self.channel.session
+    }
+
+    /// Index of the rendition called `name`, for the push methods.
+    pub fn rendition_index(&self, name: &str) -> Option<usize> {
+        self.channel.renditions.iter().position(|r| r.name == name)
+    }
+
+    /// Whether the stream is still live (not replaced, shut down or finished).
+    pub fn is_live(&self) -> bool {
+        self.channel.ended_at().is_none()
+    }
+
+    /// Adds a video sample (dts in 90 kHz ticks) to rendition `rendition` (its index in the list
+    /// given to [`LiveRegistry::open`]). `now` is the ingest wall clock. Requests waiting for the
+    /// part this publishes are woken before it returns.
+    pub fn push_video(&self, rendition: usize, sample: Sample, now: UnixMillis) -> Result<Pushed, OriginError> {
+        self.push(rendition, TrackKind::Video, sample, now)
+    }
+
+    /// Adds an audio sample (dts in sample-rate ticks); see [`LiveHandle::push_video`].
+    pub fn push_audio(&self, rendition: usize, sample: Sample, now: UnixMillis) -> Result<Pushed, OriginError> {
+        self.push(rendition, TrackKind::Audio, sample, now)
+    }
+
+    /// Ends the stream: publishes the last parts, playlists get `EXT-X-ENDLIST`, waiting requests
+    /// are answered. Same as dropping the handle.
+    pub fn finish(self) {
+        drop(self);
+    }
+
+    fn push(&self, index: usize, track: TrackKind, sample: Sample, now: UnixMillis) -> Result<Pushed, OriginError> {
+        let channel = &self.channel;
+        let slot = channel
+            .renditions
+            .get(index)
+            .ok_or_else(|| OriginError::UnknownRendition { channel: channel.id.clone(), index })?;
+        let duration = u64::from(sample.duration);
+        let (result, latest) = {
+            let mut state = slot.lock();
+            let result = match track {
+                TrackKind::Video => state.rendition.push_video(sample, now),
+                TrackKind::Audio => state.rendition.push_audio(sample, now),
+            };
+            if track == TrackKind::Video && matches!(result, Ok(Pushed::Buffered | Pushed::Published(_))) {
+                state.video_frames += 1;
+                state.video_ticks = state.video_ticks.saturating_add(duration);
+            }
+            // Not only `Published`: a keyframe that closes a segment whose last part was already
+            // out publishes nothing new, yet completes the segment (and moves the preload hint),
+            // which `_HLS_msn` requests and hinted-part requests are waiting for.
+            (result, state.rendition.latest())
+        };
+        match result {
+            Ok(pushed) => {
+                if let Some(latest) = latest {
+                    // Outside the packager lock, so woken requests don't contend with us. Sends
+                    // from concurrent pushes (or `end`) may arrive out of order: only move forward.
+                    slot.progress.send_if_modified(|p| {
+                        let key = |l: Latest| (l.msn, l.part, l.segment_complete);
+                        let newer = !p.ended && p.latest.is_none_or(|old| key(latest) > key(old));
+                        if newer {
+                            p.latest = Some(latest);
+                        }
+                        newer
+                    });
+                }
+                Ok(pushed)
+            }
+            Err(RenditionError::Finished { .. }) => {
+                Err(OriginError::Ended { channel: channel.id.clone(), session: channel.session.clone() })
+            }
+            Err(source) => Err(OriginError::Rendition { channel: channel.id.clone(), source }),
+        }
+    }
+}
+
+impl Drop for LiveHandle {
+    fn drop(&mut self) {
+        self.registry.end(&self.channel);
+    }
+}

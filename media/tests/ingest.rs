@@ -1,0 +1,360 @@
+//! RTMP ingest end to end, in process, with real clients: a one-node catalog in a temp dir,
+//! `serve_rtmp` and the origin routes on loopback, ffmpeg publishing, ffprobe and ffmpeg reading
+//! the HLS output. Along the way: a wrong key, a second publisher, garbage bytes and a truncated
+//! handshake must be refused without disturbing the live stream, and the session must end in the
+//! catalog when the publisher stops.
+//!
+//! Skips (passes with a note) only when ffmpeg/ffprobe are not installed.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use media::ingest::{serve_rtmp, stream_key_hash, IngestConfig, IngestMetrics};
+use media::origin::{self, LiveRegistry, OriginConfig, OriginMetrics, RegistryConfig};
+use raft::{Catalog, CatalogConfig, Channel, Command, LiveState, User};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command as Process};
+
+const FFMPEG: &str = "/usr/bin/ffmpeg";
+const FFPROBE: &str = "/usr/bin/ffprobe";
+const KEY: &str = "live_00112233445566778899aabbccddeeff00112233";
+const WRONG_KEY: &str = "live_ffffffffffffffffffffffffffffffffffffffff";
+const CHANNEL: &str = "chan-e2e";
+
+fn have_ffmpeg() -> bool {
+    Path::new(FFMPEG).exists() && Path::new(FFPROBE).exists()
+}
+
+/// Everything the code under test logs, for asserting on log lines.
+fn logs() -> &'static Mutex<Vec<u8>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_env_filter("info,openraft=warn")
+            .with_writer(move || LogSink(sink.clone()))
+            .try_init();
+        buf
+    })
+}
+
+fn log_text() -> String {
+    String::from_utf8_lossy(&logs().lock().unwrap()).into_owned()
+}
+
+struct LogSink(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Harness {
+    catalog: Catalog,
+    metrics: IngestMetrics,
+    rtmp: SocketAddr,
+    http: SocketAddr,
+    dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    ingest: tokio::task::JoinHandle<()>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Harness {
+    async fn start() -> Self {
+        logs();
+        let dir = tempfile::tempdir().unwrap();
+        let catalog_metrics = Arc::new(raft::metrics::CatalogMetrics::unregistered());
+        let catalog = Catalog::start_with_metrics(CatalogConfig::local(&dir.path().join("catalog")), catalog_metrics)
+            .await
+            .unwrap();
+        catalog.wait_ready(Duration::from_secs(10)).await.unwrap();
+        let now = raft::now_millis();
+        catalog
+            .propose(Command::CreateUser(User {
+                id: "u1".into(),
+                display_name: "Streamer".into(),
+                email: "streamer@example.com".into(),
+                roles: vec!["creator".into()],
+                password_hash: None,
+                created_at: now,
+            }))
+            .await
+            .unwrap();
+        catalog
+            .propose(Command::CreateChannel(Channel {
+                id: CHANNEL.into(),
+                owner_id: "u1".into(),
+                title: "End to end".into(),
+                category: None,
+                tags: vec![],
+                stream_key_hash: stream_key_hash(KEY),
+                live_state: LiveState::Offline,
+                current_session_id: None,
+                moderators: vec![],
+                created_at: now,
+                updated_at: now,
+            }))
+            .await
+            .unwrap();
+
+        let registry = LiveRegistry::new(RegistryConfig::default(), OriginMetrics::unregistered());
+        let metrics = IngestMetrics::unregistered();
+        let rtmp_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let rtmp = rtmp_listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let ingest = tokio::spawn(serve_rtmp(
+            rtmp_listener,
+            catalog.clone(),
+            registry.clone(),
+            IngestConfig::default(),
+            metrics.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http = http_listener.local_addr().unwrap();
+        let app = origin::routes(registry, OriginConfig::default());
+        let server = tokio::spawn(async move {
+            axum::serve(http_listener, app).await.unwrap();
+        });
+        Harness { catalog, metrics, rtmp, http, dir, stop: Some(stop), ingest, server }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.ingest.abort();
+        self.server.abort();
+    }
+}
+
+/// ffmpeg publishing testsrc2 + a sine over RTMP; stderr goes to `log`.
+fn publish(rtmp: SocketAddr, key: &str, size: &str, seconds: u32, log: &Path) -> Child {
+    let stderr = std::fs::File::create(log).unwrap();
+    Process::new(FFMPEG)
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", &format!("testsrc2=size={size}:rate=30")])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-g", "30", "-pix_fmt", "yuv420p"])
+        .args(["-c:a", "aac", "-b:a", "128k", "-t", &seconds.to_string(), "-f", "flv"])
+        .arg(format!("rtmp://{rtmp}/live/{key}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn ffmpeg")
+}
+
+async fn get(url: &str) -> Option<(u16, String)> {
+    let resp = reqwest::get(url).await.ok()?;
+    let status = resp.status().as_u16();
+    Some((status, resp.text().await.ok()?))
+}
+
+async fn ffprobe_json(args: &[&str]) -> serde_json::Value {
+    let out =
+        tokio::time::timeout(Duration::from_secs(30), Process::new(FFPROBE).args(args).kill_on_drop(true).output())
+            .await
+            .expect("ffprobe timed out")
+            .expect("run ffprobe");
+    assert!(out.status.success(), "ffprobe {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("ffprobe JSON")
+}
+
+/// Waits for a child with a deadline; kills it if the deadline passes.
+async fn wait(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {
+    match tokio::time::timeout(limit, child.wait()).await {
+        Ok(status) => status.unwrap(),
+        Err(_) => {
+            let _ = child.kill().await;
+            panic!("{what} did not exit within {limit:?}\nlogs:\n{}", log_text());
+        }
+    }
+}
+
+/// Connects, sends `bytes`, and expects the server to close the connection within `limit`.
+async fn expect_closed(rtmp: SocketAddr, bytes: &[u8], limit: Duration) -> Duration {
+    let started = Instant::now();
+    let mut stream = tokio::net::TcpStream::connect(rtmp).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut buf = vec![0u8; 8192];
+    let closed = tokio::time::timeout(limit, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "server kept the connection open longer than {limit:?}");
+    started.elapsed()
+}
+
+fn stream_with<'a>(streams: &'a serde_json::Value, codec: &str) -> Option<&'a serde_json::Value> {
+    streams["streams"].as_array()?.iter().find(|s| s["codec_name"] == codec)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtmp_publish_is_served_as_hls_and_survives_intruders() {
+    if !have_ffmpeg() {
+        eprintln!("SKIPPED: {FFMPEG} or {FFPROBE} not installed");
+        return;
+    }
+    let h = Harness::start().await;
+    let media_playlist = h.url(&format!("/hls/{CHANNEL}/source/index.m3u8"));
+
+    // 1. Publish; measure the time to the first playlist a plain HLS client can play.
+    let started = Instant::now();
+    let mut publisher = publish(h.rtmp, KEY, "640x360", 60, &h.path("publisher.log"));
+    let mut first_part = None;
+    let first_playlist = loop {
+        if let Some((200, body)) = get(&media_playlist).await {
+            if body.contains("#EXT-X-PART:") {
+                first_part.get_or_insert(started.elapsed());
+            }
+            if body.contains("#EXTINF") {
+                break started.elapsed();
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no playable playlist after 20 s\npublisher: {}\nlogs:\n{}",
+            std::fs::read_to_string(h.path("publisher.log")).unwrap_or_default(),
+            log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    println!(
+        "latency: publish start -> first playlist with a part: {} ms, with a full segment: {} ms",
+        first_part.unwrap_or(first_playlist).as_millis(),
+        first_playlist.as_millis()
+    );
+
+    // 2. The catalog has the session, on this node.
+    let (live_state, session) = h.catalog.read(|s| {
+        let c = s.channel(CHANNEL).unwrap();
+        (c.live_state, c.current_session_id.as_ref().and_then(|id| s.session(id)).cloned())
+    });
+    assert_eq!(live_state, LiveState::Live);
+    let session = session.expect("current session");
+    assert_eq!(session.ingest_node, Some(h.catalog.node_id()));
+    assert_eq!(session.renditions, vec!["source".to_owned()]);
+
+    // 3. ffprobe sees H.264 640x360 and AAC, through the multivariant playlist too.
+    for url in [media_playlist.clone(), h.url(&format!("/hls/{CHANNEL}/master.m3u8"))] {
+        let probe = ffprobe_json(&["-v", "error", "-show_streams", "-of", "json", &url]).await;
+        let video = stream_with(&probe, "h264").unwrap_or_else(|| panic!("no h264 in {url}: {probe}"));
+        assert_eq!((video["width"].as_u64(), video["height"].as_u64()), (Some(640), Some(360)), "{probe}");
+        assert!(stream_with(&probe, "aac").is_some(), "no aac in {url}: {probe}");
+    }
+
+    // 4. Record 10 s with ffmpeg while intruders hit the RTMP port.
+    let recording = h.path("out.mp4");
+    let mut recorder = Process::new(FFMPEG)
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-y", "-i", &media_playlist, "-t", "10", "-c", "copy"])
+        .arg(&recording)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(h.path("recorder.log")).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    // A wrong key: refused, logged with a key prefix only.
+    let mut wrong = publish(h.rtmp, WRONG_KEY, "160x120", 5, &h.path("wrong.log"));
+    let status = wait(&mut wrong, Duration::from_secs(20), "wrong-key publisher").await;
+    assert!(!status.success(), "a wrong key was accepted");
+    // A second publisher on the live key: refused while the first goes on.
+    let mut second = publish(h.rtmp, KEY, "160x120", 5, &h.path("second.log"));
+    let status = wait(&mut second, Duration::from_secs(20), "second publisher").await;
+    assert!(!status.success(), "a second publisher was accepted");
+    // Garbage: closed at once.
+    let took = expect_closed(h.rtmp, b"GET / HTTP/1.1\r\nHost: bitriver\r\n\r\n", Duration::from_secs(3)).await;
+    println!("garbage connection closed after {} ms", took.as_millis());
+    // A truncated handshake (C0 and part of C1): closed at the handshake timeout.
+    let mut truncated = vec![3u8];
+    truncated.extend(std::iter::repeat_n(0x5a, 700));
+    let took = expect_closed(h.rtmp, &truncated, Duration::from_secs(8)).await;
+    println!("truncated handshake closed after {} ms", took.as_millis());
+
+    let status = wait(&mut recorder, Duration::from_secs(45), "recorder").await;
+    let recorder_log = std::fs::read_to_string(h.path("recorder.log")).unwrap_or_default();
+    assert!(status.success(), "recording failed: {recorder_log}");
+    assert!(recorder_log.trim().is_empty(), "recorder reported errors:\n{recorder_log}");
+    let probe =
+        ffprobe_json(&["-v", "error", "-show_format", "-show_streams", "-of", "json", recording.to_str().unwrap()])
+            .await;
+    let duration: f64 = probe["format"]["duration"].as_str().and_then(|d| d.parse().ok()).unwrap_or(0.0);
+    println!("recorded {duration:.2} s");
+    assert!((9.0..=11.0).contains(&duration), "recorded {duration} s, expected ~10: {probe}");
+    assert!(stream_with(&probe, "h264").is_some() && stream_with(&probe, "aac").is_some(), "{probe}");
+
+    // The first publisher was never disturbed.
+    assert!(publisher.try_wait().unwrap().is_none(), "the first publisher stopped");
+    let logs = log_text();
+    assert!(logs.contains("unknown stream key"), "no log line for the wrong key:\n{logs}");
+    assert!(logs.contains("live_fff…"), "the wrong-key line lacks the key prefix:\n{logs}");
+    assert!(!logs.contains(WRONG_KEY) && !logs.contains(KEY), "a full stream key was logged:\n{logs}");
+    assert!(logs.contains("already live"), "no log line for the second publisher:\n{logs}");
+    assert!(logs.contains("not an RTMP client"), "no log line for the garbage:\n{logs}");
+    assert!(logs.contains("handshake not completed"), "no log line for the truncated handshake:\n{logs}");
+    let rejected = |reason: &str| h.metrics.rejected.with_label_values(&[reason]).get();
+    assert_eq!((rejected("bad_key"), rejected("already_live")), (1, 1));
+    assert!(rejected("protocol") >= 1 && rejected("timeout") >= 1);
+    assert!(h.metrics.frames.with_label_values(&[CHANNEL, "video"]).get() > 300);
+    assert!(h.metrics.frames.with_label_values(&[CHANNEL, "audio"]).get() > 300);
+    assert!(h.metrics.bytes.with_label_values(&[CHANNEL]).get() > 100_000);
+    assert_eq!(h.metrics.active_publishers.get(), 1);
+
+    // 5. The publisher stops: the session ends in the catalog and the playlist ends.
+    let pid = publisher.id().unwrap().to_string();
+    std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    wait(&mut publisher, Duration::from_secs(10), "publisher").await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let ended = h.catalog.read(|s| {
+            let c = s.channel(CHANNEL).unwrap();
+            let session = s.session(&session.id).unwrap();
+            c.live_state == LiveState::Offline && c.current_session_id.is_none() && session.ended_at.is_some()
+        });
+        if ended {
+            break;
+        }
+        assert!(Instant::now() < deadline, "session not ended after the publisher stopped\n{}", log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, body) = get(&media_playlist).await.expect("playlist after the end");
+    assert!(body.contains("#EXT-X-ENDLIST"), "{body}");
+    assert_eq!(h.metrics.active_publishers.get(), 0);
+
+    if std::env::var_os("BITRIVER_TEST_SHOW_LOGS").is_some() {
+        println!("{}", log_text());
+    }
+
+    // 6. Shutdown stops the listener.
+    let mut h = h;
+    let _ = h.stop.take().unwrap().send(());
+    tokio::time::timeout(Duration::from_secs(10), &mut h.ingest).await.expect("ingest stopped").unwrap();
+}

@@ -1,0 +1,110 @@
+//! Browser playback: headless Chromium + hls.js (low-latency mode) through `tests/browser/play.mjs`.
+//!
+//! Needs `/usr/bin/chromium`, node >= 20 and `tests/browser/node_modules`; `scripts/browser-setup.sh`
+//! (run by `scripts/test.sh`) installs them. `play.mjs` also reads `PLAY_TIMEOUT_S` (default 45)
+//! and `PLAY_SCREENSHOT=FILE.png` from the environment, which the child inherits.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The playback script (a path under the workspace root).
+pub const PLAY_MJS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/browser/play.mjs");
+
+/// Plays `hls_url` in headless Chromium with hls.js until `video.currentTime` has advanced by at
+/// least `min_seconds` of real playback (seeks do not count), or `PLAY_TIMEOUT_S` (45 s) passes.
+///
+/// `Ok` is `play.mjs`'s JSON summary: `ok`, `playedSeconds`, `latency` (hls.js live latency, s),
+/// `targetLatency`, `levelSwitches`, `level`, `levels`, `lowLatencyPlaylist`, `partsLoaded`,
+/// `fragsLoaded`, `stalls`, `hlsErrors` (non-fatal ones too), `consoleErrors`, `pageErrors`,
+/// `video` (`width`, `height`, `droppedFrames`, ...), `timeToFirstProgressMs`, `hlsVersion`,
+/// `browserVersion`. `Err` says why, with the summary and the script's stderr.
+///
+/// The page comes from play.mjs's own server on another port, so this is a cross-origin player:
+/// the origin must send `Access-Control-Allow-Origin` (see [`play_in_chromium_same_origin`]).
+///
+/// Blocking (tens of seconds): from async code call it in `tokio::task::spawn_blocking`.
+pub fn play_in_chromium(hls_url: &str, min_seconds: f64) -> Result<Value, String> {
+    play(hls_url, min_seconds, false)
+}
+
+/// [`play_in_chromium`] with the stream fetched through the page's own server (a pass-through
+/// proxy), so the origin needs no CORS headers; LL-HLS query parameters pass through.
+pub fn play_in_chromium_same_origin(hls_url: &str, min_seconds: f64) -> Result<Value, String> {
+    play(hls_url, min_seconds, true)
+}
+
+fn play(hls_url: &str, min_seconds: f64, same_origin: bool) -> Result<Value, String> {
+    let timeout_s: u64 = std::env::var("PLAY_TIMEOUT_S").ok().and_then(|s| s.parse().ok()).unwrap_or(45);
+    let mut child = Command::new("node")
+        .arg(PLAY_MJS)
+        .arg(hls_url)
+        .arg(min_seconds.to_string())
+        .env("PLAY_SAME_ORIGIN", if same_origin { "1" } else { "0" })
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run `node {PLAY_MJS}`: {e} (run scripts/browser-setup.sh)"))?;
+    let mut out = child.stdout.take().expect("piped stdout");
+    let mut err = child.stderr.take().expect("piped stderr");
+    let out_reader = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_reader = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+
+    // play.mjs stops itself at timeout + 30 s; this is the backstop for a wedged node process.
+    let deadline = Instant::now() + Duration::from_secs(timeout_s + 60);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() >= deadline => {
+                // SIGTERM first so play.mjs closes Chromium, then make sure.
+                let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+                thread::sleep(Duration::from_secs(5));
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(100)),
+            Err(e) => return Err(format!("waiting for play.mjs: {e}")),
+        }
+    };
+    let stdout = out_reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
+    let stderr_tail = tail(&stderr, 4000);
+
+    let Some(status) = status else {
+        return Err(format!("play.mjs did not finish in {}s\nstdout: {stdout}\nstderr: {stderr_tail}", timeout_s + 60));
+    };
+    let summary: Value = serde_json::from_str(stdout.trim()).map_err(|e| {
+        format!("play.mjs ({status}) printed no JSON summary ({e})\nstdout: {stdout}\nstderr: {stderr_tail}")
+    })?;
+    if status.success() && summary["ok"] == Value::Bool(true) {
+        Ok(summary)
+    } else {
+        let reason = summary["reason"].as_str().unwrap_or("no reason given");
+        let pretty = serde_json::to_string_pretty(&summary).unwrap_or(stdout);
+        Err(format!("browser playback of {hls_url} failed ({status}): {reason}\n{pretty}\nstderr: {stderr_tail}"))
+    }
+}
+
+fn tail(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut start = s.len() - max;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
