@@ -318,6 +318,69 @@ async fn sockets_receive_posts_and_deletions_of_their_channel_only() {
     assert!(state.metrics.chat_messages_out.get() >= 3);
 }
 
+/// The node fans events out per channel: a socket of channel A gets A's one message and nothing of
+/// the 500 posted to B around it, B's socket gets all of B's, in order, and a channel's broadcast
+/// goes away with its last socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_channels_do_not_reach_sockets_of_other_channels() {
+    let config = ChatConfig { channel_backlog: 1024, ..roomy() };
+    let (api, state) = start(Mode::Development, config).await;
+    let (owner, _) = user(&api, "owner").await;
+    let (_, token) = user(&api, "viewer").await;
+    channel(&api, "ca", &owner, &[]).await;
+    channel(&api, "cb", &owner, &[]).await;
+    channel(&api, "cc", &owner, &[]).await;
+    let mut quiet = connect(&api, "ca", None, "?history=0").await;
+    let mut busy = connect(&api, "cb", None, "?history=0").await;
+    assert_eq!(state.chat.watched_channels(), 2, "one broadcast per channel with sockets");
+
+    // 500 posts to B, 8 at a time, with A's one message in the middle.
+    let posts = futures::stream::iter(0..500)
+        .map(|i| {
+            let (api, token) = (&api, &token);
+            async move {
+                if i == 250 {
+                    assert_eq!(say(api, "ca", token, "the only one for A").await.0, 201);
+                }
+                let (status, body) = say(api, "cb", token, &format!("b{i}")).await;
+                assert_eq!(status, 201, "{body}");
+                body["seq"].as_u64().unwrap()
+            }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<u64>>();
+    // Posting to a channel nobody watches here costs no broadcast.
+    let unwatched = say(&api, "cc", &token, "nobody listens");
+    let (mut seqs, (status, _)) = tokio::join!(posts, unwatched);
+    assert_eq!(status, 201);
+    assert_eq!(state.chat.watched_channels(), 2);
+
+    seqs.sort_unstable();
+    let mut received = Vec::with_capacity(seqs.len());
+    while received.len() < seqs.len() {
+        let frame = next_json(&mut busy).await;
+        assert_eq!(frame["type"], "message", "{frame}");
+        assert_eq!(frame["message"]["channelId"], "cb");
+        received.push(frame["message"]["seq"].as_u64().unwrap());
+    }
+    assert_eq!(received, seqs, "B's socket gets every message of B once, in commit order");
+
+    let only = next_json(&mut quiet).await;
+    assert_eq!((&only["type"], &only["message"]["text"]), (&json!("message"), &json!("the only one for A")));
+    assert_quiet(&mut quiet, Duration::from_millis(300)).await;
+    assert_quiet(&mut busy, Duration::from_millis(100)).await;
+    assert!(state.metrics.chat_messages_out.get() >= 501);
+
+    drop(quiet);
+    wait_until("A's broadcast released", || state.chat.watched_channels() == 1).await;
+    drop(busy);
+    wait_until("B's broadcast released", || state.chat.watched_channels() == 0).await;
+    // A new socket starts over, and still gets live events.
+    let mut again = connect(&api, "ca", None, "?history=0").await;
+    assert_eq!(say(&api, "ca", &token, "back again").await.0, 201);
+    assert_eq!(next_of(&mut again, "message").await["message"]["text"], "back again");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bans_and_timeouts() {
     let (api, _) = start(Mode::Development, roomy()).await;

@@ -200,9 +200,10 @@ async fn ffmpeg_publishes_over_srt_and_ffprobe_reads_the_playlist() {
         assert_eq!(s.ended, Some("connection closed"), "{s:?}");
         let tracks = s.tracks.as_deref().unwrap_or_default();
         assert!(tracks.starts_with("avc1.64") && tracks.ends_with(" 320x240 mp4a.40.2"), "{s:?}");
-        // 6 s at 30 fps; 48 kHz AAC in 1024-sample frames.
-        assert!((175..=180).contains(&s.counts.video), "{s:?}");
-        assert!((270..=285).contains(&s.counts.audio), "{s:?}");
+        // 6 s at 30 fps; 48 kHz AAC in 1024-sample frames (281). libsrt callers close with no
+        // linger in live mode, so the last few hundred ms may never arrive.
+        assert!((165..=180).contains(&s.counts.video), "{s:?}");
+        assert!((250..=285).contains(&s.counts.audio), "{s:?}");
         assert_eq!(s.counts.dropped, 0, "{s:?}");
         assert!(s.parts >= 10, "{s:?}");
         assert!(s.refused.is_empty());

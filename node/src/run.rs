@@ -9,9 +9,9 @@ use anyhow::Context as _;
 use axum::Router;
 use prometheus::Registry;
 use raft::{Catalog, CatalogConfig, JoinConfig, RaftTuning};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 
-use media::ingest::{serve_rtmp, IngestConfig, IngestMetrics};
+use media::ingest::{serve_rtmp_with, serve_srt, CatalogGate, IngestConfig, IngestMetrics, SrtConfig};
 use media::origin::{LiveRegistry, OriginConfig, OriginMetrics, RegistryConfig};
 
 use crate::config::{Role, TlsFiles, ValidatedConfig};
@@ -31,18 +31,23 @@ pub struct Listeners {
     pub http: TcpListener,
     /// RTMP ingest; bound when the `ingest` role is on.
     pub rtmp: Option<TcpListener>,
+    /// SRT ingest (UDP); bound when the `ingest` role is on.
+    pub srt: Option<UdpSocket>,
 }
 
 impl Listeners {
     pub async fn bind(config: &ValidatedConfig) -> anyhow::Result<Self> {
         let http = TcpListener::bind(config.addr).await.with_context(|| format!("binding --addr {}", config.addr))?;
-        let rtmp = if config.roles.contains(Role::Ingest) {
+        let (rtmp, srt) = if config.roles.contains(Role::Ingest) {
             let addr = config.rtmp_addr;
-            Some(TcpListener::bind(addr).await.with_context(|| format!("binding --rtmp-addr {addr}"))?)
+            let rtmp = TcpListener::bind(addr).await.with_context(|| format!("binding --rtmp-addr {addr}"))?;
+            let addr = config.srt_addr;
+            let srt = UdpSocket::bind(addr).await.with_context(|| format!("binding --srt-addr {addr}"))?;
+            (Some(rtmp), Some(srt))
         } else {
-            None
+            (None, None)
         };
-        Ok(Listeners { http, rtmp })
+        Ok(Listeners { http, rtmp, srt })
     }
 }
 
@@ -96,6 +101,10 @@ pub async fn run(
     if let Some(addr) = rtmp_addr {
         listener_names.push(("rtmp".to_owned(), addr));
     }
+    let srt_addr = listeners.srt.as_ref().map(UdpSocket::local_addr).transpose()?;
+    if let Some(addr) = srt_addr {
+        listener_names.push(("srt".to_owned(), addr));
+    }
 
     let state = NodeHttp {
         catalog: catalog.clone(),
@@ -118,6 +127,7 @@ pub async fn run(
     tracing::info!(
         http = %http_addr,
         rtmp = ?rtmp_addr,
+        srt = ?srt_addr,
         cluster = %catalog.cluster_addr(),
         node_id = catalog.node_id(),
         mode = config.mode.as_str(),
@@ -126,23 +136,37 @@ pub async fn run(
     );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(None::<Shutdown>);
-    let ingest = match listeners.rtmp {
-        Some(listener) => {
-            let metrics = IngestMetrics::new(&registry)?;
-            let stop = stop_rx.clone();
-            Some(tokio::spawn(serve_rtmp(
-                listener,
-                catalog.clone(),
-                live.clone(),
-                IngestConfig::default(),
-                metrics,
-                async move {
-                    wait_stop(stop).await;
-                },
-            )))
-        }
-        None => None,
+    // One gate for both protocols: it is what keeps a channel to one publisher on this node.
+    let gate = match (&listeners.rtmp, &listeners.srt) {
+        (None, None) => None,
+        _ => Some(CatalogGate::new(
+            catalog.clone(),
+            live.clone(),
+            IngestConfig::default(),
+            IngestMetrics::new(&registry)?,
+        )),
     };
+    let mut ingest = Vec::new();
+    if let (Some(listener), Some(gate)) = (listeners.rtmp, &gate) {
+        let stop = stop_rx.clone();
+        let task = tokio::spawn(serve_rtmp_with(listener, gate.clone(), async move {
+            wait_stop(stop).await;
+        }));
+        ingest.push(("RTMP", task));
+    }
+    if let (Some(socket), Some(gate)) = (listeners.srt, gate) {
+        let stop = stop_rx.clone();
+        let metrics = gate.metrics().clone();
+        let served = serve_srt(socket, Arc::new(gate), SrtConfig::default(), metrics, async move {
+            wait_stop(stop).await;
+        });
+        let task = tokio::spawn(async move {
+            if let Err(error) = served.await {
+                tracing::error!(%error, "SRT ingest stopped");
+            }
+        });
+        ingest.push(("SRT", task));
+    }
     let origin_live = live.clone();
     tokio::spawn(async move {
         let how = shutdown.await;
@@ -159,12 +183,14 @@ pub async fn run(
     match how {
         Some(Shutdown::Fast) => tracing::info!("interrupted; exiting now"),
         _ => {
-            if let Some(ingest) = ingest {
-                // Publishers end their sessions in the catalog, so stop it only afterwards.
-                match tokio::time::timeout(Duration::from_secs(10), ingest).await {
+            // Publishers end their sessions in the catalog, so stop it only afterwards. The
+            // listeners wind down side by side, so one bound covers them all.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            for (protocol, task) in ingest {
+                match tokio::time::timeout_at(deadline, task).await {
                     Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::warn!(error = %e, "RTMP ingest task failed"),
-                    Err(_) => tracing::warn!("RTMP ingest did not stop in time"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "{protocol} ingest task failed"),
+                    Err(_) => tracing::warn!("{protocol} ingest did not stop in time"),
                 }
             }
             tracing::info!("draining: stopping the catalog");

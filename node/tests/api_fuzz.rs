@@ -155,8 +155,13 @@ async fn fuzz(fuzzer: &Fuzzer<'_>) {
         collections.extend(["--exclude-operation-id", "logout"]);
     }
     let report = fuzzer.pass("collections", &collections);
-    for operation in ["GET /api/users", "GET /api/export", "GET /api/analytics/overview", "POST /api/channels"] {
+    for operation in ["GET /api/users", "GET /api/export", "GET /api/analytics/overview"] {
         fuzzer.assert_reached(&report, operation);
+    }
+    // The development admin has no account, so a channel needs an existing `ownerId`, which random
+    // bodies almost never carry: only the signed-in admin is sure to create one.
+    if signed_in {
+        fuzzer.assert_reached(&report, "POST /api/channels");
     }
     // 2. Operations on records, with generated ids.
     fuzzer.pass("generated-ids", &["--include-path-regex", "\\{"]);

@@ -27,7 +27,7 @@ use crate::rpc::{EnrolRequest, EnrolResponse, Reply, Request, MAX_MESSAGE};
 use crate::state::CatalogState;
 use crate::store::{AppliedEvent, Database, LogStore, SharedState, StateMachineStore};
 use crate::tls::{self, ClusterCa, JoinToken, NodeIdentity, PendingEnrolment, TlsPaths};
-use crate::transport::{self, ClusterClient, NetworkFactory, TransportError};
+use crate::transport::{self, ClusterClient, NetworkFactory};
 use crate::types::{NodeId, NodeInfo, NodeLoad};
 use crate::{now_millis, Raft};
 
@@ -369,14 +369,10 @@ impl Catalog {
                         Ok(Reply::NotLeader { .. }) => last_error = format!("node {leader} is no longer the leader"),
                         Ok(Reply::Error(e)) => return Err(ProposeError::Unavailable(format!("leader {leader}: {e}"))),
                         Ok(other) => return Err(ProposeError::Unavailable(format!("leader {leader}: {other:?}"))),
-                        // Never sent: safe to try again.
-                        Err(
-                            e @ (TransportError::Connect { .. }
-                            | TransportError::Resolve { .. }
-                            | TransportError::Partitioned(_)),
-                        ) => last_error = e.to_string(),
-                        // Sent, outcome unknown: do not send it twice.
-                        Err(e) => return Err(ProposeError::Unavailable(format!("{e}; {PENDING}"))),
+                        // The leader may have died mid-call (the common case in a fail-over): try
+                        // the next leader. Commands carry their ids, so a repeat is refused as a
+                        // duplicate rather than applied twice (chat lines are deduplicated by id).
+                        Err(e) => last_error = e.to_string(),
                     }
                 }
                 Err(LocalWrite::NotLeader(None)) => last_error = "no leader elected yet".into(),

@@ -1,8 +1,9 @@
-//! What a chat socket sends: applied catalog commands of one channel turned into chat events, and
-//! the JSON frames they travel in.
+//! What a chat socket sends: applied catalog commands turned into chat events of the channel they
+//! concern, and the JSON frames they travel in.
 //!
 //! Pure functions over [`AppliedEvent`]s: every node applies the whole log and pushes what it
-//! applied to its own sockets, so a message posted on any node reaches sockets on every node.
+//! applied to its own sockets (through [`super::fanout`]), so a message posted on any node reaches
+//! sockets on every node.
 
 use raft::store::AppliedEvent;
 use raft::{ChatMessage, ChatSettings, Command, Response, UnixMillis, WordFilterMode};
@@ -28,32 +29,33 @@ pub(crate) enum ChatEvent {
     ChannelDeleted,
 }
 
-/// The chat event `applied` means for `channel_id`, if any. Refused commands mean nothing.
-pub(crate) fn chat_event(applied: &AppliedEvent, channel_id: &str) -> Option<ChatEvent> {
+/// The channel `applied` concerns and the chat event it means there, if any. Refused commands
+/// mean nothing.
+pub(crate) fn chat_event(applied: &AppliedEvent) -> Option<(&str, ChatEvent)> {
     let response = applied.result.as_ref().ok()?;
     match (&applied.command, response) {
-        (Command::PostChat(_), Response::Chat(message)) if message.channel_id == channel_id => {
-            Some(ChatEvent::Message(message.clone()))
+        (Command::PostChat(_), Response::Chat(message)) => {
+            Some((message.channel_id.as_str(), ChatEvent::Message(message.clone())))
         }
-        (Command::DeleteChat { channel_id: c, message_id }, _) if c == channel_id => {
-            Some(ChatEvent::Deleted { message_id: message_id.clone() })
+        (Command::DeleteChat { channel_id, message_id }, _) => {
+            Some((channel_id, ChatEvent::Deleted { message_id: message_id.clone() }))
         }
-        (Command::BanFromChat(ban), _) if ban.channel_id == channel_id => {
-            Some(ChatEvent::Ban { user_id: ban.user_id.clone(), until: ban.until })
+        (Command::BanFromChat(ban), _) => {
+            Some((&ban.channel_id, ChatEvent::Ban { user_id: ban.user_id.clone(), until: ban.until }))
         }
-        (Command::UnbanFromChat { channel_id: c, user_id }, _) if c == channel_id => {
-            Some(ChatEvent::Unban { user_id: user_id.clone() })
+        (Command::UnbanFromChat { channel_id, user_id }, _) => {
+            Some((channel_id, ChatEvent::Unban { user_id: user_id.clone() }))
         }
-        (Command::SetChatSettings { channel_id: c, .. }, Response::ChatSettings(settings)) if c == channel_id => {
-            Some(ChatEvent::Settings(settings.clone()))
+        (Command::SetChatSettings { channel_id, .. }, Response::ChatSettings(settings)) => {
+            Some((channel_id, ChatEvent::Settings(settings.clone())))
         }
-        (Command::DeleteChannel { id }, _) if id == channel_id => Some(ChatEvent::ChannelDeleted),
+        (Command::DeleteChannel { id }, _) => Some((id, ChatEvent::ChannelDeleted)),
         _ => None,
     }
 }
 
 /// A chat line as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageView {
     pub id: String,
@@ -62,6 +64,7 @@ pub struct MessageView {
     /// The author's display name now (their user id if the account is gone).
     pub user_display_name: String,
     pub text: String,
+    #[schema(value_type = i64)]
     pub sent_at: UnixMillis,
     /// Position in the channel's history (the catalog log index that applied it).
     pub seq: u64,
@@ -160,6 +163,11 @@ impl ServerFrame {
         // Serializing these plain structs cannot fail (string keys, no non-finite floats).
         serde_json::to_string(self).unwrap_or_else(|_| r#"{"type":"error"}"#.to_owned())
     }
+
+    /// The frame as a WebSocket text message (cheap to clone: the bytes are shared).
+    pub(crate) fn to_message(&self) -> axum::extract::ws::Message {
+        axum::extract::ws::Message::text(self.to_json())
+    }
 }
 
 /// `ms` since the Unix epoch as RFC 3339 UTC with milliseconds, e.g. `2024-05-01T12:00:00.250Z`.
@@ -211,16 +219,18 @@ mod tests {
     }
 
     #[test]
-    fn events_are_filtered_by_channel_and_success() {
+    fn events_name_their_channel_and_only_successes_count() {
         let posted = applied(Command::PostChat(message("c1")), Ok(Response::Chat(message("c1"))));
-        assert_eq!(chat_event(&posted, "c1"), Some(ChatEvent::Message(message("c1"))));
-        assert_eq!(chat_event(&posted, "c2"), None);
+        assert_eq!(chat_event(&posted), Some(("c1", ChatEvent::Message(message("c1")))));
+        let elsewhere = applied(Command::PostChat(message("c1")), Ok(Response::Chat(message("c2"))));
+        assert_eq!(chat_event(&elsewhere).map(|(c, _)| c), Some("c2"), "the applied message names the channel");
         let refused = applied(Command::PostChat(message("c1")), Err(CatalogError::SlowMode { retry_after_ms: 5 }));
-        assert_eq!(chat_event(&refused, "c1"), None);
+        assert_eq!(chat_event(&refused), None);
         let deleted =
             applied(Command::DeleteChat { channel_id: "c1".into(), message_id: "m1".into() }, Ok(Response::Done));
-        assert_eq!(chat_event(&deleted, "c1"), Some(ChatEvent::Deleted { message_id: "m1".into() }));
-        assert_eq!(chat_event(&deleted, "c2"), None);
+        assert_eq!(chat_event(&deleted), Some(("c1", ChatEvent::Deleted { message_id: "m1".into() })));
+        let gone = applied(Command::DeleteChannel { id: "c3".into() }, Ok(Response::Done));
+        assert_eq!(chat_event(&gone), Some(("c3", ChatEvent::ChannelDeleted)));
         let ban = ChatBan {
             channel_id: "c1".into(),
             user_id: "u2".into(),
@@ -230,9 +240,9 @@ mod tests {
             reason: None,
         };
         let banned = applied(Command::BanFromChat(ban), Ok(Response::Done));
-        assert_eq!(chat_event(&banned, "c1"), Some(ChatEvent::Ban { user_id: "u2".into(), until: Some(5) }));
+        assert_eq!(chat_event(&banned), Some(("c1", ChatEvent::Ban { user_id: "u2".into(), until: Some(5) })));
         let noop = applied(Command::Noop { payload: vec![] }, Ok(Response::Done));
-        assert_eq!(chat_event(&noop, "c1"), None);
+        assert_eq!(chat_event(&noop), None);
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! How a message travels: a post (REST or socket) is validated here, passes this node's per-user
 //! flood limit ([`limiter`]), and is proposed as [`Command::PostChat`]. The catalog's state machine
 //! enforces the replicated rules (bans, timeouts, slow mode, blocked words) while applying it, so
-//! every node agrees on what was accepted. Every node then publishes what it applied, and each of
-//! its chat sockets ([`ws`]) forwards the events of its own channel ([`event`]).
+//! every node agrees on what was accepted. Every node then publishes what it applied: one
+//! dispatcher per node ([`fanout`]) turns each applied chat command into a frame serialized once
+//! ([`event`]) and hands it to the sockets ([`ws`]) of that command's channel only.
 //!
 //! Routes:
 //! - `GET /api/channels/{id}/chat?limit=25&before=SEQ` (public): one page of history. The first
@@ -19,6 +20,7 @@
 //! - `GET /api/channels/{id}/chat/ws`: the live socket, see [`ws`].
 
 pub mod event;
+mod fanout;
 pub mod limiter;
 pub mod moderation;
 mod ws;
@@ -66,9 +68,14 @@ pub struct ChatConfig {
     pub ping_interval: Duration,
     /// Largest frame or message a client may send.
     pub max_client_frame_bytes: usize,
-    /// Frames queued for one socket before it stops taking events (and later gets `lagged`).
+    /// Frames queued for one socket before it stops taking events.
     pub outgoing_queue: usize,
-    /// A socket that cannot take one frame within this long is closed.
+    /// Events of one channel kept for its slowest socket beyond that socket's queue; a socket
+    /// further behind skips the events no longer kept and gets `lagged`. Allocated per watched
+    /// channel (about 40 bytes an event).
+    pub channel_backlog: usize,
+    /// A socket that cannot take one frame (or one batch of queued frames) within this long is
+    /// closed.
     pub write_timeout: Duration,
 }
 
@@ -83,18 +90,20 @@ impl Default for ChatConfig {
             ping_interval: Duration::from_secs(30),
             max_client_frame_bytes: 4096,
             outgoing_queue: 64,
+            channel_backlog: 256,
             write_timeout: Duration::from_secs(10),
         }
     }
 }
 
-/// Node-local chat runtime held in [`ApiState`]: the flood limiter, the socket budget and the
-/// shutdown signal of every chat socket.
+/// Node-local chat runtime held in [`ApiState`]: the flood limiter, the socket budget, the
+/// per-channel fan-out of live events and the shutdown signal of every chat socket.
 #[derive(Debug)]
 pub struct ChatHub {
     config: ChatConfig,
     limiter: Mutex<UserRateLimiter>,
     sockets: Arc<Semaphore>,
+    fanout: Arc<fanout::Fanout>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -110,6 +119,7 @@ impl ChatHub {
         ChatHub {
             sockets: Arc::new(Semaphore::new(config.max_sockets)),
             limiter: Mutex::new(limiter),
+            fanout: fanout::Fanout::new(config.channel_backlog),
             shutdown: watch::channel(false).0,
             config,
         }
@@ -128,6 +138,12 @@ impl ChatHub {
     /// Chat sockets open on this node.
     pub fn open_sockets(&self) -> usize {
         self.config.max_sockets.saturating_sub(self.sockets.available_permits())
+    }
+
+    /// Channels with at least one chat socket on this node: the only ones whose events this node
+    /// serializes for sockets.
+    pub fn watched_channels(&self) -> usize {
+        self.fanout.watched_channels()
     }
 
     /// Count one message of `user` against the flood limit.
@@ -161,15 +177,45 @@ pub(crate) fn routes() -> Router<ApiState> {
         .route("/api/channels/{id}/chat/{message_id}", delete(delete_message))
 }
 
+/// `read` on the local replica; when that answers an error, once more after catching up with the
+/// leader. A channel created, or a moderator appointed, a moment ago through another node may not
+/// have reached this replica yet, and this node must answer as the one that made the change would.
+/// Without a leader the local answer stands.
+pub(crate) async fn read_or_catch_up<T>(
+    state: &ApiState,
+    read: impl Fn(&raft::state::CatalogState) -> ApiResult<T>,
+) -> ApiResult<T> {
+    match state.catalog.read(&read) {
+        Ok(value) => Ok(value),
+        Err(local) => state.catalog.read_linearizable(&read).await.unwrap_or(Err(local)),
+    }
+}
+
 // ----- history -----
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct HistoryPage {
     messages: Vec<MessageView>,
     next_cursor: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/channels/{id}/chat",
+    tag = "chat",
+    security((), ("bearer" = []), ("bitriver_session" = [])),
+    params(
+        ("id" = String, Path, description = "Channel id"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size (default 25)"),
+        ("before" = Option<String>, Query, description = "`nextCursor` of the previous (newer) page"),
+    ),
+    responses(
+        (status = 200, description = "One page of history, oldest first within the page", body = HistoryPage),
+        (status = 404, description = "No such channel", body = crate::error::Body),
+        (status = 422, description = "A bad `limit` or `before`", body = crate::error::Body),
+    )
+)]
 async fn list_messages(
     State(state): State<ApiState>,
     Path(channel_id): Path<String>,
@@ -190,7 +236,7 @@ async fn list_messages(
                 ApiError::invalid("before", "before must be a cursor from a previous page's nextCursor")
             })?),
         };
-    state.catalog.read(|s| {
+    read_or_catch_up(&state, |s| {
         if s.channel(&channel_id).is_none() {
             return Err(ApiError::not_found("channel", &channel_id));
         }
@@ -202,19 +248,39 @@ async fn list_messages(
         let messages = newest_first.into_iter().rev().map(|m| MessageView::new(m, s)).collect();
         Ok(Json(HistoryPage { messages, next_cursor }))
     })
+    .await
 }
 
 // ----- posting -----
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct PostBody {
+    /// The message, 1 to 500 characters.
+    #[schema(required = false)]
     text: Option<String>,
     /// The original API's name for the text.
+    #[schema(required = false)]
     message: Option<String>,
+    /// The author: must be the caller; required without a session (development mode).
+    #[schema(required = false)]
     user_id: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/channels/{id}/chat",
+    tag = "chat",
+    params(("id" = String, Path, description = "Channel id")),
+    request_body = PostBody,
+    responses(
+        (status = 201, description = "The posted message (as stored: masked if the word filter masked it)", body = MessageView),
+        (status = 401, description = "Not signed in", body = crate::error::Body),
+        (status = 403, description = "Banned or timed out, or posting as someone else", body = crate::error::Body),
+        (status = 404, description = "No such channel", body = crate::error::Body),
+        (status = 429, description = "Too fast, or slow mode", body = crate::error::Body),
+    )
+)]
 async fn post_message(
     State(state): State<ApiState>,
     Path(channel_id): Path<String>,
@@ -283,9 +349,11 @@ pub(crate) async fn post(
         },
     };
     let text = validate_text(&text)?;
-    if !state.catalog.read(|s| s.channel(channel_id).is_some()) {
-        return Err(ApiError::not_found("channel", channel_id));
-    }
+    read_or_catch_up(state, |s| match s.channel(channel_id) {
+        Some(_) => Ok(()),
+        None => Err(ApiError::not_found("channel", channel_id)),
+    })
+    .await?;
     state.chat.admit(&author)?;
     let message = ChatMessage {
         id: hex::encode(rand::random::<[u8; 12]>()),
@@ -332,9 +400,9 @@ pub(crate) fn chat_error(e: ProposeError) -> ApiError {
 // ----- deleting -----
 
 /// 401/404/403 unless the caller may moderate the channel; returns who acts (for ban records).
-pub(crate) fn require_moderator(state: &ApiState, channel_id: &str, caller: &Caller) -> ApiResult<String> {
+pub(crate) async fn require_moderator(state: &ApiState, channel_id: &str, caller: &Caller) -> ApiResult<String> {
     caller.require_authenticated()?;
-    state.catalog.read(|s| {
+    read_or_catch_up(state, |s| {
         if s.channel(channel_id).is_none() {
             return Err(ApiError::not_found("channel", channel_id));
         }
@@ -344,14 +412,30 @@ pub(crate) fn require_moderator(state: &ApiState, channel_id: &str, caller: &Cal
             _ => Err(ApiError::forbidden("only the channel owner, its moderators and admins can moderate this chat")),
         }
     })
+    .await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/channels/{id}/chat/{message_id}",
+    tag = "chat",
+    params(
+        ("id" = String, Path, description = "Channel id"),
+        ("message_id" = String, Path, description = "Message id"),
+    ),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, description = "Not signed in", body = crate::error::Body),
+        (status = 403, description = "Not a moderator of this channel", body = crate::error::Body),
+        (status = 404, description = "No such channel or message", body = crate::error::Body),
+    )
+)]
 async fn delete_message(
     State(state): State<ApiState>,
     Path((channel_id, message_id)): Path<(String, String)>,
     caller: Caller,
 ) -> ApiResult<StatusCode> {
-    require_moderator(&state, &channel_id, &caller)?;
+    require_moderator(&state, &channel_id, &caller).await?;
     state.catalog.propose(Command::DeleteChat { channel_id, message_id }).await.map_err(chat_error)?;
     Ok(StatusCode::NO_CONTENT)
 }

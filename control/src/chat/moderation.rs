@@ -29,21 +29,37 @@ pub const MAX_SLOW_MODE_SECS: i64 = 3600;
 pub const MAX_BLOCKED_WORDS: usize = 200;
 pub const MAX_BLOCKED_WORD_CHARS: usize = 64;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct BanBody {
     user_id: String,
+    /// A timeout of 1 s to 14 days; leave it out for a permanent ban.
+    #[schema(required = false)]
     duration_seconds: Option<i64>,
+    #[schema(required = false)]
     reason: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/channels/{id}/chat/bans",
+    tag = "chat",
+    params(("id" = String, Path, description = "Channel id")),
+    request_body = BanBody,
+    responses(
+        (status = 201, description = "The ban (or timeout) record", body = ChatBan),
+        (status = 401, description = "Not signed in", body = crate::error::Body),
+        (status = 403, description = "Not a moderator of this channel", body = crate::error::Body),
+        (status = 404, description = "No such channel", body = crate::error::Body),
+    )
+)]
 pub(super) async fn ban(
     State(state): State<ApiState>,
     Path(channel_id): Path<String>,
     caller: Caller,
     ApiJson(body): ApiJson<BanBody>,
 ) -> ApiResult<(StatusCode, Json<ChatBan>)> {
-    let by = require_moderator(&state, &channel_id, &caller)?;
+    let by = require_moderator(&state, &channel_id, &caller).await?;
     let user_id = body.user_id.trim().to_owned();
     if user_id.is_empty() {
         return Err(ApiError::invalid("userId", "userId is required"));
@@ -77,27 +93,54 @@ pub(super) async fn ban(
     Ok((StatusCode::CREATED, Json(ban)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/channels/{id}/chat/bans/{user_id}",
+    tag = "chat",
+    params(
+        ("id" = String, Path, description = "Channel id"),
+        ("user_id" = String, Path, description = "The banned user"),
+    ),
+    responses(
+        (status = 204, description = "Lifted"),
+        (status = 401, description = "Not signed in", body = crate::error::Body),
+        (status = 403, description = "Not a moderator of this channel", body = crate::error::Body),
+        (status = 404, description = "No such channel or ban", body = crate::error::Body),
+    )
+)]
 pub(super) async fn unban(
     State(state): State<ApiState>,
     Path((channel_id, user_id)): Path<(String, String)>,
     caller: Caller,
 ) -> ApiResult<StatusCode> {
-    require_moderator(&state, &channel_id, &caller)?;
+    require_moderator(&state, &channel_id, &caller).await?;
     state.catalog.propose(Command::UnbanFromChat { channel_id, user_id }).await.map_err(chat_error)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct BanList {
     bans: Vec<ChatBan>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/channels/{id}/chat/bans",
+    tag = "chat",
+    params(("id" = String, Path, description = "Channel id")),
+    responses(
+        (status = 200, description = "Bans and timeouts in force", body = BanList),
+        (status = 401, description = "Not signed in", body = crate::error::Body),
+        (status = 403, description = "Not a moderator of this channel", body = crate::error::Body),
+        (status = 404, description = "No such channel", body = crate::error::Body),
+    )
+)]
 pub(super) async fn list_bans(
     State(state): State<ApiState>,
     Path(channel_id): Path<String>,
     caller: Caller,
 ) -> ApiResult<Json<BanList>> {
-    require_moderator(&state, &channel_id, &caller)?;
+    require_moderator(&state, &channel_id, &caller).await?;
     let now = now_millis();
     let bans = state
         .catalog
@@ -105,30 +148,60 @@ pub(super) async fn list_bans(
     Ok(Json(BanList { bans }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/channels/{id}/chat/settings",
+    tag = "chat",
+    params(("id" = String, Path, description = "Channel id")),
+    responses(
+        (status = 200, description = "Slow mode and the word filter", body = ChatSettings),
+        (status = 401, description = "Not signed in", body = crate::error::Body),
+        (status = 403, description = "Not a moderator of this channel", body = crate::error::Body),
+        (status = 404, description = "No such channel", body = crate::error::Body),
+    )
+)]
 pub(super) async fn get_settings(
     State(state): State<ApiState>,
     Path(channel_id): Path<String>,
     caller: Caller,
 ) -> ApiResult<Json<ChatSettings>> {
-    require_moderator(&state, &channel_id, &caller)?;
+    require_moderator(&state, &channel_id, &caller).await?;
     Ok(Json(state.catalog.read(|s| s.chat_settings(&channel_id))))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct SettingsBody {
+    /// 0 (off) to 3600.
+    #[schema(required = false)]
     slow_mode_secs: Option<i64>,
+    #[schema(required = false)]
     blocked_words: Option<Vec<String>>,
+    /// `block` or `mask`.
+    #[schema(required = false)]
     filter_mode: Option<String>,
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/channels/{id}/chat/settings",
+    tag = "chat",
+    params(("id" = String, Path, description = "Channel id")),
+    request_body(content = SettingsBody, description = "Fields left out keep their value"),
+    responses(
+        (status = 200, description = "The settings now in force", body = ChatSettings),
+        (status = 401, description = "Not signed in", body = crate::error::Body),
+        (status = 403, description = "Not a moderator of this channel", body = crate::error::Body),
+        (status = 404, description = "No such channel", body = crate::error::Body),
+    )
+)]
 pub(super) async fn put_settings(
     State(state): State<ApiState>,
     Path(channel_id): Path<String>,
     caller: Caller,
     ApiJson(body): ApiJson<SettingsBody>,
 ) -> ApiResult<Json<ChatSettings>> {
-    require_moderator(&state, &channel_id, &caller)?;
+    require_moderator(&state, &channel_id, &caller).await?;
     let mut settings = state.catalog.read(|s| s.chat_settings(&channel_id));
     apply_settings(&mut settings, body)?;
     match state.catalog.propose(Command::SetChatSettings { channel_id, settings }).await.map_err(chat_error)? {

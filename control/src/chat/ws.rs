@@ -7,14 +7,21 @@
 //! `{"type":"message","text":"..."}`; it is posted exactly like a REST post, and refusals come
 //! back as `{"type":"error","error":{code,message,...}}` without closing the socket.
 //!
+//! Events come from the node's fan-out ([`super::fanout`]): the socket holds a receiver of its own
+//! channel's broadcast and forwards the already-serialized frames; it never sees other channels.
+//!
 //! Bounds: client frames are at most [`ChatConfig::max_client_frame_bytes`] (larger closes with
-//! 1009); at most [`ChatConfig::outgoing_queue`] frames wait for a slow client, after which the
-//! socket stops taking events, and when it catches up it is told `{"type":"lagged","missed":n}`;
-//! a client that cannot take a frame within [`ChatConfig::write_timeout`] or stays silent for
-//! three ping periods is closed. [`super::ChatHub::shutdown`] closes every socket with 1001.
+//! 1009), and the read buffer is sized for them, not tungstenite's 128 KiB default; at most
+//! [`ChatConfig::outgoing_queue`] frames wait for a slow client, after which the socket stops
+//! taking events; once its channel's broadcast has moved on by more than
+//! [`ChatConfig::channel_backlog`] events, the socket skips the events the broadcast no longer
+//! holds and is told `{"type":"lagged","missed":n}`; a client that cannot take a frame (or a
+//! batch of up to 16 queued frames, written together) within [`ChatConfig::write_timeout`] or
+//! stays silent for three ping periods is closed. [`super::ChatHub::shutdown`] closes every socket with 1001.
 //!
 //! [`ChatConfig::max_client_frame_bytes`]: super::ChatConfig::max_client_frame_bytes
 //! [`ChatConfig::outgoing_queue`]: super::ChatConfig::outgoing_queue
+//! [`ChatConfig::channel_backlog`]: super::ChatConfig::channel_backlog
 //! [`ChatConfig::write_timeout`]: super::ChatConfig::write_timeout
 
 use std::collections::HashMap;
@@ -34,11 +41,20 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, TryAcquireError};
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
 
-use super::event::{chat_event, ChatEvent, ErrorView, MessageView, ServerFrame, SettingsView};
-use super::{pick_text, post};
+use super::event::{ErrorView, MessageView, ServerFrame};
+use super::fanout::ChannelFrame;
+use super::{pick_text, post, read_or_catch_up};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::ApiState;
+
+/// Bytes tungstenite reads from a chat socket at once. Client frames are small (at most
+/// `max_client_frame_bytes`, 4 KiB by default; a larger frame grows the buffer until it is refused),
+/// and tungstenite allocates and zero-fills this much per socket on the first read.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Bytes tungstenite gathers before writing to the TCP stream; every frame is flushed right after
+/// it is queued anyway, so a large target only costs memory.
+const WRITE_BUFFER_BYTES: usize = 4 * 1024;
 
 pub(super) async fn connect(
     State(state): State<ApiState>,
@@ -58,7 +74,7 @@ pub(super) async fn connect(
             )
         })?,
     };
-    let moderator = state.catalog.read(|s| {
+    let moderator = read_or_catch_up(&state, |s| {
         if s.channel(&channel_id).is_none() {
             return Err(ApiError::not_found("channel", &channel_id));
         }
@@ -67,7 +83,8 @@ pub(super) async fn connect(
             Caller::User { user, .. } => s.can_moderate(&channel_id, &user.id),
             Caller::Anonymous => false,
         })
-    })?;
+    })
+    .await?;
     let upgrade = upgrade.map_err(|e| {
         ApiError::new(
             StatusCode::UPGRADE_REQUIRED,
@@ -83,6 +100,8 @@ pub(super) async fn connect(
     Ok(upgrade
         .max_message_size(config.max_client_frame_bytes)
         .max_frame_size(config.max_client_frame_bytes)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
         .on_upgrade(move |ws| socket.run(ws)))
 }
 
@@ -105,12 +124,8 @@ enum ClientFrame {
     Message { text: Option<String>, message: Option<String>, user_id: Option<String> },
 }
 
-fn text_frame(frame: &ServerFrame) -> Message {
-    Message::text(frame.to_json())
-}
-
 fn error_frame(e: impl Into<ErrorView>) -> Message {
-    text_frame(&ServerFrame::Error { error: e.into() })
+    ServerFrame::Error { error: e.into() }.to_message()
 }
 
 fn close_frame(code: u16, reason: &'static str) -> CloseFrame {
@@ -121,8 +136,9 @@ impl ChatSocket {
     async fn run(self, socket: WebSocket) {
         let _connected = ConnectionGauge::open(&self.state.metrics.ws_connections);
         let config = self.state.chat.config().clone();
-        // Subscribe before reading history so that nothing falls between the two.
-        let mut events = self.state.catalog.subscribe();
+        // Subscribe before reading history so that nothing falls between the two (messages in both
+        // are skipped by their `seq` below).
+        let mut events = self.state.chat.fanout.subscribe(&self.state.catalog, &self.channel_id);
         let mut shutdown = self.state.chat.shutdown.subscribe();
         let (sink, mut incoming) = socket.split();
         let (out, out_rx) = mpsc::channel::<Message>(config.outgoing_queue.max(2));
@@ -137,7 +153,7 @@ impl ChatSocket {
             });
             last_history_seq = messages.last().map_or(0, |m| m.seq);
             // The queue is empty and holds at least two frames, so this cannot be refused.
-            let _ = out.try_send(text_frame(&ServerFrame::History { messages }));
+            let _ = out.try_send(ServerFrame::History { messages }.to_message());
         }
 
         let mut ping = interval_at(Instant::now() + config.ping_interval, config.ping_interval);
@@ -170,23 +186,26 @@ impl ChatSocket {
                     }
                 },
                 // Only take events while there is room to queue them; a socket that stays full
-                // lets the broadcast receiver lag, and hears `lagged` when it catches up.
+                // lets its channel receiver lag, and hears `lagged` when it catches up.
                 event = events.recv(), if out.capacity() > 0 => match event {
-                    Ok(applied) => match chat_event(&applied, &self.channel_id) {
-                        None => {}
-                        Some(ChatEvent::ChannelDeleted) => break Some(close_frame(close_code::NORMAL, "channel deleted")),
-                        Some(ChatEvent::Message(m)) if m.seq <= last_history_seq => {}
-                        Some(event) => {
-                            let is_message = matches!(event, ChatEvent::Message(_));
-                            if let Some(frame) = self.frame(event) {
-                                if out.try_send(frame).is_ok() && is_message {
-                                    self.state.metrics.chat_messages_out.inc();
-                                }
+                    Ok(frame) => match &*frame {
+                        ChannelFrame::ChannelDeleted => break Some(close_frame(close_code::NORMAL, "channel deleted")),
+                        ChannelFrame::Message { seq, .. } if *seq <= last_history_seq => {}
+                        ChannelFrame::Message { frame, .. } => {
+                            if out.try_send(frame.clone()).is_ok() {
+                                self.state.metrics.chat_messages_out.inc();
                             }
+                        }
+                        ChannelFrame::Notice(frame) => {
+                            let _ = out.try_send(frame.clone());
+                        }
+                        ChannelFrame::Settings { public, moderator } => {
+                            let frame = if self.moderator { moderator } else { public };
+                            let _ = out.try_send(frame.clone());
                         }
                     },
                     Err(RecvError::Lagged(missed)) => {
-                        let _ = out.try_send(text_frame(&ServerFrame::Lagged { missed }));
+                        let _ = out.try_send(ServerFrame::Lagged { missed }.to_message());
                     }
                     Err(RecvError::Closed) => break Some(close_frame(close_code::AWAY, "server shutting down")),
                 },
@@ -200,6 +219,7 @@ impl ChatSocket {
                 _ = out.closed() => break None,
             }
         };
+        drop(events); // the last socket of a channel releases its broadcast
         if let Some(frame) = close {
             let _ = tokio::time::timeout(config.write_timeout, out.send(Message::Close(Some(frame)))).await;
         }
@@ -208,23 +228,6 @@ impl ChatSocket {
         if tokio::time::timeout(config.write_timeout, &mut writer).await.is_err() {
             writer.abort();
         }
-    }
-
-    /// The frame for an event of this socket's channel (`None` for a closing event).
-    fn frame(&self, event: ChatEvent) -> Option<Message> {
-        let frame = match event {
-            ChatEvent::Message(m) => {
-                ServerFrame::Message { message: self.state.catalog.read(|s| MessageView::new(m, s)) }
-            }
-            ChatEvent::Deleted { message_id } => ServerFrame::Deleted { message_id },
-            ChatEvent::Ban { user_id, until } => ServerFrame::Ban { user_id, until },
-            ChatEvent::Unban { user_id } => ServerFrame::Unban { user_id },
-            ChatEvent::Settings(settings) => {
-                ServerFrame::Settings { settings: SettingsView::new(settings, self.moderator) }
-            }
-            ChatEvent::ChannelDeleted => return None,
-        };
-        Some(text_frame(&frame))
     }
 
     /// Post what a client sent; the answer is an error frame, or nothing (the posted message comes
@@ -287,16 +290,35 @@ fn read_failed(e: axum::Error) -> CloseFrame {
     }
 }
 
-/// Send queued frames until the queue closes, a Close frame went out, or the client is too slow.
+/// Frames written to a socket before one flush, at most: a socket that fell behind catches up
+/// with a few large writes instead of one system call per frame.
+const WRITE_BATCH: usize = 16;
+
+/// Send queued frames until the queue closes, a Close frame went out, or the client is too slow
+/// (cannot take one batch of frames within the write timeout).
 async fn write_frames(
     mut sink: SplitSink<WebSocket, Message>,
     mut frames: mpsc::Receiver<Message>,
     write_timeout: Duration,
 ) {
-    while let Some(frame) = frames.recv().await {
-        let closing = matches!(frame, Message::Close(_));
-        match tokio::time::timeout(write_timeout, sink.send(frame)).await {
-            Ok(Ok(())) if !closing => {}
+    while let Some(first) = frames.recv().await {
+        let batch = async {
+            let mut next = Some(first);
+            let mut fed = 0;
+            while let Some(frame) = next {
+                let closing = matches!(frame, Message::Close(_));
+                sink.feed(frame).await?;
+                fed += 1;
+                if closing {
+                    sink.flush().await?;
+                    return Ok(false);
+                }
+                next = if fed < WRITE_BATCH { frames.try_recv().ok() } else { None };
+            }
+            sink.flush().await.map(|()| true)
+        };
+        match tokio::time::timeout(write_timeout, batch).await {
+            Ok(Ok(true)) => {}
             _ => return,
         }
     }

@@ -4,18 +4,25 @@
 //! TCP ──▶ rtmp::serve_rtmp (one task per connection, bounded)
 //!           │ bytes                    ▲ replies
 //!           ▼                          │
-//!        rtmp::ServerSession (sans-IO) ── PublishRequested ──▶ catalog: key hash → channel,
+//!        rtmp::ServerSession (sans-IO) ── PublishRequested ──▶ publish::CatalogGate: key hash → channel,
 //!           │ FLV tag bodies                                    StartSession / EndSession
 //!           ▼
-//!        bridge::FlvToCmaf (sans-IO) ── Tracks ──▶ hls::Rendition "source" ──▶ origin::LiveRegistry
-//!                                    ── Samples ─▶ LiveHandle::push_video / push_audio
+//!        bridge::FlvToCmaf (sans-IO) ── BridgeOutput ──▶ publish::Publish ── Tracks ──▶ hls::Rendition
+//!                                                         "source" in origin::LiveRegistry; samples ──▶
+//!                                                         LiveHandle::push_video / push_audio
+//! UDP ──▶ srt::serve_srt ── stream id ──▶ the same CatalogGate
+//!           │ MPEG-TS
+//!           ▼
+//!        srt::TsToCmaf (sans-IO, ends in FlvToCmaf) ── BridgeOutput ──▶ the same publish::Publish
 //! ```
 //!
-//! The tokio driver in [`rtmp`] only moves bytes, applies the timeouts and asks the catalog; the
-//! protocol ([`crate::rtmp`]) and the FLV → CMAF conversion ([`bridge`]) are state machines
-//! tested without sockets.
+//! The tokio drivers in [`rtmp`] and [`srt`] only move bytes, apply the timeouts and ask the
+//! [`CatalogGate`]; the publish lifecycle both share is in [`publish`]. The protocol
+//! ([`crate::rtmp`]) and the conversions ([`bridge`], [`srt::TsToCmaf`]) are state machines tested
+//! without sockets.
 
 pub mod bridge;
+pub mod publish;
 pub mod rtmp;
 pub mod srt;
 
@@ -26,7 +33,9 @@ use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use crate::hls::RenditionConfig;
 
 pub use bridge::{BridgeError, BridgeOutput, FlvToCmaf, Handled};
-pub use rtmp::serve_rtmp;
+pub use publish::CatalogGate;
+pub use rtmp::{serve_rtmp, serve_rtmp_with};
+pub use srt::{serve_srt, SrtConfig};
 
 /// Settings of the RTMP ingest.
 #[derive(Debug, Clone)]

@@ -1,6 +1,7 @@
 //! The tokio driver of RTMP ingest: accepts connections, moves bytes between each socket and its
-//! [`ServerSession`], answers publish requests from the catalog, and feeds accepted media through
-//! [`FlvToCmaf`] into the origin's [`LiveRegistry`].
+//! [`ServerSession`], answers publish requests through the [`CatalogGate`] (the lifecycle shared
+//! with SRT, in [`super::publish`]), and feeds accepted media through [`FlvToCmaf`] into the
+//! origin's [`LiveRegistry`].
 //!
 //! Per connection, in order: the handshake and `connect` must finish within
 //! [`IngestConfig::handshake_timeout`]; `publish` must follow within
@@ -9,143 +10,30 @@
 //! catalog commits a `StartSession` for it; the session is ended (`EndSession`) however the
 //! publish stops: unpublish, disconnect, timeout, protocol error or node shutdown.
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use prometheus::IntCounter;
-use raft::{now_millis, Catalog, CatalogError, Command, ProposeError, StreamSession};
+use raft::Catalog;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::bridge::{BridgeOutput, FlvToCmaf, Handled};
-use super::{key_prefix, stream_key_hash, IngestConfig, IngestMetrics};
-use crate::hls::{Pushed, Rendition};
-use crate::origin::{LiveHandle, LiveRegistry, OriginError};
+use super::bridge::{FlvToCmaf, Handled};
+use super::publish::{CatalogGate, Publish, Refused};
+use super::{IngestConfig, IngestMetrics};
+use crate::origin::LiveRegistry;
 use crate::rtmp::{CloseReason, Event, PublishRequestId, RejectReason, ServerSession, SessionConfig, SessionError};
 
 /// The application name publishers use: `rtmp://host/live/{streamKey}`.
 pub const APP: &str = "live";
 /// The one rendition ingest produces; transcoding adds the others.
-pub const SOURCE_RENDITION: &str = "source";
-/// Bound on each catalog round trip made while a publisher waits for an answer.
-const CATALOG_TIMEOUT: Duration = Duration::from_secs(10);
+pub use super::publish::SOURCE_RENDITION;
 const READ_BUFFER: usize = 64 * 1024;
-
-/// What every connection task shares.
-struct Shared {
-    catalog: Catalog,
-    registry: LiveRegistry,
-    config: IngestConfig,
-    metrics: IngestMetrics,
-    /// Channels this process is publishing (or about to): refuses a second publisher without a
-    /// catalog round trip, and tells our own stale sessions (left by a crash) from live ones.
-    publishing: Mutex<HashSet<String>>,
-}
-
-impl Shared {
-    /// May `stream_key` publish? On yes, the catalog session has been started.
-    async fn start_publish(
-        self: &Arc<Self>,
-        peer: SocketAddr,
-        app: &str,
-        stream_key: &str,
-    ) -> Result<Publish, Refusal> {
-        let shared = self;
-        let catalog = &shared.catalog;
-        if app != APP {
-            tracing::warn!(%peer, app, "RTMP publish refused: unknown application");
-            return Err(Refusal("app", RejectReason::BadName));
-        }
-        let hash = stream_key_hash(stream_key);
-        // The lookup is keyed by the SHA-256 of the key, so no comparison of secret bytes happens
-        // here that could leak timing about a stored key (the hash of a wrong key says nothing
-        // about the right one).
-        let lookup = |s: &raft::state::CatalogState| {
-            s.channel_by_stream_key_hash(&hash).map(|c| {
-                let current = c.current_session_id.as_ref().and_then(|id| s.session(id)).cloned();
-                (c.id.clone(), current)
-            })
-        };
-        let found = match catalog.read(lookup) {
-            Some(found) => Some(found),
-            // Not in this replica yet: the channel may have been created a moment ago elsewhere.
-            None => match tokio::time::timeout(CATALOG_TIMEOUT, catalog.read_linearizable(lookup)).await {
-                Ok(Ok(found)) => found,
-                Ok(Err(error)) => {
-                    tracing::warn!(%peer, %error, "RTMP publish refused: catalog unavailable");
-                    return Err(Refusal("catalog", RejectReason::Error("Catalog unavailable; retry.".into())));
-                }
-                Err(_) => {
-                    tracing::warn!(%peer, "RTMP publish refused: catalog read timed out");
-                    return Err(Refusal("catalog", RejectReason::Error("Catalog unavailable; retry.".into())));
-                }
-            },
-        };
-        let Some((channel_id, current)) = found else {
-            tracing::warn!(%peer, key_prefix = %key_prefix(stream_key), "RTMP publish refused: unknown stream key");
-            return Err(Refusal("bad_key", RejectReason::BadName));
-        };
-        let already_live = || {
-            tracing::warn!(%peer, channel = %channel_id, "RTMP publish refused: channel already live (second publisher)");
-            Err(Refusal("already_live", RejectReason::BadName))
-        };
-        let Some(reservation) = Reservation::take(shared, &channel_id) else { return already_live() };
-        if let Some(current) = current {
-            if current.ingest_node != Some(catalog.node_id()) {
-                return already_live();
-            }
-            // Our node's session, but no publish of ours holds the channel: left over from a
-            // crash or a lost EndSession. End it and let this publish take over.
-            tracing::info!(%peer, channel = %channel_id, stale_session = %current.id, "ending a stale session of this node");
-            let end =
-                Command::EndSession { channel_id: channel_id.clone(), ended_at: now_millis(), peak_concurrent: None };
-            if let Err(error) = propose(catalog, end).await {
-                tracing::warn!(%peer, channel = %channel_id, %error, "could not end the stale session");
-            }
-        }
-        let Ok(session_id) = new_session_id() else {
-            return Err(Refusal("internal", RejectReason::Error("No randomness.".into())));
-        };
-        let session = StreamSession {
-            id: session_id.clone(),
-            channel_id: channel_id.clone(),
-            started_at: now_millis(),
-            ended_at: None,
-            renditions: vec![SOURCE_RENDITION.to_owned()],
-            peak_concurrent: 0,
-            ingest_node: Some(catalog.node_id()),
-        };
-        match propose(catalog, Command::StartSession(session)).await {
-            Ok(()) => {}
-            Err(ProposeError::Rejected(CatalogError::AlreadyLive { .. })) => return already_live(),
-            Err(error) => {
-                tracing::warn!(%peer, channel = %channel_id, %error, "RTMP publish refused: could not start the session");
-                return Err(Refusal("catalog", RejectReason::Error("Could not start the session; retry.".into())));
-            }
-        }
-        let m = &shared.metrics;
-        Ok(Publish {
-            bytes: m.bytes.with_label_values(&[&channel_id]),
-            video_frames: m.frames.with_label_values(&[&channel_id, "video"]),
-            audio_frames: m.frames.with_label_values(&[&channel_id, "audio"]),
-            dropped: m.dropped_frames.with_label_values(&[&channel_id]),
-            channel_id,
-            session_id,
-            bridge: FlvToCmaf::new(),
-            live: None,
-            accepted_at: Instant::now(),
-            first_part_published: false,
-            reservation,
-        })
-    }
-}
 
 /// Accepts RTMP publishers on `listener` until `shutdown` resolves, then winds the publishes down
 /// (each session ended in the catalog) for at most [`IngestConfig::shutdown_grace`].
@@ -159,9 +47,14 @@ pub async fn serve_rtmp(
     metrics: IngestMetrics,
     shutdown: impl Future<Output = ()> + Send,
 ) {
-    let limit = Arc::new(Semaphore::new(config.max_connections.max(1)));
-    let grace = config.shutdown_grace;
-    let shared = Arc::new(Shared { catalog, registry, config, metrics, publishing: Mutex::new(HashSet::new()) });
+    serve_rtmp_with(listener, CatalogGate::new(catalog, registry, config, metrics), shutdown).await;
+}
+
+/// [`serve_rtmp`] deciding through `gate`, which the node shares with its other ingest
+/// protocols (so that one channel has one publisher, whatever the protocol).
+pub async fn serve_rtmp_with(listener: TcpListener, gate: CatalogGate, shutdown: impl Future<Output = ()> + Send) {
+    let limit = Arc::new(Semaphore::new(gate.config().max_connections.max(1)));
+    let grace = gate.config().shutdown_grace;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let mut seed = handshake_seed();
@@ -180,13 +73,13 @@ pub async fn serve_rtmp(
         };
         while tasks.try_join_next().is_some() {}
         let Ok(permit) = limit.clone().try_acquire_owned() else {
-            shared.metrics.rejected.with_label_values(&["connection_limit"]).inc();
-            tracing::warn!(%peer, max = shared.config.max_connections, "RTMP connection refused: too many connections");
+            gate.metrics().rejected.with_label_values(&["connection_limit"]).inc();
+            tracing::warn!(%peer, max = gate.config().max_connections, "RTMP connection refused: too many connections");
             continue;
         };
         let _ = stream.set_nodelay(true);
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let connection = Connection::new(shared.clone(), stream, peer, seed);
+        let connection = Connection::new(gate.clone(), stream, peer, seed);
         let stop = stop_rx.clone();
         tasks.spawn(async move {
             connection.run(stop).await;
@@ -209,13 +102,6 @@ fn handshake_seed() -> u64 {
     u64::from_le_bytes(bytes)
 }
 
-fn new_session_id() -> Result<String, ring::error::Unspecified> {
-    use ring::rand::SecureRandom as _;
-    let mut bytes = [0u8; 12];
-    ring::rand::SystemRandom::new().fill(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 /// Why a connection's loop stopped (besides the session closing itself).
 #[derive(Debug)]
 enum End {
@@ -228,76 +114,53 @@ enum End {
     Unpackageable,
 }
 
-/// A channel reserved for a publish on this node; released (and the publisher count decreased)
-/// on drop, whatever way the connection ends.
-struct Reservation {
-    shared: Arc<Shared>,
-    channel_id: String,
-    counted: bool,
-}
-
-impl Reservation {
-    fn take(shared: &Arc<Shared>, channel_id: &str) -> Option<Self> {
-        let mut publishing = shared.publishing.lock().unwrap_or_else(PoisonError::into_inner);
-        publishing.insert(channel_id.to_owned()).then(|| Reservation {
-            shared: shared.clone(),
-            channel_id: channel_id.to_owned(),
-            counted: false,
-        })
-    }
-
-    fn count(&mut self) {
-        self.counted = true;
-        self.shared.metrics.active_publishers.inc();
-    }
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        self.shared.publishing.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.channel_id);
-        if self.counted {
-            self.shared.metrics.active_publishers.dec();
-        }
-    }
-}
-
-/// An accepted publish: the catalog session, the conversion, and the origin stream once the
-/// tracks are known.
-struct Publish {
-    channel_id: String,
-    session_id: String,
+/// An accepted publish and the FLV → CMAF conversion feeding it.
+struct Publishing {
+    publish: Publish,
     bridge: FlvToCmaf,
-    live: Option<LiveHandle>,
-    accepted_at: Instant,
-    first_part_published: bool,
-    bytes: IntCounter,
-    video_frames: IntCounter,
-    audio_frames: IntCounter,
-    dropped: IntCounter,
-    reservation: Reservation,
+}
+
+impl Publishing {
+    /// Moves the bridge's output into the origin.
+    fn drain(&mut self) -> Result<(), End> {
+        while let Some(output) = self.bridge.poll_output() {
+            self.publish.handle_output(output).map_err(|_| End::Unpackageable)?;
+        }
+        self.publish.dropped().inc_by(self.bridge.take_dropped());
+        Ok(())
+    }
+
+    /// Ends the publish: the last samples go out, then the origin stream and the catalog
+    /// session end.
+    async fn end(mut self, why: &str) {
+        self.bridge.finish();
+        // The stream ends either way; a failure here was logged.
+        let _ = self.drain();
+        self.publish.end(why).await;
+    }
 }
 
 /// A publish refused: the metric label, what the encoder is told.
 struct Refusal(&'static str, RejectReason);
 
 struct Connection {
-    shared: Arc<Shared>,
+    gate: CatalogGate,
     stream: TcpStream,
     peer: SocketAddr,
     session: ServerSession,
-    publish: Option<Publish>,
+    publish: Option<Publishing>,
 }
 
 impl Connection {
-    fn new(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, seed: u64) -> Self {
+    fn new(gate: CatalogGate, stream: TcpStream, peer: SocketAddr, seed: u64) -> Self {
         let session =
             ServerSession::new(SessionConfig { app: APP.to_owned(), handshake_seed: seed, ..Default::default() });
-        Connection { shared, stream, peer, session, publish: None }
+        Connection { gate, stream, peer, session, publish: None }
     }
 
     async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        let handshake_timeout = self.shared.config.handshake_timeout;
-        let idle_timeout = self.shared.config.idle_timeout;
+        let handshake_timeout = self.gate.config().handshake_timeout;
+        let idle_timeout = self.gate.config().idle_timeout;
         let mut deadline = Instant::now() + handshake_timeout;
         let mut connected = false;
         let mut buf = vec![0u8; READ_BUFFER];
@@ -316,7 +179,7 @@ impl Connection {
                 Ok(Ok(n)) => {
                     self.session.handle_input(&buf[..n]);
                     if let Some(p) = &self.publish {
-                        p.bytes.inc_by(n as u64);
+                        p.publish.bytes().inc_by(n as u64);
                     }
                 }
             }
@@ -344,18 +207,18 @@ impl Connection {
                 "connection failed"
             }
             End::Timeout if !connected => {
-                self.shared.metrics.rejected.with_label_values(&["timeout"]).inc();
+                self.gate.metrics().rejected.with_label_values(&["timeout"]).inc();
                 tracing::warn!(peer = %self.peer, timeout = ?handshake_timeout,
                     "RTMP handshake not completed in time (not an RTMP client?); closing");
                 "handshake timeout"
             }
             End::Timeout if self.publish.is_none() => {
-                self.shared.metrics.rejected.with_label_values(&["timeout"]).inc();
+                self.gate.metrics().rejected.with_label_values(&["timeout"]).inc();
                 tracing::warn!(peer = %self.peer, timeout = ?idle_timeout, "RTMP client connected but did not publish; closing");
                 "publish timeout"
             }
             End::Timeout => {
-                tracing::warn!(peer = %self.peer, channel = self.publish.as_ref().map(|p| p.channel_id.as_str()),
+                tracing::warn!(peer = %self.peer, channel = self.publish.as_ref().map(|p| p.publish.channel_id()),
                     timeout = ?idle_timeout, "RTMP publisher stalled: no media; closing");
                 "stalled"
             }
@@ -380,7 +243,7 @@ impl Connection {
                 Event::Metadata(meta) => {
                     if let Some(p) = &mut self.publish {
                         p.bridge.handle_metadata(&meta);
-                        p.drain(&self.shared, self.peer)?;
+                        p.drain()?;
                     }
                 }
                 Event::Video { timestamp_ms, payload } => {
@@ -398,7 +261,7 @@ impl Connection {
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), End> {
-        match tokio::time::timeout(self.shared.config.write_timeout, self.stream.write_all(bytes)).await {
+        match tokio::time::timeout(self.gate.config().write_timeout, self.stream.write_all(bytes)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(End::Io(error)),
             Err(_) => Err(End::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out"))),
@@ -407,7 +270,7 @@ impl Connection {
 
     fn log_close(&self, reason: CloseReason) {
         let peer = self.peer;
-        let rejected = |reason: &str| self.shared.metrics.rejected.with_label_values(&[reason]).inc();
+        let rejected = |reason: &str| self.gate.metrics().rejected.with_label_values(&[reason]).inc();
         match reason {
             CloseReason::PeerClosed => tracing::debug!(%peer, "RTMP peer closed the connection"),
             CloseReason::PublishRejected => tracing::debug!(%peer, "RTMP publish refused; closing"),
@@ -422,27 +285,34 @@ impl Connection {
             }
             CloseReason::Protocol(error) => {
                 rejected("protocol");
-                tracing::warn!(%peer, channel = self.publish.as_ref().map(|p| p.channel_id.as_str()), %error,
+                tracing::warn!(%peer, channel = self.publish.as_ref().map(|p| p.publish.channel_id()), %error,
                     "RTMP protocol error; closing");
             }
         }
     }
 
     async fn on_publish(&mut self, request_id: PublishRequestId, app: &str, stream_key: &str) {
-        match self.shared.start_publish(self.peer, app, stream_key).await {
-            Ok(mut publish) => {
+        let decided = if app == APP {
+            self.gate.start(self.peer, "RTMP", stream_key).await.map_err(rtmp_refusal)
+        } else {
+            tracing::warn!(peer = %self.peer, app, "RTMP publish refused: unknown application");
+            Err(Refusal("app", RejectReason::BadName))
+        };
+        match decided {
+            Ok(publish) => {
+                let mut publishing = Publishing { publish, bridge: FlvToCmaf::new() };
                 if self.session.accept_publish(request_id).is_err() {
                     // Closed meanwhile: nothing to accept; give the session back.
-                    self.publish = Some(publish);
+                    self.publish = Some(publishing);
                     return self.end_publish("closed before accept").await;
                 }
-                publish.reservation.count();
-                tracing::info!(peer = %self.peer, channel = %publish.channel_id, session = %publish.session_id,
-                    "RTMP publish accepted");
-                self.publish = Some(publish);
+                publishing.publish.count_publisher();
+                tracing::info!(peer = %self.peer, channel = %publishing.publish.channel_id(),
+                    session = %publishing.publish.session_id(), "RTMP publish accepted");
+                self.publish = Some(publishing);
             }
             Err(Refusal(label, reason)) => {
-                self.shared.metrics.rejected.with_label_values(&[label]).inc();
+                self.gate.metrics().rejected.with_label_values(&[label]).inc();
                 // Fails only if the session closed meanwhile, which needs no answer.
                 let _ = self.session.reject_publish(request_id, reason);
             }
@@ -457,133 +327,33 @@ impl Connection {
             p.bridge.handle_audio(timestamp_ms, payload)
         };
         match handled {
-            Ok(Handled::Frame) if video => p.video_frames.inc(),
-            Ok(Handled::Frame) => p.audio_frames.inc(),
-            Ok(Handled::Dropped) => p.dropped.inc(),
+            Ok(Handled::Frame) => p.publish.frames(video).inc(),
+            Ok(Handled::Dropped) => p.publish.dropped().inc(),
             Ok(Handled::Other) => {}
             Err(error) => {
-                tracing::warn!(peer = %self.peer, channel = %p.channel_id, %error, "cannot package this stream; closing");
+                tracing::warn!(peer = %self.peer, channel = %p.publish.channel_id(), %error,
+                    "cannot package this stream; closing");
                 return Err(End::Unpackageable);
             }
         }
-        p.drain(&self.shared, self.peer)
+        p.drain()
     }
 
     /// Ends the publish, if any.
     async fn end_publish(&mut self, why: &str) {
         if let Some(p) = self.publish.take() {
-            p.end(self.peer, why).await;
+            p.end(why).await;
         }
     }
 }
 
-impl Publish {
-    /// Ends the publish: the last samples go out, the origin stream finishes and the catalog
-    /// session ends.
-    async fn end(mut self, peer: SocketAddr, why: &str) {
-        let shared = self.reservation.shared.clone();
-        self.bridge.finish();
-        // The stream ends either way; a failure here was logged.
-        let _ = self.drain(&shared, peer);
-        if let Some(live) = self.live.take() {
-            live.finish();
-        }
-        let catalog = &shared.catalog;
-        // End only our own session: an admin may have ended it and a new one started meanwhile.
-        let ours = catalog.read(|s| {
-            s.channel(&self.channel_id).and_then(|c| c.current_session_id.clone()).as_deref()
-                == Some(self.session_id.as_str())
-        });
-        if ours {
-            let end = Command::EndSession {
-                channel_id: self.channel_id.clone(),
-                ended_at: now_millis(),
-                peak_concurrent: None,
-            };
-            if let Err(error) = propose(catalog, end).await {
-                tracing::warn!(channel = %self.channel_id, session = %self.session_id, %error, "could not end the session");
-            }
-        }
-        tracing::info!(%peer, channel = %self.channel_id, session = %self.session_id,
-            seconds = self.accepted_at.elapsed().as_secs(), reason = why, "RTMP publish ended");
-    }
-
-    /// Moves the bridge's output into the origin.
-    fn drain(&mut self, shared: &Shared, peer: SocketAddr) -> Result<(), End> {
-        while let Some(output) = self.bridge.poll_output() {
-            let (video, sample) = match output {
-                BridgeOutput::Tracks { video, audio } => {
-                    self.open_live(shared, peer, video, audio)?;
-                    continue;
-                }
-                BridgeOutput::Video(sample) => (true, sample),
-                BridgeOutput::Audio(sample) => (false, sample),
-            };
-            // Tracks always come first; without a stream there is nothing to feed.
-            let Some(live) = &self.live else { continue };
-            let now = now_millis();
-            let pushed = if video { live.push_video(0, sample, now) } else { live.push_audio(0, sample, now) };
-            match pushed {
-                Ok(Pushed::Published(_)) if !self.first_part_published => {
-                    self.first_part_published = true;
-                    tracing::info!(channel = %self.channel_id, session = %self.session_id,
-                        after_ms = self.accepted_at.elapsed().as_millis() as u64, "first part published");
-                }
-                Ok(Pushed::Dropped(_)) => self.dropped.inc(),
-                Ok(_) => {}
-                Err(OriginError::Rendition { source, .. }) => {
-                    // The packager refused one sample; the stream goes on with the next.
-                    self.dropped.inc();
-                    tracing::debug!(channel = %self.channel_id, error = %source, "sample dropped");
-                }
-                Err(error) => {
-                    tracing::warn!(%peer, channel = %self.channel_id, %error, "origin stopped taking this stream; closing");
-                    return Err(End::Unpackageable);
-                }
-            }
-        }
-        self.dropped.inc_by(self.bridge.take_dropped());
-        Ok(())
-    }
-
-    fn open_live(
-        &mut self,
-        shared: &Shared,
-        peer: SocketAddr,
-        video: Option<crate::cmaf::VideoConfig>,
-        audio: Option<crate::cmaf::AudioConfig>,
-    ) -> Result<(), End> {
-        let describe = format!(
-            "video {} audio {}",
-            video.as_ref().map_or("none".into(), |v| format!("{} {}x{}", v.codec_string, v.width, v.height)),
-            audio
-                .as_ref()
-                .map_or("none".into(), |a| format!("{} {} Hz {} ch", a.codec_string, a.sample_rate, a.channels)),
-        );
-        let config =
-            crate::hls::RenditionConfig { name: SOURCE_RENDITION.to_owned(), ..shared.config.rendition.clone() };
-        let opened = Rendition::new(config, video, audio)
-            .map_err(|e| e.to_string())
-            .and_then(|r| shared.registry.open(&self.channel_id, &self.session_id, vec![r]).map_err(|e| e.to_string()));
-        match opened {
-            Ok(live) => {
-                tracing::info!(channel = %self.channel_id, tracks = %describe, "packaging started");
-                self.live = Some(live);
-                Ok(())
-            }
-            Err(error) => {
-                shared.metrics.rejected.with_label_values(&["origin"]).inc();
-                tracing::warn!(%peer, channel = %self.channel_id, tracks = %describe, %error, "cannot package this stream; closing");
-                Err(End::Unpackageable)
-            }
-        }
-    }
-}
-
-/// Proposes with a bound on the wait (the publisher is waiting, or the connection is ending).
-async fn propose(catalog: &Catalog, command: Command) -> Result<(), ProposeError> {
-    match tokio::time::timeout(CATALOG_TIMEOUT, catalog.propose(command)).await {
-        Ok(result) => result.map(drop),
-        Err(_) => Err(ProposeError::Unavailable("timed out".into())),
-    }
+/// What the encoder is told about a refused publish.
+fn rtmp_refusal(refused: Refused) -> Refusal {
+    let reason = match refused {
+        Refused::UnknownKey | Refused::AlreadyLive => RejectReason::BadName,
+        Refused::CatalogUnavailable => RejectReason::Error("Catalog unavailable; retry.".into()),
+        Refused::SessionNotStarted => RejectReason::Error("Could not start the session; retry.".into()),
+        Refused::NoRandomness => RejectReason::Error("No randomness.".into()),
+    };
+    Refusal(refused.label(), reason)
 }

@@ -1,0 +1,193 @@
+//! One node's chat fan-out: applied catalog commands in, ready-to-send frames out, per channel.
+//!
+//! A single dispatcher task per node subscribes to the catalog's applied-command broadcast. For
+//! each command it finds the channel the command belongs to ([`chat_event`]); if no socket on this
+//! node watches that channel it stops there. Otherwise it builds the socket frame once (one
+//! catalog read for the author's display name, one JSON serialization; `settings` twice, with and
+//! without the blocked words) and sends it, as an `Arc<ChannelFrame>`, on that channel's own
+//! broadcast. Each socket holds a receiver of its channel only, so a socket costs one `Arc` clone
+//! and one cheap `Message` clone (a reference-counted byte buffer) per event of its channel, and
+//! never sees another channel's traffic.
+//!
+//! The channel broadcasts are created when a socket subscribes and removed when the last receiver
+//! of a channel goes ([`Subscription`]'s drop, or a send that finds nobody listening). The
+//! dispatcher starts with the first socket and ends when the catalog closes (or the hub is gone);
+//! the next socket starts it again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use axum::extract::ws::Message;
+use raft::store::AppliedEvent;
+use raft::Catalog;
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::event::{chat_event, ChatEvent, MessageView, ServerFrame, SettingsView};
+
+/// One event of one channel, serialized once for every socket of that channel on this node.
+#[derive(Debug)]
+pub(crate) enum ChannelFrame {
+    /// A posted message; `seq` lets a socket skip what its history already held.
+    Message { seq: u64, frame: Message },
+    /// `deleted`, `ban`, `unban`, or `lagged` (the dispatcher itself fell behind the catalog).
+    Notice(Message),
+    /// `settings`: moderators see the blocked words, everyone else does not.
+    Settings { public: Message, moderator: Message },
+    /// The channel is gone: its sockets close.
+    ChannelDeleted,
+}
+
+type Sender = broadcast::Sender<Arc<ChannelFrame>>;
+
+/// The per-channel broadcasts of one node and its dispatcher.
+#[derive(Debug)]
+pub(crate) struct Fanout {
+    /// Events one channel's broadcast keeps for its slowest socket.
+    backlog: usize,
+    routes: Mutex<Routes>,
+}
+
+#[derive(Debug, Default)]
+struct Routes {
+    channels: HashMap<String, Sender>,
+    /// A dispatcher task is running (or starting) for this fan-out.
+    dispatching: bool,
+}
+
+impl Fanout {
+    pub(crate) fn new(backlog: usize) -> Arc<Self> {
+        Arc::new(Fanout { backlog: backlog.max(1), routes: Mutex::new(Routes::default()) })
+    }
+
+    fn routes(&self) -> MutexGuard<'_, Routes> {
+        // The map stays consistent even if a holder panicked: every update is a single insert/remove.
+        self.routes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Receive the events of `channel_id` from now on. The dispatcher is subscribed to the catalog
+    /// before this returns, so an event applied after this call cannot be missed: a socket that
+    /// subscribes first and then reads the history has no gap between the two.
+    pub(crate) fn subscribe(self: &Arc<Self>, catalog: &Catalog, channel_id: &str) -> Subscription {
+        let mut routes = self.routes();
+        if !routes.dispatching {
+            routes.dispatching = true;
+            let applied = catalog.subscribe();
+            tokio::spawn(dispatch(Arc::downgrade(self), catalog.clone(), applied));
+        }
+        let backlog = self.backlog;
+        let receiver = match routes.channels.get(channel_id) {
+            Some(sender) => sender.subscribe(),
+            None => {
+                let (sender, receiver) = broadcast::channel(backlog);
+                routes.channels.insert(channel_id.to_owned(), sender);
+                receiver
+            }
+        };
+        Subscription { receiver: Some(receiver), fanout: self.clone(), channel_id: channel_id.to_owned() }
+    }
+
+    /// Channels with at least one socket on this node (those the dispatcher serializes for).
+    pub(crate) fn watched_channels(&self) -> usize {
+        self.routes().channels.len()
+    }
+
+    /// Drop the broadcast of `channel_id` if nobody listens any more. Subscribing happens under the
+    /// same lock, so a socket cannot attach to a broadcast in the moment it is removed.
+    fn release(&self, channel_id: &str) {
+        let mut routes = self.routes();
+        if routes.channels.get(channel_id).is_some_and(|s| s.receiver_count() == 0) {
+            routes.channels.remove(channel_id);
+        }
+    }
+
+    /// Turn one applied command into at most one frame, for the sockets of its channel.
+    fn publish(&self, catalog: &Catalog, applied: &AppliedEvent) {
+        let Some((channel_id, event)) = chat_event(applied) else { return };
+        let Some(sender) = self.routes().channels.get(channel_id).cloned() else {
+            return; // no socket on this node watches that channel: nothing to build
+        };
+        let frame = match event {
+            ChatEvent::Message(m) => {
+                let seq = m.seq;
+                let message = catalog.read(|s| MessageView::new(m, s));
+                ChannelFrame::Message { seq, frame: ServerFrame::Message { message }.to_message() }
+            }
+            ChatEvent::Deleted { message_id } => ChannelFrame::Notice(ServerFrame::Deleted { message_id }.to_message()),
+            ChatEvent::Ban { user_id, until } => ChannelFrame::Notice(ServerFrame::Ban { user_id, until }.to_message()),
+            ChatEvent::Unban { user_id } => ChannelFrame::Notice(ServerFrame::Unban { user_id }.to_message()),
+            ChatEvent::Settings(settings) => ChannelFrame::Settings {
+                public: ServerFrame::Settings { settings: SettingsView::new(settings.clone(), false) }.to_message(),
+                moderator: ServerFrame::Settings { settings: SettingsView::new(settings, true) }.to_message(),
+            },
+            ChatEvent::ChannelDeleted => ChannelFrame::ChannelDeleted,
+        };
+        if sender.send(Arc::new(frame)).is_err() {
+            // Every socket left since the lookup.
+            self.release(channel_id);
+        }
+    }
+
+    /// The dispatcher missed `missed` catalog commands: every socket may have missed events.
+    fn publish_lagged(&self, missed: u64) {
+        let senders: Vec<Sender> = self.routes().channels.values().cloned().collect();
+        let frame = Arc::new(ChannelFrame::Notice(ServerFrame::Lagged { missed }.to_message()));
+        for sender in senders {
+            let _ = sender.send(frame.clone());
+        }
+    }
+
+    /// The dispatcher ended: close every channel's broadcast (its sockets close as on shutdown).
+    fn stopped(&self) {
+        let mut routes = self.routes();
+        routes.dispatching = false;
+        routes.channels.clear();
+    }
+}
+
+/// The node's one reader of the catalog's applied commands for chat.
+async fn dispatch(fanout: Weak<Fanout>, catalog: Catalog, mut applied: broadcast::Receiver<Arc<AppliedEvent>>) {
+    loop {
+        let received = applied.recv().await;
+        let Some(fanout) = fanout.upgrade() else { return };
+        match received {
+            Ok(event) => fanout.publish(&catalog, &event),
+            Err(RecvError::Lagged(missed)) => {
+                // The receiver goes on from the oldest command the catalog still holds; the sockets
+                // are told they may have missed events and can refetch the history.
+                tracing::warn!(missed, "chat dispatcher fell behind the catalog");
+                fanout.publish_lagged(missed);
+            }
+            Err(RecvError::Closed) => {
+                fanout.stopped();
+                return;
+            }
+        }
+    }
+}
+
+/// One socket's receiver of its channel's frames; leaving removes the channel's broadcast when it
+/// was the last.
+#[derive(Debug)]
+pub(crate) struct Subscription {
+    /// Always `Some` until drop, which takes it out to drop it before releasing the channel.
+    receiver: Option<broadcast::Receiver<Arc<ChannelFrame>>>,
+    fanout: Arc<Fanout>,
+    channel_id: String,
+}
+
+impl Subscription {
+    pub(crate) async fn recv(&mut self) -> Result<Arc<ChannelFrame>, RecvError> {
+        match self.receiver.as_mut() {
+            Some(receiver) => receiver.recv().await,
+            None => Err(RecvError::Closed),
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        drop(self.receiver.take());
+        self.fanout.release(&self.channel_id);
+    }
+}

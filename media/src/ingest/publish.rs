@@ -1,0 +1,417 @@
+//! The publish lifecycle shared by RTMP and SRT ingest: the catalog decides, the origin takes the
+//! stream.
+//!
+//! ```text
+//! stream key ──▶ CatalogGate::start: key hash → channel (local read, linearizable fallback),
+//!                 one publisher per channel on this node, StartSession
+//!                   │ Publish
+//!                   ▼
+//! BridgeOutput ──▶ Publish::handle_output: Tracks → hls::Rendition "source" → LiveRegistry::open,
+//!                                         samples → LiveHandle::push_video / push_audio
+//!                   │ however the publish stops
+//!                   ▼
+//!                 Publish::end: LiveHandle::finish, EndSession (only if the session is still ours)
+//! ```
+//!
+//! One [`CatalogGate`] serves every protocol of a node: the set of channels it is publishing is
+//! what tells this node's live sessions from stale ones left by a crash, so RTMP and SRT must share
+//! it (otherwise a second publisher on the other protocol would "end a stale session" that is
+//! live).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use prometheus::IntCounter;
+use raft::{now_millis, Catalog, CatalogError, Command, ProposeError, StreamSession};
+use tokio::time::Instant;
+
+use super::bridge::BridgeOutput;
+use super::srt::{self, FrameCounts, PublishGate, PublishSink, StreamRefused};
+use super::{key_prefix, stream_key_hash, IngestConfig, IngestMetrics};
+use crate::hls::{Pushed, Rendition};
+use crate::origin::{LiveHandle, LiveRegistry, OriginError};
+
+/// The one rendition ingest produces; transcoding adds the others.
+pub const SOURCE_RENDITION: &str = "source";
+/// Bound on each catalog round trip made while a publisher waits for an answer.
+const CATALOG_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Decides publishes from the catalog and opens accepted streams in the origin. Cheap to clone;
+/// clones share the set of channels being published.
+#[derive(Clone)]
+pub struct CatalogGate {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    catalog: Catalog,
+    registry: LiveRegistry,
+    config: IngestConfig,
+    metrics: IngestMetrics,
+    /// Channels this process is publishing (or about to): refuses a second publisher without a
+    /// catalog round trip, and tells our own stale sessions (left by a crash) from live ones.
+    publishing: Mutex<HashSet<String>>,
+}
+
+/// Why a publish was refused. Each protocol maps it to its own answer; the gate has logged it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    UnknownKey,
+    /// The channel is live: another publisher, here or on another node.
+    AlreadyLive,
+    /// The catalog could not be read in time.
+    CatalogUnavailable,
+    /// The catalog did not commit `StartSession`.
+    SessionNotStarted,
+    /// No randomness for a session id.
+    NoRandomness,
+}
+
+impl Refused {
+    /// The `reason` label of `bitriver_ingest_rejected_total`.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Refused::UnknownKey => "bad_key",
+            Refused::AlreadyLive => "already_live",
+            Refused::CatalogUnavailable | Refused::SessionNotStarted => "catalog",
+            Refused::NoRandomness => "internal",
+        }
+    }
+}
+
+impl From<Refused> for srt::Refusal {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::UnknownKey => srt::Refusal::UnknownKey,
+            Refused::AlreadyLive => srt::Refusal::AlreadyLive,
+            Refused::CatalogUnavailable | Refused::SessionNotStarted | Refused::NoRandomness => {
+                srt::Refusal::Unavailable
+            }
+        }
+    }
+}
+
+impl CatalogGate {
+    pub fn new(catalog: Catalog, registry: LiveRegistry, config: IngestConfig, metrics: IngestMetrics) -> Self {
+        let publishing = Mutex::new(HashSet::new());
+        CatalogGate { shared: Arc::new(Shared { catalog, registry, config, metrics, publishing }) }
+    }
+
+    pub fn config(&self) -> &IngestConfig {
+        &self.shared.config
+    }
+
+    pub fn metrics(&self) -> &IngestMetrics {
+        &self.shared.metrics
+    }
+
+    /// May `stream_key` publish? On yes, the catalog session has been started. `protocol`
+    /// (`RTMP`, `SRT`) only names the ingest in logs.
+    pub(crate) async fn start(
+        &self,
+        peer: SocketAddr,
+        protocol: &'static str,
+        stream_key: &str,
+    ) -> Result<Publish, Refused> {
+        let shared = &self.shared;
+        let catalog = &shared.catalog;
+        let hash = stream_key_hash(stream_key);
+        // The lookup is keyed by the SHA-256 of the key, so no comparison of secret bytes happens
+        // here that could leak timing about a stored key (the hash of a wrong key says nothing
+        // about the right one).
+        let lookup = |s: &raft::state::CatalogState| {
+            s.channel_by_stream_key_hash(&hash).map(|c| {
+                let current = c.current_session_id.as_ref().and_then(|id| s.session(id)).cloned();
+                (c.id.clone(), current)
+            })
+        };
+        let found = match catalog.read(lookup) {
+            Some(found) => Some(found),
+            // Not in this replica yet: the channel may have been created a moment ago elsewhere.
+            None => match tokio::time::timeout(CATALOG_TIMEOUT, catalog.read_linearizable(lookup)).await {
+                Ok(Ok(found)) => found,
+                Ok(Err(error)) => {
+                    tracing::warn!(%peer, %error, "{protocol} publish refused: catalog unavailable");
+                    return Err(Refused::CatalogUnavailable);
+                }
+                Err(_) => {
+                    tracing::warn!(%peer, "{protocol} publish refused: catalog read timed out");
+                    return Err(Refused::CatalogUnavailable);
+                }
+            },
+        };
+        let Some((channel_id, current)) = found else {
+            tracing::warn!(%peer, key_prefix = %key_prefix(stream_key), "{protocol} publish refused: unknown stream key");
+            return Err(Refused::UnknownKey);
+        };
+        let already_live = || {
+            tracing::warn!(%peer, channel = %channel_id,
+                "{protocol} publish refused: channel already live (second publisher)");
+            Err(Refused::AlreadyLive)
+        };
+        let Some(reservation) = Reservation::take(shared, &channel_id) else { return already_live() };
+        if let Some(current) = current {
+            if current.ingest_node != Some(catalog.node_id()) {
+                return already_live();
+            }
+            // Our node's session, but no publish of ours holds the channel: left over from a
+            // crash or a lost EndSession. End it and let this publish take over.
+            tracing::info!(%peer, channel = %channel_id, stale_session = %current.id, "ending a stale session of this node");
+            let end =
+                Command::EndSession { channel_id: channel_id.clone(), ended_at: now_millis(), peak_concurrent: None };
+            if let Err(error) = propose(catalog, end).await {
+                tracing::warn!(%peer, channel = %channel_id, %error, "could not end the stale session");
+            }
+        }
+        let Ok(session_id) = new_session_id() else { return Err(Refused::NoRandomness) };
+        let session = StreamSession {
+            id: session_id.clone(),
+            channel_id: channel_id.clone(),
+            started_at: now_millis(),
+            ended_at: None,
+            renditions: vec![SOURCE_RENDITION.to_owned()],
+            peak_concurrent: 0,
+            ingest_node: Some(catalog.node_id()),
+        };
+        match propose(catalog, Command::StartSession(session)).await {
+            Ok(()) => {}
+            Err(ProposeError::Rejected(CatalogError::AlreadyLive { .. })) => return already_live(),
+            Err(error) => {
+                tracing::warn!(%peer, channel = %channel_id, %error,
+                    "{protocol} publish refused: could not start the session");
+                return Err(Refused::SessionNotStarted);
+            }
+        }
+        let m = &shared.metrics;
+        Ok(Publish {
+            bytes: m.bytes.with_label_values(&[&channel_id]),
+            video_frames: m.frames.with_label_values(&[&channel_id, "video"]),
+            audio_frames: m.frames.with_label_values(&[&channel_id, "audio"]),
+            dropped: m.dropped_frames.with_label_values(&[&channel_id]),
+            channel_id,
+            session_id,
+            peer,
+            protocol,
+            live: None,
+            accepted_at: Instant::now(),
+            first_part_published: false,
+            reservation,
+        })
+    }
+}
+
+impl PublishGate for CatalogGate {
+    type Publish = Publish;
+
+    async fn start_publish(&self, peer: SocketAddr, stream_key: &str) -> Result<Publish, srt::Refusal> {
+        self.start(peer, "SRT", stream_key).await.map_err(srt::Refusal::from)
+    }
+}
+
+fn new_session_id() -> Result<String, ring::error::Unspecified> {
+    use ring::rand::SecureRandom as _;
+    let mut bytes = [0u8; 12];
+    ring::rand::SystemRandom::new().fill(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A channel reserved for a publish on this node; released (and the publisher count decreased)
+/// on drop, whatever way the connection ends.
+struct Reservation {
+    shared: Arc<Shared>,
+    channel_id: String,
+    counted: bool,
+}
+
+impl Reservation {
+    fn take(shared: &Arc<Shared>, channel_id: &str) -> Option<Self> {
+        let mut publishing = shared.publishing.lock().unwrap_or_else(PoisonError::into_inner);
+        publishing.insert(channel_id.to_owned()).then(|| Reservation {
+            shared: shared.clone(),
+            channel_id: channel_id.to_owned(),
+            counted: false,
+        })
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.shared.publishing.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.channel_id);
+        if self.counted {
+            self.shared.metrics.active_publishers.dec();
+        }
+    }
+}
+
+/// An accepted publish: the catalog session, and the origin stream once the tracks are known.
+/// Feed it the bridge's output with [`Publish::handle_output`]; end it with [`Publish::end`].
+pub struct Publish {
+    channel_id: String,
+    session_id: String,
+    peer: SocketAddr,
+    protocol: &'static str,
+    live: Option<LiveHandle>,
+    accepted_at: Instant,
+    first_part_published: bool,
+    bytes: IntCounter,
+    video_frames: IntCounter,
+    audio_frames: IntCounter,
+    dropped: IntCounter,
+    reservation: Reservation,
+}
+
+impl Publish {
+    pub fn channel_id(&self) -> &str {
+        &self.channel_id
+    }
+
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
+    /// Counts this publish in `bitriver_ingest_active_publishers` until it ends. (The SRT driver
+    /// counts its connections itself.)
+    pub(crate) fn count_publisher(&mut self) {
+        self.reservation.counted = true;
+        self.reservation.shared.metrics.active_publishers.inc();
+    }
+
+    pub(crate) fn bytes(&self) -> &IntCounter {
+        &self.bytes
+    }
+
+    pub(crate) fn frames(&self, video: bool) -> &IntCounter {
+        if video {
+            &self.video_frames
+        } else {
+            &self.audio_frames
+        }
+    }
+
+    pub(crate) fn dropped(&self) -> &IntCounter {
+        &self.dropped
+    }
+
+    /// Moves one output of the bridge into the origin. Err: the origin takes no more of this
+    /// stream (logged); the publish should end.
+    pub fn handle_output(&mut self, output: BridgeOutput) -> Result<(), StreamRefused> {
+        let (video, sample) = match output {
+            BridgeOutput::Tracks { video, audio } => return self.open_live(video, audio),
+            BridgeOutput::Video(sample) => (true, sample),
+            BridgeOutput::Audio(sample) => (false, sample),
+        };
+        // Tracks always come first; without a stream there is nothing to feed.
+        let Some(live) = &self.live else { return Ok(()) };
+        let now = now_millis();
+        let pushed = if video { live.push_video(0, sample, now) } else { live.push_audio(0, sample, now) };
+        match pushed {
+            Ok(Pushed::Published(_)) if !self.first_part_published => {
+                self.first_part_published = true;
+                tracing::info!(channel = %self.channel_id, session = %self.session_id,
+                    after_ms = self.accepted_at.elapsed().as_millis() as u64, "first part published");
+            }
+            Ok(Pushed::Dropped(_)) => self.dropped.inc(),
+            Ok(_) => {}
+            Err(OriginError::Rendition { source, .. }) => {
+                // The packager refused one sample; the stream goes on with the next.
+                self.dropped.inc();
+                tracing::debug!(channel = %self.channel_id, error = %source, "sample dropped");
+            }
+            Err(error) => {
+                tracing::warn!(peer = %self.peer, channel = %self.channel_id, %error,
+                    "origin stopped taking this stream; closing");
+                return Err(StreamRefused);
+            }
+        }
+        Ok(())
+    }
+
+    fn open_live(
+        &mut self,
+        video: Option<crate::cmaf::VideoConfig>,
+        audio: Option<crate::cmaf::AudioConfig>,
+    ) -> Result<(), StreamRefused> {
+        let shared = &self.reservation.shared;
+        let describe = format!(
+            "video {} audio {}",
+            video.as_ref().map_or("none".into(), |v| format!("{} {}x{}", v.codec_string, v.width, v.height)),
+            audio
+                .as_ref()
+                .map_or("none".into(), |a| format!("{} {} Hz {} ch", a.codec_string, a.sample_rate, a.channels)),
+        );
+        let config =
+            crate::hls::RenditionConfig { name: SOURCE_RENDITION.to_owned(), ..shared.config.rendition.clone() };
+        let opened = Rendition::new(config, video, audio)
+            .map_err(|e| e.to_string())
+            .and_then(|r| shared.registry.open(&self.channel_id, &self.session_id, vec![r]).map_err(|e| e.to_string()));
+        match opened {
+            Ok(live) => {
+                tracing::info!(channel = %self.channel_id, tracks = %describe, "packaging started");
+                self.live = Some(live);
+                Ok(())
+            }
+            Err(error) => {
+                shared.metrics.rejected.with_label_values(&["origin"]).inc();
+                tracing::warn!(peer = %self.peer, channel = %self.channel_id, tracks = %describe, %error,
+                    "cannot package this stream; closing");
+                Err(StreamRefused)
+            }
+        }
+    }
+
+    /// Ends the publish (the last output was handed over): the origin stream finishes and the
+    /// catalog session ends.
+    pub async fn end(mut self, why: &str) {
+        if let Some(live) = self.live.take() {
+            live.finish();
+        }
+        let catalog = &self.reservation.shared.catalog;
+        // End only our own session: an admin may have ended it and a new one started meanwhile.
+        let ours = catalog.read(|s| {
+            s.channel(&self.channel_id).and_then(|c| c.current_session_id.clone()).as_deref()
+                == Some(self.session_id.as_str())
+        });
+        if ours {
+            let end = Command::EndSession {
+                channel_id: self.channel_id.clone(),
+                ended_at: now_millis(),
+                peak_concurrent: None,
+            };
+            if let Err(error) = propose(catalog, end).await {
+                tracing::warn!(channel = %self.channel_id, session = %self.session_id, %error, "could not end the session");
+            }
+        }
+        tracing::info!(peer = %self.peer, channel = %self.channel_id, session = %self.session_id,
+            seconds = self.accepted_at.elapsed().as_secs(), reason = why, "{} publish ended", self.protocol);
+    }
+}
+
+impl PublishSink for Publish {
+    fn channel_id(&self) -> &str {
+        &self.channel_id
+    }
+
+    fn handle_output(&mut self, output: BridgeOutput) -> Result<(), StreamRefused> {
+        Publish::handle_output(self, output)
+    }
+
+    fn count(&mut self, counts: FrameCounts) {
+        self.video_frames.inc_by(counts.video);
+        self.audio_frames.inc_by(counts.audio);
+        self.dropped.inc_by(counts.dropped);
+    }
+
+    async fn end(self, why: &'static str) {
+        Publish::end(self, why).await;
+    }
+}
+
+/// Proposes with a bound on the wait (the publisher is waiting, or the connection is ending).
+async fn propose(catalog: &Catalog, command: Command) -> Result<(), ProposeError> {
+    match tokio::time::timeout(CATALOG_TIMEOUT, catalog.propose(command)).await {
+        Ok(result) => result.map(drop),
+        Err(_) => Err(ProposeError::Unavailable("timed out".into())),
+    }
+}

@@ -1,0 +1,207 @@
+//! A broadcast over SRT against the real `bitriver` binary: create a user and a channel through the
+//! API (development mode), publish MPEG-TS with ffmpeg over SRT, play the HLS output with ffprobe,
+//! record 10 s of it with ffmpeg, see the channel live in the API; a wrong key and a second
+//! publisher over RTMP are refused; stop, see it offline.
+//!
+//! Skips (passes with a note) only when ffmpeg/ffprobe are not installed.
+
+mod common;
+
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_ports, NodeProc};
+use serde_json::{json, Value};
+use tokio::process::{Child, Command};
+
+const FFMPEG: &str = "/usr/bin/ffmpeg";
+const FFPROBE: &str = "/usr/bin/ffprobe";
+
+async fn post(node: &NodeProc, path: &str, body: Value) -> (u16, Value) {
+    let resp = reqwest::Client::new().post(node.url(path)).json(&body).send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn get_json(node: &NodeProc, path: &str) -> Value {
+    let (status, body) = node.get(path).await.expect("request failed");
+    assert_eq!(status, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Polls `path` until it answers 200 with a body containing `needle`.
+async fn wait_for(node: &NodeProc, path: &str, needle: &str, started: Instant, limit: Duration) -> String {
+    loop {
+        if let Some((200, body)) = node.get(path).await {
+            if body.contains(needle) {
+                return body;
+            }
+        }
+        assert!(started.elapsed() < limit, "{path} has no {needle:?} after {limit:?}\n{}", node.log_text());
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// ffmpeg encoding the test pattern and a tone for `seconds`, sent to `output` in `format`.
+fn publish(format: &str, output: &str, seconds: u32, log: &Path) -> Child {
+    Command::new(FFMPEG)
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-g", "30", "-pix_fmt", "yuv420p"])
+        .args(["-c:a", "aac", "-b:a", "128k", "-t", &seconds.to_string(), "-f", format])
+        .arg(output)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// ffmpeg's SRT caller URL; the stream id is written raw (ffmpeg 5.1 sends it verbatim).
+fn srt_url(port: u16, key: &str) -> String {
+    format!("srt://127.0.0.1:{port}?streamid=#!::r=live/{key},m=publish")
+}
+
+async fn exit_within(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
+    match tokio::time::timeout(limit, child.wait()).await {
+        Ok(status) => status.unwrap(),
+        Err(_) => panic!("{what} still running after {limit:?}"),
+    }
+}
+
+async fn ffprobe(args: &[&str]) -> Value {
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        Command::new(FFPROBE).args(["-v", "error", "-of", "json"]).args(args).kill_on_drop(true).output(),
+    )
+    .await
+    .expect("ffprobe timed out")
+    .unwrap();
+    assert!(out.status.success(), "ffprobe {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn stream<'a>(probe: &'a Value, codec: &str) -> Option<&'a Value> {
+    probe["streams"].as_array()?.iter().find(|s| s["codec_name"] == codec)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srt_publish_goes_live_and_plays_over_hls() {
+    if !Path::new(FFMPEG).exists() || !Path::new(FFPROBE).exists() {
+        eprintln!("SKIPPED: {FFMPEG} or {FFPROBE} not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = |name: &str| dir.path().join(name);
+    let mut node = NodeProc::new(dir.path(), "live");
+    let (rtmp_port, srt_port) = free_ports();
+    // The harness binds both ingest listeners on port 0; the last flag wins.
+    node.args = vec![
+        "--rtmp-addr".into(),
+        format!("127.0.0.1:{rtmp_port}"),
+        "--srt-addr".into(),
+        format!("127.0.0.1:{srt_port}"),
+    ];
+    node.start();
+    node.wait_healthy(Duration::from_secs(30)).await;
+
+    let health = get_json(&node, "/healthz").await.to_string();
+    assert!(health.contains("\"srt\"") && health.contains(&format!("127.0.0.1:{srt_port}")), "no srt in {health}");
+
+    let (status, user) = post(
+        &node,
+        "/api/users",
+        json!({"displayName": "Streamer", "email": "streamer@example.com", "roles": ["creator"]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{user}");
+    let (status, channel) =
+        post(&node, "/api/channels", json!({"ownerId": user["id"], "title": "Live over SRT", "tags": ["test"]})).await;
+    assert_eq!(status, 201, "{channel}");
+    let id = channel["id"].as_str().unwrap().to_owned();
+    let key = channel["streamKey"].as_str().expect("streamKey in the create answer").to_owned();
+
+    // A wrong key is refused in the handshake: the encoder gives up at once.
+    let wrong_key = "live_ffffffffffffffffffffffffffffffffffffffff";
+    let refused_at = Instant::now();
+    let mut wrong = publish("mpegts", &srt_url(srt_port, wrong_key), 5, &log("wrong.log"));
+    let status = exit_within(&mut wrong, Duration::from_secs(10), "wrong-key publisher").await;
+    assert!(!status.success(), "a wrong key was accepted");
+    println!("wrong key refused after {} ms", refused_at.elapsed().as_millis());
+    let logs = node.log_text();
+    assert!(logs.contains("SRT publish refused: unknown stream key"), "no log line for the wrong key:\n{logs}");
+    assert!(!logs.contains(wrong_key), "a full stream key was logged:\n{logs}");
+
+    let started = Instant::now();
+    let mut publisher = publish("mpegts", &srt_url(srt_port, &key), 60, &log("ffmpeg.log"));
+
+    let master =
+        wait_for(&node, &format!("/hls/{id}/master.m3u8"), "#EXT-X-STREAM-INF", started, Duration::from_secs(20)).await;
+    let media_uri = master.lines().find(|l| !l.is_empty() && !l.starts_with('#')).expect("a variant URI").trim();
+    let media_path = if media_uri.starts_with('/') { media_uri.to_owned() } else { format!("/hls/{id}/{media_uri}") };
+    assert_eq!(media_path, format!("/hls/{id}/source/index.m3u8"));
+    wait_for(&node, &media_path, "#EXTINF", started, Duration::from_secs(20)).await;
+    println!("latency: publish start -> first playable playlist: {} ms", started.elapsed().as_millis());
+
+    let probe = ffprobe(&["-show_streams", &node.url(&media_path)]).await;
+    let video = stream(&probe, "h264").unwrap_or_else(|| panic!("no h264: {probe}"));
+    assert_eq!((video["width"].as_u64(), video["height"].as_u64()), (Some(640), Some(360)), "{probe}");
+    assert!(stream(&probe, "aac").is_some(), "no aac: {probe}");
+
+    let live = get_json(&node, &format!("/api/channels/{id}")).await;
+    assert_eq!(live["liveState"], "live", "{live}");
+    assert!(live["currentSessionId"].is_string(), "{live}");
+    assert_eq!(node.metric("bitriver_ingest_active_publishers").await, Some(1.0));
+
+    // Record 10 s of the live stream.
+    let recording = log("out.mp4");
+    let mut recorder = Command::new(FFMPEG)
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-y", "-i", &node.url(&media_path), "-t", "10", "-c", "copy"])
+        .arg(&recording)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log("recorder.log")).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    // The same key over RTMP while SRT publishes: one gate for both, so refused.
+    let mut second = publish("flv", &format!("rtmp://127.0.0.1:{rtmp_port}/live/{key}"), 5, &log("second.log"));
+    let status = exit_within(&mut second, Duration::from_secs(20), "second publisher").await;
+    assert!(!status.success(), "a second publisher over RTMP was accepted");
+
+    let status = exit_within(&mut recorder, Duration::from_secs(45), "recorder").await;
+    let recorder_log = std::fs::read_to_string(log("recorder.log")).unwrap_or_default();
+    assert!(status.success(), "recording failed: {recorder_log}");
+    assert!(recorder_log.trim().is_empty(), "recorder reported errors:\n{recorder_log}");
+    let probe = ffprobe(&["-show_format", "-show_streams", recording.to_str().unwrap()]).await;
+    let duration: f64 = probe["format"]["duration"].as_str().and_then(|d| d.parse().ok()).unwrap_or(0.0);
+    println!("recorded {duration:.2} s");
+    assert!((9.0..=11.0).contains(&duration), "recorded {duration} s, expected ~10: {probe}");
+    assert!(stream(&probe, "h264").is_some() && stream(&probe, "aac").is_some(), "{probe}");
+
+    assert!(publisher.try_wait().unwrap().is_none(), "the SRT publisher stopped early");
+    let logs = node.log_text();
+    assert!(logs.contains("already live"), "no log line for the second publisher:\n{logs}");
+    assert!(!logs.contains(&key), "a full stream key was logged:\n{logs}");
+
+    // Stop publishing: the channel goes offline.
+    let pid = publisher.id().unwrap().to_string();
+    std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    exit_within(&mut publisher, Duration::from_secs(10), "ffmpeg after SIGINT").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let channel = get_json(&node, &format!("/api/channels/{id}")).await;
+        if channel["liveState"] == "offline" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still live after the publisher stopped: {channel}\n{}", node.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(node.metric("bitriver_ingest_active_publishers").await, Some(0.0));
+    assert!(node.log_text().contains("SRT publish ended"), "{}", node.log_text());
+    assert_eq!(node.terminate(), Some(0), "{}", node.log_text());
+}
