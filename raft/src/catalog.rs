@@ -18,7 +18,7 @@ use openraft::{BasicNode, ChangeMembers, ServerState, SnapshotPolicy};
 use prometheus::Registry;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::command::{ApplyResult, CatalogError, Command, Response};
@@ -179,6 +179,8 @@ struct Inner {
     config: CatalogConfig,
     ca: Option<ClusterCa>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Proposals on their way into the log: see [`run_batcher`].
+    batcher: mpsc::Sender<Proposal>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -237,6 +239,7 @@ impl Catalog {
         let raft =
             Raft::new(id, Arc::new(raft_config), NetworkFactory { client: client.clone() }, log_store, sm).await?;
 
+        let (batcher, proposals) = mpsc::channel(BATCHER_QUEUE);
         let catalog = Catalog {
             inner: Arc::new(Inner {
                 id,
@@ -251,8 +254,10 @@ impl Catalog {
                 config,
                 ca,
                 tasks: Mutex::new(Vec::new()),
+                batcher,
             }),
         };
+        catalog.spawn(run_batcher(catalog.inner.raft.clone(), proposals));
         catalog.spawn(serve_cluster(catalog.clone(), endpoint));
         catalog.spawn(serve_admin_socket(catalog.clone()));
         catalog.spawn(track_metrics(catalog.clone()));
@@ -384,21 +389,14 @@ impl Catalog {
         }
     }
 
-    /// Write through the local Raft if it is the leader; never forwards.
+    /// Write through the local Raft if it is the leader; never forwards. Concurrent proposals are
+    /// grouped into one log entry by [`run_batcher`].
     async fn propose_local(&self, command: Command) -> Result<ApplyResult, LocalWrite> {
-        // A leader cut off from its quorum cannot commit; don't wait for it forever.
-        let write = tokio::time::timeout(COMMIT_TIMEOUT, self.inner.raft.client_write(command));
-        let Ok(written) = write.await else {
-            return Err(LocalWrite::Pending);
-        };
-        match written {
-            Ok(response) => Ok(response.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(LocalWrite::NotLeader(f.leader_id.zip(f.leader_node.map(|n| n.addr))))
-            }
-            Err(RaftError::APIError(e)) => Err(LocalWrite::Fatal(e.to_string())),
-            Err(RaftError::Fatal(e)) => Err(LocalWrite::Fatal(e.to_string())),
+        let (reply, answer) = oneshot::channel();
+        if self.inner.batcher.send((command, reply)).await.is_err() {
+            return Err(LocalWrite::Fatal("the catalog is shutting down".into()));
         }
+        answer.await.unwrap_or_else(|_| Err(LocalWrite::Fatal("the catalog is shutting down".into())))
     }
 
     fn leader(&self) -> Option<(NodeId, String)> {
@@ -662,6 +660,72 @@ impl Catalog {
 /// Peer name of requests from the local admin socket.
 const ADMIN_PEER: &str = "admin-socket";
 
+/// A proposal waiting for the batcher, with where to send its outcome.
+type Proposal = (Command, oneshot::Sender<Result<ApplyResult, LocalWrite>>);
+
+/// Proposals queued for the batcher before proposers wait for room.
+const BATCHER_QUEUE: usize = 8192;
+/// Most proposals grouped into one log entry.
+const MAX_GROUP: usize = 1024;
+
+/// Group commit. openraft appends (and fsyncs) client writes one at a time, so under load each
+/// proposal would cost a log append of its own. This task takes whatever proposals are queued,
+/// writes them as one [`Command::Batch`] entry and hands each proposer its own answer. A lone
+/// proposal is written as itself, so an idle catalog pays no extra latency.
+async fn run_batcher(raft: Raft, mut proposals: mpsc::Receiver<Proposal>) {
+    while let Some(first) = proposals.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match proposals.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        if group.len() == 1 {
+            let (command, reply) = group.remove(0);
+            let _ = reply.send(write_entry(&raft, command).await);
+            continue;
+        }
+        let (commands, replies): (Vec<Command>, Vec<_>) = group.into_iter().unzip();
+        let count = commands.len();
+        match write_entry(&raft, Command::Batch(commands)).await {
+            Ok(Ok(Response::Batch(results))) if results.len() == count => {
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(Ok(result));
+                }
+            }
+            Ok(other) => {
+                let e = LocalWrite::Fatal(format!("batch of {count} answered {other:?}"));
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// One log entry through the local Raft.
+async fn write_entry(raft: &Raft, command: Command) -> Result<ApplyResult, LocalWrite> {
+    // A leader cut off from its quorum cannot commit; don't wait for it forever.
+    let Ok(written) = tokio::time::timeout(COMMIT_TIMEOUT, raft.client_write(command)).await else {
+        return Err(LocalWrite::Pending);
+    };
+    match written {
+        Ok(response) => Ok(response.data),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Err(LocalWrite::NotLeader(f.leader_id.zip(f.leader_node.map(|n| n.addr))))
+        }
+        Err(RaftError::APIError(e)) => Err(LocalWrite::Fatal(e.to_string())),
+        Err(RaftError::Fatal(e)) => Err(LocalWrite::Fatal(e.to_string())),
+    }
+}
+
+#[derive(Debug, Clone)]
 enum LocalWrite {
     NotLeader(Option<(NodeId, String)>),
     /// Appended to the leader's log but not committed within [`COMMIT_TIMEOUT`].

@@ -99,7 +99,13 @@ pub enum Command {
     },
     /// A node's current viewer count for a channel (feeds analytics and peak concurrents).
     ReportViewers(ViewerSample),
+    /// Several commands in one log entry (group commit). Each is applied on its own, in order, and
+    /// answers on its own in [`Response::Batch`]; a refused one does not affect the others.
+    Batch(Vec<Command>),
 }
+
+/// Most commands one [`Command::Batch`] may carry (the position in the batch is part of `seq`).
+pub const MAX_BATCH: usize = 4096;
 
 /// Fields of a user that can change; `None` keeps the current value.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +143,8 @@ pub enum Response {
     ChatSettings(ChatSettings),
     /// How many records a purge removed.
     Removed(u64),
+    /// One answer per command of a [`Command::Batch`], in order.
+    Batch(Vec<ApplyResult>),
 }
 
 /// Why the state machine refused a command. Deterministic: every replica refuses the same way.

@@ -143,6 +143,36 @@ impl CatalogState {
 
     /// Apply one command at log index `index`. On error nothing changed and no mutation is returned.
     pub fn apply(&mut self, index: u64, command: &Command) -> (ApplyResult, Vec<Mutation>) {
+        let base = index.saturating_mul(crate::command::MAX_BATCH as u64);
+        if let Command::Batch(commands) = command {
+            return self.apply_batch(base, commands);
+        }
+        self.apply_at(base, command)
+    }
+
+    /// Apply the commands of one batch entry; each answers (and writes) on its own.
+    fn apply_batch(&mut self, base: u64, commands: &[Command]) -> (ApplyResult, Vec<Mutation>) {
+        if commands.len() > crate::command::MAX_BATCH {
+            return (Err(CatalogError::invalid("batch", "too many commands in one batch")), Vec::new());
+        }
+        let mut out = Vec::new();
+        let mut results = Vec::with_capacity(commands.len());
+        for (position, command) in commands.iter().enumerate() {
+            let result = if matches!(command, Command::Batch(_)) {
+                Err(CatalogError::invalid("batch", "batches do not nest"))
+            } else {
+                let (result, mutations) = self.apply_at(base + position as u64, command);
+                out.extend(mutations);
+                result
+            };
+            results.push(result);
+        }
+        (Ok(Response::Batch(results)), out)
+    }
+
+    /// Apply one command; `seq` orders what it creates (log index × MAX_BATCH + batch position).
+    fn apply_at(&mut self, seq: u64, command: &Command) -> (ApplyResult, Vec<Mutation>) {
+        let index = seq;
         let mut out = Vec::new();
         let result = self.apply_inner(index, command, &mut out);
         if result.is_err() {
@@ -721,7 +751,8 @@ mod tests {
     #[test]
     fn chat_history_is_bounded_and_deletes_are_written() {
         let mut r = with_channel();
-        let first_index = r.index + 1;
+        let seq_of = |index: u64| index * crate::command::MAX_BATCH as u64;
+        let first_index = seq_of(r.index + 1);
         for i in 0..CHAT_HISTORY_PER_CHANNEL {
             let (result, mutations) = r.apply(Command::PostChat(chat(&format!("m{i}"), "c1", "u1")));
             assert!(result.is_ok());
@@ -733,7 +764,7 @@ mod tests {
         // One over the bound: the new line is written and the oldest one deleted, in one apply.
         let (result, mutations) = r.apply(Command::PostChat(chat("newest", "c1", "u1")));
         let Ok(Response::Chat(newest)) = result else { panic!("{result:?}") };
-        assert_eq!(newest.seq, r.index, "seq is the applying log index");
+        assert_eq!(newest.seq, seq_of(r.index), "seq is the applying log index times MAX_BATCH");
         let chat_writes: Vec<_> = mutations.into_iter().filter(|m| m.key.starts_with(b"chat/")).collect();
         assert_eq!(chat_writes.len(), 2);
         assert_eq!(chat_writes[1], delete(chat_key("c1", first_index)));
@@ -743,7 +774,7 @@ mod tests {
 
         let (result, mutations) = r.apply(Command::DeleteChat { channel_id: "c1".into(), message_id: "m500".into() });
         assert_eq!(result, Ok(Response::Done));
-        assert_eq!(mutations, vec![delete(chat_key("c1", first_index + 500))]);
+        assert_eq!(mutations, vec![delete(chat_key("c1", first_index + seq_of(500)))]);
         assert!(r.state.chat("c1").all(|m| m.id != "m500"));
         let err = r.err(Command::DeleteChat { channel_id: "c1".into(), message_id: "m500".into() });
         assert!(matches!(err, CatalogError::NotFound { .. }));
@@ -899,5 +930,27 @@ mod tests {
         assert_eq!(r.ok(Command::PurgeExpiredAuthSessions { now: 150 }), Response::Removed(1));
         assert!(r.state.auth_session("t1").is_none() && r.state.auth_session("t2").is_some());
         assert_eq!(r.ok(Command::PurgeExpiredAuthSessions { now: 150 }), Response::Removed(0));
+    }
+
+    #[test]
+    fn a_batch_answers_each_command_and_orders_chat_lines() {
+        let mut r = with_channel();
+        let batch = Command::Batch(vec![
+            Command::PostChat(chat("b1", "c1", "u1")),
+            Command::CreateUser(user("u2", "river@example.com")), // email taken: refused alone
+            Command::PostChat(chat("b2", "c1", "u1")),
+            Command::Batch(vec![]),
+        ]);
+        let Response::Batch(results) = r.ok(batch) else { panic!("a batch answers with Response::Batch") };
+        assert_eq!(results.len(), 4);
+        assert!(matches!(results[0], Ok(Response::Chat(_))));
+        assert!(matches!(results[1], Err(CatalogError::EmailTaken { .. })));
+        assert!(matches!(results[2], Ok(Response::Chat(_))));
+        assert!(matches!(results[3], Err(CatalogError::Invalid { .. })), "batches do not nest");
+        let lines: Vec<_> = r.state.chat("c1").map(|m| (m.id.clone(), m.seq)).collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].0, "b1");
+        assert_eq!(lines[1].1, lines[0].1 + 2, "position in the batch orders lines of one entry");
+        assert!(r.state.user("u2").is_none());
     }
 }

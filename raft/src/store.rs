@@ -374,11 +374,18 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                                 None => batch.delete_cf(cf, m.key),
                             }
                         }
-                        events.push(Arc::new(AppliedEvent {
-                            index: entry.log_id.index,
-                            command,
-                            result: result.clone(),
-                        }));
+                        // Subscribers see the commands of a batch one by one, as if unbatched.
+                        match (command, &result) {
+                            (Command::Batch(commands), Ok(crate::Response::Batch(results))) => {
+                                for (command, result) in commands.into_iter().zip(results.iter().cloned()) {
+                                    events.push(Arc::new(AppliedEvent { index: entry.log_id.index, command, result }));
+                                }
+                            }
+                            (command, result) => {
+                                let result = result.clone();
+                                events.push(Arc::new(AppliedEvent { index: entry.log_id.index, command, result }));
+                            }
+                        }
                         results.push(result);
                     }
                     EntryPayload::Membership(m) => {

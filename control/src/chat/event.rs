@@ -66,7 +66,7 @@ pub struct MessageView {
     pub text: String,
     #[schema(value_type = i64)]
     pub sent_at: UnixMillis,
-    /// Position in the channel's history (the catalog log index that applied it).
+    /// Position in the channel's history (log index of the entry that applied it × 4096 + position in its batch).
     pub seq: u64,
 }
 
