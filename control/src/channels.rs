@@ -410,9 +410,12 @@ async fn update_channel(
         let mut out: Vec<String> = Vec::new();
         for (i, m) in moderators.iter().enumerate() {
             let m = m.trim();
-            if !state.catalog.read(|s| s.user(m).is_some()) {
-                return Err(ApiError::invalid(&format!("moderators[{i}]"), format!("no user {m}")));
-            }
+            // The user may have been created a moment ago through another node.
+            let field = format!("moderators[{i}]");
+            crate::read_or_catch_up(&state, |s| {
+                s.user(m).map(|_| ()).ok_or_else(|| ApiError::invalid(&field, format!("no user {m}")))
+            })
+            .await?;
             if !out.iter().any(|o| o == m) {
                 out.push(m.to_owned());
             }

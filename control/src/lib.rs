@@ -100,3 +100,17 @@ fn with_layers(routes: Router<ApiState>, state: &ApiState) -> Router<ApiState> {
         .layer(from_fn_with_state(state.clone(), audit::audit))
         .layer(from_fn_with_state(state.metrics.clone(), metrics::track))
 }
+
+/// `read` on the local replica; when that answers an error, once more after catching up with the
+/// leader. A channel created, or a moderator appointed, a moment ago through another node may not
+/// have reached this replica yet, and this node must answer as the one that made the change would.
+/// Without a leader the local answer stands.
+pub(crate) async fn read_or_catch_up<T>(
+    state: &ApiState,
+    read: impl Fn(&raft::state::CatalogState) -> ApiResult<T>,
+) -> ApiResult<T> {
+    match state.catalog.read(&read) {
+        Ok(value) => Ok(value),
+        Err(local) => state.catalog.read_linearizable(&read).await.unwrap_or(Err(local)),
+    }
+}

@@ -116,7 +116,7 @@ async fn get_profile(State(state): State<ApiState>, Path(user_id): Path<String>)
 }
 
 /// The body of `PUT /api/profiles/{userId}`: the whole profile (missing fields are cleared).
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProfileBody {
     #[serde(default)]
@@ -133,7 +133,7 @@ pub struct ProfileBody {
     pub donation_addresses: Vec<DonationAddressBody>,
 }
 
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DonationAddressBody {
     pub currency: String,
@@ -167,7 +167,9 @@ async fn put_profile(
     {
         return Err(ApiError::not_found("user", &user_id));
     }
-    let profile = state.catalog.read(|s| validate_profile(s, &user_id, body, now_millis()))?;
+    // Friends and the featured channel may have been created a moment ago through another node.
+    let now = now_millis();
+    let profile = crate::read_or_catch_up(&state, |s| validate_profile(s, &user_id, body.clone(), now)).await?;
     let saved = match state.catalog.propose(Command::UpsertProfile(profile)).await? {
         Response::Profile(p) => p,
         other => return Err(ApiError::internal(format!("unexpected catalog answer: {other:?}"))),

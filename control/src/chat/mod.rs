@@ -41,6 +41,7 @@ use tokio::sync::{watch, Semaphore};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::json::ApiJson;
+use crate::read_or_catch_up;
 use crate::ApiState;
 pub use event::{rfc3339_millis, MessageView};
 use limiter::UserRateLimiter;
@@ -175,20 +176,6 @@ pub(crate) fn routes() -> Router<ApiState> {
         .route("/api/channels/{id}/chat/bans/{user_id}", delete(moderation::unban))
         .route("/api/channels/{id}/chat/settings", get(moderation::get_settings).put(moderation::put_settings))
         .route("/api/channels/{id}/chat/{message_id}", delete(delete_message))
-}
-
-/// `read` on the local replica; when that answers an error, once more after catching up with the
-/// leader. A channel created, or a moderator appointed, a moment ago through another node may not
-/// have reached this replica yet, and this node must answer as the one that made the change would.
-/// Without a leader the local answer stands.
-pub(crate) async fn read_or_catch_up<T>(
-    state: &ApiState,
-    read: impl Fn(&raft::state::CatalogState) -> ApiResult<T>,
-) -> ApiResult<T> {
-    match state.catalog.read(&read) {
-        Ok(value) => Ok(value),
-        Err(local) => state.catalog.read_linearizable(&read).await.unwrap_or(Err(local)),
-    }
 }
 
 // ----- history -----
