@@ -15,13 +15,12 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{NodeProc, BIN};
+use common::{cli_with_stdin, NodeProc};
 use serde_json::{json, Value};
 
 /// Generated cases per operation and pass (`BITRIVER_FUZZ_EXAMPLES` overrides it for a deeper run).
@@ -49,25 +48,6 @@ fn install_fuzzer() {
         String::from_utf8_lossy(&out.stderr)
     );
     *done = true;
-}
-
-/// Run `bitriver ARGS` with `stdin` piped in; returns (exit code, stdout, stderr).
-fn cli_with_stdin(args: &[&str], stdin: &str) -> (i32, String, String) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn tail(text: &str, lines: usize) -> String {

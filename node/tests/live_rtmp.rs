@@ -10,36 +10,11 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{free_ports, NodeProc};
+use common::{free_ports, get_json, post_json, wait_for_body, NodeProc};
 use serde_json::{json, Value};
 
 const FFMPEG: &str = "/usr/bin/ffmpeg";
 const FFPROBE: &str = "/usr/bin/ffprobe";
-
-async fn post(node: &NodeProc, path: &str, body: Value) -> (u16, Value) {
-    let resp = reqwest::Client::new().post(node.url(path)).json(&body).send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
-async fn get_json(node: &NodeProc, path: &str) -> Value {
-    let (status, body) = node.get(path).await.expect("request failed");
-    assert_eq!(status, 200, "GET {path}: {body}");
-    serde_json::from_str(&body).unwrap()
-}
-
-/// Polls `path` until it answers 200 with a body containing `needle`.
-async fn wait_for(node: &NodeProc, path: &str, needle: &str, started: Instant, limit: Duration) -> String {
-    loop {
-        if let Some((200, body)) = node.get(path).await {
-            if body.contains(needle) {
-                return body;
-            }
-        }
-        assert!(started.elapsed() < limit, "{path} has no {needle:?} after {limit:?}\n{}", node.log_text());
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtmp_publish_goes_live_and_plays_over_hls() {
@@ -58,7 +33,7 @@ async fn rtmp_publish_goes_live_and_plays_over_hls() {
     let health = get_json(&node, "/healthz").await;
     assert!(health.to_string().contains(&format!("127.0.0.1:{rtmp_port}")), "rtmp listener not in /healthz: {health}");
 
-    let (status, user) = post(
+    let (status, user) = post_json(
         &node,
         "/api/users",
         json!({"displayName": "Streamer", "email": "streamer@example.com", "roles": ["creator"]}),
@@ -66,7 +41,8 @@ async fn rtmp_publish_goes_live_and_plays_over_hls() {
     .await;
     assert_eq!(status, 201, "{user}");
     let (status, channel) =
-        post(&node, "/api/channels", json!({"ownerId": user["id"], "title": "Live over RTMP", "tags": ["test"]})).await;
+        post_json(&node, "/api/channels", json!({"ownerId": user["id"], "title": "Live over RTMP", "tags": ["test"]}))
+            .await;
     assert_eq!(status, 201, "{channel}");
     let id = channel["id"].as_str().unwrap().to_owned();
     let key = channel["streamKey"].as_str().expect("streamKey in the create answer").to_owned();
@@ -88,11 +64,12 @@ async fn rtmp_publish_goes_live_and_plays_over_hls() {
 
     // The multivariant playlist names the media playlist; wait until that one is playable.
     let master =
-        wait_for(&node, &format!("/hls/{id}/master.m3u8"), "#EXT-X-STREAM-INF", started, Duration::from_secs(20)).await;
+        wait_for_body(&node, &format!("/hls/{id}/master.m3u8"), "#EXT-X-STREAM-INF", started, Duration::from_secs(20))
+            .await;
     let media_uri = master.lines().find(|l| !l.is_empty() && !l.starts_with('#')).expect("a variant URI").trim();
     let media_path = if media_uri.starts_with('/') { media_uri.to_owned() } else { format!("/hls/{id}/{media_uri}") };
     assert_eq!(media_path, format!("/hls/{id}/source/index.m3u8"));
-    wait_for(&node, &media_path, "#EXTINF", started, Duration::from_secs(20)).await;
+    wait_for_body(&node, &media_path, "#EXTINF", started, Duration::from_secs(20)).await;
     println!("latency: publish start -> first playable playlist: {} ms", started.elapsed().as_millis());
 
     for path in [format!("/hls/{id}/master.m3u8"), media_path.clone()] {

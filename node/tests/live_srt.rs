@@ -11,37 +11,12 @@ use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_ports, NodeProc};
+use common::{free_ports, get_json, post_json, wait_for_body, NodeProc};
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
 const FFMPEG: &str = "/usr/bin/ffmpeg";
 const FFPROBE: &str = "/usr/bin/ffprobe";
-
-async fn post(node: &NodeProc, path: &str, body: Value) -> (u16, Value) {
-    let resp = reqwest::Client::new().post(node.url(path)).json(&body).send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
-async fn get_json(node: &NodeProc, path: &str) -> Value {
-    let (status, body) = node.get(path).await.expect("request failed");
-    assert_eq!(status, 200, "GET {path}: {body}");
-    serde_json::from_str(&body).unwrap()
-}
-
-/// Polls `path` until it answers 200 with a body containing `needle`.
-async fn wait_for(node: &NodeProc, path: &str, needle: &str, started: Instant, limit: Duration) -> String {
-    loop {
-        if let Some((200, body)) = node.get(path).await {
-            if body.contains(needle) {
-                return body;
-            }
-        }
-        assert!(started.elapsed() < limit, "{path} has no {needle:?} after {limit:?}\n{}", node.log_text());
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
 
 /// ffmpeg encoding the test pattern and a tone for `seconds`, sent to `output` in `format`.
 fn publish(format: &str, output: &str, seconds: u32, log: &Path) -> Child {
@@ -111,7 +86,7 @@ async fn srt_publish_goes_live_and_plays_over_hls() {
     let health = get_json(&node, "/healthz").await.to_string();
     assert!(health.contains("\"srt\"") && health.contains(&format!("127.0.0.1:{srt_port}")), "no srt in {health}");
 
-    let (status, user) = post(
+    let (status, user) = post_json(
         &node,
         "/api/users",
         json!({"displayName": "Streamer", "email": "streamer@example.com", "roles": ["creator"]}),
@@ -119,7 +94,8 @@ async fn srt_publish_goes_live_and_plays_over_hls() {
     .await;
     assert_eq!(status, 201, "{user}");
     let (status, channel) =
-        post(&node, "/api/channels", json!({"ownerId": user["id"], "title": "Live over SRT", "tags": ["test"]})).await;
+        post_json(&node, "/api/channels", json!({"ownerId": user["id"], "title": "Live over SRT", "tags": ["test"]}))
+            .await;
     assert_eq!(status, 201, "{channel}");
     let id = channel["id"].as_str().unwrap().to_owned();
     let key = channel["streamKey"].as_str().expect("streamKey in the create answer").to_owned();
@@ -139,11 +115,12 @@ async fn srt_publish_goes_live_and_plays_over_hls() {
     let mut publisher = publish("mpegts", &srt_url(srt_port, &key), 60, &log("ffmpeg.log"));
 
     let master =
-        wait_for(&node, &format!("/hls/{id}/master.m3u8"), "#EXT-X-STREAM-INF", started, Duration::from_secs(20)).await;
+        wait_for_body(&node, &format!("/hls/{id}/master.m3u8"), "#EXT-X-STREAM-INF", started, Duration::from_secs(20))
+            .await;
     let media_uri = master.lines().find(|l| !l.is_empty() && !l.starts_with('#')).expect("a variant URI").trim();
     let media_path = if media_uri.starts_with('/') { media_uri.to_owned() } else { format!("/hls/{id}/{media_uri}") };
     assert_eq!(media_path, format!("/hls/{id}/source/index.m3u8"));
-    wait_for(&node, &media_path, "#EXTINF", started, Duration::from_secs(20)).await;
+    wait_for_body(&node, &media_path, "#EXTINF", started, Duration::from_secs(20)).await;
     println!("latency: publish start -> first playable playlist: {} ms", started.elapsed().as_millis());
 
     let probe = ffprobe(&["-show_streams", &node.url(&media_path)]).await;

@@ -199,3 +199,50 @@ pub fn cli(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Run `bitriver ARGS` with `stdin` piped in; returns (exit code, stdout, stderr).
+pub fn cli_with_stdin(args: &[&str], stdin: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// POST JSON (no token); returns (status, JSON body or Null).
+pub async fn post_json(node: &NodeProc, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let resp = reqwest::Client::new().post(node.url(path)).json(&body).send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// GET that must answer 200 with JSON.
+pub async fn get_json(node: &NodeProc, path: &str) -> serde_json::Value {
+    let (status, body) = node.get(path).await.expect("request failed");
+    assert_eq!(status, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Polls `path` until it answers 200 with a body containing `needle`.
+pub async fn wait_for_body(node: &NodeProc, path: &str, needle: &str, started: Instant, limit: Duration) -> String {
+    loop {
+        if let Some((200, body)) = node.get(path).await {
+            if body.contains(needle) {
+                return body;
+            }
+        }
+        assert!(started.elapsed() < limit, "{path} has no {needle:?} after {limit:?}\n{}", node.log_text());
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
