@@ -227,6 +227,14 @@ pub struct Config {
     )]
     pub log_format: LogFormatArg,
 
+    /// LL-HLS part duration target in milliseconds (origin packaging; 50 to 2000).
+    #[arg(long, value_name = "MS", env = "BITRIVER_LIVE_PART_TARGET_MS", default_value_t = 200)]
+    pub part_target_ms: u64,
+
+    /// LL-HLS segment duration target in milliseconds; segments still start on keyframes.
+    #[arg(long, value_name = "MS", env = "BITRIVER_LIVE_SEGMENT_TARGET_MS", default_value_t = 1000)]
+    pub segment_target_ms: u64,
+
     /// Build a catalog snapshot after this many applied log entries (older entries are purged).
     #[arg(
         long,
@@ -562,6 +570,9 @@ pub struct ValidatedConfig {
     pub srt_addr: SocketAddr,
     pub edge_addr: SocketAddr,
     pub log_format: LogFormat,
+    /// LL-HLS part and segment duration targets.
+    pub part_target: Duration,
+    pub segment_target: Duration,
     pub raft_snapshot_every: u64,
     pub raft_keep_logs: u64,
     pub fault_injection: bool,
@@ -662,6 +673,20 @@ impl Config {
             (LogFormatArg::Text, _) | (LogFormatArg::Auto, Mode::Development) => LogFormat::Text,
         };
 
+        if !(50..=2000).contains(&self.part_target_ms) {
+            return Err(ConfigError::invalid(
+                "--part-target-ms",
+                self.part_target_ms.to_string(),
+                "expected 50 to 2000 milliseconds",
+            ));
+        }
+        if self.segment_target_ms < self.part_target_ms || self.segment_target_ms > 30_000 {
+            return Err(ConfigError::invalid(
+                "--segment-target-ms",
+                self.segment_target_ms.to_string(),
+                "expected at least --part-target-ms and at most 30000 milliseconds",
+            ));
+        }
         let config = ValidatedConfig {
             mode,
             addr,
@@ -678,6 +703,8 @@ impl Config {
             srt_addr,
             edge_addr,
             log_format,
+            part_target: Duration::from_millis(self.part_target_ms),
+            segment_target: Duration::from_millis(self.segment_target_ms),
             raft_snapshot_every: self.raft_snapshot_every.max(1),
             raft_keep_logs: self.raft_keep_logs,
             fault_injection: self.fault_injection,

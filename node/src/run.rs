@@ -78,6 +78,14 @@ fn catalog_config(config: &ValidatedConfig, http_addr: SocketAddr) -> CatalogCon
     }
 }
 
+/// Ingest settings from the config: LL-HLS part and segment targets.
+fn ingest_config(config: &ValidatedConfig) -> IngestConfig {
+    let mut ingest = IngestConfig::default();
+    ingest.rendition.part_target = config.part_target;
+    ingest.rendition.segment_target = config.segment_target;
+    ingest
+}
+
 /// Run the node until `shutdown` resolves.
 pub async fn run(
     config: ValidatedConfig,
@@ -142,7 +150,7 @@ pub async fn run(
         _ => Some(CatalogGate::new(
             catalog.clone(),
             live.clone(),
-            IngestConfig::default(),
+            ingest_config(&config),
             IngestMetrics::new(&registry)?,
         )),
     };
