@@ -1,6 +1,9 @@
 //! MPEG-TS demuxer (ISO/IEC 13818-1): transport stream bytes in, the same frame and codec
 //! configuration types as FLV ([`crate::flv`]) out. Sans-IO; used by SRT ingest.
 //!
+//! Our own rather than an MPEG-TS crate: ingest needs only PAT/PMT, H.264 and ADTS AAC, and it
+//! must hand out exactly the frame types the RTMP path produces, under the crate's input bounds.
+//!
 //! How data passes through:
 //! 1. **Packets.** Input of any split is buffered up to whole 188-byte packets. A byte other than
 //!    the 0x47 sync byte where a packet should start is a sync loss: bytes are skipped up to the

@@ -8,6 +8,10 @@
 //! Track ids are fixed: video is [`VIDEO_TRACK_ID`], audio [`AUDIO_TRACK_ID`], whether or not the
 //! other track is present, so a fragment's runs never depend on what the header happened to hold.
 //! Video uses the [`VIDEO_TIMESCALE`] (90 kHz); audio uses its sample rate as timescale.
+//!
+//! Our own box writer rather than mp4-atom or scuffle-mp4: a live packager writes the same few
+//! boxes thousands of times a second, so it writes them straight into one buffer with sizes
+//! patched in place, and its byte-exact tests pin what players see.
 
 mod boxes;
 mod muxer;
