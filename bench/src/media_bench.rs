@@ -1,0 +1,805 @@
+//! `media-bench`: glass-to-glass latency of the live path on loopback, and passthrough capacity
+//! beside nginx-rtmp.
+//!
+//! The bench pre-encodes a synthetic stream once (ffmpeg testsrc2 640x360@30 + sine, libx264
+//! veryfast zerolatency GOP 30, AAC) into a temp `.flv`, then publishes it with
+//! `ffmpeg -re -stream_loop -1 -i FILE -c copy -f flv rtmp://...`, so a publisher costs little CPU.
+//! It spawns the release `bitriver` binary (development mode, roles control,ingest,origin: no
+//! transcoding, loopback ports, temp data dir) and creates a creator and channels through the API.
+//!
+//! - **Latency** (one stream): publish start → first `200` media playlist with a part
+//!   (`#EXT-X-PART`) and with a full segment (`#EXTINF`); then blocking playlist reloads
+//!   (`_HLS_msn`/`_HLS_part` of the preload hint) in a loop, and for each part the time between
+//!   the end of its media on the wall clock (the segment's `EXT-X-PROGRAM-DATE-TIME`, which the
+//!   origin anchors to the ingest clock, plus the durations of the parts up to and including it)
+//!   and the moment the reload answering it arrived; then hls.js in headless Chromium
+//!   (`tests/browser/play.mjs`) plays the master playlist and reports its live latency.
+//! - **Capacity**: for each N in `--streams`, N passthrough publishers of the same file into
+//!   bitriver, then into nginx-rtmp (`hls on; hls_fragment 1s`), `--seconds` each, one server
+//!   after the other; CPU time of the server processes from `/proc/PID/stat`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context as _};
+use clap::Parser;
+use serde_json::{json, Value};
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+const PLAY_MJS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/browser/play.mjs");
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "media-bench",
+    about = "Live-path latency on loopback and passthrough capacity beside nginx-rtmp",
+    long_about = "Spawns the release bitriver binary, publishes a pre-encoded synthetic stream over RTMP with \
+                  ffmpeg -c copy, measures time to first playlist/part, part availability lag and hls.js live \
+                  latency, then CPU per passthrough stream for bitriver and nginx-rtmp. Prints figures; asserts \
+                  nothing. Every flag has a MEDIA_BENCH_* environment twin."
+)]
+struct Args {
+    /// The bitriver binary [default: $CARGO_TARGET_DIR/release/bitriver, else target/release/bitriver].
+    #[arg(long, value_name = "PATH", env = "MEDIA_BENCH_BITRIVER")]
+    bitriver: Option<PathBuf>,
+    /// Passthrough stream counts of the capacity runs.
+    #[arg(long, value_name = "N,...", env = "MEDIA_BENCH_STREAMS", value_delimiter = ',', default_values_t = [1, 4, 8])]
+    streams: Vec<usize>,
+    /// Measured length of each capacity run, per server, in seconds.
+    #[arg(long, env = "MEDIA_BENCH_SECONDS", default_value_t = 15.0)]
+    seconds: f64,
+    /// How long the blocking-reload loop records part lags, in seconds.
+    #[arg(long, env = "MEDIA_BENCH_LAG_SECONDS", default_value_t = 10.0)]
+    lag_seconds: f64,
+    /// Seconds of hls.js playback (0: skip the browser).
+    #[arg(long, env = "MEDIA_BENCH_PLAY_SECONDS", default_value_t = 10.0)]
+    play_seconds: f64,
+    /// Skip the nginx-rtmp reference.
+    #[arg(long, env = "MEDIA_BENCH_NO_NGINX")]
+    no_nginx: bool,
+    /// Directory for temp files [default: the system temp dir].
+    #[arg(long, value_name = "DIR", env = "MEDIA_BENCH_DIR")]
+    dir: Option<PathBuf>,
+}
+
+impl Args {
+    fn bitriver_path(&self) -> PathBuf {
+        self.bitriver.clone().unwrap_or_else(|| {
+            let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
+            target.join("release").join("bitriver")
+        })
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.streams.is_empty()
+        || args.streams.contains(&0)
+        || args.seconds.is_nan()
+        || args.seconds <= 0.0
+        || args.lag_seconds.is_nan()
+        || args.lag_seconds <= 0.0
+    {
+        bail!("--streams must be counts > 0, --seconds and --lag-seconds > 0");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let ticks = clock_ticks();
+    let tmp = match &args.dir {
+        Some(d) => tempfile::Builder::new().prefix("media-bench-").tempdir_in(d)?,
+        None => tempfile::Builder::new().prefix("media-bench-").tempdir()?,
+    };
+    let flv = tmp.path().join("source.flv");
+    eprintln!("pre-encoding 20 s of testsrc2 640x360@30 + sine into {} ...", flv.display());
+    encode(&flv).await?;
+    let file_kbps = std::fs::metadata(&flv)?.len() as f64 * 8.0 / 20.0 / 1000.0;
+
+    let bin = args.bitriver_path();
+    let node = Node::start(&bin, tmp.path()).await?;
+    eprintln!("  node pid {} on http://127.0.0.1:{} rtmp :{}", node.pid, node.http_port, node.rtmp_port);
+    let result = bench(&args, &node, &flv, tmp.path(), ticks).await;
+    if result.is_err() {
+        eprintln!("node log tail:\n{}", tail(&node.log));
+    }
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            node.stop().await;
+            return Err(e);
+        }
+    };
+    node.stop().await;
+    report.print(&args, file_kbps, started);
+    Ok(())
+}
+
+async fn encode(flv: &Path) -> anyhow::Result<()> {
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000"])
+        .args(["-t", "20", "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency"])
+        .args(["-g", "30", "-keyint_min", "30", "-sc_threshold", "0", "-pix_fmt", "yuv420p", "-b:v", "1000k"])
+        .args(["-c:a", "aac", "-b:a", "96k", "-ar", "48000", "-f", "flv"])
+        .arg(flv)
+        .status()
+        .await
+        .context("running ffmpeg (is it installed?)")?;
+    if !status.success() {
+        bail!("ffmpeg pre-encode failed: {status}");
+    }
+    Ok(())
+}
+
+/// `ffmpeg -re -stream_loop -1 -i FILE -c copy -f flv URL`, killed on drop.
+fn publish(flv: &Path, url: &str) -> anyhow::Result<Child> {
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i"])
+        .arg(flv)
+        .args(["-c", "copy", "-f", "flv", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("spawning the ffmpeg publisher")
+}
+
+async fn stop_all(children: Vec<Child>) {
+    for mut c in children {
+        let _ = c.kill().await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Report {
+    first_part_s: Option<f64>,
+    first_segment_s: Option<f64>,
+    part_target_s: Option<f64>,
+    lags_ms: Vec<f64>,
+    lag_errors: u64,
+    play: Option<Value>,
+    play_error: Option<String>,
+    rows: Vec<CapRow>,
+    nginx_note: Option<String>,
+}
+
+struct CapRow {
+    server: &'static str,
+    streams: usize,
+    secs: f64,
+    cpu: f64,
+    output_ok: usize,
+}
+
+async fn bench(args: &Args, node: &Node, flv: &Path, tmp: &Path, ticks: f64) -> anyhow::Result<Report> {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build()?;
+    let base = format!("http://127.0.0.1:{}", node.http_port);
+    let owner = created(
+        &http,
+        format!("{base}/api/users"),
+        json!({"displayName": "Bench Owner", "email": "owner@bench.example", "roles": ["creator"]}),
+    )
+    .await?;
+    let max_n = args.streams.iter().copied().max().unwrap_or(1);
+    let mut channels = Vec::new(); // (id, stream key)
+    for i in 0..=max_n {
+        let ch = created(
+            &http,
+            format!("{base}/api/channels"),
+            json!({"ownerId": owner["id"], "title": format!("Media bench {i}"), "tags": ["bench"]}),
+        )
+        .await?;
+        let id = ch["id"].as_str().context("no channel id")?.to_owned();
+        let key = ch["streamKey"].as_str().context("no streamKey")?.to_owned();
+        channels.push((id, key));
+    }
+    let mut report = Report::default();
+
+    // ----- latency -----
+    let (id, key) = &channels[0];
+    let media = format!("{base}/hls/{id}/source/index.m3u8");
+    eprintln!("latency: publishing to channel {id} ...");
+    let t0 = Instant::now();
+    let publisher = publish(flv, &format!("rtmp://127.0.0.1:{}/live/{key}", node.rtmp_port))?;
+    let mut last_body = String::new();
+    while t0.elapsed() < Duration::from_secs(20) && (report.first_part_s.is_none() || report.first_segment_s.is_none())
+    {
+        if let Ok(resp) = http.get(&media).send().await {
+            if resp.status().is_success() {
+                let body = resp.text().await.unwrap_or_default();
+                let at = t0.elapsed().as_secs_f64();
+                if report.first_part_s.is_none() && body.contains("#EXT-X-PART:") {
+                    report.first_part_s = Some(at);
+                }
+                if report.first_segment_s.is_none() && body.contains("#EXTINF") {
+                    report.first_segment_s = Some(at);
+                }
+                last_body = body;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    report.part_target_s = attr(&last_body, "#EXT-X-PART-INF:", "PART-TARGET").and_then(|v| v.parse().ok());
+    // Blocking reloads for the hinted part, one after the other.
+    let lag_until = Instant::now() + Duration::from_secs_f64(args.lag_seconds);
+    let mut body = last_body;
+    let mut last_measured: Option<(u64, u64)> = None;
+    while Instant::now() < lag_until {
+        let Some((msn, part)) = preload_hint(&body) else {
+            report.lag_errors += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            body = http.get(&media).send().await?.text().await?;
+            continue;
+        };
+        let resp = http.get(format!("{media}?_HLS_msn={msn}&_HLS_part={part}")).send().await?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        let arrived = unix_ms_f64();
+        if !status.is_success() {
+            report.lag_errors += 1;
+            continue;
+        }
+        // A hint for the part after a segment's last one is answered by the next segment's first
+        // part (the keyframe closed the segment): then the newest listed part is the one that
+        // woke the request.
+        let ends = part_ends(&text);
+        let newest = ends.iter().max_by_key(|(k, _)| **k).map(|(k, e)| (*k, *e));
+        match ends.get(&(msn, part)).map(|e| ((msn, part), *e)).or(newest) {
+            Some((key, end)) if last_measured.is_none_or(|l| key > l) => {
+                report.lags_ms.push(arrived - end);
+                last_measured = Some(key);
+            }
+            _ => report.lag_errors += 1,
+        }
+        body = text;
+    }
+    // hls.js in Chromium.
+    if args.play_seconds > 0.0 {
+        let master = format!("{base}/hls/{id}/master.m3u8");
+        eprintln!("latency: hls.js playing {master} for {} s ...", args.play_seconds);
+        match play(&master, args.play_seconds).await {
+            Ok(v) => report.play = Some(v),
+            Err(e) => report.play_error = Some(e.to_string()),
+        }
+    }
+    stop_all(vec![publisher]).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // ----- capacity -----
+    let nginx = if args.no_nginx {
+        report.nginx_note = Some("skipped (--no-nginx)".into());
+        None
+    } else {
+        match Nginx::start(tmp).await {
+            Ok(n) => Some(n),
+            Err(e) => {
+                report.nginx_note =
+                    Some(format!("not run: {e:#} (install with `apt-get install -y nginx libnginx-mod-rtmp`)"));
+                None
+            }
+        }
+    };
+    let run_for = Duration::from_secs_f64(args.seconds);
+    {
+        // Idle baseline: both servers with no stream, over the same 3 s.
+        let mut pids = vec![node.pid];
+        let ng_pids = nginx.as_ref().map(Nginx::pids).unwrap_or_default();
+        pids.extend(&ng_pids);
+        let c0: Vec<f64> = pids.iter().map(|p| cpu_seconds(*p, ticks).unwrap_or(0.0)).collect();
+        let t = Instant::now();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let secs = t.elapsed().as_secs_f64();
+        let d: Vec<f64> = pids.iter().zip(&c0).map(|(p, c)| cpu_seconds(*p, ticks).unwrap_or(0.0) - c).collect();
+        report.rows.push(CapRow { server: "bitriver", streams: 0, secs, cpu: d[0], output_ok: 0 });
+        if nginx.is_some() {
+            report.rows.push(CapRow { server: "nginx-rtmp", streams: 0, secs, cpu: d[1..].iter().sum(), output_ok: 0 });
+        }
+    }
+    for &n in &args.streams {
+        eprintln!("capacity: {n} stream(s) into bitriver for {} s ...", args.seconds);
+        let mut pubs = Vec::new();
+        for (_, key) in &channels[1..=n] {
+            pubs.push(publish(flv, &format!("rtmp://127.0.0.1:{}/live/{key}", node.rtmp_port))?);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (cpu, secs) = measure(&[node.pid], ticks, run_for).await?;
+        let mut ok = 0;
+        for (id, _) in &channels[1..=n] {
+            if let Ok(resp) = http.get(format!("{base}/hls/{id}/source/index.m3u8")).send().await {
+                if resp.status().is_success() && resp.text().await.unwrap_or_default().contains("#EXT-X-PART:") {
+                    ok += 1;
+                }
+            }
+        }
+        stop_all(pubs).await;
+        report.rows.push(CapRow { server: "bitriver", streams: n, secs, cpu, output_ok: ok });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+
+        if let Some(ng) = &nginx {
+            eprintln!("capacity: {n} stream(s) into nginx-rtmp for {} s ...", args.seconds);
+            let mut pubs = Vec::new();
+            for i in 0..n {
+                pubs.push(publish(flv, &format!("rtmp://127.0.0.1:{}/live/n{n}s{i}", ng.port))?);
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let pids = ng.pids();
+            let (cpu, secs) = measure(&pids, ticks, run_for).await?;
+            let ok = (0..n).filter(|i| ng.hls.join(format!("n{n}s{i}.m3u8")).is_file()).count();
+            stop_all(pubs).await;
+            report.rows.push(CapRow { server: "nginx-rtmp", streams: n, secs, cpu, output_ok: ok });
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    if let Some(ng) = nginx {
+        ng.stop().await;
+    }
+    Ok(report)
+}
+
+/// CPU seconds used by `pids` over `run_for`, and the wall seconds measured.
+async fn measure(pids: &[u32], ticks: f64, run_for: Duration) -> anyhow::Result<(f64, f64)> {
+    let sum = || -> anyhow::Result<f64> { pids.iter().map(|p| cpu_seconds(*p, ticks)).sum() };
+    let c0 = sum()?;
+    let t = Instant::now();
+    tokio::time::sleep(run_for).await;
+    let c1 = sum()?;
+    Ok((c1 - c0, t.elapsed().as_secs_f64()))
+}
+
+async fn play(url: &str, seconds: f64) -> anyhow::Result<Value> {
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        Command::new("node")
+            .arg(PLAY_MJS)
+            .arg(url)
+            .arg(seconds.to_string())
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .context("play.mjs did not finish in 120 s")??;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or("");
+    serde_json::from_str(line).or_else(|_| serde_json::from_str(stdout.trim())).with_context(|| {
+        format!(
+            "play.mjs ({}) printed no JSON summary: {}",
+            out.status,
+            tail_str(&String::from_utf8_lossy(&out.stderr))
+        )
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Playlist parsing
+// ---------------------------------------------------------------------------------------------
+
+/// `(msn, part)` of `#EXT-X-PRELOAD-HINT:TYPE=PART,URI="partM.I.m4s"`.
+fn preload_hint(playlist: &str) -> Option<(u64, u64)> {
+    let uri = attr(playlist, "#EXT-X-PRELOAD-HINT:", "URI")?;
+    part_uri(&uri)
+}
+
+fn part_uri(uri: &str) -> Option<(u64, u64)> {
+    let name = uri.rsplit('/').next()?.strip_prefix("part")?.strip_suffix(".m4s")?;
+    let (m, i) = name.split_once('.')?;
+    Some((m.parse().ok()?, i.parse().ok()?))
+}
+
+/// Attribute `name` of the first line starting with `tag`, quotes removed.
+fn attr(playlist: &str, tag: &str, name: &str) -> Option<String> {
+    let line = playlist.lines().find(|l| l.starts_with(tag))?;
+    line[tag.len()..].split(',').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k.trim() == name).then(|| v.trim_matches('"').to_owned())
+    })
+}
+
+/// Wall-clock end (Unix ms) of every listed part: its segment's program date time plus the
+/// durations of the segment's parts up to and including it.
+fn part_ends(playlist: &str) -> HashMap<(u64, u64), f64> {
+    let mut ends = HashMap::new();
+    let (mut pdt, mut offset) = (None::<f64>, 0.0);
+    for line in playlist.lines() {
+        if let Some(v) = line.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:") {
+            pdt = parse_iso8601_ms(v.trim());
+            offset = 0.0;
+        } else if let Some(rest) = line.strip_prefix("#EXT-X-PART:") {
+            let mut dur = None;
+            let mut uri = None;
+            for kv in rest.split(',') {
+                if let Some((k, v)) = kv.split_once('=') {
+                    match k {
+                        "DURATION" => dur = v.parse::<f64>().ok(),
+                        "URI" => uri = part_uri(v.trim_matches('"')),
+                        _ => {}
+                    }
+                }
+            }
+            if let (Some(start), Some(d), Some(key)) = (pdt, dur, uri) {
+                offset += d * 1000.0;
+                ends.insert(key, start + offset);
+            }
+        }
+    }
+    ends
+}
+
+/// `2023-11-14T22:13:22.000Z` → Unix ms.
+fn parse_iso8601_ms(s: &str) -> Option<f64> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let mut t = time.split(':');
+    let (h, min) = (t.next()?.parse::<i64>().ok()?, t.next()?.parse::<i64>().ok()?);
+    let sec: f64 = t.next()?.parse().ok()?;
+    // Days from civil (Howard Hinnant).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400 + h * 3600 + min * 60) as f64 + sec) * 1000.0)
+}
+
+fn unix_ms_f64() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+// ---------------------------------------------------------------------------------------------
+
+struct Node {
+    child: Child,
+    pid: u32,
+    http_port: u16,
+    rtmp_port: u16,
+    log: PathBuf,
+}
+
+impl Node {
+    async fn start(bin: &Path, dir: &Path) -> anyhow::Result<Node> {
+        if !bin.is_file() {
+            bail!(
+                "{} not found: build it with `cargo build --release -p bitriver-node`, or pass --bitriver",
+                bin.display()
+            );
+        }
+        let (http_port, rtmp_port) = (free_port(false)?, free_port(false)?);
+        let log = dir.join("bitriver.log");
+        let log_file = std::fs::File::create(&log)?;
+        let mut cmd = Command::new(bin);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("BITRIVER_LIVE_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.args(["--mode", "development", "--roles", "control,ingest,origin"])
+            .arg("--addr")
+            .arg(format!("127.0.0.1:{http_port}"))
+            .arg("--cluster-addr")
+            .arg(format!("127.0.0.1:{}", free_port(true)?))
+            .arg("--rtmp-addr")
+            .arg(format!("127.0.0.1:{rtmp_port}"))
+            .args(["--srt-addr", "127.0.0.1:0", "--edge-addr", "127.0.0.1:0"])
+            .arg("--data")
+            .arg(dir.join("data"))
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().with_context(|| format!("spawning {}", bin.display()))?;
+        let pid = child.id().context("the node exited at once")?;
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                bail!("the node exited with {status}; its log:\n{}", tail(&log));
+            }
+            if let Ok(resp) = client.get(format!("http://127.0.0.1:{http_port}/healthz")).send().await {
+                if resp.status().is_success() {
+                    break;
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("the node did not become healthy in {START_TIMEOUT:?}; its log:\n{}", tail(&log));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(Node { child, pid, http_port, rtmp_port, log })
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// A private nginx with the RTMP module: `daemon off; master_process on; worker_processes 1`.
+struct Nginx {
+    child: Child,
+    master: u32,
+    port: u16,
+    hls: PathBuf,
+}
+
+impl Nginx {
+    async fn start(tmp: &Path) -> anyhow::Result<Nginx> {
+        let module = Path::new("/usr/lib/nginx/modules/ngx_rtmp_module.so");
+        if !module.is_file() {
+            bail!("{} missing", module.display());
+        }
+        let dir = tmp.join("nginx");
+        let hls = dir.join("hls");
+        std::fs::create_dir_all(dir.join("logs"))?;
+        std::fs::create_dir_all(&hls)?;
+        // Workers run as nobody when started as root.
+        use std::os::unix::fs::PermissionsExt as _;
+        for d in [tmp, dir.as_path(), hls.as_path()] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777))?;
+        }
+        let port = free_port(false)?;
+        let conf = dir.join("nginx.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "load_module {module};\ndaemon off;\nmaster_process on;\nworker_processes 1;\n\
+                 error_log {d}/logs/error.log warn;\npid {d}/nginx.pid;\nevents {{ worker_connections 1024; }}\n\
+                 rtmp {{\n  server {{\n    listen 127.0.0.1:{port};\n    chunk_size 4096;\n    application live {{\n      \
+                 live on; record off;\n      hls on; hls_path {h}; hls_fragment 1s; hls_playlist_length 10s;\n    }}\n  }}\n}}\n",
+                module = module.display(),
+                d = dir.display(),
+                h = hls.display()
+            ),
+        )?;
+        let mut child = Command::new("nginx")
+            .arg("-c")
+            .arg(&conf)
+            .arg("-p")
+            .arg(&dir)
+            .arg("-e")
+            .arg(dir.join("logs/error.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawning nginx")?;
+        let master = child.id().context("nginx exited at once")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            if let Some(status) = child.try_wait()? {
+                bail!("nginx exited with {status}: {}", tail(&dir.join("logs/error.log")));
+            }
+            if Instant::now() > deadline {
+                bail!("nginx did not listen on {port} in 10 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(Nginx { child, master, port, hls })
+    }
+
+    /// The master and its children (the worker, and any cache helpers).
+    fn pids(&self) -> Vec<u32> {
+        let mut pids = vec![self.master];
+        if let Ok(entries) = std::fs::read_dir("/proc") {
+            for e in entries.flatten() {
+                let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+                let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+                let ppid = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)?.parse::<u32>().ok());
+                if ppid == Some(self.master) {
+                    pids.push(pid);
+                }
+            }
+        }
+        pids
+    }
+
+    async fn stop(mut self) {
+        let _ = Command::new("kill").args(["-QUIT", &self.master.to_string()]).status().await;
+        if tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await.is_err() {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+fn free_port(udp: bool) -> std::io::Result<u16> {
+    if udp {
+        std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr().map(|a| a.port())
+    } else {
+        std::net::TcpListener::bind("127.0.0.1:0")?.local_addr().map(|a| a.port())
+    }
+}
+
+fn cpu_seconds(pid: u32, ticks: f64) -> anyhow::Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).context("unexpected /proc stat format")?;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let field = |n: usize| -> anyhow::Result<f64> { Ok(f.get(n - 3).context("short stat")?.parse::<u64>()? as f64) };
+    Ok((field(14)? + field(15)?) / ticks)
+}
+
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|t| *t > 0.0)
+        .unwrap_or(100.0)
+}
+
+fn tail(path: &Path) -> String {
+    tail_str(&std::fs::read_to_string(path).unwrap_or_default())
+}
+
+fn tail_str(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+async fn created(http: &reqwest::Client, url: String, body: Value) -> anyhow::Result<Value> {
+    let resp = http.post(&url).json(&body).send().await.with_context(|| format!("POST {url}"))?;
+    let status = resp.status();
+    let answer: Value = resp.json().await?;
+    if status != reqwest::StatusCode::CREATED {
+        bail!("POST {url}: {status} {answer}");
+    }
+    Ok(answer)
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn pct(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+fn opt_s(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3} s"))
+}
+
+impl Report {
+    fn print(&self, args: &Args, file_kbps: f64, started: Instant) {
+        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        println!();
+        println!(
+            "media-bench: {cores} CPU cores; load average {}; source 640x360@30 GOP 30 (1 s) + AAC, {file_kbps:.0} kb/s, \
+             published with ffmpeg -re -stream_loop -1 -c copy",
+            load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        );
+        println!();
+        println!("glass-to-glass on loopback (bitriver, one stream, part target {})", opt_s(self.part_target_s));
+        println!("  publish start -> first media playlist with a part (#EXT-X-PART)   {}", opt_s(self.first_part_s));
+        println!("  publish start -> first media playlist with a segment (#EXTINF)    {}", opt_s(self.first_segment_s));
+        let mut lags = self.lags_ms.clone();
+        lags.sort_by(f64::total_cmp);
+        println!(
+            "  part availability lag (blocking reload answered - part end by PDT), {} parts: p50 {:.1} ms  p90 {:.1} ms  \
+             p99 {:.1} ms  min {:.1}  max {:.1}{}",
+            lags.len(),
+            pct(&lags, 0.5),
+            pct(&lags, 0.9),
+            pct(&lags, 0.99),
+            lags.first().copied().unwrap_or(f64::NAN),
+            lags.last().copied().unwrap_or(f64::NAN),
+            if self.lag_errors > 0 { format!("  ({} reloads unmatched)", self.lag_errors) } else { String::new() }
+        );
+        println!(
+            "    part end = segment PDT + part durations (PDT is the ingest clock at the first sample, then media time); \
+             ffmpeg -re sends a packet up to one frame (33 ms) before its dts, and a part ends one frame after its \
+             last frame's dts, so the lag behind the last frame's send is likely about this + 33..67 ms (negative figures come from that)"
+        );
+        match (&self.play, &self.play_error) {
+            (Some(v), _) => println!(
+                "  hls.js (lowLatencyMode, Chromium) live latency {} s (target {} s), ok {}, played {} s, first progress \
+                 after {} ms, parts loaded {}, stalls {}",
+                fmt_num(&v["latency"]),
+                fmt_num(&v["targetLatency"]),
+                v["ok"],
+                fmt_num(&v["playedSeconds"]),
+                v["timeToFirstProgressMs"],
+                v["partsLoaded"],
+                v["stalls"]
+            ),
+            (None, Some(e)) => println!("  hls.js: failed: {e}"),
+            (None, None) => println!("  hls.js: skipped"),
+        }
+        println!();
+        println!(
+            "passthrough capacity: N streams (-c copy of the same file), {} s measured per server and N",
+            args.seconds
+        );
+        if let Some(note) = &self.nginx_note {
+            println!("  nginx-rtmp: {note}");
+        }
+        println!();
+        println!(
+            "{:>3} {:<10} {:>7} {:>8} {:>10} {:>13} {:>13} {:>10} {:>14}",
+            "N", "server", "wall s", "CPU s", "% core", "% core/stream", "net of idle", "streams/", "output ok"
+        );
+        println!(
+            "{:>3} {:<10} {:>7} {:>8} {:>10} {:>13} {:>13} {:>10} {:>14}",
+            "", "", "", "", "", "", "% core/stream", "core", ""
+        );
+        println!("{}", "-".repeat(3 + 10 + 7 + 8 + 10 + 13 + 13 + 10 + 14 + 8));
+        for r in &self.rows {
+            let core = r.cpu / r.secs * 100.0;
+            if r.streams == 0 {
+                println!(
+                    "{:>3} {:<10} {:>7.1} {:>8.2} {:>10.2} {:>13} {:>13} {:>10} {:>14}",
+                    0, r.server, r.secs, r.cpu, core, "-", "-", "-", "idle"
+                );
+                continue;
+            }
+            let idle = self
+                .rows
+                .iter()
+                .find(|i| i.streams == 0 && i.server == r.server)
+                .map_or(0.0, |i| i.cpu / i.secs * 100.0);
+            let per = core / r.streams as f64;
+            let net = (core - idle).max(0.0) / r.streams as f64;
+            let ok_what = if r.server == "bitriver" { "with parts" } else { ".m3u8" };
+            println!(
+                "{:>3} {:<10} {:>7.1} {:>8.2} {:>10.2} {:>13.3} {:>13.3} {:>10.0} {:>14}",
+                r.streams,
+                r.server,
+                r.secs,
+                r.cpu,
+                core,
+                per,
+                net,
+                if per > 0.0 { 100.0 / per } else { f64::INFINITY },
+                format!("{}/{} {ok_what}", r.output_ok, r.streams)
+            );
+        }
+        let pairs: Vec<(&CapRow, &CapRow)> = self
+            .rows
+            .iter()
+            .filter(|r| r.server == "bitriver" && r.streams > 0)
+            .filter_map(|b| {
+                self.rows.iter().find(|n| n.server == "nginx-rtmp" && n.streams == b.streams).map(|n| (b, n))
+            })
+            .collect();
+        if !pairs.is_empty() {
+            println!();
+            for (b, n) in pairs {
+                let (bp, np) = (b.cpu / b.secs / b.streams as f64, n.cpu / n.secs / n.streams as f64);
+                println!(
+                    "  N={:<2} CPU per stream nginx-rtmp / bitriver = {:.2}  (> 1: bitriver uses less CPU per stream)",
+                    b.streams,
+                    if bp > 0.0 { np / bp } else { f64::NAN }
+                );
+            }
+        }
+        println!();
+        println!(
+            "% core = server CPU time (utime+stime of /proc/PID/stat; nginx: master + worker) / wall time; streams/core = \
+             100 / (% core/stream), a linear extrapolation (idle included); net of idle = (% core - idle % core) / N. CPU time has 1/CLK_TCK (10 ms) resolution; idle rows are the servers with no stream. bitriver packages fMP4 LL-HLS parts + segments in memory; \
+             nginx-rtmp writes MPEG-TS segments (1 s) to disk, no parts."
+        );
+        println!("total time {:.1} s", started.elapsed().as_secs_f64());
+    }
+}
+
+fn fmt_num(v: &Value) -> String {
+    v.as_f64().map_or_else(|| v.to_string(), |f| format!("{f:.2}"))
+}
