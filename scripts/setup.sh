@@ -5,12 +5,12 @@ set -euo pipefail
 
 # Build: C toolchain + clang for bindgen (rocksdb, ffmpeg-sys), cmake for zlib-ng (pingora),
 # Debian's RocksDB (linked via ROCKSDB_LIB_DIR in .cargo/config.toml) and FFmpeg libraries.
-# Tests: the ffmpeg CLI publishes test streams.
+# Tests: the ffmpeg CLI publishes test streams; curl runs the README walkthrough.
 PACKAGES=(
   build-essential clang libclang-dev cmake pkg-config libssl-dev librocksdb-dev
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
   libavfilter-dev libavdevice-dev
-  ffmpeg
+  ffmpeg curl
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }
