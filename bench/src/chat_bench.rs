@@ -148,6 +148,11 @@ impl Args {
     }
 }
 
+#[path = "process.rs"]
+mod process;
+
+use process::{cpu_seconds, free_port, tail};
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     args.validate()?;
@@ -312,23 +317,7 @@ impl Node {
             .kill_on_drop(true);
         let mut child = cmd.spawn().with_context(|| format!("spawning {}", bin.display()))?;
         let pid = child.id().context("the node exited at once")?;
-        let node_log = log.clone();
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Some(status) = child.try_wait()? {
-                bail!("the node exited with {status}; its log:\n{}", tail(&node_log));
-            }
-            if let Ok(resp) = client.get(format!("http://{http}/healthz")).send().await {
-                if resp.status().is_success() {
-                    break;
-                }
-            }
-            if Instant::now() > deadline {
-                bail!("the node did not become healthy within {START_TIMEOUT:?}; its log:\n{}", tail(&node_log));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        process::wait_healthy(&mut child, &format!("http://{http}/healthz"), &log, START_TIMEOUT).await?;
         Ok(Node { child, pid, http, log, _dir: tmp })
     }
 
@@ -349,33 +338,6 @@ impl Node {
     async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
-}
-
-/// A port that was free a moment ago (the node binds it right after).
-fn free_port(udp: bool) -> std::io::Result<u16> {
-    if udp {
-        std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr().map(|a| a.port())
-    } else {
-        std::net::TcpListener::bind("127.0.0.1:0")?.local_addr().map(|a| a.port())
-    }
-}
-
-fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
-}
-
-/// utime + stime of `/proc/.../stat`, in seconds.
-fn cpu_seconds(stat_path: &str, ticks: f64) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(stat_path).with_context(|| format!("reading {stat_path}"))?;
-    // Fields after the command name (which may hold spaces and parentheses) start at field 3.
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).context("unexpected /proc stat format")?;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let field = |n: usize| -> anyhow::Result<f64> {
-        Ok(fields.get(n - 3).context("short /proc stat")?.parse::<u64>().context("unexpected /proc stat field")? as f64)
-    };
-    Ok((field(14)? + field(15)?) / ticks)
 }
 
 /// CPU time the whole machine has used so far (the `cpu` line of `/proc/stat`), so that a run can

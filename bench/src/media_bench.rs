@@ -74,6 +74,11 @@ impl Args {
     }
 }
 
+#[path = "process.rs"]
+mod process;
+
+use process::{free_port, tail, tail_str};
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.streams.is_empty()
@@ -503,22 +508,8 @@ impl Node {
             .kill_on_drop(true);
         let mut child = cmd.spawn().with_context(|| format!("spawning {}", bin.display()))?;
         let pid = child.id().context("the node exited at once")?;
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Some(status) = child.try_wait()? {
-                bail!("the node exited with {status}; its log:\n{}", tail(&log));
-            }
-            if let Ok(resp) = client.get(format!("http://127.0.0.1:{http_port}/healthz")).send().await {
-                if resp.status().is_success() {
-                    break;
-                }
-            }
-            if Instant::now() > deadline {
-                bail!("the node did not become healthy in {START_TIMEOUT:?}; its log:\n{}", tail(&log));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        process::wait_healthy(&mut child, &format!("http://127.0.0.1:{http_port}/healthz"), &log, START_TIMEOUT)
+            .await?;
         Ok(Node { child, pid, http_port, rtmp_port, log })
     }
 
@@ -615,21 +606,8 @@ impl Nginx {
     }
 }
 
-fn free_port(udp: bool) -> std::io::Result<u16> {
-    if udp {
-        std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr().map(|a| a.port())
-    } else {
-        std::net::TcpListener::bind("127.0.0.1:0")?.local_addr().map(|a| a.port())
-    }
-}
-
 fn cpu_seconds(pid: u32, ticks: f64) -> anyhow::Result<f64> {
-    let path = format!("/proc/{pid}/stat");
-    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).context("unexpected /proc stat format")?;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let field = |n: usize| -> anyhow::Result<f64> { Ok(f.get(n - 3).context("short stat")?.parse::<u64>()? as f64) };
-    Ok((field(14)? + field(15)?) / ticks)
+    process::cpu_seconds(&format!("/proc/{pid}/stat"), ticks)
 }
 
 fn clock_ticks() -> f64 {
@@ -641,15 +619,6 @@ fn clock_ticks() -> f64 {
         .and_then(|s| s.trim().parse::<f64>().ok())
         .filter(|t| *t > 0.0)
         .unwrap_or(100.0)
-}
-
-fn tail(path: &Path) -> String {
-    tail_str(&std::fs::read_to_string(path).unwrap_or_default())
-}
-
-fn tail_str(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 async fn created(http: &reqwest::Client, url: String, body: Value) -> anyhow::Result<Value> {
