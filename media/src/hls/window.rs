@@ -52,6 +52,10 @@ pub struct RenditionConfig {
     pub playlist_segments: usize,
     /// A part closes early once it holds this many bytes of samples. Default 8 MiB.
     pub max_part_bytes: usize,
+    /// Media sequence number of the first segment. Parts and segments are immutable under their
+    /// URLs, so a new broadcast of a channel must not reuse the numbers of an earlier one (caches
+    /// would serve the old bytes). Default 0.
+    pub first_msn: u64,
 }
 
 impl Default for RenditionConfig {
@@ -62,6 +66,7 @@ impl Default for RenditionConfig {
             segment_target: Duration::from_secs(1),
             playlist_segments: 8,
             max_part_bytes: 8 << 20,
+            first_msn: 0,
         }
     }
 }
@@ -224,6 +229,7 @@ impl Rendition {
         audio: Option<AudioConfig>,
     ) -> Result<Self, RenditionError> {
         config.validate()?;
+        let first_msn = config.first_msn;
         let init = cmaf::init_segment(video.as_ref(), audio.as_ref())
             .map_err(|source| RenditionError::Cmaf { rendition: config.name.clone(), source })?;
         let (lead, lead_timescale) = match (&video, &audio) {
@@ -242,7 +248,7 @@ impl Rendition {
             segments: VecDeque::new(),
             open: None,
             open_start_dts: 0,
-            next_msn: 0,
+            next_msn: first_msn,
             pending: Vec::new(),
             pending_ticks: 0,
             pending_bytes: 0,

@@ -341,8 +341,11 @@ impl Publish {
                 .as_ref()
                 .map_or("none".into(), |a| format!("{} {} Hz {} ch", a.codec_string, a.sample_rate, a.channels)),
         );
-        let config =
-            crate::hls::RenditionConfig { name: SOURCE_RENDITION.to_owned(), ..shared.config.rendition.clone() };
+        let config = crate::hls::RenditionConfig {
+            name: SOURCE_RENDITION.to_owned(),
+            first_msn: first_msn_at(now_millis()),
+            ..shared.config.rendition.clone()
+        };
         let opened = Rendition::new(config, video, audio)
             .map_err(|e| e.to_string())
             .and_then(|r| shared.registry.open(&self.channel_id, &self.session_id, vec![r]).map_err(|e| e.to_string()));
@@ -413,5 +416,28 @@ async fn propose(catalog: &Catalog, command: Command) -> Result<(), ProposeError
     match tokio::time::timeout(CATALOG_TIMEOUT, catalog.propose(command)).await {
         Ok(result) => result.map(drop),
         Err(_) => Err(ProposeError::Unavailable("timed out".into())),
+    }
+}
+
+/// First media sequence number of a broadcast starting at `now`: the wall clock in tenths of a
+/// second. Segments are longer than that, so a later broadcast of the same channel always starts
+/// above every number an earlier one used, and no part or segment URL is ever reused.
+fn first_msn_at(now: raft::UnixMillis) -> u64 {
+    u64::try_from(now / 100).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_msn_at;
+
+    #[test]
+    fn a_later_broadcast_starts_above_an_hour_long_earlier_one() {
+        let start = 1_790_000_000_000;
+        let first = first_msn_at(start);
+        // An hour of 1 s segments, then a reconnect ten seconds later.
+        let last_of_first = first + 3600;
+        let second = first_msn_at(start + 3_610_000);
+        assert!(second > last_of_first, "{second} <= {last_of_first}");
+        assert_eq!(first_msn_at(-5), 0);
     }
 }
