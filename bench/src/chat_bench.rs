@@ -141,10 +141,7 @@ impl Args {
     }
 
     fn bitriver_path(&self) -> PathBuf {
-        self.bitriver.clone().unwrap_or_else(|| {
-            let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
-            target.join("release").join("bitriver")
-        })
+        process::bitriver_binary(self.bitriver.as_deref())
     }
 }
 

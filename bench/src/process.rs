@@ -63,3 +63,12 @@ pub(crate) async fn wait_healthy(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The `bitriver` binary a bench runs: the given path, else the release build in
+/// `$CARGO_TARGET_DIR` (or `target`).
+pub(crate) fn bitriver_binary(explicit: Option<&Path>) -> std::path::PathBuf {
+    explicit.map(Path::to_path_buf).unwrap_or_else(|| {
+        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| "target".into(), std::path::PathBuf::from);
+        target.join("release").join("bitriver")
+    })
+}

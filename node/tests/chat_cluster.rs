@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{cli, NodeProc};
+use common::{cli, wait_voters, NodeProc};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
@@ -21,20 +21,6 @@ const DELIVERY: Duration = Duration::from_secs(5);
 const PASSWORD: &str = "river-password";
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-async fn wait_voters(node: &NodeProc, voters: usize) {
-    let deadline = Instant::now() + STARTUP;
-    loop {
-        if let Some(c) = node.cluster().await {
-            let count = c["members"].as_array().map_or(0, |m| m.iter().filter(|m| m["voter"] == true).count());
-            if count == voters && c["leaderId"].is_u64() {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "cluster never reached {voters} voters:\n{}", node.log_text());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 /// `METHOD url` with an optional bearer token and JSON body; (status, JSON body or `Null`).
 async fn call(method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
@@ -143,7 +129,7 @@ async fn start_cluster(root: &std::path::Path) -> Vec<NodeProc> {
     for n in &mut nodes[1..] {
         n.wait_healthy(STARTUP).await;
     }
-    wait_voters(&nodes[0], 3).await;
+    wait_voters(&nodes[0], 3, STARTUP).await;
     nodes
 }
 

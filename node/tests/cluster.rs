@@ -6,7 +6,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{cli, create_user, propose, user_ids, NodeProc};
+use common::{cli, create_user, propose, user_ids, wait_voters, NodeProc};
 use raft::rpc::{Reply, Request};
 
 const STARTUP: Duration = Duration::from_secs(30);
@@ -29,20 +29,6 @@ async fn converged(nodes: &[&NodeProc], timeout: Duration) -> Vec<(Vec<u8>, Vec<
 
 async fn leader_of(node: &NodeProc) -> Option<u64> {
     node.cluster().await?.get("leaderId")?.as_u64()
-}
-
-async fn wait_voters(node: &NodeProc, voters: usize, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(c) = node.cluster().await {
-            let count = c["members"].as_array().map_or(0, |m| m.iter().filter(|m| m["voter"] == true).count());
-            if count == voters && c["leaderId"].is_u64() {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "cluster never reached {voters} voters:\n{}", node.log_text());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

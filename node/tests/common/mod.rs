@@ -246,3 +246,18 @@ pub async fn wait_for_body(node: &NodeProc, path: &str, needle: &str, started: I
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// Wait until `node` reports `voters` voters and a leader in `/api/cluster`.
+pub async fn wait_voters(node: &NodeProc, voters: usize, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(c) = node.cluster().await {
+            let count = c["members"].as_array().map_or(0, |m| m.iter().filter(|m| m["voter"] == true).count());
+            if count == voters && c["leaderId"].is_u64() {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "cluster never reached {voters} voters:\n{}", node.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
