@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the browser playback tests need (tests/browser, node/tests/browser_smoke.rs):
-# Debian's Chromium at /usr/bin/chromium and the pinned npm packages (playwright-core, hls.js)
+# Debian's Chromium at /usr/bin/chromium and the pinned npm packages (playwright-core, hls.js,
+# axe-core for the web UI checks in node/tests/web_ui.rs)
 # in tests/browser/node_modules. Idempotent: when both are present it only checks and returns.
 # Never downloads a browser build: playwright-core drives the system Chromium.
 set -euo pipefail

@@ -60,3 +60,6 @@ if ! command -v cargo >/dev/null 2>&1; then
   fi
 fi
 log "$(cargo --version)"
+
+# The web UI's npm packages (hls.js), embedded into the binary at build time.
+"$(dirname "${BASH_SOURCE[0]}")/web-setup.sh"

@@ -12,7 +12,7 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use raft::{now_millis, Channel, ChannelPatch, Command, LiveState, Response, StreamSession, UnixMillis};
@@ -54,6 +54,42 @@ pub fn playback_url(channel_id: &str) -> String {
     format!("/hls/{channel_id}/master.m3u8")
 }
 
+/// Where this node's edge listens, to hand viewers a playback URL that goes through it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EdgePlayback {
+    pub port: u16,
+    pub https: bool,
+}
+
+impl EdgePlayback {
+    /// `{scheme}://{host the caller used}:{edge port}/hls/{id}/master.m3u8`: the caller reached
+    /// this node under that host name, so it reaches the node's edge under it too. `None` if the
+    /// request carries no usable `Host`.
+    pub fn url(&self, headers: &HeaderMap, channel_id: &str) -> Option<String> {
+        let host = headers.get(header::HOST)?.to_str().ok()?;
+        // Strip the port: `name:8080`, `[::1]:8080`, or a bare name.
+        let name = match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.is_empty() => name,
+            _ => host,
+        };
+        let plausible = !name.is_empty()
+            && name.len() <= 253
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':'));
+        if !plausible || (name.contains(':') && !name.starts_with('[')) {
+            return None;
+        }
+        let scheme = if self.https { "https" } else { "http" };
+        Some(format!("{scheme}://{name}:{}{}", self.port, playback_url(channel_id)))
+    }
+}
+
+impl ApiState {
+    /// The absolute playback URL through this node's edge, if it runs one.
+    pub fn edge_playback_url(&self, headers: &HeaderMap, channel_id: &str) -> Option<String> {
+        self.edge_playback.as_ref().and_then(|edge| edge.url(headers, channel_id))
+    }
+}
+
 /// A channel as the API shows it: the record without its key hash, plus playback and audience.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -67,6 +103,10 @@ pub struct ChannelView {
     pub current_session_id: Option<String>,
     pub moderators: Vec<String>,
     pub playback_url: String,
+    /// The same playlist through this node's edge (absolute), when the node runs one: what
+    /// players should load.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edge_playback_url: Option<String>,
     pub followers: u64,
     pub subscribers: u64,
     #[schema(value_type = i64)]
@@ -90,6 +130,7 @@ impl ChannelView {
             current_session_id: channel.current_session_id.clone(),
             moderators: channel.moderators.clone(),
             playback_url: playback_url(&channel.id),
+            edge_playback_url: None,
             followers: followers as u64,
             subscribers: subscribers as u64,
             created_at: channel.created_at,
@@ -255,8 +296,12 @@ struct ListQuery {
         (status = 200, description = "Every channel (optionally of one owner)", body = Vec<ChannelView>),
     )
 )]
-async fn list_channels(State(state): State<ApiState>, Query(query): Query<ListQuery>) -> Json<Vec<ChannelView>> {
-    let channels = state.catalog.read(|s| {
+async fn list_channels(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Query(query): Query<ListQuery>,
+) -> Json<Vec<ChannelView>> {
+    let mut channels: Vec<ChannelView> = state.catalog.read(|s| {
         let followers = s.follower_counts();
         let subscribers = s.subscriber_counts();
         s.channels()
@@ -267,6 +312,9 @@ async fn list_channels(State(state): State<ApiState>, Query(query): Query<ListQu
             })
             .collect()
     });
+    for view in &mut channels {
+        view.edge_playback_url = state.edge_playback_url(&headers, &view.id);
+    }
     Json(channels)
 }
 
@@ -355,9 +403,15 @@ async fn create_channel(
         (status = 404, description = "No such channel", body = crate::error::Body),
     )
 )]
-async fn get_channel(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<ChannelView>> {
+async fn get_channel(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ChannelView>> {
     let channel = load_channel(&state, &id).await?;
-    Ok(Json(state.catalog.read(|s| ChannelView::read(s, &channel))))
+    let mut view = state.catalog.read(|s| ChannelView::read(s, &channel));
+    view.edge_playback_url = state.edge_playback_url(&headers, &view.id);
+    Ok(Json(view))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -782,5 +836,26 @@ mod tests {
         let e = optional_json::<StopBody>(body(b"{\"peakConcurrent\":-1}")).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("peakConcurrent"));
         assert_eq!(optional_json::<StopBody>(body(b"{")).unwrap_err().status, StatusCode::BAD_REQUEST);
+    }
+}
+
+#[cfg(test)]
+mod edge_playback_tests {
+    use super::*;
+
+    fn url(host: &str) -> Option<String> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, host.parse().unwrap());
+        EdgePlayback { port: 8081, https: false }.url(&headers, "ch1")
+    }
+
+    #[test]
+    fn edge_url_uses_the_callers_host_and_the_edge_port() {
+        assert_eq!(url("example.com:8080").as_deref(), Some("http://example.com:8081/hls/ch1/master.m3u8"));
+        assert_eq!(url("example.com").as_deref(), Some("http://example.com:8081/hls/ch1/master.m3u8"));
+        assert_eq!(url("[::1]:8080").as_deref(), Some("http://[::1]:8081/hls/ch1/master.m3u8"));
+        assert_eq!(url("evil.com/x?"), None);
+        assert_eq!(url("a:b:c"), None);
+        assert_eq!(EdgePlayback { port: 1, https: true }.url(&HeaderMap::new(), "ch1"), None);
     }
 }

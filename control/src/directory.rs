@@ -8,6 +8,7 @@
 use std::cmp::Reverse;
 
 use axum::extract::{Query, State};
+use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::{Json, Router};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -61,6 +62,9 @@ pub struct DirectoryItem {
     pub owner_id: String,
     pub owner_display_name: Option<String>,
     pub playback_url: String,
+    /// The same playlist through this node's edge (absolute), when the node runs one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edge_playback_url: Option<String>,
 }
 
 /// A page of the directory; `next_cursor` is absent on the last page.
@@ -172,6 +176,7 @@ pub fn search(state: &CatalogState, query: &DirectoryQuery) -> ApiResult<Directo
             owner_id: c.owner_id.clone(),
             owner_display_name: state.user(&c.owner_id).map(|u| u.display_name.clone()),
             playback_url: playback_url(&c.id),
+            edge_playback_url: None,
         })
         .collect();
     Ok(DirectoryPage { items, next_cursor })
@@ -190,9 +195,14 @@ pub fn search(state: &CatalogState, query: &DirectoryQuery) -> ApiResult<Directo
 )]
 async fn directory(
     State(state): State<ApiState>,
+    headers: HeaderMap,
     Query(query): Query<DirectoryQuery>,
 ) -> ApiResult<Json<DirectoryPage>> {
-    state.catalog.read(|s| search(s, &query)).map(Json)
+    let mut page = state.catalog.read(|s| search(s, &query))?;
+    for item in &mut page.items {
+        item.edge_playback_url = state.edge_playback_url(&headers, &item.id);
+    }
+    Ok(Json(page))
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod profiles;
 pub mod users;
+pub mod whoami;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -50,6 +51,8 @@ pub struct ApiState {
     pub metrics: Arc<metrics::ApiMetrics>,
     /// Node-local chat runtime: flood limiter, socket budget, socket shutdown.
     pub chat: Arc<chat::ChatHub>,
+    /// This node's edge, if it runs one: channel answers then carry `edgePlaybackUrl`.
+    pub edge_playback: Option<channels::EdgePlayback>,
 }
 
 impl ApiState {
@@ -75,6 +78,7 @@ impl ApiState {
             limits: Arc::new(limits::Limits::from_env()),
             metrics: Arc::new(metrics),
             chat: Arc::new(chat::ChatHub::default()),
+            edge_playback: None,
         }
     }
 }
@@ -83,6 +87,7 @@ impl ApiState {
 pub fn router(state: ApiState) -> Router {
     let routes = Router::new()
         .merge(users::routes())
+        .merge(whoami::routes())
         .merge(chat::routes())
         .merge(channels::routes())
         .merge(directory::routes())

@@ -217,6 +217,10 @@ pub struct Config {
     #[arg(long, value_name = "ADDR", env = "BITRIVER_LIVE_EDGE_ADDR", default_value = ":8081")]
     pub edge_addr: String,
 
+    /// Bytes of LL-HLS objects the edge cache may hold in memory (edge role; at least 1 MiB).
+    #[arg(long, value_name = "BYTES", env = "BITRIVER_LIVE_EDGE_CACHE_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub edge_cache_bytes: u64,
+
     /// Log format; auto means json in production and text in development.
     #[arg(
         long,
@@ -234,6 +238,14 @@ pub struct Config {
     /// LL-HLS segment duration target in milliseconds; segments still start on keyframes.
     #[arg(long, value_name = "MS", env = "BITRIVER_LIVE_SEGMENT_TARGET_MS", default_value_t = 1000)]
     pub segment_target_ms: u64,
+
+    /// Transcode ladder as <height>p:<kbps> rungs, e.g. 1080p:6000,720p:3500,480p:2000, or
+    /// "off" (passthrough only). Giving a ladder turns transcoding on; without one, a node
+    /// transcodes (with the default 1080p:6000,720p:3500,480p:2000,360p:1200) only when
+    /// --roles lists transcode explicitly: `all` alone stays passthrough.
+    /// The original product's BITRIVER_TRANSCODE_LADDER is read too.
+    #[arg(long, value_name = "LADDER", env = "BITRIVER_LIVE_TRANSCODE_LADDER")]
+    pub transcode_ladder: Option<String>,
 
     /// Build a catalog snapshot after this many applied log entries (older entries are purged).
     #[arg(
@@ -569,10 +581,14 @@ pub struct ValidatedConfig {
     pub rtmp_addr: SocketAddr,
     pub srt_addr: SocketAddr,
     pub edge_addr: SocketAddr,
+    /// Memory budget of the edge cache.
+    pub edge_cache_bytes: u64,
     pub log_format: LogFormat,
     /// LL-HLS part and segment duration targets.
     pub part_target: Duration,
     pub segment_target: Duration,
+    /// The transcode ladder; `None`: passthrough only (see `--transcode-ladder`).
+    pub transcode: Option<transcode::LadderSpec>,
     pub raft_snapshot_every: u64,
     pub raft_keep_logs: u64,
     pub fault_injection: bool,
@@ -667,6 +683,13 @@ impl Config {
         let rtmp_addr = parse_listen_addr("--rtmp-addr", &self.rtmp_addr)?;
         let srt_addr = parse_listen_addr("--srt-addr", &self.srt_addr)?;
         let edge_addr = parse_listen_addr("--edge-addr", &self.edge_addr)?;
+        if self.edge_cache_bytes < 1024 * 1024 {
+            return Err(ConfigError::invalid(
+                "--edge-cache-bytes",
+                self.edge_cache_bytes.to_string(),
+                "expected at least 1048576 (1 MiB)",
+            ));
+        }
 
         let log_format = match (self.log_format, mode) {
             (LogFormatArg::Json, _) | (LogFormatArg::Auto, Mode::Production) => LogFormat::Json,
@@ -687,6 +710,7 @@ impl Config {
                 "expected at least --part-target-ms and at most 30000 milliseconds",
             ));
         }
+        let transcode = transcode_ladder(self.transcode_ladder.as_deref(), &self.roles, roles)?;
         let config = ValidatedConfig {
             mode,
             addr,
@@ -702,9 +726,11 @@ impl Config {
             rtmp_addr,
             srt_addr,
             edge_addr,
+            edge_cache_bytes: self.edge_cache_bytes,
             log_format,
             part_target: Duration::from_millis(self.part_target_ms),
             segment_target: Duration::from_millis(self.segment_target_ms),
+            transcode,
             raft_snapshot_every: self.raft_snapshot_every.max(1),
             raft_keep_logs: self.raft_keep_logs,
             fault_injection: self.fault_injection,
@@ -712,6 +738,32 @@ impl Config {
         config.check_listener_clashes()?;
         Ok(config)
     }
+}
+
+/// The ladder a node runs: an explicit `--transcode-ladder` (or "off"), else the default ladder
+/// when `--roles` names `transcode` itself (an all-in-one node does not burn CPU on transcoding
+/// unasked).
+fn transcode_ladder(
+    flag: Option<&str>,
+    roles_flag: &str,
+    roles: Roles,
+) -> Result<Option<transcode::LadderSpec>, ConfigError> {
+    let named = roles_flag.split(',').any(|r| r.trim().eq_ignore_ascii_case(Role::Transcode.as_str()));
+    let spec = match flag.map(str::trim) {
+        Some(off) if off.eq_ignore_ascii_case("off") || off.eq_ignore_ascii_case("none") => return Ok(None),
+        Some(text) => transcode::LadderSpec::parse(text)
+            .map_err(|e| ConfigError::invalid("--transcode-ladder", text, e.to_string()))?,
+        None if named => transcode::LadderSpec::default_ladder(),
+        None => return Ok(None),
+    };
+    if !roles.contains(Role::Transcode) {
+        return Err(ConfigError::invalid(
+            "--transcode-ladder",
+            spec.to_string(),
+            "needs the transcode role (add transcode to --roles, or use --transcode-ladder off)",
+        ));
+    }
+    Ok(Some(spec))
 }
 
 /// Transport of a listener, for clash detection (a TCP and a UDP socket may share a port).
@@ -943,8 +995,16 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
 /// Parses the process arguments and environment. On a usage error clap prints it and exits with
 /// status 2; `--help` and `--version` print and exit with 0.
 pub fn parse_cli() -> Cli {
-    Cli::parse()
+    let mut cli = Cli::parse();
+    if cli.config.transcode_ladder.is_none() {
+        cli.config.transcode_ladder = std::env::var(ORIGINAL_LADDER_ENV).ok();
+    }
+    cli
 }
+
+/// The original product's env name of `--transcode-ladder`, read when neither the flag nor
+/// `BITRIVER_LIVE_TRANSCODE_LADDER` is given.
+pub const ORIGINAL_LADDER_ENV: &str = "BITRIVER_TRANSCODE_LADDER";
 
 /// Prints `bitriver: <error>` on stderr and exits with status 2, like a usage error.
 pub fn exit_with_config_error(e: &ConfigError) -> ! {
@@ -1030,6 +1090,7 @@ mod tests {
             "RTMP_ADDR",
             "SRT_ADDR",
             "EDGE_ADDR",
+            "EDGE_CACHE_BYTES",
             "LOG_FORMAT",
         ] {
             assert!(help.contains(&format!("[env: BITRIVER_LIVE_{name}")), "help lacks BITRIVER_LIVE_{name}:\n{help}");
@@ -1109,6 +1170,7 @@ mod tests {
             (&["--rtmp-addr", "1935"], "--rtmp-addr"),
             (&["--srt-addr", ":99999"], "--srt-addr"),
             (&["--edge-addr", "x:y"], "--edge-addr"),
+            (&["--edge-cache-bytes", "1000"], "--edge-cache-bytes"),
             (&["--node-id", "0"], "--node-id"),
             (&["--voters", "0"], "--voters"),
             (&["--voters", "10"], "--voters"),
@@ -1327,5 +1389,23 @@ mod tests {
             "child failed:\n{stdout}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    #[test]
+    fn transcoding_is_on_only_when_asked() {
+        let ladder = |args: &[&str]| validate(args).unwrap().transcode.map(|l| l.to_string());
+        // The all-in-one default stays passthrough; naming the role or giving a ladder turns it on.
+        assert_eq!(ladder(&[]), None);
+        assert_eq!(ladder(&["--roles", "all"]), None);
+        assert_eq!(ladder(&["--roles", "ingest,transcode,origin"]).as_deref(), Some(transcode::DEFAULT_LADDER));
+        assert_eq!(ladder(&["--transcode-ladder", "360p:800,180p:300"]).as_deref(), Some("360p:800,180p:300"));
+        assert_eq!(ladder(&["--roles", "all,transcode", "--transcode-ladder", "off"]), None);
+        for (args, flag) in [
+            (&["--transcode-ladder", "720p:fast"][..], "--transcode-ladder"),
+            (&["--transcode-ladder", ""], "--transcode-ladder"),
+            (&["--roles", "ingest,origin", "--transcode-ladder", "720p:3000"], "--transcode-ladder"),
+        ] {
+            assert_eq!(validate(args).unwrap_err().flag(), flag, "{args:?}");
+        }
     }
 }

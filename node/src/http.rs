@@ -27,6 +27,8 @@ pub struct NodeHttp {
     pub data_dir: PathBuf,
     /// Listeners this node runs, by name, for `/healthz`.
     pub listeners: Arc<Vec<(String, SocketAddr)>>,
+    /// The transcode component of `/healthz`: on or off, ladder, encoders found.
+    pub transcode: Arc<serde_json::Value>,
 }
 
 pub fn router(state: NodeHttp) -> Router {
@@ -45,11 +47,9 @@ pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp
 
 /// Whether the caller may use admin endpoints.
 fn is_admin(state: &NodeHttp, headers: &HeaderMap, peer: SocketAddr) -> bool {
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match token {
+    // The bearer header or the browser's session cookie (the Control Center shows cluster status).
+    let token = control::auth::presented_token(headers);
+    match token.as_deref() {
         None => state.mode == Mode::Development && peer.ip().is_loopback(),
         Some(token) => {
             let hash = hex_sha256(token.trim().as_bytes());
@@ -128,6 +128,7 @@ async fn healthz(State(state): State<NodeHttp>) -> Response {
                 Err(e) => json!({"status": "error", "detail": e}),
             },
             "listeners": listeners,
+            "transcode": *state.transcode,
         }
     });
     let code = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

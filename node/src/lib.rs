@@ -3,6 +3,8 @@
 
 pub mod cli;
 pub mod config;
+pub mod edge;
 pub mod http;
 pub mod run;
 mod tls;
+pub mod transcode;

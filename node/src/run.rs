@@ -33,6 +33,8 @@ pub struct Listeners {
     pub rtmp: Option<TcpListener>,
     /// SRT ingest (UDP); bound when the `ingest` role is on.
     pub srt: Option<UdpSocket>,
+    /// The edge (LL-HLS cache); bound when the `edge` role is on.
+    pub edge: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -47,7 +49,13 @@ impl Listeners {
         } else {
             (None, None)
         };
-        Ok(Listeners { http, rtmp, srt })
+        let edge = if config.roles.contains(Role::Edge) {
+            let addr = config.edge_addr;
+            Some(TcpListener::bind(addr).await.with_context(|| format!("binding --edge-addr {addr}"))?)
+        } else {
+            None
+        };
+        Ok(Listeners { http, rtmp, srt, edge })
     }
 }
 
@@ -101,6 +109,8 @@ pub async fn run(
     // Live windows of the channels this node packages. Ingest feeds it; the origin serves it. An
     // ingest-only node still packages locally: shipping media to a remote origin is not wired yet.
     let live = LiveRegistry::new(RegistryConfig::default(), OriginMetrics::new(&registry)?);
+    // The ladder runs inside ingest (one decode per publish, on its own threads).
+    let transcode = crate::transcode::setup(&config, &registry)?;
     let mut listener_names = vec![("http".to_owned(), http_addr), ("cluster".to_owned(), config.cluster_addr)];
     if config.roles.contains(Role::Origin) {
         listener_names.push(("origin".to_owned(), http_addr));
@@ -113,6 +123,15 @@ pub async fn run(
     if let Some(addr) = srt_addr {
         listener_names.push(("srt".to_owned(), addr));
     }
+    // The edge caches this cluster's LL-HLS for viewers; on an all-in-one node it fronts the
+    // origin above, and the playback URLs the API hands out point at it.
+    let edge = match listeners.edge {
+        Some(listener) => Some(crate::edge::start(&config, listener, catalog.clone(), http_addr, &registry)?),
+        None => None,
+    };
+    if let Some(edge) = &edge {
+        listener_names.push(("edge".to_owned(), edge.addr));
+    }
 
     let state = NodeHttp {
         catalog: catalog.clone(),
@@ -120,6 +139,7 @@ pub async fn run(
         mode: config.mode,
         data_dir: config.data_dir.clone(),
         listeners: Arc::new(listener_names),
+        transcode: Arc::new(transcode.health.clone()),
     };
     let api_mode = match config.mode {
         crate::config::Mode::Development => control::Mode::Development,
@@ -127,8 +147,14 @@ pub async fn run(
     };
     let mut api = control::ApiState::with_registry(catalog.clone(), api_mode, &registry);
     api.limits = Arc::new(limits);
+    api.edge_playback =
+        edge.as_ref().map(|e| control::channels::EdgePlayback { port: e.addr.port(), https: config.tls.is_some() });
     let chat = api.chat.clone();
     let mut app = http::router(state).merge(control::router(api));
+    if config.roles.contains(Role::Control) {
+        // The web UI: `/`, `/channels`, `/c/{id}`, `/signup` and `/assets/*`, beside `/api`.
+        app = app.merge(web::router());
+    }
     if config.roles.contains(Role::Origin) {
         app = app.merge(media::origin::routes(live.clone(), OriginConfig::default()));
     }
@@ -136,6 +162,7 @@ pub async fn run(
         http = %http_addr,
         rtmp = ?rtmp_addr,
         srt = ?srt_addr,
+        edge = ?edge.as_ref().map(|e| e.addr),
         cluster = %catalog.cluster_addr(),
         node_id = catalog.node_id(),
         mode = config.mode.as_str(),
@@ -150,7 +177,7 @@ pub async fn run(
         _ => Some(CatalogGate::new(
             catalog.clone(),
             live.clone(),
-            ingest_config(&config),
+            IngestConfig { ladder: transcode.ladder.clone(), ..ingest_config(&config) },
             IngestMetrics::new(&registry)?,
         )),
     };
@@ -188,6 +215,9 @@ pub async fn run(
     let server = serve_http(listeners.http, app, config.tls.clone(), stop_rx.clone());
     let result = server.await;
     let how = *stop_rx.borrow();
+    if let Some(edge) = edge {
+        edge.stop(how == Some(Shutdown::Fast)).await;
+    }
     match how {
         Some(Shutdown::Fast) => tracing::info!("interrupted; exiting now"),
         _ => {

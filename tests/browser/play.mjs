@@ -14,6 +14,9 @@
 //                              URL directly, as a player on another site would, so CORS counts
 //   PLAY_SCREENSHOT=FILE.png   screenshot of the page at the end
 //   PLAY_ALLOW_NON_LOOPBACK=1  play a URL whose host is not loopback (refused by default)
+//   PLAY_SWITCH_LEVEL=N        after 1 s of playback force hls.js to level N (hls.currentLevel);
+//                              success then also needs the switch to N and 1 s played after it
+//                              (summary: switchLevel, playedAfterSwitch)
 import http from 'node:http';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -29,6 +32,7 @@ const TIMEOUT_S = Number(process.env.PLAY_TIMEOUT_S || 45);
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const SAME_ORIGIN = ['1', 'true', 'yes'].includes((process.env.PLAY_SAME_ORIGIN || '').toLowerCase());
 const SCREENSHOT = process.env.PLAY_SCREENSHOT || '';
+const SWITCH_LEVEL = (process.env.PLAY_SWITCH_LEVEL ?? '') === '' ? null : Number(process.env.PLAY_SWITCH_LEVEL);
 
 const summary = {
   ok: false,
@@ -58,6 +62,8 @@ const summary = {
   video: null,
   hlsVersion: null,
   browserVersion: null,
+  switchLevel: SWITCH_LEVEL,
+  playedAfterSwitch: null,
 };
 
 let finished = false;
@@ -90,6 +96,9 @@ if (!loopback && process.env.PLAY_ALLOW_NON_LOOPBACK !== '1') {
 }
 if (!Number.isFinite(MIN_SECONDS) || MIN_SECONDS <= 0) usage(`bad MIN_SECONDS: ${minArg}`);
 if (!Number.isFinite(TIMEOUT_S) || TIMEOUT_S <= 0) usage(`bad PLAY_TIMEOUT_S: ${process.env.PLAY_TIMEOUT_S}`);
+if (SWITCH_LEVEL !== null && !(Number.isInteger(SWITCH_LEVEL) && SWITCH_LEVEL >= 0)) {
+  usage(`bad PLAY_SWITCH_LEVEL: ${process.env.PLAY_SWITCH_LEVEL}`);
+}
 
 const hlsJsFile = path.join(here, 'node_modules/hls.js/dist/hls.min.js');
 const playerFile = path.join(here, 'player.html');
@@ -288,6 +297,8 @@ try {
   let lastWall = Date.now();
   let played = 0;
   let fatalSince = null;
+  let switchRequested = false;
+  let switchedAt = null;
   for (;;) {
     const st = await readState(page);
     absorb(st);
@@ -303,7 +314,18 @@ try {
     last = cur;
     lastWall = now;
     summary.playedSeconds = Number(played.toFixed(3));
-    if (played >= MIN_SECONDS) {
+    if (SWITCH_LEVEL !== null) {
+      if (!switchRequested && played >= 1) {
+        await page.evaluate((level) => { window.__hls.currentLevel = level; }, SWITCH_LEVEL);
+        switchRequested = true;
+      }
+      if (switchRequested && st.level === SWITCH_LEVEL) {
+        switchedAt ??= played;
+        summary.playedAfterSwitch = Number((played - switchedAt).toFixed(3));
+      }
+    }
+    const switchDone = SWITCH_LEVEL === null || (summary.playedAfterSwitch ?? 0) >= 1;
+    if (played >= MIN_SECONDS && switchDone) {
       summary.ok = true;
       code = 0;
       break;

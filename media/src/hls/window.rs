@@ -559,6 +559,17 @@ impl Rendition {
         self.finished
     }
 
+    /// The wall-clock anchor program date-times are computed from: (wall clock, lead-track dts).
+    pub(crate) fn pdt_anchor(&self) -> Option<(UnixMillis, u64)> {
+        self.pdt_anchor
+    }
+
+    /// Takes another rendition's anchor, so a rendition started late (a transcode rung
+    /// rejoining) dates its segments exactly as that one does.
+    pub(crate) fn set_pdt_anchor(&mut self, anchor: Option<(UnixMillis, u64)>) {
+        self.pdt_anchor = anchor;
+    }
+
     /// Peak and average bit rate of the complete segments in the window, for `BANDWIDTH` and
     /// `AVERAGE-BANDWIDTH`; `None` before the first segment.
     pub fn measured_bandwidth(&self) -> Option<(u64, u64)> {

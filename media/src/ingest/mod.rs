@@ -22,10 +22,12 @@
 //! without sockets.
 
 pub mod bridge;
+pub mod ladder;
 pub mod publish;
 pub mod rtmp;
 pub mod srt;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
@@ -33,6 +35,7 @@ use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use crate::hls::RenditionConfig;
 
 pub use bridge::{BridgeError, BridgeOutput, FlvToCmaf, Handled};
+pub use ladder::{Ladder, LadderRendition, LadderRun, LadderSource};
 pub use publish::CatalogGate;
 pub use rtmp::{serve_rtmp, serve_rtmp_with};
 pub use srt::{serve_srt, SrtConfig};
@@ -54,6 +57,8 @@ pub struct IngestConfig {
     /// How long shutdown waits for publishers to be wound down (sessions ended in the catalog).
     /// Default 5 s.
     pub shutdown_grace: Duration,
+    /// Adds renditions beside `source` (the transcode ladder). Default none: passthrough.
+    pub ladder: Option<Arc<dyn Ladder>>,
 }
 
 impl Default for IngestConfig {
@@ -65,6 +70,7 @@ impl Default for IngestConfig {
             write_timeout: Duration::from_secs(10),
             rendition: RenditionConfig::default(),
             shutdown_grace: Duration::from_secs(5),
+            ladder: None,
         }
     }
 }

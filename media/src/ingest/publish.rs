@@ -28,10 +28,11 @@ use raft::{now_millis, Catalog, CatalogError, Command, ProposeError, StreamSessi
 use tokio::time::Instant;
 
 use super::bridge::BridgeOutput;
+use super::ladder::{LadderRun, LadderSource};
 use super::srt::{self, FrameCounts, PublishGate, PublishSink, StreamRefused};
 use super::{key_prefix, stream_key_hash, IngestConfig, IngestMetrics};
 use crate::hls::{Pushed, Rendition};
-use crate::origin::{LiveHandle, LiveRegistry, OriginError};
+use crate::origin::{LiveHandle, LiveRegistry, LiveRendition, OriginError};
 
 /// The one rendition ingest produces; transcoding adds the others.
 pub const SOURCE_RENDITION: &str = "source";
@@ -195,6 +196,7 @@ impl CatalogGate {
             peer,
             protocol,
             live: None,
+            ladder: None,
             accepted_at: Instant::now(),
             first_part_published: false,
             reservation,
@@ -253,6 +255,8 @@ pub struct Publish {
     peer: SocketAddr,
     protocol: &'static str,
     live: Option<LiveHandle>,
+    /// The transcode of this publish, fed what `source` accepts.
+    ladder: Option<Box<dyn LadderRun>>,
     accepted_at: Instant,
     first_part_published: bool,
     bytes: IntCounter,
@@ -305,7 +309,21 @@ impl Publish {
         // Tracks always come first; without a stream there is nothing to feed.
         let Some(live) = &self.live else { return Ok(()) };
         let now = now_millis();
+        // The ladder gets what `source` accepted, so every rendition starts at the same keyframe.
+        let copy = self.ladder.is_some().then(|| sample.clone());
+        let opened_before = if copy.is_some() && video && sample.keyframe { live.open_segment(0) } else { None };
         let pushed = if video { live.push_video(0, sample, now) } else { live.push_audio(0, sample, now) };
+        if let (Some(ladder), Some(copy), Ok(Pushed::Buffered | Pushed::Published(_))) =
+            (&mut self.ladder, copy, &pushed)
+        {
+            if video {
+                let opened =
+                    if copy.keyframe { live.open_segment(0).filter(|&msn| Some(msn) != opened_before) } else { None };
+                ladder.video(&copy, now, opened);
+            } else {
+                ladder.audio(&copy, now);
+            }
+        }
         match pushed {
             Ok(Pushed::Published(_)) if !self.first_part_published => {
                 self.first_part_published = true;
@@ -346,12 +364,40 @@ impl Publish {
             first_msn: first_msn_at(now_millis()),
             ..shared.config.rendition.clone()
         };
-        let opened = Rendition::new(config, video, audio)
-            .map_err(|e| e.to_string())
-            .and_then(|r| shared.registry.open(&self.channel_id, &self.session_id, vec![r]).map_err(|e| e.to_string()));
+        let mut ladder = match (&shared.config.ladder, &video) {
+            (Some(ladder), Some(v)) => ladder.start(&LadderSource {
+                channel_id: &self.channel_id,
+                session_id: &self.session_id,
+                video: v,
+                audio: audio.as_ref(),
+            }),
+            _ => None,
+        };
+        let mut renditions = Vec::new();
+        for rung in ladder.as_ref().map(|l| l.renditions()).unwrap_or_default() {
+            let config = crate::hls::RenditionConfig { name: rung.name, ..config.clone() };
+            match Rendition::new(config, Some(rung.video), audio.clone()) {
+                Ok(r) => renditions.push(LiveRendition::new(r).with_bitrate(rung.bitrate)),
+                Err(error) => {
+                    // A rung we cannot package: serve the source alone rather than refuse it.
+                    tracing::warn!(channel = %self.channel_id, %error, "transcode disabled for this publish");
+                    ladder = None;
+                    renditions.clear();
+                    break;
+                }
+            }
+        }
+        let opened = Rendition::new(config, video, audio).map_err(|e| e.to_string()).and_then(|r| {
+            renditions.insert(0, LiveRendition::new(r));
+            shared.registry.open(&self.channel_id, &self.session_id, renditions).map_err(|e| e.to_string())
+        });
         match opened {
             Ok(live) => {
                 tracing::info!(channel = %self.channel_id, tracks = %describe, "packaging started");
+                if let Some(ladder) = &mut ladder {
+                    ladder.attach(live.feed());
+                }
+                self.ladder = ladder;
                 self.live = Some(live);
                 Ok(())
             }
@@ -367,6 +413,8 @@ impl Publish {
     /// Ends the publish (the last output was handed over): the origin stream finishes and the
     /// catalog session ends.
     pub async fn end(mut self, why: &str) {
+        // Stops the transcode threads (they notice the closed queue), then ends the stream.
+        self.ladder = None;
         if let Some(live) = self.live.take() {
             live.finish();
         }

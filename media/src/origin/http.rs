@@ -136,6 +136,7 @@ async fn master(State(origin): State<Arc<Origin>>, Path(channel): Path<String>) 
     let variants: Vec<Variant<'_>> = live
         .renditions
         .iter()
+        .filter(|slot| slot.is_listed())
         .map(|slot| {
             let state = slot.lock();
             let r = &state.rendition;

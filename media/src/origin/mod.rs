@@ -22,4 +22,4 @@ mod registry;
 
 pub use http::{routes, OriginConfig};
 pub use metrics::OriginMetrics;
-pub use registry::{LiveHandle, LiveRegistry, LiveRendition, OriginError, RegistryConfig};
+pub use registry::{LiveFeed, LiveHandle, LiveRegistry, LiveRendition, OriginError, RegistryConfig};

@@ -7,6 +7,7 @@
 //! `watch` channel per rendition carries its newest part so waiters wake without polling.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
@@ -132,6 +133,8 @@ pub(crate) struct RenditionSlot {
     pub(crate) name: String,
     pub(crate) bitrate: Option<u64>,
     pub(crate) frame_rate: Option<f64>,
+    /// Listed in the multivariant playlist (a transcoder unlists a rung it stopped feeding).
+    listed: AtomicBool,
     state: Mutex<RenditionState>,
     progress: watch::Sender<Progress>,
 }
@@ -147,6 +150,11 @@ impl RenditionSlot {
     /// A receiver that sees every publish after this call (the current value counts as seen).
     pub(crate) fn subscribe(&self) -> watch::Receiver<Progress> {
         self.progress.subscribe()
+    }
+
+    /// Whether the multivariant playlist lists this rendition.
+    pub(crate) fn is_listed(&self) -> bool {
+        self.listed.load(Ordering::Relaxed)
     }
 
     /// The newest part, without taking the packager lock (for rendition reports).
@@ -244,7 +252,8 @@ impl LiveRegistry {
             }
             let progress = watch::Sender::new(Progress { latest: rendition.latest(), ended: false });
             let state = Mutex::new(RenditionState { rendition, video_frames: 0, video_ticks: 0 });
-            slots.push(RenditionSlot { name, bitrate, frame_rate, state, progress });
+            let listed = AtomicBool::new(true);
+            slots.push(RenditionSlot { name, bitrate, frame_rate, listed, state, progress });
         }
         let live = Arc::new(LiveChannel {
             id: channel.clone(),
@@ -362,6 +371,13 @@ impl LiveHandle {
         self.channel.renditions.iter().position(|r| r.name == name)
     }
 
+    /// Media sequence number of the segment rendition `rendition` is building, if any.
+    pub fn open_segment(&self, rendition: usize) -> Option<u64> {
+        let slot = self.channel.renditions.get(rendition)?;
+        let state = slot.lock();
+        state.rendition.partial_segment().map(|p| p.msn)
+    }
+
     /// Whether the stream is still live (not replaced, shut down or finished).
     pub fn is_live(&self) -> bool {
         self.channel.ended_at().is_none()
@@ -386,48 +402,122 @@ impl LiveHandle {
     }
 
     fn push(&self, index: usize, track: TrackKind, sample: Sample, now: UnixMillis) -> Result<Pushed, OriginError> {
+        push(&self.channel, index, track, sample, now)
+    }
+
+    /// A feeder of this stream's renditions for another thread (a transcoder): it pushes like the
+    /// handle but does not own the stream, which still ends with the handle.
+    pub fn feed(&self) -> LiveFeed {
+        LiveFeed { channel: self.channel.clone() }
+    }
+}
+
+/// Pushes into one live stream without owning it (see [`LiveHandle::feed`]). Once the stream has
+/// ended, pushes fail with [`OriginError::Ended`].
+#[derive(Debug, Clone)]
+pub struct LiveFeed {
+    channel: Arc<LiveChannel>,
+}
+
+impl LiveFeed {
+    /// See [`LiveHandle::push_video`].
+    pub fn push_video(&self, rendition: usize, sample: Sample, now: UnixMillis) -> Result<Pushed, OriginError> {
+        push(&self.channel, rendition, TrackKind::Video, sample, now)
+    }
+
+    /// See [`LiveHandle::push_audio`].
+    pub fn push_audio(&self, rendition: usize, sample: Sample, now: UnixMillis) -> Result<Pushed, OriginError> {
+        push(&self.channel, rendition, TrackKind::Audio, sample, now)
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.channel.ended_at().is_none()
+    }
+
+    /// Lists or unlists rendition `rendition` in the multivariant playlist (its media playlist
+    /// stays servable either way).
+    pub fn set_listed(&self, rendition: usize, listed: bool) {
+        if let Some(slot) = self.channel.renditions.get(rendition) {
+            slot.listed.store(listed, Ordering::Relaxed);
+        }
+    }
+
+    /// Starts rendition `rendition` afresh at media sequence number `first_msn` (same settings
+    /// and tracks, empty window): how a rendition that stopped being fed rejoins the others at a
+    /// segment boundary without a gap in its numbering.
+    pub fn restart(&self, rendition: usize, first_msn: u64) -> Result<(), OriginError> {
         let channel = &self.channel;
         let slot = channel
             .renditions
-            .get(index)
-            .ok_or_else(|| OriginError::UnknownRendition { channel: channel.id.clone(), index })?;
-        let duration = u64::from(sample.duration);
-        let (result, latest) = {
+            .get(rendition)
+            .ok_or_else(|| OriginError::UnknownRendition { channel: channel.id.clone(), index: rendition })?;
+        // Segments are dated from the source's anchor (index 0), as the other renditions were.
+        let anchor = if rendition == 0 { None } else { channel.renditions[0].lock().rendition.pdt_anchor() };
+        let latest = {
             let mut state = slot.lock();
-            let result = match track {
-                TrackKind::Video => state.rendition.push_video(sample, now),
-                TrackKind::Audio => state.rendition.push_audio(sample, now),
-            };
-            if track == TrackKind::Video && matches!(result, Ok(Pushed::Buffered | Pushed::Published(_))) {
-                state.video_frames += 1;
-                state.video_ticks = state.video_ticks.saturating_add(duration);
+            let old = &state.rendition;
+            if old.is_finished() {
+                return Err(OriginError::Ended { channel: channel.id.clone(), session: channel.session.clone() });
             }
-            // Not only `Published`: a keyframe that closes a segment whose last part was already
-            // out publishes nothing new, yet completes the segment (and moves the preload hint),
-            // which `_HLS_msn` requests and hinted-part requests are waiting for.
-            (result, state.rendition.latest())
+            let config = crate::hls::RenditionConfig { first_msn, ..old.config().clone() };
+            let mut fresh = Rendition::new(config, old.video_config().cloned(), old.audio_config().cloned())
+                .map_err(|source| OriginError::Rendition { channel: channel.id.clone(), source })?;
+            fresh.set_pdt_anchor(anchor);
+            *state = RenditionState { rendition: fresh, video_frames: 0, video_ticks: 0 };
+            state.rendition.latest()
         };
-        match result {
-            Ok(pushed) => {
-                if let Some(latest) = latest {
-                    // Outside the packager lock, so woken requests don't contend with us. Sends
-                    // from concurrent pushes (or `end`) may arrive out of order: only move forward.
-                    slot.progress.send_if_modified(|p| {
-                        let key = |l: Latest| (l.msn, l.part, l.segment_complete);
-                        let newer = !p.ended && p.latest.is_none_or(|old| key(latest) > key(old));
-                        if newer {
-                            p.latest = Some(latest);
-                        }
-                        newer
-                    });
-                }
-                Ok(pushed)
-            }
-            Err(RenditionError::Finished { .. }) => {
-                Err(OriginError::Ended { channel: channel.id.clone(), session: channel.session.clone() })
-            }
-            Err(source) => Err(OriginError::Rendition { channel: channel.id.clone(), source }),
+        slot.progress.send_replace(Progress { latest, ended: false });
+        Ok(())
+    }
+}
+
+fn push(
+    channel: &LiveChannel,
+    index: usize,
+    track: TrackKind,
+    sample: Sample,
+    now: UnixMillis,
+) -> Result<Pushed, OriginError> {
+    let slot = channel
+        .renditions
+        .get(index)
+        .ok_or_else(|| OriginError::UnknownRendition { channel: channel.id.clone(), index })?;
+    let duration = u64::from(sample.duration);
+    let (result, latest) = {
+        let mut state = slot.lock();
+        let result = match track {
+            TrackKind::Video => state.rendition.push_video(sample, now),
+            TrackKind::Audio => state.rendition.push_audio(sample, now),
+        };
+        if track == TrackKind::Video && matches!(result, Ok(Pushed::Buffered | Pushed::Published(_))) {
+            state.video_frames += 1;
+            state.video_ticks = state.video_ticks.saturating_add(duration);
         }
+        // Not only `Published`: a keyframe that closes a segment whose last part was already
+        // out publishes nothing new, yet completes the segment (and moves the preload hint),
+        // which `_HLS_msn` requests and hinted-part requests are waiting for.
+        (result, state.rendition.latest())
+    };
+    match result {
+        Ok(pushed) => {
+            if let Some(latest) = latest {
+                // Outside the packager lock, so woken requests don't contend with us. Sends
+                // from concurrent pushes (or `end`) may arrive out of order: only move forward.
+                slot.progress.send_if_modified(|p| {
+                    let key = |l: Latest| (l.msn, l.part, l.segment_complete);
+                    let newer = !p.ended && p.latest.is_none_or(|old| key(latest) > key(old));
+                    if newer {
+                        p.latest = Some(latest);
+                    }
+                    newer
+                });
+            }
+            Ok(pushed)
+        }
+        Err(RenditionError::Finished { .. }) => {
+            Err(OriginError::Ended { channel: channel.id.clone(), session: channel.session.clone() })
+        }
+        Err(source) => Err(OriginError::Rendition { channel: channel.id.clone(), source }),
     }
 }
 

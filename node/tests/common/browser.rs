@@ -37,13 +37,26 @@ pub fn play_in_chromium_same_origin(hls_url: &str, min_seconds: f64) -> Result<V
     play(hls_url, min_seconds, true)
 }
 
+/// [`play_in_chromium`] that, after a second of playback, forces hls.js onto level `level` (an
+/// index into the multivariant playlist's variants, `hls.currentLevel`); it succeeds only if the
+/// player switched to that level and played on at least a second after the switch. The summary
+/// adds `switchLevel` and `playedAfterSwitch` (seconds).
+pub fn play_in_chromium_switching(hls_url: &str, min_seconds: f64, level: usize) -> Result<Value, String> {
+    play_with(hls_url, min_seconds, false, Some(level))
+}
+
 fn play(hls_url: &str, min_seconds: f64, same_origin: bool) -> Result<Value, String> {
+    play_with(hls_url, min_seconds, same_origin, None)
+}
+
+fn play_with(hls_url: &str, min_seconds: f64, same_origin: bool, switch_level: Option<usize>) -> Result<Value, String> {
     let timeout_s: u64 = std::env::var("PLAY_TIMEOUT_S").ok().and_then(|s| s.parse().ok()).unwrap_or(45);
     let mut child = Command::new("node")
         .arg(PLAY_MJS)
         .arg(hls_url)
         .arg(min_seconds.to_string())
         .env("PLAY_SAME_ORIGIN", if same_origin { "1" } else { "0" })
+        .env("PLAY_SWITCH_LEVEL", switch_level.map(|l| l.to_string()).unwrap_or_default())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -150,6 +150,19 @@ impl NodeProc {
         }
     }
 
+    /// The port the node's edge listens on (the harness binds it on port 0), from `/healthz`.
+    pub async fn edge_port(&self) -> u16 {
+        let (_, body) = self.get("/healthz").await.expect("/healthz");
+        let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let addr = health["components"]["listeners"]["edge"]["addr"].as_str().expect("an edge listener in /healthz");
+        addr.parse::<std::net::SocketAddr>().unwrap().port()
+    }
+
+    /// A URL on the node's edge.
+    pub async fn edge_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.edge_port().await)
+    }
+
     pub async fn metric(&self, name: &str) -> Option<f64> {
         let (_, body) = self.get("/metrics").await?;
         body.lines().find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))

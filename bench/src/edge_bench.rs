@@ -1,0 +1,391 @@
+//! `edge-bench`: cache-hit throughput, latency and memory per idle connection of the pingora edge
+//! beside nginx `proxy_cache`, both in front of the same origin on the same machine.
+//!
+//! The origin is a static nginx serving a 100 KB part, a 1 MB segment and a 1 KB init segment at
+//! LL-HLS paths. The reference edge is nginx with `proxy_cache` (the configuration of
+//! `edge-baseline`: `sendfile on; tcp_nodelay on; tcp_nopush off`, cache warmed first). Our edge
+//! is `cache::Edge` (pingora + moka) run in this process on its own tokio runtime, with as many
+//! worker threads as nginx has worker processes. Both caches are warmed and checked to answer
+//! HIT, then `wrk --latency` loads each object at each connection count, one server after the
+//! other. Memory per idle connection: RSS growth of the server processes after N keep-alive
+//! connections have each fetched the init segment and stay open.
+//!
+//! Installs `nginx` and `wrk` with apt-get when missing. Prints figures and ratios; asserts nothing.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use cache::{Edge, EdgeConfig, Origin, OriginResolver};
+use clap::Parser;
+
+#[path = "process.rs"]
+#[allow(dead_code)]
+mod process;
+
+use process::{free_port, tail};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "edge-bench",
+    about = "Edge cache hits: pingora edge beside nginx proxy_cache in front of the same origin",
+    long_about = "Serves a 100 KB part and a 1 MB segment from a static nginx origin through nginx proxy_cache and \
+                  through the bitriver edge (pingora + moka, in process), loads each warm cache with wrk at each \
+                  connection count, and measures RSS per idle keep-alive connection. Prints figures and ratios; \
+                  asserts nothing. Every flag has an EDGE_BENCH_* environment twin."
+)]
+struct Args {
+    /// Connection counts of the throughput runs.
+    #[arg(long, value_name = "N,...", env = "EDGE_BENCH_CONNS", value_delimiter = ',', default_values_t = [64, 256])]
+    conns: Vec<usize>,
+    /// Length of each wrk run, in seconds.
+    #[arg(long, env = "EDGE_BENCH_SECONDS", default_value_t = 8)]
+    seconds: u64,
+    /// nginx worker processes, and worker threads of our edge's runtime.
+    #[arg(long, env = "EDGE_BENCH_WORKERS", default_value_t = 2)]
+    workers: usize,
+    /// wrk threads.
+    #[arg(long, env = "EDGE_BENCH_WRK_THREADS", default_value_t = 2)]
+    wrk_threads: usize,
+    /// Idle keep-alive connections for the memory measurement (capped by the open-file limit).
+    #[arg(long, env = "EDGE_BENCH_IDLE", default_value_t = 2000)]
+    idle: usize,
+    /// Directory for temp files [default: the system temp dir].
+    #[arg(long, value_name = "DIR", env = "EDGE_BENCH_DIR")]
+    dir: Option<PathBuf>,
+}
+
+/// What is loaded: the path below each server, and its size.
+const OBJECTS: [(&str, &str, usize); 2] =
+    [("100 KB part", "/hls/bench/v/part1.0.m4s", 100 * 1024), ("1 MB segment", "/hls/bench/v/seg1.m4s", 1024 * 1024)];
+const INIT: &str = "/hls/bench/v/init.mp4";
+
+struct FixedOrigin(SocketAddr);
+
+impl OriginResolver for FixedOrigin {
+    fn origins(&self, _channel: &str) -> Vec<Origin> {
+        vec![Origin { addr: self.0, tls: false, verify_tls: false }]
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    ensure_tools()?;
+    let dir = tempfile::Builder::new()
+        .prefix("edge-bench")
+        .tempdir_in(args.dir.clone().unwrap_or_else(std::env::temp_dir))
+        .context("temp dir")?;
+    let nginx = Nginx::start(dir.path(), args.workers)?;
+
+    let edge_runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(args.workers.max(1)).enable_all().build()?;
+    let edge_port = free_port(false)?;
+    let origin_addr: SocketAddr = format!("127.0.0.1:{}", nginx.origin_port).parse()?;
+    let stop = edge_runtime.block_on(async {
+        let registry = prometheus::Registry::new();
+        let edge = Arc::new(Edge::new(EdgeConfig::default(), Arc::new(FixedOrigin(origin_addr)), &registry)?);
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", edge_port)).await?;
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move { edge.serve(listener, stop_rx, Duration::from_secs(1)).await });
+        anyhow::Ok(stop)
+    })?;
+
+    let client_runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let servers = [("nginx proxy_cache", nginx.edge_port, "x-cache-status"), ("bitriver edge", edge_port, "x-cache")];
+    client_runtime.block_on(async {
+        for (name, port, header) in servers {
+            for path in OBJECTS.iter().map(|o| o.1).chain([INIT]) {
+                warm(port, path, header).await.with_context(|| format!("warming {name}"))?;
+            }
+        }
+        anyhow::Ok(())
+    })?;
+
+    println!("edge-bench: cache hits, wrk -t{} -d{}s, {} nginx workers / edge threads, loopback", args.wrk_threads, args.seconds, args.workers);
+    println!("{:<13} {:>5} {:<18} {:>9} {:>7} {:>8} {:>8}", "object", "conns", "server", "req/s", "Gbit/s", "p50 ms", "p99 ms");
+    let mut ratios = Vec::new();
+    for (label, path, size) in OBJECTS {
+        for &conns in &args.conns {
+            let mut row = Vec::new();
+            for (name, port, _) in servers {
+                let run = wrk(port, path, conns, args.seconds, args.wrk_threads)?;
+                let gbits = run.rps * size as f64 * 8.0 / 1e9;
+                println!(
+                    "{label:<13} {conns:>5} {name:<18} {:>9.0} {gbits:>7.2} {:>8.2} {:>8.2}{}",
+                    run.rps,
+                    run.p50_ms,
+                    run.p99_ms,
+                    if run.errors.is_empty() { String::new() } else { format!("  ({})", run.errors) }
+                );
+                row.push(run);
+            }
+            ratios.push((label, conns, row[1].rps / row[0].rps, row[1].p99_ms / row[0].p99_ms));
+        }
+    }
+    println!();
+    for (label, conns, throughput, p99) in &ratios {
+        println!("ratio edge/nginx  {label:<13} {conns:>4} conns: throughput x{throughput:.2}, p99 x{p99:.2}");
+    }
+
+    let idle = args.idle.min(open_file_budget().saturating_sub(500) / 2).max(10);
+    let nginx_pids = nginx.worker_pids();
+    let self_pid = vec![std::process::id()];
+    println!();
+    for (name, port, pids) in [("nginx proxy_cache", nginx.edge_port, &nginx_pids), ("bitriver edge", edge_port, &self_pid)] {
+        let per = idle_memory(port, idle, pids)?;
+        println!("memory per idle keep-alive connection ({idle} connections): {name}: {:.1} KB", per / 1024.0);
+    }
+    let _ = stop.send(true);
+    edge_runtime.shutdown_timeout(Duration::from_secs(2));
+    drop(nginx);
+    Ok(())
+}
+
+/// apt-get install what is missing (quick when both are there).
+fn ensure_tools() -> anyhow::Result<()> {
+    let missing: Vec<&str> = [("nginx", "/usr/sbin/nginx"), ("wrk", "/usr/bin/wrk")]
+        .into_iter()
+        .filter(|(_, path)| !Path::new(path).exists())
+        .map(|(package, _)| package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("edge-bench: installing {missing:?} with apt-get ...");
+    let update = std::process::Command::new("apt-get").args(["update", "-qq"]).status()?;
+    let install = std::process::Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()?;
+    if !update.success() || !install.success() {
+        bail!("could not install {missing:?} (apt-get as root needed)");
+    }
+    Ok(())
+}
+
+/// The open-file soft limit of this process, from `/proc/self/limits`.
+fn open_file_budget() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| l.lines().find(|l| l.starts_with("Max open files")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(3).and_then(|n| n.parse().ok()))
+        .unwrap_or(1024)
+}
+
+/// GET twice; the second answer must be a cache hit.
+async fn warm(port: u16, path: &str, header: &str) -> anyhow::Result<()> {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let client = reqwest::Client::new();
+    for attempt in 0..2 {
+        let resp = client.get(&url).send().await?;
+        let status = resp.status();
+        let cache = resp.headers().get(header).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        resp.bytes().await?;
+        if status != 200 {
+            bail!("{url}: {status}");
+        }
+        if attempt == 1 && cache != "HIT" {
+            bail!("{url}: second request was not a cache hit ({header}: {cache:?})");
+        }
+    }
+    Ok(())
+}
+
+struct WrkRun {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: String,
+}
+
+fn wrk(port: u16, path: &str, conns: usize, seconds: u64, threads: usize) -> anyhow::Result<WrkRun> {
+    let out = std::process::Command::new("wrk")
+        .args(["-t", &threads.to_string(), "-c", &conns.to_string(), "-d", &format!("{seconds}s"), "--latency"])
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .context("running wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no Requests/sec in wrk output:\n{text}"))?;
+    let percentile = |p: &str| {
+        text.lines().map(str::trim).find_map(|l| l.strip_prefix(p)).map(|v| milliseconds(v.trim())).unwrap_or(f64::NAN)
+    };
+    let errors = text
+        .lines()
+        .filter(|l| l.contains("Non-2xx") || l.contains("Socket errors"))
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join("; ");
+    Ok(WrkRun { rps, p50_ms: percentile("50%"), p99_ms: percentile("99%"), errors })
+}
+
+/// wrk's `123.45us`, `1.20ms`, `1.02s` in milliseconds.
+fn milliseconds(v: &str) -> f64 {
+    let (number, scale) = if let Some(n) = v.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = v.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        (v, f64::NAN)
+    };
+    number.parse::<f64>().map_or(f64::NAN, |n| n * scale)
+}
+
+fn rss_bytes(pids: &[u32]) -> f64 {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .filter_map(|s| {
+            s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        })
+        .sum::<f64>()
+        * 1024.0
+}
+
+/// RSS growth of `pids` per keep-alive connection that fetched the init segment and stays open.
+fn idle_memory(port: u16, count: usize, pids: &[u32]) -> anyhow::Result<f64> {
+    std::thread::sleep(Duration::from_millis(500));
+    let before = rss_bytes(pids);
+    let mut open = Vec::with_capacity(count);
+    let request = format!("GET {INIT} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    for _ in 0..count {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        if std::env::var_os("EDGE_BENCH_NOREQ").is_none() {
+            stream.write_all(request.as_bytes())?;
+            read_response(&mut stream)?;
+        }
+        open.push(stream);
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    let after = rss_bytes(pids);
+    drop(open);
+    Ok((after - before).max(0.0) / count as f64)
+}
+
+/// Read one HTTP/1.1 response with a `Content-Length` body.
+fn read_response(stream: &mut std::net::TcpStream) -> anyhow::Result<()> {
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            bail!("connection closed mid-response");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .context("response without content-length")?;
+        if buf.len() >= end + 4 + length {
+            return Ok(());
+        }
+    }
+}
+
+/// nginx serving the origin (static files) and the reference edge (`proxy_cache`).
+struct Nginx {
+    child: std::process::Child,
+    origin_port: u16,
+    edge_port: u16,
+    log: PathBuf,
+}
+
+impl Nginx {
+    fn start(dir: &Path, workers: usize) -> anyhow::Result<Self> {
+        let www = dir.join("www/hls/bench/v");
+        for sub in ["cache", "logs", "tmp"] {
+            std::fs::create_dir_all(dir.join(sub))?;
+        }
+        std::fs::create_dir_all(&www)?;
+        for (name, size) in [("part1.0.m4s", 100 * 1024), ("seg1.m4s", 1024 * 1024), ("init.mp4", 1024)] {
+            let body: Vec<u8> = (0..size).map(|i: usize| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+            std::fs::write(www.join(name), body)?;
+        }
+        let origin_port = free_port(false)?;
+        let edge_port = free_port(false)?;
+        let d = dir.display();
+        let conf = format!(
+            r#"daemon off;
+master_process on;
+worker_processes {workers};
+error_log {d}/logs/error.log warn;
+pid {d}/nginx.pid;
+events {{ worker_connections 16384; }}
+http {{
+  access_log off;
+  sendfile on; tcp_nodelay on; keepalive_requests 1000000; keepalive_timeout 65;
+  client_body_temp_path {d}/tmp/body; proxy_temp_path {d}/tmp/proxy; fastcgi_temp_path {d}/tmp/fastcgi;
+  uwsgi_temp_path {d}/tmp/uwsgi; scgi_temp_path {d}/tmp/scgi;
+  types {{ video/iso.segment m4s; video/mp4 mp4; }}
+  server {{ listen 127.0.0.1:{origin_port}; root {d}/www; }}
+  proxy_cache_path {d}/cache levels=1:2 keys_zone=edge:10m max_size=1g inactive=10m use_temp_path=off;
+  upstream origin {{ server 127.0.0.1:{origin_port}; keepalive 32; }}
+  server {{
+    listen 127.0.0.1:{edge_port}; tcp_nopush off;
+    location / {{
+      proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_cache edge; proxy_cache_valid 200 10m; proxy_cache_lock on;
+      add_header X-Cache-Status $upstream_cache_status;
+    }}
+  }}
+}}
+"#
+        );
+        let conf_path = dir.join("nginx.conf");
+        std::fs::write(&conf_path, conf)?;
+        let log = dir.join("logs/stderr.log");
+        let child = std::process::Command::new("nginx")
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-p")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("starting nginx")?;
+        let nginx = Nginx { child, origin_port, edge_port, log };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", edge_port)).is_ok() {
+                return Ok(nginx);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("nginx did not start:\n{}", tail(&nginx.log));
+    }
+
+    /// The worker processes (children of the master).
+    fn worker_pids(&self) -> Vec<u32> {
+        let master = self.child.id();
+        std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill").args(["-QUIT", &self.child.id().to_string()]).status();
+        for _ in 0..50 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

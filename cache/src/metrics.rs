@@ -1,0 +1,65 @@
+//! The edge's Prometheus metrics, registered in the node's registry so they show on `/metrics`.
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+use crate::policy::ObjectKind;
+
+/// Counters and gauges of one edge.
+#[derive(Clone)]
+pub struct EdgeMetrics {
+    /// `bitriver_edge_requests_total`: every request the edge answered.
+    pub requests: IntCounter,
+    /// `bitriver_edge_cache_hits_total`: answered from the cache (fresh, stale, or another
+    /// request's fill in progress).
+    pub cache_hits: IntCounter,
+    /// `bitriver_edge_origin_requests_total{kind}`: requests sent to an origin.
+    pub origin_requests: IntCounterVec,
+    /// `bitriver_edge_origin_errors_total`: origin requests that failed (connect, timeout, broken).
+    pub origin_errors: IntCounter,
+    /// `bitriver_edge_stale_served_total`: stale objects served because the origin failed.
+    pub stale_served: IntCounter,
+    /// `bitriver_edge_cache_bytes`: bytes of complete objects held.
+    pub cache_bytes: IntGauge,
+    /// `bitriver_edge_collapsed_waiters_total`: requests that waited on another request's
+    /// origin fetch instead of making their own.
+    pub collapsed_waiters: IntCounter,
+    /// `bitriver_edge_connections`: open viewer connections.
+    pub connections: IntGauge,
+}
+
+impl EdgeMetrics {
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let metrics = EdgeMetrics {
+            requests: IntCounter::new("bitriver_edge_requests_total", "Requests answered by the edge")?,
+            cache_hits: IntCounter::new("bitriver_edge_cache_hits_total", "Edge requests answered from the cache")?,
+            origin_requests: IntCounterVec::new(
+                Opts::new("bitriver_edge_origin_requests_total", "Requests the edge sent to origins, by object kind"),
+                &["kind"],
+            )?,
+            origin_errors: IntCounter::new("bitriver_edge_origin_errors_total", "Failed edge requests to origins")?,
+            stale_served: IntCounter::new(
+                "bitriver_edge_stale_served_total",
+                "Stale objects served because the origin failed",
+            )?,
+            cache_bytes: IntGauge::new("bitriver_edge_cache_bytes", "Bytes of complete objects in the edge cache")?,
+            collapsed_waiters: IntCounter::new(
+                "bitriver_edge_collapsed_waiters_total",
+                "Edge requests that waited on another request's origin fetch",
+            )?,
+            connections: IntGauge::new("bitriver_edge_connections", "Open viewer connections to the edge")?,
+        };
+        registry.register(Box::new(metrics.requests.clone()))?;
+        registry.register(Box::new(metrics.cache_hits.clone()))?;
+        registry.register(Box::new(metrics.origin_requests.clone()))?;
+        registry.register(Box::new(metrics.origin_errors.clone()))?;
+        registry.register(Box::new(metrics.stale_served.clone()))?;
+        registry.register(Box::new(metrics.cache_bytes.clone()))?;
+        registry.register(Box::new(metrics.collapsed_waiters.clone()))?;
+        registry.register(Box::new(metrics.connections.clone()))?;
+        // Every kind shows from the start, at 0.
+        for kind in [ObjectKind::Playlist, ObjectKind::Part, ObjectKind::Segment, ObjectKind::Init] {
+            metrics.origin_requests.with_label_values(&[kind.label()]);
+        }
+        Ok(metrics)
+    }
+}

@@ -1,0 +1,292 @@
+//! The edge's pingora phases: which requests it takes, where it fetches from, what it caches.
+//!
+//! A request for `/hls/{channel}/...` gets its cache key from [`policy::parse`] (path plus the
+//! LL-HLS parameters only), then pingora-cache looks it up in [`MokaStorage`]. On a miss the
+//! first request takes the cache lock and fetches from the channel's origin; every concurrent
+//! request for the same key waits on that lock and then reads the same fill as it arrives. Only
+//! 200 answers are cached (never a 404, which for a hinted part turns into a 200 a moment later).
+//! When the origin fails, parts and segments already held are served stale; anything else gets
+//! a 502 or 504 with the API's JSON error body.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header;
+use pingora_cache::lock::CacheKeyLockImpl;
+use pingora_cache::{CacheKey, CacheMeta, CachePhase, NoCacheReason, RespCacheable};
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+
+use crate::metrics::EdgeMetrics;
+use crate::policy::{self, Freshness, HlsRequest, ObjectKind};
+use crate::storage::MokaStorage;
+use crate::viewers::ViewerCounter;
+
+/// Where an origin is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub addr: SocketAddr,
+    /// Speak HTTPS to it.
+    pub tls: bool,
+    /// Check its certificate (off only for this node itself, reached on loopback).
+    pub verify_tls: bool,
+}
+
+/// Finds the origins serving a channel. `node/` implements it from the catalog replica, so this
+/// crate knows nothing of the catalog.
+pub trait OriginResolver: Send + Sync + 'static {
+    /// The origins of a live channel, preferred first; empty if it is not live anywhere.
+    fn origins(&self, channel: &str) -> Vec<Origin>;
+}
+
+/// Timeouts towards origins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTimeouts {
+    pub connect: Duration,
+    /// Longer than the origin's blocking hold (three target durations), so a blocked playlist
+    /// or hinted part is answered by the origin rather than cut off by the edge.
+    pub read: Duration,
+}
+
+impl Default for UpstreamTimeouts {
+    fn default() -> Self {
+        UpstreamTimeouts { connect: Duration::from_secs(2), read: Duration::from_secs(20) }
+    }
+}
+
+/// The shared, `'static` pieces pingora-cache wants references to.
+pub(crate) struct CacheParts {
+    pub(crate) storage: &'static MokaStorage,
+    pub(crate) lock: &'static CacheKeyLockImpl,
+}
+
+/// The edge proxy: implements pingora's [`ProxyHttp`] phases.
+pub struct EdgeProxy {
+    pub(crate) resolver: Arc<dyn OriginResolver>,
+    pub(crate) cache: CacheParts,
+    pub(crate) freshness: Freshness,
+    pub(crate) timeouts: UpstreamTimeouts,
+    pub(crate) metrics: EdgeMetrics,
+    pub(crate) viewers: Arc<ViewerCounter>,
+}
+
+/// Per-request state.
+pub struct EdgeCtx {
+    request: Option<HlsRequest>,
+    origins: Vec<Origin>,
+    attempt: usize,
+    stale_served: bool,
+}
+
+impl EdgeProxy {
+    fn peer(&self, origin: &Origin) -> HttpPeer {
+        let mut peer = HttpPeer::new(origin.addr, origin.tls, origin.addr.ip().to_string());
+        peer.options.connection_timeout = Some(self.timeouts.connect);
+        peer.options.read_timeout = Some(self.timeouts.read);
+        peer.options.write_timeout = Some(self.timeouts.connect);
+        peer.options.verify_cert = origin.verify_tls;
+        peer.options.verify_hostname = origin.verify_tls;
+        peer
+    }
+}
+
+/// Write a JSON error in the API's shape: `{"error":{"code","message"}}`.
+pub(crate) async fn respond_json_error(session: &mut Session, status: u16, code: &str, message: &str) -> Result<()> {
+    let body = Bytes::from(serde_json::json!({"error": {"code": code, "message": message}}).to_string());
+    let mut header = ResponseHeader::build(status, Some(4))?;
+    header.insert_header(header::CONTENT_TYPE, "application/json")?;
+    header.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
+    header.insert_header(header::CACHE_CONTROL, "no-cache")?;
+    header.insert_header(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")?;
+    session.set_keepalive(None);
+    session.write_response_header(Box::new(header), false).await?;
+    session.write_response_body(Some(body), true).await
+}
+
+fn client_ip(session: &Session) -> Option<IpAddr> {
+    session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())
+}
+
+#[async_trait]
+impl ProxyHttp for EdgeProxy {
+    type CTX = EdgeCtx;
+
+    fn new_ctx(&self) -> EdgeCtx {
+        EdgeCtx { request: None, origins: Vec::new(), attempt: 0, stale_served: false }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut EdgeCtx) -> Result<bool> {
+        self.metrics.requests.inc();
+        let req = session.req_header();
+        let Some(request) = policy::parse(req.uri.path(), req.uri.query()) else {
+            let message = format!("the edge serves /hls/{{channel}}/... only, not {}", req.uri.path());
+            respond_json_error(session, 404, "not_found", &message).await?;
+            return Ok(true);
+        };
+        if matches!(request.kind, ObjectKind::Part | ObjectKind::BlockingPlaylist | ObjectKind::Playlist) {
+            let agent = req.headers.get(header::USER_AGENT).map_or(&b""[..], |v| v.as_bytes());
+            self.viewers.seen(&request.channel, client_ip(session), agent, Instant::now());
+        }
+        ctx.request = Some(request);
+        Ok(false)
+    }
+
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut EdgeCtx) -> Result<()> {
+        let method = &session.req_header().method;
+        if ctx.request.is_some() && (method == http::Method::GET || method == http::Method::HEAD) {
+            session.cache.enable(self.cache.storage, None, None, Some(self.cache.lock), None);
+        }
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, _session: &Session, ctx: &mut EdgeCtx) -> Result<CacheKey> {
+        let key = ctx.request.as_ref().map_or("", |r| r.key.as_str());
+        Ok(CacheKey::new(key, ""))
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut EdgeCtx) -> Result<Box<HttpPeer>> {
+        if ctx.origins.is_empty() {
+            let channel = ctx.request.as_ref().map_or("", |r| r.channel.as_str());
+            ctx.origins = self.resolver.origins(channel);
+            if ctx.origins.is_empty() {
+                return Error::e_explain(ErrorType::HTTPStatus(404), format!("channel {channel} is not live"));
+            }
+        }
+        let origin = &ctx.origins[ctx.attempt % ctx.origins.len()];
+        Ok(Box::new(self.peer(origin)))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut EdgeCtx,
+    ) -> Result<()> {
+        if let Some(request) = &ctx.request {
+            // Ask for exactly what the cache key names: dropped parameters must not change the answer.
+            let uri =
+                request.key.parse::<http::Uri>().map_err(|e| Error::because(ErrorType::InternalError, "uri", e))?;
+            upstream.set_uri(uri);
+            self.metrics.origin_requests.with_label_values(&[request.kind.label()]).inc();
+        }
+        upstream.remove_header(&header::RANGE);
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut EdgeCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        self.metrics.origin_errors.inc();
+        // Another origin of the channel may be up: try the next one, once each.
+        if ctx.attempt + 1 < ctx.origins.len() {
+            ctx.attempt += 1;
+            e.set_retry(true);
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut EdgeCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        self.metrics.origin_errors.inc();
+        let mut e = e.more_context(format!("origin {peer}"));
+        if ctx.attempt + 1 < ctx.origins.len() && session.req_header().method.is_idempotent() {
+            ctx.attempt += 1;
+            e.set_retry(true);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
+    }
+
+    fn response_cache_filter(
+        &self,
+        _session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut EdgeCtx,
+    ) -> Result<RespCacheable> {
+        let Some(request) = &ctx.request else {
+            return Ok(RespCacheable::Uncacheable(NoCacheReason::NeverEnabled));
+        };
+        // Errors are not cached: a 404 for a hinted part is a 200 a moment later, a 503 passes.
+        if resp.status != http::StatusCode::OK {
+            return Ok(RespCacheable::Uncacheable(NoCacheReason::OriginNotCache));
+        }
+        let origin_max_age =
+            resp.headers.get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).and_then(policy::max_age);
+        let ttl = self.freshness.ttl(request.kind, origin_max_age);
+        let now = SystemTime::now();
+        let stale_if_error = self.freshness.stale_if_error_secs(request.kind);
+        Ok(RespCacheable::Cacheable(CacheMeta::new(now + ttl, now, 0, stale_if_error, resp.clone())))
+    }
+
+    fn should_serve_stale(&self, _session: &mut Session, ctx: &mut EdgeCtx, error: Option<&Error>) -> bool {
+        let immutable = ctx.request.as_ref().is_some_and(|r| r.kind.is_immutable());
+        let serve = immutable && error.is_some_and(|e| e.esource() == &ErrorSource::Upstream);
+        if serve {
+            ctx.stale_served = true;
+        }
+        serve
+    }
+
+    async fn response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut EdgeCtx) -> Result<()> {
+        let label = match session.cache.phase() {
+            CachePhase::Hit => "HIT",
+            CachePhase::Stale | CachePhase::StaleUpdating => "STALE",
+            CachePhase::Miss | CachePhase::Expired => "MISS",
+            _ => "BYPASS",
+        };
+        if label == "HIT" || label == "STALE" {
+            self.metrics.cache_hits.inc();
+        }
+        if ctx.stale_served {
+            self.metrics.stale_served.inc();
+        }
+        resp.insert_header("x-cache", label)?;
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut EdgeCtx) -> FailToProxy {
+        let (status, code, message) = match e.etype() {
+            ErrorType::HTTPStatus(404) => {
+                (404, "not_live", e.context.as_ref().map_or("not live".into(), |c| c.as_str().to_owned()))
+            }
+            ErrorType::HTTPStatus(code) => (*code, "origin_error", format!("origin answered {code}")),
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+                (504, "origin_timeout", format!("the origin did not answer in time: {e}"))
+            }
+            _ => match e.esource() {
+                ErrorSource::Upstream => (502, "origin_unavailable", format!("no origin could be reached: {e}")),
+                ErrorSource::Downstream => {
+                    return FailToProxy { error_code: 0, can_reuse_downstream: false };
+                }
+                _ => (500, "internal", e.to_string()),
+            },
+        };
+        if let Err(write) = respond_json_error(session, status, code, &message).await {
+            tracing::debug!(error = %write, "could not send the edge error response");
+        }
+        FailToProxy { error_code: status, can_reuse_downstream: false }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, _ctx: &mut EdgeCtx) {
+        if session.cache.enabled() && session.cache.lock_duration().is_some() && !session.cache.is_cache_lock_writer() {
+            self.metrics.collapsed_waiters.inc();
+        }
+        self.metrics.cache_bytes.set(i64::try_from(self.cache.storage.weighted_bytes()).unwrap_or(i64::MAX));
+    }
+}

@@ -1,0 +1,236 @@
+//! Running the edge inside the node's tokio runtime.
+//!
+//! pingora's own `Server` owns the process (daemonizing, signals, `run_forever` exits); the node
+//! already has a runtime, listeners bound before start (so tests use port 0) and one shutdown
+//! signal. So the edge keeps pingora's proxy ([`pingora_proxy::HttpProxy`], all of its HTTP and
+//! cache logic) and drives it from its own accept loop: accept, optional TLS handshake, hand the
+//! stream to the proxy, and on shutdown stop accepting, tell keep-alive connections to close and
+//! wait (bounded) for requests in flight.
+
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
+use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora_core::listeners::tls::{Acceptor, TlsSettings};
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::l4::stream::Stream as L4Stream;
+use pingora_core::protocols::GetSocketDigest;
+use pingora_core::protocols::SocketDigest;
+use pingora_core::server::configuration::ServerConf;
+use pingora_proxy::HttpProxy;
+use prometheus::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+use crate::metrics::EdgeMetrics;
+use crate::policy::Freshness;
+use crate::proxy::{CacheParts, EdgeProxy, OriginResolver, UpstreamTimeouts};
+use crate::storage::MokaStorage;
+use crate::viewers::ViewerCounter;
+
+/// Settings of one edge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeConfig {
+    /// Bytes of complete objects the cache may hold.
+    pub cache_bytes: u64,
+    pub freshness: Freshness,
+    pub timeouts: UpstreamTimeouts,
+    /// Viewer connections at once; more wait in the accept queue.
+    pub max_connections: usize,
+    /// Window of the unique-viewer count.
+    pub viewer_window: Duration,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        EdgeConfig {
+            cache_bytes: 256 * 1024 * 1024,
+            freshness: Freshness::default(),
+            timeouts: UpstreamTimeouts::default(),
+            max_connections: 100_000,
+            viewer_window: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why the edge could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EdgeError {
+    #[error("edge metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("edge TLS certificate {path}: {reason}")]
+    Tls { path: String, reason: String },
+}
+
+/// A built edge: the proxy, its storage and its viewer counter. Serve it with [`Edge::serve`].
+pub struct Edge {
+    proxy: Arc<HttpProxy<EdgeProxy>>,
+    storage: &'static MokaStorage,
+    viewers: Arc<ViewerCounter>,
+    metrics: EdgeMetrics,
+    tls: Option<Arc<Acceptor>>,
+    max_connections: usize,
+}
+
+impl Edge {
+    /// Build an edge whose metrics go to `registry`.
+    ///
+    /// The storage and the cache lock live for the rest of the process (pingora-cache takes
+    /// `'static` references): build one edge per process, not one per request.
+    pub fn new(config: EdgeConfig, resolver: Arc<dyn OriginResolver>, registry: &Registry) -> Result<Self, EdgeError> {
+        let metrics = EdgeMetrics::new(registry)?;
+        let storage: &'static MokaStorage = Box::leak(Box::new(MokaStorage::new(config.cache_bytes)));
+        // A fetch may hold the lock as long as the origin may hold a blocking request.
+        let lock: &'static CacheKeyLockImpl = Box::leak(CacheLock::new_boxed(config.timeouts.read));
+        let viewers = Arc::new(ViewerCounter::new(config.viewer_window));
+        let inner = EdgeProxy {
+            resolver,
+            cache: CacheParts { storage, lock },
+            freshness: config.freshness,
+            timeouts: config.timeouts,
+            metrics: metrics.clone(),
+            viewers: viewers.clone(),
+        };
+        let conf = Arc::new(ServerConf::default());
+        let proxy = Arc::new(pingora_proxy::http_proxy(&conf, inner));
+        Ok(Edge { proxy, storage, viewers, metrics, tls: None, max_connections: config.max_connections })
+    }
+
+    /// Serve HTTPS with this certificate chain and key (PEM files).
+    pub fn with_tls(mut self, cert: &Path, key: &Path) -> Result<Self, EdgeError> {
+        for path in [cert, key] {
+            if let Err(e) = std::fs::metadata(path) {
+                return Err(EdgeError::Tls { path: path.display().to_string(), reason: e.to_string() });
+            }
+        }
+        let (Some(cert_path), Some(key_path)) = (cert.to_str(), key.to_str()) else {
+            return Err(EdgeError::Tls { path: cert.display().to_string(), reason: "path is not UTF-8".into() });
+        };
+        let settings = TlsSettings::intermediate(cert_path, key_path)
+            .map_err(|e| EdgeError::Tls { path: cert_path.to_owned(), reason: e.to_string() })?;
+        self.tls = Some(Arc::new(settings.build()));
+        Ok(self)
+    }
+
+    /// The unique-viewer counter, for the node to report to the catalog.
+    pub fn viewers(&self) -> Arc<ViewerCounter> {
+        self.viewers.clone()
+    }
+
+    /// The cache storage (sizes, for health and tests).
+    pub fn storage(&self) -> &'static MokaStorage {
+        self.storage
+    }
+
+    /// Accept viewers on `listener` until `shutdown` turns true, then let requests in flight
+    /// finish for at most `drain`.
+    pub async fn serve(&self, listener: TcpListener, mut shutdown: watch::Receiver<bool>, drain: Duration) {
+        let limit = u32::try_from(self.max_connections.clamp(1, Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
+        let slots = Arc::new(Semaphore::new(limit as usize));
+        loop {
+            let permit = tokio::select! {
+                permit = slots.clone().acquire_owned() => permit,
+                _ = wait_true(&mut shutdown) => break,
+            };
+            let Ok(permit) = permit else { break };
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = wait_true(&mut shutdown) => break,
+            };
+            let (tcp, _peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "edge accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let digest = SocketDigest::from_raw_fd(tcp.as_raw_fd());
+            let mut stream = L4Stream::from(tcp);
+            stream.set_socket_digest(digest);
+            let proxy = self.proxy.clone();
+            let tls = self.tls.clone();
+            let stop = shutdown.clone();
+            let connections = self.metrics.connections.clone();
+            let task = async move {
+                connections.inc();
+                let stream: pingora_core::protocols::Stream = match tls {
+                    None => Box::new(stream),
+                    Some(acceptor) => {
+                        match tokio::time::timeout(Duration::from_secs(10), Box::pin(acceptor.tls_handshake(stream)))
+                            .await
+                        {
+                            Ok(Ok(tls)) => Box::new(tls),
+                            Ok(Err(error)) => {
+                                tracing::debug!(%error, "edge TLS handshake failed");
+                                connections.dec();
+                                return;
+                            }
+                            Err(_) => {
+                                connections.dec();
+                                return;
+                            }
+                        }
+                    }
+                };
+                serve_connection(stream, proxy, stop).await;
+                connections.dec();
+                drop(permit);
+            };
+            tokio::spawn(task);
+        }
+        // Keep-alive connections stop waiting for their next request; in-flight ones finish.
+        self.proxy.http_cleanup().await;
+        let all = limit;
+        if tokio::time::timeout(drain, slots.acquire_many(all)).await.is_err() {
+            tracing::warn!("edge: requests still in flight after {drain:?}; stopping anyway");
+        }
+    }
+}
+
+/// How long a keep-alive connection may sit idle between requests.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Serve HTTP/1.1 requests on one connection until it closes. pingora's request future is large
+/// (its whole proxy state machine), so it is boxed and lives only while a request is in
+/// progress; between requests the connection waits for its next byte with a small future. That
+/// is what keeps an idle viewer connection cheap (pingora's own keep-alive loop would hold the
+/// request future, some 20 KB, for as long as the connection stays open).
+async fn serve_connection(
+    stream: pingora_core::protocols::Stream,
+    proxy: Arc<HttpProxy<EdgeProxy>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut next = Some((stream, None));
+    while let Some((mut stream, settings)) = next.take() {
+        let mut byte = [0u8; 1];
+        let ready = if std::env::var_os("EDGE_NO_PEEK").is_some() { Ok(Ok(true)) } else { tokio::select! {
+            ready = tokio::time::timeout(IDLE_TIMEOUT, stream.try_peek(&mut byte)) => ready,
+            _ = wait_true(&mut shutdown) => return,
+        } };
+        match ready {
+            // A byte of the next request is there (or peeking is not supported: let pingora read).
+            Ok(Ok(_)) => {}
+            // Closed by the viewer, or idle too long.
+            Ok(Err(_)) | Err(_) => return,
+        }
+        let mut session = ServerSession::new_http1(stream);
+        let stopping = *shutdown.borrow();
+        session.set_keepalive(if stopping { None } else { Some(IDLE_TIMEOUT.as_secs()) });
+        if let Some(settings) = settings {
+            HttpPersistentSettings::apply_to_session(settings, &mut session);
+        }
+        let reused = Box::pin(proxy.process_new_http(session, &shutdown)).await;
+        next = reused.map(ReusedHttpStream::consume);
+    }
+}
+
+async fn wait_true(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}

@@ -1,0 +1,503 @@
+//! In-memory cache storage for pingora-cache, bounded in bytes by moka.
+//!
+//! An object goes through two places. While its body is still arriving from the origin it is a
+//! [`Fill`] in the `filling` table: readers that found it (pingora hands them over as soon as the
+//! response header is in, which is what the cache lock's readers wait for) read the chunks as
+//! they arrive and wait on a watch channel for more. When the body is complete the fill becomes
+//! a [`Stored`] object in the moka cache, weighed by its size. Only complete objects can be
+//! evicted, and a reader holds its body by reference count, so eviction never takes away a part a
+//! viewer is waiting for or reading: a blocked viewer's part is either still filling (not
+//! evictable) or already held by the viewer.
+//!
+//! Bodies are kept as the `Bytes` chunks the origin sent: a hit hands out clones of them, no copy.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora_cache::eviction::CacheEntryKey;
+use pingora_cache::key::{CacheHashKey, CompactCacheKey};
+use pingora_cache::storage::streaming_write::U64WriteId;
+use pingora_cache::storage::{
+    HandleHit, HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget, PurgeType,
+};
+use pingora_cache::trace::SpanHandle;
+use pingora_cache::{CacheKey, CacheMeta, Storage};
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::ResponseHeader;
+use tokio::sync::watch;
+
+/// Bytes counted per object on top of its body: the key, the header and the bookkeeping.
+const OBJECT_OVERHEAD: usize = 512;
+
+/// The parts of a [`CacheMeta`] we keep, so a hit rebuilds it without a serialization round trip.
+#[derive(Clone)]
+struct StoredMeta {
+    fresh_until: SystemTime,
+    created: SystemTime,
+    stale_while_revalidate_sec: u32,
+    stale_if_error_sec: u32,
+    header: ResponseHeader,
+}
+
+impl StoredMeta {
+    fn from_meta(meta: &CacheMeta) -> Self {
+        StoredMeta {
+            fresh_until: meta.fresh_until(),
+            created: meta.created(),
+            stale_while_revalidate_sec: meta.stale_while_revalidate_sec(),
+            stale_if_error_sec: meta.stale_if_error_sec(),
+            header: meta.response_header_copy(),
+        }
+    }
+
+    fn to_meta(&self) -> CacheMeta {
+        CacheMeta::new(
+            self.fresh_until,
+            self.created,
+            self.stale_while_revalidate_sec,
+            self.stale_if_error_sec,
+            self.header.clone(),
+        )
+    }
+}
+
+/// A complete object.
+struct Stored {
+    meta: RwLock<StoredMeta>,
+    body: Arc<[Bytes]>,
+    size: usize,
+}
+
+/// How far a fill has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FillState {
+    /// This many chunks are readable; more may come.
+    Partial(usize),
+    /// All chunks are in.
+    Complete(usize),
+    /// The origin response broke off: readers must not take what they got for the whole body.
+    Failed,
+}
+
+/// An object whose body is still arriving.
+struct Fill {
+    id: u64,
+    meta: StoredMeta,
+    chunks: Arc<RwLock<Vec<Bytes>>>,
+    state: watch::Sender<FillState>,
+}
+
+type FillTable = Mutex<HashMap<String, Arc<Fill>>>;
+
+/// Byte-bounded in-memory storage: moka for complete objects, a table of fills in progress.
+pub struct MokaStorage {
+    objects: moka::sync::Cache<String, Arc<Stored>>,
+    filling: Arc<FillTable>,
+    next_fill: AtomicU64,
+    /// Bytes of complete objects held: added on insert, taken off by moka's eviction listener.
+    bytes: Arc<AtomicU64>,
+}
+
+fn weight(size: usize) -> u64 {
+    (size + OBJECT_OVERHEAD) as u64
+}
+
+impl MokaStorage {
+    /// Storage that keeps at most about `max_bytes` of complete objects (bodies plus a fixed
+    /// overhead each). Objects still filling are not counted until they complete.
+    pub fn new(max_bytes: u64) -> Self {
+        let bytes = Arc::new(AtomicU64::new(0));
+        let evicted = bytes.clone();
+        let objects = moka::sync::Cache::builder()
+            .max_capacity(max_bytes)
+            // Live viewers want the newest parts; a frequency-based admission would turn newcomers away.
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
+            .weigher(|_key: &String, object: &Arc<Stored>| u32::try_from(weight(object.size)).unwrap_or(u32::MAX))
+            .eviction_listener(move |_key, object: Arc<Stored>, _cause| {
+                evicted.fetch_sub(weight(object.size), Ordering::Relaxed);
+            })
+            .build();
+        MokaStorage { objects, filling: Arc::default(), next_fill: AtomicU64::new(1), bytes }
+    }
+
+    /// Bytes of complete objects held, bodies plus a fixed overhead each. Evictions are applied
+    /// lazily (or by [`MokaStorage::run_pending_tasks`]), so this may briefly exceed the budget.
+    pub fn weighted_bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Complete objects held.
+    pub fn object_count(&self) -> u64 {
+        self.objects.entry_count()
+    }
+
+    /// Objects whose body is still arriving.
+    pub fn filling_count(&self) -> usize {
+        self.filling.lock().map_or(0, |f| f.len())
+    }
+
+    /// Apply pending admissions and evictions now (moka does it lazily).
+    pub fn run_pending_tasks(&self) {
+        self.objects.run_pending_tasks();
+    }
+
+    /// Whether a complete object is held for `key` (as made by [`CacheKey::combined`]).
+    pub fn contains(&self, combined_key: &str) -> bool {
+        self.objects.contains_key(combined_key)
+    }
+
+    fn fill_hit(fill: &Fill) -> (CacheMeta, HitHandler) {
+        let hit = FillHit { chunks: fill.chunks.clone(), state: fill.state.subscribe(), read: 0 };
+        (fill.meta.to_meta(), Box::new(hit))
+    }
+}
+
+#[async_trait]
+impl Storage for MokaStorage {
+    async fn lookup(&'static self, key: &CacheKey, _trace: &SpanHandle) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let hash = key.combined();
+        // A fill in progress is newer than any complete copy: prefer it.
+        let fill = self.filling.lock().ok().and_then(|f| f.get(&hash).cloned());
+        if let Some(fill) = fill {
+            return Ok(Some(Self::fill_hit(&fill)));
+        }
+        Ok(self.objects.get(&hash).map(|object| {
+            let meta = object.meta.read().map(|m| m.to_meta()).unwrap_or_else(|p| p.into_inner().to_meta());
+            let hit: HitHandler = Box::new(StoredHit { body: object.body.clone(), next: 0, size: object.size });
+            (meta, hit)
+        }))
+    }
+
+    async fn lookup_streaming_write(
+        &'static self,
+        key: &CacheKey,
+        streaming_write_tag: Option<&[u8]>,
+        trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let Some(tag) = streaming_write_tag.and_then(|t| U64WriteId::try_from(t).ok()) else {
+            return self.lookup(key, trace).await;
+        };
+        let id = u64::from(tag);
+        let hash = key.combined();
+        let fill = self.filling.lock().ok().and_then(|f| f.get(&hash).filter(|fill| fill.id == id).cloned());
+        Ok(fill.map(|fill| Self::fill_hit(&fill)))
+    }
+
+    async fn get_miss_handler(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<MissHandler> {
+        let hash = key.combined();
+        let id = self.next_fill.fetch_add(1, Ordering::Relaxed);
+        let (state, _) = watch::channel(FillState::Partial(0));
+        let fill =
+            Arc::new(Fill { id, meta: StoredMeta::from_meta(meta), chunks: Arc::new(RwLock::new(Vec::new())), state });
+        self.filling
+            .lock()
+            .map_err(|_| Error::explain(ErrorType::InternalError, "fill table poisoned"))?
+            .insert(hash.clone(), fill.clone());
+        Ok(Box::new(FillWriter {
+            fill,
+            key: hash,
+            tag: U64WriteId::from(id),
+            size: 0,
+            objects: self.objects.clone(),
+            bytes: self.bytes.clone(),
+            filling: self.filling.clone(),
+            finished: false,
+        }))
+    }
+
+    async fn purge(
+        &'static self,
+        target: PurgeTarget<'_>,
+        _why: PurgeType,
+        _trace: &SpanHandle,
+    ) -> Result<PurgeOutcome> {
+        if matches!(target, PurgeTarget::Exact(CacheEntryKey::Identified { .. })) {
+            return Ok(PurgeOutcome::NotFound);
+        }
+        let hash = combined(target.key());
+        Ok(match self.objects.remove(&hash) {
+            Some(_) => PurgeOutcome::Purged(None),
+            None => PurgeOutcome::NotFound,
+        })
+    }
+
+    async fn update_meta(&'static self, key: &CacheKey, meta: &CacheMeta, _trace: &SpanHandle) -> Result<bool> {
+        let Some(object) = self.objects.get(&key.combined()) else {
+            return Ok(false);
+        };
+        if let Ok(mut stored) = object.meta.write() {
+            *stored = StoredMeta::from_meta(meta);
+        }
+        Ok(true)
+    }
+
+    fn support_streaming_partial_write(&self) -> bool {
+        true
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
+        self
+    }
+}
+
+/// The same string [`CacheKey::combined`] makes, from the compact form purges carry.
+fn combined(key: &CompactCacheKey) -> String {
+    key.combined()
+}
+
+/// Reads a complete object, chunk by chunk.
+struct StoredHit {
+    body: Arc<[Bytes]>,
+    next: usize,
+    size: usize,
+}
+
+#[async_trait]
+impl HandleHit for StoredHit {
+    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        let chunk = self.body.get(self.next).cloned();
+        self.next += 1;
+        Ok(chunk)
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        _storage: &'static (dyn Storage + Sync),
+        _key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn get_eviction_weight(&self) -> usize {
+        self.size
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+}
+
+/// Reads an object while it is still arriving.
+struct FillHit {
+    chunks: Arc<RwLock<Vec<Bytes>>>,
+    state: watch::Receiver<FillState>,
+    read: usize,
+}
+
+#[async_trait]
+impl HandleHit for FillHit {
+    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        loop {
+            let state = *self.state.borrow_and_update();
+            let available = match state {
+                FillState::Failed => {
+                    return Error::e_explain(ErrorType::ReadError, "origin response broke off during fill")
+                }
+                FillState::Complete(n) if n == self.read => return Ok(None),
+                FillState::Complete(n) | FillState::Partial(n) => n,
+            };
+            if available > self.read {
+                let chunk = self.chunks.read().ok().and_then(|c| c.get(self.read).cloned());
+                self.read += 1;
+                if let Some(chunk) = chunk {
+                    return Ok(Some(chunk));
+                }
+                continue;
+            }
+            if self.state.changed().await.is_err() {
+                // The writer is gone without completing: same as a failed fill.
+                if !matches!(*self.state.borrow(), FillState::Complete(_)) {
+                    return Error::e_explain(ErrorType::ReadError, "origin response abandoned during fill");
+                }
+            }
+        }
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        _storage: &'static (dyn Storage + Sync),
+        _key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn should_count_access(&self) -> bool {
+        false
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+}
+
+/// Writes one fill; on `finish` the object moves into moka.
+struct FillWriter {
+    fill: Arc<Fill>,
+    key: String,
+    tag: U64WriteId,
+    size: usize,
+    objects: moka::sync::Cache<String, Arc<Stored>>,
+    bytes: Arc<AtomicU64>,
+    filling: Arc<FillTable>,
+    finished: bool,
+}
+
+impl FillWriter {
+    /// Take this fill out of the table, unless a newer fill for the same key replaced it.
+    fn leave_table(&self) {
+        if let Ok(mut filling) = self.filling.lock() {
+            if filling.get(&self.key).is_some_and(|f| f.id == self.fill.id) {
+                filling.remove(&self.key);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl HandleMiss for FillWriter {
+    async fn write_body(&mut self, data: Bytes, eof: bool) -> Result<()> {
+        let count = {
+            let mut chunks =
+                self.fill.chunks.write().map_err(|_| Error::explain(ErrorType::InternalError, "fill poisoned"))?;
+            if !data.is_empty() {
+                self.size += data.len();
+                chunks.push(data);
+            }
+            chunks.len()
+        };
+        self.fill.state.send_replace(if eof { FillState::Complete(count) } else { FillState::Partial(count) });
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
+        let chunks: Arc<[Bytes]> = {
+            let chunks =
+                self.fill.chunks.read().map_err(|_| Error::explain(ErrorType::InternalError, "fill poisoned"))?;
+            self.fill.state.send_replace(FillState::Complete(chunks.len()));
+            // One contiguous body: a hit is then one write downstream instead of one per chunk
+            // the origin happened to send.
+            match chunks.len() {
+                0 | 1 => chunks.clone().into(),
+                _ => {
+                    let mut body = bytes::BytesMut::with_capacity(self.size);
+                    for chunk in chunks.iter() {
+                        body.extend_from_slice(chunk);
+                    }
+                    Arc::from([body.freeze()])
+                }
+            }
+        };
+        let stored = Stored { meta: RwLock::new(self.fill.meta.clone()), body: chunks, size: self.size };
+        // Into moka before leaving the fill table, so a lookup in between finds one or the other.
+        self.bytes.fetch_add(weight(self.size), Ordering::Relaxed);
+        self.objects.insert(self.key.clone(), Arc::new(stored));
+        self.leave_table();
+        self.finished = true;
+        Ok(MissFinishType::Created(self.size))
+    }
+
+    fn streaming_write_tag(&self) -> Option<&[u8]> {
+        Some(self.tag.as_bytes())
+    }
+}
+
+impl Drop for FillWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.fill.state.send_replace(FillState::Failed);
+            self.leave_table();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora_cache::trace::Span;
+
+    fn meta() -> CacheMeta {
+        let header = ResponseHeader::build(200, None).unwrap();
+        let now = SystemTime::now();
+        CacheMeta::new(now + std::time::Duration::from_secs(60), now, 0, 0, header)
+    }
+
+    fn leak(storage: MokaStorage) -> &'static MokaStorage {
+        Box::leak(Box::new(storage))
+    }
+
+    #[tokio::test]
+    async fn readers_see_a_fill_while_it_arrives_and_the_object_after() {
+        let storage = leak(MokaStorage::new(1 << 20));
+        let span = Span::inactive().handle();
+        let key = CacheKey::new("/hls/a/part1.0.m4s", "");
+        let mut writer = storage.get_miss_handler(&key, &meta(), &span).await.unwrap();
+        writer.write_body(Bytes::from_static(b"abc"), false).await.unwrap();
+        let (_, mut reader) = storage.lookup(&key, &span).await.unwrap().unwrap();
+        assert_eq!(reader.read_body().await.unwrap().unwrap(), "abc");
+        let pending = tokio::spawn(async move { reader.read_body().await.unwrap() });
+        writer.write_body(Bytes::from_static(b"def"), true).await.unwrap();
+        assert_eq!(pending.await.unwrap().unwrap(), "def");
+        writer.finish().await.unwrap();
+        assert_eq!(storage.filling_count(), 0);
+        // Stored as one contiguous body.
+        let (_, mut hit) = storage.lookup(&key, &span).await.unwrap().unwrap();
+        assert_eq!(hit.read_body().await.unwrap().unwrap(), "abcdef");
+        assert!(hit.read_body().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_fill_is_an_error_for_its_readers_and_not_stored() {
+        let storage = leak(MokaStorage::new(1 << 20));
+        let span = Span::inactive().handle();
+        let key = CacheKey::new("/hls/a/seg1.m4s", "");
+        let mut writer = storage.get_miss_handler(&key, &meta(), &span).await.unwrap();
+        writer.write_body(Bytes::from_static(b"abc"), false).await.unwrap();
+        let (_, mut reader) = storage.lookup(&key, &span).await.unwrap().unwrap();
+        drop(writer);
+        assert!(reader.read_body().await.is_err());
+        assert!(storage.lookup(&key, &span).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn eviction_keeps_the_budget_and_never_touches_fills() {
+        let storage = leak(MokaStorage::new(64 * 1024));
+        let span = Span::inactive().handle();
+        // A fill in progress, as for a part viewers wait on.
+        let waited = CacheKey::new("/hls/a/v/part9.0.m4s", "");
+        let mut waited_writer = storage.get_miss_handler(&waited, &meta(), &span).await.unwrap();
+        waited_writer.write_body(Bytes::from(vec![1u8; 10_000]), false).await.unwrap();
+        for i in 0..40 {
+            let key = CacheKey::new(format!("/hls/a/v/seg{i}.m4s"), "");
+            let mut w = storage.get_miss_handler(&key, &meta(), &span).await.unwrap();
+            w.write_body(Bytes::from(vec![0u8; 8_000]), true).await.unwrap();
+            w.finish().await.unwrap();
+        }
+        storage.run_pending_tasks();
+        assert!(storage.weighted_bytes() <= 64 * 1024, "{}", storage.weighted_bytes());
+        assert!(storage.object_count() < 40);
+        let (_, mut reader) = storage.lookup(&waited, &span).await.unwrap().unwrap();
+        assert_eq!(reader.read_body().await.unwrap().unwrap().len(), 10_000);
+        waited_writer.write_body(Bytes::from(vec![2u8; 10]), true).await.unwrap();
+        assert_eq!(reader.read_body().await.unwrap().unwrap().len(), 10);
+    }
+}

@@ -1,0 +1,349 @@
+//! The edge against a real HTTP origin on loopback: collapsing, streaming fills, eviction, faults.
+//!
+//! The origin here is a small axum server that lays objects out as the real origin does and can
+//! hold part requests (as for a part not yet published), be stopped and be restarted on the
+//! same port. End-to-end tests against the real node live in `node/tests/edge*.rs`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use cache::{Edge, EdgeConfig, Freshness, Origin, OriginResolver};
+use prometheus::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+
+/// What the test origin serves and counts.
+#[derive(Default)]
+struct OriginState {
+    /// Requests per path (with query).
+    requests: Mutex<HashMap<String, u64>>,
+    /// Hold part requests until released.
+    hold_parts: AtomicBool,
+    released: Notify,
+    /// Body size of segments and parts.
+    object_size: Mutex<usize>,
+}
+
+impl OriginState {
+    fn count(&self, path: &str) -> u64 {
+        self.requests.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+}
+
+async fn object(
+    State(state): State<Arc<OriginState>>,
+    Path((channel, rendition, file)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let mut path = format!("/hls/{channel}/{rendition}/{file}");
+    if let Some(q) = &query {
+        path = format!("{path}?{q}");
+    }
+    *state.requests.lock().unwrap().entry(path).or_default() += 1;
+    if file == "index.m3u8" {
+        let blocking = query.as_deref().is_some_and(|q| q.contains("_HLS_msn"));
+        if blocking {
+            // A blocking reload: answered once the part it names exists.
+            if state.hold_parts.load(Ordering::SeqCst) {
+                state.released.notified().await;
+            }
+        }
+        let cache = if blocking { "public, max-age=2" } else { "no-cache" };
+        let body = format!("#EXTM3U\n#EXT-X-VERSION:9\n# {}\n", query.unwrap_or_default());
+        return ([(header::CACHE_CONTROL, cache), (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")], body).into_response();
+    }
+    if file.starts_with("part404") {
+        return (StatusCode::NOT_FOUND, "{\"error\":{\"code\":\"not_found\",\"message\":\"no\"}}").into_response();
+    }
+    if file.starts_with("part") && state.hold_parts.load(Ordering::SeqCst) {
+        state.released.notified().await;
+    }
+    let size = *state.object_size.lock().unwrap();
+    let fill = file.bytes().fold(0u8, |a, b| a.wrapping_add(b));
+    let body = vec![fill; size];
+    (
+        [(header::CACHE_CONTROL, "public, max-age=31536000, immutable"), (header::CONTENT_TYPE, "video/iso.segment")],
+        body,
+    )
+        .into_response()
+}
+
+/// A running test origin; dropping the handle's task stops it.
+struct TestOrigin {
+    state: Arc<OriginState>,
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestOrigin {
+    async fn start(state: Arc<OriginState>, addr: SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new().route("/hls/{channel}/{rendition}/{file}", get(object)).with_state(state.clone());
+        // Our own accept loop, so that stopping the origin also cuts its open connections (as a
+        // crashed process would), which `axum::serve` would leave running.
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                connections.spawn(async move {
+                    let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+                    let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(tcp), service).await;
+                });
+            }
+        });
+        TestOrigin { state, addr, task }
+    }
+
+    async fn new() -> Self {
+        let state = Arc::new(OriginState::default());
+        *state.object_size.lock().unwrap() = 1000;
+        Self::start(state, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+struct Fixed(Mutex<Vec<Origin>>);
+
+impl OriginResolver for Fixed {
+    fn origins(&self, channel: &str) -> Vec<Origin> {
+        if channel == "offline" {
+            return Vec::new();
+        }
+        self.0.lock().unwrap().clone()
+    }
+}
+
+fn origin(addr: SocketAddr) -> Origin {
+    Origin { addr, tls: false, verify_tls: false }
+}
+
+struct TestEdge {
+    url: String,
+    edge: Arc<Edge>,
+    registry: Registry,
+    _stop: watch::Sender<bool>,
+}
+
+async fn start_edge(origins: Vec<SocketAddr>, config: EdgeConfig) -> TestEdge {
+    let registry = Registry::new();
+    let resolver = Arc::new(Fixed(Mutex::new(origins.into_iter().map(origin).collect())));
+    let edge = Arc::new(Edge::new(config, resolver, &registry).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stop_rx) = watch::channel(false);
+    let serving = edge.clone();
+    tokio::spawn(async move { serving.serve(listener, stop_rx, Duration::from_secs(1)).await });
+    TestEdge { url, edge, registry, _stop: stop }
+}
+
+fn metric(registry: &Registry, name: &str, label: Option<&str>) -> f64 {
+    registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| f.get_metric().iter())
+        .filter(|m| label.is_none_or(|l| m.get_label().iter().any(|p| p.value() == l)))
+        .map(|m| m.get_counter().get_value() + m.get_gauge().get_value())
+        .sum()
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap()
+}
+
+/// Wait until `f` holds; the test's own timeout (nextest) bounds it.
+async fn until(mut f: impl FnMut() -> bool) {
+    while !f() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_viewers_of_an_unpublished_part_make_one_origin_request() {
+    let origin = TestOrigin::new().await;
+    origin.state.hold_parts.store(true, Ordering::SeqCst);
+    let edge = start_edge(vec![origin.addr], EdgeConfig::default()).await;
+    let http = client();
+    const VIEWERS: usize = 300;
+    for (path, origin_path) in [
+        ("/hls/ch/v/part7.2.m4s?viewer=1", "/hls/ch/v/part7.2.m4s"),
+        ("/hls/ch/v/index.m3u8?_HLS_part=3&_HLS_msn=7&player=x", "/hls/ch/v/index.m3u8?_HLS_msn=7&_HLS_part=3"),
+    ] {
+        let mut viewers = Vec::new();
+        for i in 0..VIEWERS {
+            let url = format!("{}{path}&n={i}", edge.url);
+            let http = http.clone();
+            viewers.push(tokio::spawn(async move {
+                let resp = http.get(url).send().await.unwrap();
+                (resp.status(), resp.bytes().await.unwrap())
+            }));
+        }
+        until(|| origin.state.count(origin_path) >= 1).await;
+        // Let the rest of the audience pile up behind the lock before the part is published.
+        until(|| metric(&edge.registry, "bitriver_edge_requests_total", None) >= VIEWERS as f64).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        origin.state.released.notify_waiters();
+        let mut bodies = Vec::new();
+        for viewer in viewers {
+            let (status, body) = viewer.await.unwrap();
+            assert_eq!(status, 200);
+            bodies.push(body);
+        }
+        assert!(bodies.windows(2).all(|w| w[0] == w[1]));
+        assert_eq!(origin.state.count(origin_path), 1, "{path}: one origin request for the whole audience");
+        let requests = metric(&edge.registry, "bitriver_edge_requests_total", None);
+        assert!(requests >= VIEWERS as f64);
+    }
+    assert_eq!(metric(&edge.registry, "bitriver_edge_origin_requests_total", Some("part")), 1.0);
+    assert_eq!(metric(&edge.registry, "bitriver_edge_origin_requests_total", Some("playlist")), 1.0);
+    assert!(metric(&edge.registry, "bitriver_edge_collapsed_waiters_total", None) > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hits_cache_keys_and_errors() {
+    let origin = TestOrigin::new().await;
+    let edge = start_edge(vec![origin.addr], EdgeConfig::default()).await;
+    let http = client();
+    let get = |path: &str| http.get(format!("{}{path}", edge.url)).send();
+    let first = get("/hls/ch/v/seg3.m4s?a=1").await.unwrap();
+    assert_eq!(first.headers()["x-cache"], "MISS");
+    let first = first.bytes().await.unwrap();
+    let second = get("/hls/ch/v/seg3.m4s?b=2").await.unwrap();
+    assert_eq!(second.headers()["x-cache"], "HIT");
+    assert_eq!(second.bytes().await.unwrap(), first);
+    assert_eq!(origin.state.count("/hls/ch/v/seg3.m4s"), 1);
+    assert_eq!(metric(&edge.registry, "bitriver_edge_cache_hits_total", None), 1.0);
+    assert!(metric(&edge.registry, "bitriver_edge_cache_bytes", None) >= 1000.0);
+
+    // A 404 (a hinted part not there yet) is passed on and never cached.
+    for _ in 0..2 {
+        assert_eq!(get("/hls/ch/v/part404.0.m4s").await.unwrap().status(), 404);
+    }
+    assert_eq!(origin.state.count("/hls/ch/v/part404.0.m4s"), 2);
+
+    // Not an HLS object, or a channel that is not live: JSON errors.
+    let resp = get("/api/channels").await.unwrap();
+    assert_eq!(resp.status(), 404);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+    let resp = get("/hls/offline/v/seg1.m4s").await.unwrap();
+    assert_eq!(resp.status(), 404);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_live");
+
+    // Plain playlists are shared only briefly: a later reload goes back to the origin.
+    get("/hls/ch/v/index.m3u8").await.unwrap().bytes().await.unwrap();
+    tokio::time::sleep(Freshness::default().playlist * 3).await;
+    get("/hls/ch/v/index.m3u8").await.unwrap().bytes().await.unwrap();
+    assert_eq!(origin.state.count("/hls/ch/v/index.m3u8"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_budget_evicts_old_objects_but_never_a_part_being_waited_for() {
+    let origin = TestOrigin::new().await;
+    *origin.state.object_size.lock().unwrap() = 100_000;
+    let config = EdgeConfig { cache_bytes: 400_000, ..EdgeConfig::default() };
+    let edge = start_edge(vec![origin.addr], config).await;
+    let http = client();
+
+    // Viewers wait for a part the origin has not published yet.
+    origin.state.hold_parts.store(true, Ordering::SeqCst);
+    let mut waiting = Vec::new();
+    for _ in 0..20 {
+        let url = format!("{}/hls/ch/v/part20.0.m4s", edge.url);
+        let http = http.clone();
+        waiting.push(tokio::spawn(async move { http.get(url).send().await.unwrap().bytes().await.unwrap() }));
+    }
+    until(|| origin.state.count("/hls/ch/v/part20.0.m4s") >= 1).await;
+
+    // Meanwhile far more segments than the budget holds pass through.
+    for msn in 0..12 {
+        let body = http.get(format!("{}/hls/ch/v/seg{msn}.m4s", edge.url)).send().await.unwrap().bytes().await.unwrap();
+        assert_eq!(body.len(), 100_000);
+    }
+    edge.edge.storage().run_pending_tasks();
+    assert!(edge.edge.storage().weighted_bytes() <= 400_000, "{}", edge.edge.storage().weighted_bytes());
+    assert!(edge.edge.storage().object_count() < 12);
+
+    origin.state.released.notify_waiters();
+    for viewer in waiting {
+        assert_eq!(viewer.await.unwrap().len(), 100_000);
+    }
+    assert_eq!(origin.state.count("/hls/ch/v/part20.0.m4s"), 1);
+
+    // The oldest segment was evicted: asking again goes to the origin.
+    http.get(format!("{}/hls/ch/v/seg0.m4s", edge.url)).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(origin.state.count("/hls/ch/v/seg0.m4s"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_down_stale_parts_served_new_requests_fail_cleanly_then_recovery() {
+    let origin = TestOrigin::new().await;
+    let freshness = Freshness { immutable: Duration::from_millis(300), ..Freshness::default() };
+    let edge = start_edge(vec![origin.addr], EdgeConfig { freshness, ..EdgeConfig::default() }).await;
+    let http = client();
+    let get = |path: &str| http.get(format!("{}{path}", edge.url)).send();
+    let part = get("/hls/ch/v/part1.0.m4s").await.unwrap().bytes().await.unwrap();
+    let segment = get("/hls/ch/v/seg1.m4s").await.unwrap().bytes().await.unwrap();
+
+    origin.stop();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Expired, origin gone: the copies held are served stale.
+    for (path, body) in [("/hls/ch/v/part1.0.m4s", &part), ("/hls/ch/v/seg1.m4s", &segment)] {
+        let resp = get(path).await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        assert_eq!(resp.headers()["x-cache"], "STALE");
+        assert_eq!(&resp.bytes().await.unwrap(), body);
+    }
+    assert!(metric(&edge.registry, "bitriver_edge_stale_served_total", None) >= 2.0);
+    // Something never fetched fails cleanly.
+    let resp = get("/hls/ch/v/seg2.m4s").await.unwrap();
+    assert_eq!(resp.status(), 502);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "origin_unavailable");
+    let resp = get("/hls/ch/v/index.m3u8").await.unwrap();
+    assert_eq!(resp.status(), 502);
+
+    // The origin comes back on the same address: the edge serves again.
+    let _back = TestOrigin::start(origin.state.clone(), origin.addr).await;
+    let resp = get("/hls/ch/v/seg2.m4s").await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.bytes().await.unwrap().len(), 1000);
+    assert_eq!(get("/hls/ch/v/index.m3u8").await.unwrap().status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fails_over_to_the_next_origin_of_the_channel() {
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let origin = TestOrigin::new().await;
+    let edge = start_edge(vec![dead, origin.addr], EdgeConfig::default()).await;
+    let resp = client().get(format!("{}/hls/ch/v/seg5.m4s", edge.url)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(origin.state.count("/hls/ch/v/seg5.m4s"), 1);
+    assert!(metric(&edge.registry, "bitriver_edge_origin_errors_total", None) >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_slower_than_the_timeout_gets_a_504() {
+    let origin = TestOrigin::new().await;
+    origin.state.hold_parts.store(true, Ordering::SeqCst);
+    let timeouts = cache::UpstreamTimeouts { connect: Duration::from_secs(1), read: Duration::from_millis(300) };
+    let edge = start_edge(vec![origin.addr], EdgeConfig { timeouts, ..EdgeConfig::default() }).await;
+    let resp = client().get(format!("{}/hls/ch/v/part9.0.m4s", edge.url)).send().await.unwrap();
+    assert_eq!(resp.status(), 504);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "origin_timeout");
+}

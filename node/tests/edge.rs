@@ -1,0 +1,230 @@
+//! The edge in front of a live channel, against the real `bitriver` binary with ffmpeg
+//! publishing over RTMP: players read through it as from the origin, a whole audience blocked on
+//! one part costs the origin one request, and viewers it counts reach the analytics.
+//!
+//! Skips (passes with a note) only when ffmpeg/ffprobe are not installed.
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::browser::play_in_chromium;
+use common::{free_ports, get_json, post_json, wait_for_body, NodeProc};
+use serde_json::{json, Value};
+
+const FFMPEG: &str = "/usr/bin/ffmpeg";
+const FFPROBE: &str = "/usr/bin/ffprobe";
+
+fn have_ffmpeg() -> bool {
+    let ok = Path::new(FFMPEG).exists() && Path::new(FFPROBE).exists();
+    if !ok {
+        eprintln!("SKIPPED: {FFMPEG} or {FFPROBE} not installed");
+    }
+    ok
+}
+
+/// A node with a live channel published by ffmpeg: (node, channel id, publisher).
+async fn live_node(dir: &Path, name: &str, seconds: u32) -> (NodeProc, String, tokio::process::Child) {
+    let mut node = NodeProc::new(dir, name);
+    let (rtmp_port, _) = free_ports();
+    node.args = vec!["--rtmp-addr".into(), format!("127.0.0.1:{rtmp_port}")];
+    node.start();
+    node.wait_healthy(Duration::from_secs(30)).await;
+    let (status, user) = post_json(
+        &node,
+        "/api/users",
+        json!({"displayName": "Streamer", "email": "s@example.com", "roles": ["creator"]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{user}");
+    let (status, channel) =
+        post_json(&node, "/api/channels", json!({"ownerId": user["id"], "title": "Edge", "tags": []})).await;
+    assert_eq!(status, 201, "{channel}");
+    let id = channel["id"].as_str().unwrap().to_owned();
+    let key = channel["streamKey"].as_str().unwrap().to_owned();
+    let publisher = tokio::process::Command::new(FFMPEG)
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-g", "30", "-pix_fmt", "yuv420p"])
+        .args(["-c:a", "aac", "-b:a", "128k", "-t", &seconds.to_string(), "-f", "flv"])
+        .arg(format!("rtmp://127.0.0.1:{rtmp_port}/live/{key}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join(format!("{name}-ffmpeg.log"))).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    (node, id, publisher)
+}
+
+/// GET through the edge until it answers 200 with `needle` in the body.
+async fn wait_edge_body(url: &str, needle: &str, node: &NodeProc) -> String {
+    let deadline = Instant::now() + Duration::from_secs(25);
+    loop {
+        if let Ok(resp) = reqwest::get(url).await {
+            if resp.status() == 200 {
+                let body = resp.text().await.unwrap_or_default();
+                if body.contains(needle) {
+                    return body;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "{url} has no {needle:?}\n{}", node.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn ffprobe(url: &str) -> Value {
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(FFPROBE)
+            .args(["-v", "error", "-show_streams", "-of", "json", url])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("ffprobe timed out")
+    .unwrap();
+    assert!(out.status.success(), "ffprobe {url}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffprobe_and_hls_js_play_through_the_edge() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (node, id, mut publisher) = live_node(dir.path(), "edge-play", 40).await;
+    let edge_port = node.edge_port().await;
+    let master = format!("http://127.0.0.1:{edge_port}/hls/{id}/master.m3u8");
+    wait_edge_body(&master, "#EXT-X-STREAM-INF", &node).await;
+    wait_edge_body(&format!("http://127.0.0.1:{edge_port}/hls/{id}/source/index.m3u8"), "#EXTINF", &node).await;
+
+    let probe = ffprobe(&master).await;
+    let streams = probe["streams"].as_array().unwrap();
+    let video = streams.iter().find(|s| s["codec_name"] == "h264").unwrap_or_else(|| panic!("no h264: {probe}"));
+    assert_eq!((video["width"].as_u64(), video["height"].as_u64()), (Some(640), Some(360)));
+    assert!(streams.iter().any(|s| s["codec_name"] == "aac"), "no aac: {probe}");
+
+    // The API hands viewers the edge; the old relative URL still works.
+    let channel = get_json(&node, &format!("/api/channels/{id}")).await;
+    assert_eq!(channel["playbackUrl"], format!("/hls/{id}/master.m3u8"));
+    assert_eq!(channel["edgePlaybackUrl"], master, "{channel}");
+
+    let edge_master = master.clone();
+    let summary = tokio::task::spawn_blocking(move || play_in_chromium(&edge_master, 3.0)).await.unwrap();
+    let summary = summary.unwrap_or_else(|e| panic!("hls.js did not play through the edge: {e}\n{}", node.log_text()));
+    assert_eq!(summary["ok"], true, "{summary}");
+    assert!(summary["playedSeconds"].as_f64().unwrap_or(0.0) >= 3.0, "{summary}");
+
+    // Everything the players loaded came through the edge and most of it from its cache.
+    let requests = node.metric("bitriver_edge_requests_total").await.unwrap();
+    let hits = node.metric("bitriver_edge_cache_hits_total").await.unwrap();
+    let origin_parts = node.metric("bitriver_edge_origin_requests_total{kind=\"part\"}").await.unwrap();
+    assert!(
+        requests > 20.0 && hits > 0.0 && origin_parts > 0.0,
+        "requests {requests} hits {hits} parts {origin_parts}"
+    );
+    assert!(node.metric("bitriver_edge_cache_bytes").await.unwrap() > 0.0);
+    let _ = publisher.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audience_blocked_on_the_next_part_costs_the_origin_one_request() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (node, id, mut publisher) = live_node(dir.path(), "edge-collapse", 40).await;
+    let edge = format!("http://127.0.0.1:{}", node.edge_port().await);
+    let playlist_url = format!("{edge}/hls/{id}/source/index.m3u8");
+    wait_edge_body(&playlist_url, "#EXT-X-PRELOAD-HINT", &node).await;
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    const AUDIENCE: usize = 300;
+
+    for round in ["part", "playlist"] {
+        // Right after a fresh playlist the hinted part is not published yet.
+        let playlist = client.get(format!("{playlist_url}?fresh={round}")).send().await.unwrap().text().await.unwrap();
+        let hint = playlist
+            .lines()
+            .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:"))
+            .and_then(|l| l.split("URI=\"").nth(1))
+            .and_then(|l| l.split('"').next())
+            .unwrap_or_else(|| panic!("no preload hint:\n{playlist}"))
+            .to_owned();
+        // part{msn}.{index}.m4s: the blocking reload that asks for it.
+        let (msn, index) = hint
+            .trim_start_matches("part")
+            .trim_end_matches(".m4s")
+            .split_once('.')
+            .map(|(m, i)| (m.to_owned(), i.to_owned()))
+            .unwrap();
+        let (url, metric) = match round {
+            "part" => (format!("{edge}/hls/{id}/source/{hint}"), "bitriver_origin_requests_total{kind=\"part\"}"),
+            _ => (
+                format!("{playlist_url}?_HLS_msn={msn}&_HLS_part={index}"),
+                "bitriver_origin_requests_total{kind=\"playlist\"}",
+            ),
+        };
+        let before = node.metric(metric).await.unwrap();
+        let mut viewers = Vec::new();
+        for viewer in 0..AUDIENCE {
+            let url = format!("{url}{}viewer={viewer}", if url.contains('?') { '&' } else { '?' });
+            let client = client.clone();
+            viewers.push(tokio::spawn(async move {
+                let resp = client.get(url).send().await.unwrap();
+                (resp.status().as_u16(), resp.bytes().await.unwrap())
+            }));
+        }
+        let mut bodies = Vec::new();
+        for viewer in viewers {
+            let (status, body) = viewer.await.unwrap();
+            assert_eq!(status, 200, "{round}: {}", String::from_utf8_lossy(&body));
+            bodies.push(body);
+        }
+        assert!(bodies.windows(2).all(|w| w[0] == w[1]), "{round}: every viewer got the same answer");
+        let after = node.metric(metric).await.unwrap();
+        assert_eq!(after - before, 1.0, "{round}: {AUDIENCE} viewers made {} origin requests", after - before);
+    }
+    assert!(node.metric("bitriver_edge_collapsed_waiters_total").await.unwrap() > 0.0);
+    let _ = publisher.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unique_viewers_at_the_edge_reach_live_viewers_in_analytics() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (node, id, mut publisher) = live_node(dir.path(), "edge-viewers", 50).await;
+    // Wait on the origin, so that this test's own polling is not a viewer at the edge.
+    let path = format!("/hls/{id}/source/index.m3u8");
+    wait_for_body(&node, &path, "#EXTINF", Instant::now(), Duration::from_secs(25)).await;
+    let playlist = node.edge_url(&path).await;
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(40);
+    loop {
+        // Three players (one address, three user agents) polling, each many times.
+        for agent in ["player-a", "player-b", "player-c"] {
+            let resp = client.get(&playlist).header("user-agent", agent).send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+        }
+        let overview = get_json(&node, "/api/analytics/overview").await;
+        let live = overview["summary"]["liveViewers"].as_u64().unwrap_or(0);
+        if live == 3 {
+            let per_channel = overview["perChannel"].as_array().unwrap();
+            let channel = per_channel.iter().find(|c| c["channelId"] == id.as_str());
+            assert!(channel.is_some_and(|c| c["liveViewers"] == 3), "{overview}");
+            break;
+        }
+        assert!(live <= 3, "{overview}");
+        assert!(Instant::now() < deadline, "liveViewers never reached 3: {overview}\n{}", node.log_text());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let _ = publisher.kill().await;
+}

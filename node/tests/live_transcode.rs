@@ -1,0 +1,310 @@
+//! The transcode ladder against the real `bitriver` binary: a 640x360 broadcast over RTMP with
+//! `--transcode-ladder 360p:800,180p:300` comes out as three renditions (source, 360p, 180p) that
+//! ffprobe decodes at their sizes, whose segment N starts at the same decode time and program
+//! date-time in every rendition, that the multivariant playlist lists with their attributes, and
+//! that hls.js plays and switches between. A ladder taller than the source is not upscaled, and
+//! a bad ladder string stops the node at start with the flag named.
+//!
+//! Skips (passes with a note) only when ffmpeg/ffprobe are not installed.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{free_ports, get_json, post_json, wait_for_body, NodeProc};
+use serde_json::{json, Value};
+
+const FFMPEG: &str = "/usr/bin/ffmpeg";
+const FFPROBE: &str = "/usr/bin/ffprobe";
+
+fn tools_missing() -> bool {
+    let missing = !Path::new(FFMPEG).exists() || !Path::new(FFPROBE).exists();
+    if missing {
+        eprintln!("SKIPPED: {FFMPEG} or {FFPROBE} not installed");
+    }
+    missing
+}
+
+/// A node with RTMP on a free port and the given ladder; returns it and the RTMP port.
+async fn start_node(dir: &Path, ladder: &str) -> (NodeProc, u16) {
+    let mut node = NodeProc::new(dir, "transcode");
+    let (rtmp_port, _) = free_ports();
+    node.args =
+        vec!["--rtmp-addr".into(), format!("127.0.0.1:{rtmp_port}"), "--transcode-ladder".into(), ladder.into()];
+    node.start();
+    node.wait_healthy(Duration::from_secs(30)).await;
+    (node, rtmp_port)
+}
+
+/// Creates a user and a channel; returns (channel id, stream key).
+async fn channel(node: &NodeProc) -> (String, String) {
+    let (status, user) = post_json(
+        node,
+        "/api/users",
+        json!({"displayName": "Streamer", "email": "streamer@example.com", "roles": ["creator"]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{user}");
+    let (status, channel) =
+        post_json(node, "/api/channels", json!({"ownerId": user["id"], "title": "Ladder", "tags": []})).await;
+    assert_eq!(status, 201, "{channel}");
+    (channel["id"].as_str().unwrap().to_owned(), channel["streamKey"].as_str().unwrap().to_owned())
+}
+
+/// ffmpeg publishing a 640x360 test pattern (keyframe every second) and a sine over RTMP. With
+/// `b_frames` the video has B-frames (decode order differs from presentation order, as from OBS's
+/// default x264 settings), otherwise it is encoded zerolatency.
+fn publish(dir: &Path, rtmp_port: u16, key: &str, seconds: u32, b_frames: bool) -> tokio::process::Child {
+    let tune: &[&str] = if b_frames { &["-bf", "2"] } else { &["-tune", "zerolatency"] };
+    tokio::process::Command::new(FFMPEG)
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-c:v", "libx264", "-preset", "veryfast", "-g", "30", "-pix_fmt", "yuv420p"])
+        .args(tune)
+        .args(["-c:a", "aac", "-b:a", "128k", "-t", &seconds.to_string(), "-f", "flv"])
+        .arg(format!("rtmp://127.0.0.1:{rtmp_port}/live/{key}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("ffmpeg.log")).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// `(name, attributes)` of each `EXT-X-STREAM-INF` of a multivariant playlist, in order.
+fn variants(master: &str) -> Vec<(String, BTreeMap<String, String>)> {
+    let mut out = Vec::new();
+    let mut lines = master.lines();
+    while let Some(line) = lines.next() {
+        let Some(attrs) = line.strip_prefix("#EXT-X-STREAM-INF:") else { continue };
+        let mut map = BTreeMap::new();
+        // Attribute values never contain `,` except the quoted CODECS list.
+        let mut rest = attrs;
+        while !rest.is_empty() {
+            let (key, after) = rest.split_once('=').unwrap();
+            let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
+                let end = quoted.find('"').unwrap();
+                (&quoted[..end], quoted[end + 1..].trim_start_matches(','))
+            } else {
+                after.split_once(',').unwrap_or((after, ""))
+            };
+            map.insert(key.to_owned(), value.to_owned());
+            rest = next;
+        }
+        let uri = lines.next().unwrap();
+        out.push((uri.trim_end_matches("/index.m3u8").to_owned(), map));
+    }
+    out
+}
+
+/// Complete segments of a media playlist: msn -> (program date-time, EXTINF duration).
+fn segments(playlist: &str) -> BTreeMap<u64, (String, String)> {
+    let mut out = BTreeMap::new();
+    let mut pdt = String::new();
+    let mut lines = playlist.lines();
+    while let Some(line) = lines.next() {
+        if let Some(p) = line.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:") {
+            pdt = p.to_owned();
+        } else if let Some(d) = line.strip_prefix("#EXTINF:") {
+            let uri = lines.next().unwrap();
+            let msn = uri.strip_prefix("seg").and_then(|u| u.strip_suffix(".m4s")).unwrap().parse().unwrap();
+            out.insert(msn, (pdt.clone(), d.trim_end_matches(',').to_owned()));
+        }
+    }
+    out
+}
+
+/// `baseMediaDecodeTime` of track `track_id` in the first `moof` of a CMAF segment.
+fn first_tfdt(segment: &[u8], track_id: u32) -> Option<u64> {
+    fn boxes(data: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            let header = data.get(at..at + 8)?;
+            let size = u32::from_be_bytes(header[..4].try_into().unwrap()) as usize;
+            let body = data.get(at + 8..at + size)?;
+            at += size.max(8);
+            Some((&header[4..8], body))
+        })
+    }
+    let (_, moof) = boxes(segment).find(|(kind, _)| *kind == b"moof")?;
+    for (_, traf) in boxes(moof).filter(|(kind, _)| *kind == b"traf") {
+        let tfhd = boxes(traf).find(|(kind, _)| *kind == b"tfhd")?.1;
+        if u32::from_be_bytes(tfhd.get(4..8)?.try_into().ok()?) != track_id {
+            continue;
+        }
+        let tfdt = boxes(traf).find(|(kind, _)| *kind == b"tfdt")?.1;
+        return Some(if tfdt[0] == 1 {
+            u64::from_be_bytes(tfdt.get(4..12)?.try_into().ok()?)
+        } else {
+            u64::from(u32::from_be_bytes(tfdt.get(4..8)?.try_into().ok()?))
+        });
+    }
+    None
+}
+
+async fn bytes(node: &NodeProc, path: &str) -> Vec<u8> {
+    let resp = reqwest::get(node.url(path)).await.unwrap();
+    assert_eq!(resp.status(), 200, "GET {path}");
+    resp.bytes().await.unwrap().to_vec()
+}
+
+/// ffprobe's video (width, height) of a playlist, asserting it also has AAC audio.
+async fn probe_size(node: &NodeProc, path: &str) -> (u64, u64) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(FFPROBE)
+            .args(["-v", "error", "-show_streams", "-of", "json", &node.url(path)])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("ffprobe timed out")
+    .unwrap();
+    assert!(out.status.success(), "ffprobe {path}: {}", String::from_utf8_lossy(&out.stderr));
+    let probe: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let streams = probe["streams"].as_array().unwrap();
+    let video = streams.iter().find(|s| s["codec_name"] == "h264").unwrap_or_else(|| panic!("no h264: {probe}"));
+    assert!(streams.iter().any(|s| s["codec_name"] == "aac"), "no aac in {path}: {probe}");
+    (video["width"].as_u64().unwrap(), video["height"].as_u64().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ladder_renditions_are_aligned_and_hls_js_switches_between_them() {
+    if tools_missing() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (node, rtmp_port) = start_node(dir.path(), "360p:800,180p:300").await;
+    let health = get_json(&node, "/healthz").await;
+    let transcode = &health["components"]["transcode"];
+    assert_eq!(transcode["enabled"], true, "{health}");
+    assert_eq!(transcode["ladder"], "360p:800,180p:300", "{health}");
+    assert_eq!(transcode["encoder"], "libx264", "{health}");
+    let probed: Vec<_> = transcode["hardware"].as_array().unwrap().iter().map(|h| h["name"].clone()).collect();
+    assert_eq!(probed, [json!("h264_nvenc"), json!("h264_vaapi"), json!("h264_qsv")], "{health}");
+
+    let (id, key) = channel(&node).await;
+    let started = Instant::now();
+    let _publisher = publish(dir.path(), rtmp_port, &key, 50, true);
+
+    let master_path = format!("/hls/{id}/master.m3u8");
+    let master = wait_for_body(&node, &master_path, "180p/index.m3u8", started, Duration::from_secs(20)).await;
+    let listed = variants(&master);
+    let names: Vec<_> = listed.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["source", "360p", "180p"], "{master}");
+    let resolutions: Vec<_> = listed.iter().map(|(_, a)| a["RESOLUTION"].as_str()).collect();
+    assert_eq!(resolutions, ["640x360", "640x360", "320x180"], "{master}");
+    for (name, attrs) in &listed {
+        let codecs = &attrs["CODECS"];
+        assert!(codecs.starts_with("avc1.") && codecs.ends_with(",mp4a.40.2"), "{name}: {codecs}");
+        assert!(attrs["BANDWIDTH"].parse::<u64>().unwrap() > 0, "{name}");
+    }
+    // Before anything is measured, rungs advertise their configured rate plus the audio.
+    assert_eq!(listed[2].1["BANDWIDTH"], "428000", "{master}");
+
+    // Four complete segments in every rendition.
+    for name in names.iter() {
+        let path = format!("/hls/{id}/{name}/index.m3u8");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, body) = node.get(&path).await.unwrap();
+            if segments(&body).len() >= 4 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{path} never had 4 segments:\n{body}\n{}", node.log_text());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    // ffprobe decodes each rendition at its size.
+    let mut sizes = Vec::new();
+    for name in names.iter() {
+        sizes.push(probe_size(&node, &format!("/hls/{id}/{name}/index.m3u8")).await);
+    }
+    assert_eq!(sizes, [(640, 360), (640, 360), (320, 180)]);
+
+    // The same media sequence number starts at the same decode time and program date-time, and
+    // lasts as long, in every rendition.
+    let mut listings = Vec::new();
+    for name in names.iter() {
+        let (_, body) = node.get(&format!("/hls/{id}/{name}/index.m3u8")).await.unwrap();
+        listings.push(segments(&body));
+    }
+    let common: Vec<u64> =
+        listings[0].keys().copied().filter(|msn| listings.iter().all(|l| l.contains_key(msn))).collect();
+    assert!(common.len() >= 3, "too few segments in common: {listings:?}");
+    for msn in &common {
+        let source = &listings[0][msn];
+        for (name, listing) in names.iter().zip(&listings).skip(1) {
+            assert_eq!(&listing[msn], source, "segment {msn} of {name}: (PDT, duration) differ from source");
+        }
+        let mut starts = Vec::new();
+        for name in names.iter() {
+            let segment = bytes(&node, &format!("/hls/{id}/{name}/seg{msn}.m4s")).await;
+            starts.push(first_tfdt(&segment, 1).unwrap_or_else(|| panic!("no video tfdt in {name}/seg{msn}")));
+        }
+        assert!(starts.iter().all(|s| *s == starts[0]), "segment {msn} starts at different times: {starts:?}");
+    }
+    println!("aligned segments {common:?}");
+
+    let lag = node.metric("bitriver_transcode_lag_seconds{").await;
+    let (_, metrics) = node.get("/metrics").await.unwrap();
+    assert!(metrics.contains("bitriver_transcode_lag_seconds{channel="), "no lag metric (got {lag:?})");
+    assert!(metrics.contains(&format!("bitriver_transcode_active_rungs{{channel=\"{id}\"}} 2")), "{metrics}");
+
+    // hls.js plays the multivariant playlist and switches to the 180p level on request (hls.js
+    // orders levels by bandwidth, so 180p is its level 0; its automatic choice starts higher).
+    let url = node.url(&master_path);
+    let summary = tokio::task::spawn_blocking(move || common::browser::play_in_chromium_switching(&url, 4.0, 0))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(summary["levels"].as_array().map(Vec::len), Some(3), "{summary}");
+    assert_eq!(summary["levels"][0]["height"], 180, "{summary}");
+    assert_eq!(summary["level"], 0, "{summary}");
+    assert!(summary["levelSwitches"].as_u64().unwrap() >= 1, "{summary}");
+    assert!(summary["playedAfterSwitch"].as_f64().unwrap() >= 1.0, "{summary}");
+    assert_eq!(summary["video"]["height"], 180, "{summary}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rung_taller_than_the_source_is_not_encoded() {
+    if tools_missing() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (node, rtmp_port) = start_node(dir.path(), "720p:2000,180p:300").await;
+    let (id, key) = channel(&node).await;
+    let started = Instant::now();
+    let _publisher = publish(dir.path(), rtmp_port, &key, 30, false);
+    let master_path = format!("/hls/{id}/master.m3u8");
+    let master = wait_for_body(&node, &master_path, "#EXT-X-STREAM-INF", started, Duration::from_secs(20)).await;
+    let names: Vec<_> = variants(&master).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["source", "180p"], "{master}");
+    let (status, _) = node.get(&format!("/hls/{id}/720p/index.m3u8")).await.unwrap();
+    assert_eq!(status, 404);
+    wait_for_body(&node, &format!("/hls/{id}/180p/index.m3u8"), "#EXTINF", started, Duration::from_secs(20)).await;
+    assert_eq!(probe_size(&node, &format!("/hls/{id}/180p/index.m3u8")).await, (320, 180));
+    assert!(node.log_text().contains("transcode ladder started"), "{}", node.log_text());
+}
+
+#[test]
+fn an_invalid_ladder_is_a_startup_error_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    for (ladder, env) in [("720p:fast", false), ("720p:3500,720p:2000", true)] {
+        let mut node = NodeProc::new(dir.path(), "bad");
+        if env {
+            node.env.push(("BITRIVER_TRANSCODE_LADDER".into(), ladder.into()));
+        } else {
+            node.args = vec!["--transcode-ladder".into(), ladder.into()];
+        }
+        let out = node.command().output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{ladder}: {stderr}");
+        assert!(stderr.contains("--transcode-ladder"), "{ladder}: {stderr}");
+    }
+}

@@ -1,0 +1,352 @@
+// Web UI checks in headless Chromium against a running bitriver node in development mode
+// (driven by node/tests/web_ui.rs, one scenario per test).
+//
+// usage: node tests/browser/ui.mjs SCENARIO BASE_URL
+//   live   sign up, get the creator role from an admin in the Control Center, create a channel,
+//          copy its stream key, publish with ffmpeg (RTMP_URL), watch the channel page play and
+//          show the live badge; screenshots at 1280 and 390 px
+//   chat   two signed-in viewers on a channel page; a message from one appears for the other;
+//          the owner deletes it on the page, an admin deletes another in the Control Center;
+//          both disappear everywhere
+//   a11y   axe-core on /, /channels, /c/{id}, /signup (both themes): no serious or critical
+//          violations; keyboard focus is visible
+// env: RTMP_URL=rtmp://127.0.0.1:PORT (live), FFMPEG=/usr/bin/ffmpeg, UI_ARTIFACTS=DIR,
+//      UI_TIMEOUT_S=50, CHROMIUM=/usr/bin/chromium
+// stdout: one JSON summary; exit 0 when the scenario passed and no page logged an error.
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+
+import { api, artifactsDir, axeViolations, launch, log, newContext, problems, screenshot, unique } from './ui-lib.mjs';
+
+const [scenario, base] = process.argv.slice(2);
+const TIMEOUT_S = Number(process.env.UI_TIMEOUT_S || 50);
+const summary = { ok: false, scenario, base, reason: null, steps: [], problems, artifacts: null };
+const step = (s) => { summary.steps.push(s); log(s); };
+
+const hardStop = setTimeout(() => {
+  summary.reason = `timed out after ${TIMEOUT_S}s`;
+  finish(1);
+}, TIMEOUT_S * 1000);
+
+let browser = null;
+let ffmpeg = null;
+let finished = false;
+async function finish(code) {
+  if (finished) return;
+  finished = true;
+  clearTimeout(hardStop);
+  if (ffmpeg) ffmpeg.kill('SIGKILL');
+  if (browser) await browser.close().catch(() => {});
+  process.stdout.write(`${JSON.stringify(summary, null, 1)}\n`);
+  process.exit(code);
+}
+
+function expect(cond, message) {
+  if (!cond) throw new Error(message);
+}
+
+async function signUp(page, name, email, password) {
+  await page.goto(`${base}/signup`);
+  await page.fill('#signup-form [name=displayName]', name);
+  await page.fill('#signup-form [name=email]', email);
+  await page.fill('#signup-form [name=password]', password);
+  await Promise.all([page.waitForURL(`${base}/`), page.click('#signup-form button[type=submit]')]);
+}
+
+async function signIn(page, email, password, next) {
+  await page.goto(`${base}/signup?next=${encodeURIComponent(next)}`);
+  await page.fill('#login-form [name=email]', email);
+  await page.fill('#login-form [name=password]', password);
+  await Promise.all([page.waitForURL(`${base}${next}`), page.click('#login-form button[type=submit]')]);
+  await page.waitForSelector('#signout:not([hidden])');
+}
+
+// ----- scenarios -----
+
+async function live() {
+  const rtmp = process.env.RTMP_URL;
+  expect(rtmp, 'RTMP_URL is required');
+  const userCtx = await newContext(browser, base, 'creator');
+  const adminCtx = await newContext(browser, base, 'admin');
+  const page = await userCtx.newPage();
+  const email = `${unique('river')}@example.com`;
+  await signUp(page, 'River Creator', email, 'correct horse battery');
+  await page.waitForSelector('text=Creating channels needs the creator role');
+  step('signed up through /signup; the Control Center asks for the creator role');
+
+  // An admin (development mode: loopback without a session) grants it in the users table.
+  const admin = await adminCtx.newPage();
+  await admin.goto(`${base}/`);
+  const row = admin.locator('#users-table tr', { hasText: email });
+  await row.getByRole('button', { name: 'Edit' }).click();
+  const form = admin.locator('#users-table form');
+  await form.getByLabel('creator').check();
+  await form.getByRole('button', { name: 'Save' }).click();
+  await admin.locator('#users-table tr', { hasText: email }).locator('td[data-field=roles]', { hasText: 'creator' }).waitFor();
+  step('admin granted the creator role in the Control Center');
+
+  await page.reload();
+  await page.fill('#create-channel [name=title]', 'Rafting live from the UI');
+  await page.fill('#create-channel [name=tags]', 'outdoors, uitest');
+  await page.click('#create-channel button[type=submit]');
+  const keyCode = page.locator('[data-stream-key]').first();
+  await keyCode.waitFor();
+  const channelId = await keyCode.getAttribute('data-stream-key');
+  const firstKey = (await keyCode.textContent()).trim();
+  // One click rotates: a new key replaces the shown one.
+  await page.locator(`li[data-channel-id="${channelId}"] [data-action=rotate-key]`).click();
+  await page.waitForFunction(([id, old]) => {
+    const el = document.querySelector(`[data-stream-key="${id}"]`);
+    return el && el.textContent.trim() !== old;
+  }, [channelId, firstKey]);
+  const shownKey = (await page.locator(`[data-stream-key="${channelId}"]`).textContent()).trim();
+  await page.locator(`li[data-channel-id="${channelId}"] [data-action=copy-key]`).click();
+  await page.waitForSelector('text=Stream key copied to the clipboard');
+  const key = await page.evaluate(() => navigator.clipboard.readText());
+  expect(key === shownKey && key.startsWith('live_'), `clipboard holds ${JSON.stringify(key)}, page shows ${shownKey}`);
+  step(`created channel ${channelId}, rotated its stream key and copied the new one from the Control Center`);
+
+  // The guided profile form: bio, featured channel, a donation address.
+  const profile = page.locator('#profile-form');
+  await profile.getByLabel('Bio').fill('Paddling down the river, live.');
+  await profile.getByLabel('Featured channel').selectOption(channelId);
+  await profile.getByRole('button', { name: 'Add an address' }).click();
+  await profile.getByLabel('Currency').fill('eth');
+  await profile.getByLabel('Address', { exact: true }).fill('0x52908400098527886e0f7030069857d2e4169ee7');
+  await profile.getByLabel('Note').fill('tips');
+  await profile.getByRole('button', { name: 'Save profile' }).click();
+  await page.waitForSelector('text=Profile saved');
+  step('saved the streamer profile through the guided form');
+
+  const ffmpegArgs = ['-hide_banner', '-nostdin', '-loglevel', 'error', '-re',
+    '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
+    '-c:v', 'libx264', '-preset', 'veryfast', '-tune', 'zerolatency', '-g', '30', '-pix_fmt', 'yuv420p',
+    '-c:a', 'aac', '-b:a', '128k', '-t', String(TIMEOUT_S), '-f', 'flv', `${rtmp}/live/${key}`];
+  ffmpeg = spawn(process.env.FFMPEG || '/usr/bin/ffmpeg', ffmpegArgs, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let ffmpegErr = '';
+  ffmpeg.stderr.on('data', (d) => { ffmpegErr += d; });
+  ffmpeg.on('exit', (code) => { if (code) log(`ffmpeg exited ${code}: ${ffmpegErr.slice(-500)}`); });
+  step('ffmpeg publishing over RTMP with the copied key');
+
+  const viewer = await userCtx.newPage();
+  await viewer.goto(`${base}/c/${channelId}`);
+  await viewer.waitForSelector('#live-badge [data-live=true]', { timeout: 30000 });
+  step('channel page shows the live badge');
+  await viewer.waitForFunction(() => document.getElementById('player-video').currentTime > 0.5, null, { timeout: 30000, polling: 200 });
+  const start = await viewer.evaluate(() => document.getElementById('player-video').currentTime);
+  await viewer.waitForFunction((t0) => document.getElementById('player-video').currentTime > t0 + 2, start, { timeout: 20000, polling: 200 });
+  const state = await viewer.evaluate(() => {
+    const v = document.getElementById('player-video');
+    return { currentTime: v.currentTime, width: v.videoWidth, height: v.videoHeight, paused: v.paused, hls: Boolean(window.Hls) };
+  });
+  expect(state.width === 640 && state.height === 360, `video is ${state.width}x${state.height}`);
+  summary.playback = state;
+  step(`the player plays: currentTime ${state.currentTime.toFixed(2)} s (hls.js ${state.hls})`);
+
+  // The profile on the channel page, with a copy button per donation address.
+  await viewer.locator('#profile', { hasText: 'Paddling down the river, live.' }).waitFor();
+  await viewer.getByRole('button', { name: 'Copy ETH address' }).click();
+  await viewer.waitForSelector('text=ETH address copied to the clipboard');
+  const copied = await viewer.evaluate(() => navigator.clipboard.readText());
+  expect(copied === '0x52908400098527886e0f7030069857d2e4169ee7', `clipboard holds ${copied}`);
+  step('the channel page shows the profile; the donation address copies');
+
+  // Dark/light toggle, remembered across reloads.
+  const before = await viewer.evaluate(() => document.documentElement.dataset.theme);
+  await viewer.click('#theme-toggle');
+  const after = await viewer.evaluate(() => document.documentElement.dataset.theme);
+  expect(before !== after, `theme stayed ${before}`);
+  await viewer.reload();
+  await viewer.waitForSelector('#live-badge [data-live=true]');
+  expect(await viewer.evaluate(() => document.documentElement.dataset.theme) === after, 'theme not remembered');
+  await viewer.waitForFunction(() => document.getElementById('player-video').currentTime > 0.5, null, { timeout: 30000, polling: 200 });
+  step(`theme toggled ${before} -> ${after} and kept after a reload`);
+
+  const shots = [];
+  for (const width of [1280, 390]) shots.push(await screenshot(viewer, 'channel-page', width));
+  await page.reload();
+  await page.locator(`li[data-channel-id="${channelId}"] [data-live=true]`).waitFor();
+  await admin.reload();
+  await admin.locator('#analytics-cards').waitFor();
+  await admin.locator('#cluster-members').waitFor();
+  for (const width of [1280, 390]) shots.push(await screenshot(admin, 'control-center', width));
+  const [download] = await Promise.all([admin.waitForEvent('download'), admin.click('#export-button')]);
+  const exported = JSON.parse(fs.readFileSync(await download.path(), 'utf8'));
+  expect(exported.channels.some((c) => c.id === channelId), 'the export lacks the channel');
+  step(`exported the JSON snapshot (${download.suggestedFilename()})`);
+  for (const width of [1280, 390]) shots.push(await screenshot(page, 'control-center-creator', width));
+  summary.screenshots = shots;
+  for (const s of shots) expect(s.overflow <= 0, `${path.basename(s.file)} scrolls sideways by ${s.overflow}px`);
+  step(`screenshots in ${artifactsDir()}`);
+}
+
+async function chat() {
+  const tag = unique('');
+  const owner = await api(base, 'POST', '/api/users',
+    { displayName: 'Chat Owner', email: `owner${tag}@example.com`, roles: ['creator'], password: 'owner password 1' });
+  await api(base, 'POST', '/api/users',
+    { displayName: 'Chat Viewer', email: `viewer${tag}@example.com`, roles: ['viewer'], password: 'viewer password 1' });
+  const channel = await api(base, 'POST', '/api/channels', { ownerId: owner.id, title: 'Chat room', tags: ['talk'] });
+  const next = `/c/${channel.id}`;
+
+  const ownerPage = await (await newContext(browser, base, 'owner')).newPage();
+  const viewerPage = await (await newContext(browser, base, 'viewer')).newPage();
+  const adminPage = await (await newContext(browser, base, 'admin')).newPage();
+  await signIn(ownerPage, `owner${tag}@example.com`, 'owner password 1', next);
+  await signIn(viewerPage, `viewer${tag}@example.com`, 'viewer password 1', next);
+  await ownerPage.waitForSelector('#chat-status:has-text("Connected")');
+  await viewerPage.waitForSelector('#chat-status:has-text("Connected")');
+  step('owner and viewer signed in through /signup and opened the channel page');
+
+  await viewerPage.click('#follow-button');
+  await viewerPage.waitForSelector('#follow-button:has-text("Unfollow")');
+  await viewerPage.waitForSelector('#audience:has-text("1 followers")');
+  await viewerPage.reload();
+  await viewerPage.waitForSelector('#follow-button:has-text("Unfollow")');
+  await viewerPage.waitForSelector('#chat-status:has-text("Connected")');
+  step('the viewer follows the channel; the button remembers it after a reload');
+
+  const first = `hello from the viewer ${tag}`;
+  await viewerPage.fill('#chat-input', first);
+  await viewerPage.press('#chat-input', 'Enter');
+  const inOwner = ownerPage.locator('#chat-log li', { hasText: first });
+  const inViewer = viewerPage.locator('#chat-log li', { hasText: first });
+  await inOwner.waitFor();
+  await inViewer.waitFor();
+  expect(await inViewer.locator('[data-action=delete-message]').count() === 0, 'a viewer sees a Delete button');
+  step('a message sent by the viewer appears for the owner');
+
+  await inOwner.locator('[data-action=delete-message]').click();
+  await inOwner.waitFor({ state: 'detached' });
+  await inViewer.waitFor({ state: 'detached' });
+  step('the owner deleted it on the channel page; it is gone for both');
+
+  const second = `second message ${tag}`;
+  await viewerPage.fill('#chat-input', second);
+  await viewerPage.press('#chat-input', 'Enter');
+  await ownerPage.locator('#chat-log li', { hasText: second }).waitFor();
+  await adminPage.goto(`${base}/`);
+  const inModeration = adminPage.locator('#moderation-log li', { hasText: second });
+  await inModeration.waitFor();
+  expect(await adminPage.locator('#moderation-log li', { hasText: first }).count() === 0, 'a deleted message shows in moderation');
+  await inModeration.locator('[data-action=delete-message]').click();
+  await inModeration.waitFor({ state: 'detached' });
+  await viewerPage.locator('#chat-log li', { hasText: second }).waitFor({ state: 'detached' });
+  await ownerPage.locator('#chat-log li', { hasText: second }).waitFor({ state: 'detached' });
+  step('an admin deleted another from the Control Center moderation view; gone everywhere');
+
+  // A reload shows neither: deleted messages are not in the history either.
+  await viewerPage.reload();
+  await viewerPage.waitForSelector('#chat-status:has-text("Connected")');
+  const left = await viewerPage.locator('#chat-log li').allTextContents();
+  expect(!left.some((t) => t.includes(tag)), `deleted messages came back after a reload: ${left}`);
+  step('after a reload the deleted messages stay hidden');
+
+  // Channel metadata and a manual start/stop from the Control Center (no viewers left: a channel
+  // started by hand has no media to play).
+  await ownerPage.close();
+  await viewerPage.close();
+  const row = adminPage.locator(`li[data-channel-id="${channel.id}"]`);
+  await row.getByRole('button', { name: 'Edit' }).click();
+  const edit = adminPage.locator('form[aria-label="Edit Chat room"]');
+  await edit.getByLabel('Title').fill('Chat room, renamed');
+  await edit.getByLabel('Category').fill('Just Chatting');
+  await edit.getByRole('button', { name: 'Save' }).click();
+  await adminPage.locator(`li[data-channel-id="${channel.id}"]`, { hasText: 'Chat room, renamed' }).waitFor();
+  expect((await api(base, 'GET', `/api/channels/${channel.id}`)).category === 'Just Chatting', 'category not saved');
+  await adminPage.locator(`li[data-channel-id="${channel.id}"] [data-action=start]`).click();
+  await adminPage.locator(`li[data-channel-id="${channel.id}"] [data-live=true]`).waitFor();
+  await adminPage.locator('#sessions-table [data-live=true]').first().waitFor({ timeout: 15000 });
+  await adminPage.locator(`li[data-channel-id="${channel.id}"] [data-action=stop]`).click();
+  await adminPage.locator(`li[data-channel-id="${channel.id}"] [data-live=false]`).waitFor();
+  expect((await api(base, 'GET', `/api/channels/${channel.id}`)).liveState === 'offline', 'still live after Stop');
+  step('an admin renamed the channel, started and stopped a broadcast from the Control Center');
+}
+
+async function a11y() {
+  const tag = unique('');
+  const streamer = await api(base, 'POST', '/api/users',
+    { displayName: 'Axe Streamer', email: `axe${tag}@example.com`, roles: ['creator'] });
+  const friend = await api(base, 'POST', '/api/users', { displayName: 'Axe Friend', email: `friend${tag}@example.com`, roles: ['creator'] });
+  const channel = await api(base, 'POST', '/api/channels', { ownerId: streamer.id, title: 'Accessible stream', category: 'Talk', tags: ['a11y'] });
+  await api(base, 'POST', '/api/channels', { ownerId: friend.id, title: 'Friend stream', tags: ['a11y'] });
+  await api(base, 'PUT', `/api/profiles/${streamer.id}`, {
+    bio: 'Checked by axe-core.', featuredChannelId: channel.id, topFriends: [friend.id],
+    donationAddresses: [{ currency: 'btc', address: 'bc1qexampleaddress', note: 'tips' }],
+  });
+  await api(base, 'POST', `/api/channels/${channel.id}/chat`, { text: 'first message', userId: friend.id });
+
+  // bypassCSP: axe is evaluated into the page, which the pages' CSP would refuse.
+  const context = await newContext(browser, base, 'a11y', { bypassCSP: true });
+  const page = await context.newPage();
+  const report = {};
+  const pages = [
+    ['/', '#users-table'], ['/channels', '#directory-list li'], [`/c/${channel.id}`, '#donations'], ['/signup', '#login-form'],
+  ];
+  for (const theme of ['dark', 'light']) {
+    for (const [p, ready] of pages) {
+      await page.goto(`${base}${p}`);
+      await page.evaluate((t) => localStorage.setItem('bitriver-theme', t), theme);
+      await page.reload();
+      await page.waitForSelector(ready);
+      await page.waitForTimeout(200);
+      const violations = await axeViolations(page);
+      report[`${theme} ${p}`] = violations;
+    }
+  }
+  summary.axe = report;
+  const bad = Object.entries(report).filter(([, v]) => v.length);
+  expect(!bad.length, `axe found serious/critical violations: ${JSON.stringify(bad, null, 1)}`);
+  step(`axe-core: no serious or critical violations on ${Object.keys(report).length} page renders`);
+
+  // Directory search narrows the list as one types.
+  await page.goto(`${base}/channels`);
+  await page.waitForSelector('#directory-list li');
+  await page.fill('#directory-search', 'friend');
+  await page.waitForFunction(() => [...document.querySelectorAll('#directory-list li[data-channel-id]')]
+    .every((li) => li.textContent.includes('Friend stream')));
+  expect(page.url().includes('q=friend'), `search not in the URL: ${page.url()}`);
+  step('directory search narrows the list');
+
+  // Keyboard: the first Tab reaches the skip link, focus is drawn, Enter moves to the content.
+  await page.goto(`${base}/channels`);
+  await page.waitForSelector('#directory-list li');
+  await page.keyboard.press('Tab');
+  const first = await page.evaluate(() => {
+    const el = document.activeElement;
+    const style = getComputedStyle(el);
+    return { text: el.textContent, outline: style.outlineStyle, width: style.outlineWidth };
+  });
+  expect(first.text.includes('Skip to content'), `first Tab focused ${first.text}`);
+  expect(first.outline !== 'none' && first.width !== '0px', `focus is not visible: ${JSON.stringify(first)}`);
+  // Tab on to the search box and the first channel link, all reachable by keyboard.
+  let reached = null;
+  for (let i = 0; i < 15 && !reached; i++) {
+    await page.keyboard.press('Tab');
+    reached = await page.evaluate(() => (document.activeElement.matches('#directory-list a') ? document.activeElement.getAttribute('href') : null));
+  }
+  expect(reached && reached.startsWith('/c/'), 'no channel link reached with Tab');
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('#channel-title');
+  step('keyboard: skip link first with a visible focus ring; a channel opens with Tab and Enter');
+}
+
+try {
+  expect(base && ['live', 'chat', 'a11y'].includes(scenario), 'usage: node ui.mjs live|chat|a11y BASE_URL');
+  browser = await launch();
+  if (scenario === 'live') await live();
+  else if (scenario === 'chat') await chat();
+  else await a11y();
+  summary.artifacts = artifactsDir();
+  fs.writeFileSync(path.join(summary.artifacts, `${scenario}-summary.json`), JSON.stringify(summary, null, 1));
+  if (problems.length) {
+    summary.reason = `pages logged errors: ${JSON.stringify(problems, null, 1)}`;
+    await finish(1);
+  }
+  summary.ok = true;
+  await finish(0);
+} catch (e) {
+  summary.reason = e.stack || String(e);
+  await finish(1);
+}

@@ -1,0 +1,478 @@
+// `/`: the Control Center. Admins see everything; creators their own channels, sessions, chat and
+// profile; viewers their account and profile. Each section loads on its own, so one failing
+// call (say, analytics for a non-admin) does not blank the page.
+import { api, get, whoami } from './api.js';
+import { ChatConnection, messageItem } from './chat.js';
+import { actionButton, copyText, field, fill, formatTime, h, liveBadge, selectField, toast } from './dom.js';
+import { profileForm } from './profile-form.js';
+
+const enc = encodeURIComponent;
+const ROLES = ['admin', 'creator', 'moderator', 'viewer'];
+
+/** Page-wide state: who is calling, the users and channels they may manage, stream keys seen. */
+const ctx = {
+  who: null,
+  users: [],
+  channels: [],
+  /** Stream keys are only in create/rotate answers: kept in memory for this page only. */
+  keys: new Map(),
+  rtmpBase: null,
+};
+
+function section(id, title, ...body) {
+  return h('section', { class: 'card', id, 'aria-labelledby': `${id}-title` },
+    h('h2', { id: `${id}-title` }, title), ...body);
+}
+
+function errorLine(e) {
+  return h('p', { class: 'error-text' }, e.status === 403 ? 'Admins only.' : e.message);
+}
+
+function userName(id) {
+  const u = ctx.users.find((x) => x.id === id);
+  return u ? u.displayName : id;
+}
+
+async function loadUsersAndChannels() {
+  const { who } = ctx;
+  if (who.admin) {
+    ctx.users = await get('/api/users').catch(() => (who.user ? [who.user] : []));
+    ctx.channels = await get('/api/channels');
+  } else {
+    ctx.users = [who.user];
+    ctx.channels = await get(`/api/channels?ownerId=${enc(who.user.id)}`);
+  }
+}
+
+// ----- overview: analytics, health, cluster -----
+
+function stat(label, value, id) {
+  return h('div', { class: 'stat', id }, h('span', { class: 'value' }, value), h('span', { class: 'label' }, label));
+}
+
+async function renderOverview(slot) {
+  const parts = [];
+  if (ctx.who.admin) {
+    try {
+      const a = await get('/api/analytics/overview');
+      const s = a.summary;
+      parts.push(h('h3', {}, 'Analytics'),
+        h('div', { class: 'stats', id: 'analytics-cards' },
+          stat('Live viewers', s.liveViewers, 'stat-live-viewers'),
+          stat('Streams live', s.streamsLive, 'stat-streams-live'),
+          stat('Watch time (24 h, min)', Math.round(s.watchTimeMinutes), 'stat-watch-time'),
+          stat('Chat messages today', s.chatMessages, 'stat-chat-messages')),
+        a.perChannel.length
+          ? h('div', { class: 'table-wrap' }, h('table', {},
+            h('caption', { class: 'visually-hidden' }, 'Per-channel analytics'),
+            h('thead', {}, h('tr', {}, ['Channel', 'Live viewers', 'Followers', 'Avg watch (min)', 'Chat today'].map((t) => h('th', { scope: 'col' }, t)))),
+            h('tbody', {}, a.perChannel.map((c) => h('tr', {},
+              h('td', {}, h('a', { href: `/c/${enc(c.channelId)}` }, c.title)), h('td', {}, c.liveViewers), h('td', {}, c.followers),
+              h('td', {}, c.avgWatchMinutes.toFixed(1)), h('td', {}, c.chatMessages))))))
+          : null);
+    } catch (e) {
+      parts.push(errorLine(e));
+    }
+  }
+  // /healthz answers 503 with the same JSON when unhealthy: read it either way.
+  try {
+    const res = await fetch('/healthz', { headers: { Accept: 'application/json' } });
+    const health = await res.json();
+    const comps = health.components || {};
+    const listeners = comps.listeners || {};
+    if (listeners.rtmp) ctx.rtmpBase = `rtmp://${location.hostname}:${listeners.rtmp.addr.split(':').pop()}/live/`;
+    parts.push(h('h3', {}, 'Health'),
+      h('p', { id: 'health-status' }, h('span', { class: health.status === 'ok' ? 'badge' : 'badge live' }, health.status),
+        ` node ${health.nodeId} · catalog: ${comps.catalog ? comps.catalog.detail : '?'} · storage: ${comps.storage ? comps.storage.status : '?'}`),
+      h('p', { class: 'muted' }, 'Listeners: ', Object.entries(listeners).map(([name, l]) => `${name} ${l.addr}`).join(' · ')));
+  } catch (e) {
+    parts.push(h('p', { class: 'error-text' }, `Health check failed: ${e.message}`));
+  }
+  if (ctx.who.admin) {
+    try {
+      const cluster = await get('/api/cluster');
+      parts.push(h('h3', {}, 'Cluster'),
+        h('p', {}, `Leader: node ${cluster.leaderId ?? 'none'} · term ${cluster.term}`),
+        h('div', { class: 'table-wrap' }, h('table', { id: 'cluster-members' },
+          h('caption', { class: 'visually-hidden' }, 'Cluster members'),
+          h('thead', {}, h('tr', {}, ['Node', 'Region', 'Roles', 'Voter', 'Applied', 'Address'].map((t) => h('th', { scope: 'col' }, t)))),
+          h('tbody', {}, cluster.members.map((m) => h('tr', {},
+            h('td', {}, m.nodeId, m.nodeId === cluster.leaderId ? ' (leader)' : ''), h('td', {}, m.region), h('td', {}, m.roles.join(', ')),
+            h('td', {}, m.voter ? 'yes' : 'learner'), h('td', {}, m.lastApplied ?? '—'), h('td', {}, h('code', {}, m.addr))))))));
+    } catch (e) {
+      parts.push(h('h3', {}, 'Cluster'), errorLine(e));
+    }
+  }
+  fill(slot, parts);
+}
+
+// ----- channels and stream keys -----
+
+function keyBox(channel) {
+  const key = ctx.keys.get(channel.id);
+  if (!key) {
+    return h('div', { class: 'key-box' },
+      h('span', { class: 'muted' }, 'Stream key hidden (shown once).'),
+      actionButton('Rotate key', () => rotateKey(channel), { class: 'small secondary', 'data-action': 'rotate-key',
+        'aria-label': `Rotate key of ${channel.title}` }));
+  }
+  const ingest = ctx.rtmpBase ? `${ctx.rtmpBase}${key}` : null;
+  return h('div', { class: 'key-box' },
+    h('code', { 'data-stream-key': channel.id }, key),
+    h('button', { type: 'button', class: 'small', 'data-action': 'copy-key', 'aria-label': `Copy key of ${channel.title}`,
+      onclick: () => copyText(key, 'Stream key') }, 'Copy key'),
+    ingest ? h('button', { type: 'button', class: 'small secondary', 'aria-label': `Copy RTMP URL of ${channel.title}`,
+      onclick: () => copyText(ingest, 'RTMP URL') }, 'Copy RTMP URL') : null,
+    actionButton('Rotate key', () => rotateKey(channel), { class: 'small secondary', 'data-action': 'rotate-key',
+      'aria-label': `Rotate key of ${channel.title}` }));
+}
+
+async function rotateKey(channel) {
+  const res = await api('POST', `/api/channels/${enc(channel.id)}/stream-key/rotate`);
+  ctx.keys.set(channel.id, res.streamKey);
+  toast('New stream key: the old one no longer works');
+  await refreshChannels();
+}
+
+function channelEditForm(channel, row) {
+  const form = h('form', { class: 'card', 'aria-label': `Edit ${channel.title}` },
+    field('Title', { name: 'title', value: channel.title, required: true, maxlength: 140 }),
+    field('Category', { name: 'category', value: channel.category || '' }),
+    field('Tags', { name: 'tags', value: channel.tags.join(', ') }, 'Comma separated.'),
+    h('div', { class: 'row' }, h('button', { type: 'submit' }, 'Save'),
+      h('button', { type: 'button', class: 'secondary', onclick: () => form.remove() }, 'Cancel')));
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const data = Object.fromEntries(new FormData(form));
+    try {
+      await api('PATCH', `/api/channels/${enc(channel.id)}`, {
+        title: data.title, category: data.category.trim() || null, tags: splitTags(data.tags),
+      });
+      toast('Channel saved');
+      await refreshChannels();
+    } catch (err) { toast(err.message, true); }
+  });
+  row.after(h('li', { class: 'edit-row' }, form));
+  form.querySelector('input').focus();
+}
+
+function splitTags(text) {
+  return text.split(',').map((t) => t.trim()).filter(Boolean);
+}
+
+function confirmButton(text, confirmText, action, attrs = {}) {
+  const button = h('button', { type: 'button', class: 'small secondary', ...attrs }, text);
+  let armed = false;
+  button.addEventListener('click', async () => {
+    if (!armed) {
+      armed = true;
+      button.textContent = confirmText;
+      button.classList.replace('secondary', 'danger');
+      setTimeout(() => { armed = false; button.textContent = text; button.classList.replace('danger', 'secondary'); }, 4000);
+      return;
+    }
+    button.disabled = true;
+    try { await action(); } catch (e) { toast(e.message, true); button.disabled = false; }
+  });
+  return button;
+}
+
+function channelRow(channel) {
+  const live = channel.liveState === 'live';
+  const row = h('li', { class: 'card', 'data-channel-id': channel.id },
+    h('div', { class: 'row' }, liveBadge(channel.liveState), h('strong', {}, channel.title),
+      h('span', { class: 'muted' }, `by ${userName(channel.ownerId)}`),
+      h('a', { href: `/c/${enc(channel.id)}` }, 'Open channel page')),
+    h('p', { class: 'muted' }, [channel.category, channel.tags.map((t) => `#${t}`).join(' ')].filter(Boolean).join(' · ') || 'No category or tags',
+      ` · ${channel.followers} followers · ${channel.subscribers} subscribers`),
+    keyBox(channel),
+    h('div', { class: 'row actions' },
+      h('button', { type: 'button', class: 'small secondary', onclick: () => channelEditForm(channel, row) }, 'Edit'),
+      actionButton(live ? 'Stop stream' : 'Start stream', async () => {
+        await api('POST', `/api/channels/${enc(channel.id)}/stream/${live ? 'stop' : 'start'}`, {});
+        toast(live ? 'Stream stopped' : 'Stream started');
+        await refreshChannels();
+        if (sessionsSlot) renderSessions(sessionsSlot).catch(() => {});
+      }, { class: 'small secondary', 'data-action': live ? 'stop' : 'start' }),
+      confirmButton('Delete', 'Confirm delete', async () => {
+        await api('DELETE', `/api/channels/${enc(channel.id)}`);
+        toast('Channel deleted');
+        await refreshChannels();
+      })));
+  return row;
+}
+
+let channelsSlot = null;
+let moderationSlot = null;
+let profilesSlot = null;
+async function refreshChannels() {
+  const before = ctx.channels.map((c) => c.id).join();
+  await loadUsersAndChannels();
+  renderChannels(channelsSlot);
+  // New or deleted channels: the moderation view and the featured-channel choice follow.
+  if (before !== ctx.channels.map((c) => c.id).join()) {
+    if (moderationSlot) renderModeration(moderationSlot);
+    if (profilesSlot) profileForm(profilesSlot, ctx).catch((e) => fill(profilesSlot, errorLine(e)));
+  }
+}
+
+function renderChannels(slot) {
+  channelsSlot = slot;
+  const { who } = ctx;
+  const creator = who.admin || (who.user && who.user.roles.some((r) => r === 'creator'));
+  let form = null;
+  if (creator) {
+    const ownerChoice = who.admin
+      ? selectField('Owner', { name: 'ownerId' }, ctx.users.map((u) => [u.id, `${u.displayName} (${u.email})`]), who.user?.id)
+      : null;
+    form = h('form', { id: 'create-channel', 'aria-labelledby': 'create-channel-title' },
+      h('h3', { id: 'create-channel-title' }, 'Create a channel'),
+      h('div', { class: 'grid-2' },
+        field('Title', { name: 'title', required: true, maxlength: 140 }),
+        field('Category', { name: 'category' }),
+        field('Tags', { name: 'tags' }, 'Comma separated, e.g. outdoors, travel.'),
+        ownerChoice),
+      h('button', { type: 'submit' }, 'Create channel'));
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      const data = Object.fromEntries(new FormData(form));
+      const body = { title: data.title, tags: splitTags(data.tags || '') };
+      if (data.category && data.category.trim()) body.category = data.category.trim();
+      if (data.ownerId) body.ownerId = data.ownerId;
+      try {
+        const created = await api('POST', '/api/channels', body);
+        ctx.keys.set(created.id, created.streamKey);
+        toast(`Channel created. Copy its stream key now: it is shown only once.`);
+        form.reset();
+        await refreshChannels();
+      } catch (err) { toast(err.message, true); }
+    });
+  }
+  fill(slot,
+    creator ? null : h('p', { class: 'muted' }, 'Creating channels needs the creator role: ask an admin.'),
+    form,
+    h('h3', {}, who.admin ? 'All channels' : 'Your channels'),
+    ctx.channels.length ? h('ul', { id: 'channel-list', class: 'plain-list' }, ctx.channels.map(channelRow))
+      : h('p', { class: 'muted' }, 'No channels yet.'));
+}
+
+// ----- live sessions -----
+
+let sessionsSlot = null;
+async function renderSessions(slot) {
+  sessionsSlot = slot;
+  const channels = ctx.channels.slice(0, 40);
+  const lists = await Promise.all(channels.map((c) =>
+    get(`/api/channels/${enc(c.id)}/sessions`).then((s) => s.map((x) => ({ ...x, title: c.title }))).catch(() => [])));
+  const sessions = lists.flat().sort((a, b) => b.startedAt - a.startedAt).slice(0, 50);
+  const live = sessions.filter((s) => !s.endedAt);
+  fill(slot,
+    h('p', {}, `${live.length} live now.`),
+    sessions.length ? h('div', { class: 'table-wrap' }, h('table', { id: 'sessions-table' },
+      h('caption', { class: 'visually-hidden' }, 'Stream sessions, newest first'),
+      h('thead', {}, h('tr', {}, ['Channel', 'State', 'Started', 'Ended', 'Renditions', 'Peak viewers'].map((t) => h('th', { scope: 'col' }, t)))),
+      h('tbody', {}, sessions.map((s) => h('tr', {},
+        h('td', {}, h('a', { href: `/c/${enc(s.channelId)}` }, s.title)),
+        h('td', {}, liveBadge(s.endedAt ? 'offline' : 'live')),
+        h('td', {}, formatTime(s.startedAt)), h('td', {}, formatTime(s.endedAt)),
+        h('td', {}, s.renditions.join(', ')), h('td', {}, s.peakConcurrent)))))) : h('p', { class: 'muted' }, 'No sessions yet.'));
+}
+
+// ----- chat moderation across every channel -----
+
+const moderationSockets = [];
+function renderModeration(slot) {
+  moderationSlot = slot;
+  moderationSockets.splice(0).forEach((c) => c.close());
+  const channels = ctx.channels.slice(0, 25);
+  const log = h('ul', { class: 'moderation-log', id: 'moderation-log', 'aria-live': 'polite', 'aria-label': 'Recent chat messages' });
+  const byId = new Map();
+  const titleOf = (id) => (channels.find((c) => c.id === id) || {}).title || id;
+  const add = (m) => {
+    if (byId.has(m.id)) return;
+    const item = messageItem(m, true, h('span', { class: 'badge' }, titleOf(m.channelId)));
+    item.dataset.sentAt = m.sentAt;
+    byId.set(m.id, item);
+    // Newest first.
+    const after = [...log.children].find((li) => Number(li.dataset.sentAt) < m.sentAt);
+    log.insertBefore(item, after || null);
+  };
+  const remove = (id) => { byId.get(id)?.remove(); byId.delete(id); };
+  for (const channel of channels) {
+    moderationSockets.push(new ChatConnection(channel.id, {
+      onHistory: (messages) => messages.forEach(add),
+      onMessage: add,
+      onDeleted: remove,
+    }, 20));
+  }
+  let post = null;
+  if (channels.length) {
+    const asUser = !ctx.who.user
+      ? selectField('Post as', { name: 'userId' }, ctx.users.map((u) => [u.id, u.displayName]))
+      : null;
+    post = h('form', { id: 'seed-chat', 'aria-labelledby': 'seed-chat-title' },
+      h('h3', { id: 'seed-chat-title' }, 'Post a message'),
+      h('div', { class: 'grid-2' },
+        selectField('Channel', { name: 'channelId' }, channels.map((c) => [c.id, c.title])),
+        asUser,
+        field('Message', { name: 'text', required: true, maxlength: 500 })),
+      h('button', { type: 'submit' }, 'Post'));
+    post.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      const data = Object.fromEntries(new FormData(post));
+      try {
+        const body = { text: data.text };
+        if (data.userId) body.userId = data.userId;
+        await api('POST', `/api/channels/${enc(data.channelId)}/chat`, body);
+        post.querySelector('[name=text]').value = '';
+      } catch (err) { toast(err.message, true); }
+    });
+  }
+  fill(slot,
+    h('p', { class: 'muted' }, channels.length
+      ? `Live chat of ${channels.length} channel${channels.length === 1 ? '' : 's'}, newest first. Deleting a message removes it for every viewer.`
+      : 'No channels to moderate.'),
+    log, post);
+}
+
+// ----- users -----
+
+function userEditForm(user, row) {
+  const form = h('form', { class: 'card', 'aria-label': `Edit ${user.displayName}` },
+    h('div', { class: 'grid-2' },
+      field('Display name', { name: 'displayName', value: user.displayName, required: true, maxlength: 64 }),
+      field('Email', { name: 'email', type: 'email', value: user.email, required: true })),
+    ctx.who.admin ? h('fieldset', {}, h('legend', {}, 'Roles'), h('div', { class: 'checks' },
+      ROLES.map((r) => h('label', {}, h('input', { type: 'checkbox', name: 'roles', value: r, checked: user.roles.includes(r) }), r)))) : null,
+    h('div', { class: 'row' }, h('button', { type: 'submit' }, 'Save'),
+      h('button', { type: 'button', class: 'secondary', onclick: () => form.closest('.edit-row').remove() }, 'Cancel')));
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const data = new FormData(form);
+    const body = { displayName: data.get('displayName'), email: data.get('email') };
+    if (ctx.who.admin) body.roles = data.getAll('roles');
+    try {
+      await api('PATCH', `/api/users/${enc(user.id)}`, body);
+      toast('User saved');
+      await whoami(true).then((w) => { ctx.who = w; });
+      await loadUsersAndChannels();
+      renderUsers(usersSlot);
+    } catch (err) { toast(err.message, true); }
+  });
+  const editRow = h('tr', { class: 'edit-row' }, h('td', { colspan: 5 }, form));
+  row.after(editRow);
+  form.querySelector('input').focus();
+}
+
+let usersSlot = null;
+function renderUsers(slot) {
+  usersSlot = slot;
+  let create = null;
+  if (ctx.who.admin) {
+    create = h('form', { id: 'create-user', 'aria-labelledby': 'create-user-title' },
+      h('h3', { id: 'create-user-title' }, 'Create a user'),
+      h('div', { class: 'grid-2' },
+        field('Display name', { name: 'displayName', required: true, maxlength: 64 }),
+        field('Email', { name: 'email', type: 'email', required: true }),
+        field('Password', { name: 'password', type: 'password', autocomplete: 'new-password' }, 'Optional; at least 8 characters.')),
+      h('fieldset', {}, h('legend', {}, 'Roles'), h('div', { class: 'checks' },
+        ROLES.map((r) => h('label', {}, h('input', { type: 'checkbox', name: 'roles', value: r, checked: r === 'creator' }), r)))),
+      h('button', { type: 'submit' }, 'Create user'));
+    create.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      const data = new FormData(create);
+      const body = { displayName: data.get('displayName'), email: data.get('email'), roles: data.getAll('roles') };
+      if (data.get('password')) body.password = data.get('password');
+      try {
+        await api('POST', '/api/users', body);
+        toast('User created');
+        create.reset();
+        await loadUsersAndChannels();
+        renderUsers(slot);
+      } catch (err) { toast(err.message, true); }
+    });
+  }
+  const rows = ctx.users.map((u) => {
+    const row = h('tr', { 'data-user-id': u.id },
+      h('td', {}, u.displayName), h('td', {}, u.email), h('td', { 'data-field': 'roles' }, u.roles.join(', ')), h('td', {}, formatTime(u.createdAt)));
+    row.append(h('td', {}, h('div', { class: 'row' },
+      h('button', { type: 'button', class: 'small secondary', 'aria-label': `Edit ${u.displayName}`, onclick: () => userEditForm(u, row) }, 'Edit'),
+      confirmButton('Retire', 'Confirm retire', async () => {
+        await api('DELETE', `/api/users/${enc(u.id)}`);
+        toast(`${u.displayName} retired`);
+        if (ctx.who.user && ctx.who.user.id === u.id) { location.href = '/signup'; return; }
+        await loadUsersAndChannels();
+        renderUsers(slot);
+      }, { 'aria-label': `Retire ${u.displayName}` }))));
+    return row;
+  });
+  fill(slot, create,
+    h('div', { class: 'table-wrap' }, h('table', { id: 'users-table' },
+      h('caption', { class: 'visually-hidden' }, 'Users'),
+      h('thead', {}, h('tr', {}, ['Name', 'Email', 'Roles', 'Created', 'Actions'].map((t) => h('th', { scope: 'col' }, t)))),
+      h('tbody', {}, rows))));
+}
+
+// ----- export -----
+
+function renderExport(slot) {
+  fill(slot,
+    h('p', {}, 'Download the whole catalog (users without password hashes, channels, sessions, chat, profiles, follows, nodes) as JSON.'),
+    actionButton('Export JSON snapshot', async () => {
+      const res = await fetch('/api/export', { credentials: 'same-origin' });
+      if (!res.ok) throw new Error(res.status === 403 ? 'Admins only.' : `export failed (${res.status})`);
+      const blob = await res.blob();
+      const link = h('a', { href: URL.createObjectURL(blob), download: `bitriver-export-${new Date().toISOString().slice(0, 19).replace(/:/g, '')}.json` });
+      document.body.append(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+      toast('Snapshot downloaded');
+    }, { id: 'export-button' }));
+}
+
+// ----- page -----
+
+export async function render(main) {
+  ctx.who = await whoami();
+  const { who } = ctx;
+  if (!who.user && !who.admin) {
+    fill(main, h('h1', {}, 'Control Center'),
+      h('p', {}, 'Sign in to manage your channels, stream keys, chat and profile.'),
+      h('p', {}, h('a', { class: 'button', href: '/signup' }, 'Sign up or sign in'), ' ', h('a', { href: '/channels' }, 'or browse live channels')));
+    return;
+  }
+  await loadUsersAndChannels();
+  const slots = {
+    overview: h('div', {}, h('p', { class: 'muted' }, 'Loading…')),
+    channels: h('div', {}),
+    sessions: h('div', {}, h('p', { class: 'muted' }, 'Loading…')),
+    moderation: h('div', {}),
+    profiles: h('div', {}),
+    users: h('div', {}),
+    export: h('div', {}),
+  };
+  const sections = [
+    ['overview', 'Overview'], ['channels', 'Channels'], ['sessions', 'Live sessions'], ['moderation', 'Chat moderation'],
+    ['profiles', 'Streamer profile'], ['users', who.admin ? 'Users' : 'Your account'], ...(who.admin ? [['export', 'Export']] : []),
+  ];
+  fill(main,
+    h('h1', {}, 'Control Center'),
+    h('nav', { 'aria-label': 'Control Center sections' }, h('ul', { class: 'section-nav' },
+      sections.map(([id, title]) => h('li', {}, h('a', { href: `#${id}` }, title))))),
+    sections.map(([id, title]) => section(id, title, slots[id])));
+  // The overview first: it finds the RTMP port that the stream-key boxes show.
+  await renderOverview(slots.overview).catch((e) => fill(slots.overview, errorLine(e)));
+  renderChannels(slots.channels);
+  renderSessions(slots.sessions).catch((e) => fill(slots.sessions, errorLine(e)));
+  renderModeration(slots.moderation);
+  profilesSlot = slots.profiles;
+  profileForm(slots.profiles, ctx).catch((e) => fill(slots.profiles, errorLine(e)));
+  renderUsers(slots.users);
+  if (who.admin) renderExport(slots.export);
+  setInterval(() => {
+    if (document.hidden) return;
+    renderOverview(slots.overview).catch(() => {});
+    renderSessions(slots.sessions).catch(() => {});
+  }, 10000);
+}

@@ -1,0 +1,83 @@
+// The LL-HLS player: hls.js (embedded from npm at build time) in low-latency mode, or the
+// browser's own HLS where hls.js cannot run (Safari on iOS).
+
+let hlsLoading = null;
+
+/** Loads /assets/vendor/hls.min.js once; resolves to `window.Hls` or null when it is missing. */
+function loadHls() {
+  if (!hlsLoading) {
+    hlsLoading = new Promise((resolve) => {
+      // Ask first, so that a binary built without hls.js does not log a failed script load.
+      fetch('/assets/vendor/hls.min.js', { method: 'HEAD' }).then((res) => {
+        if (!res.ok) { resolve(null); return; }
+        const script = document.createElement('script');
+        script.src = '/assets/vendor/hls.min.js';
+        script.onload = () => resolve(window.Hls || null);
+        script.onerror = () => resolve(null);
+        document.head.append(script);
+      }, () => resolve(null));
+    });
+  }
+  return hlsLoading;
+}
+
+export class Player {
+  constructor(video, overlay) {
+    this.video = video;
+    this.overlay = overlay;
+    this.hls = null;
+    this.url = null;
+  }
+
+  message(text) {
+    this.overlay.textContent = text;
+    this.overlay.hidden = !text;
+  }
+
+  /** Play `playbackUrl` (relative URLs resolve against this page, absolute ones may name an edge). */
+  async play(playbackUrl) {
+    const url = new URL(playbackUrl, location.origin).href;
+    if (this.url === url) return;
+    this.stop();
+    this.url = url;
+    const video = this.video;
+    const Hls = await loadHls();
+    if (this.url !== url) return;
+    if (Hls && Hls.isSupported()) {
+      const hls = new Hls({ lowLatencyMode: true, backBufferLength: 30, liveSyncDurationCount: 2 });
+      this.hls = hls;
+      hls.on(Hls.Events.ERROR, (_event, data) => {
+        if (!data.fatal) return;
+        if (data.type === Hls.ErrorTypes.MEDIA_ERROR) {
+          hls.recoverMediaError();
+        } else {
+          this.message('The stream is not reachable right now; retrying…');
+          setTimeout(() => { if (this.hls === hls) { hls.loadSource(url); hls.startLoad(); } }, 2000);
+        }
+      });
+      hls.on(Hls.Events.FRAG_BUFFERED, () => this.message(''));
+      hls.loadSource(url);
+      hls.attachMedia(video);
+    } else if (video.canPlayType('application/vnd.apple.mpegurl')) {
+      video.src = url;
+    } else {
+      this.message(Hls === null
+        ? 'Player unavailable: hls.js was not installed when this server was built (run ./scripts/setup.sh).'
+        : 'This browser cannot play HLS.');
+      return;
+    }
+    this.message('Connecting…');
+    video.muted = true;
+    video.play().catch(() => { /* autoplay refused: the controls are there */ });
+    video.addEventListener('playing', () => this.message(''), { once: true });
+  }
+
+  stop(text = '') {
+    if (this.hls) { this.hls.destroy(); this.hls = null; }
+    if (this.video.src) { this.video.removeAttribute('src'); this.video.load(); }
+    this.url = null;
+    this.message(text);
+  }
+}
+
+export { loadHls };
