@@ -105,8 +105,14 @@ fn main() -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
 
-    println!("edge-bench: cache hits, wrk -t{} -d{}s, {} nginx workers / edge threads, loopback", args.wrk_threads, args.seconds, args.workers);
-    println!("{:<13} {:>5} {:<18} {:>9} {:>7} {:>8} {:>8}", "object", "conns", "server", "req/s", "Gbit/s", "p50 ms", "p99 ms");
+    println!(
+        "edge-bench: cache hits, wrk -t{} -d{}s, {} nginx workers / edge threads, loopback",
+        args.wrk_threads, args.seconds, args.workers
+    );
+    println!(
+        "{:<13} {:>5} {:<18} {:>9} {:>7} {:>8} {:>8}",
+        "object", "conns", "server", "req/s", "Gbit/s", "p50 ms", "p99 ms"
+    );
     let mut ratios = Vec::new();
     for (label, path, size) in OBJECTS {
         for &conns in &args.conns {
@@ -135,7 +141,9 @@ fn main() -> anyhow::Result<()> {
     let nginx_pids = nginx.worker_pids();
     let self_pid = vec![std::process::id()];
     println!();
-    for (name, port, pids) in [("nginx proxy_cache", nginx.edge_port, &nginx_pids), ("bitriver edge", edge_port, &self_pid)] {
+    for (name, port, pids) in
+        [("nginx proxy_cache", nginx.edge_port, &nginx_pids), ("bitriver edge", edge_port, &self_pid)]
+    {
         let per = idle_memory(port, idle, pids)?;
         println!("memory per idle keep-alive connection ({idle} connections): {name}: {:.1} KB", per / 1024.0);
     }
@@ -245,7 +253,9 @@ fn rss_bytes(pids: &[u32]) -> f64 {
     pids.iter()
         .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
         .filter_map(|s| {
-            s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
         })
         .sum::<f64>()
         * 1024.0
@@ -259,10 +269,8 @@ fn idle_memory(port: u16, count: usize, pids: &[u32]) -> anyhow::Result<f64> {
     let request = format!("GET {INIT} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
     for _ in 0..count {
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-        if std::env::var_os("EDGE_BENCH_NOREQ").is_none() {
-            stream.write_all(request.as_bytes())?;
-            read_response(&mut stream)?;
-        }
+        stream.write_all(request.as_bytes())?;
+        read_response(&mut stream)?;
         open.push(stream);
     }
     std::thread::sleep(Duration::from_millis(1000));

@@ -81,6 +81,8 @@ pub struct EdgeCtx {
     origins: Vec<Origin>,
     attempt: usize,
     stale_served: bool,
+    /// The viewer's address, for the unique-viewer count.
+    client: Option<IpAddr>,
 }
 
 impl EdgeProxy {
@@ -117,7 +119,7 @@ impl ProxyHttp for EdgeProxy {
     type CTX = EdgeCtx;
 
     fn new_ctx(&self) -> EdgeCtx {
-        EdgeCtx { request: None, origins: Vec::new(), attempt: 0, stale_served: false }
+        EdgeCtx { request: None, origins: Vec::new(), attempt: 0, stale_served: false, client: None }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut EdgeCtx) -> Result<bool> {
@@ -128,11 +130,10 @@ impl ProxyHttp for EdgeProxy {
             respond_json_error(session, 404, "not_found", &message).await?;
             return Ok(true);
         };
-        if matches!(request.kind, ObjectKind::Part | ObjectKind::BlockingPlaylist | ObjectKind::Playlist) {
-            let agent = req.headers.get(header::USER_AGENT).map_or(&b""[..], |v| v.as_bytes());
-            self.viewers.seen(&request.channel, client_ip(session), agent, Instant::now());
-        }
         ctx.request = Some(request);
+        // Now, while the connection is surely open: the peer address is looked up lazily and
+        // may be gone by the logging phase.
+        ctx.client = client_ip(session);
         Ok(false)
     }
 
@@ -283,7 +284,16 @@ impl ProxyHttp for EdgeProxy {
         FailToProxy { error_code: status, can_reuse_downstream: false }
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, _ctx: &mut EdgeCtx) {
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut EdgeCtx) {
+        // A viewer is someone actually watching: playlists and parts that were served. Counting
+        // failed requests would let made-up channel ids fill the counter.
+        let served = session.response_written().is_some_and(|r| r.status == http::StatusCode::OK);
+        if let Some(request) = ctx.request.as_ref().filter(|_| served) {
+            if matches!(request.kind, ObjectKind::Part | ObjectKind::BlockingPlaylist | ObjectKind::Playlist) {
+                let agent = session.req_header().headers.get(header::USER_AGENT).map_or(&b""[..], |v| v.as_bytes());
+                self.viewers.seen(&request.channel, ctx.client, agent, Instant::now());
+            }
+        }
         if session.cache.enabled() && session.cache.lock_duration().is_some() && !session.cache.is_cache_lock_writer() {
             self.metrics.collapsed_waiters.inc();
         }

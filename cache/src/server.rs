@@ -210,10 +210,10 @@ async fn serve_connection(
     let mut next = Some((stream, None));
     while let Some((mut stream, settings)) = next.take() {
         let mut byte = [0u8; 1];
-        let ready = if std::env::var_os("EDGE_NO_PEEK").is_some() { Ok(Ok(true)) } else { tokio::select! {
+        let ready = tokio::select! {
             ready = tokio::time::timeout(IDLE_TIMEOUT, stream.try_peek(&mut byte)) => ready,
             _ = wait_true(&mut shutdown) => return,
-        } };
+        };
         match ready {
             // A byte of the next request is there (or peeking is not supported: let pingora read).
             Ok(Ok(_)) => {}

@@ -347,3 +347,54 @@ async fn an_origin_slower_than_the_timeout_gets_a_504() {
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "origin_timeout");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_https_when_given_a_certificate() {
+    if !std::path::Path::new("/usr/bin/curl").exists() {
+        eprintln!("SKIPPED: /usr/bin/curl not installed");
+        return;
+    }
+    let test_origin = TestOrigin::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, key.cert.pem()).unwrap();
+    std::fs::write(&key_path, key.signing_key.serialize_pem()).unwrap();
+    let resolver = Arc::new(Fixed(Mutex::new(vec![origin(test_origin.addr)])));
+    let edge = Edge::new(EdgeConfig::default(), resolver, &Registry::new()).unwrap();
+    let edge = Arc::new(edge.with_tls(&cert_path, &key_path).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (_stop, stop_rx) = watch::channel(false);
+    let serving = edge.clone();
+    tokio::spawn(async move { serving.serve(listener, stop_rx, Duration::from_secs(1)).await });
+    let out = tokio::process::Command::new("curl")
+        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code} %{size_download}"])
+        .arg(format!("https://127.0.0.1:{port}/hls/ch/v/seg1.m4s"))
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200 1000");
+    // A missing certificate file is a clear error, not a panic.
+    let resolver = Arc::new(Fixed(Mutex::new(Vec::new())));
+    let edge = Edge::new(EdgeConfig::default(), resolver, &Registry::new()).unwrap();
+    assert!(edge.with_tls(&dir.path().join("nope.pem"), &key_path).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_unique_viewers_of_served_playlists_and_parts() {
+    let origin = TestOrigin::new().await;
+    let edge = start_edge(vec![origin.addr], EdgeConfig::default()).await;
+    let http = client();
+    for round in 0..5 {
+        for agent in ["a", "b", "c"] {
+            for path in [format!("/hls/ch/v/index.m3u8?r={round}"), format!("/hls/ch/v/part{round}.0.m4s")] {
+                let resp = http.get(format!("{}{path}", edge.url)).header("user-agent", agent).send().await.unwrap();
+                assert_eq!(resp.status(), 200);
+            }
+        }
+    }
+    // Failed requests are nobody's viewing.
+    http.get(format!("{}/hls/offline/v/index.m3u8", edge.url)).send().await.unwrap();
+    assert_eq!(edge.edge.viewers().counts(std::time::Instant::now()), [("ch".to_owned(), 3)]);
+}

@@ -81,6 +81,8 @@ pub fn edge_config(config: &ValidatedConfig) -> EdgeConfig {
 /// A running edge: stop it with [`RunningEdge::stop`].
 pub struct RunningEdge {
     pub addr: SocketAddr,
+    /// The cache storage, for `/healthz`.
+    pub storage: &'static cache::MokaStorage,
     stop: watch::Sender<bool>,
     serve: tokio::task::JoinHandle<()>,
     report: tokio::task::JoinHandle<()>,
@@ -125,7 +127,7 @@ pub fn start(
     let serving = edge.clone();
     let serve = tokio::spawn(async move { serving.serve(listener, stop_rx, Duration::from_secs(10)).await });
     let report = tokio::spawn(report_viewers(catalog, edge.viewers()));
-    Ok(RunningEdge { addr, stop, serve, report })
+    Ok(RunningEdge { addr, storage: edge.storage(), stop, serve, report })
 }
 
 /// Every [`REPORT_EVERY`], propose this node's unique viewers per channel to the catalog.
@@ -137,6 +139,10 @@ pub async fn report_viewers(catalog: Catalog, viewers: Arc<ViewerCounter>) {
         tick.tick().await;
         let node_id = catalog.node_id();
         for (channel_id, count) in viewers.counts(Instant::now()) {
+            // Only channels the catalog knows: a report for anything else would be refused anyway.
+            if !catalog.read(|s| s.channel(&channel_id).is_some()) {
+                continue;
+            }
             let sample = ViewerSample { channel_id, node_id, viewers: count, at: raft::now_millis() };
             let channel = sample.channel_id.clone();
             if let Err(error) = catalog.propose(Command::ReportViewers(sample)).await {

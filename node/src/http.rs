@@ -29,6 +29,8 @@ pub struct NodeHttp {
     pub listeners: Arc<Vec<(String, SocketAddr)>>,
     /// The transcode component of `/healthz`: on or off, ladder, encoders found.
     pub transcode: Arc<serde_json::Value>,
+    /// The edge cache, when the node runs the edge role, for `/healthz`.
+    pub edge_cache: Option<&'static cache::MokaStorage>,
 }
 
 pub fn router(state: NodeHttp) -> Router {
@@ -131,6 +133,15 @@ async fn healthz(State(state): State<NodeHttp>) -> Response {
             "transcode": *state.transcode,
         }
     });
+    let mut body = body;
+    if let Some(storage) = state.edge_cache {
+        body["components"]["edge"] = json!({
+            "status": "ok",
+            "cacheBytes": storage.weighted_bytes(),
+            "objects": storage.object_count(),
+            "filling": storage.filling_count(),
+        });
+    }
     let code = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, Json(body)).into_response()
 }

@@ -140,6 +140,7 @@ pub async fn run(
         data_dir: config.data_dir.clone(),
         listeners: Arc::new(listener_names),
         transcode: Arc::new(transcode.health.clone()),
+        edge_cache: edge.as_ref().map(|e| e.storage),
     };
     let api_mode = match config.mode {
         crate::config::Mode::Development => control::Mode::Development,

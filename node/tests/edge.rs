@@ -130,6 +130,9 @@ async fn ffprobe_and_hls_js_play_through_the_edge() {
         "requests {requests} hits {hits} parts {origin_parts}"
     );
     assert!(node.metric("bitriver_edge_cache_bytes").await.unwrap() > 0.0);
+    let health = get_json(&node, "/healthz").await;
+    assert_eq!(health["components"]["edge"]["status"], "ok", "{health}");
+    assert!(health["components"]["edge"]["objects"].as_u64().unwrap_or(0) > 0, "{health}");
     let _ = publisher.kill().await;
 }
 
@@ -145,8 +148,12 @@ async fn an_audience_blocked_on_the_next_part_costs_the_origin_one_request() {
     wait_edge_body(&playlist_url, "#EXT-X-PRELOAD-HINT", &node).await;
     let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
     const AUDIENCE: usize = 300;
+    let mut done = Vec::new();
 
-    for round in ["part", "playlist"] {
+    for (round, attempt) in ["part", "playlist"].into_iter().flat_map(|r| (1..=5).map(move |a| (r, a))) {
+        if done.contains(&round) {
+            continue;
+        }
         // Right after a fresh playlist the hinted part is not published yet.
         let playlist = client.get(format!("{playlist_url}?fresh={round}")).send().await.unwrap().text().await.unwrap();
         let hint = playlist
@@ -180,16 +187,25 @@ async fn an_audience_blocked_on_the_next_part_costs_the_origin_one_request() {
                 (resp.status().as_u16(), resp.bytes().await.unwrap())
             }));
         }
-        let mut bodies = Vec::new();
+        let mut answers = Vec::new();
         for viewer in viewers {
-            let (status, body) = viewer.await.unwrap();
-            assert_eq!(status, 200, "{round}: {}", String::from_utf8_lossy(&body));
-            bodies.push(body);
+            answers.push(viewer.await.unwrap());
         }
-        assert!(bodies.windows(2).all(|w| w[0] == w[1]), "{round}: every viewer got the same answer");
+        // A keyframe can close the segment before the hinted part: the origin then says 404 (never
+        // cached), and the round is tried again with the next hint.
+        if round == "part" && attempt < 5 && answers.iter().all(|(status, _)| *status == 404) {
+            eprintln!("{hint} was cut by a new segment; trying the next hint");
+            continue;
+        }
+        for (status, body) in &answers {
+            assert_eq!(*status, 200, "{round}: {}", String::from_utf8_lossy(body));
+        }
+        assert!(answers.windows(2).all(|w| w[0].1 == w[1].1), "{round}: every viewer got the same answer");
         let after = node.metric(metric).await.unwrap();
         assert_eq!(after - before, 1.0, "{round}: {AUDIENCE} viewers made {} origin requests", after - before);
+        done.push(round);
     }
+    assert_eq!(done, ["part", "playlist"]);
     assert!(node.metric("bitriver_edge_collapsed_waiters_total").await.unwrap() > 0.0);
     let _ = publisher.kill().await;
 }

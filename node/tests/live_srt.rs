@@ -7,33 +7,14 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_ports, get_json, post_json, wait_for_body, NodeProc};
-use serde_json::{json, Value};
+use common::live::{
+    create_channel, ffprobe, media_tools_missing, publish, rtmp_url, start_with_rtmp, stream, Encoding, FFMPEG,
+};
+use common::{free_ports, get_json, wait_for_body, NodeProc};
 use tokio::process::{Child, Command};
-
-const FFMPEG: &str = "/usr/bin/ffmpeg";
-const FFPROBE: &str = "/usr/bin/ffprobe";
-
-/// ffmpeg encoding the test pattern and a tone for `seconds`, sent to `output` in `format`.
-fn publish(format: &str, output: &str, seconds: u32, log: &Path) -> Child {
-    Command::new(FFMPEG)
-        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args(["-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-g", "30", "-pix_fmt", "yuv420p"])
-        .args(["-c:a", "aac", "-b:a", "128k", "-t", &seconds.to_string(), "-f", format])
-        .arg(output)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
-}
 
 /// ffmpeg's SRT caller URL; the stream id is written raw (ffmpeg 5.1 sends it verbatim).
 fn srt_url(port: u16, key: &str) -> String {
@@ -47,63 +28,26 @@ async fn exit_within(child: &mut Child, limit: Duration, what: &str) -> ExitStat
     }
 }
 
-async fn ffprobe(args: &[&str]) -> Value {
-    let out = tokio::time::timeout(
-        Duration::from_secs(30),
-        Command::new(FFPROBE).args(["-v", "error", "-of", "json"]).args(args).kill_on_drop(true).output(),
-    )
-    .await
-    .expect("ffprobe timed out")
-    .unwrap();
-    assert!(out.status.success(), "ffprobe {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn stream<'a>(probe: &'a Value, codec: &str) -> Option<&'a Value> {
-    probe["streams"].as_array()?.iter().find(|s| s["codec_name"] == codec)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn srt_publish_goes_live_and_plays_over_hls() {
-    if !Path::new(FFMPEG).exists() || !Path::new(FFPROBE).exists() {
-        eprintln!("SKIPPED: {FFMPEG} or {FFPROBE} not installed");
+    if media_tools_missing() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let log = |name: &str| dir.path().join(name);
     let mut node = NodeProc::new(dir.path(), "live");
-    let (rtmp_port, srt_port) = free_ports();
-    // The harness binds both ingest listeners on port 0; the last flag wins.
-    node.args = vec![
-        "--rtmp-addr".into(),
-        format!("127.0.0.1:{rtmp_port}"),
-        "--srt-addr".into(),
-        format!("127.0.0.1:{srt_port}"),
-    ];
-    node.start();
-    node.wait_healthy(Duration::from_secs(30)).await;
+    let (_, srt_port) = free_ports();
+    let rtmp_port = start_with_rtmp(&mut node, &["--srt-addr", &format!("127.0.0.1:{srt_port}")]).await;
 
     let health = get_json(&node, "/healthz").await.to_string();
     assert!(health.contains("\"srt\"") && health.contains(&format!("127.0.0.1:{srt_port}")), "no srt in {health}");
 
-    let (status, user) = post_json(
-        &node,
-        "/api/users",
-        json!({"displayName": "Streamer", "email": "streamer@example.com", "roles": ["creator"]}),
-    )
-    .await;
-    assert_eq!(status, 201, "{user}");
-    let (status, channel) =
-        post_json(&node, "/api/channels", json!({"ownerId": user["id"], "title": "Live over SRT", "tags": ["test"]}))
-            .await;
-    assert_eq!(status, 201, "{channel}");
-    let id = channel["id"].as_str().unwrap().to_owned();
-    let key = channel["streamKey"].as_str().expect("streamKey in the create answer").to_owned();
+    let (id, key) = create_channel(&node, "Live over SRT").await;
 
     // A wrong key is refused in the handshake: the encoder gives up at once.
     let wrong_key = "live_ffffffffffffffffffffffffffffffffffffffff";
     let refused_at = Instant::now();
-    let mut wrong = publish("mpegts", &srt_url(srt_port, wrong_key), 5, &log("wrong.log"));
+    let mut wrong = publish("mpegts", &srt_url(srt_port, wrong_key), 5, Encoding::ZeroLatency, &log("wrong.log"));
     let status = exit_within(&mut wrong, Duration::from_secs(10), "wrong-key publisher").await;
     assert!(!status.success(), "a wrong key was accepted");
     println!("wrong key refused after {} ms", refused_at.elapsed().as_millis());
@@ -112,7 +56,7 @@ async fn srt_publish_goes_live_and_plays_over_hls() {
     assert!(!logs.contains(wrong_key), "a full stream key was logged:\n{logs}");
 
     let started = Instant::now();
-    let mut publisher = publish("mpegts", &srt_url(srt_port, &key), 60, &log("ffmpeg.log"));
+    let mut publisher = publish("mpegts", &srt_url(srt_port, &key), 60, Encoding::ZeroLatency, &log("ffmpeg.log"));
 
     let master =
         wait_for_body(&node, &format!("/hls/{id}/master.m3u8"), "#EXT-X-STREAM-INF", started, Duration::from_secs(20))
@@ -146,7 +90,7 @@ async fn srt_publish_goes_live_and_plays_over_hls() {
         .unwrap();
 
     // The same key over RTMP while SRT publishes: one gate for both, so refused.
-    let mut second = publish("flv", &format!("rtmp://127.0.0.1:{rtmp_port}/live/{key}"), 5, &log("second.log"));
+    let mut second = publish("flv", &rtmp_url(rtmp_port, &key), 5, Encoding::ZeroLatency, &log("second.log"));
     let status = exit_within(&mut second, Duration::from_secs(20), "second publisher").await;
     assert!(!status.success(), "a second publisher over RTMP was accepted");
 

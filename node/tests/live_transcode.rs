@@ -11,68 +11,22 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{free_ports, get_json, post_json, wait_for_body, NodeProc};
-use serde_json::{json, Value};
-
-const FFMPEG: &str = "/usr/bin/ffmpeg";
-const FFPROBE: &str = "/usr/bin/ffprobe";
-
-fn tools_missing() -> bool {
-    let missing = !Path::new(FFMPEG).exists() || !Path::new(FFPROBE).exists();
-    if missing {
-        eprintln!("SKIPPED: {FFMPEG} or {FFPROBE} not installed");
-    }
-    missing
-}
+use common::live::{create_channel, media_tools_missing, probe_size, publish, rtmp_url, start_with_rtmp, Encoding};
+use common::{get_json, wait_for_body, NodeProc};
+use serde_json::json;
 
 /// A node with RTMP on a free port and the given ladder; returns it and the RTMP port.
 async fn start_node(dir: &Path, ladder: &str) -> (NodeProc, u16) {
     let mut node = NodeProc::new(dir, "transcode");
-    let (rtmp_port, _) = free_ports();
-    node.args =
-        vec!["--rtmp-addr".into(), format!("127.0.0.1:{rtmp_port}"), "--transcode-ladder".into(), ladder.into()];
-    node.start();
-    node.wait_healthy(Duration::from_secs(30)).await;
+    let rtmp_port = start_with_rtmp(&mut node, &["--transcode-ladder", ladder]).await;
     (node, rtmp_port)
 }
 
-/// Creates a user and a channel; returns (channel id, stream key).
-async fn channel(node: &NodeProc) -> (String, String) {
-    let (status, user) = post_json(
-        node,
-        "/api/users",
-        json!({"displayName": "Streamer", "email": "streamer@example.com", "roles": ["creator"]}),
-    )
-    .await;
-    assert_eq!(status, 201, "{user}");
-    let (status, channel) =
-        post_json(node, "/api/channels", json!({"ownerId": user["id"], "title": "Ladder", "tags": []})).await;
-    assert_eq!(status, 201, "{channel}");
-    (channel["id"].as_str().unwrap().to_owned(), channel["streamKey"].as_str().unwrap().to_owned())
-}
-
-/// ffmpeg publishing a 640x360 test pattern (keyframe every second) and a sine over RTMP. With
-/// `b_frames` the video has B-frames (decode order differs from presentation order, as from OBS's
-/// default x264 settings), otherwise it is encoded zerolatency.
-fn publish(dir: &Path, rtmp_port: u16, key: &str, seconds: u32, b_frames: bool) -> tokio::process::Child {
-    let tune: &[&str] = if b_frames { &["-bf", "2"] } else { &["-tune", "zerolatency"] };
-    tokio::process::Command::new(FFMPEG)
-        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args(["-c:v", "libx264", "-preset", "veryfast", "-g", "30", "-pix_fmt", "yuv420p"])
-        .args(tune)
-        .args(["-c:a", "aac", "-b:a", "128k", "-t", &seconds.to_string(), "-f", "flv"])
-        .arg(format!("rtmp://127.0.0.1:{rtmp_port}/live/{key}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("ffmpeg.log")).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
+/// ffmpeg publishing the 640x360 test pattern over RTMP for `seconds`.
+fn publish_rtmp(dir: &Path, rtmp_port: u16, key: &str, seconds: u32, encoding: Encoding) -> tokio::process::Child {
+    publish("flv", &rtmp_url(rtmp_port, key), seconds, encoding, &dir.join("ffmpeg.log"))
 }
 
 /// `(name, attributes)` of each `EXT-X-STREAM-INF` of a multivariant playlist, in order.
@@ -152,29 +106,9 @@ async fn bytes(node: &NodeProc, path: &str) -> Vec<u8> {
     resp.bytes().await.unwrap().to_vec()
 }
 
-/// ffprobe's video (width, height) of a playlist, asserting it also has AAC audio.
-async fn probe_size(node: &NodeProc, path: &str) -> (u64, u64) {
-    let out = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio::process::Command::new(FFPROBE)
-            .args(["-v", "error", "-show_streams", "-of", "json", &node.url(path)])
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("ffprobe timed out")
-    .unwrap();
-    assert!(out.status.success(), "ffprobe {path}: {}", String::from_utf8_lossy(&out.stderr));
-    let probe: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let streams = probe["streams"].as_array().unwrap();
-    let video = streams.iter().find(|s| s["codec_name"] == "h264").unwrap_or_else(|| panic!("no h264: {probe}"));
-    assert!(streams.iter().any(|s| s["codec_name"] == "aac"), "no aac in {path}: {probe}");
-    (video["width"].as_u64().unwrap(), video["height"].as_u64().unwrap())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ladder_renditions_are_aligned_and_hls_js_switches_between_them() {
-    if tools_missing() {
+    if media_tools_missing() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -187,9 +121,9 @@ async fn ladder_renditions_are_aligned_and_hls_js_switches_between_them() {
     let probed: Vec<_> = transcode["hardware"].as_array().unwrap().iter().map(|h| h["name"].clone()).collect();
     assert_eq!(probed, [json!("h264_nvenc"), json!("h264_vaapi"), json!("h264_qsv")], "{health}");
 
-    let (id, key) = channel(&node).await;
+    let (id, key) = create_channel(&node, "Ladder").await;
     let started = Instant::now();
-    let _publisher = publish(dir.path(), rtmp_port, &key, 50, true);
+    let _publisher = publish_rtmp(dir.path(), rtmp_port, &key, 50, Encoding::BFrames);
 
     let master_path = format!("/hls/{id}/master.m3u8");
     let master = wait_for_body(&node, &master_path, "180p/index.m3u8", started, Duration::from_secs(20)).await;
@@ -223,7 +157,7 @@ async fn ladder_renditions_are_aligned_and_hls_js_switches_between_them() {
     // ffprobe decodes each rendition at its size.
     let mut sizes = Vec::new();
     for name in names.iter() {
-        sizes.push(probe_size(&node, &format!("/hls/{id}/{name}/index.m3u8")).await);
+        sizes.push(probe_size(&node.url(&format!("/hls/{id}/{name}/index.m3u8"))).await);
     }
     assert_eq!(sizes, [(640, 360), (640, 360), (320, 180)]);
 
@@ -273,14 +207,14 @@ async fn ladder_renditions_are_aligned_and_hls_js_switches_between_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rung_taller_than_the_source_is_not_encoded() {
-    if tools_missing() {
+    if media_tools_missing() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let (node, rtmp_port) = start_node(dir.path(), "720p:2000,180p:300").await;
-    let (id, key) = channel(&node).await;
+    let (id, key) = create_channel(&node, "Ladder").await;
     let started = Instant::now();
-    let _publisher = publish(dir.path(), rtmp_port, &key, 30, false);
+    let _publisher = publish_rtmp(dir.path(), rtmp_port, &key, 30, Encoding::ZeroLatency);
     let master_path = format!("/hls/{id}/master.m3u8");
     let master = wait_for_body(&node, &master_path, "#EXT-X-STREAM-INF", started, Duration::from_secs(20)).await;
     let names: Vec<_> = variants(&master).into_iter().map(|(n, _)| n).collect();
@@ -288,7 +222,7 @@ async fn a_rung_taller_than_the_source_is_not_encoded() {
     let (status, _) = node.get(&format!("/hls/{id}/720p/index.m3u8")).await.unwrap();
     assert_eq!(status, 404);
     wait_for_body(&node, &format!("/hls/{id}/180p/index.m3u8"), "#EXTINF", started, Duration::from_secs(20)).await;
-    assert_eq!(probe_size(&node, &format!("/hls/{id}/180p/index.m3u8")).await, (320, 180));
+    assert_eq!(probe_size(&node.url(&format!("/hls/{id}/180p/index.m3u8"))).await, (320, 180));
     assert!(node.log_text().contains("transcode ladder started"), "{}", node.log_text());
 }
 

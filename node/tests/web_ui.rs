@@ -15,16 +15,16 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
 
-use common::{free_ports, NodeProc};
+use std::time::Duration;
+
+use common::browser::wait_script;
+use common::live::{start_with_rtmp, FFMPEG};
+use common::NodeProc;
 
 const UI_MJS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/browser/ui.mjs");
-const FFMPEG: &str = "/usr/bin/ffmpeg";
 /// Each scenario's own time limit (ui.mjs stops itself then); the test waits a little longer.
 const SCENARIO_TIMEOUT_S: u64 = 90;
 
@@ -38,10 +38,7 @@ fn artifacts_dir() -> PathBuf {
 /// Starts a development-mode node (RTMP on a known port) and waits until it is healthy.
 async fn start_node(dir: &Path) -> (NodeProc, u16) {
     let mut node = NodeProc::new(dir, "ui");
-    let (rtmp_port, _) = free_ports();
-    node.args = vec!["--mode".into(), "development".into(), "--rtmp-addr".into(), format!("127.0.0.1:{rtmp_port}")];
-    node.start();
-    node.wait_healthy(Duration::from_secs(30)).await;
+    let rtmp_port = start_with_rtmp(&mut node, &["--mode", "development"]).await;
     (node, rtmp_port)
 }
 
@@ -49,7 +46,7 @@ async fn start_node(dir: &Path) -> (NodeProc, u16) {
 fn run_scenario(scenario: &str, node: &NodeProc, rtmp_port: u16) -> serde_json::Value {
     let artifacts = artifacts_dir();
     std::fs::create_dir_all(&artifacts).unwrap();
-    let mut child = Command::new("node")
+    let child = Command::new("node")
         .arg(UI_MJS)
         .arg(scenario)
         .arg(node.url(""))
@@ -62,33 +59,9 @@ fn run_scenario(scenario: &str, node: &NodeProc, rtmp_port: u16) -> serde_json::
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run `node {UI_MJS}`: {e} (run scripts/browser-setup.sh)"));
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out_reader = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err_reader = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
     // Backstop for a wedged node process: ui.mjs gives up by itself after SCENARIO_TIMEOUT_S.
-    let deadline = Instant::now() + Duration::from_secs(SCENARIO_TIMEOUT_S + 20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(100));
-    };
-    let stdout = out_reader.join().unwrap_or_default();
-    let stderr = err_reader.join().unwrap_or_default();
+    let (status, stdout, stderr) = wait_script(child, Duration::from_secs(SCENARIO_TIMEOUT_S + 20));
+    let status = status.unwrap();
     eprintln!("{stderr}");
     println!("UI artifacts (screenshots, summaries): {}", artifacts.display());
     let summary: serde_json::Value = serde_json::from_str(stdout.trim())

@@ -5,7 +5,7 @@
 //! and `PLAY_SCREENSHOT=FILE.png` from the environment, which the child inherits.
 
 use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -51,7 +51,7 @@ fn play(hls_url: &str, min_seconds: f64, same_origin: bool) -> Result<Value, Str
 
 fn play_with(hls_url: &str, min_seconds: f64, same_origin: bool, switch_level: Option<usize>) -> Result<Value, String> {
     let timeout_s: u64 = std::env::var("PLAY_TIMEOUT_S").ok().and_then(|s| s.parse().ok()).unwrap_or(45);
-    let mut child = Command::new("node")
+    let child = Command::new("node")
         .arg(PLAY_MJS)
         .arg(hls_url)
         .arg(min_seconds.to_string())
@@ -62,42 +62,19 @@ fn play_with(hls_url: &str, min_seconds: f64, same_origin: bool, switch_level: O
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run `node {PLAY_MJS}`: {e} (run scripts/browser-setup.sh)"))?;
-    let mut out = child.stdout.take().expect("piped stdout");
-    let mut err = child.stderr.take().expect("piped stderr");
-    let out_reader = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err_reader = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-
     // play.mjs stops itself at timeout + 30 s; this is the backstop for a wedged node process.
-    let deadline = Instant::now() + Duration::from_secs(timeout_s + 60);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() >= deadline => {
-                // SIGTERM first so play.mjs closes Chromium, then make sure.
-                let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-                thread::sleep(Duration::from_secs(5));
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            Ok(None) => thread::sleep(Duration::from_millis(100)),
-            Err(e) => return Err(format!("waiting for play.mjs: {e}")),
-        }
-    };
-    let stdout = out_reader.join().unwrap_or_default();
-    let stderr = err_reader.join().unwrap_or_default();
+    let (status, stdout, stderr) = wait_script(child, Duration::from_secs(timeout_s + 60));
     let stderr_tail = tail(&stderr, 4000);
 
-    let Some(status) = status else {
-        return Err(format!("play.mjs did not finish in {}s\nstdout: {stdout}\nstderr: {stderr_tail}", timeout_s + 60));
+    let status = match status {
+        Ok(Some(status)) => status,
+        Ok(None) => {
+            return Err(format!(
+                "play.mjs did not finish in {}s\nstdout: {stdout}\nstderr: {stderr_tail}",
+                timeout_s + 60
+            ))
+        }
+        Err(e) => return Err(format!("waiting for play.mjs: {e}")),
     };
     let summary: Value = serde_json::from_str(stdout.trim()).map_err(|e| {
         format!("play.mjs ({status}) printed no JSON summary ({e})\nstdout: {stdout}\nstderr: {stderr_tail}")
@@ -109,6 +86,36 @@ fn play_with(hls_url: &str, min_seconds: f64, same_origin: bool, switch_level: O
         let pretty = serde_json::to_string_pretty(&summary).unwrap_or(stdout);
         Err(format!("browser playback of {hls_url} failed ({status}): {reason}\n{pretty}\nstderr: {stderr_tail}"))
     }
+}
+
+/// Waits for a script started with piped stdout and stderr, reading both as it runs; past `limit`
+/// it is sent SIGTERM (so a browser driver can close Chromium), then killed: `Ok(None)`.
+pub fn wait_script(mut child: Child, limit: Duration) -> (std::io::Result<Option<ExitStatus>>, String, String) {
+    let read_all = |mut pipe: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut s = String::new();
+            let _ = pipe.read_to_string(&mut s);
+            s
+        })
+    };
+    let out_reader = read_all(Box::new(child.stdout.take().expect("piped stdout")));
+    let err_reader = read_all(Box::new(child.stderr.take().expect("piped stderr")));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(Some(status)),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+                thread::sleep(Duration::from_secs(5));
+                let _ = child.kill();
+                let _ = child.wait();
+                break Ok(None);
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(100)),
+            Err(e) => break Err(e),
+        }
+    };
+    (status, out_reader.join().unwrap_or_default(), err_reader.join().unwrap_or_default())
 }
 
 fn tail(s: &str, max: usize) -> &str {

@@ -2,6 +2,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod browser;
+pub mod live;
 
 use std::fs::File;
 use std::net::{TcpListener, UdpSocket};
