@@ -130,6 +130,9 @@ async function live() {
   step('ffmpeg publishing over RTMP with the copied key');
 
   const viewer = await userCtx.newPage();
+  // Viewers play through the node's edge (another port), not from the origin the page came from.
+  const hlsHosts = new Set();
+  viewer.on('request', (r) => { if (r.url().includes('/hls/')) hlsHosts.add(new URL(r.url()).host); });
   await viewer.goto(`${base}/c/${channelId}`);
   await viewer.waitForSelector('#live-badge [data-live=true]', { timeout: 30000 });
   step('channel page shows the live badge');
@@ -142,6 +145,8 @@ async function live() {
   });
   expect(state.width === 640 && state.height === 360, `video is ${state.width}x${state.height}`);
   summary.playback = state;
+  summary.playback.hlsHosts = [...hlsHosts];
+  expect(hlsHosts.size > 0 && !hlsHosts.has(new URL(base).host), `LL-HLS fetched from ${[...hlsHosts]}, not the edge`);
   step(`the player plays: currentTime ${state.currentTime.toFixed(2)} s (hls.js ${state.hls})`);
 
   // The profile on the channel page, with a copy button per donation address.

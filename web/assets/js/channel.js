@@ -134,7 +134,7 @@ export async function render(main, channelId) {
 
   const apply = () => {
     fill(badge, liveBadge(channel.liveState));
-    if (channel.liveState === 'live') player.play(channel.playbackUrl);
+    if (channel.liveState === 'live') player.play(channel.edgePlaybackUrl || channel.playbackUrl);
     else player.stop('Offline. The player starts when the stream goes live.');
   };
   apply();
