@@ -7,94 +7,32 @@
 mod common;
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::browser::play_in_chromium;
-use common::{free_ports, get_json, post_json, wait_for_body, NodeProc};
-use serde_json::{json, Value};
-
-const FFMPEG: &str = "/usr/bin/ffmpeg";
-const FFPROBE: &str = "/usr/bin/ffprobe";
-
-fn have_ffmpeg() -> bool {
-    let ok = Path::new(FFMPEG).exists() && Path::new(FFPROBE).exists();
-    if !ok {
-        eprintln!("SKIPPED: {FFMPEG} or {FFPROBE} not installed");
-    }
-    ok
-}
+use common::live::{
+    create_channel, media_tools_missing, probe_size, publish, rtmp_url, start_with_rtmp, wait_url_body, Encoding,
+};
+use common::{get_json, wait_for_body, NodeProc};
 
 /// A node with a live channel published by ffmpeg: (node, channel id, publisher).
 async fn live_node(dir: &Path, name: &str, seconds: u32) -> (NodeProc, String, tokio::process::Child) {
     let mut node = NodeProc::new(dir, name);
-    let (rtmp_port, _) = free_ports();
-    node.args = vec!["--rtmp-addr".into(), format!("127.0.0.1:{rtmp_port}")];
-    node.start();
-    node.wait_healthy(Duration::from_secs(30)).await;
-    let (status, user) = post_json(
-        &node,
-        "/api/users",
-        json!({"displayName": "Streamer", "email": "s@example.com", "roles": ["creator"]}),
-    )
-    .await;
-    assert_eq!(status, 201, "{user}");
-    let (status, channel) =
-        post_json(&node, "/api/channels", json!({"ownerId": user["id"], "title": "Edge", "tags": []})).await;
-    assert_eq!(status, 201, "{channel}");
-    let id = channel["id"].as_str().unwrap().to_owned();
-    let key = channel["streamKey"].as_str().unwrap().to_owned();
-    let publisher = tokio::process::Command::new(FFMPEG)
-        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args(["-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-g", "30", "-pix_fmt", "yuv420p"])
-        .args(["-c:a", "aac", "-b:a", "128k", "-t", &seconds.to_string(), "-f", "flv"])
-        .arg(format!("rtmp://127.0.0.1:{rtmp_port}/live/{key}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join(format!("{name}-ffmpeg.log"))).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let rtmp_port = start_with_rtmp(&mut node, &[]).await;
+    let (id, key) = create_channel(&node, "Edge").await;
+    let log = dir.join(format!("{name}-ffmpeg.log"));
+    let publisher = publish("flv", &rtmp_url(rtmp_port, &key), seconds, Encoding::ZeroLatency, &log);
     (node, id, publisher)
 }
 
 /// GET through the edge until it answers 200 with `needle` in the body.
 async fn wait_edge_body(url: &str, needle: &str, node: &NodeProc) -> String {
-    let deadline = Instant::now() + Duration::from_secs(25);
-    loop {
-        if let Ok(resp) = reqwest::get(url).await {
-            if resp.status() == 200 {
-                let body = resp.text().await.unwrap_or_default();
-                if body.contains(needle) {
-                    return body;
-                }
-            }
-        }
-        assert!(Instant::now() < deadline, "{url} has no {needle:?}\n{}", node.log_text());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn ffprobe(url: &str) -> Value {
-    let out = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio::process::Command::new(FFPROBE)
-            .args(["-v", "error", "-show_streams", "-of", "json", url])
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("ffprobe timed out")
-    .unwrap();
-    assert!(out.status.success(), "ffprobe {url}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
+    wait_url_body(url, needle, Duration::from_secs(25), &[node]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ffprobe_and_hls_js_play_through_the_edge() {
-    if !have_ffmpeg() {
+    if media_tools_missing() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -104,11 +42,7 @@ async fn ffprobe_and_hls_js_play_through_the_edge() {
     wait_edge_body(&master, "#EXT-X-STREAM-INF", &node).await;
     wait_edge_body(&format!("http://127.0.0.1:{edge_port}/hls/{id}/source/index.m3u8"), "#EXTINF", &node).await;
 
-    let probe = ffprobe(&master).await;
-    let streams = probe["streams"].as_array().unwrap();
-    let video = streams.iter().find(|s| s["codec_name"] == "h264").unwrap_or_else(|| panic!("no h264: {probe}"));
-    assert_eq!((video["width"].as_u64(), video["height"].as_u64()), (Some(640), Some(360)));
-    assert!(streams.iter().any(|s| s["codec_name"] == "aac"), "no aac: {probe}");
+    assert_eq!(probe_size(&master).await, (640, 360));
 
     // The API hands viewers the edge; the old relative URL still works.
     let channel = get_json(&node, &format!("/api/channels/{id}")).await;
@@ -138,7 +72,7 @@ async fn ffprobe_and_hls_js_play_through_the_edge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_audience_blocked_on_the_next_part_costs_the_origin_one_request() {
-    if !have_ffmpeg() {
+    if media_tools_missing() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -212,7 +146,7 @@ async fn an_audience_blocked_on_the_next_part_costs_the_origin_one_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unique_viewers_at_the_edge_reach_live_viewers_in_analytics() {
-    if !have_ffmpeg() {
+    if media_tools_missing() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -7,70 +7,20 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{cli, free_ports, post_json, NodeProc};
-use serde_json::json;
-
-const FFMPEG: &str = "/usr/bin/ffmpeg";
-
-fn publish(dir: &Path, rtmp_port: u16, key: &str, log: &str) -> tokio::process::Child {
-    tokio::process::Command::new(FFMPEG)
-        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=30"])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "30", "-pix_fmt", "yuv420p"])
-        .args(["-t", "60", "-f", "flv"])
-        .arg(format!("rtmp://127.0.0.1:{rtmp_port}/live/{key}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join(log)).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
-}
-
-/// GET until the answer is 200 and contains `needle`; returns the body.
-async fn wait_body(url: &str, needle: &str, limit: Duration, logs: &[&NodeProc]) -> String {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(resp) = reqwest::get(url).await {
-            if resp.status() == 200 {
-                let body = resp.text().await.unwrap_or_default();
-                if body.contains(needle) {
-                    return body;
-                }
-            }
-        }
-        let logs: Vec<String> = logs.iter().map(|n| format!("--- {}:\n{}", n.name, n.log_text())).collect();
-        assert!(Instant::now() < deadline, "{url} has no {needle:?} after {limit:?}\n{}", logs.join("\n"));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use common::live::{create_channel, media_tools_missing, publish, rtmp_url, start_with_rtmp, wait_url_body, Encoding};
+use common::{cli, NodeProc};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_node_survives_its_origin_being_killed_and_recovers() {
-    if !Path::new(FFMPEG).exists() {
-        eprintln!("SKIPPED: {FFMPEG} not installed");
+    if media_tools_missing() {
         return;
     }
     let root = tempfile::tempdir().unwrap();
     let mut origin = NodeProc::new(root.path(), "origin");
-    let (rtmp_port, _) = free_ports();
-    origin.args =
-        vec!["--rtmp-addr".into(), format!("127.0.0.1:{rtmp_port}"), "--roles".into(), "control,ingest,origin".into()];
-    origin.start();
-    origin.wait_healthy(Duration::from_secs(30)).await;
-    let (status, user) =
-        post_json(&origin, "/api/users", json!({"displayName": "S", "email": "s@example.com", "roles": ["creator"]}))
-            .await;
-    assert_eq!(status, 201, "{user}");
-    let (status, channel) =
-        post_json(&origin, "/api/channels", json!({"ownerId": user["id"], "title": "Far", "tags": []})).await;
-    assert_eq!(status, 201, "{channel}");
-    let id = channel["id"].as_str().unwrap().to_owned();
-    let key = channel["streamKey"].as_str().unwrap().to_owned();
+    let rtmp_port = start_with_rtmp(&mut origin, &["--roles", "control,ingest,origin"]).await;
+    let (id, key) = create_channel(&origin, "Far").await;
 
     // An edge-only node joins as a learner.
     let (code, token, err) = cli(&["cluster", "token", "--data", origin.data.to_str().unwrap()]);
@@ -89,9 +39,10 @@ async fn edge_node_survives_its_origin_being_killed_and_recovers() {
     let edge_base = format!("http://127.0.0.1:{}", edge.edge_port().await);
     assert!(origin.get("/healthz").await.unwrap().1.contains("\"origin\""));
 
-    let mut publisher = publish(root.path(), rtmp_port, &key, "ffmpeg-1.log");
+    let mut publisher =
+        publish("flv", &rtmp_url(rtmp_port, &key), 60, Encoding::ZeroLatency, &root.path().join("ffmpeg-1.log"));
     let playlist_url = format!("{edge_base}/hls/{id}/source/index.m3u8");
-    let playlist = wait_body(&playlist_url, "#EXTINF", Duration::from_secs(30), &[&origin, &edge]).await;
+    let playlist = wait_url_body(&playlist_url, "#EXTINF", Duration::from_secs(30), &[&origin, &edge]).await;
     let segment = playlist.lines().find(|l| l.starts_with("seg")).expect("a segment").to_owned();
     let part = playlist
         .lines()
@@ -128,8 +79,9 @@ async fn edge_node_survives_its_origin_being_killed_and_recovers() {
     // The origin comes back on the same addresses and the broadcaster reconnects: the edge serves again.
     origin.start();
     origin.wait_healthy(Duration::from_secs(30)).await;
-    let mut publisher = publish(root.path(), rtmp_port, &key, "ffmpeg-2.log");
-    let fresh = wait_body(&playlist_url, "#EXTINF", Duration::from_secs(40), &[&origin, &edge]).await;
+    let mut publisher =
+        publish("flv", &rtmp_url(rtmp_port, &key), 60, Encoding::ZeroLatency, &root.path().join("ffmpeg-2.log"));
+    let fresh = wait_url_body(&playlist_url, "#EXTINF", Duration::from_secs(40), &[&origin, &edge]).await;
     assert!(fresh.contains("#EXT-X-PART"), "{fresh}");
     let _ = publisher.kill().await;
 }

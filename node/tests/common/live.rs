@@ -113,3 +113,24 @@ pub async fn probe_size(url: &str) -> (u64, u64) {
     assert!(stream(&probe, "aac").is_some(), "no aac in {url}: {probe}");
     (video["width"].as_u64().unwrap(), video["height"].as_u64().unwrap())
 }
+
+/// GETs the absolute `url` until it answers 200 with `needle` in the body, for up to `limit`;
+/// returns the body, or panics with the logs of `nodes`.
+pub async fn wait_url_body(url: &str, needle: &str, limit: Duration, nodes: &[&NodeProc]) -> String {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Ok(resp) = reqwest::get(url).await {
+            if resp.status() == 200 {
+                let body = resp.text().await.unwrap_or_default();
+                if body.contains(needle) {
+                    return body;
+                }
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            let logs: Vec<String> = nodes.iter().map(|n| format!("--- {}:\n{}", n.name, n.log_text())).collect();
+            panic!("{url} has no {needle:?} after {limit:?}\n{}", logs.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
