@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
-# Builds and runs every cargo-fuzz target in media/fuzz for SECONDS each (default 20), on the
+# Builds and runs every cargo-fuzz target (media/fuzz, cache/fuzz) for SECONDS each (default 20), on the
 # stable toolchain. Exits non-zero if any target crashes, printing the crashing input's path.
 #
 #   scripts/fuzz.sh [SECONDS]
 #
 # Environment:
-#   FUZZ_TARGETS    space-separated subset of targets to run (default: all, from `cargo fuzz list`)
+#   FUZZ_TARGETS    space-separated subset of targets to run (default: all, from `cargo fuzz list`
+#                   in each fuzzed crate)
 #   FUZZ_SANITIZER  cargo-fuzz --sanitizer value (default: address; `none` if ASan cannot link)
 #   CARGO_TARGET_DIR  default /var/cache/bitriver-fuzz-target, kept apart from the normal build
 #                   cache because every crate is rebuilt with coverage instrumentation.
 #
 # Not part of scripts/test.sh: the first build instruments the whole dependency tree (minutes).
-# Corpora grow in media/fuzz/corpus/<target>/ and crashes land in media/fuzz/artifacts/<target>/
+# Corpora grow in <crate>/fuzz/corpus/<target>/ and crashes land in <crate>/fuzz/artifacts/<target>/
 # (both gitignored). Reproduce a crash with:
-#   RUSTC_BOOTSTRAP=1 cargo fuzz run <target> <artifact path>   (from media/)
+#   RUSTC_BOOTSTRAP=1 cargo fuzz run <target> <artifact path>   (from that crate's directory)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$PWD
@@ -41,57 +42,67 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
 fi
 
-cd media
 # -a: debug assertions and overflow checks on, so arithmetic overflow is a crash too.
 build_flags=(--sanitizer "$sanitizer" --debug-assertions)
-
-if [[ -n ${FUZZ_TARGETS:-} ]]; then
-  read -r -a targets <<<"$FUZZ_TARGETS"
-else
-  mapfile -t targets < <(cargo fuzz list)
-fi
-
 start=$(date +%s)
-echo "fuzz: building ${#targets[@]} targets (sanitizer: $sanitizer)" >&2
-if [[ -n ${FUZZ_TARGETS:-} ]]; then
-  for t in "${targets[@]}"; do cargo fuzz build "${build_flags[@]}" "$t"; done
-else
-  cargo fuzz build "${build_flags[@]}" # all targets in one cargo invocation
-fi
-built=$(date +%s)
-
 logs=$(mktemp -d)
 declare -a summary=()
 failed=0
-for t in "${targets[@]}"; do
-  echo "fuzz: running $t for ${secs}s" >&2
-  mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
-  before=$(find "fuzz/artifacts/$t" -type f | sort)
-  log="$logs/$t.log"
-  rc=0
-  cargo fuzz run "${build_flags[@]}" "$t" -- -max_total_time="$secs" -print_final_stats=1 >"$log" 2>&1 || rc=$?
-  after=$(find "fuzz/artifacts/$t" -type f | sort)
-  new=$(comm -13 <(echo "$before") <(echo "$after") | sed '/^$/d')
-  # The last status line: "#N  DONE cov: C ft: F corp: K/S ..." (or the last pulse/NEW line).
-  stats=$(grep -E '^#[0-9]+' "$log" | tail -n 1 | sed -E 's/^#([0-9]+)[[:space:]]+[A-Z]+[[:space:]]+/execs \1 /;s/[[:space:]]+/ /g' || true)
-  rate=$(grep -oE 'stat::average_exec_per_sec:[[:space:]]*[0-9]+' "$log" | grep -oE '[0-9]+$' || true)
-  if ((rc != 0)) || [[ -n $new ]]; then
-    failed=1
-    summary+=("FAIL $t (exit $rc) $stats")
-    echo "fuzz: $t FAILED (exit $rc); log tail:" >&2
-    tail -n 40 "$log" >&2
-    if [[ -n $new ]]; then
-      while IFS= read -r a; do echo "fuzz: crashing input: $root/media/$a" >&2; done <<<"$new"
-    else
-      echo "fuzz: no new artifact; full log: $log" >&2
-    fi
+
+fuzz_crate() {
+  local crate=$1
+  cd "$root/$crate"
+  local -a targets=() all=()
+  mapfile -t all < <(cargo fuzz list)
+  if [[ -n ${FUZZ_TARGETS:-} ]]; then
+    for t in $FUZZ_TARGETS; do
+      if printf '%s\n' "${all[@]}" | grep -qx "$t"; then targets+=("$t"); fi
+    done
   else
-    summary+=("ok   $t ${stats:-no stats line}${rate:+ (average ${rate} exec/s)}")
+    targets=("${all[@]}")
   fi
+  ((${#targets[@]} > 0)) || return 0
+  echo "fuzz: building ${#targets[@]} targets of $crate (sanitizer: $sanitizer)" >&2
+  if [[ -n ${FUZZ_TARGETS:-} ]]; then
+    for t in "${targets[@]}"; do cargo fuzz build "${build_flags[@]}" "$t"; done
+  else
+    cargo fuzz build "${build_flags[@]}" # all targets in one cargo invocation
+  fi
+  for t in "${targets[@]}"; do
+    echo "fuzz: running $t for ${secs}s" >&2
+    mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
+    local before after new log rc stats rate
+    before=$(find "fuzz/artifacts/$t" -type f | sort)
+    log="$logs/$t.log"
+    rc=0
+    cargo fuzz run "${build_flags[@]}" "$t" -- -max_total_time="$secs" -print_final_stats=1 >"$log" 2>&1 || rc=$?
+    after=$(find "fuzz/artifacts/$t" -type f | sort)
+    new=$(comm -13 <(echo "$before") <(echo "$after") | sed '/^$/d')
+    # The last status line: "#N  DONE cov: C ft: F corp: K/S ..." (or the last pulse/NEW line).
+    stats=$(grep -E '^#[0-9]+' "$log" | tail -n 1 | sed -E 's/^#([0-9]+)[[:space:]]+[A-Z]+[[:space:]]+/execs \1 /;s/[[:space:]]+/ /g' || true)
+    rate=$(grep -oE 'stat::average_exec_per_sec:[[:space:]]*[0-9]+' "$log" | grep -oE '[0-9]+$' || true)
+    if ((rc != 0)) || [[ -n $new ]]; then
+      failed=1
+      summary+=("FAIL $crate/$t (exit $rc) $stats")
+      echo "fuzz: $t FAILED (exit $rc); log tail:" >&2
+      tail -n 40 "$log" >&2
+      if [[ -n $new ]]; then
+        while IFS= read -r a; do echo "fuzz: crashing input: $root/$crate/$a" >&2; done <<<"$new"
+      else
+        echo "fuzz: no new artifact; full log: $log" >&2
+      fi
+    else
+      summary+=("ok   $crate/$t ${stats:-no stats line}${rate:+ (average ${rate} exec/s)}")
+    fi
+  done
+}
+
+for crate in media cache; do
+  fuzz_crate "$crate"
 done
 end=$(date +%s)
 
 echo
-echo "fuzz: ${secs}s per target; build $((built - start))s, total $((end - start))s"
+echo "fuzz: ${secs}s per target; total $((end - start))s (builds included)"
 printf '  %s\n' "${summary[@]}"
 exit "$failed"
