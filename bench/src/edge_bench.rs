@@ -5,7 +5,9 @@
 //! LL-HLS paths. The reference edge is nginx with `proxy_cache` (the configuration of
 //! `edge-baseline`: `sendfile on; tcp_nodelay on; tcp_nopush off`, cache warmed first). Our edge
 //! is `cache::Edge` (pingora + moka) run in this process on its own tokio runtime, with as many
-//! worker threads as nginx has worker processes. Both caches are warmed and checked to answer
+//! worker threads as nginx has worker processes. Both send these hits with `sendfile`: nginx from
+//! its cache files, the edge from the memfds its storage keeps bodies of 16 KB and more in
+//! (fresh immutable hits on plain TCP skip pingora's hit path, see `cache/src/direct.rs`). Both caches are warmed and checked to answer
 //! HIT, then `wrk --latency` loads each object at each connection count, one server after the
 //! other. Memory per idle connection: RSS growth of the server processes after N keep-alive
 //! connections have each fetched the init segment and stay open.
@@ -54,6 +56,10 @@ struct Args {
     /// Idle keep-alive connections for the memory measurement (capped by the open-file limit).
     #[arg(long, env = "EDGE_BENCH_IDLE", default_value_t = 2000)]
     idle: usize,
+    /// Serve the edge's hits through pingora's hit path only, bodies in memory
+    /// (`EdgeConfig::direct_hits` off), to compare with the direct sendfile path.
+    #[arg(long, env = "EDGE_BENCH_PINGORA_HITS")]
+    pingora_hits: bool,
     /// Directory for temp files [default: the system temp dir].
     #[arg(long, value_name = "DIR", env = "EDGE_BENCH_DIR")]
     dir: Option<PathBuf>,
@@ -87,7 +93,8 @@ fn main() -> anyhow::Result<()> {
     let origin_addr: SocketAddr = format!("127.0.0.1:{}", nginx.origin_port).parse()?;
     let stop = edge_runtime.block_on(async {
         let registry = prometheus::Registry::new();
-        let edge = Arc::new(Edge::new(EdgeConfig::default(), Arc::new(FixedOrigin(origin_addr)), &registry)?);
+        let config = EdgeConfig { direct_hits: !args.pingora_hits, ..EdgeConfig::default() };
+        let edge = Arc::new(Edge::new(config, Arc::new(FixedOrigin(origin_addr)), &registry)?);
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", edge_port)).await?;
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move { edge.serve(listener, stop_rx, Duration::from_secs(1)).await });
@@ -106,22 +113,32 @@ fn main() -> anyhow::Result<()> {
     })?;
 
     println!(
-        "edge-bench: cache hits, wrk -t{} -d{}s, {} nginx workers / edge threads, loopback",
-        args.wrk_threads, args.seconds, args.workers
+        "edge-bench: cache hits, wrk -t{} -d{}s, {} nginx workers / edge threads, loopback, edge hits via {}",
+        args.wrk_threads,
+        args.seconds,
+        args.workers,
+        if args.pingora_hits { "pingora" } else { "sendfile (direct)" }
     );
     println!(
-        "{:<13} {:>5} {:<18} {:>9} {:>7} {:>8} {:>8}",
-        "object", "conns", "server", "req/s", "Gbit/s", "p50 ms", "p99 ms"
+        "{:<13} {:>5} {:<18} {:>9} {:>7} {:>8} {:>8} {:>10}",
+        "object", "conns", "server", "req/s", "Gbit/s", "p50 ms", "p99 ms", "CPU us/req"
     );
+    // Server CPU: nginx's workers, or this process (the edge's runtime; wrk is another process).
+    let nginx_pids = nginx.worker_pids();
+    let self_pid = vec![std::process::id()];
+    let ticks = clock_ticks();
     let mut ratios = Vec::new();
     for (label, path, size) in OBJECTS {
         for &conns in &args.conns {
             let mut row = Vec::new();
             for (name, port, _) in servers {
+                let pids = if port == nginx.edge_port { &nginx_pids } else { &self_pid };
+                let cpu_before = cpu_seconds(pids, ticks);
                 let run = wrk(port, path, conns, args.seconds, args.wrk_threads)?;
+                let cpu_us = (cpu_seconds(pids, ticks) - cpu_before) * 1e6 / (run.rps * args.seconds as f64);
                 let gbits = run.rps * size as f64 * 8.0 / 1e9;
                 println!(
-                    "{label:<13} {conns:>5} {name:<18} {:>9.0} {gbits:>7.2} {:>8.2} {:>8.2}{}",
+                    "{label:<13} {conns:>5} {name:<18} {:>9.0} {gbits:>7.2} {:>8.2} {:>8.2} {cpu_us:>10.1}{}",
                     run.rps,
                     run.p50_ms,
                     run.p99_ms,
@@ -138,8 +155,6 @@ fn main() -> anyhow::Result<()> {
     }
 
     let idle = args.idle.min(open_file_budget().saturating_sub(500) / 2).max(10);
-    let nginx_pids = nginx.worker_pids();
-    let self_pid = vec![std::process::id()];
     println!();
     for (name, port, pids) in
         [("nginx proxy_cache", nginx.edge_port, &nginx_pids), ("bitriver edge", edge_port, &self_pid)]
@@ -247,6 +262,30 @@ fn milliseconds(v: &str) -> f64 {
         (v, f64::NAN)
     };
     number.parse::<f64>().map_or(f64::NAN, |n| n * scale)
+}
+
+/// Clock ticks per second of `/proc/*/stat` times (`getconf CLK_TCK`, 100 if that fails).
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// User plus system CPU seconds used so far by `pids` (all their threads).
+fn cpu_seconds(pids: &[u32], ticks: f64) -> f64 {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|stat| {
+            // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?)
+        })
+        .sum::<f64>()
+        / ticks
 }
 
 fn rss_bytes(pids: &[u32]) -> f64 {

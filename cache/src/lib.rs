@@ -7,7 +7,10 @@
 //! [`OriginResolver`] that the node implements from its catalog replica ([`proxy`]). [`Edge`] runs
 //! it all on the caller's tokio runtime ([`server`]); [`ViewerCounter`] counts unique viewers per
 //! channel for the node to report.
+//! Fresh immutable hits on plain TCP skip pingora's hit path and go out with `sendfile` from the
+//! memfds large bodies are kept in (`direct`).
 
+mod direct;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

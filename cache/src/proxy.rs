@@ -7,7 +7,10 @@
 //! 200 answers are cached (never a 404, which for a hinted part turns into a 200 a moment later).
 //! When the origin fails, parts and segments already held are served stale; anything else gets
 //! a 502 or 504 with the API's JSON error body.
+//! A fresh part, segment or init segment asked for with a plain GET on a plain-TCP keep-alive
+//! connection is answered in `request_filter` by `direct`, before pingora's cache phases.
 
+use std::any::Any;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -15,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header;
+use pingora_cache::key::CacheHashKey as _;
 use pingora_cache::lock::CacheKeyLockImpl;
 use pingora_cache::{CacheKey, CacheMeta, CachePhase, NoCacheReason, RespCacheable};
 use pingora_core::upstreams::peer::HttpPeer;
@@ -22,6 +26,7 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
+use crate::direct::DirectSocket;
 use crate::metrics::EdgeMetrics;
 use crate::policy::{self, Freshness, HlsRequest, ObjectKind};
 use crate::storage::MokaStorage;
@@ -83,6 +88,10 @@ pub struct EdgeCtx {
     stale_served: bool,
     /// The viewer's address, for the unique-viewer count.
     client: Option<IpAddr>,
+    /// The viewer's socket, on plain-TCP connections: fresh immutable hits go straight to it.
+    direct: Option<Arc<DirectSocket>>,
+    /// This request was answered by [`DirectSocket::send_hit`].
+    direct_served: bool,
 }
 
 impl EdgeProxy {
@@ -110,6 +119,20 @@ pub(crate) async fn respond_json_error(session: &mut Session, status: u16, code:
     session.write_response_body(Some(body), true).await
 }
 
+/// Whether a request may be answered by [`DirectSocket::send_hit`]: a plain GET of an immutable
+/// object on a connection that stays open (no conditional, range or 1.0 semantics to honour,
+/// which pingora's hit path handles).
+fn wants_direct(session: &Session, request: &HlsRequest) -> bool {
+    let req = session.req_header();
+    request.kind.is_immutable()
+        && req.method == http::Method::GET
+        && req.version == http::Version::HTTP_11
+        && session.get_keepalive().is_some()
+        && [header::RANGE, header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE, header::IF_MATCH, header::IF_RANGE]
+            .iter()
+            .all(|h| !req.headers.contains_key(h))
+}
+
 fn client_ip(session: &Session) -> Option<IpAddr> {
     session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())
 }
@@ -119,7 +142,22 @@ impl ProxyHttp for EdgeProxy {
     type CTX = EdgeCtx;
 
     fn new_ctx(&self) -> EdgeCtx {
-        EdgeCtx { request: None, origins: Vec::new(), attempt: 0, stale_served: false, client: None }
+        EdgeCtx {
+            request: None,
+            origins: Vec::new(),
+            attempt: 0,
+            stale_served: false,
+            client: None,
+            direct: None,
+            direct_served: false,
+        }
+    }
+
+    fn on_connection_reuse(&self, _session: &mut Session, ctx: &mut EdgeCtx, prev_ctx: Box<dyn Any + Send + Sync>) {
+        // Not only reuse: the accept loop hands every request of a plain-TCP connection its socket.
+        if let Ok(direct) = prev_ctx.downcast::<Arc<DirectSocket>>() {
+            ctx.direct = Some(*direct);
+        }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut EdgeCtx) -> Result<bool> {
@@ -130,10 +168,24 @@ impl ProxyHttp for EdgeProxy {
             respond_json_error(session, 404, "not_found", &message).await?;
             return Ok(true);
         };
-        ctx.request = Some(request);
         // Now, while the connection is surely open: the peer address is looked up lazily and
         // may be gone by the logging phase.
         ctx.client = client_ip(session);
+        if let Some(direct) = ctx.direct.clone().filter(|_| wants_direct(session, &request)) {
+            let key = CacheKey::new(request.key.as_str(), "").combined();
+            if let Some(hit) = self.cache.storage.fresh_hit(&key, SystemTime::now()) {
+                ctx.request = Some(request);
+                if let Err(e) = direct.send_hit(&hit).await {
+                    // Part of the answer may be out: the connection cannot carry another one.
+                    session.set_keepalive(None);
+                    return Err(Error::because(ErrorType::WriteError, "sending a cached object", e).into_down());
+                }
+                ctx.direct_served = true;
+                self.metrics.cache_hits.inc();
+                return Ok(true);
+            }
+        }
+        ctx.request = Some(request);
         Ok(false)
     }
 
@@ -287,7 +339,7 @@ impl ProxyHttp for EdgeProxy {
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut EdgeCtx) {
         // A viewer is someone actually watching: playlists and parts that were served. Counting
         // failed requests would let made-up channel ids fill the counter.
-        let served = session.response_written().is_some_and(|r| r.status == http::StatusCode::OK);
+        let served = ctx.direct_served || session.response_written().is_some_and(|r| r.status == http::StatusCode::OK);
         if let Some(request) = ctx.request.as_ref().filter(|_| served) {
             if matches!(request.kind, ObjectKind::Part | ObjectKind::BlockingPlaylist | ObjectKind::Playlist) {
                 let agent = session.req_header().headers.get(header::USER_AGENT).map_or(&b""[..], |v| v.as_bytes());

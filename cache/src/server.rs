@@ -25,6 +25,7 @@ use prometheus::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
+use crate::direct::DirectSocket;
 use crate::metrics::EdgeMetrics;
 use crate::policy::Freshness;
 use crate::proxy::{CacheParts, EdgeProxy, OriginResolver, UpstreamTimeouts};
@@ -42,6 +43,10 @@ pub struct EdgeConfig {
     pub max_connections: usize,
     /// Window of the unique-viewer count.
     pub viewer_window: Duration,
+    /// Keep bodies of 16 KB and more in memfds and send fresh part, segment and init hits on
+    /// plain-TCP connections with `sendfile`, past pingora's hit path (`direct`). Off:
+    /// every answer goes through pingora and bodies stay in memory (for comparison runs).
+    pub direct_hits: bool,
 }
 
 impl Default for EdgeConfig {
@@ -52,6 +57,7 @@ impl Default for EdgeConfig {
             timeouts: UpstreamTimeouts::default(),
             max_connections: 100_000,
             viewer_window: Duration::from_secs(30),
+            direct_hits: true,
         }
     }
 }
@@ -74,6 +80,7 @@ pub struct Edge {
     metrics: EdgeMetrics,
     tls: Option<Arc<Acceptor>>,
     max_connections: usize,
+    direct_hits: bool,
 }
 
 impl Edge {
@@ -83,7 +90,11 @@ impl Edge {
     /// `'static` references): build one edge per process, not one per request.
     pub fn new(config: EdgeConfig, resolver: Arc<dyn OriginResolver>, registry: &Registry) -> Result<Self, EdgeError> {
         let metrics = EdgeMetrics::new(registry)?;
-        let storage: &'static MokaStorage = Box::leak(Box::new(MokaStorage::new(config.cache_bytes)));
+        let mut storage = MokaStorage::new(config.cache_bytes);
+        if !config.direct_hits {
+            storage = storage.without_files();
+        }
+        let storage: &'static MokaStorage = Box::leak(Box::new(storage));
         // A fetch may hold the lock as long as the origin may hold a blocking request.
         let lock: &'static CacheKeyLockImpl = Box::leak(CacheLock::new_boxed(config.timeouts.read));
         let viewers = Arc::new(ViewerCounter::new(config.viewer_window));
@@ -97,7 +108,15 @@ impl Edge {
         };
         let conf = Arc::new(ServerConf::default());
         let proxy = Arc::new(pingora_proxy::http_proxy(&conf, inner));
-        Ok(Edge { proxy, storage, viewers, metrics, tls: None, max_connections: config.max_connections })
+        Ok(Edge {
+            proxy,
+            storage,
+            viewers,
+            metrics,
+            tls: None,
+            max_connections: config.max_connections,
+            direct_hits: config.direct_hits,
+        })
     }
 
     /// Serve HTTPS with this certificate chain and key (PEM files).
@@ -151,6 +170,9 @@ impl Edge {
                 }
             };
             let _ = tcp.set_nodelay(true);
+            // Fresh immutable hits on plain TCP are sent straight to the socket (crate::direct).
+            let direct =
+                if self.tls.is_none() && self.direct_hits { DirectSocket::new(&tcp).map(Arc::new) } else { None };
             let digest = SocketDigest::from_raw_fd(tcp.as_raw_fd());
             let mut stream = L4Stream::from(tcp);
             stream.set_socket_digest(digest);
@@ -179,7 +201,7 @@ impl Edge {
                         }
                     }
                 };
-                serve_connection(stream, proxy, stop).await;
+                serve_connection(stream, proxy, stop, direct).await;
                 connections.dec();
                 drop(permit);
             };
@@ -206,6 +228,7 @@ async fn serve_connection(
     stream: pingora_core::protocols::Stream,
     proxy: Arc<HttpProxy<EdgeProxy>>,
     mut shutdown: watch::Receiver<bool>,
+    direct: Option<Arc<DirectSocket>>,
 ) {
     let mut next = Some((stream, None));
     while let Some((mut stream, settings)) = next.take() {
@@ -225,6 +248,10 @@ async fn serve_connection(
         session.set_keepalive(if stopping { None } else { Some(IDLE_TIMEOUT.as_secs()) });
         if let Some(settings) = settings {
             HttpPersistentSettings::apply_to_session(settings, &mut session);
+        }
+        // Reaches the request's context through ProxyHttp::on_connection_reuse.
+        if let Some(direct) = &direct {
+            session.set_connection_user_context(Some(Box::new(direct.clone())));
         }
         let reused = Box::pin(proxy.process_new_http(session, &shutdown)).await;
         next = reused.map(ReusedHttpStream::consume);

@@ -9,11 +9,18 @@
 //! viewer is waiting for or reading: a blocked viewer's part is either still filling (not
 //! evictable) or already held by the viewer.
 //!
-//! Bodies are kept as the `Bytes` chunks the origin sent: a hit hands out clones of them, no copy.
+//! While filling, bodies are the `Bytes` chunks the origin sent. A complete body of at least
+//! `FILE_BODY_MIN` bytes moves into a memfd (`BodyFile`): a fresh hit on a plain-TCP
+//! connection is then sent with `sendfile` from those pages (`direct`), without copying
+//! the body through user space. Smaller bodies (and all of them when no more memfds may be opened)
+//! stay one contiguous `Bytes`: a hit hands out clones of it, no copy.
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::fs::File;
+use std::io::Write as _;
+use std::os::unix::fs::FileExt as _;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
@@ -33,6 +40,10 @@ use tokio::sync::watch;
 
 /// Bytes counted per object on top of its body: the key, the header and the bookkeeping.
 const OBJECT_OVERHEAD: usize = 512;
+
+/// Complete bodies from this size on are kept in a memfd and sent with `sendfile`; below it a
+/// plain write of the in-memory copy is as cheap and costs no file descriptor.
+pub(crate) const FILE_BODY_MIN: usize = 16 * 1024;
 
 /// The parts of a [`CacheMeta`] we keep, so a hit rebuilds it without a serialization round trip.
 #[derive(Clone)]
@@ -68,9 +79,55 @@ impl StoredMeta {
 
 /// A complete object.
 struct Stored {
-    meta: RwLock<StoredMeta>,
-    body: Arc<[Bytes]>,
+    meta: RwLock<StoredHead>,
+    body: Body,
     size: usize,
+}
+
+/// A complete object's header: the parts of its meta, and the HTTP/1.1 head a fresh hit sends.
+struct StoredHead {
+    meta: StoredMeta,
+    /// Status line and headers, without `age` and the blank line that ends the head.
+    wire: Bytes,
+}
+
+impl StoredHead {
+    fn new(meta: StoredMeta, size: usize) -> Self {
+        let wire = crate::direct::hit_head(&meta.header, size);
+        StoredHead { meta, wire }
+    }
+}
+
+/// A complete body.
+#[derive(Clone)]
+pub(crate) enum Body {
+    /// In memory, as one contiguous chunk (or none when empty).
+    Memory(Arc<[Bytes]>),
+    /// In a memfd.
+    File(Arc<BodyFile>),
+}
+
+/// A body in a memfd. The pages stay shared with the kernel's socket buffers while `sendfile`
+/// sends them (they are never written again), so eviction while a send is in flight is harmless.
+pub(crate) struct BodyFile {
+    pub(crate) file: File,
+    pub(crate) len: usize,
+    /// Memfds open, shared with the storage, so their number stays bounded.
+    open: Arc<AtomicUsize>,
+}
+
+impl Drop for BodyFile {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A fresh complete object, for [`crate::direct`] to send without pingora's hit path.
+pub(crate) struct FreshHit {
+    /// The head without `age` and the final blank line.
+    pub(crate) head: Bytes,
+    pub(crate) age_secs: u64,
+    pub(crate) body: Body,
 }
 
 /// How far a fill has come.
@@ -101,6 +158,10 @@ pub struct MokaStorage {
     next_fill: AtomicU64,
     /// Bytes of complete objects held: added on insert, taken off by moka's eviction listener.
     bytes: Arc<AtomicU64>,
+    /// Memfds open for bodies, and how many may be: a quarter of the open-file limit, so they
+    /// never starve the accept loop of descriptors.
+    files_open: Arc<AtomicUsize>,
+    files_max: usize,
 }
 
 fn weight(size: usize) -> u64 {
@@ -122,7 +183,43 @@ impl MokaStorage {
                 evicted.fetch_sub(weight(object.size), Ordering::Relaxed);
             })
             .build();
-        MokaStorage { objects, filling: Arc::default(), next_fill: AtomicU64::new(1), bytes }
+        let files_max = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .map_or(usize::MAX, |limit| usize::try_from(limit / 4).unwrap_or(usize::MAX));
+        MokaStorage {
+            objects,
+            filling: Arc::default(),
+            next_fill: AtomicU64::new(1),
+            bytes,
+            files_open: Arc::default(),
+            files_max,
+        }
+    }
+
+    /// Storage that keeps every body in memory, never in a memfd.
+    pub fn without_files(mut self) -> Self {
+        self.files_max = 0;
+        self
+    }
+
+    /// Complete bodies held in memfds.
+    pub fn file_count(&self) -> usize {
+        self.files_open.load(Ordering::Relaxed)
+    }
+
+    /// The complete object at `combined_key` if it is fresh at `now` and no newer fill of it is
+    /// arriving: what a hit may send without pingora's cache phases (no lock, no revalidation).
+    pub(crate) fn fresh_hit(&self, combined_key: &str, now: SystemTime) -> Option<FreshHit> {
+        if self.filling.lock().map_or(true, |f| f.contains_key(combined_key)) {
+            return None;
+        }
+        let object = self.objects.get(combined_key)?;
+        let head = object.meta.read().ok()?;
+        if head.meta.fresh_until <= now {
+            return None;
+        }
+        let age_secs = now.duration_since(head.meta.created).map_or(0, |d| d.as_secs());
+        Some(FreshHit { head: head.wire.clone(), age_secs, body: object.body.clone() })
     }
 
     /// Bytes of complete objects held, bodies plus a fixed overhead each. Evictions are applied
@@ -167,7 +264,7 @@ impl Storage for MokaStorage {
             return Ok(Some(Self::fill_hit(&fill)));
         }
         Ok(self.objects.get(&hash).map(|object| {
-            let meta = object.meta.read().map(|m| m.to_meta()).unwrap_or_else(|p| p.into_inner().to_meta());
+            let meta = object.meta.read().map(|m| m.meta.to_meta()).unwrap_or_else(|p| p.into_inner().meta.to_meta());
             let hit: HitHandler = Box::new(StoredHit { body: object.body.clone(), next: 0, size: object.size });
             (meta, hit)
         }))
@@ -211,6 +308,8 @@ impl Storage for MokaStorage {
             objects: self.objects.clone(),
             bytes: self.bytes.clone(),
             filling: self.filling.clone(),
+            files_open: self.files_open.clone(),
+            files_max: self.files_max,
             finished: false,
         }))
     }
@@ -236,7 +335,7 @@ impl Storage for MokaStorage {
             return Ok(false);
         };
         if let Ok(mut stored) = object.meta.write() {
-            *stored = StoredMeta::from_meta(meta);
+            *stored = StoredHead::new(StoredMeta::from_meta(meta), object.size);
         }
         Ok(true)
     }
@@ -257,7 +356,7 @@ fn combined(key: &CompactCacheKey) -> String {
 
 /// Reads a complete object, chunk by chunk.
 struct StoredHit {
-    body: Arc<[Bytes]>,
+    body: Body,
     next: usize,
     size: usize,
 }
@@ -265,7 +364,18 @@ struct StoredHit {
 #[async_trait]
 impl HandleHit for StoredHit {
     async fn read_body(&mut self) -> Result<Option<Bytes>> {
-        let chunk = self.body.get(self.next).cloned();
+        let chunk = match &self.body {
+            Body::Memory(chunks) => chunks.get(self.next).cloned(),
+            // pingora's own hit path (TLS, HEAD, stale answers) gets a copy of the pages.
+            Body::File(body) if self.next == 0 && body.len > 0 => {
+                let mut buf = vec![0u8; body.len];
+                body.file
+                    .read_exact_at(&mut buf, 0)
+                    .map_err(|e| Error::because(ErrorType::ReadError, "reading a cached body", e))?;
+                Some(Bytes::from(buf))
+            }
+            Body::File(_) => None,
+        };
         self.next += 1;
         Ok(chunk)
     }
@@ -359,6 +469,8 @@ struct FillWriter {
     objects: moka::sync::Cache<String, Arc<Stored>>,
     bytes: Arc<AtomicU64>,
     filling: Arc<FillTable>,
+    files_open: Arc<AtomicUsize>,
+    files_max: usize,
     finished: bool,
 }
 
@@ -368,6 +480,34 @@ impl FillWriter {
         if let Ok(mut filling) = self.filling.lock() {
             if filling.get(&self.key).is_some_and(|f| f.id == self.fill.id) {
                 filling.remove(&self.key);
+            }
+        }
+    }
+
+    /// The body in a memfd, if it is large enough and a descriptor may be spent on it.
+    fn body_file(&self, chunks: &[Bytes]) -> Option<BodyFile> {
+        if self.size < FILE_BODY_MIN || self.files_open.fetch_add(1, Ordering::Relaxed) >= self.files_max {
+            if self.size >= FILE_BODY_MIN {
+                self.files_open.fetch_sub(1, Ordering::Relaxed);
+            }
+            return None;
+        }
+        // From here on the count is released by BodyFile's Drop, or right here on failure.
+        let open = self.files_open.clone();
+        let written = (|| {
+            let fd = rustix::fs::memfd_create("bitriver-edge-body", rustix::fs::MemfdFlags::CLOEXEC)?;
+            let mut file = File::from(fd);
+            for chunk in chunks {
+                file.write_all(chunk)?;
+            }
+            std::io::Result::Ok(file)
+        })();
+        match written {
+            Ok(file) => Some(BodyFile { file, len: self.size, open }),
+            Err(error) => {
+                open.fetch_sub(1, Ordering::Relaxed);
+                tracing::debug!(%error, "edge: keeping a body in memory, no memfd");
+                None
             }
         }
     }
@@ -390,24 +530,29 @@ impl HandleMiss for FillWriter {
     }
 
     async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
-        let chunks: Arc<[Bytes]> = {
+        let body = {
             let chunks =
                 self.fill.chunks.read().map_err(|_| Error::explain(ErrorType::InternalError, "fill poisoned"))?;
             self.fill.state.send_replace(FillState::Complete(chunks.len()));
-            // One contiguous body: a hit is then one write downstream instead of one per chunk
-            // the origin happened to send.
-            match chunks.len() {
-                0 | 1 => chunks.clone().into(),
-                _ => {
-                    let mut body = bytes::BytesMut::with_capacity(self.size);
-                    for chunk in chunks.iter() {
-                        body.extend_from_slice(chunk);
+            if let Some(file) = self.body_file(&chunks) {
+                Body::File(Arc::new(file))
+            } else {
+                // One contiguous body: a hit is then one write downstream instead of one per
+                // chunk the origin happened to send.
+                Body::Memory(match chunks.len() {
+                    0 | 1 => chunks.clone().into(),
+                    _ => {
+                        let mut body = bytes::BytesMut::with_capacity(self.size);
+                        for chunk in chunks.iter() {
+                            body.extend_from_slice(chunk);
+                        }
+                        Arc::from([body.freeze()])
                     }
-                    Arc::from([body.freeze()])
-                }
+                })
             }
         };
-        let stored = Stored { meta: RwLock::new(self.fill.meta.clone()), body: chunks, size: self.size };
+        let head = StoredHead::new(self.fill.meta.clone(), self.size);
+        let stored = Stored { meta: RwLock::new(head), body, size: self.size };
         // Into moka before leaving the fill table, so a lookup in between finds one or the other.
         self.bytes.fetch_add(weight(self.size), Ordering::Relaxed);
         self.objects.insert(self.key.clone(), Arc::new(stored));
@@ -463,6 +608,37 @@ mod tests {
         let (_, mut hit) = storage.lookup(&key, &span).await.unwrap().unwrap();
         assert_eq!(hit.read_body().await.unwrap().unwrap(), "abcdef");
         assert!(hit.read_body().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_large_body_moves_into_a_memfd_and_reads_back_whole() {
+        let storage = leak(MokaStorage::new(1 << 20));
+        let span = Span::inactive().handle();
+        let key = CacheKey::new("/hls/a/v/seg2.m4s", "");
+        let mut writer = storage.get_miss_handler(&key, &meta(), &span).await.unwrap();
+        let body: Vec<u8> = (0..FILE_BODY_MIN * 2).map(|i| (i % 251) as u8).collect();
+        for chunk in body.chunks(5000) {
+            writer.write_body(Bytes::copy_from_slice(chunk), false).await.unwrap();
+        }
+        writer.write_body(Bytes::new(), true).await.unwrap();
+        writer.finish().await.unwrap();
+        assert_eq!(storage.file_count(), 1);
+        let (_, mut hit) = storage.lookup(&key, &span).await.unwrap().unwrap();
+        assert_eq!(hit.read_body().await.unwrap().unwrap(), body);
+        assert!(hit.read_body().await.unwrap().is_none());
+        let fresh = storage.fresh_hit(&key.combined(), SystemTime::now()).unwrap();
+        assert!(matches!(&fresh.body, Body::File(f) if f.len == body.len()));
+        let head = String::from_utf8(fresh.head.to_vec()).unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(head.contains(&format!("content-length: {}\r\n", body.len())), "{head}");
+        // Stale objects are left to pingora (stale-if-error, revalidation).
+        assert!(storage.fresh_hit(&key.combined(), SystemTime::now() + std::time::Duration::from_secs(120)).is_none());
+        // Evicted: the memfd is closed once no reader holds it.
+        drop(fresh);
+        drop(hit);
+        storage.purge(PurgeTarget::Active(&key.to_compact()), PurgeType::Invalidation, &span).await.unwrap();
+        storage.run_pending_tasks();
+        assert_eq!(storage.file_count(), 0);
     }
 
     #[tokio::test]

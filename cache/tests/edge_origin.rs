@@ -252,6 +252,41 @@ async fn hits_cache_keys_and_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_hits_are_sent_whole_on_a_reused_connection_and_by_pingora_when_conditional() {
+    let origin = TestOrigin::new().await;
+    *origin.state.object_size.lock().unwrap() = 300_000;
+    let edge = start_edge(vec![origin.addr], EdgeConfig::default()).await;
+    let url = format!("{}/hls/ch/v/part7.2.m4s", edge.url);
+    // One client with a connection pool: the hits below share one keep-alive connection.
+    let http = reqwest::Client::new();
+    let first = http.get(&url).send().await.unwrap();
+    assert_eq!(first.headers()["x-cache"], "MISS");
+    let body = first.bytes().await.unwrap();
+    assert_eq!(body.len(), 300_000);
+    // The complete body went into a memfd, which fresh hits are sent from.
+    assert_eq!(edge.edge.storage().file_count(), 1);
+    for _ in 0..3 {
+        let hit = http.get(&url).send().await.unwrap();
+        assert_eq!(hit.status(), 200);
+        assert_eq!(hit.headers()["x-cache"], "HIT");
+        assert_eq!(hit.headers()[header::CONTENT_LENGTH], "300000");
+        assert_eq!(hit.headers()[header::CONTENT_TYPE], "video/iso.segment");
+        assert!(hit.headers().contains_key(header::AGE));
+        assert_eq!(hit.bytes().await.unwrap(), body);
+    }
+    // A conditional request goes through pingora's hit path, which reads the memfd back.
+    let conditional = http.get(&url).header(header::IF_NONE_MATCH, "\"other\"").send().await.unwrap();
+    assert_eq!(conditional.headers()["x-cache"], "HIT");
+    assert_eq!(conditional.bytes().await.unwrap(), body);
+    let head = http.head(&url).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["x-cache"], "HIT");
+    assert_eq!(origin.state.count("/hls/ch/v/part7.2.m4s"), 1);
+    assert_eq!(metric(&edge.registry, "bitriver_edge_cache_hits_total", None), 5.0);
+    assert_eq!(metric(&edge.registry, "bitriver_edge_requests_total", None), 6.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_budget_evicts_old_objects_but_never_a_part_being_waited_for() {
     let origin = TestOrigin::new().await;
     *origin.state.object_size.lock().unwrap() = 100_000;

@@ -35,6 +35,7 @@ fn main() {
         Err(e) => config::exit_with_config_error(&e),
     };
     init_tracing(config.log_format);
+    raise_open_file_limit();
     let result = runtime.block_on(async move {
         let listeners = Listeners::bind(&config).await?;
         run::run(config, listeners, signals()).await
@@ -43,6 +44,21 @@ fn main() {
         tracing::error!(error = format!("{e:#}"), "bitriver stopped");
         eprintln!("bitriver: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// Lifts the soft open-file limit to the hard one: every viewer connection at the edge holds two
+/// descriptors (see `cache::direct`), and the cache keeps large bodies in memfds. Distribution
+/// defaults (a soft limit of 1,024) would cap a node at a few hundred viewers.
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit { current: limit.maximum, maximum: limit.maximum };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => tracing::debug!(soft = ?limit.maximum, "raised the open-file limit"),
+            Err(error) => tracing::warn!(%error, soft = ?limit.current, "could not raise the open-file limit"),
+        }
     }
 }
 
