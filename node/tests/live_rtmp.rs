@@ -8,7 +8,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::live::{create_channel, media_tools_missing, probe_size, publish, rtmp_url, start_with_rtmp, Encoding};
+use common::live::{
+    create_channel, media_tools_missing, probe_size, publish, rtmp_url, start_with_rtmp, stop_and_wait_offline,
+    Encoding,
+};
 use common::{get_json, wait_for_body, NodeProc};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,18 +52,7 @@ async fn rtmp_publish_goes_live_and_plays_over_hls() {
     assert_eq!(node.metric("bitriver_ingest_active_publishers").await, Some(1.0));
 
     // Stop publishing: the channel goes offline.
-    let pid = publisher.id().unwrap().to_string();
-    std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap();
-    tokio::time::timeout(Duration::from_secs(10), publisher.wait()).await.expect("ffmpeg exits on SIGINT").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let channel = get_json(&node, &format!("/api/channels/{id}")).await;
-        if channel["liveState"] == "offline" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "still live after the publisher stopped: {channel}\n{}", node.log_text());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    stop_and_wait_offline(&node, &mut publisher, &id, Duration::from_secs(15)).await;
     assert_eq!(node.metric("bitriver_ingest_active_publishers").await, Some(0.0));
     assert_eq!(node.terminate(), Some(0), "{}", node.log_text());
 }

@@ -11,7 +11,8 @@ use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::live::{
-    create_channel, ffprobe, media_tools_missing, publish, rtmp_url, start_with_rtmp, stream, Encoding, FFMPEG,
+    create_channel, ffprobe, media_tools_missing, publish, rtmp_url, start_with_rtmp, stop_and_wait_offline, stream,
+    Encoding, FFMPEG,
 };
 use common::{free_ports, get_json, wait_for_body, NodeProc};
 use tokio::process::{Child, Command};
@@ -110,18 +111,7 @@ async fn srt_publish_goes_live_and_plays_over_hls() {
     assert!(!logs.contains(&key), "a full stream key was logged:\n{logs}");
 
     // Stop publishing: the channel goes offline.
-    let pid = publisher.id().unwrap().to_string();
-    std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap();
-    exit_within(&mut publisher, Duration::from_secs(10), "ffmpeg after SIGINT").await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let channel = get_json(&node, &format!("/api/channels/{id}")).await;
-        if channel["liveState"] == "offline" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "still live after the publisher stopped: {channel}\n{}", node.log_text());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    stop_and_wait_offline(&node, &mut publisher, &id, Duration::from_secs(20)).await;
     assert_eq!(node.metric("bitriver_ingest_active_publishers").await, Some(0.0));
     assert!(node.log_text().contains("SRT publish ended"), "{}", node.log_text());
     assert_eq!(node.terminate(), Some(0), "{}", node.log_text());

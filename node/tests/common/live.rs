@@ -134,3 +134,27 @@ pub async fn wait_url_body(url: &str, needle: &str, limit: Duration, nodes: &[&N
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Stops `publisher` the way an encoder stops on Ctrl-C (SIGINT, then its exit within 10 s) and
+/// waits up to `limit` for channel `id` to go offline in the API; panics otherwise.
+pub async fn stop_and_wait_offline(node: &NodeProc, publisher: &mut Child, id: &str, limit: Duration) {
+    let pid = publisher.id().expect("the publisher is running").to_string();
+    std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), publisher.wait())
+        .await
+        .expect("ffmpeg exits within 10 s of SIGINT")
+        .unwrap();
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let channel = super::get_json(node, &format!("/api/channels/{id}")).await;
+        if channel["liveState"] == "offline" {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still live after the publisher stopped: {channel}\n{}",
+            node.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
