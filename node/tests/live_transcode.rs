@@ -161,6 +161,11 @@ async fn ladder_renditions_are_aligned_and_hls_js_switches_between_them() {
     }
     assert_eq!(sizes, [(640, 360), (640, 360), (320, 180)]);
 
+    // The catalog session lists what the broadcast is served in.
+    let sessions = get_json(&node, &format!("/api/channels/{id}/sessions")).await;
+    let live = sessions.as_array().and_then(|s| s.iter().find(|s| s["endedAt"].is_null())).cloned();
+    assert_eq!(live.map(|s| s["renditions"].clone()), Some(json!(["source", "360p", "180p"])), "{sessions}");
+
     // The same media sequence number starts at the same decode time and program date-time, and
     // lasts as long, in every rendition.
     let mut listings = Vec::new();

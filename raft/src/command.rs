@@ -102,6 +102,13 @@ pub enum Command {
     /// Several commands in one log entry (group commit). Each is applied on its own, in order, and
     /// answers on its own in [`Response::Batch`]; a refused one does not affect the others.
     Batch(Vec<Command>),
+    /// The renditions a live session is served in. Ingest starts a session before it knows the
+    /// source (and so the transcode rungs it gets), then records them with this; refused once the
+    /// session has ended.
+    SetSessionRenditions {
+        session_id: String,
+        renditions: Vec<String>,
+    },
 }
 
 /// Most commands one [`Command::Batch`] may carry (the position in the batch is part of `seq`).

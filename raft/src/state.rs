@@ -325,6 +325,19 @@ impl CatalogState {
                 out.push(delete(chat_key(channel_id, seq)));
                 Ok(Response::Done)
             }
+            Command::SetSessionRenditions { session_id, renditions } => {
+                let mut session = self
+                    .sessions
+                    .get(session_id)
+                    .ok_or_else(|| CatalogError::not_found("session", session_id))?
+                    .clone();
+                if session.ended_at.is_some() {
+                    return Err(CatalogError::NotLive { channel_id: session.channel_id });
+                }
+                session.renditions = renditions.clone();
+                self.put_session(session.clone(), out);
+                Ok(Response::Session(session))
+            }
             other => self.apply_community(other, out),
         }
     }
@@ -733,6 +746,22 @@ mod tests {
         let err = r.err(Command::StartSession(session("s2", "c1")));
         assert_eq!(err, CatalogError::AlreadyLive { channel_id: "c1".into(), session_id: "s1".into() });
         assert_eq!(r.state.channel("c1").unwrap().current_session_id.as_deref(), Some("s1"));
+    }
+
+    #[test]
+    fn a_live_session_records_its_renditions_and_an_ended_one_refuses() {
+        let mut r = with_channel();
+        let set = || Command::SetSessionRenditions {
+            session_id: "s1".into(),
+            renditions: vec!["source".into(), "360p".into(), "180p".into()],
+        };
+        assert_eq!(r.err(set()), CatalogError::not_found("session", "s1"));
+        r.ok(Command::StartSession(session("s1", "c1")));
+        r.ok(set());
+        assert_eq!(r.state.session("s1").unwrap().renditions, ["source", "360p", "180p"]);
+
+        r.ok(Command::EndSession { channel_id: "c1".into(), ended_at: 300, peak_concurrent: None });
+        assert_eq!(r.err(set()), CatalogError::NotLive { channel_id: "c1".into() });
     }
 
     #[test]

@@ -374,7 +374,9 @@ impl Publish {
             _ => None,
         };
         let mut renditions = Vec::new();
+        let mut names = vec![SOURCE_RENDITION.to_owned()];
         for rung in ladder.as_ref().map(|l| l.renditions()).unwrap_or_default() {
+            names.push(rung.name.clone());
             let config = crate::hls::RenditionConfig { name: rung.name, ..config.clone() };
             match Rendition::new(config, Some(rung.video), audio.clone()) {
                 Ok(r) => renditions.push(LiveRendition::new(r).with_bitrate(rung.bitrate)),
@@ -383,6 +385,7 @@ impl Publish {
                     tracing::warn!(channel = %self.channel_id, %error, "transcode disabled for this publish");
                     ladder = None;
                     renditions.clear();
+                    names.truncate(1);
                     break;
                 }
             }
@@ -396,6 +399,7 @@ impl Publish {
                 tracing::info!(channel = %self.channel_id, tracks = %describe, "packaging started");
                 if let Some(ladder) = &mut ladder {
                     ladder.attach(live.feed());
+                    self.record_renditions(names);
                 }
                 self.ladder = ladder;
                 self.live = Some(live);
@@ -408,6 +412,21 @@ impl Publish {
                 Err(StreamRefused)
             }
         }
+    }
+
+    /// Records the renditions this publish is served in on its catalog session (the session was
+    /// started with `source` alone, before the ladder knew the source). In the background: the
+    /// stream is already being served, and a failure only leaves the session's list short.
+    fn record_renditions(&self, renditions: Vec<String>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let catalog = self.reservation.shared.catalog.clone();
+        let (channel, session_id) = (self.channel_id.clone(), self.session_id.clone());
+        runtime.spawn(async move {
+            let command = Command::SetSessionRenditions { session_id, renditions };
+            if let Err(error) = propose(&catalog, command).await {
+                tracing::warn!(%channel, %error, "could not record the session's renditions");
+            }
+        });
     }
 
     /// Ends the publish (the last output was handed over): the origin stream finishes and the
