@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use media::cmaf::{avc_codec_string, Sample, VideoCodec, VideoConfig};
 use media::hls::{Rendition, RenditionConfig};
-use media::ingest::{Ladder, LadderSource};
-use media::origin::{routes, LiveRegistry, LiveRendition, OriginConfig, OriginMetrics, RegistryConfig};
+use media::ingest::{Ladder, LadderRendition, LadderRun, LadderSource};
+use media::origin::{routes, LiveHandle, LiveRegistry, LiveRendition, OriginConfig, OriginMetrics, RegistryConfig};
 use transcode::{DegradePolicy, HardwareProbe, LadderSpec, TranscodeLadder, TranscodeMetrics};
 
 const FFMPEG: &str = "/usr/bin/ffmpeg";
@@ -66,6 +66,24 @@ fn input(dir: &Path) -> (VideoConfig, Vec<Sample>) {
     (config, samples)
 }
 
+/// Opens channel `ch` with the source and the ladder's `rungs`, attaches the ladder to it and
+/// serves it over HTTP on loopback: (the stream's handle, the origin's base URL).
+async fn serve(video: &VideoConfig, rungs: &[LadderRendition], run: &mut Box<dyn LadderRun>) -> (LiveHandle, String) {
+    let config = RenditionConfig::default();
+    let mut renditions = vec![LiveRendition::new(Rendition::new(config.clone(), Some(video.clone()), None).unwrap())];
+    for rung in rungs {
+        let config = RenditionConfig { name: rung.name.clone(), ..config.clone() };
+        renditions.push(LiveRendition::new(Rendition::new(config, Some(rung.video.clone()), None).unwrap()));
+    }
+    let registry = LiveRegistry::new(RegistryConfig::default(), OriginMetrics::unregistered());
+    let live = registry.open("ch", "s", renditions).unwrap();
+    run.attach(live.feed());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, routes(registry, OriginConfig::default())).await.unwrap() });
+    (live, base)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ladder_behind_real_time_drops_its_tallest_rung_and_keeps_the_rest() {
     if !Path::new(FFMPEG).exists() {
@@ -84,18 +102,7 @@ async fn a_ladder_behind_real_time_drops_its_tallest_rung_and_keeps_the_rest() {
     let names: Vec<_> = rungs.iter().map(|r| (r.name.as_str(), r.video.width, r.video.height)).collect();
     assert_eq!(names, [("180p", 320, 180), ("144p", 256, 144)]);
 
-    let config = RenditionConfig::default();
-    let mut renditions = vec![LiveRendition::new(Rendition::new(config.clone(), Some(video.clone()), None).unwrap())];
-    for rung in &rungs {
-        let config = RenditionConfig { name: rung.name.clone(), ..config.clone() };
-        renditions.push(LiveRendition::new(Rendition::new(config, Some(rung.video.clone()), None).unwrap()));
-    }
-    let registry = LiveRegistry::new(RegistryConfig::default(), OriginMetrics::unregistered());
-    let live = registry.open("ch", "s", renditions).unwrap();
-    run.attach(live.feed());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, routes(registry, OriginConfig::default())).await.unwrap() });
+    let (live, base) = serve(&video, &rungs, &mut run).await;
 
     for sample in samples {
         let stale = raft::now_millis() - 10_000;
@@ -162,18 +169,8 @@ async fn a_dropped_rung_rejoins_aligned_once_the_ladder_keeps_up() {
     let ladder = TranscodeLadder::new(spec, &HardwareProbe::none(), metrics.clone()).with_degrade_policy(policy);
     let source = LadderSource { channel_id: "ch", session_id: "s", video: &video, audio: None };
     let mut run = ladder.start(&source).expect("the ladder starts");
-    let config = RenditionConfig::default();
-    let mut renditions = vec![LiveRendition::new(Rendition::new(config.clone(), Some(video.clone()), None).unwrap())];
-    for rung in run.renditions() {
-        let config = RenditionConfig { name: rung.name.clone(), ..config.clone() };
-        renditions.push(LiveRendition::new(Rendition::new(config, Some(rung.video.clone()), None).unwrap()));
-    }
-    let registry = LiveRegistry::new(RegistryConfig::default(), OriginMetrics::unregistered());
-    let live = registry.open("ch", "s", renditions).unwrap();
-    run.attach(live.feed());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, routes(registry, OriginConfig::default())).await.unwrap() });
+    let rungs = run.renditions();
+    let (live, base) = serve(&video, &rungs, &mut run).await;
 
     // The first second arrives ten seconds late, the rest on time. What the ingest hands the
     // ladder is what `Publish` hands it: the sample, its wall clock, and the segment it opened.
