@@ -96,8 +96,9 @@ fn main() -> anyhow::Result<()> {
         let config = EdgeConfig { direct_hits: !args.pingora_hits, ..EdgeConfig::default() };
         let edge = Arc::new(Edge::new(config, Arc::new(FixedOrigin(origin_addr)), &registry)?);
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", edge_port)).await?;
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move { edge.serve(listener, stop_rx, Duration::from_secs(1)).await });
+        let stop = tokio_util::sync::CancellationToken::new();
+        let shutdown = stop.clone();
+        tokio::spawn(async move { edge.serve(listener, shutdown, Duration::from_secs(1)).await });
         anyhow::Ok(stop)
     })?;
 
@@ -162,7 +163,7 @@ fn main() -> anyhow::Result<()> {
         let per = idle_memory(port, idle, pids)?;
         println!("memory per idle keep-alive connection ({idle} connections): {name}: {:.1} KB", per / 1024.0);
     }
-    let _ = stop.send(true);
+    stop.cancel();
     edge_runtime.shutdown_timeout(Duration::from_secs(2));
     drop(nginx);
     Ok(())

@@ -24,6 +24,7 @@ use pingora_proxy::HttpProxy;
 use prometheus::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use crate::direct::DirectSocket;
 use crate::metrics::EdgeMetrics;
@@ -145,20 +146,22 @@ impl Edge {
         self.storage
     }
 
-    /// Accept viewers on `listener` until `shutdown` turns true, then let requests in flight
+    /// Accept viewers on `listener` until `shutdown` is cancelled, then let requests in flight
     /// finish for at most `drain`.
-    pub async fn serve(&self, listener: TcpListener, mut shutdown: watch::Receiver<bool>, drain: Duration) {
+    pub async fn serve(&self, listener: TcpListener, shutdown: CancellationToken, drain: Duration) {
+        // pingora's request loop takes its own shutdown watch; it turns when `shutdown` does.
+        let (stopping, pingora_stop) = watch::channel(false);
         let limit = u32::try_from(self.max_connections.clamp(1, Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
         let slots = Arc::new(Semaphore::new(limit as usize));
         loop {
             let permit = tokio::select! {
                 permit = slots.clone().acquire_owned() => permit,
-                _ = wait_true(&mut shutdown) => break,
+                () = shutdown.cancelled() => break,
             };
             let Ok(permit) = permit else { break };
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
-                _ = wait_true(&mut shutdown) => break,
+                () = shutdown.cancelled() => break,
             };
             let (tcp, _peer) = match accepted {
                 Ok(accepted) => accepted,
@@ -178,7 +181,7 @@ impl Edge {
             stream.set_socket_digest(digest);
             let proxy = self.proxy.clone();
             let tls = self.tls.clone();
-            let stop = shutdown.clone();
+            let (stop, pingora_stop) = (shutdown.clone(), pingora_stop.clone());
             let connections = self.metrics.connections.clone();
             let task = async move {
                 connections.inc();
@@ -201,12 +204,13 @@ impl Edge {
                         }
                     }
                 };
-                serve_connection(stream, proxy, stop, direct).await;
+                serve_connection(stream, proxy, stop, pingora_stop, direct).await;
                 connections.dec();
                 drop(permit);
             };
             tokio::spawn(task);
         }
+        stopping.send_replace(true);
         // Keep-alive connections stop waiting for their next request; in-flight ones finish.
         self.proxy.http_cleanup().await;
         let all = limit;
@@ -227,7 +231,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 async fn serve_connection(
     stream: pingora_core::protocols::Stream,
     proxy: Arc<HttpProxy<EdgeProxy>>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
+    pingora_stop: watch::Receiver<bool>,
     direct: Option<Arc<DirectSocket>>,
 ) {
     let mut next = Some((stream, None));
@@ -235,7 +240,7 @@ async fn serve_connection(
         let mut byte = [0u8; 1];
         let ready = tokio::select! {
             ready = tokio::time::timeout(IDLE_TIMEOUT, stream.try_peek(&mut byte)) => ready,
-            _ = wait_true(&mut shutdown) => return,
+            () = shutdown.cancelled() => return,
         };
         match ready {
             // A byte of the next request is there (or peeking is not supported: let pingora read).
@@ -244,7 +249,7 @@ async fn serve_connection(
             Ok(Err(_)) | Err(_) => return,
         }
         let mut session = ServerSession::new_http1(stream);
-        let stopping = *shutdown.borrow();
+        let stopping = shutdown.is_cancelled();
         session.set_keepalive(if stopping { None } else { Some(IDLE_TIMEOUT.as_secs()) });
         if let Some(settings) = settings {
             HttpPersistentSettings::apply_to_session(settings, &mut session);
@@ -253,11 +258,7 @@ async fn serve_connection(
         if let Some(direct) = &direct {
             session.set_connection_user_context(Some(Box::new(direct.clone())));
         }
-        let reused = Box::pin(proxy.process_new_http(session, &shutdown)).await;
+        let reused = Box::pin(proxy.process_new_http(session, &pingora_stop)).await;
         next = reused.map(ReusedHttpStream::consume);
     }
-}
-
-async fn wait_true(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
 }

@@ -18,7 +18,8 @@ use axum::Router;
 use cache::{Edge, EdgeConfig, Freshness, Origin, OriginResolver};
 use prometheus::Registry;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 /// What the test origin serves and counts.
 #[derive(Default)]
@@ -134,7 +135,7 @@ struct TestEdge {
     url: String,
     edge: Arc<Edge>,
     registry: Registry,
-    _stop: watch::Sender<bool>,
+    _stop: tokio_util::sync::DropGuard,
 }
 
 async fn start_edge(origins: Vec<SocketAddr>, config: EdgeConfig) -> TestEdge {
@@ -143,10 +144,11 @@ async fn start_edge(origins: Vec<SocketAddr>, config: EdgeConfig) -> TestEdge {
     let edge = Arc::new(Edge::new(config, resolver, &registry).unwrap());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stop_rx) = watch::channel(false);
+    let stop = CancellationToken::new();
     let serving = edge.clone();
-    tokio::spawn(async move { serving.serve(listener, stop_rx, Duration::from_secs(1)).await });
-    TestEdge { url, edge, registry, _stop: stop }
+    let shutdown = stop.clone();
+    tokio::spawn(async move { serving.serve(listener, shutdown, Duration::from_secs(1)).await });
+    TestEdge { url, edge, registry, _stop: stop.drop_guard() }
 }
 
 fn metric(registry: &Registry, name: &str, label: Option<&str>) -> f64 {
@@ -400,9 +402,10 @@ async fn serves_https_when_given_a_certificate() {
     let edge = Arc::new(edge.with_tls(&cert_path, &key_path).unwrap());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let (_stop, stop_rx) = watch::channel(false);
+    let stop = CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
     let serving = edge.clone();
-    tokio::spawn(async move { serving.serve(listener, stop_rx, Duration::from_secs(1)).await });
+    tokio::spawn(async move { serving.serve(listener, stop, Duration::from_secs(1)).await });
     let out = tokio::process::Command::new("curl")
         .args(["-sk", "-o", "/dev/null", "-w", "%{http_code} %{size_download}"])
         .arg(format!("https://127.0.0.1:{port}/hls/ch/v/seg1.m4s"))

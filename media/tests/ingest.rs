@@ -65,7 +65,7 @@ struct Harness {
     rtmp: SocketAddr,
     http: SocketAddr,
     dir: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    stop: tokio_util::sync::CancellationToken,
     ingest: tokio::task::JoinHandle<()>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -112,16 +112,14 @@ impl Harness {
         let metrics = IngestMetrics::unregistered();
         let rtmp_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let rtmp = rtmp_listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let stop = tokio_util::sync::CancellationToken::new();
         let ingest = tokio::spawn(serve_rtmp(
             rtmp_listener,
             catalog.clone(),
             registry.clone(),
             IngestConfig::default(),
             metrics.clone(),
-            async move {
-                let _ = stopped.await;
-            },
+            stop.clone(),
         ));
         let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http = http_listener.local_addr().unwrap();
@@ -129,7 +127,7 @@ impl Harness {
         let server = tokio::spawn(async move {
             axum::serve(http_listener, app).await.unwrap();
         });
-        Harness { catalog, metrics, rtmp, http, dir, stop: Some(stop), ingest, server }
+        Harness { catalog, metrics, rtmp, http, dir, stop, ingest, server }
     }
 
     fn url(&self, path: &str) -> String {
@@ -355,6 +353,6 @@ async fn rtmp_publish_is_served_as_hls_and_survives_intruders() {
 
     // 6. Shutdown stops the listener.
     let mut h = h;
-    let _ = h.stop.take().unwrap().send(());
+    h.stop.cancel();
     tokio::time::timeout(Duration::from_secs(10), &mut h.ingest).await.expect("ingest stopped").unwrap();
 }

@@ -13,7 +13,7 @@ use media::ingest::srt::{serve_srt, FrameCounts, PublishGate, PublishSink, Refus
 use media::ingest::{BridgeOutput, IngestMetrics};
 use media::origin::{self, LiveHandle, LiveRegistry, OriginConfig, OriginMetrics, RegistryConfig};
 use tokio::net::UdpSocket;
-use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 const KEY: &str = "live_0123456789abcdef";
 
@@ -112,7 +112,7 @@ struct Harness {
     srt: SocketAddr,
     http: SocketAddr,
     seen: Arc<Mutex<Seen>>,
-    stop: oneshot::Sender<()>,
+    stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -121,7 +121,7 @@ async fn start() -> Harness {
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let srt = socket.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let (stop, stopped) = oneshot::channel::<()>();
+    let stop = CancellationToken::new();
     let registry = LiveRegistry::new(RegistryConfig::default(), OriginMetrics::unregistered());
     let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http = http_listener.local_addr().unwrap();
@@ -130,10 +130,8 @@ async fn start() -> Harness {
         let _ = axum::serve(http_listener, app).await;
     });
     let gate = Arc::new(Gate { seen: seen.clone(), registry });
+    let shutdown = stop.clone();
     let task = tokio::spawn(async move {
-        let shutdown = async {
-            let _ = stopped.await;
-        };
         serve_srt(socket, gate, SrtConfig::default(), IngestMetrics::unregistered(), shutdown).await.unwrap();
     });
     Harness { srt, http, seen, stop, task }
@@ -208,7 +206,7 @@ async fn ffmpeg_publishes_over_srt_and_ffprobe_reads_the_playlist() {
         assert!(s.parts >= 10, "{s:?}");
         assert!(s.refused.is_empty());
     }
-    let _ = stop.send(());
+    stop.cancel();
     tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
 }
 
@@ -233,7 +231,7 @@ async fn wrong_key_and_playback_are_refused_in_the_handshake() {
     assert!(publish(addr, &format!("#!::m=publish,r={KEY}"), 1).await);
     wait_until(&seen, |s| s.ended.is_some()).await;
     assert!(seen.lock().unwrap().counts.video > 20);
-    let _ = stop.send(());
+    stop.cancel();
     tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
 }
 
@@ -266,6 +264,6 @@ async fn garbage_datagrams_do_not_break_the_listener() {
     assert!(publish(addr, KEY, 2).await, "a publish after the junk must work");
     wait_until(&seen, |s| s.ended.is_some()).await;
     assert!(seen.lock().unwrap().counts.video > 50);
-    let _ = stop.send(());
+    stop.cancel();
     tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
 }

@@ -1,4 +1,4 @@
-//! The edge role's wiring: origins from the catalog, viewer reports to the catalog, the serve task.
+//! The edge role's wiring: origins from the catalog, viewer reports to the catalog, the service.
 //!
 //! `cache` knows nothing of the catalog: [`CatalogOrigins`] answers its [`OriginResolver`] from
 //! the local replica (a channel's live session names the node that packages it, and that node's
@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use cache::{Edge, EdgeConfig, Freshness, Origin, OriginResolver, UpstreamTimeouts, ViewerCounter};
 use raft::{Catalog, Command, LiveState, ViewerSample};
-use tokio::sync::watch;
 
 use crate::config::{Role, ValidatedConfig};
+use crate::service::Services;
 
 /// How often viewer counts go to the catalog.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
@@ -78,37 +78,19 @@ pub fn edge_config(config: &ValidatedConfig) -> EdgeConfig {
     }
 }
 
-/// A running edge: stop it with [`RunningEdge::stop`].
-pub struct RunningEdge {
-    pub addr: SocketAddr,
-    /// The cache storage, for `/healthz`.
-    pub storage: &'static cache::MokaStorage,
-    stop: watch::Sender<bool>,
-    serve: tokio::task::JoinHandle<()>,
-    report: tokio::task::JoinHandle<()>,
-}
+/// How long the edge lets requests in flight finish once the node stops.
+const DRAIN: Duration = Duration::from_secs(10);
 
-impl RunningEdge {
-    /// Stop accepting, let requests in flight finish (bounded), stop reporting.
-    pub async fn stop(self, fast: bool) {
-        let _ = self.stop.send(true);
-        self.report.abort();
-        if fast {
-            self.serve.abort();
-        } else if tokio::time::timeout(Duration::from_secs(10), self.serve).await.is_err() {
-            tracing::warn!("edge did not stop in time");
-        }
-    }
-}
-
-/// Build the edge and start serving on `listener`.
-pub fn start(
+/// Builds the edge and adds it to `services` as `edge`, with the viewer reports beside it.
+/// Returns the cache storage, for `/healthz`.
+pub fn spawn(
+    services: &mut Services,
     config: &ValidatedConfig,
     listener: tokio::net::TcpListener,
     catalog: Catalog,
     http_addr: SocketAddr,
     registry: &prometheus::Registry,
-) -> anyhow::Result<RunningEdge> {
+) -> anyhow::Result<&'static cache::MokaStorage> {
     let addr = listener.local_addr()?;
     let local_origin = config.roles.contains(Role::Origin).then(|| {
         if http_addr.ip().is_unspecified() {
@@ -122,12 +104,18 @@ pub fn start(
     if let Some(tls) = &config.tls {
         edge = edge.with_tls(&tls.cert, &tls.key)?;
     }
-    let edge = Arc::new(edge);
-    let (stop, stop_rx) = watch::channel(false);
-    let serving = edge.clone();
-    let serve = tokio::spawn(async move { serving.serve(listener, stop_rx, Duration::from_secs(10)).await });
-    let report = tokio::spawn(report_viewers(catalog, edge.viewers()));
-    Ok(RunningEdge { addr, storage: edge.storage(), stop, serve, report })
+    let storage = edge.storage();
+    let stop = services.stop();
+    services.spawn("edge", addr, async move {
+        let viewers = edge.viewers();
+        // The reports stop with the edge (they never end on their own).
+        tokio::select! {
+            () = edge.serve(listener, stop, DRAIN) => {}
+            () = report_viewers(catalog, viewers) => {}
+        }
+        Ok(())
+    });
+    Ok(storage)
 }
 
 /// Every [`REPORT_EVERY`], propose this node's unique viewers per channel to the catalog.

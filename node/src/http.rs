@@ -15,8 +15,10 @@ use axum::{Json, Router};
 use prometheus::{Encoder, Registry, TextEncoder};
 use raft::Catalog;
 use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
-use crate::config::Mode;
+use crate::config::{Mode, TlsFiles};
 
 /// What the HTTP handlers share.
 #[derive(Clone)]
@@ -160,4 +162,23 @@ async fn metrics(State(state): State<NodeHttp>) -> Response {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "metrics", e.to_string());
     }
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], buf).into_response()
+}
+
+/// Serves `app` on `listener` (HTTPS with `tls`) until `stop` is cancelled; plain HTTP then lets
+/// requests in flight finish.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<TlsFiles>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let make_service = app.into_make_service_with_connect_info::<SocketAddr>();
+    match tls {
+        None => axum::serve(listener, make_service)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+            .context("http server"),
+        Some(files) => crate::tls::serve_https(listener, make_service, &files, stop).await,
+    }
 }

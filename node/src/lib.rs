@@ -6,5 +6,6 @@ pub mod config;
 pub mod edge;
 pub mod http;
 pub mod run;
+pub mod service;
 mod tls;
 pub mod transcode;

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::Router;
 use prometheus::Registry;
 use raft::{Catalog, CatalogConfig, JoinConfig, RaftTuning};
 use tokio::net::{TcpListener, UdpSocket};
@@ -14,17 +13,10 @@ use tokio::net::{TcpListener, UdpSocket};
 use media::ingest::{serve_rtmp_with, serve_srt, CatalogGate, IngestConfig, IngestMetrics, SrtConfig};
 use media::origin::{LiveRegistry, OriginConfig, OriginMetrics, RegistryConfig};
 
-use crate::config::{Role, TlsFiles, ValidatedConfig};
+use crate::config::{Role, ValidatedConfig};
 use crate::http::{self, NodeHttp};
-
-/// How the node should stop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shutdown {
-    /// Stop accepting, finish in-flight requests, then stop the catalog (SIGTERM).
-    Graceful,
-    /// Stop now (SIGINT). Acknowledged catalog writes are already on disk.
-    Fast,
-}
+use crate::service::Services;
+pub use crate::service::Shutdown;
 
 /// Listeners bound before [`run`] so that callers (and tests) can use port 0.
 pub struct Listeners {
@@ -94,7 +86,14 @@ fn ingest_config(config: &ValidatedConfig) -> IngestConfig {
     ingest
 }
 
-/// Run the node until `shutdown` resolves.
+/// How long a graceful stop waits for the services to wind down (side by side), and then for the
+/// catalog.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// Run the node until `shutdown` resolves: start the catalog, then one [`Service`] per listener of
+/// the enabled roles, all stopped by one signal.
+///
+/// [`Service`]: crate::service::Service
 pub async fn run(
     config: ValidatedConfig,
     listeners: Listeners,
@@ -105,42 +104,41 @@ pub async fn run(
     let registry = Registry::new();
     let http_addr = listeners.http.local_addr()?;
     let catalog = Catalog::start(catalog_config(&config, http_addr), &registry).await?;
-
     // Live windows of the channels this node packages. Ingest feeds it; the origin serves it. An
     // ingest-only node still packages locally: shipping media to a remote origin is not wired yet.
     let live = LiveRegistry::new(RegistryConfig::default(), OriginMetrics::new(&registry)?);
     // The ladder runs inside ingest (one decode per publish, on its own threads).
     let transcode = crate::transcode::setup(&config, &registry)?;
-    let mut listener_names = vec![("http".to_owned(), http_addr), ("cluster".to_owned(), config.cluster_addr)];
-    if config.roles.contains(Role::Origin) {
-        listener_names.push(("origin".to_owned(), http_addr));
+    let mut services = Services::default();
+
+    // Ingest: RTMP and SRT publishers, packaged into `live`.
+    if let (Some(rtmp), Some(srt)) = (listeners.rtmp, listeners.srt) {
+        let ingest = IngestConfig { ladder: transcode.ladder.clone(), ..ingest_config(&config) };
+        spawn_ingest(&mut services, rtmp, srt, &catalog, &live, ingest, &registry)?;
     }
-    let rtmp_addr = listeners.rtmp.as_ref().map(TcpListener::local_addr).transpose()?;
-    if let Some(addr) = rtmp_addr {
-        listener_names.push(("rtmp".to_owned(), addr));
-    }
-    let srt_addr = listeners.srt.as_ref().map(UdpSocket::local_addr).transpose()?;
-    if let Some(addr) = srt_addr {
-        listener_names.push(("srt".to_owned(), addr));
-    }
-    // The edge caches this cluster's LL-HLS for viewers; on an all-in-one node it fronts the
-    // origin above, and the playback URLs the API hands out point at it.
-    let edge = match listeners.edge {
-        Some(listener) => Some(crate::edge::start(&config, listener, catalog.clone(), http_addr, &registry)?),
+    // Edge: caches this cluster's LL-HLS for viewers; on an all-in-one node it fronts the origin
+    // below, and the playback URLs the API hands out point at it.
+    let edge_cache = match listeners.edge {
+        Some(listener) => {
+            Some(crate::edge::spawn(&mut services, &config, listener, catalog.clone(), http_addr, &registry)?)
+        }
         None => None,
     };
-    if let Some(edge) = &edge {
-        listener_names.push(("edge".to_owned(), edge.addr));
+    let edge_addr = services.listeners().find(|(name, _)| *name == "edge").map(|(_, addr)| addr);
+    // HTTP: the node's endpoints, the API and chat, the web UI (control role), the origin (origin role).
+    let mut names = vec![("http", http_addr), ("cluster", config.cluster_addr)];
+    if config.roles.contains(Role::Origin) {
+        names.push(("origin", http_addr));
     }
-
+    names.extend(services.listeners());
     let state = NodeHttp {
         catalog: catalog.clone(),
         registry: registry.clone(),
         mode: config.mode,
         data_dir: config.data_dir.clone(),
-        listeners: Arc::new(listener_names),
+        listeners: Arc::new(names.into_iter().map(|(name, addr)| (name.to_owned(), addr)).collect()),
         transcode: Arc::new(transcode.health.clone()),
-        edge_cache: edge.as_ref().map(|e| e.storage),
+        edge_cache,
     };
     let api_mode = match config.mode {
         crate::config::Mode::Development => control::Mode::Development,
@@ -149,8 +147,9 @@ pub async fn run(
     let mut api = control::ApiState::with_registry(catalog.clone(), api_mode, &registry);
     api.limits = Arc::new(limits);
     api.edge_playback =
-        edge.as_ref().map(|e| control::channels::EdgePlayback { port: e.addr.port(), https: config.tls.is_some() });
-    let chat = api.chat.clone();
+        edge_addr.map(|addr| control::channels::EdgePlayback { port: addr.port(), https: config.tls.is_some() });
+    // Chat sockets are long-lived: they close on the stop signal so the HTTP drain does not wait on them.
+    api.chat = Arc::new(control::chat::ChatHub::default().with_shutdown(services.stop()));
     let mut app = http::router(state).merge(control::router(api));
     if config.roles.contains(Role::Control) {
         // The web UI: `/`, `/channels`, `/c/{id}`, `/signup` and `/assets/*`, beside `/api`.
@@ -159,11 +158,14 @@ pub async fn run(
     if config.roles.contains(Role::Origin) {
         app = app.merge(media::origin::routes(live.clone(), OriginConfig::default()));
     }
+    services.spawn("http", http_addr, http::serve(listeners.http, app, config.tls.clone(), services.stop()));
+
+    let find = |name: &str| services.listeners().find(|(n, _)| *n == name).map(|(_, addr)| addr);
     tracing::info!(
         http = %http_addr,
-        rtmp = ?rtmp_addr,
-        srt = ?srt_addr,
-        edge = ?edge.as_ref().map(|e| e.addr),
+        rtmp = ?find("rtmp"),
+        srt = ?find("srt"),
+        edge = ?edge_addr,
         cluster = %catalog.cluster_addr(),
         node_id = catalog.node_id(),
         mode = config.mode.as_str(),
@@ -171,100 +173,49 @@ pub async fn run(
         "bitriver node running"
     );
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(None::<Shutdown>);
-    // One gate for both protocols: it is what keeps a channel to one publisher on this node.
-    let gate = match (&listeners.rtmp, &listeners.srt) {
-        (None, None) => None,
-        _ => Some(CatalogGate::new(
-            catalog.clone(),
-            live.clone(),
-            IngestConfig { ladder: transcode.ladder.clone(), ..ingest_config(&config) },
-            IngestMetrics::new(&registry)?,
-        )),
-    };
-    let mut ingest = Vec::new();
-    if let (Some(listener), Some(gate)) = (listeners.rtmp, &gate) {
-        let stop = stop_rx.clone();
-        let task = tokio::spawn(serve_rtmp_with(listener, gate.clone(), async move {
-            wait_stop(stop).await;
-        }));
-        ingest.push(("RTMP", task));
-    }
-    if let (Some(socket), Some(gate)) = (listeners.srt, gate) {
-        let stop = stop_rx.clone();
-        let metrics = gate.metrics().clone();
-        let served = serve_srt(socket, Arc::new(gate), SrtConfig::default(), metrics, async move {
-            wait_stop(stop).await;
-        });
-        let task = tokio::spawn(async move {
-            if let Err(error) = served.await {
-                tracing::error!(%error, "SRT ingest stopped");
-            }
-        });
-        ingest.push(("SRT", task));
-    }
-    let origin_live = live.clone();
-    tokio::spawn(async move {
-        let how = shutdown.await;
-        // Chat sockets are long-lived: close them so the HTTP drain does not wait on them.
-        chat.shutdown();
-        let _ = stop_tx.send(Some(how));
-        // Blocked playlist requests answer at once instead of holding the HTTP drain.
-        origin_live.shutdown();
-    });
-
-    let server = serve_http(listeners.http, app, config.tls.clone(), stop_rx.clone());
-    let result = server.await;
-    let how = *stop_rx.borrow();
-    if let Some(edge) = edge {
-        edge.stop(how == Some(Shutdown::Fast)).await;
-    }
+    let (how, result) = services.serve_until(shutdown).await;
+    // Blocked playlist requests answer at once instead of holding the HTTP drain.
+    live.shutdown();
+    services.shut_down(how, GRACE).await;
     match how {
-        Some(Shutdown::Fast) => tracing::info!("interrupted; exiting now"),
-        _ => {
-            // Publishers end their sessions in the catalog, so stop it only afterwards. The
-            // listeners wind down side by side, so one bound covers them all.
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            for (protocol, task) in ingest {
-                match tokio::time::timeout_at(deadline, task).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::warn!(error = %e, "{protocol} ingest task failed"),
-                    Err(_) => tracing::warn!("{protocol} ingest did not stop in time"),
-                }
-            }
+        Shutdown::Fast => tracing::info!("interrupted; exiting now"),
+        Shutdown::Graceful => {
+            // Publishers ended their sessions in the catalog above, so it stops only now.
             tracing::info!("draining: stopping the catalog");
-            tokio::time::timeout(Duration::from_secs(10), catalog.shutdown()).await.ok();
+            tokio::time::timeout(GRACE, catalog.shutdown()).await.ok();
             tracing::info!("stopped cleanly");
         }
     }
     result
 }
 
-async fn wait_stop(mut rx: tokio::sync::watch::Receiver<Option<Shutdown>>) -> Shutdown {
-    loop {
-        if let Some(how) = *rx.borrow_and_update() {
-            return how;
-        }
-        if rx.changed().await.is_err() {
-            return Shutdown::Graceful;
-        }
-    }
-}
-
-async fn serve_http(
-    listener: TcpListener,
-    app: Router,
-    tls: Option<TlsFiles>,
-    stop: tokio::sync::watch::Receiver<Option<Shutdown>>,
+/// RTMP and SRT ingest as the services `rtmp` and `srt`, deciding through one gate: it is what
+/// keeps a channel to one publisher on this node, whatever the protocol.
+fn spawn_ingest(
+    services: &mut Services,
+    rtmp: TcpListener,
+    srt: UdpSocket,
+    catalog: &Catalog,
+    live: &LiveRegistry,
+    config: IngestConfig,
+    registry: &Registry,
 ) -> anyhow::Result<()> {
-    let make_service = app.into_make_service_with_connect_info::<SocketAddr>();
-    match tls {
-        None => axum::serve(listener, make_service)
-            .with_graceful_shutdown(async move {
-                wait_stop(stop).await;
-            })
-            .await
-            .context("http server"),
-        Some(files) => crate::tls::serve_https(listener, make_service, &files, stop).await,
-    }
+    let gate = CatalogGate::new(catalog.clone(), live.clone(), config, IngestMetrics::new(registry)?);
+    services.spawn("rtmp", rtmp.local_addr()?, {
+        let served = serve_rtmp_with(rtmp, gate.clone(), services.stop());
+        async move {
+            served.await;
+            Ok(())
+        }
+    });
+    let (addr, metrics) = (srt.local_addr()?, gate.metrics().clone());
+    let served = serve_srt(srt, Arc::new(gate), SrtConfig::default(), metrics, services.stop());
+    services.spawn("srt", addr, async move {
+        // As before the services existed: a failed SRT listener is logged, the node keeps serving.
+        if let Err(error) = served.await {
+            tracing::error!(%error, "SRT ingest stopped");
+        }
+        Ok(())
+    });
+    Ok(())
 }

@@ -11,10 +11,10 @@ use hyper_util::service::TowerToHyperService;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tower::Service;
 
 use crate::config::TlsFiles;
-use crate::run::Shutdown;
 
 fn server_config(files: &TlsFiles) -> anyhow::Result<rustls::ServerConfig> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
@@ -31,12 +31,12 @@ fn server_config(files: &TlsFiles) -> anyhow::Result<rustls::ServerConfig> {
     Ok(config)
 }
 
-/// Accept TLS connections and serve `app` on each, until a stop is signalled.
+/// Accept TLS connections and serve `app` on each, until `stop` is cancelled.
 pub(crate) async fn serve_https(
     listener: TcpListener,
     mut make_service: IntoMakeServiceWithConnectInfo<Router, SocketAddr>,
     files: &TlsFiles,
-    mut stop: tokio::sync::watch::Receiver<Option<Shutdown>>,
+    stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config(files)?));
     loop {
@@ -48,7 +48,7 @@ pub(crate) async fn serve_https(
                     continue;
                 }
             },
-            _ = stop.changed() => return Ok(()),
+            () = stop.cancelled() => return Ok(()),
         };
         let acceptor = acceptor.clone();
         // `IntoMakeServiceWithConnectInfo` is always ready and infallible.

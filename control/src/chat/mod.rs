@@ -36,7 +36,8 @@ use axum::routing::{delete, get};
 use axum::{Json, Router};
 use raft::{now_millis, CatalogError, ChatMessage, Command, ProposeError, Response};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -105,7 +106,8 @@ pub struct ChatHub {
     limiter: Mutex<UserRateLimiter>,
     sockets: Arc<Semaphore>,
     fanout: Arc<fanout::Fanout>,
-    shutdown: watch::Sender<bool>,
+    /// The node's shutdown signal (or this hub's own, see [`ChatHub::with_shutdown`]).
+    shutdown: CancellationToken,
 }
 
 impl Default for ChatHub {
@@ -121,7 +123,7 @@ impl ChatHub {
             sockets: Arc::new(Semaphore::new(config.max_sockets)),
             limiter: Mutex::new(limiter),
             fanout: fanout::Fanout::new(config.channel_backlog),
-            shutdown: watch::channel(false).0,
+            shutdown: CancellationToken::new(),
             config,
         }
     }
@@ -130,10 +132,22 @@ impl ChatHub {
         &self.config
     }
 
-    /// Close every chat socket of this node (1001 "going away") and refuse new ones.
+    /// Close every chat socket (1001 "going away") and refuse new ones once `shutdown` is
+    /// cancelled: the node passes its one shutdown signal, so chat sockets do not hold the HTTP
+    /// drain.
+    pub fn with_shutdown(mut self, shutdown: CancellationToken) -> Self {
+        self.shutdown = shutdown;
+        self
+    }
+
+    /// Cancel this hub's shutdown signal now (see [`ChatHub::with_shutdown`]).
     pub fn shutdown(&self) {
-        self.shutdown.send_replace(true);
-        self.sockets.close();
+        self.shutdown.cancel();
+    }
+
+    /// Whether new sockets are refused because the node is stopping.
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_cancelled()
     }
 
     /// Chat sockets open on this node.

@@ -17,7 +17,8 @@
 //! [`ChatConfig::channel_backlog`] events, the socket skips the events the broadcast no longer
 //! holds and is told `{"type":"lagged","missed":n}`; a client that cannot take a frame (or a
 //! batch of up to 16 queued frames, written together) within [`ChatConfig::write_timeout`] or
-//! stays silent for three ping periods is closed. [`super::ChatHub::shutdown`] closes every socket with 1001.
+//! stays silent for three ping periods is closed. The node's shutdown signal
+//! ([`super::ChatHub::with_shutdown`]) closes every socket with 1001.
 //!
 //! [`ChatConfig::max_client_frame_bytes`]: super::ChatConfig::max_client_frame_bytes
 //! [`ChatConfig::outgoing_queue`]: super::ChatConfig::outgoing_queue
@@ -92,6 +93,9 @@ pub(super) async fn connect(
             format!("this endpoint is a WebSocket; connect with a WebSocket client ({})", e.body_text()),
         )
     })?;
+    if state.chat.is_shutting_down() {
+        return Err(ApiError::unavailable("this server is shutting down"));
+    }
     let permit = state.chat.sockets.clone().try_acquire_owned().map_err(|e| match e {
         TryAcquireError::Closed => ApiError::unavailable("this server is shutting down"),
         TryAcquireError::NoPermits => ApiError::unavailable("too many chat connections on this server; retry shortly"),
@@ -139,7 +143,7 @@ impl ChatSocket {
         // Subscribe before reading history so that nothing falls between the two (messages in both
         // are skipped by their `seq` below).
         let mut events = self.state.chat.fanout.subscribe(&self.state.catalog, &self.channel_id);
-        let mut shutdown = self.state.chat.shutdown.subscribe();
+        let shutdown = self.state.chat.shutdown.clone();
         let (sink, mut incoming) = socket.split();
         let (out, out_rx) = mpsc::channel::<Message>(config.outgoing_queue.max(2));
         let mut writer = tokio::spawn(write_frames(sink, out_rx, config.write_timeout));
@@ -162,8 +166,7 @@ impl ChatSocket {
 
         let close = loop {
             tokio::select! {
-                // (The watch guard must not live across the other branches' awaits.)
-                _ = async { drop(shutdown.wait_for(|stop| *stop).await) } => break Some(close_frame(close_code::AWAY, "server shutting down")),
+                () = shutdown.cancelled() => break Some(close_frame(close_code::AWAY, "server shutting down")),
                 frame = incoming.next() => match frame {
                     None | Some(Ok(Message::Close(_))) => break None,
                     Some(Err(e)) => break Some(read_failed(e)),

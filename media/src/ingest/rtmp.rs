@@ -10,7 +10,6 @@
 //! catalog commits a `StartSession` for it; the session is ended (`EndSession`) however the
 //! publish stops: unpublish, disconnect, timeout, protocol error or node shutdown.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::bridge::{FlvToCmaf, Handled};
 use super::publish::{CatalogGate, Publish, Refused};
@@ -35,7 +35,7 @@ pub const APP: &str = "live";
 pub use super::publish::SOURCE_RENDITION;
 const READ_BUFFER: usize = 64 * 1024;
 
-/// Accepts RTMP publishers on `listener` until `shutdown` resolves, then winds the publishes down
+/// Accepts RTMP publishers on `listener` until `shutdown` is cancelled, then winds the publishes down
 /// (each session ended in the catalog) for at most [`IngestConfig::shutdown_grace`].
 ///
 /// Accept errors (e.g. out of file descriptors) are logged and retried; they never end the loop.
@@ -45,20 +45,19 @@ pub async fn serve_rtmp(
     registry: LiveRegistry,
     config: IngestConfig,
     metrics: IngestMetrics,
-    shutdown: impl Future<Output = ()> + Send,
+    shutdown: CancellationToken,
 ) {
     serve_rtmp_with(listener, CatalogGate::new(catalog, registry, config, metrics), shutdown).await;
 }
 
 /// [`serve_rtmp`] deciding through `gate`, which the node shares with its other ingest
 /// protocols (so that one channel has one publisher, whatever the protocol).
-pub async fn serve_rtmp_with(listener: TcpListener, gate: CatalogGate, shutdown: impl Future<Output = ()> + Send) {
+pub async fn serve_rtmp_with(listener: TcpListener, gate: CatalogGate, shutdown: CancellationToken) {
     let limit = Arc::new(Semaphore::new(gate.config().max_connections.max(1)));
     let grace = gate.config().shutdown_grace;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let mut seed = handshake_seed();
-    tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -69,7 +68,7 @@ pub async fn serve_rtmp_with(listener: TcpListener, gate: CatalogGate, shutdown:
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = shutdown.cancelled() => break,
         };
         while tasks.try_join_next().is_some() {}
         let Ok(permit) = limit.clone().try_acquire_owned() else {

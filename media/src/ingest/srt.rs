@@ -30,6 +30,7 @@ use thiserror::Error;
 use tokio::net::UdpSocket;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use super::bridge::{BridgeError, BridgeOutput, FlvToCmaf, Handled};
 use super::{key_prefix, IngestMetrics};
@@ -300,14 +301,14 @@ impl Default for SrtConfig {
     }
 }
 
-/// Accepts SRT publishers on `socket` (UDP, already bound) until `shutdown` resolves, then winds
+/// Accepts SRT publishers on `socket` (UDP, already bound) until `shutdown` is cancelled, then winds
 /// the publishes down for at most [`SrtConfig::shutdown_grace`].
 pub async fn serve_srt<G: PublishGate>(
     socket: UdpSocket,
     gate: Arc<G>,
     config: SrtConfig,
     metrics: IngestMetrics,
-    shutdown: impl Future<Output = ()> + Send,
+    shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let local = socket.local_addr()?;
     let (mut listener, mut incoming) =
@@ -316,14 +317,13 @@ pub async fn serve_srt<G: PublishGate>(
     let limit = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
-    tokio::pin!(shutdown);
     loop {
         let request = tokio::select! {
             request = incoming.incoming().next() => match request {
                 Some(request) => request,
                 None => break,
             },
-            () = &mut shutdown => break,
+            () = shutdown.cancelled() => break,
         };
         while tasks.try_join_next().is_some() {}
         let connection =
