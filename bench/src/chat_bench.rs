@@ -26,7 +26,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,15 +39,12 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
 use tokio::sync::{Barrier, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
-/// How long the node may take to answer `/healthz` with 200 after it is spawned.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// WebSocket handshakes in flight at once while connecting clients.
 const CONNECTING_AT_ONCE: usize = 200;
 /// Setup requests (users, channels) in flight at once.
@@ -141,14 +137,12 @@ impl Args {
     }
 
     fn bitriver_path(&self) -> PathBuf {
-        process::bitriver_binary(self.bitriver.as_deref())
+        testkit::process::bitriver_binary(self.bitriver.as_deref())
     }
 }
 
-#[path = "process.rs"]
-mod process;
-
-use process::{cpu_seconds, free_port, tail};
+use testkit::process::{free_port, BenchNode};
+use testkit::procfs::{cpu_seconds, load_average, rss_kib, MachineCpu, Pid};
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -162,13 +156,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let load_before = load_average();
     let max_clients = args.clients.iter().copied().max().unwrap_or(0);
     check_fd_limit(max_clients as u64 + args.connections as u64 + FD_MARGIN)?;
-    let ticks = clock_ticks_per_second().await;
 
     let bin = args.bitriver_path();
     eprintln!("starting {} ...", bin.display());
     let node = Node::start(&bin, args.dir.as_deref()).await?;
     eprintln!("  node pid {} on http://{} (log {})", node.pid, node.http, node.log.display());
-    let result = bench(&args, &node, ticks, started, &load_before).await;
+    let result = bench(&args, &node, started, &load_before).await;
     if result.is_err() {
         eprintln!("node log tail:\n{}", node.log_tail());
     }
@@ -176,7 +169,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     result
 }
 
-async fn bench(args: &Args, node: &Node, ticks: f64, started: Instant, load_before: &str) -> anyhow::Result<()> {
+async fn bench(args: &Args, node: &Node, started: Instant, load_before: &str) -> anyhow::Result<()> {
     let http = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
     let base = format!("http://{}", node.http);
 
@@ -212,8 +205,7 @@ async fn bench(args: &Args, node: &Node, ticks: f64, started: Instant, load_befo
             args.seconds
         );
         let figures =
-            fanout_run(args, node, &http, &base, &chat_channel, &posters, &clients, &shared, clock, run_id, ticks)
-                .await?;
+            fanout_run(args, node, &http, &base, &chat_channel, &posters, &clients, &shared, clock, run_id).await?;
         fanout.push(FanoutRow { target, connect_secs, connect_failed: failed, settle_secs, settled, ..figures });
     }
     for client in &clients {
@@ -236,12 +228,11 @@ async fn bench(args: &Args, node: &Node, ticks: f64, started: Instant, load_befo
     let mut api_rows = Vec::new();
     for (name, target) in targets {
         eprintln!("api: {name} on {} connections for {} s ...", args.connections, args.api_seconds);
-        let (cpu0, bench0, machine0) =
-            (node.cpu_seconds(ticks)?, cpu_seconds("/proc/self/stat", ticks)?, MachineCpu::now(ticks)?);
+        let (cpu0, bench0, machine0) = (node.cpu_seconds()?, cpu_seconds(Pid::This)?, MachineCpu::now()?);
         let row = api_load(node.http, &target, args.connections, api_for).await?;
-        let cpu = node.cpu_seconds(ticks)? - cpu0;
-        let bench_cpu = cpu_seconds("/proc/self/stat", ticks)? - bench0;
-        let (irq_cpu, other_cpu) = machine0.since(ticks, cpu, bench_cpu)?;
+        let cpu = node.cpu_seconds()? - cpu0;
+        let bench_cpu = cpu_seconds(Pid::This)? - bench0;
+        let (irq_cpu, other_cpu) = machine0.since(cpu + bench_cpu)?;
         api_rows.push(ApiRow { name, cpu, bench_cpu, irq_cpu, other_cpu, ..row });
     }
 
@@ -264,9 +255,9 @@ async fn bench(args: &Args, node: &Node, ticks: f64, started: Instant, load_befo
 // The node process
 // ---------------------------------------------------------------------------------------------
 
-/// A spawned `bitriver` node; killed when dropped.
+/// The spawned `bitriver` node (`--roles control`, a temp data dir); killed when dropped.
 struct Node {
-    child: Child,
+    node: BenchNode,
     pid: u32,
     http: SocketAddr,
     log: PathBuf,
@@ -275,133 +266,58 @@ struct Node {
 
 impl Node {
     async fn start(bin: &Path, dir: Option<&Path>) -> anyhow::Result<Node> {
-        if !bin.is_file() {
-            bail!(
-                "{} not found: build it with `cargo build --release -p bitriver-node`, or pass --bitriver",
-                bin.display()
-            );
-        }
         let tmp = match dir {
             Some(d) => tempfile::Builder::new().prefix("chat-bench-").tempdir_in(d)?,
             None => tempfile::Builder::new().prefix("chat-bench-").tempdir()?,
         };
         let http = SocketAddr::from(([127, 0, 0, 1], free_port(false)?));
         let cluster = SocketAddr::from(([127, 0, 0, 1], free_port(true)?));
-        let log = tmp.path().join("bitriver.log");
-        let log_file = std::fs::File::create(&log)?;
-        let mut cmd = Command::new(bin);
-        // Only the settings below: an operator's BITRIVER_LIVE_* (a global rate limit, say) would
-        // change the figures.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("BITRIVER_LIVE_") {
-                cmd.env_remove(key);
-            }
-        }
-        cmd.arg("--mode")
-            .arg("development")
-            .arg("--addr")
-            .arg(http.to_string())
-            .arg("--cluster-addr")
-            .arg(cluster.to_string())
-            .arg("--data")
-            .arg(tmp.path().join("data"))
-            .arg("--roles")
-            .arg("control")
-            .env("BITRIVER_LIVE_RATE_LOGIN_LIMIT", "1000000")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file)
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().with_context(|| format!("spawning {}", bin.display()))?;
-        let pid = child.id().context("the node exited at once")?;
-        process::wait_healthy(&mut child, &format!("http://{http}/healthz"), &log, START_TIMEOUT).await?;
-        Ok(Node { child, pid, http, log, _dir: tmp })
+        let args = [
+            "--mode".to_owned(),
+            "development".to_owned(),
+            "--addr".to_owned(),
+            http.to_string(),
+            "--cluster-addr".to_owned(),
+            cluster.to_string(),
+            "--data".to_owned(),
+            tmp.path().join("data").display().to_string(),
+            "--roles".to_owned(),
+            "control".to_owned(),
+        ];
+        let env = [("BITRIVER_LIVE_RATE_LOGIN_LIMIT", "1000000")];
+        let node = BenchNode::start(bin, tmp.path(), http, &args, &env).await?;
+        Ok(Node { pid: node.pid, log: node.log.clone(), node, http, _dir: tmp })
     }
 
     /// User + system CPU time the node has used so far.
-    fn cpu_seconds(&self, ticks: f64) -> anyhow::Result<f64> {
-        cpu_seconds(&format!("/proc/{}/stat", self.pid), ticks)
+    fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        self.node.cpu_seconds()
     }
 
     /// Resident memory now, in KiB.
     fn rss_kib(&self) -> anyhow::Result<u64> {
-        rss_kib(self.pid)
+        rss_kib(Pid::Of(self.pid))
     }
 
     fn log_tail(&self) -> String {
-        tail(&self.log)
+        self.node.log_tail()
     }
 
-    async fn stop(mut self) {
-        let _ = self.child.kill().await;
+    async fn stop(self) {
+        self.node.stop().await;
     }
-}
-
-/// CPU time the whole machine has used so far (the `cpu` line of `/proc/stat`), so that a run can
-/// say how much went elsewhere than the node and the bench.
-#[derive(Debug, Clone, Copy)]
-struct MachineCpu {
-    /// Processes, user + system.
-    tasks: f64,
-    /// Interrupt and softirq time that the kernel accounts to no process (with
-    /// `CONFIG_IRQ_TIME_ACCOUNTING`, loopback TCP delivery lands here).
-    irq: f64,
-}
-
-impl MachineCpu {
-    fn now(ticks: f64) -> anyhow::Result<Self> {
-        let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
-        let line = stat.lines().next().filter(|l| l.starts_with("cpu ")).context("no cpu line in /proc/stat")?;
-        let v: Vec<u64> = line.split_whitespace().skip(1).map(|f| f.parse().unwrap_or(0)).collect();
-        let sum = |fields: &[usize]| fields.iter().map(|&i| v.get(i).copied().unwrap_or(0)).sum::<u64>() as f64 / ticks;
-        // user nice system idle iowait irq softirq steal (guest time is already in user; steal is
-        // time the hypervisor did not give us, no one's use here).
-        Ok(MachineCpu { tasks: sum(&[0, 1, 2]), irq: sum(&[5, 6]) })
-    }
-
-    /// (irq, other processes) since `self`, given what the node and the bench used.
-    fn since(self, ticks: f64, node: f64, bench: f64) -> anyhow::Result<(f64, f64)> {
-        let now = MachineCpu::now(ticks)?;
-        Ok((now.irq - self.irq, (now.tasks - self.tasks - node - bench).max(0.0)))
-    }
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".to_owned())
-}
-
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS (has the node exited?)")?;
-    line.split_whitespace().nth(1).context("malformed VmRSS")?.parse().context("malformed VmRSS")
-}
-
-async fn clock_ticks_per_second() -> f64 {
-    let out = Command::new("getconf").arg("CLK_TCK").output().await;
-    out.ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse::<f64>().ok())
-        .filter(|t| *t > 0.0)
-        .unwrap_or(100.0)
 }
 
 /// The bench and the node (which inherits the limit) each hold one descriptor per socket.
 fn check_fd_limit(need: u64) -> anyhow::Result<()> {
-    let limits = std::fs::read_to_string("/proc/self/limits").context("reading /proc/self/limits")?;
-    let soft = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(3))
-        .and_then(|v| v.parse::<u64>().ok());
-    match soft {
-        Some(soft) if soft < need => bail!(
+    let soft = testkit::procfs::open_file_limit();
+    if soft < need {
+        bail!(
             "the open-file limit is {soft}, the run needs about {need}: raise it with `ulimit -n {need}` \
              (or ask for fewer --clients)"
-        ),
-        _ => Ok(()),
+        );
     }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -673,7 +589,6 @@ async fn fanout_run(
     shared: &Arc<Fanout>,
     clock: Instant,
     run_id: u32,
-    ticks: f64,
 ) -> anyhow::Result<FanoutRow> {
     for client in clients {
         client.deliveries.lock().unwrap_or_else(|p| p.into_inner()).clear();
@@ -691,16 +606,16 @@ async fn fanout_run(
         let (rss_peak, sampling, pid) = (rss_peak.clone(), sampling.clone(), node.pid);
         tokio::spawn(async move {
             while sampling.load(Ordering::Relaxed) {
-                if let Ok(kib) = rss_kib(pid) {
+                if let Ok(kib) = rss_kib(Pid::Of(pid)) {
                     rss_peak.fetch_max(kib, Ordering::Relaxed);
                 }
                 tokio::time::sleep(RSS_SAMPLE_EVERY).await;
             }
         })
     };
-    let node_cpu0 = node.cpu_seconds(ticks)?;
-    let bench_cpu0 = cpu_seconds("/proc/self/stat", ticks)?;
-    let machine0 = MachineCpu::now(ticks)?;
+    let node_cpu0 = node.cpu_seconds()?;
+    let bench_cpu0 = cpu_seconds(Pid::This)?;
+    let machine0 = MachineCpu::now()?;
     let t0 = Instant::now();
 
     // Open loop: one post per tick whether or not earlier ones were answered.
@@ -763,9 +678,9 @@ async fn fanout_run(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let wall_secs = t0.elapsed().as_secs_f64();
-    let node_cpu = node.cpu_seconds(ticks)? - node_cpu0;
-    let bench_cpu = cpu_seconds("/proc/self/stat", ticks)? - bench_cpu0;
-    let (irq_cpu, other_cpu) = machine0.since(ticks, node_cpu, bench_cpu)?;
+    let node_cpu = node.cpu_seconds()? - node_cpu0;
+    let bench_cpu = cpu_seconds(Pid::This)? - bench_cpu0;
+    let (irq_cpu, other_cpu) = machine0.since(node_cpu + bench_cpu)?;
     sampling.store(false, Ordering::Relaxed);
     let _ = sampler.await;
     // Later frames of this run are no longer counted.

@@ -25,11 +25,8 @@ use anyhow::{bail, Context as _};
 use cache::{Edge, EdgeConfig, Origin, OriginResolver};
 use clap::Parser;
 
-#[path = "process.rs"]
-#[allow(dead_code)]
-mod process;
-
-use process::{free_port, tail};
+use testkit::process::{free_port, tail};
+use testkit::procfs::{children, cpu_seconds_of, open_file_limit, rss_bytes_of};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -127,16 +124,15 @@ fn main() -> anyhow::Result<()> {
     // Server CPU: nginx's workers, or this process (the edge's runtime; wrk is another process).
     let nginx_pids = nginx.worker_pids();
     let self_pid = vec![std::process::id()];
-    let ticks = clock_ticks();
     let mut ratios = Vec::new();
     for (label, path, size) in OBJECTS {
         for &conns in &args.conns {
             let mut row = Vec::new();
             for (name, port, _) in servers {
                 let pids = if port == nginx.edge_port { &nginx_pids } else { &self_pid };
-                let cpu_before = cpu_seconds(pids, ticks);
+                let cpu_before = cpu_seconds_of(pids);
                 let run = wrk(port, path, conns, args.seconds, args.wrk_threads)?;
-                let cpu_us = (cpu_seconds(pids, ticks) - cpu_before) * 1e6 / (run.rps * args.seconds as f64);
+                let cpu_us = (cpu_seconds_of(pids) - cpu_before) * 1e6 / (run.rps * args.seconds as f64);
                 let gbits = run.rps * size as f64 * 8.0 / 1e9;
                 println!(
                     "{label:<13} {conns:>5} {name:<18} {:>9.0} {gbits:>7.2} {:>8.2} {:>8.2} {cpu_us:>10.1}{}",
@@ -155,7 +151,7 @@ fn main() -> anyhow::Result<()> {
         println!("ratio edge/nginx  {label:<13} {conns:>4} conns: throughput x{throughput:.2}, p99 x{p99:.2}");
     }
 
-    let idle = args.idle.min(open_file_budget().saturating_sub(500) / 2).max(10);
+    let idle = args.idle.min(usize::try_from(open_file_limit()).unwrap_or(usize::MAX).saturating_sub(500) / 2).max(10);
     println!();
     for (name, port, pids) in
         [("nginx proxy_cache", nginx.edge_port, &nginx_pids), ("bitriver edge", edge_port, &self_pid)]
@@ -190,15 +186,6 @@ fn ensure_tools() -> anyhow::Result<()> {
         bail!("could not install {missing:?} (apt-get as root needed)");
     }
     Ok(())
-}
-
-/// The open-file soft limit of this process, from `/proc/self/limits`.
-fn open_file_budget() -> usize {
-    std::fs::read_to_string("/proc/self/limits")
-        .ok()
-        .and_then(|l| l.lines().find(|l| l.starts_with("Max open files")).map(str::to_owned))
-        .and_then(|l| l.split_whitespace().nth(3).and_then(|n| n.parse().ok()))
-        .unwrap_or(1024)
 }
 
 /// GET twice; the second answer must be a cache hit.
@@ -265,46 +252,10 @@ fn milliseconds(v: &str) -> f64 {
     number.parse::<f64>().map_or(f64::NAN, |n| n * scale)
 }
 
-/// Clock ticks per second of `/proc/*/stat` times (`getconf CLK_TCK`, 100 if that fails).
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// User plus system CPU seconds used so far by `pids` (all their threads).
-fn cpu_seconds(pids: &[u32], ticks: f64) -> f64 {
-    pids.iter()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-        .filter_map(|stat| {
-            // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
-            let rest = stat.rsplit_once(')')?.1;
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            Some(fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?)
-        })
-        .sum::<f64>()
-        / ticks
-}
-
-fn rss_bytes(pids: &[u32]) -> f64 {
-    pids.iter()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
-        .filter_map(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        })
-        .sum::<f64>()
-        * 1024.0
-}
-
 /// RSS growth of `pids` per keep-alive connection that fetched the init segment and stays open.
 fn idle_memory(port: u16, count: usize, pids: &[u32]) -> anyhow::Result<f64> {
     std::thread::sleep(Duration::from_millis(500));
-    let before = rss_bytes(pids);
+    let before = rss_bytes_of(pids);
     let mut open = Vec::with_capacity(count);
     let request = format!("GET {INIT} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
     for _ in 0..count {
@@ -314,7 +265,7 @@ fn idle_memory(port: u16, count: usize, pids: &[u32]) -> anyhow::Result<f64> {
         open.push(stream);
     }
     std::thread::sleep(Duration::from_millis(1000));
-    let after = rss_bytes(pids);
+    let after = rss_bytes_of(pids);
     drop(open);
     Ok((after - before).max(0.0) / count as f64)
 }
@@ -415,18 +366,13 @@ http {{
 
     /// The worker processes (children of the master).
     fn worker_pids(&self) -> Vec<u32> {
-        let master = self.child.id();
-        std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect()
+        children(self.child.id())
     }
 }
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("kill").args(["-QUIT", &self.child.id().to_string()]).status();
+        testkit::process::signal(self.child.id(), testkit::process::Signal::QUIT);
         for _ in 0..50 {
             if matches!(self.child.try_wait(), Ok(Some(_))) {
                 return;

@@ -26,10 +26,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context as _};
 use clap::Parser;
 use serde_json::{json, Value};
+use testkit::ffmpeg::TestPattern;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
-const START_TIMEOUT: Duration = Duration::from_secs(30);
 const PLAY_MJS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/browser/play.mjs");
 
 #[derive(Debug, Parser)]
@@ -67,14 +67,12 @@ struct Args {
 
 impl Args {
     fn bitriver_path(&self) -> PathBuf {
-        process::bitriver_binary(self.bitriver.as_deref())
+        testkit::process::bitriver_binary(self.bitriver.as_deref())
     }
 }
 
-#[path = "process.rs"]
-mod process;
-
-use process::{free_port, tail, tail_str};
+use testkit::process::{free_port, tail, tail_str, BenchNode};
+use testkit::procfs::{cpu_seconds, cpu_seconds_of, Pid};
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -93,7 +91,6 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
-    let ticks = clock_ticks();
     let tmp = match &args.dir {
         Some(d) => tempfile::Builder::new().prefix("media-bench-").tempdir_in(d)?,
         None => tempfile::Builder::new().prefix("media-bench-").tempdir()?,
@@ -106,9 +103,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let bin = args.bitriver_path();
     let node = Node::start(&bin, tmp.path()).await?;
     eprintln!("  node pid {} on http://127.0.0.1:{} rtmp :{}", node.pid, node.http_port, node.rtmp_port);
-    let result = bench(&args, &node, &flv, tmp.path(), ticks).await;
+    let result = bench(&args, &node, &flv, tmp.path()).await;
     if result.is_err() {
-        eprintln!("node log tail:\n{}", tail(&node.log));
+        eprintln!("node log tail:\n{}", node.node.log_tail());
     }
     let report = match result {
         Ok(r) => r,
@@ -123,17 +120,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn encode(flv: &Path) -> anyhow::Result<()> {
-    let status = Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000"])
-        .args(["-t", "20", "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency"])
-        .args(["-g", "30", "-keyint_min", "30", "-sc_threshold", "0", "-pix_fmt", "yuv420p", "-b:v", "1000k"])
-        .args(["-c:a", "aac", "-b:a", "96k", "-ar", "48000", "-f", "flv"])
-        .arg(flv)
-        .status()
-        .await
-        .context("running ffmpeg (is it installed?)")?;
+    let pattern = TestPattern {
+        seconds: Some(20),
+        // The last -b:a wins: 96 kb/s audio, as the published figures were measured with.
+        extra: ["-keyint_min", "30", "-sc_threshold", "0", "-b:v", "1000k", "-b:a", "96k", "-ar", "48000"]
+            .map(String::from)
+            .to_vec(),
+        ..TestPattern::new(640, 360)
+    };
+    let status =
+        Command::from(pattern.command("flv", flv)).status().await.context("running ffmpeg (is it installed?)")?;
     if !status.success() {
         bail!("ffmpeg pre-encode failed: {status}");
     }
@@ -142,7 +138,7 @@ async fn encode(flv: &Path) -> anyhow::Result<()> {
 
 /// `ffmpeg -re -stream_loop -1 -i FILE -c copy -f flv URL`, killed on drop.
 fn publish(flv: &Path, url: &str) -> anyhow::Result<Child> {
-    Command::new("ffmpeg")
+    Command::new(testkit::tools::ffmpeg())
         .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i"])
         .arg(flv)
         .args(["-c", "copy", "-f", "flv", url])
@@ -183,7 +179,7 @@ struct CapRow {
     output_ok: usize,
 }
 
-async fn bench(args: &Args, node: &Node, flv: &Path, tmp: &Path, ticks: f64) -> anyhow::Result<Report> {
+async fn bench(args: &Args, node: &Node, flv: &Path, tmp: &Path) -> anyhow::Result<Report> {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build()?;
     let base = format!("http://127.0.0.1:{}", node.http_port);
     let owner = created(
@@ -297,11 +293,11 @@ async fn bench(args: &Args, node: &Node, flv: &Path, tmp: &Path, ticks: f64) -> 
         let mut pids = vec![node.pid];
         let ng_pids = nginx.as_ref().map(Nginx::pids).unwrap_or_default();
         pids.extend(&ng_pids);
-        let c0: Vec<f64> = pids.iter().map(|p| cpu_seconds(*p, ticks).unwrap_or(0.0)).collect();
+        let c0: Vec<f64> = pids.iter().map(|p| cpu_seconds(Pid::Of(*p)).unwrap_or(0.0)).collect();
         let t = Instant::now();
         tokio::time::sleep(Duration::from_secs(3)).await;
         let secs = t.elapsed().as_secs_f64();
-        let d: Vec<f64> = pids.iter().zip(&c0).map(|(p, c)| cpu_seconds(*p, ticks).unwrap_or(0.0) - c).collect();
+        let d: Vec<f64> = pids.iter().zip(&c0).map(|(p, c)| cpu_seconds(Pid::Of(*p)).unwrap_or(0.0) - c).collect();
         report.rows.push(CapRow { server: "bitriver", streams: 0, secs, cpu: d[0], output_ok: 0 });
         if nginx.is_some() {
             report.rows.push(CapRow { server: "nginx-rtmp", streams: 0, secs, cpu: d[1..].iter().sum(), output_ok: 0 });
@@ -314,7 +310,7 @@ async fn bench(args: &Args, node: &Node, flv: &Path, tmp: &Path, ticks: f64) -> 
             pubs.push(publish(flv, &format!("rtmp://127.0.0.1:{}/live/{key}", node.rtmp_port))?);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let (cpu, secs) = measure(&[node.pid], ticks, run_for).await?;
+        let (cpu, secs) = measure(&[node.pid], run_for).await;
         let mut ok = 0;
         for (id, _) in &channels[1..=n] {
             if let Ok(resp) = http.get(format!("{base}/hls/{id}/source/index.m3u8")).send().await {
@@ -335,7 +331,7 @@ async fn bench(args: &Args, node: &Node, flv: &Path, tmp: &Path, ticks: f64) -> 
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
             let pids = ng.pids();
-            let (cpu, secs) = measure(&pids, ticks, run_for).await?;
+            let (cpu, secs) = measure(&pids, run_for).await;
             let ok = (0..n).filter(|i| ng.hls.join(format!("n{n}s{i}.m3u8")).is_file()).count();
             stop_all(pubs).await;
             report.rows.push(CapRow { server: "nginx-rtmp", streams: n, secs, cpu, output_ok: ok });
@@ -349,13 +345,11 @@ async fn bench(args: &Args, node: &Node, flv: &Path, tmp: &Path, ticks: f64) -> 
 }
 
 /// CPU seconds used by `pids` over `run_for`, and the wall seconds measured.
-async fn measure(pids: &[u32], ticks: f64, run_for: Duration) -> anyhow::Result<(f64, f64)> {
-    let sum = || -> anyhow::Result<f64> { pids.iter().map(|p| cpu_seconds(*p, ticks)).sum() };
-    let c0 = sum()?;
+async fn measure(pids: &[u32], run_for: Duration) -> (f64, f64) {
+    let c0 = cpu_seconds_of(pids);
     let t = Instant::now();
     tokio::time::sleep(run_for).await;
-    let c1 = sum()?;
-    Ok((c1 - c0, t.elapsed().as_secs_f64()))
+    (cpu_seconds_of(pids) - c0, t.elapsed().as_secs_f64())
 }
 
 async fn play(url: &str, seconds: f64) -> anyhow::Result<Value> {
@@ -464,54 +458,43 @@ fn unix_ms_f64() -> f64 {
 // Processes
 // ---------------------------------------------------------------------------------------------
 
+/// The spawned `bitriver` node (control, ingest and origin roles); killed when dropped.
 struct Node {
-    child: Child,
+    node: BenchNode,
     pid: u32,
     http_port: u16,
     rtmp_port: u16,
-    log: PathBuf,
 }
 
 impl Node {
     async fn start(bin: &Path, dir: &Path) -> anyhow::Result<Node> {
-        if !bin.is_file() {
-            bail!(
-                "{} not found: build it with `cargo build --release -p bitriver-node`, or pass --bitriver",
-                bin.display()
-            );
-        }
         let (http_port, rtmp_port) = (free_port(false)?, free_port(false)?);
-        let log = dir.join("bitriver.log");
-        let log_file = std::fs::File::create(&log)?;
-        let mut cmd = Command::new(bin);
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("BITRIVER_LIVE_") {
-                cmd.env_remove(key);
-            }
-        }
-        cmd.args(["--mode", "development", "--roles", "control,ingest,origin"])
-            .arg("--addr")
-            .arg(format!("127.0.0.1:{http_port}"))
-            .arg("--cluster-addr")
-            .arg(format!("127.0.0.1:{}", free_port(true)?))
-            .arg("--rtmp-addr")
-            .arg(format!("127.0.0.1:{rtmp_port}"))
-            .args(["--srt-addr", "127.0.0.1:0", "--edge-addr", "127.0.0.1:0"])
-            .arg("--data")
-            .arg(dir.join("data"))
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file)
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().with_context(|| format!("spawning {}", bin.display()))?;
-        let pid = child.id().context("the node exited at once")?;
-        process::wait_healthy(&mut child, &format!("http://127.0.0.1:{http_port}/healthz"), &log, START_TIMEOUT)
-            .await?;
-        Ok(Node { child, pid, http_port, rtmp_port, log })
+        let http = std::net::SocketAddr::from(([127, 0, 0, 1], http_port));
+        let args = [
+            "--mode",
+            "development",
+            "--roles",
+            "control,ingest,origin",
+            "--addr",
+            &http.to_string(),
+            "--cluster-addr",
+            &format!("127.0.0.1:{}", free_port(true)?),
+            "--rtmp-addr",
+            &format!("127.0.0.1:{rtmp_port}"),
+            "--srt-addr",
+            "127.0.0.1:0",
+            "--edge-addr",
+            "127.0.0.1:0",
+            "--data",
+            &dir.join("data").display().to_string(),
+        ]
+        .map(String::from);
+        let node = BenchNode::start(bin, dir, http, &args, &[]).await?;
+        Ok(Node { pid: node.pid, node, http_port, rtmp_port })
     }
 
-    async fn stop(mut self) {
-        let _ = self.child.kill().await;
+    async fn stop(self) {
+        self.node.stop().await;
     }
 }
 
@@ -582,40 +565,16 @@ impl Nginx {
     /// The master and its children (the worker, and any cache helpers).
     fn pids(&self) -> Vec<u32> {
         let mut pids = vec![self.master];
-        if let Ok(entries) = std::fs::read_dir("/proc") {
-            for e in entries.flatten() {
-                let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-                let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-                let ppid = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)?.parse::<u32>().ok());
-                if ppid == Some(self.master) {
-                    pids.push(pid);
-                }
-            }
-        }
+        pids.extend(testkit::procfs::children(self.master));
         pids
     }
 
     async fn stop(mut self) {
-        let _ = Command::new("kill").args(["-QUIT", &self.master.to_string()]).status().await;
+        testkit::process::signal(self.master, testkit::process::Signal::QUIT);
         if tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await.is_err() {
             let _ = self.child.kill().await;
         }
     }
-}
-
-fn cpu_seconds(pid: u32, ticks: f64) -> anyhow::Result<f64> {
-    process::cpu_seconds(&format!("/proc/{pid}/stat"), ticks)
-}
-
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse::<f64>().ok())
-        .filter(|t| *t > 0.0)
-        .unwrap_or(100.0)
 }
 
 async fn created(http: &reqwest::Client, url: String, body: Value) -> anyhow::Result<Value> {
@@ -645,12 +604,12 @@ fn opt_s(v: Option<f64>) -> String {
 impl Report {
     fn print(&self, args: &Args, file_kbps: f64, started: Instant) {
         let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        let load = testkit::procfs::load_average();
         println!();
         println!(
             "media-bench: {cores} CPU cores; load average {}; source 640x360@30 GOP 30 (1 s) + AAC, {file_kbps:.0} kb/s, \
              published with ffmpeg -re -stream_loop -1 -c copy",
-            load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+            load
         );
         println!();
         println!("glass-to-glass on loopback (bitriver, one stream, part target {})", opt_s(self.part_target_s));

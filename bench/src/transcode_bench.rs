@@ -27,6 +27,8 @@ use media::cmaf::{avc_codec_string, Sample, VideoCodec, VideoConfig};
 use media::hls::{Rendition, RenditionConfig};
 use media::ingest::{Ladder, LadderSource};
 use media::origin::{LiveRegistry, LiveRendition, OriginMetrics, RegistryConfig};
+use testkit::ffmpeg::TestPattern;
+use testkit::procfs::{cpu_seconds, Pid};
 use transcode::{HardwareProbe, LadderSpec, TranscodeLadder, TranscodeMetrics, X264_PARAMS, X264_PRESET};
 
 const FPS: u64 = 30;
@@ -51,9 +53,9 @@ struct Args {
     /// The ladder (rungs taller than the input are skipped, as live).
     #[arg(long, env = "TRANSCODE_BENCH_LADDER", default_value = transcode::DEFAULT_LADDER)]
     ladder: String,
-    /// The ffmpeg binary.
-    #[arg(long, env = "TRANSCODE_BENCH_FFMPEG", default_value = "/usr/bin/ffmpeg")]
-    ffmpeg: PathBuf,
+    /// The ffmpeg binary [default: ffmpeg on PATH].
+    #[arg(long, env = "TRANSCODE_BENCH_FFMPEG")]
+    ffmpeg: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -71,14 +73,15 @@ fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let input = dir.path().join("input.h264");
     println!("transcode-bench: input {width}x{height} 30 fps, {} s; ladder {spec}", args.seconds);
-    generate(&args.ffmpeg, &input, width, height, args.seconds)?;
+    let ffmpeg = args.ffmpeg.clone().unwrap_or_else(testkit::tools::ffmpeg);
+    generate(&ffmpeg, &input, width, height, args.seconds)?;
     let (video, samples) = access_units(&std::fs::read(&input)?)?;
     let input_seconds = samples.len() as f64 / FPS as f64;
     let rungs: Vec<String> = plan.iter().map(|r| format!("{}x{}@{}k", r.width, r.height, r.kbps)).collect();
     println!("rungs: {}  ({} frames)", rungs.join(", "), samples.len());
 
     let ours = in_process(&spec, width, height, (video, samples))?;
-    let cli = ffmpeg_cli(&args.ffmpeg, &input, &plan)?;
+    let cli = ffmpeg_cli(&ffmpeg, &input, &plan)?;
 
     println!();
     println!("| run | CPU s | wall s | CPU s per s of input |");
@@ -93,16 +96,15 @@ fn main() -> anyhow::Result<()> {
 
 /// The synthetic input: keyframe every second, no B-frames, an AUD before every access unit.
 fn generate(ffmpeg: &Path, out: &Path, width: u32, height: u32, seconds: u64) -> anyhow::Result<()> {
-    let status = Command::new(ffmpeg)
-        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i"])
-        .arg(format!("testsrc2=size={width}x{height}:rate={FPS}"))
-        .arg("-t")
-        .arg(seconds.to_string())
-        .args(["-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-g", "30", "-pix_fmt", "yuv420p"])
-        .args(["-x264-params", "aud=1", "-f", "h264"])
-        .arg(out)
-        .status()
-        .with_context(|| format!("running {}", ffmpeg.display()))?;
+    let pattern = TestPattern {
+        fps: FPS as u32,
+        seconds: Some(u32::try_from(seconds).context("--seconds")?),
+        audio: false,
+        extra: vec!["-x264-params".into(), "aud=1".into()],
+        ..TestPattern::new(width, height)
+    };
+    let status =
+        pattern.command_with(ffmpeg, "h264", out).status().with_context(|| format!("running {}", ffmpeg.display()))?;
     if !status.success() {
         bail!("ffmpeg could not generate the input ({status})");
     }
@@ -170,16 +172,6 @@ fn access_units(data: &[u8]) -> anyhow::Result<(VideoConfig, Vec<Sample>)> {
     Ok((config, samples))
 }
 
-/// CPU seconds (user + system) of this process so far.
-fn own_cpu_seconds() -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    // Fields after the command name (which may hold spaces) start at the last ')'.
-    let fields: Vec<&str> = stat.rsplit_once(')').context("/proc/self/stat")?.1.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    // The kernel's USER_HZ is 100 on every Linux this runs on.
-    Ok(ticks / 100.0)
-}
-
 /// Runs the in-process ladder over `samples`; returns (CPU s, wall s).
 fn in_process(
     spec: &LadderSpec,
@@ -192,7 +184,7 @@ fn in_process(
     let metrics = TranscodeMetrics::unregistered();
     let ladder = TranscodeLadder::new(spec.clone(), &HardwareProbe::none(), metrics.clone()).offline();
     let source = LadderSource { channel_id: "bench", session_id: "bench", video: &video, audio: None };
-    let cpu_start = own_cpu_seconds()?;
+    let cpu_start = cpu_seconds(Pid::This)?;
     let wall = Instant::now();
     let mut run = ladder.start(&source).context("the ladder did not start")?;
     let rungs = run.renditions();
@@ -226,7 +218,7 @@ fn in_process(
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    let cpu = own_cpu_seconds()? - cpu_start;
+    let cpu = cpu_seconds(Pid::This)? - cpu_start;
     Ok((cpu, wall.elapsed().as_secs_f64()))
 }
 

@@ -387,8 +387,7 @@ async fn an_origin_slower_than_the_timeout_gets_a_504() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_https_when_given_a_certificate() {
-    if !std::path::Path::new("/usr/bin/curl").exists() {
-        eprintln!("SKIPPED: /usr/bin/curl not installed");
+    if !testkit::require_tool("curl") {
         return;
     }
     let test_origin = TestOrigin::new().await;
@@ -406,7 +405,7 @@ async fn serves_https_when_given_a_certificate() {
     let _stop = stop.clone().drop_guard();
     let serving = edge.clone();
     tokio::spawn(async move { serving.serve(listener, stop, Duration::from_secs(1)).await });
-    let out = tokio::process::Command::new("curl")
+    let out = tokio::process::Command::new(testkit::tools::path("curl"))
         .args(["-sk", "-o", "/dev/null", "-w", "%{http_code} %{size_download}"])
         .arg(format!("https://127.0.0.1:{port}/hls/ch/v/seg1.m4s"))
         .output()

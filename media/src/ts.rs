@@ -821,24 +821,24 @@ mod tests {
         assert!(d.streams[0].pes.is_none());
     }
 
-    /// Real TS from ffmpeg (2 s, 30 fps H.264 GOP 30, 48 kHz AAC); `None` without ffmpeg.
+    /// Real TS from ffmpeg (2 s, 30 fps H.264 GOP 30, 48 kHz AAC); `None` when ffmpeg is missing
+    /// and `BITRIVER_ALLOW_SKIP=1` (without it, a missing ffmpeg fails the test).
     fn ffmpeg_ts() -> Option<Vec<u8>> {
-        let dir = tempfile::tempdir().ok()?;
+        if !testkit::require_tool("ffmpeg") {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out.ts");
-        let status = std::process::Command::new("ffmpeg")
+        let status = std::process::Command::new(testkit::tools::ffmpeg())
             .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i"])
             .arg("testsrc2=size=320x240:rate=30")
             .args(["-f", "lavfi", "-i", "sine=sample_rate=48000", "-t", "2"])
             .args(["-c:v", "libx264", "-g", "30", "-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "mpegts"])
             .arg(&out)
-            .status();
-        match status {
-            Ok(s) if s.success() => std::fs::read(&out).ok(),
-            _ => {
-                eprintln!("ffmpeg not available; skipping");
-                None
-            }
-        }
+            .status()
+            .unwrap();
+        assert!(status.success(), "ffmpeg could not write the test stream: {status}");
+        Some(std::fs::read(&out).unwrap())
     }
 
     /// Feeds `data` in pseudo-random splits (xorshift, fixed seed) and collects the events.

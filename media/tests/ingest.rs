@@ -4,29 +4,25 @@
 //! handshake must be refused without disturbing the live stream, and the session must end in the
 //! catalog when the publisher stops.
 //!
-//! Skips (passes with a note) only when ffmpeg/ffprobe are not installed.
+//! Needs ffmpeg and ffprobe; fails naming a missing one.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use media::ingest::{serve_rtmp, stream_key_hash, IngestConfig, IngestMetrics};
 use media::origin::{self, LiveRegistry, OriginConfig, OriginMetrics, RegistryConfig};
 use raft::{Catalog, CatalogConfig, Channel, Command, LiveState, User};
+use testkit::ffmpeg::{ffprobe, stream, TestPattern};
+use testkit::http::get;
+use testkit::process::{exit_within, signal, Signal};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, Command as Process};
+use tokio::process::Child;
 
-const FFMPEG: &str = "/usr/bin/ffmpeg";
-const FFPROBE: &str = "/usr/bin/ffprobe";
 const KEY: &str = "live_00112233445566778899aabbccddeeff00112233";
 const WRONG_KEY: &str = "live_ffffffffffffffffffffffffffffffffffffffff";
 const CHANNEL: &str = "chan-e2e";
-
-fn have_ffmpeg() -> bool {
-    Path::new(FFMPEG).exists() && Path::new(FFPROBE).exists()
-}
 
 /// Everything the code under test logs, for asserting on log lines.
 fn logs() -> &'static Mutex<Vec<u8>> {
@@ -146,49 +142,13 @@ impl Drop for Harness {
     }
 }
 
-/// ffmpeg publishing testsrc2 + a sine over RTMP; stderr goes to `log`.
-fn publish(rtmp: SocketAddr, key: &str, size: &str, seconds: u32, log: &Path) -> Child {
-    let stderr = std::fs::File::create(log).unwrap();
-    Process::new(FFMPEG)
-        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
-        .args(["-f", "lavfi", "-i", &format!("testsrc2=size={size}:rate=30")])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args(["-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-g", "30", "-pix_fmt", "yuv420p"])
-        .args(["-c:a", "aac", "-b:a", "128k", "-t", &seconds.to_string(), "-f", "flv"])
-        .arg(format!("rtmp://{rtmp}/live/{key}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn ffmpeg")
-}
-
-async fn get(url: &str) -> Option<(u16, String)> {
-    let resp = reqwest::get(url).await.ok()?;
-    let status = resp.status().as_u16();
-    Some((status, resp.text().await.ok()?))
-}
-
-async fn ffprobe_json(args: &[&str]) -> serde_json::Value {
-    let out =
-        tokio::time::timeout(Duration::from_secs(30), Process::new(FFPROBE).args(args).kill_on_drop(true).output())
-            .await
-            .expect("ffprobe timed out")
-            .expect("run ffprobe");
-    assert!(out.status.success(), "ffprobe {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("ffprobe JSON")
-}
-
-/// Waits for a child with a deadline; kills it if the deadline passes.
-async fn wait(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {
-    match tokio::time::timeout(limit, child.wait()).await {
-        Ok(status) => status.unwrap(),
-        Err(_) => {
-            let _ = child.kill().await;
-            panic!("{what} did not exit within {limit:?}\nlogs:\n{}", log_text());
-        }
-    }
+/// ffmpeg publishing a `width`x`height` test pattern + a sine over RTMP; stderr goes to `log`.
+fn publish(rtmp: SocketAddr, key: &str, (width, height): (u32, u32), seconds: u32, log: &Path) -> Child {
+    TestPattern { seconds: Some(seconds), ..TestPattern::new(width, height) }.publish(
+        "flv",
+        &format!("rtmp://{rtmp}/live/{key}"),
+        log,
+    )
 }
 
 /// Connects, sends `bytes`, and expects the server to close the connection within `limit`.
@@ -210,14 +170,9 @@ async fn expect_closed(rtmp: SocketAddr, bytes: &[u8], limit: Duration) -> Durat
     started.elapsed()
 }
 
-fn stream_with<'a>(streams: &'a serde_json::Value, codec: &str) -> Option<&'a serde_json::Value> {
-    streams["streams"].as_array()?.iter().find(|s| s["codec_name"] == codec)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtmp_publish_is_served_as_hls_and_survives_intruders() {
-    if !have_ffmpeg() {
-        eprintln!("SKIPPED: {FFMPEG} or {FFPROBE} not installed");
+    if !testkit::require_tools(&["ffmpeg", "ffprobe"]) {
         return;
     }
     let h = Harness::start().await;
@@ -225,7 +180,7 @@ async fn rtmp_publish_is_served_as_hls_and_survives_intruders() {
 
     // 1. Publish; measure the time to the first playlist a plain HLS client can play.
     let started = Instant::now();
-    let mut publisher = publish(h.rtmp, KEY, "640x360", 60, &h.path("publisher.log"));
+    let mut publisher = publish(h.rtmp, KEY, (640, 360), 60, &h.path("publisher.log"));
     let mut first_part = None;
     let first_playlist = loop {
         if let Some((200, body)) = get(&media_playlist).await {
@@ -262,31 +217,23 @@ async fn rtmp_publish_is_served_as_hls_and_survives_intruders() {
 
     // 3. ffprobe sees H.264 640x360 and AAC, through the multivariant playlist too.
     for url in [media_playlist.clone(), h.url(&format!("/hls/{CHANNEL}/master.m3u8"))] {
-        let probe = ffprobe_json(&["-v", "error", "-show_streams", "-of", "json", &url]).await;
-        let video = stream_with(&probe, "h264").unwrap_or_else(|| panic!("no h264 in {url}: {probe}"));
+        let probe = ffprobe(&["-show_streams", &url]).await;
+        let video = stream(&probe, "h264").unwrap_or_else(|| panic!("no h264 in {url}: {probe}"));
         assert_eq!((video["width"].as_u64(), video["height"].as_u64()), (Some(640), Some(360)), "{probe}");
-        assert!(stream_with(&probe, "aac").is_some(), "no aac in {url}: {probe}");
+        assert!(stream(&probe, "aac").is_some(), "no aac in {url}: {probe}");
     }
 
     // 4. Record 10 s with ffmpeg while intruders hit the RTMP port.
     let recording = h.path("out.mp4");
-    let mut recorder = Process::new(FFMPEG)
-        .args(["-hide_banner", "-nostdin", "-v", "error", "-y", "-i", &media_playlist, "-t", "10", "-c", "copy"])
-        .arg(&recording)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(h.path("recorder.log")).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut recorder = testkit::ffmpeg::record(&media_playlist, 10, &recording, &h.path("recorder.log"));
 
     // A wrong key: refused, logged with a key prefix only.
-    let mut wrong = publish(h.rtmp, WRONG_KEY, "160x120", 5, &h.path("wrong.log"));
-    let status = wait(&mut wrong, Duration::from_secs(20), "wrong-key publisher").await;
+    let mut wrong = publish(h.rtmp, WRONG_KEY, (160, 120), 5, &h.path("wrong.log"));
+    let status = exit_within(&mut wrong, Duration::from_secs(20), "wrong-key publisher").await;
     assert!(!status.success(), "a wrong key was accepted");
     // A second publisher on the live key: refused while the first goes on.
-    let mut second = publish(h.rtmp, KEY, "160x120", 5, &h.path("second.log"));
-    let status = wait(&mut second, Duration::from_secs(20), "second publisher").await;
+    let mut second = publish(h.rtmp, KEY, (160, 120), 5, &h.path("second.log"));
+    let status = exit_within(&mut second, Duration::from_secs(20), "second publisher").await;
     assert!(!status.success(), "a second publisher was accepted");
     // Garbage: closed at once.
     let took = expect_closed(h.rtmp, b"GET / HTTP/1.1\r\nHost: bitriver\r\n\r\n", Duration::from_secs(3)).await;
@@ -297,17 +244,15 @@ async fn rtmp_publish_is_served_as_hls_and_survives_intruders() {
     let took = expect_closed(h.rtmp, &truncated, Duration::from_secs(8)).await;
     println!("truncated handshake closed after {} ms", took.as_millis());
 
-    let status = wait(&mut recorder, Duration::from_secs(45), "recorder").await;
+    let status = exit_within(&mut recorder, Duration::from_secs(45), "recorder").await;
     let recorder_log = std::fs::read_to_string(h.path("recorder.log")).unwrap_or_default();
     assert!(status.success(), "recording failed: {recorder_log}");
     assert!(recorder_log.trim().is_empty(), "recorder reported errors:\n{recorder_log}");
-    let probe =
-        ffprobe_json(&["-v", "error", "-show_format", "-show_streams", "-of", "json", recording.to_str().unwrap()])
-            .await;
+    let probe = ffprobe(&["-show_format", "-show_streams", recording.to_str().unwrap()]).await;
     let duration: f64 = probe["format"]["duration"].as_str().and_then(|d| d.parse().ok()).unwrap_or(0.0);
     println!("recorded {duration:.2} s");
     assert!((9.0..=11.0).contains(&duration), "recorded {duration} s, expected ~10: {probe}");
-    assert!(stream_with(&probe, "h264").is_some() && stream_with(&probe, "aac").is_some(), "{probe}");
+    assert!(stream(&probe, "h264").is_some() && stream(&probe, "aac").is_some(), "{probe}");
 
     // The first publisher was never disturbed.
     assert!(publisher.try_wait().unwrap().is_none(), "the first publisher stopped");
@@ -327,9 +272,8 @@ async fn rtmp_publish_is_served_as_hls_and_survives_intruders() {
     assert_eq!(h.metrics.active_publishers.get(), 1);
 
     // 5. The publisher stops: the session ends in the catalog and the playlist ends.
-    let pid = publisher.id().unwrap().to_string();
-    std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap();
-    wait(&mut publisher, Duration::from_secs(10), "publisher").await;
+    signal(publisher.id().unwrap(), Signal::INT);
+    exit_within(&mut publisher, Duration::from_secs(10), "publisher").await;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let ended = h.catalog.read(|s| {

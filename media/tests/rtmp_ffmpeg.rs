@@ -1,9 +1,9 @@
 //! A real publisher against the sans-IO `ServerSession`: ffmpeg pushes a few seconds of H.264 +
-//! AAC over loopback, a plain std thread moves the bytes. Skipped when ffmpeg is not installed.
+//! AAC over loopback, a plain std thread moves the bytes. Needs ffmpeg; fails naming it when missing.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use media::flv::{self, AudioTag, VideoTag};
@@ -11,20 +11,21 @@ use media::rtmp::{CloseReason, Event, ServerSession, SessionConfig};
 
 #[test]
 fn ffmpeg_publishes_h264_and_aac() {
-    if Command::new("ffmpeg").arg("-version").stdout(Stdio::null()).status().is_err() {
-        eprintln!("ffmpeg not found; skipping");
+    if !testkit::require_tool("ffmpeg") {
         return;
     }
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let mut ffmpeg = Command::new("ffmpeg")
-        .args(["-v", "error", "-re", "-f", "lavfi", "-i", "testsrc=size=640x360:rate=25", "-f", "lavfi", "-i"])
-        .args(["sine=frequency=440:sample_rate=48000", "-t", "2", "-pix_fmt", "yuv420p", "-c:v", "libx264"])
-        .args(["-preset", "ultrafast", "-g", "25", "-c:a", "aac", "-f", "flv"])
-        .arg(format!("rtmp://127.0.0.1:{port}/live/test-key"))
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let pattern = testkit::ffmpeg::TestPattern {
+        fps: 25,
+        gop: 25,
+        seconds: Some(2),
+        realtime: true,
+        preset: "ultrafast",
+        ..testkit::ffmpeg::TestPattern::new(640, 360)
+    };
+    let mut ffmpeg =
+        pattern.command("flv", format!("rtmp://127.0.0.1:{port}/live/test-key")).stdout(Stdio::null()).spawn().unwrap();
 
     // Never hang the suite if ffmpeg fails before connecting.
     listener.set_nonblocking(true).unwrap();

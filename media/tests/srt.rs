@@ -1,7 +1,7 @@
 //! SRT ingest against a real SRT caller: ffmpeg 5.1 (libsrt) publishes MPEG-TS to `serve_srt` on
 //! loopback; the test gate stands in for the catalog (one known key) and the test sink opens the
 //! stream in the origin's `LiveRegistry`, served by the origin routes, which ffprobe reads.
-//! Skipped when ffmpeg is missing.
+//! Needs ffmpeg and ffprobe; fails naming a missing one.
 
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -12,6 +12,7 @@ use media::hls::{Pushed, Rendition, RenditionConfig};
 use media::ingest::srt::{serve_srt, FrameCounts, PublishGate, PublishSink, Refusal, SrtConfig, StreamRefused};
 use media::ingest::{BridgeOutput, IngestMetrics};
 use media::origin::{self, LiveHandle, LiveRegistry, OriginConfig, OriginMetrics, RegistryConfig};
+use testkit::ffmpeg::TestPattern;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
@@ -100,11 +101,7 @@ impl PublishSink for Sink {
 }
 
 fn have_ffmpeg() -> bool {
-    let ok = std::process::Command::new("ffmpeg").arg("-version").stdout(Stdio::null()).status().is_ok();
-    if !ok {
-        eprintln!("ffmpeg not available; skipping");
-    }
-    ok
+    testkit::require_tools(&["ffmpeg", "ffprobe"])
 }
 
 struct Harness {
@@ -142,16 +139,8 @@ async fn start() -> Harness {
 async fn publish(addr: SocketAddr, stream_id: &str, seconds: u32) -> bool {
     // The stream id goes into the URL verbatim: ffmpeg 5.1 does not URL-decode it.
     let url = format!("srt://{addr}?latency=200000&pkt_size=1316&streamid={stream_id}");
-    let child = tokio::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-f", "lavfi", "-i"])
-        .arg("testsrc2=size=320x240:rate=30")
-        .args(["-f", "lavfi", "-i", "sine=sample_rate=48000", "-t", &seconds.to_string()])
-        .args(["-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-g", "30", "-pix_fmt", "yuv420p"])
-        .args(["-c:a", "aac", "-f", "mpegts", &url])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .status();
+    let pattern = TestPattern { seconds: Some(seconds), realtime: true, ..TestPattern::new(320, 240) };
+    let child = pattern.tokio_command("mpegts", &url).stdout(Stdio::null()).status();
     matches!(tokio::time::timeout(Duration::from_secs(u64::from(seconds) + 20), child).await, Ok(Ok(s)) if s.success())
 }
 
@@ -180,7 +169,7 @@ async fn ffmpeg_publishes_over_srt_and_ffprobe_reads_the_playlist() {
         if !response.status().is_success() || !response.text().await.unwrap_or_default().contains("#EXTINF") {
             continue;
         }
-        let out = tokio::process::Command::new("ffprobe")
+        let out = tokio::process::Command::new(testkit::tools::ffprobe())
             .args(["-v", "error", "-show_entries", "stream=codec_name,width,height", "-of", "csv=p=0", &playlist])
             .output()
             .await

@@ -2,14 +2,15 @@
 //! fMP4 HLS stream (1 s segments, sliding 6-segment playlist) into a temp dir, a tiny static file
 //! server in this test serves it on loopback with CORS, and `play_in_chromium` must see headless
 //! Chromium + hls.js play 3 s of it (then 2 s more through play.mjs's same-origin proxy). If this fails, a failing live-path browser test is the
-//! harness's fault (Chromium, node, tests/browser), not the origin's.
+//! harness's fault (Chromium, node, tests/browser), not the origin's. Needs ffmpeg and the
+//! browser tools; fails naming a missing one.
 
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Component, Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -83,19 +84,22 @@ fn serve_one(root: &Path, mut conn: TcpStream) -> std::io::Result<()> {
 
 #[test]
 fn hls_js_in_headless_chromium_plays_an_ffmpeg_live_stream() {
+    if !testkit::require_tools(&[&["ffmpeg"], testkit::tools::BROWSER].concat()) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let playlist = dir.path().join("index.m3u8");
     let log = std::fs::File::create(dir.path().join("ffmpeg.log")).unwrap();
-    let ffmpeg = Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30", "-f", "lavfi", "-i", "sine"])
-        .args(["-c:v", "libx264", "-preset", "veryfast", "-g", "30", "-pix_fmt", "yuv420p", "-c:a", "aac"])
+    let hls = ["-hls_time", "1", "-hls_list_size", "6", "-hls_flags", "delete_segments+temp_file"];
+    let pattern = testkit::ffmpeg::TestPattern {
         // A safety cap: the test needs well under a minute of stream.
-        .args(["-t", "150"])
-        .args(["-f", "hls", "-hls_time", "1", "-hls_list_size", "6", "-hls_flags", "delete_segments+temp_file"])
-        .args(["-hls_segment_type", "fmp4"])
-        .arg(&playlist)
-        .stdin(Stdio::null())
+        seconds: Some(150),
+        realtime: true,
+        extra: hls.iter().chain(&["-hls_segment_type", "fmp4"]).map(|a| a.to_string()).collect(),
+        ..testkit::ffmpeg::TestPattern::new(640, 360)
+    };
+    let ffmpeg = pattern
+        .command("hls", &playlist)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

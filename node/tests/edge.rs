@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::browser::play_in_chromium;
 use common::live::{
-    create_channel, media_tools_missing, probe_size, publish, rtmp_url, start_with_rtmp, wait_url_body, Encoding,
+    create_channel, probe_size, publish, rtmp_url, start_with_rtmp, wait_url_body, Encoding, MEDIA_TOOLS,
 };
 use common::{get_json, wait_for_body, NodeProc};
 
@@ -32,7 +32,7 @@ async fn wait_edge_body(url: &str, needle: &str, node: &NodeProc) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ffprobe_and_hls_js_play_through_the_edge() {
-    if media_tools_missing() {
+    if !testkit::require_tools(&[MEDIA_TOOLS, testkit::tools::BROWSER].concat()) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -72,7 +72,7 @@ async fn ffprobe_and_hls_js_play_through_the_edge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_audience_blocked_on_the_next_part_costs_the_origin_one_request() {
-    if media_tools_missing() {
+    if !testkit::require_tools(MEDIA_TOOLS) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -146,7 +146,7 @@ async fn an_audience_blocked_on_the_next_part_costs_the_origin_one_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unique_viewers_at_the_edge_reach_live_viewers_in_analytics() {
-    if media_tools_missing() {
+    if !testkit::require_tools(MEDIA_TOOLS) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

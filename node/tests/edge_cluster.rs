@@ -3,18 +3,18 @@
 //! holds when the origin is killed, fails new requests cleanly, and recovers when the origin
 //! comes back.
 //!
-//! Skips (passes with a note) only when ffmpeg is not installed.
+//! Needs ffmpeg; fails naming it when it is missing.
 
 mod common;
 
 use std::time::Duration;
 
-use common::live::{create_channel, media_tools_missing, publish, rtmp_url, start_with_rtmp, wait_url_body, Encoding};
+use common::live::{create_channel, publish, rtmp_url, start_with_rtmp, wait_url_body, Encoding};
 use common::{cli, NodeProc};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_node_survives_its_origin_being_killed_and_recovers() {
-    if media_tools_missing() {
+    if !testkit::require_tool("ffmpeg") {
         return;
     }
     let root = tempfile::tempdir().unwrap();

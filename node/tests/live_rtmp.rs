@@ -2,21 +2,21 @@
 //! through the API (development mode), publish with ffmpeg over RTMP, play the HLS output with
 //! ffprobe, see the channel live in the API, stop, see it offline.
 //!
-//! Skips (passes with a note) only when ffmpeg/ffprobe are not installed.
+//! Needs ffmpeg and ffprobe; fails naming a missing one.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::live::{
-    create_channel, media_tools_missing, probe_size, publish, rtmp_url, start_with_rtmp, stop_and_wait_offline,
-    Encoding,
+    create_channel, probe_size, publish, rtmp_url, start_with_rtmp, stop_and_wait_offline, wait_playable, Encoding,
+    MEDIA_TOOLS,
 };
-use common::{get_json, wait_for_body, NodeProc};
+use common::{get_json, NodeProc};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtmp_publish_goes_live_and_plays_over_hls() {
-    if media_tools_missing() {
+    if !testkit::require_tools(MEDIA_TOOLS) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -32,14 +32,7 @@ async fn rtmp_publish_goes_live_and_plays_over_hls() {
     let mut publisher = publish("flv", &rtmp_url(rtmp_port, &key), 40, Encoding::ZeroLatency, &log);
 
     // The multivariant playlist names the media playlist; wait until that one is playable.
-    let master =
-        wait_for_body(&node, &format!("/hls/{id}/master.m3u8"), "#EXT-X-STREAM-INF", started, Duration::from_secs(20))
-            .await;
-    let media_uri = master.lines().find(|l| !l.is_empty() && !l.starts_with('#')).expect("a variant URI").trim();
-    let media_path = if media_uri.starts_with('/') { media_uri.to_owned() } else { format!("/hls/{id}/{media_uri}") };
-    assert_eq!(media_path, format!("/hls/{id}/source/index.m3u8"));
-    wait_for_body(&node, &media_path, "#EXTINF", started, Duration::from_secs(20)).await;
-    println!("latency: publish start -> first playable playlist: {} ms", started.elapsed().as_millis());
+    let media_path = wait_playable(&node, &id, started).await;
 
     for path in [format!("/hls/{id}/master.m3u8"), media_path.clone()] {
         assert_eq!(probe_size(&node.url(&path)).await, (640, 360), "{path}");

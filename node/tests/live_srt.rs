@@ -3,35 +3,27 @@
 //! record 10 s of it with ffmpeg, see the channel live in the API; a wrong key and a second
 //! publisher over RTMP are refused; stop, see it offline.
 //!
-//! Skips (passes with a note) only when ffmpeg/ffprobe are not installed.
+//! Needs ffmpeg and ffprobe; fails naming a missing one.
 
 mod common;
 
-use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::live::{
-    create_channel, ffprobe, media_tools_missing, publish, rtmp_url, start_with_rtmp, stop_and_wait_offline, stream,
-    Encoding, FFMPEG,
+    create_channel, ffprobe, publish, rtmp_url, start_with_rtmp, stop_and_wait_offline, stream, wait_playable,
+    Encoding, MEDIA_TOOLS,
 };
-use common::{free_ports, get_json, wait_for_body, NodeProc};
-use tokio::process::{Child, Command};
+use common::{free_ports, get_json, NodeProc};
+use testkit::process::exit_within;
 
 /// ffmpeg's SRT caller URL; the stream id is written raw (ffmpeg 5.1 sends it verbatim).
 fn srt_url(port: u16, key: &str) -> String {
     format!("srt://127.0.0.1:{port}?streamid=#!::r=live/{key},m=publish")
 }
 
-async fn exit_within(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
-    match tokio::time::timeout(limit, child.wait()).await {
-        Ok(status) => status.unwrap(),
-        Err(_) => panic!("{what} still running after {limit:?}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn srt_publish_goes_live_and_plays_over_hls() {
-    if media_tools_missing() {
+    if !testkit::require_tools(MEDIA_TOOLS) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -59,14 +51,7 @@ async fn srt_publish_goes_live_and_plays_over_hls() {
     let started = Instant::now();
     let mut publisher = publish("mpegts", &srt_url(srt_port, &key), 60, Encoding::ZeroLatency, &log("ffmpeg.log"));
 
-    let master =
-        wait_for_body(&node, &format!("/hls/{id}/master.m3u8"), "#EXT-X-STREAM-INF", started, Duration::from_secs(20))
-            .await;
-    let media_uri = master.lines().find(|l| !l.is_empty() && !l.starts_with('#')).expect("a variant URI").trim();
-    let media_path = if media_uri.starts_with('/') { media_uri.to_owned() } else { format!("/hls/{id}/{media_uri}") };
-    assert_eq!(media_path, format!("/hls/{id}/source/index.m3u8"));
-    wait_for_body(&node, &media_path, "#EXTINF", started, Duration::from_secs(20)).await;
-    println!("latency: publish start -> first playable playlist: {} ms", started.elapsed().as_millis());
+    let media_path = wait_playable(&node, &id, started).await;
 
     let probe = ffprobe(&["-show_streams", &node.url(&media_path)]).await;
     let video = stream(&probe, "h264").unwrap_or_else(|| panic!("no h264: {probe}"));
@@ -80,15 +65,7 @@ async fn srt_publish_goes_live_and_plays_over_hls() {
 
     // Record 10 s of the live stream.
     let recording = log("out.mp4");
-    let mut recorder = Command::new(FFMPEG)
-        .args(["-hide_banner", "-nostdin", "-v", "error", "-y", "-i", &node.url(&media_path), "-t", "10", "-c", "copy"])
-        .arg(&recording)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log("recorder.log")).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut recorder = testkit::ffmpeg::record(&node.url(&media_path), 10, &recording, &log("recorder.log"));
 
     // The same key over RTMP while SRT publishes: one gate for both, so refused.
     let mut second = publish("flv", &rtmp_url(rtmp_port, &key), 5, Encoding::ZeroLatency, &log("second.log"));

@@ -5,7 +5,7 @@
 //! that hls.js plays and switches between. A ladder taller than the source is not upscaled, and
 //! a bad ladder string stops the node at start with the flag named.
 //!
-//! Skips (passes with a note) only when ffmpeg/ffprobe are not installed.
+//! Needs ffmpeg and ffprobe (and Chromium for the player); fails naming a missing one.
 
 mod common;
 
@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::live::{create_channel, media_tools_missing, probe_size, publish, rtmp_url, start_with_rtmp, Encoding};
+use common::live::{create_channel, probe_size, publish, rtmp_url, start_with_rtmp, Encoding, MEDIA_TOOLS};
 use common::{get_json, wait_for_body, NodeProc};
 use serde_json::json;
 
@@ -108,7 +108,7 @@ async fn bytes(node: &NodeProc, path: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ladder_renditions_are_aligned_and_hls_js_switches_between_them() {
-    if media_tools_missing() {
+    if !testkit::require_tools(&[MEDIA_TOOLS, testkit::tools::BROWSER].concat()) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -212,7 +212,7 @@ async fn ladder_renditions_are_aligned_and_hls_js_switches_between_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rung_taller_than_the_source_is_not_encoded() {
-    if media_tools_missing() {
+    if !testkit::require_tools(MEDIA_TOOLS) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -11,11 +11,10 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{NodeProc, BIN};
+use common::{cli_with_stdin, NodeProc};
 use serde_json::{json, Value};
 
 const STARTUP: Duration = Duration::from_secs(30);
@@ -25,7 +24,7 @@ const BTC_ADDRESS: &str = "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq";
 /// `curl -s --request METHOD URL [--header H]... [--data BODY]`, as the README writes it.
 /// Returns the status code and the body parsed as JSON (`Null` for an empty body).
 async fn curl(method: &str, url: &str, headers: &[&str], data: Option<&str>) -> (u16, Value) {
-    let mut cmd = tokio::process::Command::new("curl");
+    let mut cmd = tokio::process::Command::new(testkit::tools::path("curl"));
     // `-q` first: ignore any ~/.curlrc; no proxy may sit between the test and loopback.
     cmd.args(["-q", "-s", "--max-time", "20", "--request", method, url]);
     for h in headers {
@@ -92,6 +91,9 @@ const STOP_BODY: &str = r#"{"peakConcurrent":42}"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readme_walkthrough_works_as_written_in_development_mode() {
+    if !testkit::require_tool("curl") {
+        return;
+    }
     let root = tempfile::tempdir().unwrap();
     let mut node = NodeProc::new(root.path(), "dev");
     node.args.extend(["--mode".into(), "development".into()]);
@@ -265,18 +267,10 @@ async fn readme_walkthrough_works_as_written_in_development_mode() {
 /// `bitriver user create ...` with the password on stdin; returns the new user's id.
 fn create_admin(node: &NodeProc, email: &str, password: &str) -> String {
     let data = node.data.to_str().unwrap();
-    let mut child = std::process::Command::new(BIN)
-        .args(["user", "create", "--admin", "--email", email, "--display-name", "Root", "--data", data])
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "user create: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    let args = ["user", "create", "--admin", "--email", email, "--display-name", "Root", "--data", data];
+    let (code, stdout, stderr) = cli_with_stdin(&args, &format!("{password}\n"));
+    assert_eq!(code, 0, "user create: {stderr}");
+    stdout.trim().to_owned()
 }
 
 fn assert_unauthorized(what: &str, (status, body): (u16, Value)) {
@@ -286,6 +280,9 @@ fn assert_unauthorized(what: &str, (status, body): (u16, Value)) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn production_refuses_the_walkthrough_without_a_token() {
+    if !testkit::require_tool("curl") {
+        return;
+    }
     let root = tempfile::tempdir().unwrap();
     let mut node = NodeProc::new(root.path(), "prod");
     node.args.extend(["--mode".into(), "production".into(), "--log-format".into(), "text".into()]);

@@ -11,7 +11,8 @@
 //!
 //! Every scenario fails on any console error or uncaught exception in any page. Screenshots and
 //! summaries go to `$CARGO_TARGET_DIR/ui-artifacts` (or `target/ui-artifacts`). Needs
-//! `/usr/bin/chromium`, node and `tests/browser/node_modules` (`scripts/browser-setup.sh`).
+//! `/usr/bin/chromium`, node and `tests/browser/node_modules` (`scripts/browser-setup.sh`), and
+//! ffmpeg for `live`; fails naming a missing one.
 
 mod common;
 
@@ -20,9 +21,9 @@ use std::process::{Command, Stdio};
 
 use std::time::Duration;
 
-use common::browser::wait_script;
-use common::live::{start_with_rtmp, FFMPEG};
+use common::live::start_with_rtmp;
 use common::NodeProc;
+use testkit::process::wait_with_output;
 
 const UI_MJS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/browser/ui.mjs");
 /// Each scenario's own time limit (ui.mjs stops itself then); the test waits a little longer.
@@ -51,7 +52,7 @@ fn run_scenario(scenario: &str, node: &NodeProc, rtmp_port: u16) -> serde_json::
         .arg(scenario)
         .arg(node.url(""))
         .env("RTMP_URL", format!("rtmp://127.0.0.1:{rtmp_port}"))
-        .env("FFMPEG", FFMPEG)
+        .env("FFMPEG", testkit::tools::ffmpeg())
         .env("UI_ARTIFACTS", &artifacts)
         .env("UI_TIMEOUT_S", SCENARIO_TIMEOUT_S.to_string())
         .stdin(Stdio::null())
@@ -60,7 +61,7 @@ fn run_scenario(scenario: &str, node: &NodeProc, rtmp_port: u16) -> serde_json::
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run `node {UI_MJS}`: {e} (run scripts/browser-setup.sh)"));
     // Backstop for a wedged node process: ui.mjs gives up by itself after SCENARIO_TIMEOUT_S.
-    let (status, stdout, stderr) = wait_script(child, Duration::from_secs(SCENARIO_TIMEOUT_S + 20));
+    let (status, stdout, stderr) = wait_with_output(child, Duration::from_secs(SCENARIO_TIMEOUT_S + 20));
     let status = status.unwrap();
     eprintln!("{stderr}");
     println!("UI artifacts (screenshots, summaries): {}", artifacts.display());
@@ -78,8 +79,7 @@ fn run_scenario(scenario: &str, node: &NodeProc, rtmp_port: u16) -> serde_json::
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signup_create_channel_copy_key_publish_and_watch_live() {
-    if !Path::new(FFMPEG).exists() {
-        eprintln!("SKIPPED: {FFMPEG} not installed");
+    if !testkit::require_tools(&[&["ffmpeg"], testkit::tools::BROWSER].concat()) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -103,6 +103,9 @@ async fn signup_create_channel_copy_key_publish_and_watch_live() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_message_reaches_another_browser_and_moderators_delete_it_everywhere() {
+    if !testkit::require_tools(testkit::tools::BROWSER) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let (node, rtmp_port) = start_node(dir.path()).await;
     tokio::task::spawn_blocking(move || run_scenario("chat", &node, rtmp_port)).await.unwrap();
@@ -110,6 +113,9 @@ async fn chat_message_reaches_another_browser_and_moderators_delete_it_everywher
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_have_no_serious_accessibility_violations() {
+    if !testkit::require_tools(testkit::tools::BROWSER) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let (node, rtmp_port) = start_node(dir.path()).await;
     let summary = tokio::task::spawn_blocking(move || run_scenario("a11y", &node, rtmp_port)).await.unwrap();

@@ -3,10 +3,9 @@
 //! playlist) while the other rung and the source stay live and get every frame.
 //!
 //! Lag is made, not waited for: samples carry a wall clock ten seconds old, as if the ladder were
-//! that far behind. Skips (passes with a note) when ffmpeg is not installed.
+//! that far behind. Needs ffmpeg; fails naming it when it is missing.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -16,18 +15,16 @@ use media::ingest::{Ladder, LadderRendition, LadderRun, LadderSource};
 use media::origin::{routes, LiveHandle, LiveRegistry, LiveRendition, OriginConfig, OriginMetrics, RegistryConfig};
 use transcode::{DegradePolicy, HardwareProbe, LadderSpec, TranscodeLadder, TranscodeMetrics};
 
-const FFMPEG: &str = "/usr/bin/ffmpeg";
-
 /// Two seconds of 320x180 test pattern, keyframe every second, as AVCC samples at 30 fps.
 fn input(dir: &Path) -> (VideoConfig, Vec<Sample>) {
     let file = dir.join("in.h264");
-    let status = Command::new(FFMPEG)
-        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi"])
-        .args(["-i", "testsrc2=size=320x180:rate=30", "-t", "2", "-c:v", "libx264", "-preset", "veryfast"])
-        .args(["-tune", "zerolatency", "-g", "30", "-pix_fmt", "yuv420p", "-x264-params", "aud=1", "-f", "h264"])
-        .arg(&file)
-        .status()
-        .unwrap();
+    let pattern = testkit::ffmpeg::TestPattern {
+        seconds: Some(2),
+        audio: false,
+        extra: vec!["-x264-params".into(), "aud=1".into()],
+        ..testkit::ffmpeg::TestPattern::new(320, 180)
+    };
+    let status = pattern.command("h264", &file).status().unwrap();
     assert!(status.success());
     let data = std::fs::read(&file).unwrap();
     let starts: Vec<usize> =
@@ -86,8 +83,7 @@ async fn serve(video: &VideoConfig, rungs: &[LadderRendition], run: &mut Box<dyn
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ladder_behind_real_time_drops_its_tallest_rung_and_keeps_the_rest() {
-    if !Path::new(FFMPEG).exists() {
-        eprintln!("SKIPPED: {FFMPEG} not installed");
+    if !testkit::require_tool("ffmpeg") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -150,8 +146,7 @@ fn first_video_tfdt(segment: &[u8]) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_rung_rejoins_aligned_once_the_ladder_keeps_up() {
-    if !Path::new(FFMPEG).exists() {
-        eprintln!("SKIPPED: {FFMPEG} not installed");
+    if !testkit::require_tool("ffmpeg") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

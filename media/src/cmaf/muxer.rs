@@ -671,19 +671,18 @@ mod tests {
     /// Real H.264 + AAC from ffmpeg, muxed by us, read back by ffprobe.
     #[test]
     fn ffprobe_reads_our_fragments() {
-        if !std::path::Path::new("/usr/bin/ffprobe").exists() || !std::path::Path::new("/usr/bin/ffmpeg").exists() {
-            eprintln!("note: ffmpeg/ffprobe not installed, skipping ffprobe_reads_our_fragments");
+        if !testkit::require_tools(&["ffmpeg", "ffprobe"]) {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
         let h264 = dir.path().join("out.h264");
         let aac = dir.path().join("out.aac");
         // -bf 0: the test helper has no POC parsing, so decode order must equal presentation order.
-        run(std::process::Command::new("/usr/bin/ffmpeg")
+        run(std::process::Command::new(testkit::tools::ffmpeg())
             .args(["-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30", "-t", "2"])
             .args(["-c:v", "libx264", "-g", "30", "-bf", "0", "-bsf:v", "h264_mp4toannexb", "-f", "h264"])
             .arg(&h264));
-        run(std::process::Command::new("/usr/bin/ffmpeg")
+        run(std::process::Command::new(testkit::tools::ffmpeg())
             .args(["-v", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "2"])
             .args(["-c:a", "aac", "-ac", "2", "-f", "adts"])
             .arg(&aac));
@@ -742,7 +741,7 @@ mod tests {
         let mp4 = dir.path().join("out.mp4");
         std::fs::write(&mp4, &file).unwrap();
 
-        let out = run(std::process::Command::new("/usr/bin/ffprobe")
+        let out = run(std::process::Command::new(testkit::tools::ffprobe())
             .args(["-v", "error", "-show_streams", "-show_packets"])
             .arg(&mp4));
         assert!(out.stderr.is_empty(), "ffprobe complained: {}", String::from_utf8_lossy(&out.stderr));

@@ -1,15 +1,15 @@
 //! Browser playback: headless Chromium + hls.js (low-latency mode) through `tests/browser/play.mjs`.
 //!
 //! Needs `/usr/bin/chromium`, node >= 20 and `tests/browser/node_modules`; `scripts/browser-setup.sh`
-//! (run by `scripts/test.sh`) installs them. `play.mjs` also reads `PLAY_TIMEOUT_S` (default 45)
+//! (run by `scripts/test.sh`) installs them, and a test checks with
+//! `testkit::require_tools(testkit::tools::BROWSER)`. `play.mjs` also reads `PLAY_TIMEOUT_S` (default 45)
 //! and `PLAY_SCREENSHOT=FILE.png` from the environment, which the child inherits.
 
-use std::io::Read;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
+use testkit::process::{tail_str, wait_with_output};
 
 /// The playback script (a path under the workspace root).
 pub const PLAY_MJS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/browser/play.mjs");
@@ -63,8 +63,8 @@ fn play_with(hls_url: &str, min_seconds: f64, same_origin: bool, switch_level: O
         .spawn()
         .map_err(|e| format!("cannot run `node {PLAY_MJS}`: {e} (run scripts/browser-setup.sh)"))?;
     // play.mjs stops itself at timeout + 30 s; this is the backstop for a wedged node process.
-    let (status, stdout, stderr) = wait_script(child, Duration::from_secs(timeout_s + 60));
-    let stderr_tail = tail(&stderr, 4000);
+    let (status, stdout, stderr) = wait_with_output(child, Duration::from_secs(timeout_s + 60));
+    let stderr_tail = tail_str(&stderr);
 
     let status = match status {
         Ok(Some(status)) => status,
@@ -86,45 +86,4 @@ fn play_with(hls_url: &str, min_seconds: f64, same_origin: bool, switch_level: O
         let pretty = serde_json::to_string_pretty(&summary).unwrap_or(stdout);
         Err(format!("browser playback of {hls_url} failed ({status}): {reason}\n{pretty}\nstderr: {stderr_tail}"))
     }
-}
-
-/// Waits for a script started with piped stdout and stderr, reading both as it runs; past `limit`
-/// it is sent SIGTERM (so a browser driver can close Chromium), then killed: `Ok(None)`.
-pub fn wait_script(mut child: Child, limit: Duration) -> (std::io::Result<Option<ExitStatus>>, String, String) {
-    let read_all = |mut pipe: Box<dyn Read + Send>| {
-        thread::spawn(move || {
-            let mut s = String::new();
-            let _ = pipe.read_to_string(&mut s);
-            s
-        })
-    };
-    let out_reader = read_all(Box::new(child.stdout.take().expect("piped stdout")));
-    let err_reader = read_all(Box::new(child.stderr.take().expect("piped stderr")));
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Ok(Some(status)),
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-                thread::sleep(Duration::from_secs(5));
-                let _ = child.kill();
-                let _ = child.wait();
-                break Ok(None);
-            }
-            Ok(None) => thread::sleep(Duration::from_millis(100)),
-            Err(e) => break Err(e),
-        }
-    };
-    (status, out_reader.join().unwrap_or_default(), err_reader.join().unwrap_or_default())
-}
-
-fn tail(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut start = s.len() - max;
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    &s[start..]
 }

@@ -1,11 +1,11 @@
-//! Test harness: real `bitriver` processes on loopback, each with its own data dir.
-#![allow(dead_code, unreachable_pub)]
+//! Test harness: real `bitriver` processes on loopback, each with its own data dir. Tools,
+//! ports, signals and HTTP polling come from the workspace's one kit, `testkit`.
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 pub mod browser;
 pub mod live;
 
 use std::fs::File;
-use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,14 +13,9 @@ use std::time::{Duration, Instant};
 use raft::catalog::admin_call;
 use raft::rpc::{Reply, Request};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_bitriver");
+pub use testkit::process::free_ports;
 
-/// A free TCP port and a free UDP port on loopback (racy by nature, good enough for tests).
-pub fn free_ports() -> (u16, u16) {
-    let tcp = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let udp = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    (tcp, udp)
-}
+pub const BIN: &str = env!("CARGO_BIN_EXE_bitriver");
 
 /// One `bitriver` process (restartable on the same data dir and ports).
 pub struct NodeProc {
@@ -101,15 +96,9 @@ impl NodeProc {
     /// SIGTERM and wait; returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         let mut c = self.child.take()?;
-        Command::new("kill").arg("-TERM").arg(c.id().to_string()).status().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = c.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(Instant::now() < deadline, "{} did not exit after SIGTERM", self.name);
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let status = testkit::process::terminate(&mut c, Duration::from_secs(20));
+        let status = status.unwrap_or_else(|| panic!("{} did not exit after SIGTERM:\n{}", self.name, self.log_text()));
+        status.code()
     }
 
     pub fn log_text(&self) -> String {
@@ -121,21 +110,15 @@ impl NodeProc {
     }
 
     pub async fn get(&self, path: &str) -> Option<(u16, String)> {
-        let resp = reqwest::get(self.url(path)).await.ok()?;
-        let status = resp.status().as_u16();
-        Some((status, resp.text().await.ok()?))
+        testkit::http::get(&self.url(path)).await
     }
 
     /// Wait for `/healthz` to answer 200.
     pub async fn wait_healthy(&mut self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some((200, _)) = self.get("/healthz").await {
-                return;
-            }
-            assert!(self.is_running(), "{} exited:\n{}", self.name, self.log_text());
-            assert!(Instant::now() < deadline, "{} not healthy in {timeout:?}:\n{}", self.name, self.log_text());
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let url = self.url("/healthz");
+        let mut alive = || if self.is_running() { Ok(()) } else { Err("exited".to_owned()) };
+        if let Err(why) = testkit::http::wait_healthy(&url, timeout, &mut alive).await {
+            panic!("{}: {why}:\n{}", self.name, self.log_text());
         }
     }
 
@@ -248,17 +231,12 @@ pub async fn get_json(node: &NodeProc, path: &str) -> serde_json::Value {
     serde_json::from_str(&body).unwrap()
 }
 
-/// Polls `path` until it answers 200 with a body containing `needle`.
+/// Polls `path` until it answers 200 with a body containing `needle`, until `limit` after `started`.
 pub async fn wait_for_body(node: &NodeProc, path: &str, needle: &str, started: Instant, limit: Duration) -> String {
-    loop {
-        if let Some((200, body)) = node.get(path).await {
-            if body.contains(needle) {
-                return body;
-            }
-        }
-        assert!(started.elapsed() < limit, "{path} has no {needle:?} after {limit:?}\n{}", node.log_text());
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let left = limit.saturating_sub(started.elapsed());
+    testkit::http::wait_body(&node.url(path), needle, left)
+        .await
+        .unwrap_or_else(|why| panic!("{why}\n{}", node.log_text()))
 }
 
 /// Wait until `node` reports `voters` voters and a leader in `/api/cluster`.

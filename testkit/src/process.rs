@@ -1,0 +1,190 @@
+//! Processes the tests and benches run: free loopback ports, signals, bounded waits, log tails,
+//! and a `bitriver` node spawned for a bench.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+pub use rustix::process::Signal;
+
+/// A free TCP (or UDP) port on loopback (racy by nature, good enough for tests).
+pub fn free_port(udp: bool) -> std::io::Result<u16> {
+    if udp {
+        std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr().map(|a| a.port())
+    } else {
+        std::net::TcpListener::bind("127.0.0.1:0")?.local_addr().map(|a| a.port())
+    }
+}
+
+/// A free TCP port and a free UDP port on loopback.
+pub fn free_ports() -> (u16, u16) {
+    (free_port(false).expect("a free TCP port"), free_port(true).expect("a free UDP port"))
+}
+
+/// Sends `signal` to process `pid` (an encoder's Ctrl-C is [`Signal::INT`], a graceful stop
+/// [`Signal::TERM`]). A process that is already gone is not an error.
+pub fn signal(pid: u32, signal: Signal) {
+    let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else { return };
+    let _ = rustix::process::kill_process(pid, signal);
+}
+
+/// Sends SIGTERM to `child` and waits up to `limit` for it to exit; `None` if it did not (it is
+/// then killed) or was not running.
+pub fn terminate(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    signal(child.id(), Signal::TERM);
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+}
+
+/// Waits for `child` (started with piped stdout and stderr), reading both as it runs. Past
+/// `limit` it gets SIGTERM (so a browser driver can close Chromium), then SIGKILL: `Ok(None)`.
+pub fn wait_with_output(mut child: Child, limit: Duration) -> (std::io::Result<Option<ExitStatus>>, String, String) {
+    let read_all = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = pipe.read_to_string(&mut s);
+            s
+        })
+    };
+    let out_reader = read_all(Box::new(child.stdout.take().expect("piped stdout")));
+    let err_reader = read_all(Box::new(child.stderr.take().expect("piped stderr")));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(Some(status)),
+            Ok(None) if Instant::now() >= deadline => {
+                signal(child.id(), Signal::TERM);
+                std::thread::sleep(Duration::from_secs(5));
+                let _ = child.kill();
+                let _ = child.wait();
+                break Ok(None);
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => break Err(e),
+        }
+    };
+    (status, out_reader.join().unwrap_or_default(), err_reader.join().unwrap_or_default())
+}
+
+/// Waits up to `limit` for an async child to exit; panics naming `what` if it does not.
+pub async fn exit_within(child: &mut tokio::process::Child, limit: Duration, what: &str) -> ExitStatus {
+    tokio::time::timeout(limit, child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not exit within {limit:?}"))
+        .unwrap_or_else(|e| panic!("waiting for {what}: {e}"))
+}
+
+/// The last 20 lines of a log file.
+pub fn tail(path: &Path) -> String {
+    tail_str(&std::fs::read_to_string(path).unwrap_or_default())
+}
+
+/// The last 20 lines of a text.
+pub fn tail_str(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// The `bitriver` binary a bench runs: `explicit`, else the release build in `$CARGO_TARGET_DIR`
+/// (or `target`).
+pub fn bitriver_binary(explicit: Option<&Path>) -> PathBuf {
+    explicit.map(Path::to_path_buf).unwrap_or_else(|| {
+        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| "target".into(), PathBuf::from);
+        target.join("release").join("bitriver")
+    })
+}
+
+/// A `bitriver` node a bench spawned; killed when dropped.
+pub struct BenchNode {
+    pub child: tokio::process::Child,
+    pub pid: u32,
+    /// Its stdout and stderr.
+    pub log: PathBuf,
+}
+
+impl BenchNode {
+    /// Spawns `bin` with `args` (which must include `--addr` on `http`), logging to
+    /// `dir/bitriver.log`, with only the `BITRIVER_LIVE_*` variables in `env` (an operator's own,
+    /// a global rate limit say, would change the figures); waits until `/healthz` answers 2xx.
+    pub async fn start(
+        bin: &Path,
+        dir: &Path,
+        http: std::net::SocketAddr,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        if !bin.is_file() {
+            bail!(
+                "{} not found: build it with `cargo build --release -p bitriver-node`, or pass --bitriver",
+                bin.display()
+            );
+        }
+        let log = dir.join("bitriver.log");
+        let log_file = std::fs::File::create(&log)?;
+        let mut cmd = tokio::process::Command::new(bin);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("BITRIVER_LIVE_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().with_context(|| format!("spawning {}", bin.display()))?;
+        let pid = child.id().context("the node exited at once")?;
+        let url = format!("http://{http}/healthz");
+        let mut alive = || match child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => Err(format!("the node exited with {status}")),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(why) = crate::http::wait_healthy(&url, Duration::from_secs(30), &mut alive).await {
+            bail!("{why}; its log:\n{}", tail(&log));
+        }
+        Ok(BenchNode { child, pid, log })
+    }
+
+    /// User + system CPU seconds the node has used so far.
+    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        crate::procfs::cpu_seconds(crate::procfs::Pid::Of(self.pid))
+    }
+
+    /// The last lines of its log.
+    pub fn log_tail(&self) -> String {
+        tail(&self.log)
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminate_stops_a_child_and_tail_keeps_the_last_lines() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let status = terminate(&mut child, Duration::from_secs(5)).expect("sleep exits on SIGTERM");
+        assert!(!status.success());
+        let text: String = (0..30).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(tail_str(&text).lines().next(), Some("line 10"));
+        assert_ne!(free_ports().0, 0);
+    }
+}
