@@ -88,7 +88,7 @@ fn main() -> anyhow::Result<()> {
         tokio::runtime::Builder::new_multi_thread().worker_threads(args.workers.max(1)).enable_all().build()?;
     let edge_port = free_port(false)?;
     let origin_addr: SocketAddr = format!("127.0.0.1:{}", nginx.origin_port).parse()?;
-    let stop = edge_runtime.block_on(async {
+    let (stop, registry) = edge_runtime.block_on(async {
         let registry = prometheus::Registry::new();
         let config = EdgeConfig { direct_hits: !args.pingora_hits, ..EdgeConfig::default() };
         let edge = Arc::new(Edge::new(config, Arc::new(FixedOrigin(origin_addr)), &registry)?);
@@ -96,7 +96,7 @@ fn main() -> anyhow::Result<()> {
         let stop = tokio_util::sync::CancellationToken::new();
         let shutdown = stop.clone();
         tokio::spawn(async move { edge.serve(listener, shutdown, Duration::from_secs(1)).await });
-        anyhow::Ok(stop)
+        anyhow::Ok((stop, registry))
     })?;
 
     let client_runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -149,6 +149,21 @@ fn main() -> anyhow::Result<()> {
     println!();
     for (label, conns, throughput, p99) in &ratios {
         println!("ratio edge/nginx  {label:<13} {conns:>4} conns: throughput x{throughput:.2}, p99 x{p99:.2}");
+    }
+    // The figures are the sendfile path's only if it ran: the edge counts what it sent that way.
+    let counter = |name: &str| -> f64 {
+        registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == name)
+            .flat_map(|f| f.get_metric().iter())
+            .map(|m| m.get_counter().get_value())
+            .sum()
+    };
+    let (direct, hits) = (counter("bitriver_edge_direct_sends_total"), counter("bitriver_edge_cache_hits_total"));
+    println!("edge hits sent straight to the socket (cache::direct): {direct:.0} of {hits:.0}");
+    if !args.pingora_hits && direct < hits / 2.0 {
+        bail!("the edge's direct (sendfile) path served {direct:.0} of {hits:.0} hits: the figures above are not its");
     }
 
     let idle = args.idle.min(usize::try_from(open_file_limit()).unwrap_or(usize::MAX).saturating_sub(500) / 2).max(10);

@@ -24,6 +24,11 @@ use tokio::net::TcpStream;
 
 use crate::storage::{Body, FreshHit};
 
+/// `body` label of `bitriver_edge_direct_sends_total` for a body sent from its memfd.
+pub(crate) const SENDFILE: &str = "sendfile";
+/// `body` label of `bitriver_edge_direct_sends_total` for a small body held in memory.
+pub(crate) const MEMORY: &str = "memory";
+
 /// How long a send may wait for the viewer to make room in its socket buffer.
 const WRITE_STALL: Duration = Duration::from_secs(60);
 
@@ -74,8 +79,9 @@ impl DirectSocket {
         Ok(())
     }
 
-    /// Send a fresh hit: its head (with `age`) and its whole body.
-    pub(crate) async fn send_hit(&self, hit: &FreshHit) -> io::Result<()> {
+    /// Send a fresh hit: its head (with `age`) and its whole body. Returns how the body went
+    /// ([`SENDFILE`] or [`MEMORY`]), for the metrics.
+    pub(crate) async fn send_hit(&self, hit: &FreshHit) -> io::Result<&'static str> {
         let mut head = BytesMut::with_capacity(hit.head.len() + 32);
         head.put_slice(&hit.head);
         head.put_slice(b"age: ");
@@ -89,14 +95,14 @@ impl DirectSocket {
                     for chunk in chunks.iter() {
                         head.put_slice(chunk);
                     }
-                    self.send_all(&head, false).await
+                    self.send_all(&head, false).await?;
                 } else {
                     self.send_all(&head, true).await?;
                     for (i, chunk) in chunks.iter().enumerate() {
                         self.send_all(chunk, i + 1 < chunks.len()).await?;
                     }
-                    Ok(())
                 }
+                Ok(MEMORY)
             }
             Body::File(body) => {
                 // MSG_MORE: the head leaves in the same segment as the start of the body.
@@ -110,7 +116,7 @@ impl DirectSocket {
                         return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "cached body shorter than stored"));
                     }
                 }
-                Ok(())
+                Ok(SENDFILE)
             }
         }
     }

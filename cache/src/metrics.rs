@@ -25,6 +25,10 @@ pub struct EdgeMetrics {
     pub collapsed_waiters: IntCounter,
     /// `bitriver_edge_connections`: open viewer connections.
     pub connections: IntGauge,
+    /// `bitriver_edge_direct_sends_total{body}`: fresh hits written straight to the viewer's
+    /// socket by `crate::direct`, bypassing pingora's hit path; `body="sendfile"` for bodies sent
+    /// from their memfd, `body="memory"` for small ones. Tests read it to prove the fast path ran.
+    pub direct_sends: IntCounterVec,
 }
 
 impl EdgeMetrics {
@@ -47,6 +51,13 @@ impl EdgeMetrics {
                 "Edge requests that waited on another request's origin fetch",
             )?,
             connections: IntGauge::new("bitriver_edge_connections", "Open viewer connections to the edge")?,
+            direct_sends: IntCounterVec::new(
+                Opts::new(
+                    "bitriver_edge_direct_sends_total",
+                    "Fresh hits sent straight to the viewer's socket, by where the body was sent from",
+                ),
+                &["body"],
+            )?,
         };
         registry.register(Box::new(metrics.requests.clone()))?;
         registry.register(Box::new(metrics.cache_hits.clone()))?;
@@ -56,9 +67,13 @@ impl EdgeMetrics {
         registry.register(Box::new(metrics.cache_bytes.clone()))?;
         registry.register(Box::new(metrics.collapsed_waiters.clone()))?;
         registry.register(Box::new(metrics.connections.clone()))?;
+        registry.register(Box::new(metrics.direct_sends.clone()))?;
         // Every kind shows from the start, at 0.
         for kind in [ObjectKind::Playlist, ObjectKind::Part, ObjectKind::Segment, ObjectKind::Init] {
             metrics.origin_requests.with_label_values(&[kind.label()]);
+        }
+        for body in [crate::direct::SENDFILE, crate::direct::MEMORY] {
+            metrics.direct_sends.with_label_values(&[body]);
         }
         Ok(metrics)
     }

@@ -175,11 +175,15 @@ impl ProxyHttp for EdgeProxy {
             let key = CacheKey::new(request.key.as_str(), "").combined();
             if let Some(hit) = self.cache.storage.fresh_hit(&key, SystemTime::now()) {
                 ctx.request = Some(request);
-                if let Err(e) = direct.send_hit(&hit).await {
-                    // Part of the answer may be out: the connection cannot carry another one.
-                    session.set_keepalive(None);
-                    return Err(Error::because(ErrorType::WriteError, "sending a cached object", e).into_down());
-                }
+                let body = match direct.send_hit(&hit).await {
+                    Ok(body) => body,
+                    Err(e) => {
+                        // Part of the answer may be out: the connection cannot carry another one.
+                        session.set_keepalive(None);
+                        return Err(Error::because(ErrorType::WriteError, "sending a cached object", e).into_down());
+                    }
+                };
+                self.metrics.direct_sends.with_label_values(&[body]).inc();
                 ctx.direct_served = true;
                 self.metrics.cache_hits.inc();
                 return Ok(true);

@@ -228,6 +228,8 @@ async fn hits_cache_keys_and_errors() {
     assert_eq!(second.bytes().await.unwrap(), first);
     assert_eq!(origin.state.count("/hls/ch/v/seg3.m4s"), 1);
     assert_eq!(metric(&edge.registry, "bitriver_edge_cache_hits_total", None), 1.0);
+    // A small body stays in memory: the hit went straight to the socket from there.
+    assert_eq!(metric(&edge.registry, "bitriver_edge_direct_sends_total", Some("memory")), 1.0);
     assert!(metric(&edge.registry, "bitriver_edge_cache_bytes", None) >= 1000.0);
 
     // A 404 (a hinted part not there yet) is passed on and never cached.
@@ -286,6 +288,9 @@ async fn large_hits_are_sent_whole_on_a_reused_connection_and_by_pingora_when_co
     assert_eq!(origin.state.count("/hls/ch/v/part7.2.m4s"), 1);
     assert_eq!(metric(&edge.registry, "bitriver_edge_cache_hits_total", None), 5.0);
     assert_eq!(metric(&edge.registry, "bitriver_edge_requests_total", None), 6.0);
+    // The three plain hits took the sendfile fast path; the conditional GET and the HEAD did not.
+    assert_eq!(metric(&edge.registry, "bitriver_edge_direct_sends_total", Some("sendfile")), 3.0);
+    assert_eq!(metric(&edge.registry, "bitriver_edge_direct_sends_total", Some("memory")), 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

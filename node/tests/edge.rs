@@ -1,8 +1,9 @@
 //! The edge in front of a live channel, against the real `bitriver` binary with ffmpeg
-//! publishing over RTMP: players read through it as from the origin, a whole audience blocked on
-//! one part costs the origin one request, and viewers it counts reach the analytics.
+//! publishing over RTMP: players read through it as from the origin (fresh hits through the
+//! sendfile fast path), a whole audience blocked on one part costs the origin one request, and
+//! viewers it counts reach the analytics.
 //!
-//! Skips (passes with a note) only when ffmpeg/ffprobe are not installed.
+//! Needs ffmpeg and ffprobe (and Chromium for the player); fails naming a missing one.
 
 mod common;
 
@@ -64,6 +65,25 @@ async fn ffprobe_and_hls_js_play_through_the_edge() {
         "requests {requests} hits {hits} parts {origin_parts}"
     );
     assert!(node.metric("bitriver_edge_cache_bytes").await.unwrap() > 0.0);
+
+    // A segment asked twice on one keep-alive connection: the second answer is a fresh hit, sent
+    // from its memfd by the sendfile fast path (cache::direct), which counts its sends.
+    const SENDFILE: &str = "bitriver_edge_direct_sends_total{body=\"sendfile\"}";
+    let playlist =
+        wait_edge_body(&format!("http://127.0.0.1:{edge_port}/hls/{id}/source/index.m3u8"), "#EXTINF", &node).await;
+    let segment =
+        playlist.lines().find(|l| l.starts_with("seg")).unwrap_or_else(|| panic!("no segment in\n{playlist}"));
+    let url = format!("http://127.0.0.1:{edge_port}/hls/{id}/source/{segment}");
+    let client = reqwest::Client::new();
+    let first = client.get(&url).send().await.unwrap().bytes().await.unwrap();
+    assert!(first.len() >= 16 * 1024, "a segment small enough to stay in memory: {} bytes", first.len());
+    let sent_before = node.metric(SENDFILE).await.expect("the direct send counter on /metrics");
+    let hit = client.get(&url).send().await.unwrap();
+    assert_eq!(hit.headers()["x-cache"], "HIT");
+    assert_eq!(hit.bytes().await.unwrap(), first);
+    let sent_after = node.metric(SENDFILE).await.unwrap();
+    assert_eq!(sent_after - sent_before, 1.0, "the hit did not take the sendfile path");
+
     let health = get_json(&node, "/healthz").await;
     assert_eq!(health["components"]["edge"]["status"], "ok", "{health}");
     assert!(health["components"]["edge"]["objects"].as_u64().unwrap_or(0) > 0, "{health}");
