@@ -63,6 +63,16 @@ fn input(dir: &Path) -> (VideoConfig, Vec<Sample>) {
     (config, samples)
 }
 
+/// Waits (up to a minute) until rung `name` of channel `ch` has packaged `total` frames.
+async fn wait_frames(metrics: &TranscodeMetrics, name: &str, total: u64) {
+    let frames = || metrics.frames.with_label_values(&["ch", name]).get();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while frames() < total {
+        assert!(Instant::now() < deadline, "{name} got {} of {total} frames", frames());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Opens channel `ch` with the source and the ladder's `rungs`, attaches the ladder to it and
 /// serves it over HTTP on loopback: (the stream's handle, the origin's base URL).
 async fn serve(video: &VideoConfig, rungs: &[LadderRendition], run: &mut Box<dyn LadderRun>) -> (LiveHandle, String) {
@@ -108,11 +118,7 @@ async fn a_ladder_behind_real_time_drops_its_tallest_rung_and_keeps_the_rest() {
     // The last frame of a rung is packaged when its encoder is flushed, at the end of the run.
     drop(run);
     let frames = |name: &str| metrics.frames.with_label_values(&["ch", name]).get();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while frames("144p") < total {
-        assert!(Instant::now() < deadline, "144p got {} of {total} frames", frames("144p"));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_frames(&metrics, "144p", total).await;
     assert_eq!(frames("180p"), 0, "the tallest rung was dropped before its first frame");
     assert!(metrics.degrade_events.with_label_values(&["ch", "dropped"]).get() >= 1);
     let master = reqwest::get(format!("{base}/hls/ch/master.m3u8")).await.unwrap().text().await.unwrap();
@@ -180,11 +186,7 @@ async fn a_dropped_rung_rejoins_aligned_once_the_ladder_keeps_up() {
     }
     drop(run);
     let frames = |name: &str| metrics.frames.with_label_values(&["ch", name]).get();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while frames("144p") < total {
-        assert!(Instant::now() < deadline, "144p got {} of {total} frames", frames("144p"));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_frames(&metrics, "144p", total).await;
     let events = |event: &str| metrics.degrade_events.with_label_values(&["ch", event]).get();
     assert_eq!((events("dropped"), events("readmitted")), (1, 1));
     let rejoined = frames("180p");
