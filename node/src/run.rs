@@ -57,15 +57,28 @@ impl Listeners {
         };
         Ok(Listeners { http, rtmp, srt, edge })
     }
+
+    /// `(name, bound address)` of each listener, as the node directory names them.
+    fn bound(&self) -> std::io::Result<Vec<(&'static str, SocketAddr)>> {
+        let mut bound = vec![("http", self.http.local_addr()?)];
+        if let Some(rtmp) = &self.rtmp {
+            bound.push(("rtmp", rtmp.local_addr()?));
+        }
+        if let Some(srt) = &self.srt {
+            bound.push(("srt", srt.local_addr()?));
+        }
+        if let Some(edge) = &self.edge {
+            bound.push(("edge", edge.local_addr()?));
+        }
+        Ok(bound)
+    }
 }
 
-fn catalog_config(config: &ValidatedConfig, http_addr: SocketAddr) -> CatalogConfig {
-    let advertise =
-        if config.cluster_advertise.port() == 0 { None } else { Some(config.cluster_advertise.to_string()) };
-    let http_public = if http_addr.ip().is_unspecified() {
-        SocketAddr::new(std::net::IpAddr::from([127, 0, 0, 1]), http_addr.port())
-    } else {
-        http_addr
+fn catalog_config(config: &ValidatedConfig, advertised: &crate::advertise::Advertised) -> CatalogConfig {
+    let advertise = match advertised.cluster {
+        Some(addr) => Some(addr.to_string()),
+        None if config.cluster_advertise.port() == 0 => None,
+        None => Some(config.cluster_advertise.to_string()),
     };
     CatalogConfig {
         data_dir: config.data_dir.clone(),
@@ -76,7 +89,7 @@ fn catalog_config(config: &ValidatedConfig, http_addr: SocketAddr) -> CatalogCon
         voters: config.voters,
         region: config.region.clone(),
         roles: config.roles.iter().map(|r: Role| r.as_str().to_owned()).collect(),
-        addresses: vec![("http".to_owned(), http_public.to_string())],
+        addresses: advertised.listeners.clone(),
         tuning: RaftTuning {
             snapshot_every: config.raft_snapshot_every,
             keep_logs: config.raft_keep_logs,
@@ -104,7 +117,8 @@ pub async fn run(
     let limits = control::limits::Limits::try_from_env().context("API limits")?;
     let registry = Registry::new();
     let http_addr = listeners.http.local_addr()?;
-    let catalog = Catalog::start(catalog_config(&config, http_addr), &registry).await?;
+    let advertised = crate::advertise::plan(&config, &listeners.bound()?)?;
+    let catalog = Catalog::start(catalog_config(&config, &advertised), &registry).await?;
 
     // Live windows of the channels this node packages. Ingest feeds it; the origin serves it. An
     // ingest-only node still packages locally: shipping media to a remote origin is not wired yet.
@@ -165,6 +179,7 @@ pub async fn run(
         srt = ?srt_addr,
         edge = ?edge.as_ref().map(|e| e.addr),
         cluster = %catalog.cluster_addr(),
+        advertised = ?advertised.listeners,
         node_id = catalog.node_id(),
         mode = config.mode.as_str(),
         roles = %config.roles,
@@ -182,6 +197,8 @@ pub async fn run(
             IngestMetrics::new(&registry)?,
         )),
     };
+    // Load reports, and the ingest leases of what this node publishes.
+    let fleet = crate::fleet::start(&catalog, &registry, gate.as_ref(), &live);
     let mut ingest = Vec::new();
     if let (Some(listener), Some(gate)) = (listeners.rtmp, &gate) {
         let stop = stop_rx.clone();
@@ -216,6 +233,9 @@ pub async fn run(
     let server = serve_http(listeners.http, app, config.tls.clone(), stop_rx.clone());
     let result = server.await;
     let how = *stop_rx.borrow();
+    for task in fleet {
+        task.abort();
+    }
     if let Some(edge) = edge {
         edge.stop(how == Some(Shutdown::Fast)).await;
     }

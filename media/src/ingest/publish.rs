@@ -108,6 +108,11 @@ impl CatalogGate {
         &self.shared.metrics
     }
 
+    /// Channels this node is publishing (or about to): the ingest leases it should renew.
+    pub fn publishing(&self) -> HashSet<String> {
+        self.shared.publishing.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
     /// May `stream_key` publish? On yes, the catalog session has been started. `protocol`
     /// (`RTMP`, `SRT`) only names the ingest in logs.
     pub(crate) async fn start(
