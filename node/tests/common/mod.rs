@@ -3,6 +3,7 @@
 
 pub mod browser;
 pub mod live;
+pub mod netns;
 
 use std::fs::File;
 use std::net::{TcpListener, UdpSocket};
@@ -31,6 +32,10 @@ pub struct NodeProc {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub log: PathBuf,
+    /// The network namespace the node runs in (see [`netns`]); `None`: this one, on loopback.
+    pub netns: Option<String>,
+    /// The address the test reaches the node's listeners at.
+    pub host: String,
     child: Option<Child>,
 }
 
@@ -45,20 +50,30 @@ impl NodeProc {
             args: vec![],
             env: vec![],
             log: root.join(format!("{name}.log")),
+            netns: None,
+            host: "127.0.0.1".to_owned(),
             child: None,
         }
     }
 
     pub fn cluster_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.cluster_port)
+        format!("{}:{}", self.host, self.cluster_port)
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.http_port)
+        format!("http://{}:{}{path}", self.host, self.http_port)
     }
 
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                // `ip netns exec` execs the binary: the child's pid is the node's.
+                let mut cmd = Command::new(netns::IP);
+                cmd.args(["netns", "exec", ns.as_str(), BIN]);
+                cmd
+            }
+            None => Command::new(BIN),
+        };
         cmd.arg("--data")
             .arg(&self.data)
             .arg("--addr")
@@ -161,7 +176,7 @@ impl NodeProc {
 
     /// A URL on the node's edge.
     pub async fn edge_url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.edge_port().await)
+        format!("http://{}:{}{path}", self.host, self.edge_port().await)
     }
 
     pub async fn metric(&self, name: &str) -> Option<f64> {
