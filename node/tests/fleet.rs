@@ -290,3 +290,91 @@ async fn a_restarted_node_ends_the_broadcast_it_crashed_in_and_drain_is_reported
     let ended_at = only_session(&sessions)["endedAt"].as_i64().expect("the crashed session has ended");
     assert!(ended_at <= killed_at && killed_at - ended_at <= 2_000, "ended at {ended_at}, killed at {killed_at}");
 }
+
+/// Waits up to `limit` for an encoder to stop (refused or cut off); true if it did.
+async fn exits_within(publisher: &mut tokio::process::Child, limit: Duration) -> bool {
+    tokio::time::timeout(limit, publisher.wait()).await.is_ok()
+}
+
+async fn partition(node: &NodeProc, blocked: Vec<u64>) {
+    match node.admin(raft::rpc::Request::Partition { blocked }).await {
+        Ok(raft::rpc::Reply::Done) => {}
+        other => panic!("{}: partition request failed: {other:?}", node.name),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_publisher_per_channel_fleet_wide_even_when_its_holder_is_cut_off() {
+    if media_missing() {
+        return;
+    }
+    let Some(mut net) = Net::new() else { return };
+    let spaces: Vec<_> = ["control", "ingest-a", "ingest-b"].iter().map(|l| net.add(l)).collect();
+    let root = tempfile::tempdir().unwrap();
+    let mut control = net.node(&spaces[0], root.path(), "control");
+    control.args.extend(["--roles", "control,origin"].map(String::from));
+    control.start();
+    control.wait_healthy(Duration::from_secs(30)).await;
+    let token = admin_token(&control).await;
+    let (id, key) = channel_as_admin(&control, &token).await;
+    let mut a = net.node(&spaces[1], root.path(), "ingest-a");
+    a.args.extend(join_args(&control, "ingest,origin"));
+    a.start();
+    a.wait_healthy(Duration::from_secs(30)).await;
+    let mut b = net.node(&spaces[2], root.path(), "ingest-b");
+    b.args.extend(join_args(&control, "ingest,origin"));
+    b.start();
+    b.wait_healthy(Duration::from_secs(30)).await;
+    let node_id = |n: &NodeProc| {
+        let n = n.url("/healthz");
+        async move { reqwest::get(n).await.unwrap().json::<Value>().await.unwrap()["nodeId"].as_u64().unwrap() }
+    };
+    let (control_id, a_id, b_id) = (node_id(&control).await, node_id(&a).await, node_id(&b).await);
+    wait_cluster(&control, &token, "three members", |c| c["members"].as_array().is_some_and(|m| m.len() == 3)).await;
+
+    let url = |ns: usize| format!("rtmp://{}:1935/live/{key}", spaces[ns].ip);
+    let log = |name: &str| root.path().join(format!("{name}.ffmpeg.log"));
+    let mut first = publish("flv", &url(1), 120, Encoding::ZeroLatency, &log("first"));
+    let channel_url = control.url(&format!("/api/channels/{id}"));
+    wait_url_body(&channel_url, "\"live\"", Duration::from_secs(40), &[&control, &a]).await;
+
+    // The same key on another ingest node: refused while A holds the lease.
+    let mut second = publish("flv", &url(2), 120, Encoding::ZeroLatency, &log("second"));
+    assert!(exits_within(&mut second, Duration::from_secs(20)).await, "a second publisher was let in on B");
+    assert!(b.log_text().contains("already live"), "{}", b.log_text());
+    let sessions = get_json(&control, &format!("/api/channels/{id}/sessions")).await;
+    assert_eq!(only_session(&sessions)["ingestNode"], a_id, "{sessions}");
+
+    // A is cut off from the others: its lease expires (the session ends near the cut), and A,
+    // unable to renew for a whole lease, stops its publish.
+    let cut_at = now_ms();
+    partition(&a, vec![control_id, b_id]).await;
+    partition(&control, vec![a_id]).await;
+    partition(&b, vec![a_id]).await;
+    let sessions = wait_offline(&control, &id, Duration::from_secs(30)).await;
+    let ended_at = only_session(&sessions)["endedAt"].as_i64().expect("ended");
+    // A renewal already on its way when the cut happened may still land: near the cut, not at it.
+    assert!((ended_at - cut_at).abs() <= 2_000, "ended at {ended_at}, cut at {cut_at}");
+    assert!(exits_within(&mut first, Duration::from_secs(20)).await, "A kept publishing without its lease");
+    assert!(a.log_text().contains("stopping the publish"), "{}", a.log_text());
+
+    // The broadcaster moves to B and goes live there; when A is back, its late end of the old
+    // session does not touch the new one.
+    let mut third = publish("flv", &url(2), 120, Encoding::ZeroLatency, &log("third"));
+    wait_url_body(&channel_url, "\"live\"", Duration::from_secs(40), &[&control, &b]).await;
+    for node in [&a, &control, &b] {
+        partition(node, vec![]).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let channel = get_json(&control, &format!("/api/channels/{id}")).await;
+    assert_eq!(channel["liveState"], "live", "{channel}");
+    let sessions = get_json(&control, &format!("/api/channels/{id}/sessions")).await;
+    let list = sessions.as_array().or_else(|| sessions["sessions"].as_array()).unwrap().clone();
+    let current = list.iter().find(|s| s["id"] == channel["currentSessionId"]).expect("the current session listed");
+    assert_eq!(current["ingestNode"], b_id, "{sessions}");
+    assert!(current["endedAt"].is_null(), "{sessions}");
+
+    let _ = third.kill().await;
+    drop((control, a, b));
+    drop(net);
+}

@@ -129,6 +129,15 @@ pub enum Command {
         channel_id: String,
         version: u64,
     },
+    /// End the channel's broadcast only if `session_id` is still its current session: what an
+    /// ingest node proposes when its publish stops, so that a late end (a node cut off from the
+    /// catalog, whose lease expired and whose channel went live elsewhere) never ends a newer
+    /// session. Refused as not live otherwise.
+    EndIngestSession {
+        channel_id: String,
+        session_id: String,
+        ended_at: UnixMillis,
+    },
 }
 
 /// Most commands one [`Command::Batch`] may carry (the position in the batch is part of `seq`).

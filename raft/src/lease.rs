@@ -451,6 +451,31 @@ mod tests {
     }
 
     #[test]
+    fn a_late_end_from_a_cut_off_node_does_not_end_the_newer_session() {
+        let mut r = replica();
+        let end = |session: &str, at| Command::EndIngestSession {
+            channel_id: "c1".into(),
+            session_id: session.into(),
+            ended_at: at,
+        };
+        r.apply(Command::StartSession(session("s1", Some(2), 1_000))).unwrap();
+        // Node 2 is cut off; its lease expires and the channel goes live on node 3.
+        let version = r.state.ingest_lease("c1").unwrap().version;
+        r.apply(Command::ExpireIngestLease { channel_id: "c1".into(), version }).unwrap();
+        r.apply(Command::StartSession(session("s2", Some(3), 8_000))).unwrap();
+        // Node 2's publish ends and its end finally gets through: refused, s2 stays live.
+        assert_eq!(r.apply(end("s1", 9_000)), Err(CatalogError::NotLive { channel_id: "c1".into() }));
+        let channel = r.state.channel("c1").unwrap();
+        assert_eq!((channel.live_state, channel.current_session_id.as_deref()), (LiveState::Live, Some("s2")));
+        assert_eq!(r.state.ingest_lease("c1").unwrap().holder, 3);
+        // Node 3's own end does end it, and releases the lease.
+        let Ok(Response::Session(ended)) = r.apply(end("s2", 9_500)) else { panic!("s2 ends") };
+        assert_eq!(ended.ended_at, Some(9_500));
+        assert!(r.state.ingest_lease("c1").is_none());
+        assert_eq!(r.state.channel("c1").unwrap().live_state, LiveState::Offline);
+    }
+
+    #[test]
     fn sessions_without_an_ingest_node_hold_no_lease() {
         let mut r = replica();
         r.apply(Command::StartSession(session("s1", None, 1_000))).unwrap();

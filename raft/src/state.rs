@@ -353,6 +353,15 @@ impl CatalogState {
                 Ok(Response::Session(session))
             }
             Command::ReportLoad(_) | Command::SetDraining { .. } => self.apply_load(command, out),
+            Command::EndIngestSession { channel_id, session_id, ended_at } => {
+                let current = self.channel(channel_id).and_then(|c| c.current_session_id.as_deref());
+                if current != Some(session_id.as_str()) {
+                    return Err(CatalogError::NotLive { channel_id: channel_id.clone() });
+                }
+                let end =
+                    Command::EndSession { channel_id: channel_id.clone(), ended_at: *ended_at, peak_concurrent: None };
+                self.apply_inner(index, &end, out)
+            }
             Command::RenewIngestLeases { .. } | Command::ExpireIngestLease { .. } => {
                 self.apply_lease(index, command, out)
             }

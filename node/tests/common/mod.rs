@@ -32,6 +32,8 @@ pub struct NodeProc {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub log: PathBuf,
+    /// RTMP (TCP), SRT (UDP) and edge (TCP) ports on loopback.
+    pub media_ports: (u16, u16, u16),
     /// The network namespace the node runs in (see [`netns`]); `None`: this one, on loopback.
     pub netns: Option<String>,
     /// The address the test reaches the node's listeners at.
@@ -42,7 +44,10 @@ pub struct NodeProc {
 impl NodeProc {
     pub fn new(root: &Path, name: &str) -> Self {
         let (http_port, cluster_port) = free_ports();
+        let (rtmp_port, srt_port) = free_ports();
+        let (edge_port, _) = free_ports();
         NodeProc {
+            media_ports: (rtmp_port, srt_port, edge_port),
             name: name.to_owned(),
             data: root.join(name),
             http_port,
@@ -80,7 +85,14 @@ impl NodeProc {
             .arg(format!("127.0.0.1:{}", self.http_port))
             .arg("--cluster-addr")
             .arg(self.cluster_addr())
-            .args(["--rtmp-addr", "127.0.0.1:0", "--srt-addr", "127.0.0.1:0", "--edge-addr", "127.0.0.1:0"])
+            // Ports fixed at creation: a restarted node publishes the same addresses in the
+            // node directory, so its records do not change across restarts.
+            .arg("--rtmp-addr")
+            .arg(format!("127.0.0.1:{}", self.media_ports.0))
+            .arg("--srt-addr")
+            .arg(format!("127.0.0.1:{}", self.media_ports.1))
+            .arg("--edge-addr")
+            .arg(format!("127.0.0.1:{}", self.media_ports.2))
             .args(&self.args)
             .env("BITRIVER_LIVE_FAULT_INJECTION", "true")
             .env("BITRIVER_LIVE_LOG_FORMAT", "text")
