@@ -45,7 +45,12 @@ pub struct Netns {
 /// Run `ip ARGS`; panics with its output when it fails.
 fn ip(args: &[&str]) -> String {
     let out = Command::new(IP).args(args).stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{IP}: {e}"));
-    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ip {}: {}(the fleet tests need root, or CAP_NET_ADMIN and CAP_SYS_ADMIN, for network namespaces)",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
