@@ -11,6 +11,8 @@ PACKAGES=(
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
   libavfilter-dev libavdevice-dev
   ffmpeg curl
+  # `ip` for the fleet tests' network namespaces (node/tests/common/netns.rs; they need root).
+  iproute2
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }

@@ -50,6 +50,25 @@ async fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ClusterCommand::Remove(args) => remove(&args.data.data, args.node_id).await,
+        ClusterCommand::Drain(args) => set_draining(&args.data.data, args.node_id, true).await,
+        ClusterCommand::Undrain(args) => set_draining(&args.data.data, args.node_id, false).await,
+    }
+}
+
+/// A catalog write, so it goes through the running node's admin socket like `user create`.
+async fn set_draining(data: &Path, node_id: u64, draining: bool) -> anyhow::Result<()> {
+    let request = Request::Propose(raft::Command::SetDraining { node_id, draining });
+    let reply = admin_call(data, &request)
+        .await
+        .with_context(|| format!("no node running on {} (drain needs the node's admin socket)", data.display()))?;
+    match reply {
+        Reply::Propose(Ok(_)) => {
+            println!("node {node_id} {}", if draining { "draining" } else { "no longer draining" });
+            Ok(())
+        }
+        Reply::Propose(Err(e)) => bail!("{e}"),
+        Reply::Error(e) => bail!("{e}"),
+        other => bail!("unexpected reply {other:?}"),
     }
 }
 

@@ -99,6 +99,21 @@ pub enum ClusterCommand {
     Status(ClusterStatusArgs),
     /// Remove a node from the cluster by its id.
     Remove(ClusterRemoveArgs),
+    /// Mark a node draining: placement and edges stop choosing it for new work.
+    Drain(ClusterDrainArgs),
+    /// Undo `drain`: the node takes new work again.
+    Undrain(ClusterDrainArgs),
+}
+
+/// `bitriver cluster drain|undrain NODE_ID --data DIR`
+#[derive(Debug, Clone, Args)]
+pub struct ClusterDrainArgs {
+    /// Id of the node (as shown by `bitriver cluster status`).
+    #[arg(value_name = "NODE_ID", value_parser = clap::value_parser!(u64).range(1..))]
+    pub node_id: u64,
+
+    #[command(flatten)]
+    pub data: DataDirArg,
 }
 
 /// The data directory argument shared by the `cluster` subcommands.
@@ -189,9 +204,15 @@ pub struct Config {
     pub cluster_addr: String,
 
     /// Cluster address other nodes dial, HOST:PORT
-    /// [default: --cluster-addr with 0.0.0.0 / :: replaced by loopback].
+    /// [default: --cluster-addr with a wildcard host replaced by the advertised host].
     #[arg(long, value_name = "HOST:PORT", env = "BITRIVER_LIVE_CLUSTER_ADVERTISE")]
     pub cluster_advertise: Option<String>,
+
+    /// Host (IP address or name) other nodes and viewers reach this node's wildcard listeners
+    /// at [default: the host of --cluster-advertise, else the primary non-loopback interface
+    /// address when a listener is on a wildcard address].
+    #[arg(long, value_name = "HOST", env = "BITRIVER_LIVE_ADVERTISE_HOST")]
+    pub advertise_host: Option<String>,
 
     /// Join an existing cluster through this member's cluster address; requires --join-token.
     #[arg(long, value_name = "HOST:PORT", env = "BITRIVER_LIVE_JOIN")]
@@ -574,6 +595,12 @@ pub struct ValidatedConfig {
     /// Address other nodes dial to reach this one. When derived from a `cluster_addr` with port
     /// 0 (tests), it has port 0 too and the caller replaces it with the bound port.
     pub cluster_advertise: SocketAddr,
+    /// Whether `--cluster-advertise` was given; otherwise a wildcard `--cluster-addr` is
+    /// advertised at the host chosen at start-up (see `crate::advertise`).
+    pub cluster_advertise_given: bool,
+    /// `--advertise-host`, or the host of `--cluster-advertise`: where other machines reach the
+    /// wildcard listeners. `None`: found at start-up from the node's interfaces.
+    pub advertise_host: Option<IpAddr>,
     /// `None`: bootstrap a new cluster (or restart an existing member from `data_dir`).
     pub join: Option<JoinTarget>,
     /// Number of Raft voters to keep, 1..=9.
@@ -642,21 +669,19 @@ impl Config {
         })?;
 
         let cluster_addr = parse_listen_addr("--cluster-addr", &self.cluster_addr)?;
-        let cluster_advertise = match &self.cluster_advertise {
-            Some(s) => parse_advertise_addr("--cluster-advertise", s)?,
-            None => {
-                if mode == Mode::Production && self.join.is_some() && cluster_addr.ip().is_unspecified() {
-                    // The derived loopback address would be recorded in the node directory and
-                    // the other members could never reach this node.
-                    return Err(ConfigError::missing(
-                        "--cluster-advertise",
-                        "required with --join in production when --cluster-addr listens on all interfaces",
-                    ));
-                }
-                loopback_if_unspecified(cluster_addr)
-            }
+        let explicit_host = match &self.advertise_host {
+            Some(host) => Some(parse_advertise_host("--advertise-host", host)?),
+            None => None,
         };
-
+        let (cluster_advertise, cluster_advertise_given) = match &self.cluster_advertise {
+            Some(s) => (parse_advertise_addr("--cluster-advertise", s)?, true),
+            None => match explicit_host {
+                Some(host) if cluster_addr.ip().is_unspecified() => (SocketAddr::new(host, cluster_addr.port()), false),
+                // Replaced at start-up by the primary interface's address when there is one.
+                _ => (loopback_if_unspecified(cluster_addr), false),
+            },
+        };
+        let advertise_host = explicit_host.or(cluster_advertise_given.then(|| cluster_advertise.ip()));
         let token = self.join_token.as_ref().filter(|t| !t.expose().trim().is_empty());
         let join = match (&self.join, token) {
             (None, None) => None,
@@ -721,6 +746,8 @@ impl Config {
             roles,
             cluster_addr,
             cluster_advertise,
+            cluster_advertise_given,
+            advertise_host,
             join,
             voters: self.voters as usize,
             rtmp_addr,
@@ -897,6 +924,28 @@ pub fn parse_host_port(flag: &str, s: &str) -> Result<HostPort, ConfigError> {
         return Err(ConfigError::invalid(flag, s, PEER_FORMS));
     }
     Ok(HostPort { host: host.to_owned(), port })
+}
+
+/// `--advertise-host`: an IP address (IPv6 with or without brackets) or a host name, resolved
+/// now, and not a wildcard.
+fn parse_advertise_host(flag: &str, s: &str) -> Result<IpAddr, ConfigError> {
+    let host = s.trim();
+    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let ip = if let Ok(ip) = bare.parse::<IpAddr>() {
+        ip
+    } else if is_valid_hostname(host) {
+        resolve_host(flag, s, host, false, 0)?.ip()
+    } else {
+        return Err(ConfigError::invalid(flag, s, "expected an IP address or a host name (no port)"));
+    };
+    if ip.is_unspecified() {
+        return Err(ConfigError::invalid(
+            flag,
+            s,
+            "must be an address other nodes can dial, not a wildcard like 0.0.0.0",
+        ));
+    }
+    Ok(ip)
 }
 
 /// An address other nodes dial: like [`parse_host_port`], resolved, and not a wildcard.
@@ -1245,12 +1294,30 @@ mod tests {
         let c = validate(&["--cluster-addr", "127.0.0.1:0"]).unwrap();
         assert_eq!(c.cluster_advertise, sa("127.0.0.1:0"));
 
-        // A production joiner on a wildcard address would advertise loopback.
-        let join = ["--mode", "production", "--join", "10.0.0.1:7946", "--join-token", "t"];
-        assert_eq!(validate(&join).unwrap_err().flag(), "--cluster-advertise");
-        let mut ok = join.to_vec();
-        ok.extend(["--cluster-advertise", "10.0.0.2:7946"]);
-        validate(&ok).unwrap();
+        assert!(!c.cluster_advertise_given);
+        assert_eq!(c.advertise_host, None, "found at start-up from the interfaces");
+
+        // --advertise-host names the host of every wildcard listener, the cluster's included.
+        let c = validate(&["--advertise-host", "10.0.0.9"]).unwrap();
+        assert_eq!((c.cluster_advertise, c.advertise_host), (sa("10.0.0.9:7946"), Some("10.0.0.9".parse().unwrap())));
+        let c = validate(&["--advertise-host", "[2001:db8::5]", "--cluster-addr", "[::]:7000"]).unwrap();
+        assert_eq!(c.cluster_advertise, sa("[2001:db8::5]:7000"));
+        // A specific --cluster-addr is what the cluster listener is reachable at.
+        let c = validate(&["--advertise-host", "10.0.0.9", "--cluster-addr", "10.1.2.3:7000"]).unwrap();
+        assert_eq!(c.cluster_advertise, sa("10.1.2.3:7000"));
+        // Without --advertise-host, the host of --cluster-advertise is the advertised host.
+        let c = validate(&["--cluster-advertise", "192.0.2.7:7946"]).unwrap();
+        assert_eq!((c.cluster_advertise_given, c.advertise_host), (true, Some("192.0.2.7".parse().unwrap())));
+        let c = validate(&["--cluster-advertise", "192.0.2.7:7946", "--advertise-host", "192.0.2.8"]).unwrap();
+        assert_eq!(c.advertise_host, Some("192.0.2.8".parse().unwrap()));
+        for bad in ["0.0.0.0", "::", "10.0.0.1:80", "bad host", ""] {
+            let e = validate(&["--advertise-host", bad]).unwrap_err();
+            assert_eq!(e.flag(), "--advertise-host", "{bad}: {e}");
+        }
+
+        // A production joiner on a wildcard address no longer needs --cluster-advertise: the
+        // primary interface's address is advertised (start-up fails if there is none).
+        validate(&["--mode", "production", "--join", "10.0.0.1:7946", "--join-token", "t"]).unwrap();
     }
 
     #[test]
@@ -1356,6 +1423,7 @@ mod tests {
             assert_eq!(c.roles, [Role::Edge].into_iter().collect());
             assert_eq!(c.data_dir, PathBuf::from("/srv/bitriver"));
             assert_eq!(c.join.unwrap().token.expose(), "tok");
+            assert_eq!(c.advertise_host, Some(IpAddr::from([10, 0, 0, 3])));
             // A flag beats its env twin.
             let cli = Cli::try_parse_from(["bitriver", "--roles", "origin"]).unwrap();
             assert_eq!(cli.config.validate().unwrap().roles, [Role::Origin].into_iter().collect());
@@ -1381,7 +1449,8 @@ mod tests {
             .env("BITRIVER_LIVE_DATA", "/srv/bitriver")
             .env("BITRIVER_LIVE_JOIN", "10.0.0.1:7946")
             .env("BITRIVER_LIVE_JOIN_TOKEN", "tok")
-            .env("BITRIVER_LIVE_CLUSTER_ADVERTISE", "10.0.0.2:7946");
+            .env("BITRIVER_LIVE_CLUSTER_ADVERTISE", "10.0.0.2:7946")
+            .env("BITRIVER_LIVE_ADVERTISE_HOST", "10.0.0.3");
         let out = child.output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(

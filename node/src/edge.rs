@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cache::{Edge, EdgeConfig, Freshness, Origin, OriginResolver, UpstreamTimeouts, ViewerCounter};
-use raft::{Catalog, Command, LiveState, ViewerSample};
+use raft::state::CatalogState;
+use raft::{Catalog, Command, LiveState, NodeId, ViewerSample};
 
 use crate::config::{Role, ValidatedConfig};
 use crate::service::Services;
@@ -35,27 +36,58 @@ impl CatalogOrigins {
 impl OriginResolver for CatalogOrigins {
     fn origins(&self, channel: &str) -> Vec<Origin> {
         let me = self.catalog.node_id();
-        // `None`: not live. `Some(None)`: live, packaged here (or started without ingest).
-        let packager = self.catalog.read(|s| {
-            let channel = s.channel(channel).filter(|c| c.live_state == LiveState::Live)?;
-            let node = channel.current_session_id.as_deref().and_then(|id| s.session(id)).and_then(|s| s.ingest_node);
-            let remote = node.filter(|n| *n != me).map(|n| {
-                s.node(n)
-                    .and_then(|info| info.addresses.iter().find(|(name, _)| name == "http"))
-                    .and_then(|(_, addr)| addr.parse::<SocketAddr>().ok())
-            });
-            Some(remote)
-        });
-        match packager {
-            None => Vec::new(),
-            Some(Some(Some(addr))) => vec![Origin { addr, tls: self.tls, verify_tls: true }],
-            // The packaging node has no usable address in the directory yet.
-            Some(Some(None)) => Vec::new(),
-            Some(None) => {
-                self.local_origin.map(|addr| Origin { addr, tls: self.tls, verify_tls: false }).into_iter().collect()
-            }
-        }
+        self.catalog.read(|s| resolve_origins(s, channel, me, self.local_origin, self.tls))
     }
+}
+
+/// The origins of a live channel, best first. A channel is served by the node that packages it
+/// (media does not cross nodes yet, so today that is the one candidate); among several, the
+/// ones not draining come first, least loaded first, and draining ones are kept only when no
+/// other origin is left, so that the viewers of a draining node's channels are never cut off.
+pub fn resolve_origins(
+    s: &CatalogState,
+    channel: &str,
+    me: NodeId,
+    local_origin: Option<SocketAddr>,
+    tls: bool,
+) -> Vec<Origin> {
+    let Some(channel) = s.channel(channel).filter(|c| c.live_state == LiveState::Live) else { return Vec::new() };
+    let packager = channel.current_session_id.as_deref().and_then(|id| s.session(id)).and_then(|s| s.ingest_node);
+    // Live without a packaging node recorded (started without ingest): this node's own origin.
+    let candidates: Vec<NodeId> = packager.into_iter().collect();
+    if candidates.is_empty() {
+        return local_origin.map(|addr| Origin { addr, tls, verify_tls: false }).into_iter().collect();
+    }
+    let ranked: Vec<(bool, u32, u32, Origin)> = candidates
+        .into_iter()
+        .filter_map(|node| {
+            let origin = if node == me {
+                Origin { addr: local_origin?, tls, verify_tls: false }
+            } else {
+                let addr = s
+                    .node(node)?
+                    .addresses
+                    .iter()
+                    .find(|(name, _)| name == "http")
+                    .and_then(|(_, addr)| addr.parse::<SocketAddr>().ok())?;
+                Origin { addr, tls, verify_tls: true }
+            };
+            let load = s.load_of(node);
+            let (streams, cpu) = load.map_or((0, 0), |l| (l.streams, l.cpu_permille));
+            Some((s.is_draining(node), streams, cpu, origin))
+        })
+        .collect();
+    rank_origins(ranked)
+}
+
+/// Orders `(draining, streams, cpu per mille, origin)` candidates: not draining first, then by
+/// load; draining ones are dropped unless nothing else is left.
+fn rank_origins(mut ranked: Vec<(bool, u32, u32, Origin)>) -> Vec<Origin> {
+    ranked.sort_by_key(|(draining, streams, cpu, _)| (*draining, *streams, *cpu));
+    if ranked.iter().any(|(draining, ..)| !draining) {
+        ranked.retain(|(draining, ..)| !draining);
+    }
+    ranked.into_iter().map(|(.., origin)| origin).collect()
 }
 
 /// Edge settings from the node config: the byte budget, plus timeouts and freshness derived
@@ -137,5 +169,94 @@ pub async fn report_viewers(catalog: Catalog, viewers: Arc<ViewerCounter>) {
                 tracing::debug!(%error, channel, "viewer report not accepted");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::{Channel, NodeInfo, NodeLoad, StreamSession, User};
+
+    fn origin(port: u16) -> Origin {
+        Origin { addr: SocketAddr::from(([10, 0, 0, 1], port)), tls: false, verify_tls: true }
+    }
+
+    #[test]
+    fn draining_origins_are_chosen_only_when_nothing_else_is_left() {
+        let ranked =
+            rank_origins(vec![(true, 0, 0, origin(1)), (false, 5, 100, origin(2)), (false, 1, 900, origin(3))]);
+        assert_eq!(ranked, [origin(3), origin(2)], "least loaded first, the draining one left out");
+        assert_eq!(rank_origins(vec![(true, 9, 9, origin(1))]), [origin(1)], "never cut viewers off");
+        assert!(rank_origins(vec![]).is_empty());
+    }
+
+    /// A catalog replica where node 2 (at 10.0.0.2:8080) packages live channel `c1`.
+    fn replica() -> CatalogState {
+        let mut s = CatalogState::default();
+        let node = |id: u64| NodeInfo {
+            id,
+            region: "eu".into(),
+            roles: vec!["origin".into()],
+            addresses: vec![("http".into(), format!("10.0.0.{id}:8080"))],
+            load: NodeLoad::default(),
+            updated_at: 1,
+        };
+        let user = User {
+            id: "u1".into(),
+            display_name: "U".into(),
+            email: "u@example.com".into(),
+            roles: vec![],
+            password_hash: None,
+            created_at: 1,
+        };
+        let channel = Channel {
+            id: "c1".into(),
+            owner_id: "u1".into(),
+            title: "C".into(),
+            category: None,
+            tags: vec![],
+            stream_key_hash: "k".into(),
+            live_state: LiveState::Offline,
+            current_session_id: None,
+            moderators: vec![],
+            created_at: 1,
+            updated_at: 1,
+        };
+        let session = StreamSession {
+            id: "s1".into(),
+            channel_id: "c1".into(),
+            started_at: 10,
+            ended_at: None,
+            renditions: vec![],
+            peak_concurrent: 0,
+            ingest_node: Some(2),
+        };
+        let commands = [
+            Command::UpsertNode(node(1)),
+            Command::UpsertNode(node(2)),
+            Command::CreateUser(user),
+            Command::CreateChannel(channel),
+            Command::StartSession(session),
+        ];
+        for (i, command) in commands.into_iter().enumerate() {
+            s.apply(i as u64 + 1, &command).0.unwrap();
+        }
+        s
+    }
+
+    #[test]
+    fn the_packaging_node_is_the_origin_and_draining_it_keeps_viewers_playing() {
+        let mut s = replica();
+        let remote = SocketAddr::from(([10, 0, 0, 2], 8080));
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 8080));
+        let local = Some(loopback);
+        assert_eq!(resolve_origins(&s, "c1", 1, local, false), [Origin { addr: remote, tls: false, verify_tls: true }]);
+        // On the packaging node itself: its own origin, on loopback.
+        assert_eq!(resolve_origins(&s, "c1", 2, local, false)[0].addr, loopback);
+        assert!(resolve_origins(&s, "nope", 1, local, false).is_empty());
+
+        s.apply(9, &Command::SetDraining { node_id: 2, draining: true }).0.unwrap();
+        assert!(s.is_draining(2));
+        assert_eq!(resolve_origins(&s, "c1", 1, local, false)[0].addr, remote, "the only origin stays chosen");
     }
 }

@@ -1,6 +1,7 @@
 //! The node's own HTTP endpoints: cluster status, health, metrics.
 //!
-//! `GET /api/cluster` and `DELETE /api/cluster/nodes/{id}` are for admins; in development mode a
+//! `GET /api/cluster`, `DELETE /api/cluster/nodes/{id}` and `POST /api/cluster/nodes/{id}/drain`
+//! (`/undrain`) are for admins; in development mode a
 //! request from loopback without a token counts as an admin (so local curl works as documented).
 
 use std::net::SocketAddr;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use prometheus::{Encoder, Registry, TextEncoder};
 use raft::Catalog;
@@ -39,6 +40,8 @@ pub fn router(state: NodeHttp) -> Router {
     Router::new()
         .route("/api/cluster", get(cluster_status))
         .route("/api/cluster/nodes/{id}", delete(remove_node))
+        .route("/api/cluster/nodes/{id}/drain", post(drain_node))
+        .route("/api/cluster/nodes/{id}/undrain", post(undrain_node))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(state)
@@ -84,7 +87,86 @@ async fn cluster_status(
     if !is_admin(&state, &headers, peer) {
         return forbidden();
     }
-    Json(state.catalog.status().await).into_response()
+    let status = state.catalog.status().await;
+    let mut body = serde_json::to_value(&status).unwrap_or_default();
+    // The directory side of each member: advertised listeners, load, drain and health.
+    let now = raft::now_millis();
+    let leader_applied = status
+        .leader_id
+        .and_then(|leader| status.members.iter().find(|m| m.node_id == leader))
+        .and_then(|m| m.last_applied);
+    if let Some(members) = body["members"].as_array_mut() {
+        for (member, m) in members.iter_mut().zip(&status.members) {
+            let extra = state.catalog.read(|s| {
+                let listeners: serde_json::Map<String, serde_json::Value> = s
+                    .node(m.node_id)
+                    .map(|n| n.addresses.iter().map(|(name, addr)| (name.clone(), json!(addr))).collect())
+                    .unwrap_or_default();
+                let load = s.load_of(m.node_id).cloned();
+                (listeners, load, s.is_draining(m.node_id))
+            });
+            let (listeners, load, draining) = extra;
+            let health = member_health(m, leader_applied, load.as_ref(), now);
+            member["listeners"] = json!(listeners);
+            member["load"] = json!(load);
+            member["draining"] = json!(draining);
+            member["health"] = json!(health);
+        }
+    }
+    Json(body).into_response()
+}
+
+/// How a member looks from here: `ok` when it replicates and reported its load recently,
+/// `stale` when its load report is older than a few report periods (or it never sent one),
+/// `lagging` when its log is far behind the leader's, `unknown` when replication progress is not
+/// known (this node is not the leader and could not ask it).
+fn member_health(
+    member: &raft::MemberStatus,
+    leader_applied: Option<u64>,
+    load: Option<&raft::LoadReport>,
+    now: raft::UnixMillis,
+) -> &'static str {
+    const STALE_AFTER_MS: i64 = 5 * crate::fleet::LOAD_REPORT_EVERY.as_millis() as i64;
+    const LAG_ENTRIES: u64 = 1_000;
+    let fresh = load.is_some_and(|l| now - l.at < STALE_AFTER_MS);
+    match (member.last_applied, leader_applied) {
+        (Some(applied), Some(leader)) if leader.saturating_sub(applied) > LAG_ENTRIES => "lagging",
+        (None, _) if !fresh => "unknown",
+        _ if !fresh => "stale",
+        _ => "ok",
+    }
+}
+
+async fn drain_node(
+    State(state): State<NodeHttp>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    set_draining(state, peer, headers, id, true).await
+}
+
+async fn undrain_node(
+    State(state): State<NodeHttp>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    set_draining(state, peer, headers, id, false).await
+}
+
+async fn set_draining(state: NodeHttp, peer: SocketAddr, headers: HeaderMap, id: String, draining: bool) -> Response {
+    if !is_admin(&state, &headers, peer) {
+        return forbidden();
+    }
+    let Ok(node_id) = id.parse::<u64>() else {
+        return error(StatusCode::BAD_REQUEST, "invalid_node_id", format!("{id:?} is not a node id"));
+    };
+    match state.catalog.propose(raft::Command::SetDraining { node_id, draining }).await {
+        Ok(_) => Json(json!({"nodeId": node_id, "draining": draining})).into_response(),
+        Err(raft::ProposeError::Rejected(e)) => error(StatusCode::NOT_FOUND, "node_not_found", e.to_string()),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "catalog_unavailable", e.to_string()),
+    }
 }
 
 async fn remove_node(
@@ -117,8 +199,14 @@ async fn healthz(State(state): State<NodeHttp>) -> Response {
         .map(|(name, addr)| (name.clone(), json!({"status": "ok", "addr": addr.to_string()})))
         .collect();
     let healthy = leader_ok && storage.is_ok();
+    let drain = crate::fleet::drain_health(&state.catalog, &state.registry);
+    let overall = match (&drain, healthy) {
+        (_, false) => "error",
+        (Some((draining, _)), true) => *draining,
+        (None, true) => "ok",
+    };
     let body = json!({
-        "status": if healthy { "ok" } else { "error" },
+        "status": overall,
         "nodeId": state.catalog.node_id(),
         "components": {
             "catalog": {
@@ -136,6 +224,9 @@ async fn healthz(State(state): State<NodeHttp>) -> Response {
         }
     });
     let mut body = body;
+    if let Some((_, drain)) = drain {
+        body["components"]["drain"] = drain;
+    }
     if let Some(storage) = state.edge_cache {
         body["components"]["edge"] = json!({
             "status": "ok",

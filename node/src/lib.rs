@@ -1,9 +1,11 @@
 //! The `bitriver` binary's library half: configuration, role wiring, HTTP endpoints and the
 //! administrative CLI. `main.rs` only parses, sets up logging and calls [`run::run`].
 
+pub mod advertise;
 pub mod cli;
 pub mod config;
 pub mod edge;
+pub mod fleet;
 pub mod http;
 pub mod run;
 pub mod service;

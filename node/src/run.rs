@@ -49,15 +49,28 @@ impl Listeners {
         };
         Ok(Listeners { http, rtmp, srt, edge })
     }
+
+    /// `(name, bound address)` of each listener, as the node directory names them.
+    fn bound(&self) -> std::io::Result<Vec<(&'static str, SocketAddr)>> {
+        let mut bound = vec![("http", self.http.local_addr()?)];
+        if let Some(rtmp) = &self.rtmp {
+            bound.push(("rtmp", rtmp.local_addr()?));
+        }
+        if let Some(srt) = &self.srt {
+            bound.push(("srt", srt.local_addr()?));
+        }
+        if let Some(edge) = &self.edge {
+            bound.push(("edge", edge.local_addr()?));
+        }
+        Ok(bound)
+    }
 }
 
-fn catalog_config(config: &ValidatedConfig, http_addr: SocketAddr) -> CatalogConfig {
-    let advertise =
-        if config.cluster_advertise.port() == 0 { None } else { Some(config.cluster_advertise.to_string()) };
-    let http_public = if http_addr.ip().is_unspecified() {
-        SocketAddr::new(std::net::IpAddr::from([127, 0, 0, 1]), http_addr.port())
-    } else {
-        http_addr
+fn catalog_config(config: &ValidatedConfig, advertised: &crate::advertise::Advertised) -> CatalogConfig {
+    let advertise = match advertised.cluster {
+        Some(addr) => Some(addr.to_string()),
+        None if config.cluster_advertise.port() == 0 => None,
+        None => Some(config.cluster_advertise.to_string()),
     };
     CatalogConfig {
         data_dir: config.data_dir.clone(),
@@ -68,7 +81,7 @@ fn catalog_config(config: &ValidatedConfig, http_addr: SocketAddr) -> CatalogCon
         voters: config.voters,
         region: config.region.clone(),
         roles: config.roles.iter().map(|r: Role| r.as_str().to_owned()).collect(),
-        addresses: vec![("http".to_owned(), http_public.to_string())],
+        addresses: advertised.listeners.clone(),
         tuning: RaftTuning {
             snapshot_every: config.raft_snapshot_every,
             keep_logs: config.raft_keep_logs,
@@ -103,7 +116,8 @@ pub async fn run(
     let limits = control::limits::Limits::try_from_env().context("API limits")?;
     let registry = Registry::new();
     let http_addr = listeners.http.local_addr()?;
-    let catalog = Catalog::start(catalog_config(&config, http_addr), &registry).await?;
+    let advertised = crate::advertise::plan(&config, &listeners.bound()?)?;
+    let catalog = Catalog::start(catalog_config(&config, &advertised), &registry).await?;
     // Live windows of the channels this node packages. Ingest feeds it; the origin serves it. An
     // ingest-only node still packages locally: shipping media to a remote origin is not wired yet.
     let live = LiveRegistry::new(RegistryConfig::default(), OriginMetrics::new(&registry)?);
@@ -112,10 +126,13 @@ pub async fn run(
     let mut services = Services::default();
 
     // Ingest: RTMP and SRT publishers, packaged into `live`.
+    let mut gate = None;
     if let (Some(rtmp), Some(srt)) = (listeners.rtmp, listeners.srt) {
         let ingest = IngestConfig { ladder: transcode.ladder.clone(), ..ingest_config(&config) };
-        spawn_ingest(&mut services, rtmp, srt, &catalog, &live, ingest, &registry)?;
+        gate = Some(spawn_ingest(&mut services, rtmp, srt, &catalog, &live, ingest, &registry)?);
     }
+    // Load reports, and the ingest leases of what this node publishes.
+    let fleet = crate::fleet::start(&catalog, &registry, gate.as_ref(), &live);
     // Edge: caches this cluster's LL-HLS for viewers; on an all-in-one node it fronts the origin
     // below, and the playback URLs the API hands out point at it.
     let edge_cache = match listeners.edge {
@@ -167,6 +184,7 @@ pub async fn run(
         srt = ?find("srt"),
         edge = ?edge_addr,
         cluster = %catalog.cluster_addr(),
+        advertised = ?advertised.listeners,
         node_id = catalog.node_id(),
         mode = config.mode.as_str(),
         roles = %config.roles,
@@ -174,6 +192,9 @@ pub async fn run(
     );
 
     let (how, result) = services.serve_until(shutdown).await;
+    for task in fleet {
+        task.abort();
+    }
     // Blocked playlist requests answer at once instead of holding the HTTP drain.
     live.shutdown();
     services.shut_down(how, GRACE).await;
@@ -199,7 +220,7 @@ fn spawn_ingest(
     live: &LiveRegistry,
     config: IngestConfig,
     registry: &Registry,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<CatalogGate> {
     let gate = CatalogGate::new(catalog.clone(), live.clone(), config, IngestMetrics::new(registry)?);
     services.spawn("rtmp", rtmp.local_addr()?, {
         let served = serve_rtmp_with(rtmp, gate.clone(), services.stop());
@@ -209,7 +230,7 @@ fn spawn_ingest(
         }
     });
     let (addr, metrics) = (srt.local_addr()?, gate.metrics().clone());
-    let served = serve_srt(srt, Arc::new(gate), SrtConfig::default(), metrics, services.stop());
+    let served = serve_srt(srt, Arc::new(gate.clone()), SrtConfig::default(), metrics, services.stop());
     services.spawn("srt", addr, async move {
         // As before the services existed: a failed SRT listener is logged, the node keeps serving.
         if let Err(error) = served.await {
@@ -217,5 +238,5 @@ fn spawn_ingest(
         }
         Ok(())
     });
-    Ok(())
+    Ok(gate)
 }

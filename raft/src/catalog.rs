@@ -261,6 +261,7 @@ impl Catalog {
         catalog.spawn(serve_cluster(catalog.clone(), endpoint));
         catalog.spawn(serve_admin_socket(catalog.clone()));
         catalog.spawn(track_metrics(catalog.clone()));
+        catalog.spawn(crate::lease::expire_on_leader(catalog.clone()));
 
         if !catalog.inner.raft.is_initialized().await? {
             match catalog.inner.config.join.clone() {
@@ -742,6 +743,10 @@ const PENDING: &str = "not committed in time (no quorum?); the write may still a
 fn advertise_addr(configured: Option<&str>, bound: SocketAddr) -> String {
     match configured {
         Some(addr) if !addr.ends_with(":0") => addr.to_owned(),
+        // A host with port 0: advertise that host at the port just bound (ephemeral ports).
+        Some(addr) if addr.parse::<SocketAddr>().is_ok_and(|a| !a.ip().is_unspecified()) => {
+            addr.parse::<SocketAddr>().map(|a| SocketAddr::new(a.ip(), bound.port()).to_string()).unwrap_or_default()
+        }
         _ => {
             let ip = if bound.ip().is_unspecified() { std::net::IpAddr::from([127, 0, 0, 1]) } else { bound.ip() };
             SocketAddr::new(ip, bound.port()).to_string()

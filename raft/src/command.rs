@@ -109,6 +109,35 @@ pub enum Command {
         session_id: String,
         renditions: Vec<String>,
     },
+    /// A node's load, a few times a second (see [`crate::load`]); refused for unknown nodes.
+    ReportLoad(crate::load::LoadReport),
+    /// Mark a node draining (placement and edges stop choosing it) or not.
+    SetDraining {
+        node_id: NodeId,
+        draining: bool,
+    },
+    /// The holder renews its ingest leases (see [`crate::lease`]); answers with the channels
+    /// whose lease it no longer holds.
+    RenewIngestLeases {
+        holder: NodeId,
+        leases: Vec<crate::lease::LeaseClaim>,
+        at: UnixMillis,
+    },
+    /// The leader ends a lease that was not renewed for its TTL, and with it the session (at the
+    /// last renewal). Refused if the lease's version changed since the leader judged it.
+    ExpireIngestLease {
+        channel_id: String,
+        version: u64,
+    },
+    /// End the channel's broadcast only if `session_id` is still its current session: what an
+    /// ingest node proposes when its publish stops, so that a late end (a node cut off from the
+    /// catalog, whose lease expired and whose channel went live elsewhere) never ends a newer
+    /// session. Refused as not live otherwise.
+    EndIngestSession {
+        channel_id: String,
+        session_id: String,
+        ended_at: UnixMillis,
+    },
 }
 
 /// Most commands one [`Command::Batch`] may carry (the position in the batch is part of `seq`).
@@ -152,6 +181,8 @@ pub enum Response {
     Removed(u64),
     /// One answer per command of a [`Command::Batch`], in order.
     Batch(Vec<ApplyResult>),
+    /// Channels whose ingest lease a renewal did not hold (any longer).
+    LostLeases(Vec<String>),
 }
 
 /// Why the state machine refused a command. Deterministic: every replica refuses the same way.

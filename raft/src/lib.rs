@@ -15,6 +15,8 @@ pub mod catalog;
 pub mod codec;
 pub mod command;
 pub mod community;
+pub mod lease;
+pub mod load;
 pub mod metrics;
 pub mod rpc;
 pub mod state;
@@ -25,6 +27,8 @@ pub mod types;
 
 pub use catalog::{Catalog, CatalogConfig, ClusterStatus, JoinConfig, MemberStatus, ProposeError, RaftTuning};
 pub use command::{ApplyResult, CatalogError, ChannelPatch, Command, Response, UserPatch};
+pub use lease::{IngestLease, LeaseClaim};
+pub use load::LoadReport;
 pub use types::*;
 
 use std::io::Cursor;

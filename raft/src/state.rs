@@ -45,6 +45,10 @@ pub struct CatalogState {
     pub(crate) next_node_id: NodeId,
     /// Follows, subscriptions, profiles, chat rules and viewer samples: see [`crate::community`].
     pub(crate) community: crate::community::Community,
+    /// Load reports and draining nodes: see [`crate::load`].
+    pub(crate) load: crate::load::LoadTable,
+    /// Ingest leases: see [`crate::lease`].
+    pub(crate) leases: crate::lease::LeaseTable,
     // Derived indexes.
     user_by_email: HashMap<String, String>,
     channel_by_key_hash: HashMap<String, String>,
@@ -89,6 +93,10 @@ impl CatalogState {
                 state.chat.entry(m.channel_id.clone()).or_default().insert(m.seq, m);
             } else if state.community.load_record(&key, v).map_err(wrap)? {
                 // A community record.
+            } else if state.load.load_record(&key, v).map_err(wrap)?
+                || state.leases.load_record(&key, v).map_err(wrap)?
+            {
+                // A load, drain or lease record.
             } else if key == key::NEXT_NODE_ID {
                 state.next_node_id = codec::decode(v).map_err(wrap)?;
             }
@@ -197,6 +205,7 @@ impl CatalogState {
                     return Err(CatalogError::not_found("node", &id.to_string()));
                 }
                 out.push(delete(node_key(*id)));
+                self.forget_node_load(*id, out);
                 Ok(Response::Done)
             }
             Command::ReserveNodeId { at_least } => {
@@ -276,7 +285,11 @@ impl CatalogState {
                 self.put_channel(channel.clone(), out);
                 Ok(Response::Channel(channel))
             }
-            Command::StartSession(session) => self.start_session(session, out),
+            Command::StartSession(session) => {
+                let started = self.start_session(session, out)?;
+                self.grant_ingest_lease(index, session, out);
+                Ok(started)
+            }
             Command::EndSession { channel_id, ended_at, peak_concurrent } => {
                 let mut channel = self
                     .channels
@@ -299,6 +312,7 @@ impl CatalogState {
                 channel.live_state = LiveState::Offline;
                 channel.current_session_id = None;
                 channel.updated_at = *ended_at;
+                self.release_ingest_lease(channel_id, out);
                 self.put_channel(channel, out);
                 self.put_session(session.clone(), out);
                 Ok(Response::Session(session))
@@ -337,6 +351,19 @@ impl CatalogState {
                 session.renditions = renditions.clone();
                 self.put_session(session.clone(), out);
                 Ok(Response::Session(session))
+            }
+            Command::ReportLoad(_) | Command::SetDraining { .. } => self.apply_load(command, out),
+            Command::EndIngestSession { channel_id, session_id, ended_at } => {
+                let current = self.channel(channel_id).and_then(|c| c.current_session_id.as_deref());
+                if current != Some(session_id.as_str()) {
+                    return Err(CatalogError::NotLive { channel_id: channel_id.clone() });
+                }
+                let end =
+                    Command::EndSession { channel_id: channel_id.clone(), ended_at: *ended_at, peak_concurrent: None };
+                self.apply_inner(index, &end, out)
+            }
+            Command::RenewIngestLeases { .. } | Command::ExpireIngestLease { .. } => {
+                self.apply_lease(index, command, out)
             }
             other => self.apply_community(other, out),
         }
@@ -543,6 +570,10 @@ impl CatalogState {
         out.push(put(channel_key(&channel.id), codec::encode(&channel)));
         self.channel_by_key_hash.insert(channel.stream_key_hash.clone(), channel.id.clone());
         self.channels.insert(channel.id.clone(), channel);
+    }
+
+    pub(crate) fn put_channel_record(&mut self, channel: Channel, out: &mut Vec<Mutation>) {
+        self.put_channel(channel, out);
     }
 
     pub(crate) fn put_session_record(&mut self, session: StreamSession, out: &mut Vec<Mutation>) {

@@ -367,7 +367,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 match entry.payload {
                     EntryPayload::Blank => results.push(Ok(crate::Response::Done)),
                     EntryPayload::Normal(command) => {
-                        let (result, mutations) = state.apply(entry.log_id.index, &command);
+                        let (result, mutations) =
+                            state.apply_in_term(entry.log_id.leader_id.term, entry.log_id.index, &command);
                         for m in mutations {
                             match m.value {
                                 Some(v) => batch.put_cf(cf, m.key, v),

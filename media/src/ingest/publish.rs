@@ -10,7 +10,7 @@
 //!                                         samples → LiveHandle::push_video / push_audio
 //!                   │ however the publish stops
 //!                   ▼
-//!                 Publish::end: LiveHandle::finish, EndSession (only if the session is still ours)
+//!                 Publish::end: LiveHandle::finish, EndIngestSession (only if the session is still ours)
 //! ```
 //!
 //! One [`CatalogGate`] serves every protocol of a node: the set of channels it is publishing is
@@ -108,6 +108,11 @@ impl CatalogGate {
         &self.shared.metrics
     }
 
+    /// Channels this node is publishing (or about to): the ingest leases it should renew.
+    pub fn publishing(&self) -> HashSet<String> {
+        self.shared.publishing.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
     /// May `stream_key` publish? On yes, the catalog session has been started. `protocol`
     /// (`RTMP`, `SRT`) only names the ingest in logs.
     pub(crate) async fn start(
@@ -160,8 +165,11 @@ impl CatalogGate {
             // Our node's session, but no publish of ours holds the channel: left over from a
             // crash or a lost EndSession. End it and let this publish take over.
             tracing::info!(%peer, channel = %channel_id, stale_session = %current.id, "ending a stale session of this node");
-            let end =
-                Command::EndSession { channel_id: channel_id.clone(), ended_at: now_millis(), peak_concurrent: None };
+            let end = Command::EndIngestSession {
+                channel_id: channel_id.clone(),
+                session_id: current.id.clone(),
+                ended_at: now_millis(),
+            };
             if let Err(error) = propose(catalog, end).await {
                 tracing::warn!(%peer, channel = %channel_id, %error, "could not end the stale session");
             }
@@ -444,10 +452,12 @@ impl Publish {
                 == Some(self.session_id.as_str())
         });
         if ours {
-            let end = Command::EndSession {
+            // Fenced by the session id: if this node was cut off and the channel went live
+            // elsewhere meanwhile, this end must not touch the newer session.
+            let end = Command::EndIngestSession {
                 channel_id: self.channel_id.clone(),
+                session_id: self.session_id.clone(),
                 ended_at: now_millis(),
-                peak_concurrent: None,
             };
             if let Err(error) = propose(catalog, end).await {
                 tracing::warn!(channel = %self.channel_id, session = %self.session_id, %error, "could not end the session");

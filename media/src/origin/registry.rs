@@ -299,6 +299,14 @@ impl LiveRegistry {
         self.get(channel_id).map(|c| c.session.clone())
     }
 
+    /// Ends the channel's live stream, if any: its publisher's next push fails with
+    /// [`OriginError::Ended`] and the publish closes (the node lost the channel's ingest lease).
+    pub fn end_channel(&self, channel_id: &str) {
+        if let Some(channel) = self.get(channel_id) {
+            self.end(&channel);
+        }
+    }
+
     /// Ends every live stream (waking all waiting requests, which answer at once), for graceful
     /// shutdown before the HTTP server drains.
     pub fn shutdown(&self) {

@@ -4,6 +4,7 @@
 
 pub mod browser;
 pub mod live;
+pub mod netns;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -26,13 +27,22 @@ pub struct NodeProc {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub log: PathBuf,
+    /// RTMP (TCP), SRT (UDP) and edge (TCP) ports on loopback.
+    pub media_ports: (u16, u16, u16),
+    /// The network namespace the node runs in (see [`netns`]); `None`: this one, on loopback.
+    pub netns: Option<String>,
+    /// The address the test reaches the node's listeners at.
+    pub host: String,
     child: Option<Child>,
 }
 
 impl NodeProc {
     pub fn new(root: &Path, name: &str) -> Self {
         let (http_port, cluster_port) = free_ports();
+        let (rtmp_port, srt_port) = free_ports();
+        let (edge_port, _) = free_ports();
         NodeProc {
+            media_ports: (rtmp_port, srt_port, edge_port),
             name: name.to_owned(),
             data: root.join(name),
             http_port,
@@ -40,27 +50,44 @@ impl NodeProc {
             args: vec![],
             env: vec![],
             log: root.join(format!("{name}.log")),
+            netns: None,
+            host: "127.0.0.1".to_owned(),
             child: None,
         }
     }
 
     pub fn cluster_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.cluster_port)
+        format!("{}:{}", self.host, self.cluster_port)
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.http_port)
+        format!("http://{}:{}{path}", self.host, self.http_port)
     }
 
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                // `ip netns exec` execs the binary: the child's pid is the node's.
+                let mut cmd = Command::new(netns::IP);
+                cmd.args(["netns", "exec", ns.as_str(), BIN]);
+                cmd
+            }
+            None => Command::new(BIN),
+        };
         cmd.arg("--data")
             .arg(&self.data)
             .arg("--addr")
             .arg(format!("127.0.0.1:{}", self.http_port))
             .arg("--cluster-addr")
             .arg(self.cluster_addr())
-            .args(["--rtmp-addr", "127.0.0.1:0", "--srt-addr", "127.0.0.1:0", "--edge-addr", "127.0.0.1:0"])
+            // Ports fixed at creation: a restarted node publishes the same addresses in the
+            // node directory, so its records do not change across restarts.
+            .arg("--rtmp-addr")
+            .arg(format!("127.0.0.1:{}", self.media_ports.0))
+            .arg("--srt-addr")
+            .arg(format!("127.0.0.1:{}", self.media_ports.1))
+            .arg("--edge-addr")
+            .arg(format!("127.0.0.1:{}", self.media_ports.2))
             .args(&self.args)
             .env("BITRIVER_LIVE_FAULT_INJECTION", "true")
             .env("BITRIVER_LIVE_LOG_FORMAT", "text")
@@ -144,7 +171,7 @@ impl NodeProc {
 
     /// A URL on the node's edge.
     pub async fn edge_url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.edge_port().await)
+        format!("http://{}:{}{path}", self.host, self.edge_port().await)
     }
 
     pub async fn metric(&self, name: &str) -> Option<f64> {

@@ -95,10 +95,12 @@ async function renderOverview(slot) {
         h('p', {}, `Leader: node ${cluster.leaderId ?? 'none'} · term ${cluster.term}`),
         h('div', { class: 'table-wrap' }, h('table', { id: 'cluster-members' },
           h('caption', { class: 'visually-hidden' }, 'Cluster members'),
-          h('thead', {}, h('tr', {}, ['Node', 'Region', 'Roles', 'Voter', 'Applied', 'Address'].map((t) => h('th', { scope: 'col' }, t)))),
+          h('thead', {}, h('tr', {}, ['Node', 'Region', 'Roles', 'Voter', 'Applied', 'Address', 'Health', 'Load'].map((t) => h('th', { scope: 'col' }, t)))),
           h('tbody', {}, cluster.members.map((m) => h('tr', {},
             h('td', {}, m.nodeId, m.nodeId === cluster.leaderId ? ' (leader)' : ''), h('td', {}, m.region), h('td', {}, m.roles.join(', ')),
-            h('td', {}, m.voter ? 'yes' : 'learner'), h('td', {}, m.lastApplied ?? '—'), h('td', {}, h('code', {}, m.addr))))))));
+            h('td', {}, m.voter ? 'yes' : 'learner'), h('td', {}, m.lastApplied ?? '—'), h('td', {}, h('code', {}, m.addr)),
+            h('td', {}, `${m.health ?? '—'}${m.draining ? ' · draining' : ''}`),
+            h('td', {}, m.load ? `CPU ${(m.load.cpuPermille / 10).toFixed(0)}% · ${m.load.streams} streams · ${m.load.connections} conns · ${(m.load.egressBps * 8 / 1e6).toFixed(1)} Mb/s` : '—')))))));
     } catch (e) {
       parts.push(h('h3', {}, 'Cluster'), errorLine(e));
     }
