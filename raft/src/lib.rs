@@ -14,17 +14,19 @@
 pub mod catalog;
 pub mod codec;
 pub mod command;
-pub mod community;
 pub mod metrics;
 pub mod rpc;
 pub mod state;
+pub mod status;
 pub mod store;
 pub mod tls;
 pub mod transport;
 pub mod types;
 
-pub use catalog::{Catalog, CatalogConfig, ClusterStatus, JoinConfig, MemberStatus, ProposeError, RaftTuning};
+pub use catalog::{Catalog, CatalogConfig, JoinConfig, ProposeError, RaftTuning};
 pub use command::{ApplyResult, CatalogError, ChannelPatch, Command, Response, UserPatch};
+pub use state::community;
+pub use status::{ClusterStatus, MemberStatus};
 pub use types::*;
 
 use std::io::Cursor;

@@ -96,7 +96,7 @@ pub enum Reply {
     Propose(ApplyResult),
     ReadIndex(u64),
     Done,
-    Status(crate::catalog::ClusterStatus),
+    Status(crate::status::ClusterStatus),
     Enrol(EnrolResponse),
     Dump(Vec<crate::store::Record>),
     /// The receiver is not the leader; try `leader` (if known) instead.

@@ -11,6 +11,8 @@ use crate::codec::{self, CodecError};
 use crate::command::{ApplyResult, CatalogError, ChannelPatch, Command, Response, UserPatch};
 use crate::types::{AuthSession, Channel, ChatMessage, LiveState, NodeId, NodeInfo, StreamSession, User};
 
+pub mod community;
+
 /// Chat lines kept per channel; older lines are dropped as new ones arrive.
 pub const CHAT_HISTORY_PER_CHANNEL: usize = 1000;
 
@@ -43,8 +45,8 @@ pub struct CatalogState {
     /// channel id -> seq -> message.
     pub(crate) chat: BTreeMap<String, BTreeMap<u64, ChatMessage>>,
     pub(crate) next_node_id: NodeId,
-    /// Follows, subscriptions, profiles, chat rules and viewer samples: see [`crate::community`].
-    pub(crate) community: crate::community::Community,
+    /// Follows, subscriptions, profiles, chat rules and viewer samples: see [`community`].
+    pub(crate) community: community::Community,
     // Derived indexes.
     user_by_email: HashMap<String, String>,
     channel_by_key_hash: HashMap<String, String>,
