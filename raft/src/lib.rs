@@ -4,13 +4,15 @@
 //! directory). Writes are [`Command`]s replicated with openraft; each node applies them to a
 //! deterministic state machine ([`state::CatalogState`]) stored in RocksDB ([`store`]). Nodes talk
 //! Raft over QUIC with mutual TLS ([`transport`], [`tls`]); a new node enrols with a join token and
-//! gets a certificate signed by the cluster CA.
+//! gets a certificate signed by the cluster CA naming its roles, which bound what it may ask of
+//! the others ([`authz`]).
 //!
 //! The rest of the code uses [`Catalog`]: `propose` a command from any node (followers forward to
 //! the leader), read the local replica, or read linearizably when freshness matters.
 //!
 //! This file is the composition root: the one `declare_raft_types!`.
 
+pub mod authz;
 pub mod catalog;
 pub mod codec;
 pub mod command;

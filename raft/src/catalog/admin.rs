@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::Catalog;
+use crate::authz::Caller;
 use crate::rpc::{Reply, Request, MAX_MESSAGE};
 
 /// The admin socket path of a data dir (the CLI talks to a running node through it).
@@ -40,7 +41,7 @@ pub(super) async fn serve_admin_socket(catalog: Catalog) {
                 Err(_) => return,
             };
             let reply = match request {
-                Ok(request) => catalog.handle(request, true, ADMIN_PEER).await,
+                Ok(request) => catalog.handle(request, &Caller::Admin, ADMIN_PEER).await,
                 Err(e) => Reply::Error(format!("malformed request: {e}")),
             };
             let _ = write_frame(&mut stream, &crate::codec::encode(&reply)).await;

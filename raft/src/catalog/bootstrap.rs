@@ -64,16 +64,19 @@ pub(super) async fn load_or_create_identity(
     let (identity, ca) = match &config.join {
         None => {
             let ca = ClusterCa::generate()?;
-            let identity = ca.issue_node_identity(config.node_id.unwrap_or(1))?;
-            (identity, ca)
+            let identity = ca.issue_node_identity(config.node_id.unwrap_or(1), &config.roles)?;
+            (identity, Some(ca))
         }
-        Some(join) => enrol_with(join, config.node_id).await?,
+        Some(join) => enrol_with(join, config.node_id, &config.roles).await?,
     };
-    ca.save(paths)?;
+    // Only control nodes get (and keep) the CA key: see `Catalog::enrol`.
+    if let Some(ca) = &ca {
+        ca.save(paths)?;
+    }
     identity.save(paths)?;
     let file = serde_json::to_string(&NodeFile { node_id: identity.node_id })?;
     std::fs::write(node_file(&config.data_dir), file)?;
-    Ok((identity, Some(ca)))
+    Ok((identity, ca))
 }
 
 /// Publish this node in the node directory once a leader is known.

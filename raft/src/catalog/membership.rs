@@ -32,13 +32,14 @@ impl Catalog {
                     not_leader(self)
                 }
             }
-            Request::Join { node_id, addr } => self.add_member(*node_id, addr).await,
+            Request::Join { node_id, addr, may_vote } => self.add_member(*node_id, addr, *may_vote).await,
             Request::Remove { node_id } => self.remove_member(*node_id).await,
             other => Reply::Error(format!("{} is not a leader request", other.kind())),
         }
     }
 
-    async fn add_member(&self, node_id: NodeId, addr: &str) -> Reply {
+    /// Add `node_id` as a learner; promote it to voter if it `may_vote` and voters are wanted.
+    async fn add_member(&self, node_id: NodeId, addr: &str, may_vote: bool) -> Reply {
         let raft = &self.inner.raft;
         let node = BasicNode { addr: addr.to_owned() };
         let membership = raft.metrics().borrow().membership_config.membership().clone();
@@ -53,7 +54,7 @@ impl Catalog {
         }
         let membership = raft.metrics().borrow().membership_config.membership().clone();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-        if !voters.contains(&node_id) && voters.len() < self.inner.config.voters {
+        if may_vote && !voters.contains(&node_id) && voters.len() < self.inner.config.voters {
             match raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node_id])), true).await {
                 Ok(_) => tracing::info!(node_id, voters = voters.len() + 1, "promoted to voter"),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {

@@ -33,7 +33,7 @@ use crate::metrics::CatalogMetrics;
 use crate::state::CatalogState;
 use crate::store::{AppliedEvent, Database, LogStore, SharedState, StateMachineStore};
 use crate::tls::{ClusterCa, TlsPaths};
-use crate::transport::{self, ClusterClient, NetworkFactory};
+use crate::transport::{ClusterClient, NetworkFactory};
 use crate::types::NodeId;
 use crate::Raft;
 
@@ -51,6 +51,7 @@ pub use admin::{admin_call, admin_socket_path};
 pub use bootstrap::stored_node_id;
 pub use client::ProposeError;
 pub use config::{CatalogConfig, JoinConfig, RaftTuning};
+pub use server::{ENROL_LIFETIME, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_MEMBER, MAX_UNAUTHENTICATED_PER_ADDR};
 
 use admin::serve_admin_socket;
 use batcher::{run_batcher, Proposal, BATCHER_QUEUE};
@@ -111,10 +112,7 @@ impl Catalog {
         let state = sm.shared_state();
         let events = sm.events();
 
-        let server_tls = quinn::crypto::rustls::QuicServerConfig::try_from(identity.server_config()?)?;
-        let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(server_tls));
-        server_config.transport_config(Arc::new(transport::transport_config()));
-        let endpoint = quinn::Endpoint::server(server_config, config.cluster_bind)
+        let endpoint = quinn::Endpoint::server(server::server_config(&identity)?, config.cluster_bind)
             .with_context(|| format!("binding cluster QUIC listener on udp {}", config.cluster_bind))?;
         let bound = endpoint.local_addr()?;
         let advertise = advertise_addr(config.cluster_advertise.as_deref(), bound);

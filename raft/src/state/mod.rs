@@ -11,6 +11,7 @@ use crate::codec::{self, CodecError};
 use crate::command::{ApplyResult, CatalogError, ChannelPatch, Command, Response, UserPatch};
 use crate::types::{AuthSession, Channel, ChatMessage, LiveState, NodeId, NodeInfo, StreamSession, User};
 
+pub mod access;
 pub mod community;
 
 /// Chat lines kept per channel; older lines are dropped as new ones arrive.
@@ -47,6 +48,8 @@ pub struct CatalogState {
     pub(crate) next_node_id: NodeId,
     /// Follows, subscriptions, profiles, chat rules and viewer samples: see [`community`].
     pub(crate) community: community::Community,
+    /// Revoked nodes and join-token uses: see [`access`].
+    pub(crate) access: access::Access,
     // Derived indexes.
     user_by_email: HashMap<String, String>,
     channel_by_key_hash: HashMap<String, String>,
@@ -91,6 +94,8 @@ impl CatalogState {
                 state.chat.entry(m.channel_id.clone()).or_default().insert(m.seq, m);
             } else if state.community.load_record(&key, v).map_err(wrap)? {
                 // A community record.
+            } else if state.access.load_record(&key, v).map_err(wrap)? {
+                // A revocation or a join-token use.
             } else if key == key::NEXT_NODE_ID {
                 state.next_node_id = codec::decode(v).map_err(wrap)?;
             }
@@ -99,6 +104,11 @@ impl CatalogState {
     }
 
     // ----- reads -----
+
+    /// Revoked nodes and join-token uses.
+    pub fn access(&self) -> &access::Access {
+        &self.access
+    }
 
     pub fn node(&self, id: NodeId) -> Option<&NodeInfo> {
         self.nodes.get(&id)
@@ -340,6 +350,10 @@ impl CatalogState {
                 self.put_session(session.clone(), out);
                 Ok(Response::Session(session))
             }
+            Command::RevokeNode { .. } | Command::UseJoinToken { .. } => self
+                .access
+                .apply(command, out)
+                .unwrap_or_else(|| Err(CatalogError::invalid("command", "not an access command"))),
             other => self.apply_community(other, out),
         }
     }
