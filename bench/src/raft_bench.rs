@@ -256,7 +256,7 @@ impl Cluster {
         }
 
         let ca = ClusterCa::load(&TlsPaths::new(self.dirs[0].path())).context("loading the first node's cluster CA")?;
-        let token = ca.join_token(raft::now_millis() / 1000 + 3600);
+        let token = ca.join_token(raft::now_millis() / 1000 + 3600, (size - 1) as u32);
         for _ in 1..size {
             // One at a time: each enrolment reserves a node id through the log.
             let dir = new_data_dir(base)?;

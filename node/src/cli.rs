@@ -2,8 +2,8 @@
 //!
 //! These commands never take RocksDB's lock. With the node running they talk to it through the
 //! admin socket in the data dir; with it stopped they read the data dir read-only (status), sign
-//! with the CA key file (token), or reach the other members with the node's own certificate
-//! (remove). `user create` is a catalog write, so it needs the node running (it proposes through
+//! with the CA key file (token, control nodes only), or reach the other members with the node's
+//! own certificate (remove, revoke). `user create` is a catalog write, so it needs the node running (it proposes through
 //! the admin socket like any other client of the cluster).
 
 use std::path::Path;
@@ -37,7 +37,7 @@ async fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
             let ca = ClusterCa::load(&TlsPaths::new(&args.data.data))
                 .with_context(|| format!("reading the cluster CA in {}", args.data.data.display()))?;
             let expires = raft::now_millis() / 1000 + args.ttl.as_secs() as i64;
-            println!("{}", ca.join_token(expires));
+            println!("{}", ca.join_token(expires, args.uses));
             Ok(())
         }
         ClusterCommand::Status(args) => {
@@ -49,7 +49,16 @@ async fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        ClusterCommand::Remove(args) => remove(&args.data.data, args.node_id).await,
+        ClusterCommand::Remove(args) => {
+            administer(&args.data.data, Request::Remove { node_id: args.node_id }).await?;
+            println!("node {} removed", args.node_id);
+            Ok(())
+        }
+        ClusterCommand::Revoke(args) => {
+            administer(&args.data.data, Request::Revoke { node_id: args.node_id }).await?;
+            println!("node {} revoked", args.node_id);
+            Ok(())
+        }
         ClusterCommand::Drain(args) => set_draining(&args.data.data, args.node_id, true).await,
         ClusterCommand::Undrain(args) => set_draining(&args.data.data, args.node_id, false).await,
     }
@@ -134,24 +143,22 @@ fn render_status(status: &ClusterStatus) -> String {
     out
 }
 
-async fn remove(data: &Path, node_id: u64) -> anyhow::Result<()> {
-    let request = Request::Remove { node_id };
+/// Send an administrative request (remove, revoke) through the running node, or, if it is stopped,
+/// to the other members with its certificate (which must carry the control role).
+async fn administer(data: &Path, request: Request) -> anyhow::Result<()> {
     let reply = match admin_call(data, &request).await {
         Ok(reply) => reply,
-        Err(_) => remove_via_peers(data, &request).await?,
+        Err(_) => ask_peers(data, &request).await?,
     };
     match reply {
-        Reply::Done => {
-            println!("node {node_id} removed");
-            Ok(())
-        }
+        Reply::Done => Ok(()),
         Reply::Error(e) => bail!("{e}"),
         other => bail!("unexpected reply {other:?}"),
     }
 }
 
 /// The node is stopped: use its certificate to ask the other members directly.
-async fn remove_via_peers(data: &Path, request: &Request) -> anyhow::Result<Reply> {
+async fn ask_peers(data: &Path, request: &Request) -> anyhow::Result<Reply> {
     let me = stored_node_id(data).context("no node identity in the data dir")?;
     let identity = NodeIdentity::load(&TlsPaths::new(data), me)?;
     let status = offline_status(data)?;

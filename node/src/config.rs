@@ -99,6 +99,8 @@ pub enum ClusterCommand {
     Status(ClusterStatusArgs),
     /// Remove a node from the cluster by its id.
     Remove(ClusterRemoveArgs),
+    /// Revoke a node's certificate: every member refuses it from then on (and it is removed).
+    Revoke(ClusterRevokeArgs),
     /// Mark a node draining: placement and edges stop choosing it for new work.
     Drain(ClusterDrainArgs),
     /// Undo `drain`: the node takes new work again.
@@ -124,7 +126,7 @@ pub struct DataDirArg {
     pub data: PathBuf,
 }
 
-/// `bitriver cluster token --data DIR [--ttl 24h]`
+/// `bitriver cluster token --data DIR [--ttl 24h] [--uses 1]`
 #[derive(Debug, Clone, Args)]
 pub struct ClusterTokenArgs {
     #[command(flatten)]
@@ -139,6 +141,16 @@ pub struct ClusterTokenArgs {
         value_parser = parse_ttl
     )]
     pub ttl: Duration,
+
+    /// How many nodes may enrol with the token (each use is counted cluster-wide).
+    #[arg(
+        long,
+        value_name = "N",
+        env = "BITRIVER_LIVE_CLUSTER_TOKEN_USES",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u32).range(1..=1000)
+    )]
+    pub uses: u32,
 }
 
 /// `bitriver cluster status --data DIR [--json]`
@@ -156,6 +168,17 @@ pub struct ClusterStatusArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ClusterRemoveArgs {
     /// Id of the node to remove (as shown by `bitriver cluster status`).
+    #[arg(value_name = "NODE_ID", value_parser = clap::value_parser!(u64).range(1..))]
+    pub node_id: u64,
+
+    #[command(flatten)]
+    pub data: DataDirArg,
+}
+
+/// `bitriver cluster revoke NODE_ID --data DIR`
+#[derive(Debug, Clone, Args)]
+pub struct ClusterRevokeArgs {
+    /// Id of the node whose certificate to revoke (as shown by `bitriver cluster status`).
     #[arg(value_name = "NODE_ID", value_parser = clap::value_parser!(u64).range(1..))]
     pub node_id: u64,
 

@@ -119,7 +119,7 @@ async fn start_cluster(root: &std::path::Path) -> Vec<NodeProc> {
     }
     nodes[0].start();
     nodes[0].wait_healthy(STARTUP).await;
-    let (code, token, err) = cli(&["cluster", "token", "--data", nodes[0].data.to_str().unwrap()]);
+    let (code, token, err) = cli(&["cluster", "token", "--uses", "2", "--data", nodes[0].data.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     let join = nodes[0].cluster_addr();
     for n in &mut nodes[1..] {

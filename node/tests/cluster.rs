@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{cli, create_user, propose, user_ids, wait_voters, NodeProc};
+use raft::catalog::stored_node_id;
 use raft::rpc::{Reply, Request};
 
 const STARTUP: Duration = Duration::from_secs(30);
@@ -90,8 +91,8 @@ async fn three_nodes_replicate_fail_over_catch_up_and_survive_a_partition() {
     nodes[0].start();
     nodes[0].wait_healthy(STARTUP).await;
 
-    // The CLI mints a token while the node runs (no RocksDB lock needed).
-    let (code, token, err) = cli(&["cluster", "token", "--data", nodes[0].data.to_str().unwrap()]);
+    // The CLI mints a token for both joiners while the node runs (no RocksDB lock needed).
+    let (code, token, err) = cli(&["cluster", "token", "--uses", "2", "--data", nodes[0].data.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     let token = token.trim().to_owned();
     let join = nodes[0].cluster_addr();
@@ -215,7 +216,7 @@ async fn enrolment_refuses_bad_tokens_and_removal_works_offline_and_online() {
     let other = root.path().join("other");
     let ca = raft::tls::ClusterCa::generate().unwrap();
     ca.save(&raft::tls::TlsPaths::new(&other)).unwrap();
-    let foreign = ca.join_token(raft::now_millis() / 1000 + 3600);
+    let foreign = ca.join_token(raft::now_millis() / 1000 + 3600, 1);
     let mut joiner = NodeProc::new(root.path(), "foreign");
     joiner.args.extend(["--join".into(), first.cluster_addr(), "--join-token".into(), foreign]);
     let out = joiner.command().output().unwrap();
@@ -254,6 +255,13 @@ async fn enrolment_refuses_bad_tokens_and_removal_works_offline_and_online() {
     };
     propose(&learner, create_user("from-learner")).await.unwrap();
 
+    // The token was for one node: a second node presenting it is refused.
+    let mut again = NodeProc::new(root.path(), "again");
+    again.args.extend(["--join".into(), first.cluster_addr(), "--join-token".into(), good.trim().to_owned()]);
+    let out = again.command().output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already used"), "{}", String::from_utf8_lossy(&out.stderr));
+
     // The learner dies; remove it through the API of the first node.
     learner.kill9();
     let resp =
@@ -266,4 +274,30 @@ async fn enrolment_refuses_bad_tokens_and_removal_works_offline_and_online() {
     let (code, text, err) = cli(&["cluster", "status", "--data", learner.data.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(text.contains("learner") || text.contains("voter"), "{text}");
+
+    // An edge-only node joins: no CA key in its data dir, so it cannot mint tokens.
+    let (_, token, _) = cli(&["cluster", "token", "--data", first.data.to_str().unwrap()]);
+    let mut edge = NodeProc::new(root.path(), "edge");
+    edge.args
+        .extend(["--roles", "edge", "--join", &first.cluster_addr(), "--join-token", token.trim()].map(String::from));
+    edge.start();
+    edge.wait_healthy(STARTUP).await;
+    assert!(edge.data.join("tls/node.key").exists());
+    assert!(!edge.data.join("tls/ca.key").exists(), "an edge-only node received the CA key");
+    let (code, _, err) = cli(&["cluster", "token", "--data", edge.data.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("CA key"), "{err}");
+    propose(&edge, raft::Command::Noop { payload: vec![] }).await.unwrap();
+    let err = propose(&edge, create_user("from-edge")).await.expect_err("an edge created a user");
+    assert!(err.contains("refused"), "{err}");
+
+    // Revoke it: the members refuse it from then on.
+    let edge_id = stored_node_id(&edge.data).unwrap();
+    let (code, out, err) = cli(&["cluster", "revoke", &edge_id.to_string(), "--data", first.data.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("revoked"), "{out}");
+    let err =
+        propose(&edge, raft::Command::Noop { payload: vec![] }).await.expect_err("a revoked node's write went through");
+    assert!(err.contains("revoked") || err.contains("refused"), "{err}");
+    assert!(first.log_text().contains("refused"));
 }

@@ -138,6 +138,19 @@ pub enum Command {
         session_id: String,
         ended_at: UnixMillis,
     },
+    /// Refuse this node's certificate on every member from now on (`bitriver cluster revoke`).
+    RevokeNode {
+        node_id: NodeId,
+        at: UnixMillis,
+    },
+    /// Count one use of a join token at enrolment; refused once it was used `max_uses` times, so a
+    /// token cannot be replayed on another member. `expires_at` and `now` are Unix seconds.
+    UseJoinToken {
+        token_id: String,
+        max_uses: u32,
+        expires_at: i64,
+        now: i64,
+    },
 }
 
 /// Most commands one [`Command::Batch`] may carry (the position in the batch is part of `seq`).

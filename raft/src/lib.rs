@@ -4,31 +4,35 @@
 //! directory). Writes are [`Command`]s replicated with openraft; each node applies them to a
 //! deterministic state machine ([`state::CatalogState`]) stored in RocksDB ([`store`]). Nodes talk
 //! Raft over QUIC with mutual TLS ([`transport`], [`tls`]); a new node enrols with a join token and
-//! gets a certificate signed by the cluster CA.
+//! gets a certificate signed by the cluster CA naming its roles, which bound what it may ask of
+//! the others ([`authz`]).
 //!
 //! The rest of the code uses [`Catalog`]: `propose` a command from any node (followers forward to
 //! the leader), read the local replica, or read linearizably when freshness matters.
 //!
 //! This file is the composition root: the one `declare_raft_types!`.
 
+pub mod authz;
 pub mod catalog;
 pub mod codec;
 pub mod command;
-pub mod community;
 pub mod lease;
 pub mod load;
 pub mod metrics;
 pub mod rpc;
 pub mod state;
+pub mod status;
 pub mod store;
 pub mod tls;
 pub mod transport;
 pub mod types;
 
-pub use catalog::{Catalog, CatalogConfig, ClusterStatus, JoinConfig, MemberStatus, ProposeError, RaftTuning};
+pub use catalog::{Catalog, CatalogConfig, JoinConfig, ProposeError, RaftTuning};
 pub use command::{ApplyResult, CatalogError, ChannelPatch, Command, Response, UserPatch};
 pub use lease::{IngestLease, LeaseClaim};
 pub use load::LoadReport;
+pub use state::community;
+pub use status::{ClusterStatus, MemberStatus};
 pub use types::*;
 
 use std::io::Cursor;

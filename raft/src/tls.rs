@@ -1,14 +1,20 @@
 //! Cluster PKI: the cluster CA, node certificates, join tokens, and the rustls configs for QUIC.
 //!
-//! The first node creates a CA in `<data>/tls`. Every node holds a certificate signed by it and
-//! the CA itself (so any member can enrol the next node and issue join tokens). Cluster QUIC uses
-//! mutual TLS 1.3: a peer is a member iff its certificate chains to the CA. The only thing a peer
-//! without a certificate may do is enrol, presenting a join token.
+//! The first node creates a CA in `<data>/tls`. Every node holds a certificate signed by it; only
+//! nodes with the control role also hold the CA key (they enrol the next nodes and mint join
+//! tokens), so an edge host that is broken into cannot mint members. A node certificate names the
+//! node (`CN=node-<id>`) and the roles it was enrolled with (`OU=bitriver-roles:<list>`), which
+//! the members use to authorise each request (see [`crate::authz`]).
 //!
-//! Join token: `brj1.<ca fingerprint>.<expiry unix s>.<nonce>.<mac>` (base64url parts), where the
-//! MAC is HMAC-SHA256 keyed by a secret derived from the CA key. Anyone holding the CA key can mint
-//! one offline (`bitriver cluster token`), and the joiner pins the CA by its fingerprint, so it
-//! never sends the token to a server that is not a member of that cluster.
+//! Cluster QUIC uses mutual TLS 1.3 on ALPN [`ALPN`]: a peer is a member iff its certificate chains
+//! to the CA. A peer without a certificate may only enrol, on its own ALPN [`ENROL_ALPN`] with
+//! small limits, presenting a join token.
+//!
+//! Join token: `brj2.<ca fingerprint>.<expiry unix s>.<uses>.<nonce>.<mac>` (base64url parts),
+//! where the MAC is HMAC-SHA256 keyed by a secret derived from the CA key. Anyone holding the CA
+//! key can mint one offline (`bitriver cluster token`); its uses are counted in the replicated
+//! catalog when it is presented. The joiner pins the CA by its fingerprint, so it never sends the
+//! token to a server that is not a member of that cluster.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,10 +38,16 @@ use crate::NodeId;
 
 /// The TLS server name every node certificate carries; nodes are told apart by node id, not DNS.
 pub const SERVER_NAME: &str = "node.bitriver.cluster";
-/// ALPN of the cluster protocol.
+/// ALPN of the cluster protocol between members (client certificate required).
 pub const ALPN: &[u8] = b"bitriver-cluster/1";
+/// ALPN of enrolment: no client certificate, one small request (see [`crate::transport::PRE_AUTH_WINDOW`]).
+pub const ENROL_ALPN: &[u8] = b"bitriver-enrol/1";
 
-const TOKEN_PREFIX: &str = "brj1";
+const TOKEN_PREFIX: &str = "brj2";
+/// Prefix of the organizational unit that lists a node certificate's roles.
+const ROLES_OU_PREFIX: &str = "bitriver-roles:";
+/// The role whose holders administer the cluster (hold the CA key, vote, write anything).
+pub const CONTROL_ROLE: &str = "control";
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -54,8 +66,12 @@ pub enum TlsError {
     TokenExpired,
     #[error("join token signature is invalid")]
     TokenInvalid,
-    #[error("no cluster CA in {0} (was this node bootstrapped or enrolled?)")]
+    #[error("no cluster CA key in {0} (only control nodes hold it; mint tokens on one of those)")]
     NoCa(PathBuf),
+    #[error("not a node certificate: {0}")]
+    NotANodeCertificate(String),
+    #[error("bad roles: {0}")]
+    BadRoles(String),
 }
 
 fn read(path: &Path) -> Result<String, TlsError> {
@@ -217,19 +233,24 @@ impl ClusterCa {
         Ok(Issuer::from_ca_cert_der(&self.cert_der, &self.key)?)
     }
 
-    /// Sign a node's certificate request, naming it `node-<id>`.
-    pub fn sign_node_csr(&self, node_id: NodeId, csr_der: &[u8]) -> Result<CertificateDer<'static>, TlsError> {
+    /// Sign a node's certificate request, naming it `node-<id>` with its `roles`.
+    pub fn sign_node_csr(
+        &self,
+        node_id: NodeId,
+        roles: &[String],
+        csr_der: &[u8],
+    ) -> Result<CertificateDer<'static>, TlsError> {
         let der = CertificateSigningRequestDer::from(csr_der.to_vec());
         let mut csr = CertificateSigningRequestParams::from_der(&der)?;
-        csr.params = node_params(node_id)?;
+        csr.params = node_params(node_id, roles)?;
         let cert = csr.signed_by(&self.issuer()?)?;
         Ok(cert.der().clone())
     }
 
     /// Issue a certificate and key for this node directly (bootstrap).
-    pub fn issue_node_identity(&self, node_id: NodeId) -> Result<NodeIdentity, TlsError> {
+    pub fn issue_node_identity(&self, node_id: NodeId, roles: &[String]) -> Result<NodeIdentity, TlsError> {
         let key = KeyPair::generate()?;
-        let cert = node_params(node_id)?.signed_by(&key, &self.issuer()?)?;
+        let cert = node_params(node_id, roles)?.signed_by(&key, &self.issuer()?)?;
         Ok(NodeIdentity {
             node_id,
             cert: cert.der().clone(),
@@ -245,49 +266,70 @@ impl ClusterCa {
         hmac::Key::new(hmac::HMAC_SHA256, secret.as_ref())
     }
 
-    /// Mint a join token valid until `expires_at` (Unix seconds).
-    pub fn join_token(&self, expires_at: i64) -> String {
+    /// Mint a join token valid until `expires_at` (Unix seconds) for `uses` enrolments.
+    pub fn join_token(&self, expires_at: i64, uses: u32) -> String {
         let fp = self.fingerprint();
         let nonce: [u8; 16] = rand::random();
-        let mac = hmac::sign(&self.token_key(), &token_message(&fp, expires_at, &nonce));
+        let mac = hmac::sign(&self.token_key(), &token_message(&fp, expires_at, uses, &nonce));
         format!(
-            "{TOKEN_PREFIX}.{}.{expires_at}.{}.{}",
+            "{TOKEN_PREFIX}.{}.{expires_at}.{uses}.{}.{}",
             URL_SAFE_NO_PAD.encode(fp),
             URL_SAFE_NO_PAD.encode(nonce),
             URL_SAFE_NO_PAD.encode(mac.as_ref())
         )
     }
 
-    /// Check a join token against this CA at time `now` (Unix seconds).
-    pub fn verify_join_token(&self, token: &str, now: i64) -> Result<(), TlsError> {
+    /// Check a join token against this CA at time `now` (Unix seconds). Its uses are counted by
+    /// the caller, in the catalog ([`crate::Command::UseJoinToken`]).
+    pub fn verify_join_token(&self, token: &str, now: i64) -> Result<JoinToken, TlsError> {
         let parsed = JoinToken::parse(token)?;
         if parsed.ca_fingerprint != self.fingerprint() {
             return Err(TlsError::TokenWrongCluster);
         }
         hmac::verify(
             &self.token_key(),
-            &token_message(&parsed.ca_fingerprint, parsed.expires_at, &parsed.nonce),
+            &token_message(&parsed.ca_fingerprint, parsed.expires_at, parsed.uses, &parsed.nonce),
             &parsed.mac,
         )
         .map_err(|_| TlsError::TokenInvalid)?;
         if parsed.expires_at < now {
             return Err(TlsError::TokenExpired);
         }
-        Ok(())
+        Ok(parsed)
     }
 }
 
-fn token_message(fp: &[u8; 32], expires_at: i64, nonce: &[u8]) -> Vec<u8> {
+fn token_message(fp: &[u8; 32], expires_at: i64, uses: u32, nonce: &[u8]) -> Vec<u8> {
     let mut m = fp.to_vec();
     m.extend_from_slice(&expires_at.to_be_bytes());
+    m.extend_from_slice(&uses.to_be_bytes());
     m.extend_from_slice(nonce);
     m
 }
 
-fn node_params(node_id: NodeId) -> Result<CertificateParams, TlsError> {
+/// Most roles a certificate may carry, and the longest role name.
+const MAX_ROLES: usize = 16;
+const MAX_ROLE_LEN: usize = 32;
+
+/// Check roles requested for a certificate: short lowercase names, no separators.
+pub fn validate_roles(roles: &[String]) -> Result<(), TlsError> {
+    if roles.len() > MAX_ROLES {
+        return Err(TlsError::BadRoles(format!("at most {MAX_ROLES} roles")));
+    }
+    for role in roles {
+        if role.is_empty() || role.len() > MAX_ROLE_LEN || !role.bytes().all(|b| b.is_ascii_lowercase() || b == b'-') {
+            return Err(TlsError::BadRoles(format!("{role:?} is not a role name")));
+        }
+    }
+    Ok(())
+}
+
+fn node_params(node_id: NodeId, roles: &[String]) -> Result<CertificateParams, TlsError> {
+    validate_roles(roles)?;
     let mut params = CertificateParams::new(vec![SERVER_NAME.to_owned()])?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, format!("node-{node_id}"));
+    dn.push(DnType::OrganizationalUnitName, format!("{ROLES_OU_PREFIX}{}", roles.join(",")));
     params.distinguished_name = dn;
     params.not_before = rcgen::date_time_ymd(2024, 1, 1);
     params.not_after = rcgen::date_time_ymd(2124, 1, 1);
@@ -302,6 +344,8 @@ fn node_params(node_id: NodeId) -> Result<CertificateParams, TlsError> {
 pub struct JoinToken {
     pub ca_fingerprint: [u8; 32],
     pub expires_at: i64,
+    /// How many enrolments the token allows.
+    pub uses: u32,
     nonce: Vec<u8>,
     mac: Vec<u8>,
 }
@@ -309,8 +353,8 @@ pub struct JoinToken {
 impl JoinToken {
     pub fn parse(token: &str) -> Result<Self, TlsError> {
         let parts: Vec<&str> = token.trim().split('.').collect();
-        let [prefix, fp, expiry, nonce, mac] = parts.as_slice() else {
-            return Err(TlsError::MalformedToken("expected 5 dot-separated parts"));
+        let [prefix, fp, expiry, uses, nonce, mac] = parts.as_slice() else {
+            return Err(TlsError::MalformedToken("expected 6 dot-separated parts"));
         };
         if *prefix != TOKEN_PREFIX {
             return Err(TlsError::MalformedToken("unknown token version"));
@@ -318,10 +362,55 @@ impl JoinToken {
         let fp = URL_SAFE_NO_PAD.decode(fp).map_err(|_| TlsError::MalformedToken("bad CA fingerprint"))?;
         let ca_fingerprint: [u8; 32] = fp.try_into().map_err(|_| TlsError::MalformedToken("bad CA fingerprint"))?;
         let expires_at = expiry.parse().map_err(|_| TlsError::MalformedToken("bad expiry"))?;
+        let uses = uses.parse().map_err(|_| TlsError::MalformedToken("bad use count"))?;
         let nonce = URL_SAFE_NO_PAD.decode(nonce).map_err(|_| TlsError::MalformedToken("bad nonce"))?;
         let mac = URL_SAFE_NO_PAD.decode(mac).map_err(|_| TlsError::MalformedToken("bad signature"))?;
-        Ok(JoinToken { ca_fingerprint, expires_at, nonce, mac })
+        Ok(JoinToken { ca_fingerprint, expires_at, uses, nonce, mac })
     }
+
+    /// The id under which the catalog counts this token's uses (hex of its nonce).
+    pub fn id(&self) -> String {
+        hex::encode(&self.nonce)
+    }
+}
+
+/// Who a node certificate says its holder is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertSubject {
+    pub node_id: NodeId,
+    /// The roles it was enrolled with; `None` for certificates issued before roles were recorded
+    /// (treated as full members).
+    pub roles: Option<Vec<String>>,
+}
+
+impl CertSubject {
+    /// Whether the holder administers the cluster: the control role, an empty role list (a
+    /// library-embedded catalog), or a certificate from before roles were recorded.
+    pub fn is_control(&self) -> bool {
+        self.roles.as_ref().is_none_or(|r| r.is_empty() || r.iter().any(|r| r == CONTROL_ROLE))
+    }
+
+    pub fn has_role(&self, role: &str) -> bool {
+        self.is_control() || self.roles.as_ref().is_some_and(|r| r.iter().any(|r| r == role))
+    }
+}
+
+/// Read the node id and roles out of a node certificate (already verified against the CA).
+pub fn cert_subject(der: &[u8]) -> Result<CertSubject, TlsError> {
+    let bad = |why: &str| TlsError::NotANodeCertificate(why.to_owned());
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| bad(&e.to_string()))?;
+    let subject = cert.subject();
+    let cn = subject.iter_common_name().next().and_then(|a| a.as_str().ok()).ok_or_else(|| bad("no common name"))?;
+    let node_id = cn
+        .strip_prefix("node-")
+        .and_then(|id| id.parse::<NodeId>().ok())
+        .ok_or_else(|| bad("common name is not node-<id>"))?;
+    let roles = subject
+        .iter_organizational_unit()
+        .filter_map(|a| a.as_str().ok())
+        .find_map(|ou| ou.strip_prefix(ROLES_OU_PREFIX))
+        .map(|list| list.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect());
+    Ok(CertSubject { node_id, roles })
 }
 
 /// A node's certificate, private key, and the CA it chains to.
@@ -396,8 +485,10 @@ impl NodeIdentity {
         Ok(roots)
     }
 
-    /// Server side of cluster QUIC: members must present a CA-signed certificate; anonymous
-    /// clients are let through the handshake only so they can enrol (checked per request).
+    /// Server side of cluster QUIC. A certificate, if presented, must chain to the CA. rustls
+    /// cannot make it mandatory for one ALPN only, so the listener closes a connection on
+    /// [`ALPN`] without one as soon as the handshake completes, before reading any stream;
+    /// anonymous clients get no further than one small enrolment request on [`ENROL_ALPN`].
     pub fn server_config(&self) -> Result<rustls::ServerConfig, TlsError> {
         let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(self.roots()?), provider())
             .allow_unauthenticated()
@@ -407,7 +498,7 @@ impl NodeIdentity {
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
             .with_single_cert(self.chain(), self.private_key()?)?;
-        config.alpn_protocols = vec![ALPN.to_vec()];
+        config.alpn_protocols = vec![ALPN.to_vec(), ENROL_ALPN.to_vec()];
         Ok(config)
     }
 
@@ -431,7 +522,7 @@ pub fn enrol_client_config(ca_fingerprint: [u8; 32]) -> Result<rustls::ClientCon
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
-    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.alpn_protocols = vec![ENROL_ALPN.to_vec()];
     Ok(config)
 }
 
@@ -493,13 +584,16 @@ mod tests {
     fn token_round_trip_and_refusals() {
         let ca = ClusterCa::generate().unwrap();
         let other = ClusterCa::generate().unwrap();
-        let token = ca.join_token(2_000);
-        ca.verify_join_token(&token, 1_000).unwrap();
+        let token = ca.join_token(2_000, 1);
+        assert_eq!(ca.verify_join_token(&token, 1_000).unwrap().uses, 1);
         assert!(matches!(ca.verify_join_token(&token, 3_000), Err(TlsError::TokenExpired)));
         assert!(matches!(other.verify_join_token(&token, 1_000), Err(TlsError::TokenWrongCluster)));
         // Tamper with the expiry: the MAC no longer matches.
         let forged = token.replace(".2000.", ".9999.");
         assert!(matches!(ca.verify_join_token(&forged, 1_000), Err(TlsError::TokenInvalid)));
+        // Raising the use count breaks the MAC too.
+        let more = token.replace(".2000.1.", ".2000.5.");
+        assert!(matches!(ca.verify_join_token(&more, 1_000), Err(TlsError::TokenInvalid)));
         assert!(matches!(ca.verify_join_token("garbage", 1_000), Err(TlsError::MalformedToken(_))));
         assert_eq!(JoinToken::parse(&token).unwrap().ca_fingerprint, ca.fingerprint());
     }
@@ -508,7 +602,13 @@ mod tests {
     fn csr_is_signed_and_configs_build() {
         let ca = ClusterCa::generate().unwrap();
         let pending = PendingEnrolment::new().unwrap();
-        let cert = ca.sign_node_csr(7, &pending.csr_der).unwrap();
+        let cert = ca.sign_node_csr(7, &["edge".to_owned()], &pending.csr_der).unwrap();
+        let subject = cert_subject(&cert).unwrap();
+        assert_eq!(subject, CertSubject { node_id: 7, roles: Some(vec!["edge".to_owned()]) });
+        assert!(!subject.is_control() && subject.has_role("edge") && !subject.has_role("ingest"));
+        assert!(ca.sign_node_csr(8, &["a,b".to_owned()], &pending.csr_der).is_err());
+        let control = ca.issue_node_identity(1, &["control".to_owned(), "edge".to_owned()]).unwrap();
+        assert!(cert_subject(&control.cert).unwrap().is_control());
         let identity = pending.complete(7, cert.to_vec(), ca.cert_der().to_vec());
         identity.server_config().unwrap();
         identity.client_config().unwrap();
@@ -521,12 +621,12 @@ mod tests {
         let paths = TlsPaths::new(dir.path());
         let ca = ClusterCa::generate().unwrap();
         ca.save(&paths).unwrap();
-        let identity = ca.issue_node_identity(1).unwrap();
+        let identity = ca.issue_node_identity(1, &[]).unwrap();
         identity.save(&paths).unwrap();
         assert!(paths.has_identity());
         let loaded = ClusterCa::load(&paths).unwrap();
         assert_eq!(loaded.fingerprint(), ca.fingerprint());
-        let token = loaded.join_token(10);
+        let token = loaded.join_token(10, 3);
         ca.verify_join_token(&token, 0).unwrap();
         let id2 = NodeIdentity::load(&paths, 1).unwrap();
         assert_eq!(id2.cert, identity.cert);

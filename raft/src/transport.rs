@@ -1,7 +1,8 @@
 //! Cluster transport over QUIC (quinn): the client side of every RPC, pooled connections, and
 //! openraft's network traits on top.
 //!
-//! One QUIC endpoint per node both accepts (see [`crate::catalog`]'s server loop) and dials. A
+//! One QUIC endpoint per node both accepts (see [`crate::catalog`]'s server loop) and dials.
+//! The listener starts every connection at small limits and raises them for members only. A
 //! connection per peer address is kept and reused; each RPC opens its own bidirectional stream, so
 //! a slow snapshot never blocks heartbeats.
 
@@ -39,13 +40,43 @@ pub enum TransportError {
     Partitioned(NodeId),
 }
 
-/// Transport-level QUIC settings shared by server and client.
-pub fn transport_config() -> quinn::TransportConfig {
+/// Bidirectional streams (concurrent RPCs) a member may have open on one connection.
+pub const MEMBER_STREAMS: u32 = 256;
+/// Bytes a member may have in flight to us on one connection, all streams together.
+pub const MEMBER_WINDOW: u32 = 64 << 20;
+/// Bytes in flight on one stream (one RPC): bounds a slow reader's buffer, fast enough on a LAN.
+const STREAM_WINDOW: u32 = 1 << 20;
+/// What any connection gets until it is authenticated: one stream, 64 KiB in flight. Enrolment
+/// stays at this; members are raised to [`MEMBER_STREAMS`] and [`MEMBER_WINDOW`] once their
+/// certificate is checked.
+pub const PRE_AUTH_STREAMS: u32 = 1;
+pub const PRE_AUTH_WINDOW: u32 = 64 << 10;
+
+fn base_transport_config() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
-    t.max_concurrent_bidi_streams(1024u32.into());
     t.keep_alive_interval(Some(Duration::from_secs(1)));
     // An idle timeout a few election timeouts long: a dead peer's connection is dropped and re-dialed.
     t.max_idle_timeout(Some(Duration::from_secs(5).try_into().expect("5s fits a QUIC varint")));
+    t.max_concurrent_uni_streams(0u32.into());
+    t.datagram_receive_buffer_size(None);
+    t.stream_receive_window(STREAM_WINDOW.into());
+    t
+}
+
+/// QUIC settings of the cluster listener: the pre-authentication limits (see [`PRE_AUTH_WINDOW`]).
+pub fn server_transport_config() -> quinn::TransportConfig {
+    let mut t = base_transport_config();
+    t.max_concurrent_bidi_streams(PRE_AUTH_STREAMS.into());
+    t.receive_window(PRE_AUTH_WINDOW.into());
+    t
+}
+
+/// QUIC settings of the dialing side: the server never opens streams towards us, and replies
+/// come from a server whose certificate we checked.
+pub fn client_transport_config() -> quinn::TransportConfig {
+    let mut t = base_transport_config();
+    t.max_concurrent_bidi_streams(0u32.into());
+    t.receive_window(MEMBER_WINDOW.into());
     t
 }
 
@@ -73,7 +104,7 @@ impl ClusterClient {
     pub fn new(endpoint: quinn::Endpoint, tls: rustls::ClientConfig) -> Result<Self, anyhow::Error> {
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
         let mut client_config = quinn::ClientConfig::new(Arc::new(crypto));
-        client_config.transport_config(Arc::new(transport_config()));
+        client_config.transport_config(Arc::new(client_transport_config()));
         Ok(ClusterClient {
             endpoint,
             client_config,

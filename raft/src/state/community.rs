@@ -6,9 +6,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::{delete, put, CatalogState, Mutation};
 use crate::codec::{self, CodecError};
 use crate::command::{ApplyResult, CatalogError, Command, Response};
-use crate::state::{delete, put, CatalogState, Mutation};
 use crate::types::{ChatBan, ChatMessage, ChatSettings, LiveState, Profile, UnixMillis, ViewerSample, WordFilterMode};
 
 /// Viewer samples older than this (relative to the newest sample) are dropped.

@@ -11,6 +11,9 @@ use crate::codec::{self, CodecError};
 use crate::command::{ApplyResult, CatalogError, ChannelPatch, Command, Response, UserPatch};
 use crate::types::{AuthSession, Channel, ChatMessage, LiveState, NodeId, NodeInfo, StreamSession, User};
 
+pub mod access;
+pub mod community;
+
 /// Chat lines kept per channel; older lines are dropped as new ones arrive.
 pub const CHAT_HISTORY_PER_CHANNEL: usize = 1000;
 
@@ -43,8 +46,10 @@ pub struct CatalogState {
     /// channel id -> seq -> message.
     pub(crate) chat: BTreeMap<String, BTreeMap<u64, ChatMessage>>,
     pub(crate) next_node_id: NodeId,
-    /// Follows, subscriptions, profiles, chat rules and viewer samples: see [`crate::community`].
-    pub(crate) community: crate::community::Community,
+    /// Follows, subscriptions, profiles, chat rules and viewer samples: see [`community`].
+    pub(crate) community: community::Community,
+    /// Revoked nodes and join-token uses: see [`access`].
+    pub(crate) access: access::Access,
     /// Load reports and draining nodes: see [`crate::load`].
     pub(crate) load: crate::load::LoadTable,
     /// Ingest leases: see [`crate::lease`].
@@ -97,6 +102,8 @@ impl CatalogState {
                 || state.leases.load_record(&key, v).map_err(wrap)?
             {
                 // A load, drain or lease record.
+            } else if state.access.load_record(&key, v).map_err(wrap)? {
+                // A revocation or a join-token use.
             } else if key == key::NEXT_NODE_ID {
                 state.next_node_id = codec::decode(v).map_err(wrap)?;
             }
@@ -105,6 +112,11 @@ impl CatalogState {
     }
 
     // ----- reads -----
+
+    /// Revoked nodes and join-token uses.
+    pub fn access(&self) -> &access::Access {
+        &self.access
+    }
 
     pub fn node(&self, id: NodeId) -> Option<&NodeInfo> {
         self.nodes.get(&id)
@@ -365,6 +377,10 @@ impl CatalogState {
             Command::RenewIngestLeases { .. } | Command::ExpireIngestLease { .. } => {
                 self.apply_lease(index, command, out)
             }
+            Command::RevokeNode { .. } | Command::UseJoinToken { .. } => self
+                .access
+                .apply(command, out)
+                .unwrap_or_else(|| Err(CatalogError::invalid("command", "not an access command"))),
             other => self.apply_community(other, out),
         }
     }
