@@ -126,7 +126,7 @@ impl ClusterClient {
         self.blocked.lock().unwrap_or_else(|p| p.into_inner()).contains(&id).then_some(id)
     }
 
-    fn learn(&self, node_id: NodeId, addr: &str) {
+    pub(crate) fn learn(&self, node_id: NodeId, addr: &str) {
         self.addr_of.lock().unwrap_or_else(|p| p.into_inner()).insert(addr.to_owned(), node_id);
     }
 

@@ -165,6 +165,12 @@ impl Catalog {
                     return Reply::Error("fault injection is disabled".into());
                 }
                 tracing::warn!(?blocked, "fault injection: partitioning");
+                // A learner sends no Raft RPCs, so its transport has not learnt the members'
+                // addresses yet; without them its forwarded proposals would slip through.
+                let membership = self.inner.raft.metrics().borrow().membership_config.membership().clone();
+                for (id, node) in membership.nodes() {
+                    self.inner.client.learn(*id, &node.addr);
+                }
                 self.inner.client.set_blocked(blocked);
                 Reply::Done
             }
