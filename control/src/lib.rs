@@ -5,7 +5,8 @@
 //! serves any request and every node sees the result. Reads use the local replica.
 //!
 //! Module map: [`auth`] (who is calling), [`error`] (the JSON error shape), then one module per
-//! resource; [`router`] puts them together with the cross-cutting layers (rate limits, body size
+//! resource, each registering its routes once with their OpenAPI operations ([`openapi`]);
+//! [`router`] puts them together with the cross-cutting layers (rate limits, body size
 //! limit, audit events, metrics).
 
 pub mod analytics;
@@ -85,16 +86,8 @@ impl ApiState {
 
 /// The `/api` routes (mount at the root: paths include `/api`).
 pub fn router(state: ApiState) -> Router {
-    let routes = Router::new()
-        .merge(users::routes())
-        .merge(whoami::routes())
-        .merge(chat::routes())
-        .merge(channels::routes())
-        .merge(directory::routes())
-        .merge(profiles::routes())
-        .merge(analytics::routes())
-        .merge(export::routes())
-        .merge(openapi::routes());
+    // The document half is built once by `openapi::document`; here only the routes are kept.
+    let (routes, _) = openapi::api_routes().split_for_parts();
     with_layers(routes, &state).with_state(state)
 }
 

@@ -11,11 +11,11 @@ use std::sync::OnceLock;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
 use raft::{now_millis, AuthSession, Command, Response as Applied, User, UserPatch};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{
     clear_session_cookie, hash_password, new_token, session_cookie, token_hash, verify_password, Caller, SESSION_TTL_MS,
@@ -37,13 +37,13 @@ const MAX_EMAIL_CHARS: usize = 254;
 /// argon2 hashes in flight at once, across all requests.
 static HASHING: Semaphore = Semaphore::const_new(4);
 
-pub(crate) fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/api/auth/signup", post(signup))
-        .route("/api/auth/login", post(login))
-        .route("/api/auth/session", get(current_session).delete(logout))
-        .route("/api/users", get(list_users).post(create_user))
-        .route("/api/users/{id}", get(get_user).patch(update_user).delete(delete_user))
+pub(crate) fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::default()
+        .routes(routes!(signup))
+        .routes(routes!(login))
+        .routes(routes!(current_session, logout))
+        .routes(routes!(list_users, create_user))
+        .routes(routes!(get_user, update_user, delete_user))
 }
 
 /// A user as the API shows it (never the password hash).
@@ -307,7 +307,7 @@ fn email_taken(email: &str) -> ApiError {
     request_body = LoginBody,
     responses(
         (status = 200, description = "Signed in (also sets the `bitriver_session` cookie)", body = SessionGranted),
-        (status = 401, description = "Incorrect email or password", body = crate::error::Body),
+        (status = 401, description = "Incorrect email or password"),
     )
 )]
 async fn login(State(state): State<ApiState>, ApiJson(body): ApiJson<LoginBody>) -> ApiResult<Response> {
@@ -341,7 +341,7 @@ async fn login(State(state): State<ApiState>, ApiJson(body): ApiJson<LoginBody>)
     tag = "auth",
     responses(
         (status = 200, description = "The signed-in user and when the session expires", body = SessionInfo),
-        (status = 401, description = "No valid session", body = crate::error::Body),
+        (status = 401, description = "No valid session"),
     )
 )]
 async fn current_session(State(state): State<ApiState>, caller: Caller) -> ApiResult<ApiJson<SessionInfo>> {
@@ -361,7 +361,7 @@ async fn current_session(State(state): State<ApiState>, caller: Caller) -> ApiRe
     tag = "auth",
     responses(
         (status = 204, description = "Signed out; the session cookie is cleared"),
-        (status = 401, description = "No valid session", body = crate::error::Body),
+        (status = 401, description = "No valid session"),
     )
 )]
 async fn logout(State(state): State<ApiState>, caller: Caller) -> ApiResult<Response> {
@@ -384,8 +384,8 @@ async fn logout(State(state): State<ApiState>, caller: Caller) -> ApiResult<Resp
     tag = "users",
     responses(
         (status = 200, description = "Every user, oldest first (admins)", body = Vec<UserView>),
-        (status = 401, description = "Not signed in", body = crate::error::Body),
-        (status = 403, description = "Not an admin", body = crate::error::Body),
+        (status = 401, description = "Not signed in"),
+        (status = 403, description = "Not an admin"),
     )
 )]
 async fn list_users(State(state): State<ApiState>, caller: Caller) -> ApiResult<ApiJson<Vec<UserView>>> {
@@ -402,8 +402,8 @@ async fn list_users(State(state): State<ApiState>, caller: Caller) -> ApiResult<
     request_body = CreateUserBody,
     responses(
         (status = 201, description = "The new user (admins)", body = UserView),
-        (status = 401, description = "Not signed in", body = crate::error::Body),
-        (status = 403, description = "Not an admin", body = crate::error::Body),
+        (status = 401, description = "Not signed in"),
+        (status = 403, description = "Not an admin"),
         (status = 409, description = "The email is already registered", body = crate::error::Body),
     )
 )]
@@ -445,9 +445,9 @@ fn find_user(state: &ApiState, id: &str) -> ApiResult<User> {
     params(("id" = String, Path, description = "User id")),
     responses(
         (status = 200, description = "The user (themself or admins)", body = UserView),
-        (status = 401, description = "Not signed in", body = crate::error::Body),
-        (status = 403, description = "Someone else's account", body = crate::error::Body),
-        (status = 404, description = "No such user", body = crate::error::Body),
+        (status = 401, description = "Not signed in"),
+        (status = 403, description = "Someone else's account"),
+        (status = 404, description = "No such user"),
     )
 )]
 async fn get_user(
@@ -467,9 +467,9 @@ async fn get_user(
     request_body = PatchUserBody,
     responses(
         (status = 200, description = "The updated user", body = UserView),
-        (status = 401, description = "Not signed in", body = crate::error::Body),
-        (status = 403, description = "Someone else's account, a role change by a non-admin, or a wrong current password", body = crate::error::Body),
-        (status = 404, description = "No such user", body = crate::error::Body),
+        (status = 401, description = "Not signed in"),
+        (status = 403, description = "Someone else's account, a role change by a non-admin, or a wrong current password"),
+        (status = 404, description = "No such user"),
         (status = 409, description = "The email is already registered", body = crate::error::Body),
     )
 )]
@@ -524,9 +524,9 @@ async fn update_user(
     params(("id" = String, Path, description = "User id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "Not signed in", body = crate::error::Body),
-        (status = 403, description = "Someone else's account", body = crate::error::Body),
-        (status = 404, description = "No such user", body = crate::error::Body),
+        (status = 401, description = "Not signed in"),
+        (status = 403, description = "Someone else's account"),
+        (status = 404, description = "No such user"),
     )
 )]
 async fn delete_user(State(state): State<ApiState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {

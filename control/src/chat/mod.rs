@@ -32,11 +32,12 @@ use std::time::{Duration, Instant};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::Json;
 use raft::{now_millis, CatalogError, ChatMessage, Command, ProposeError, Response};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Semaphore};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -168,14 +169,14 @@ impl ChatHub {
     }
 }
 
-pub(crate) fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/api/channels/{id}/chat", get(list_messages).post(post_message))
-        .route("/api/channels/{id}/chat/ws", get(ws::connect))
-        .route("/api/channels/{id}/chat/bans", get(moderation::list_bans).post(moderation::ban))
-        .route("/api/channels/{id}/chat/bans/{user_id}", delete(moderation::unban))
-        .route("/api/channels/{id}/chat/settings", get(moderation::get_settings).put(moderation::put_settings))
-        .route("/api/channels/{id}/chat/{message_id}", delete(delete_message))
+pub(crate) fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::default()
+        .routes(routes!(list_messages, post_message))
+        .routes(routes!(ws::connect))
+        .routes(routes!(moderation::list_bans, moderation::ban))
+        .routes(routes!(moderation::unban))
+        .routes(routes!(moderation::get_settings, moderation::put_settings))
+        .routes(routes!(delete_message))
 }
 
 // ----- history -----
@@ -199,7 +200,7 @@ struct HistoryPage {
     ),
     responses(
         (status = 200, description = "One page of history, oldest first within the page", body = HistoryPage),
-        (status = 404, description = "No such channel", body = crate::error::Body),
+        (status = 404, description = "No such channel"),
         (status = 422, description = "A bad `limit` or `before`", body = crate::error::Body),
     )
 )]
@@ -262,9 +263,9 @@ struct PostBody {
     request_body = PostBody,
     responses(
         (status = 201, description = "The posted message (as stored: masked if the word filter masked it)", body = MessageView),
-        (status = 401, description = "Not signed in", body = crate::error::Body),
-        (status = 403, description = "Banned or timed out, or posting as someone else", body = crate::error::Body),
-        (status = 404, description = "No such channel", body = crate::error::Body),
+        (status = 401, description = "Not signed in"),
+        (status = 403, description = "Banned or timed out, or posting as someone else"),
+        (status = 404, description = "No such channel"),
         (status = 429, description = "Too fast, or slow mode", body = crate::error::Body),
     )
 )]
@@ -412,9 +413,9 @@ pub(crate) async fn require_moderator(state: &ApiState, channel_id: &str, caller
     ),
     responses(
         (status = 204, description = "Removed"),
-        (status = 401, description = "Not signed in", body = crate::error::Body),
-        (status = 403, description = "Not a moderator of this channel", body = crate::error::Body),
-        (status = 404, description = "No such channel or message", body = crate::error::Body),
+        (status = 401, description = "Not signed in"),
+        (status = 403, description = "Not a moderator of this channel"),
+        (status = 404, description = "No such channel or message"),
     )
 )]
 async fn delete_message(

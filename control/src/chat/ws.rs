@@ -56,6 +56,30 @@ const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// it is queued anyway, so a large target only costs memory.
 const WRITE_BUFFER_BYTES: usize = 4 * 1024;
 
+/// The socket's operation in the OpenAPI document: its traffic is WebSocket frames (see the
+/// module docs), so only the upgrade and its refusals are described.
+#[utoipa::path(
+    get,
+    path = "/api/channels/{id}/chat/ws",
+    tag = "chat",
+    operation_id = "chat_socket",
+    summary = "The live chat socket of a channel",
+    description = "A WebSocket. On connect it sends `{\"type\":\"history\",\"messages\":[...]}`, then one JSON frame \
+        per chat event (`message`, `deleted`, `ban`, `unban`, `settings`). Signed-in clients may send \
+        `{\"type\":\"message\",\"text\":\"...\"}`.",
+    security((), ("bearer" = []), ("bitriver_session" = [])),
+    params(
+        ("id" = String, Path, description = "Channel id"),
+        ("history" = Option<u32>, Query, minimum = 0, maximum = 50,
+            description = "Messages of history sent on connect (default 50, at most 50)"),
+    ),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 404, description = "No such channel"),
+        (status = 426, description = "Not a WebSocket upgrade request", body = crate::error::Body),
+        (status = 503, description = "Too many chat sockets on this node, or shutting down", body = crate::error::Body),
+    )
+)]
 pub(super) async fn connect(
     State(state): State<ApiState>,
     Path(channel_id): Path<String>,
