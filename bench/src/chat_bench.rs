@@ -308,6 +308,8 @@ impl Node {
             .arg("--roles")
             .arg("control")
             .env("BITRIVER_LIVE_RATE_LOGIN_LIMIT", "1000000")
+            // Every bench client comes from 127.0.0.1: lift the per-address share of the sockets.
+            .env("BITRIVER_LIVE_CHAT_SOCKETS_PER_CLIENT", "0")
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file)

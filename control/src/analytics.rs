@@ -29,12 +29,12 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::Json;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use raft::community::VIEWER_SAMPLE_RETENTION_MS;
 use raft::state::CatalogState;
 use raft::{now_millis, LiveState, UnixMillis};
 use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::error::ApiResult;

@@ -10,13 +10,13 @@ use std::cmp::Reverse;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::Json;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use raft::state::CatalogState;
 use raft::LiveState;
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::channels::playback_url;
 use crate::error::{ApiError, ApiResult};

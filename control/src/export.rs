@@ -9,11 +9,11 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use raft::state::CatalogState;
 use raft::{now_millis, ChatMessage, NodeInfo, Profile, StreamSession, UnixMillis, User};
 use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::channels::ChannelView;

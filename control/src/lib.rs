@@ -22,6 +22,7 @@ pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod profiles;
+pub mod same_origin;
 pub mod users;
 pub mod whoami;
 
@@ -54,6 +55,8 @@ pub struct ApiState {
     pub chat: Arc<chat::ChatHub>,
     /// This node's edge, if it runs one: channel answers then carry `edgePlaybackUrl`.
     pub edge_playback: Option<channels::EdgePlayback>,
+    /// Which browsers' pages may send writes and open chat sockets ([`same_origin`]).
+    pub origins: Arc<same_origin::OriginPolicy>,
 }
 
 impl ApiState {
@@ -78,8 +81,12 @@ impl ApiState {
             dev_admin_warned: Arc::new(AtomicBool::new(false)),
             limits: Arc::new(limits::Limits::from_env()),
             metrics: Arc::new(metrics),
-            chat: Arc::new(chat::ChatHub::default()),
+            chat: Arc::new(chat::ChatHub::new(chat::ChatConfig::try_from_env().unwrap_or_else(|e| {
+                tracing::error!(error = %e, "ignoring an invalid chat setting; using the defaults");
+                chat::ChatConfig::default()
+            }))),
             edge_playback: None,
+            origins: Arc::default(),
         }
     }
 }
@@ -92,9 +99,11 @@ pub fn router(state: ApiState) -> Router {
 }
 
 /// The cross-cutting layers around every route, innermost first: JSON error bodies, the limits
-/// (body size, login attempts, global rate), the audit event, metrics (which see every answer).
+/// (body size, login and signup attempts, global rate), the cross-origin check, the audit event,
+/// metrics (which see every answer).
 fn with_layers(routes: Router<ApiState>, state: &ApiState) -> Router<ApiState> {
     limits::apply(routes.layer(from_fn(json::errors_as_json)), &state.limits)
+        .layer(from_fn_with_state(state.origins.clone(), same_origin::guard))
         .layer(from_fn_with_state(state.clone(), audit::audit))
         .layer(from_fn_with_state(state.metrics.clone(), metrics::track))
 }

@@ -66,7 +66,8 @@ pub(crate) fn api_routes() -> OpenApiRouter<ApiState> {
         description = "The control plane of BitRiver Live: accounts and sessions, channels and broadcasts, \
             chat, profiles, the channel directory and analytics. Authenticate with `Authorization: Bearer TOKEN` \
             (the token from signup or login) or the `bitriver_session` cookie. In development mode, requests \
-            from loopback without a token act as an admin. Errors are `{\"error\":{\"code\",\"message\",\"field\"}}`.",
+            from loopback to a loopback host without a token act as an admin. Browsers' writes and chat sockets \
+            from another origin than the node's own (or one of `--allowed-origins`) are refused. Errors are `{\"error\":{\"code\",\"message\",\"field\"}}`.",
         license(name = "AGPL-3.0-or-later", identifier = "AGPL-3.0-or-later"),
     ),
     components(schemas(crate::error::Body)),

@@ -8,11 +8,11 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use raft::state::CatalogState;
 use raft::{now_millis, Command, DonationAddress, Profile, Response, UnixMillis};
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::channels::ChannelView;

@@ -2,18 +2,21 @@
 //!
 //! Passwords are hashed with argon2id on the blocking pool, a few at a time (each hash takes
 //! ~19 MiB and tens of milliseconds, so an unbounded number in flight would be a denial of
-//! service). A login creates an [`AuthSession`] in the catalog holding only the SHA-256 of a fresh
+//! service). Signups may hold only some of those slots, so a signup flood leaves logins room, and
+//! no request waits for a slot longer than [`HASH_WAIT`] (then 503 `busy` with `Retry-After`).
+//! A password change ends the user's other sessions. A login creates an [`AuthSession`] in the catalog holding only the SHA-256 of a fresh
 //! token; the token itself goes to the client once, in the body and in the `bitriver_session`
 //! cookie. User JSON is always a [`UserView`]: the password hash never leaves the catalog.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use raft::{now_millis, AuthSession, Command, Response as Applied, User, UserPatch};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -36,6 +39,10 @@ const MAX_EMAIL_CHARS: usize = 254;
 
 /// argon2 hashes in flight at once, across all requests.
 static HASHING: Semaphore = Semaphore::const_new(4);
+/// Of those, how many signups may hold at once.
+static SIGNUP_HASHING: Semaphore = Semaphore::const_new(2);
+/// Longest a request waits for a hashing slot.
+pub const HASH_WAIT: Duration = Duration::from_secs(5);
 
 pub(crate) fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::default()
@@ -203,8 +210,22 @@ fn same_roles(a: &[String], b: &[String]) -> bool {
 // Password hashing off the async workers
 // ---------------------------------------------------------------------------------------------
 
+/// A slot of `slots`, waiting at most `wait` (then 503 `busy`).
+async fn hashing_slot(slots: &'static Semaphore, wait: Duration) -> ApiResult<SemaphorePermit<'static>> {
+    match tokio::time::timeout(wait, slots.acquire()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        Ok(Err(_)) => Err(ApiError::internal("password hashing is shut down")),
+        Err(_) => {
+            let mut e = ApiError::unavailable("the server is busy checking passwords; try again in a few seconds");
+            e.code = "busy";
+            e.retry_after = Some(2);
+            Err(e)
+        }
+    }
+}
+
 async fn on_hashing_pool<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
-    let _permit = HASHING.acquire().await.map_err(|_| ApiError::internal("password hashing is shut down"))?;
+    let _permit = hashing_slot(&HASHING, HASH_WAIT).await?;
     tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::internal(format!("password hashing failed: {e}")))
 }
 
@@ -281,7 +302,10 @@ async fn signup(State(state): State<ApiState>, ApiJson(body): ApiJson<SignupBody
     if state.catalog.read(|s| s.user_by_email(&email).is_some()) {
         return Err(email_taken(&email));
     }
-    let password_hash = hash(body.password).await?;
+    let password_hash = {
+        let _signup_share = hashing_slot(&SIGNUP_HASHING, HASH_WAIT).await?;
+        hash(body.password).await?
+    };
     let user = User {
         id: new_user_id(),
         display_name,
@@ -513,7 +537,20 @@ async fn update_user(
     if patch == (UserPatch { id: id.clone(), ..Default::default() }) {
         return Ok(ApiJson((&current).into()));
     }
+    let password_changed = patch.password_hash.is_some();
     let user = propose_user(&state, Command::UpdateUser(patch)).await?;
+    if password_changed {
+        // Whoever held the old password (or a stolen session) is signed out everywhere; the
+        // session that made the change stays, if it is the user's own.
+        let keep = match &caller {
+            Caller::User { user, token_hash } if user.id == id => Some(token_hash.clone()),
+            _ => None,
+        };
+        let revoke = Command::RevokeUserAuthSessions { user_id: id.clone(), keep };
+        if let Applied::Removed(n) = state.catalog.propose(revoke).await? {
+            tracing::info!(user = %id, sessions = n, "password changed; other sessions ended");
+        }
+    }
     Ok(ApiJson((&user).into()))
 }
 
@@ -568,6 +605,17 @@ mod tests {
         assert!(validate_password("1234567").is_err());
         assert!(validate_password("12345678").is_ok());
         assert!(validate_password(&"x".repeat(1025)).is_err());
+    }
+
+    #[tokio::test]
+    async fn the_wait_for_a_hashing_slot_is_bounded() {
+        static SLOTS: Semaphore = Semaphore::const_new(1);
+        let held = hashing_slot(&SLOTS, HASH_WAIT).await.unwrap();
+        let e = hashing_slot(&SLOTS, Duration::from_millis(50)).await.unwrap_err();
+        assert_eq!((e.status, e.code, e.retry_after), (StatusCode::SERVICE_UNAVAILABLE, "busy", Some(2)));
+        drop(held);
+        assert!(hashing_slot(&SLOTS, Duration::from_millis(50)).await.is_ok());
+        assert!(SIGNUP_HASHING.available_permits() < HASHING.available_permits(), "logins keep room during signups");
     }
 
     #[test]

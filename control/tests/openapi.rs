@@ -159,7 +159,8 @@ fn undocumented_registrations(dir: &Path, out: &mut Vec<String>) {
         let text = std::fs::read_to_string(&path).unwrap();
         for (n, line) in text.lines().enumerate() {
             let code = line.split("//").next().unwrap_or_default();
-            if [".route(", ".route_service(", ".nest(", ".nest_service(", ".fallback("].iter().any(|c| code.contains(c)) {
+            if [".route(", ".route_service(", ".nest(", ".nest_service(", ".fallback("].iter().any(|c| code.contains(c))
+            {
                 out.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
             }
         }

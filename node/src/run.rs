@@ -133,7 +133,13 @@ pub async fn run(
         listener_names.push(("edge".to_owned(), edge.addr));
     }
 
+    // Browsers' cross-site writes are refused on every route (see control::same_origin).
+    let origins = Arc::new(control::same_origin::OriginPolicy {
+        https: config.tls.is_some(),
+        allowed: config.allowed_origins.clone(),
+    });
     let state = NodeHttp {
+        origins: origins.clone(),
         catalog: catalog.clone(),
         registry: registry.clone(),
         mode: config.mode,
@@ -148,6 +154,7 @@ pub async fn run(
     };
     let mut api = control::ApiState::with_registry(catalog.clone(), api_mode, &registry);
     api.limits = Arc::new(limits);
+    api.origins = origins;
     api.edge_playback =
         edge.as_ref().map(|e| control::channels::EdgePlayback { port: e.addr.port(), https: config.tls.is_some() });
     let chat = api.chat.clone();

@@ -26,6 +26,7 @@ pub mod moderation;
 mod ws;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,7 +36,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use raft::{now_millis, CatalogError, ChatMessage, Command, ProposeError, Response};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -54,6 +55,11 @@ pub const MAX_PAGE: usize = 100;
 /// History page size when `limit` is not given.
 pub const DEFAULT_PAGE: usize = 25;
 
+/// Environment variable that sets [`ChatConfig::max_sockets_per_client`].
+pub const ENV_SOCKETS_PER_CLIENT: &str = "BITRIVER_LIVE_CHAT_SOCKETS_PER_CLIENT";
+/// Default of [`ChatConfig::max_sockets_per_client`].
+pub const DEFAULT_SOCKETS_PER_CLIENT: usize = 256;
+
 /// Limits of this node's chat. Every bound in one place; [`Default`] holds the production values.
 #[derive(Debug, Clone)]
 pub struct ChatConfig {
@@ -64,6 +70,10 @@ pub struct ChatConfig {
     pub max_tracked_users: usize,
     /// Open chat sockets on this node.
     pub max_sockets: usize,
+    /// Open chat sockets one client address may hold (IPv6 by /64), so that one client cannot
+    /// take the whole node's budget; 0 = no per-address limit. Behind a reverse proxy every
+    /// client has the proxy's address: raise it there (`BITRIVER_LIVE_CHAT_SOCKETS_PER_CLIENT`).
+    pub max_sockets_per_client: usize,
     /// Messages sent to a socket when it connects (clients may ask for fewer with `?history=N`).
     pub history_on_connect: usize,
     /// Idle ping period; a socket silent for three periods is closed.
@@ -88,6 +98,7 @@ impl Default for ChatConfig {
             rate_window: Duration::from_secs(10),
             max_tracked_users: 100_000,
             max_sockets: 10_000,
+            max_sockets_per_client: DEFAULT_SOCKETS_PER_CLIENT,
             history_on_connect: 50,
             ping_interval: Duration::from_secs(30),
             max_client_frame_bytes: 4096,
@@ -98,13 +109,31 @@ impl Default for ChatConfig {
     }
 }
 
-/// Node-local chat runtime held in [`ApiState`]: the flood limiter, the socket budget, the
-/// per-channel fan-out of live events and the shutdown signal of every chat socket.
+impl ChatConfig {
+    /// The defaults, with [`ENV_SOCKETS_PER_CLIENT`] applied when set; a value that is not a
+    /// whole number is refused with the variable named.
+    pub fn try_from_env() -> Result<Self, String> {
+        let mut config = ChatConfig::default();
+        if let Some(raw) = std::env::var(ENV_SOCKETS_PER_CLIENT).ok().filter(|v| !v.trim().is_empty()) {
+            config.max_sockets_per_client = raw
+                .trim()
+                .parse()
+                .map_err(|_| format!("{ENV_SOCKETS_PER_CLIENT}={raw:?}: expected a whole number (0 = no limit)"))?;
+        }
+        Ok(config)
+    }
+}
+
+/// Node-local chat runtime held in [`ApiState`]: the flood limiter, the socket budget (the node's
+/// and each client address's share of it), the per-channel fan-out of live events and the
+/// shutdown signal of every chat socket.
 #[derive(Debug)]
 pub struct ChatHub {
     config: ChatConfig,
     limiter: Mutex<UserRateLimiter>,
     sockets: Arc<Semaphore>,
+    /// Open sockets per client address (only addresses holding one).
+    per_client: Arc<Mutex<HashMap<IpAddr, usize>>>,
     fanout: Arc<fanout::Fanout>,
     shutdown: watch::Sender<bool>,
 }
@@ -120,6 +149,7 @@ impl ChatHub {
         let limiter = UserRateLimiter::new(config.messages_per_window, config.rate_window, config.max_tracked_users);
         ChatHub {
             sockets: Arc::new(Semaphore::new(config.max_sockets)),
+            per_client: Arc::default(),
             limiter: Mutex::new(limiter),
             fanout: fanout::Fanout::new(config.channel_backlog),
             shutdown: watch::channel(false).0,
@@ -146,6 +176,41 @@ impl ChatHub {
     /// serializes for sockets.
     pub fn watched_channels(&self) -> usize {
         self.fanout.watched_channels()
+    }
+
+    /// A place in the socket budget for a client at `peer`: 429 when that address already holds
+    /// its share, 503 when the node is full or shutting down. Held until the slot is dropped.
+    fn open_socket(&self, peer: Option<IpAddr>) -> ApiResult<SocketSlot> {
+        let share = self.config.max_sockets_per_client;
+        let key = peer.filter(|_| share > 0).map(crate::limits::client_key);
+        if let Some(key) = key {
+            let mut counts = self.per_client.lock().unwrap_or_else(|p| p.into_inner());
+            let held = counts.entry(key).or_default();
+            if *held >= share {
+                let mut e = ApiError::too_many(
+                    format!("too many chat connections from your address (at most {share}); close some first"),
+                    10,
+                );
+                e.code = "too_many_sockets";
+                return Err(e);
+            }
+            *held += 1;
+        }
+        // From here the slot owns the count: dropping it on a refusal below gives the place back.
+        let mut slot = SocketSlot { per_client: self.per_client.clone(), key, _permit: None };
+        slot._permit = Some(self.sockets.clone().try_acquire_owned().map_err(|e| match e {
+            TryAcquireError::Closed => ApiError::unavailable("this server is shutting down"),
+            TryAcquireError::NoPermits => {
+                ApiError::unavailable("too many chat connections on this server; retry shortly")
+            }
+        })?);
+        Ok(slot)
+    }
+
+    /// Chat sockets the client address `ip` holds on this node.
+    pub fn sockets_of(&self, ip: IpAddr) -> usize {
+        let counts = self.per_client.lock().unwrap_or_else(|p| p.into_inner());
+        counts.get(&crate::limits::client_key(ip)).copied().unwrap_or(0)
     }
 
     /// Count one message of `user` against the flood limit.
@@ -177,6 +242,27 @@ pub(crate) fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(moderation::unban))
         .routes(routes!(moderation::get_settings, moderation::put_settings))
         .routes(routes!(delete_message))
+}
+
+/// One socket's place in the node's budget and in its client address's share.
+#[derive(Debug)]
+struct SocketSlot {
+    per_client: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    key: Option<IpAddr>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        let Some(key) = self.key else { return };
+        let mut counts = self.per_client.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(held) = counts.get_mut(&key) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                counts.remove(&key);
+            }
+        }
+    }
 }
 
 // ----- history -----
