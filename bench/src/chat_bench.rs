@@ -284,7 +284,8 @@ impl Node {
             "--roles".to_owned(),
             "control".to_owned(),
         ];
-        let env = [("BITRIVER_LIVE_RATE_LOGIN_LIMIT", "1000000")];
+        // Every bench client comes from 127.0.0.1: lift the per-address share of the sockets.
+        let env = [("BITRIVER_LIVE_RATE_LOGIN_LIMIT", "1000000"), ("BITRIVER_LIVE_CHAT_SOCKETS_PER_CLIENT", "0")];
         let node = BenchNode::start(bin, tmp.path(), http, &args, &env).await?;
         Ok(Node { pid: node.pid, log: node.log.clone(), node, http, _dir: tmp })
     }

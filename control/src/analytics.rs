@@ -28,12 +28,13 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use raft::community::VIEWER_SAMPLE_RETENTION_MS;
 use raft::state::CatalogState;
 use raft::{now_millis, LiveState, UnixMillis};
 use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::error::ApiResult;
@@ -44,8 +45,8 @@ pub const SAMPLE_VALIDITY_MS: UnixMillis = 60_000;
 /// Window of `summary.watchTimeMinutes`.
 pub const WATCH_WINDOW_MS: UnixMillis = 24 * 3600 * 1000;
 
-pub(crate) fn routes() -> Router<ApiState> {
-    Router::new().route("/api/analytics/overview", get(overview_handler))
+pub(crate) fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::default().routes(routes!(overview_handler))
 }
 
 /// The documented response shape.
@@ -82,8 +83,8 @@ pub struct ChannelFigures {
     tag = "analytics",
     responses(
         (status = 200, description = "Live viewers, watch time and chat activity (admins)", body = Overview),
-        (status = 401, description = "Not signed in", body = crate::error::Body),
-        (status = 403, description = "Not an admin", body = crate::error::Body),
+        (status = 401, description = "Not signed in"),
+        (status = 403, description = "Not an admin"),
     )
 )]
 async fn overview_handler(State(state): State<ApiState>, caller: Caller) -> ApiResult<Json<Overview>> {

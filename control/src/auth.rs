@@ -3,7 +3,8 @@
 //! Tokens are 256 random bits, given to the client once and stored only as SHA-256 hashes in the
 //! catalog. A request authenticates with `Authorization: Bearer TOKEN` or the `bitriver_session`
 //! cookie; tokens in the query string are refused. In development mode, a request from loopback
-//! without any token acts as an admin (so the README's curl walkthrough works as written).
+//! to a loopback host (`localhost`, `127.0.0.1`, `[::1]`) without any token acts as an admin (so
+//! the README's curl walkthrough works as written).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -18,6 +19,7 @@ use base64::Engine;
 use raft::{now_millis, User};
 
 use crate::error::{ApiError, ApiResult};
+use crate::same_origin::loopback_request;
 use crate::{ApiState, Mode};
 
 /// Name of the browser session cookie.
@@ -85,7 +87,8 @@ pub enum Caller {
     Anonymous,
     /// A logged-in user, and the hash of the token they used.
     User { user: User, token_hash: String },
-    /// Development mode, loopback, no token: acts as an admin without a user record.
+    /// Development mode, loopback peer and loopback `Host`, no token: acts as an admin without a
+    /// user record.
     DevAdmin,
 }
 
@@ -167,7 +170,8 @@ impl FromRequestParts<ApiState> for Caller {
         }
         let Some(token) = presented_token(&parts.headers) else {
             let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
-            if state.mode == Mode::Development && peer.is_some_and(|p| p.ip().is_loopback()) {
+            // Loopback peer *and* loopback Host: a rebound DNS name pointing at 127.0.0.1 is not local.
+            if state.mode == Mode::Development && loopback_request(peer, &parts.headers, &parts.uri) {
                 if !state.dev_admin_warned.swap(true, Ordering::Relaxed) {
                     tracing::warn!("development mode: unauthenticated requests from loopback act as an admin");
                 }

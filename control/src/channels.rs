@@ -13,11 +13,12 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use raft::{now_millis, Channel, ChannelPatch, Command, LiveState, Response, StreamSession, UnixMillis};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{token_hash, Caller};
 use crate::error::{ApiError, ApiResult};
@@ -37,16 +38,16 @@ pub const MAX_MODERATORS: usize = 50;
 /// Most renditions one broadcast may ask for.
 pub const MAX_RENDITIONS: usize = 8;
 
-pub(crate) fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/api/channels", get(list_channels).post(create_channel))
-        .route("/api/channels/{id}", get(get_channel).patch(update_channel).delete(delete_channel))
-        .route("/api/channels/{id}/stream/start", post(start_stream))
-        .route("/api/channels/{id}/stream/stop", post(stop_stream))
-        .route("/api/channels/{id}/sessions", get(list_sessions))
-        .route("/api/channels/{id}/stream-key/rotate", post(rotate_stream_key))
-        .route("/api/channels/{id}/follow", post(follow).delete(unfollow))
-        .route("/api/channels/{id}/subscribe", post(subscribe).delete(unsubscribe))
+pub(crate) fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::default()
+        .routes(routes!(list_channels, create_channel))
+        .routes(routes!(get_channel, update_channel, delete_channel))
+        .routes(routes!(start_stream))
+        .routes(routes!(stop_stream))
+        .routes(routes!(list_sessions))
+        .routes(routes!(rotate_stream_key))
+        .routes(routes!(follow, unfollow))
+        .routes(routes!(subscribe, unsubscribe))
 }
 
 /// Where a channel's adaptive playlist is served (relative: origin and edges serve the same path).
@@ -338,8 +339,8 @@ struct CreateChannelBody {
     request_body = CreateChannelBody,
     responses(
         (status = 201, description = "The new channel, with its stream key (shown only here and on rotation)", body = ChannelView),
-        (status = 401, description = "Not signed in", body = crate::error::Body),
-        (status = 403, description = "Not a creator or admin, or another user's channel", body = crate::error::Body),
+        (status = 401, description = "Not signed in"),
+        (status = 403, description = "Not a creator or admin, or another user's channel"),
     )
 )]
 async fn create_channel(
@@ -400,7 +401,7 @@ async fn create_channel(
     params(("id" = String, Path, description = "Channel id")),
     responses(
         (status = 200, description = "The channel", body = ChannelView),
-        (status = 404, description = "No such channel", body = crate::error::Body),
+        (status = 404, description = "No such channel"),
     )
 )]
 async fn get_channel(
@@ -437,9 +438,9 @@ struct UpdateChannelBody {
     request_body = UpdateChannelBody,
     responses(
         (status = 200, description = "The updated channel", body = ChannelView),
-        (status = 401, description = "Not signed in", body = crate::error::Body),
-        (status = 403, description = "Not the channel's owner or an admin", body = crate::error::Body),
-        (status = 404, description = "No such channel", body = crate::error::Body),
+        (status = 401, description = "Not signed in"),
+        (status = 403, description = "Not the channel's owner or an admin"),
+        (status = 404, description = "No such channel"),
     )
 )]
 async fn update_channel(
@@ -493,9 +494,9 @@ async fn update_channel(
     params(("id" = String, Path, description = "Channel id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "Not signed in", body = crate::error::Body),
-        (status = 403, description = "Not the channel's owner or an admin", body = crate::error::Body),
-        (status = 404, description = "No such channel", body = crate::error::Body),
+        (status = 401, description = "Not signed in"),
+        (status = 403, description = "Not the channel's owner or an admin"),
+        (status = 404, description = "No such channel"),
         (status = 409, description = "The channel is live", body = crate::error::Body),
     )
 )]
@@ -530,9 +531,9 @@ struct StartBody {
     request_body(content = Option<StartBody>, description = "Optional; an empty body means `source` only"),
     responses(
         (status = 201, description = "The new broadcast session", body = StreamSession),
-        (status = 401, description = "Not signed in", body = crate::error::Body),
-        (status = 403, description = "Not the channel's owner or an admin", body = crate::error::Body),
-        (status = 404, description = "No such channel", body = crate::error::Body),
+        (status = 401, description = "Not signed in"),
+        (status = 403, description = "Not the channel's owner or an admin"),
+        (status = 404, description = "No such channel"),
         (status = 409, description = "Already live", body = crate::error::Body),
     )
 )]
@@ -579,9 +580,9 @@ struct StopBody {
     request_body(content = Option<StopBody>, description = "Optional"),
     responses(
         (status = 200, description = "The ended session", body = StreamSession),
-        (status = 401, description = "Not signed in", body = crate::error::Body),
-        (status = 403, description = "Not the channel's owner or an admin", body = crate::error::Body),
-        (status = 404, description = "No such channel", body = crate::error::Body),
+        (status = 401, description = "Not signed in"),
+        (status = 403, description = "Not the channel's owner or an admin"),
+        (status = 404, description = "No such channel"),
         (status = 409, description = "Not live", body = crate::error::Body),
     )
 )]
@@ -613,7 +614,7 @@ async fn stop_stream(
     params(("id" = String, Path, description = "Channel id")),
     responses(
         (status = 200, description = "Broadcast sessions, newest first", body = Vec<StreamSession>),
-        (status = 404, description = "No such channel", body = crate::error::Body),
+        (status = 404, description = "No such channel"),
     )
 )]
 async fn list_sessions(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<Vec<StreamSession>>> {
@@ -631,9 +632,9 @@ async fn list_sessions(State(state): State<ApiState>, Path(id): Path<String>) ->
     params(("id" = String, Path, description = "Channel id")),
     responses(
         (status = 200, description = "The channel with its new stream key", body = ChannelView),
-        (status = 401, description = "Not signed in", body = crate::error::Body),
-        (status = 403, description = "Not the channel's owner or an admin", body = crate::error::Body),
-        (status = 404, description = "No such channel", body = crate::error::Body),
+        (status = 401, description = "Not signed in"),
+        (status = 403, description = "Not the channel's owner or an admin"),
+        (status = 404, description = "No such channel"),
     )
 )]
 async fn rotate_stream_key(
@@ -708,8 +709,8 @@ async fn set_relation(
     params(("id" = String, Path, description = "Channel id")),
     responses(
         (status = 200, description = "Following now", body = FollowState),
-        (status = 401, description = "Not signed in as a user", body = crate::error::Body),
-        (status = 404, description = "No such channel", body = crate::error::Body),
+        (status = 401, description = "Not signed in as a user"),
+        (status = 404, description = "No such channel"),
     )
 )]
 async fn follow(State(state): State<ApiState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<FollowState>> {
@@ -724,8 +725,8 @@ async fn follow(State(state): State<ApiState>, caller: Caller, Path(id): Path<St
     params(("id" = String, Path, description = "Channel id")),
     responses(
         (status = 200, description = "Not following any more", body = FollowState),
-        (status = 401, description = "Not signed in as a user", body = crate::error::Body),
-        (status = 404, description = "No such channel", body = crate::error::Body),
+        (status = 401, description = "Not signed in as a user"),
+        (status = 404, description = "No such channel"),
     )
 )]
 async fn unfollow(
@@ -744,8 +745,8 @@ async fn unfollow(
     params(("id" = String, Path, description = "Channel id")),
     responses(
         (status = 200, description = "Subscribed now", body = SubscriptionState),
-        (status = 401, description = "Not signed in as a user", body = crate::error::Body),
-        (status = 404, description = "No such channel", body = crate::error::Body),
+        (status = 401, description = "Not signed in as a user"),
+        (status = 404, description = "No such channel"),
     )
 )]
 async fn subscribe(
@@ -764,8 +765,8 @@ async fn subscribe(
     params(("id" = String, Path, description = "Channel id")),
     responses(
         (status = 200, description = "Not subscribed any more", body = SubscriptionState),
-        (status = 401, description = "Not signed in as a user", body = crate::error::Body),
-        (status = 404, description = "No such channel", body = crate::error::Body),
+        (status = 401, description = "Not signed in as a user"),
+        (status = 404, description = "No such channel"),
     )
 )]
 async fn unsubscribe(

@@ -9,13 +9,14 @@ use std::cmp::Reverse;
 
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use raft::state::CatalogState;
 use raft::LiveState;
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::channels::playback_url;
 use crate::error::{ApiError, ApiResult};
@@ -28,8 +29,8 @@ pub const MAX_LIMIT: usize = 100;
 /// Longest accepted search text, in characters.
 pub const MAX_QUERY_CHARS: usize = 200;
 
-pub(crate) fn routes() -> Router<ApiState> {
-    Router::new().route("/api/directory", get(directory))
+pub(crate) fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::default().routes(routes!(directory))
 }
 
 /// Query parameters, as strings so that bad values get the API's error shape.

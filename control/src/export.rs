@@ -8,19 +8,20 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use raft::state::CatalogState;
 use raft::{now_millis, ChatMessage, NodeInfo, Profile, StreamSession, UnixMillis, User};
 use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::channels::ChannelView;
 use crate::error::ApiResult;
 use crate::ApiState;
 
-pub(crate) fn routes() -> Router<ApiState> {
-    Router::new().route("/api/export", get(export))
+pub(crate) fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::default().routes(routes!(export))
 }
 
 /// The snapshot.
@@ -112,8 +113,8 @@ pub fn snapshot(state: &CatalogState, now: UnixMillis) -> Export {
     tag = "export",
     responses(
         (status = 200, description = "A snapshot of the catalog without secrets (admins); sent as an attachment", body = Export),
-        (status = 401, description = "Not signed in", body = crate::error::Body),
-        (status = 403, description = "Not an admin", body = crate::error::Body),
+        (status = 401, description = "Not signed in"),
+        (status = 403, description = "Not an admin"),
     )
 )]
 async fn export(State(state): State<ApiState>, caller: Caller) -> ApiResult<Response> {

@@ -5,7 +5,8 @@
 //! serves any request and every node sees the result. Reads use the local replica.
 //!
 //! Module map: [`auth`] (who is calling), [`error`] (the JSON error shape), then one module per
-//! resource; [`router`] puts them together with the cross-cutting layers (rate limits, body size
+//! resource, each registering its routes once with their OpenAPI operations ([`openapi`]);
+//! [`router`] puts them together with the cross-cutting layers (rate limits, body size
 //! limit, audit events, metrics).
 
 pub mod analytics;
@@ -21,6 +22,7 @@ pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod profiles;
+pub mod same_origin;
 pub mod users;
 pub mod whoami;
 
@@ -53,6 +55,8 @@ pub struct ApiState {
     pub chat: Arc<chat::ChatHub>,
     /// This node's edge, if it runs one: channel answers then carry `edgePlaybackUrl`.
     pub edge_playback: Option<channels::EdgePlayback>,
+    /// Which browsers' pages may send writes and open chat sockets ([`same_origin`]).
+    pub origins: Arc<same_origin::OriginPolicy>,
 }
 
 impl ApiState {
@@ -77,31 +81,29 @@ impl ApiState {
             dev_admin_warned: Arc::new(AtomicBool::new(false)),
             limits: Arc::new(limits::Limits::from_env()),
             metrics: Arc::new(metrics),
-            chat: Arc::new(chat::ChatHub::default()),
+            chat: Arc::new(chat::ChatHub::new(chat::ChatConfig::try_from_env().unwrap_or_else(|e| {
+                tracing::error!(error = %e, "ignoring an invalid chat setting; using the defaults");
+                chat::ChatConfig::default()
+            }))),
             edge_playback: None,
+            origins: Arc::default(),
         }
     }
 }
 
 /// The `/api` routes (mount at the root: paths include `/api`).
 pub fn router(state: ApiState) -> Router {
-    let routes = Router::new()
-        .merge(users::routes())
-        .merge(whoami::routes())
-        .merge(chat::routes())
-        .merge(channels::routes())
-        .merge(directory::routes())
-        .merge(profiles::routes())
-        .merge(analytics::routes())
-        .merge(export::routes())
-        .merge(openapi::routes());
+    // The document half is built once by `openapi::document`; here only the routes are kept.
+    let (routes, _) = openapi::api_routes().split_for_parts();
     with_layers(routes, &state).with_state(state)
 }
 
 /// The cross-cutting layers around every route, innermost first: JSON error bodies, the limits
-/// (body size, login attempts, global rate), the audit event, metrics (which see every answer).
+/// (body size, login and signup attempts, global rate), the cross-origin check, the audit event,
+/// metrics (which see every answer).
 fn with_layers(routes: Router<ApiState>, state: &ApiState) -> Router<ApiState> {
     limits::apply(routes.layer(from_fn(json::errors_as_json)), &state.limits)
+        .layer(from_fn_with_state(state.origins.clone(), same_origin::guard))
         .layer(from_fn_with_state(state.clone(), audit::audit))
         .layer(from_fn_with_state(state.metrics.clone(), metrics::track))
 }

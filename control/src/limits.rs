@@ -1,5 +1,5 @@
 //! Abuse limits in front of the API: an optional global request rate, login attempts per client
-//! address, and a cap on request bodies.
+//! address, signups per client address and across the node, and a cap on request bodies.
 //!
 //! [`Limits`] is read from the environment once ([`Limits::from_env`]) and kept in
 //! [`ApiState`]; [`crate::router`] turns it into middleware with [`apply`]. Every refusal is in the
@@ -9,6 +9,12 @@
 //! window per client address (IPv6 clients per /64, since one host usually owns the whole
 //! prefix). It keys on the TCP peer: behind a reverse proxy that is the proxy, so run the proxy's
 //! own limiter there too.
+//!
+//! Signups (`POST /api/auth/signup`) are counted the same way per client address, and then
+//! against one node-wide rate (a GCRA limiter), since each signup costs an argon2 hash and a
+//! catalog commit. The per-address check comes first, so one address's flood is refused before
+//! it spends the node-wide budget others need. (The hashing itself is bounded in
+//! [`crate::users`]: signups get fewer of the hashing slots than logins, and waits are bounded.)
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -33,16 +39,23 @@ pub const ENV_GLOBAL_BURST: &str = "BITRIVER_LIVE_RATE_GLOBAL_BURST";
 pub const ENV_LOGIN_LIMIT: &str = "BITRIVER_LIVE_RATE_LOGIN_LIMIT";
 pub const ENV_LOGIN_WINDOW: &str = "BITRIVER_LIVE_RATE_LOGIN_WINDOW";
 pub const ENV_MAX_BODY_BYTES: &str = "BITRIVER_LIVE_MAX_BODY_BYTES";
+pub const ENV_SIGNUP_LIMIT: &str = "BITRIVER_LIVE_RATE_SIGNUP_LIMIT";
+pub const ENV_SIGNUP_WINDOW: &str = "BITRIVER_LIVE_RATE_SIGNUP_WINDOW";
+pub const ENV_SIGNUP_GLOBAL_PER_MINUTE: &str = "BITRIVER_LIVE_RATE_SIGNUP_GLOBAL_PER_MINUTE";
 
 pub const DEFAULT_LOGIN_LIMIT: u32 = 10;
 pub const DEFAULT_LOGIN_WINDOW: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_SIGNUP_LIMIT: u32 = 10;
+pub const DEFAULT_SIGNUP_WINDOW: Duration = Duration::from_secs(600);
+pub const DEFAULT_SIGNUP_GLOBAL_PER_MINUTE: u32 = 60;
 
 /// Client addresses the login limiter remembers at once; past this, unknown addresses are refused
 /// until old entries expire (memory stays bounded when someone sprays addresses).
 const MAX_TRACKED_CLIENTS: usize = 100_000;
 
 const LOGIN_PATH: &str = "/api/auth/login";
+const SIGNUP_PATH: &str = "/api/auth/signup";
 
 /// The limits in force.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,11 +64,16 @@ pub struct Limits {
     pub global_rps: Option<NonZeroU32>,
     /// Burst for the global limiter (default: the rate itself).
     pub global_burst: Option<NonZeroU32>,
-    /// Login attempts per client address per window; 0 turns the limiter off.
+    /// Attempts per client (logins, signups) address per window; 0 turns the limiter off.
     pub login_limit: u32,
     pub login_window: Duration,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// Signups per client address per window; 0 turns the limit off.
+    pub signup_limit: u32,
+    pub signup_window: Duration,
+    /// Signups per minute across the node (bursts of up to half as many); `None` = no limit.
+    pub signup_global_per_minute: Option<NonZeroU32>,
 }
 
 impl Default for Limits {
@@ -66,6 +84,9 @@ impl Default for Limits {
             login_limit: DEFAULT_LOGIN_LIMIT,
             login_window: DEFAULT_LOGIN_WINDOW,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            signup_limit: DEFAULT_SIGNUP_LIMIT,
+            signup_window: DEFAULT_SIGNUP_WINDOW,
+            signup_global_per_minute: NonZeroU32::new(DEFAULT_SIGNUP_GLOBAL_PER_MINUTE),
         }
     }
 }
@@ -109,6 +130,16 @@ impl Limits {
         if let Some((var, v)) = get(ENV_LOGIN_WINDOW) {
             limits.login_window = parse_duration(&v).map_err(|reason| err(var, &v, reason))?;
         }
+        if let Some((var, v)) = get(ENV_SIGNUP_LIMIT) {
+            limits.signup_limit = v.parse().map_err(|_| err(var, &v, "expected a whole number (0 = off)"))?;
+        }
+        if let Some((var, v)) = get(ENV_SIGNUP_WINDOW) {
+            limits.signup_window = parse_duration(&v).map_err(|reason| err(var, &v, reason))?;
+        }
+        if let Some((var, v)) = get(ENV_SIGNUP_GLOBAL_PER_MINUTE) {
+            let n: u32 = v.parse().map_err(|_| err(var, &v, "expected a whole number (0 = off)"))?;
+            limits.signup_global_per_minute = NonZeroU32::new(n);
+        }
         if let Some((var, v)) = get(ENV_MAX_BODY_BYTES) {
             limits.max_body_bytes = match v.parse::<usize>() {
                 Ok(n) if n > 0 => n,
@@ -120,7 +151,7 @@ impl Limits {
 
     /// No rate limits at all (tests, benchmarks); the body cap stays.
     pub fn unlimited() -> Self {
-        Limits { login_limit: 0, ..Limits::default() }
+        Limits { login_limit: 0, signup_limit: 0, signup_global_per_minute: None, ..Limits::default() }
     }
 }
 
@@ -159,15 +190,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Sliding-window attempt counter per client address.
 #[derive(Debug)]
-pub struct LoginLimiter {
+pub struct AttemptLimiter {
     limit: u32,
     window: Duration,
     attempts: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
 }
 
-impl LoginLimiter {
+impl AttemptLimiter {
     pub fn new(limit: u32, window: Duration) -> Self {
-        LoginLimiter { limit, window, attempts: Mutex::new(HashMap::new()) }
+        AttemptLimiter { limit, window, attempts: Mutex::new(HashMap::new()) }
     }
 
     /// Record an attempt from `ip` at `now`, or say how long until the next one is allowed.
@@ -197,7 +228,7 @@ impl LoginLimiter {
 }
 
 /// IPv4 addresses as they are; IPv6 by /64 (IPv4-mapped ones as IPv4).
-fn client_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -222,19 +253,28 @@ fn retry_secs(wait: Duration) -> u64 {
 #[derive(Clone)]
 struct Guards {
     global: Option<Arc<DefaultDirectRateLimiter>>,
-    login: Arc<LoginLimiter>,
+    login: Arc<AttemptLimiter>,
+    signup: Arc<AttemptLimiter>,
+    signup_global: Option<Arc<DefaultDirectRateLimiter>>,
     max_body_bytes: usize,
 }
 
-/// Wrap `routes` in the limits of `limits` (outermost first: global rate, login attempts, body size).
+/// Wrap `routes` in the limits of `limits` (outermost first: global rate, login and signup
+/// attempts, body size).
 pub(crate) fn apply(routes: Router<ApiState>, limits: &Limits) -> Router<ApiState> {
     let global = limits.global_rps.map(|rps| {
         let burst = limits.global_burst.unwrap_or(rps);
         Arc::new(RateLimiter::direct(Quota::per_second(rps).allow_burst(burst)))
     });
+    let signup_global = limits.signup_global_per_minute.map(|per_minute| {
+        let burst = NonZeroU32::new(per_minute.get().div_ceil(2)).unwrap_or(per_minute);
+        Arc::new(RateLimiter::direct(Quota::per_minute(per_minute).allow_burst(burst)))
+    });
     let guards = Guards {
         global,
-        login: Arc::new(LoginLimiter::new(limits.login_limit, limits.login_window)),
+        login: Arc::new(AttemptLimiter::new(limits.login_limit, limits.login_window)),
+        signup: Arc::new(AttemptLimiter::new(limits.signup_limit, limits.signup_window)),
+        signup_global,
         max_body_bytes: limits.max_body_bytes,
     };
     routes
@@ -255,17 +295,37 @@ async fn global_rate(State(guards): State<Guards>, request: Request, next: Next)
 }
 
 async fn login_attempts(State(guards): State<Guards>, request: Request, next: Next) -> Response {
-    if request.method() == Method::POST && request.uri().path() == LOGIN_PATH {
-        let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-        if let Some(ip) = peer {
-            if let Err(wait) = guards.login.attempt(ip, Instant::now()) {
-                tracing::warn!(remote_ip = %ip, "login attempts rate limited");
-                return ApiError::too_many("too many login attempts; try again later", retry_secs(wait))
-                    .into_response();
-            }
+    if request.method() != Method::POST {
+        return next.run(request).await;
+    }
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let refusal = match request.uri().path() {
+        LOGIN_PATH => peer.and_then(|ip| guards.login.attempt(ip, Instant::now()).err()).map(|wait| {
+            tracing::warn!(remote_ip = ?peer, "login attempts rate limited");
+            ApiError::too_many("too many login attempts; try again later", retry_secs(wait))
+        }),
+        SIGNUP_PATH => signup_refusal(&guards, peer),
+        _ => None,
+    };
+    match refusal {
+        Some(e) => e.into_response(),
+        None => next.run(request).await,
+    }
+}
+
+/// Why a signup from `peer` is refused now, if it is: its address's share first, then the node's.
+fn signup_refusal(guards: &Guards, peer: Option<IpAddr>) -> Option<ApiError> {
+    if let Some(ip) = peer {
+        if let Err(wait) = guards.signup.attempt(ip, Instant::now()) {
+            tracing::warn!(remote_ip = %ip, "signups rate limited for one address");
+            return Some(ApiError::too_many("too many signups from your address; try again later", retry_secs(wait)));
         }
     }
-    next.run(request).await
+    let limiter = guards.signup_global.as_ref()?;
+    let not_until = limiter.check().err()?;
+    let wait = not_until.wait_time_from(DefaultClock::default().now());
+    tracing::warn!("signups rate limited node-wide");
+    Some(ApiError::too_many("too many signups on this server right now; try again shortly", retry_secs(wait)))
 }
 
 /// Refuse a declared `Content-Length` over the cap before reading anything; bodies without one
@@ -304,6 +364,11 @@ mod tests {
         assert_eq!(env(&[(ENV_GLOBAL_RPS, "0")]).unwrap_err().var, ENV_GLOBAL_RPS);
         assert_eq!(env(&[(ENV_LOGIN_WINDOW, "2 fortnights")]).unwrap_err().var, ENV_LOGIN_WINDOW);
         assert_eq!(env(&[(ENV_MAX_BODY_BYTES, "-1")]).unwrap_err().var, ENV_MAX_BODY_BYTES);
+        let l =
+            env(&[(ENV_SIGNUP_LIMIT, "3"), (ENV_SIGNUP_WINDOW, "1h"), (ENV_SIGNUP_GLOBAL_PER_MINUTE, "0")]).unwrap();
+        assert_eq!((l.signup_limit, l.signup_window, l.signup_global_per_minute), (3, Duration::from_secs(3600), None));
+        assert_eq!(env(&[(ENV_SIGNUP_LIMIT, "many")]).unwrap_err().var, ENV_SIGNUP_LIMIT);
+        assert_eq!(env(&[(ENV_SIGNUP_GLOBAL_PER_MINUTE, "-5")]).unwrap_err().var, ENV_SIGNUP_GLOBAL_PER_MINUTE);
     }
 
     #[test]
@@ -318,7 +383,7 @@ mod tests {
 
     #[test]
     fn login_window_slides() {
-        let limiter = LoginLimiter::new(2, Duration::from_secs(60));
+        let limiter = AttemptLimiter::new(2, Duration::from_secs(60));
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let t0 = Instant::now();
         assert!(limiter.attempt(ip, t0).is_ok());
@@ -333,7 +398,7 @@ mod tests {
 
     #[test]
     fn ipv6_clients_share_their_64() {
-        let limiter = LoginLimiter::new(1, Duration::from_secs(60));
+        let limiter = AttemptLimiter::new(1, Duration::from_secs(60));
         let t0 = Instant::now();
         assert!(limiter.attempt("2001:db8:1:2::1".parse().unwrap(), t0).is_ok());
         assert!(limiter.attempt("2001:db8:1:2::ffff".parse().unwrap(), t0).is_err());
@@ -344,7 +409,7 @@ mod tests {
 
     #[test]
     fn zero_turns_the_login_limiter_off() {
-        let limiter = LoginLimiter::new(0, Duration::from_secs(60));
+        let limiter = AttemptLimiter::new(0, Duration::from_secs(60));
         for _ in 0..100 {
             assert!(limiter.attempt("192.0.2.1".parse().unwrap(), Instant::now()).is_ok());
         }

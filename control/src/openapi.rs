@@ -3,94 +3,59 @@
 //! Generated from the code, not written by hand: every handler carries a `#[utoipa::path]`
 //! attribute (method, path, parameters, request body, answers) and every request and response type
 //! derives `utoipa::ToSchema`, so the document's schemas are the Rust types the handlers
-//! deserialize and serialize. [`ApiDoc`] gathers the operations; the modifiers below add what no
-//! single handler owns:
+//! deserialize and serialize.
 //!
-//! - the security schemes (`Authorization: Bearer` and the `bitriver_session` cookie);
+//! Each route is registered once, with utoipa-axum's `routes!(handler, ...)` in its module's
+//! `routes()`: that one call both routes the handler and adds its operation, so the router and
+//! the document cannot disagree. [`api_routes`] gathers the modules; [`crate::router`] takes the
+//! router half, [`document`] the document half. [`ApiDoc`] holds what no handler owns (title,
+//! tags, security schemes), and [`finish`] adds what every operation shares:
+//!
 //! - the error answers the layers around every route can give (400 malformed request, 413/415/422
-//!   for bodies, 429 rate limited), all with the [`crate::error`] body (`ApiError` schema);
-//! - the chat WebSocket, whose module is private and which has no JSON body to describe.
+//!   for bodies, 429 rate limited, 503 for writes), all with the [`crate::error`] body
+//!   (`ApiError` schema);
+//! - shared definitions of 401, 403 and 404 (`#/components/responses/Unauthorized`, `Forbidden`,
+//!   `NotFound`, each with the `ApiError` body): a handler lists the status with a description of
+//!   when it happens, and the document refers to the shared answer with that description.
 //!
-//! [`ROUTES`] lists every (method, path) that [`crate::router`] serves. The tests hold it against
-//! the document (both ways), against the router (each answers something other than 404/405) and
-//! against the `.route(...)` calls in the source, so a route cannot be added without showing up
-//! here. The document is built once and served as is.
+//! The document is built once and served as is.
 
 use std::sync::OnceLock;
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
-use utoipa::openapi::path::{HttpMethod, Operation, OperationBuilder, ParameterBuilder, ParameterIn};
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::request_body::RequestBody;
 use utoipa::openapi::response::{Response as OpenApiResponse, ResponseBuilder};
-use utoipa::openapi::schema::{ObjectBuilder, Type};
-use utoipa::openapi::security::{
-    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
-};
-use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, RefOr, Required};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, RefOr};
 use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::SESSION_COOKIE;
 use crate::error::ApiError;
 use crate::ApiState;
 
-/// The chat socket (added by [`ChatSocket`], not by a handler attribute).
-pub const CHAT_SOCKET_PATH: &str = "/api/channels/{id}/chat/ws";
-
-/// Every (method, path template) [`crate::router`] serves, in path order. Keep in step with the
-/// `.route(...)` calls of the modules: the tests compare this list with them, the document and
-/// the router.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/api/analytics/overview"),
-    ("POST", "/api/auth/login"),
-    ("DELETE", "/api/auth/session"),
-    ("GET", "/api/auth/session"),
-    ("POST", "/api/auth/signup"),
-    ("GET", "/api/auth/whoami"),
-    ("GET", "/api/channels"),
-    ("POST", "/api/channels"),
-    ("DELETE", "/api/channels/{id}"),
-    ("GET", "/api/channels/{id}"),
-    ("PATCH", "/api/channels/{id}"),
-    ("GET", "/api/channels/{id}/chat"),
-    ("POST", "/api/channels/{id}/chat"),
-    ("GET", "/api/channels/{id}/chat/bans"),
-    ("POST", "/api/channels/{id}/chat/bans"),
-    ("DELETE", "/api/channels/{id}/chat/bans/{user_id}"),
-    ("GET", "/api/channels/{id}/chat/settings"),
-    ("PUT", "/api/channels/{id}/chat/settings"),
-    ("GET", "/api/channels/{id}/chat/ws"),
-    ("DELETE", "/api/channels/{id}/chat/{message_id}"),
-    ("DELETE", "/api/channels/{id}/follow"),
-    ("POST", "/api/channels/{id}/follow"),
-    ("GET", "/api/channels/{id}/relation"),
-    ("GET", "/api/channels/{id}/sessions"),
-    ("POST", "/api/channels/{id}/stream-key/rotate"),
-    ("POST", "/api/channels/{id}/stream/start"),
-    ("POST", "/api/channels/{id}/stream/stop"),
-    ("DELETE", "/api/channels/{id}/subscribe"),
-    ("POST", "/api/channels/{id}/subscribe"),
-    ("GET", "/api/directory"),
-    ("GET", "/api/export"),
-    ("GET", "/api/openapi.json"),
-    ("GET", "/api/profiles/{user_id}"),
-    ("PUT", "/api/profiles/{user_id}"),
-    ("GET", "/api/users"),
-    ("POST", "/api/users"),
-    ("DELETE", "/api/users/{id}"),
-    ("GET", "/api/users/{id}"),
-    ("PATCH", "/api/users/{id}"),
+/// The shared 401, 403 and 404 answers: (status, component name, generic description).
+pub const SHARED_ERRORS: [(&str, &str, &str); 3] = [
+    ("401", "Unauthorized", "Not signed in, or the session is invalid or expired"),
+    ("403", "Forbidden", "Signed in, but not allowed to do this"),
+    ("404", "NotFound", "No such record"),
 ];
 
-/// [`ROUTES`], for callers that want a function.
-pub fn routes_table() -> &'static [(&'static str, &'static str)] {
-    ROUTES
-}
-
-pub(crate) fn routes() -> Router<ApiState> {
-    Router::new().route("/api/openapi.json", get(openapi_json))
+/// Every API route with its operation: the modules' `routes()`, and this document's own.
+pub(crate) fn api_routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(crate::users::routes())
+        .merge(crate::whoami::routes())
+        .merge(crate::chat::routes())
+        .merge(crate::channels::routes())
+        .merge(crate::directory::routes())
+        .merge(crate::profiles::routes())
+        .merge(crate::analytics::routes())
+        .merge(crate::export::routes())
+        .routes(routes!(openapi_json))
 }
 
 /// The operations and components; see the module docs.
@@ -101,51 +66,12 @@ pub(crate) fn routes() -> Router<ApiState> {
         description = "The control plane of BitRiver Live: accounts and sessions, channels and broadcasts, \
             chat, profiles, the channel directory and analytics. Authenticate with `Authorization: Bearer TOKEN` \
             (the token from signup or login) or the `bitriver_session` cookie. In development mode, requests \
-            from loopback without a token act as an admin. Errors are `{\"error\":{\"code\",\"message\",\"field\"}}`.",
+            from loopback to a loopback host without a token act as an admin. Browsers' writes and chat sockets \
+            from another origin than the node's own (or one of `--allowed-origins`) are refused. Errors are `{\"error\":{\"code\",\"message\",\"field\"}}`.",
         license(name = "AGPL-3.0-or-later", identifier = "AGPL-3.0-or-later"),
     ),
-    paths(
-        openapi_json,
-        crate::users::signup,
-        crate::users::login,
-        crate::users::current_session,
-        crate::users::logout,
-        crate::whoami::whoami,
-        crate::whoami::relation,
-        crate::users::list_users,
-        crate::users::create_user,
-        crate::users::get_user,
-        crate::users::update_user,
-        crate::users::delete_user,
-        crate::channels::list_channels,
-        crate::channels::create_channel,
-        crate::channels::get_channel,
-        crate::channels::update_channel,
-        crate::channels::delete_channel,
-        crate::channels::start_stream,
-        crate::channels::stop_stream,
-        crate::channels::list_sessions,
-        crate::channels::rotate_stream_key,
-        crate::channels::follow,
-        crate::channels::unfollow,
-        crate::channels::subscribe,
-        crate::channels::unsubscribe,
-        crate::chat::list_messages,
-        crate::chat::post_message,
-        crate::chat::delete_message,
-        crate::chat::moderation::list_bans,
-        crate::chat::moderation::ban,
-        crate::chat::moderation::unban,
-        crate::chat::moderation::get_settings,
-        crate::chat::moderation::put_settings,
-        crate::directory::directory,
-        crate::profiles::get_profile,
-        crate::profiles::put_profile,
-        crate::analytics::overview_handler,
-        crate::export::export,
-    ),
     components(schemas(crate::error::Body)),
-    modifiers(&SecuritySchemes, &ChatSocket, &CommonErrors),
+    modifiers(&SecuritySchemes),
     security(("bearer" = []), ("bitriver_session" = [])),
     tags(
         (name = "auth", description = "Sign up, sign in, the current session"),
@@ -164,7 +90,14 @@ pub struct ApiDoc;
 /// The document, built once.
 pub fn document() -> &'static Document {
     static DOC: OnceLock<Document> = OnceLock::new();
-    DOC.get_or_init(ApiDoc::openapi)
+    DOC.get_or_init(|| finish(api_routes().into_openapi()))
+}
+
+/// Add the shared answers to the operations [`api_routes`] collected (see the module docs).
+fn finish(mut doc: Document) -> Document {
+    SharedErrors.modify(&mut doc);
+    CommonErrors.modify(&mut doc);
+    doc
 }
 
 #[utoipa::path(
@@ -216,48 +149,31 @@ impl Modify for SecuritySchemes {
     }
 }
 
-/// `GET /api/channels/{id}/chat/ws`: described here because its handler lives in a private
-/// module and its traffic is WebSocket frames, not a JSON response.
-struct ChatSocket;
+/// The 401, 403 and 404 answers of every operation refer to one shared definition each, keeping
+/// the operation's own description of when it happens.
+struct SharedErrors;
 
-impl Modify for ChatSocket {
+impl Modify for SharedErrors {
     fn modify(&self, openapi: &mut Document) {
-        let string = ObjectBuilder::new().schema_type(Type::String).build();
-        let history = ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)).build();
-        let operation = OperationBuilder::new()
-            .tag("chat")
-            .operation_id(Some("chat_socket"))
-            .summary(Some("The live chat socket of a channel"))
-            .description(Some(
-                "A WebSocket. On connect it sends `{\"type\":\"history\",\"messages\":[...]}`, then one JSON frame \
-                 per chat event (`message`, `deleted`, `ban`, `unban`, `settings`). Signed-in clients may send \
-                 `{\"type\":\"message\",\"text\":\"...\"}`.",
-            ))
-            .parameter(
-                ParameterBuilder::new()
-                    .name("id")
-                    .parameter_in(ParameterIn::Path)
-                    .required(Required::True)
-                    .description(Some("Channel id"))
-                    .schema(Some(string)),
-            )
-            .parameter(
-                ParameterBuilder::new()
-                    .name("history")
-                    .parameter_in(ParameterIn::Query)
-                    .required(Required::False)
-                    .description(Some("Messages of history sent on connect (default 50, at most 50)"))
-                    .schema(Some(history)),
-            )
-            .response("101", ResponseBuilder::new().description("Switching to the WebSocket protocol").build())
-            .response("404", error_response("No such channel"))
-            .response("426", error_response("Not a WebSocket upgrade request"))
-            .response("503", error_response("Too many chat sockets on this node, or shutting down"))
-            .security(SecurityRequirement::default())
-            .security(SecurityRequirement::new("bearer", Vec::<String>::new()))
-            .security(SecurityRequirement::new(SESSION_COOKIE, Vec::<String>::new()))
-            .build();
-        openapi.paths.add_path_operation(CHAT_SOCKET_PATH, vec![HttpMethod::Get], operation);
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for (_, name, description) in SHARED_ERRORS {
+            components.responses.insert(name.to_owned(), RefOr::T(error_response(description)));
+        }
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch] {
+                let Some(operation) = operation else { continue };
+                for (status, name, _) in SHARED_ERRORS {
+                    let Some(answer) = operation.responses.responses.get_mut(status) else { continue };
+                    let description = match answer {
+                        RefOr::T(response) => std::mem::take(&mut response.description),
+                        RefOr::Ref(_) => continue,
+                    };
+                    let mut shared = Ref::from_response_name(name);
+                    shared.description = description;
+                    *answer = RefOr::Ref(shared);
+                }
+            }
+        }
     }
 }
 

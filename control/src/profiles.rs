@@ -7,11 +7,12 @@
 //! race with a deletion cannot store a dangling profile.
 
 use axum::extract::{Path, State};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use raft::state::CatalogState;
 use raft::{now_millis, Command, DonationAddress, Profile, Response, UnixMillis};
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::channels::ChannelView;
@@ -30,8 +31,8 @@ pub const MAX_DONATION_ADDRESSES: usize = 16;
 /// Longest donation note, in characters.
 pub const MAX_NOTE_CHARS: usize = 200;
 
-pub(crate) fn routes() -> Router<ApiState> {
-    Router::new().route("/api/profiles/{user_id}", get(get_profile).put(put_profile))
+pub(crate) fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::default().routes(routes!(get_profile, put_profile))
 }
 
 /// A top friend as shown on a profile.
@@ -104,7 +105,7 @@ impl ProfileView {
     params(("user_id" = String, Path, description = "User id")),
     responses(
         (status = 200, description = "The profile (an empty one if never saved)", body = ProfileView),
-        (status = 404, description = "No such user", body = crate::error::Body),
+        (status = 404, description = "No such user"),
     )
 )]
 async fn get_profile(State(state): State<ApiState>, Path(user_id): Path<String>) -> ApiResult<Json<ProfileView>> {
@@ -150,9 +151,9 @@ pub struct DonationAddressBody {
     request_body = ProfileBody,
     responses(
         (status = 200, description = "The saved profile", body = ProfileView),
-        (status = 401, description = "Not signed in", body = crate::error::Body),
-        (status = 403, description = "Someone else's profile", body = crate::error::Body),
-        (status = 404, description = "No such user", body = crate::error::Body),
+        (status = 401, description = "Not signed in"),
+        (status = 403, description = "Someone else's profile"),
+        (status = 404, description = "No such user"),
     )
 )]
 async fn put_profile(

@@ -2,20 +2,23 @@
 //!
 //! Passwords are hashed with argon2id on the blocking pool, a few at a time (each hash takes
 //! ~19 MiB and tens of milliseconds, so an unbounded number in flight would be a denial of
-//! service). A login creates an [`AuthSession`] in the catalog holding only the SHA-256 of a fresh
+//! service). Signups may hold only some of those slots, so a signup flood leaves logins room, and
+//! no request waits for a slot longer than [`HASH_WAIT`] (then 503 `busy` with `Retry-After`).
+//! A password change ends the user's other sessions. A login creates an [`AuthSession`] in the catalog holding only the SHA-256 of a fresh
 //! token; the token itself goes to the client once, in the body and in the `bitriver_session`
 //! cookie. User JSON is always a [`UserView`]: the password hash never leaves the catalog.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
 use raft::{now_millis, AuthSession, Command, Response as Applied, User, UserPatch};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{
     clear_session_cookie, hash_password, new_token, session_cookie, token_hash, verify_password, Caller, SESSION_TTL_MS,
@@ -36,14 +39,18 @@ const MAX_EMAIL_CHARS: usize = 254;
 
 /// argon2 hashes in flight at once, across all requests.
 static HASHING: Semaphore = Semaphore::const_new(4);
+/// Of those, how many signups may hold at once.
+static SIGNUP_HASHING: Semaphore = Semaphore::const_new(2);
+/// Longest a request waits for a hashing slot.
+pub const HASH_WAIT: Duration = Duration::from_secs(5);
 
-pub(crate) fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/api/auth/signup", post(signup))
-        .route("/api/auth/login", post(login))
-        .route("/api/auth/session", get(current_session).delete(logout))
-        .route("/api/users", get(list_users).post(create_user))
-        .route("/api/users/{id}", get(get_user).patch(update_user).delete(delete_user))
+pub(crate) fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::default()
+        .routes(routes!(signup))
+        .routes(routes!(login))
+        .routes(routes!(current_session, logout))
+        .routes(routes!(list_users, create_user))
+        .routes(routes!(get_user, update_user, delete_user))
 }
 
 /// A user as the API shows it (never the password hash).
@@ -203,8 +210,22 @@ fn same_roles(a: &[String], b: &[String]) -> bool {
 // Password hashing off the async workers
 // ---------------------------------------------------------------------------------------------
 
+/// A slot of `slots`, waiting at most `wait` (then 503 `busy`).
+async fn hashing_slot(slots: &'static Semaphore, wait: Duration) -> ApiResult<SemaphorePermit<'static>> {
+    match tokio::time::timeout(wait, slots.acquire()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        Ok(Err(_)) => Err(ApiError::internal("password hashing is shut down")),
+        Err(_) => {
+            let mut e = ApiError::unavailable("the server is busy checking passwords; try again in a few seconds");
+            e.code = "busy";
+            e.retry_after = Some(2);
+            Err(e)
+        }
+    }
+}
+
 async fn on_hashing_pool<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
-    let _permit = HASHING.acquire().await.map_err(|_| ApiError::internal("password hashing is shut down"))?;
+    let _permit = hashing_slot(&HASHING, HASH_WAIT).await?;
     tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::internal(format!("password hashing failed: {e}")))
 }
 
@@ -281,7 +302,10 @@ async fn signup(State(state): State<ApiState>, ApiJson(body): ApiJson<SignupBody
     if state.catalog.read(|s| s.user_by_email(&email).is_some()) {
         return Err(email_taken(&email));
     }
-    let password_hash = hash(body.password).await?;
+    let password_hash = {
+        let _signup_share = hashing_slot(&SIGNUP_HASHING, HASH_WAIT).await?;
+        hash(body.password).await?
+    };
     let user = User {
         id: new_user_id(),
         display_name,
@@ -307,7 +331,7 @@ fn email_taken(email: &str) -> ApiError {
     request_body = LoginBody,
     responses(
         (status = 200, description = "Signed in (also sets the `bitriver_session` cookie)", body = SessionGranted),
-        (status = 401, description = "Incorrect email or password", body = crate::error::Body),
+        (status = 401, description = "Incorrect email or password"),
     )
 )]
 async fn login(State(state): State<ApiState>, ApiJson(body): ApiJson<LoginBody>) -> ApiResult<Response> {
@@ -341,7 +365,7 @@ async fn login(State(state): State<ApiState>, ApiJson(body): ApiJson<LoginBody>)
     tag = "auth",
     responses(
         (status = 200, description = "The signed-in user and when the session expires", body = SessionInfo),
-        (status = 401, description = "No valid session", body = crate::error::Body),
+        (status = 401, description = "No valid session"),
     )
 )]
 async fn current_session(State(state): State<ApiState>, caller: Caller) -> ApiResult<ApiJson<SessionInfo>> {
@@ -361,7 +385,7 @@ async fn current_session(State(state): State<ApiState>, caller: Caller) -> ApiRe
     tag = "auth",
     responses(
         (status = 204, description = "Signed out; the session cookie is cleared"),
-        (status = 401, description = "No valid session", body = crate::error::Body),
+        (status = 401, description = "No valid session"),
     )
 )]
 async fn logout(State(state): State<ApiState>, caller: Caller) -> ApiResult<Response> {
@@ -384,8 +408,8 @@ async fn logout(State(state): State<ApiState>, caller: Caller) -> ApiResult<Resp
     tag = "users",
     responses(
         (status = 200, description = "Every user, oldest first (admins)", body = Vec<UserView>),
-        (status = 401, description = "Not signed in", body = crate::error::Body),
-        (status = 403, description = "Not an admin", body = crate::error::Body),
+        (status = 401, description = "Not signed in"),
+        (status = 403, description = "Not an admin"),
     )
 )]
 async fn list_users(State(state): State<ApiState>, caller: Caller) -> ApiResult<ApiJson<Vec<UserView>>> {
@@ -402,8 +426,8 @@ async fn list_users(State(state): State<ApiState>, caller: Caller) -> ApiResult<
     request_body = CreateUserBody,
     responses(
         (status = 201, description = "The new user (admins)", body = UserView),
-        (status = 401, description = "Not signed in", body = crate::error::Body),
-        (status = 403, description = "Not an admin", body = crate::error::Body),
+        (status = 401, description = "Not signed in"),
+        (status = 403, description = "Not an admin"),
         (status = 409, description = "The email is already registered", body = crate::error::Body),
     )
 )]
@@ -445,9 +469,9 @@ fn find_user(state: &ApiState, id: &str) -> ApiResult<User> {
     params(("id" = String, Path, description = "User id")),
     responses(
         (status = 200, description = "The user (themself or admins)", body = UserView),
-        (status = 401, description = "Not signed in", body = crate::error::Body),
-        (status = 403, description = "Someone else's account", body = crate::error::Body),
-        (status = 404, description = "No such user", body = crate::error::Body),
+        (status = 401, description = "Not signed in"),
+        (status = 403, description = "Someone else's account"),
+        (status = 404, description = "No such user"),
     )
 )]
 async fn get_user(
@@ -467,9 +491,9 @@ async fn get_user(
     request_body = PatchUserBody,
     responses(
         (status = 200, description = "The updated user", body = UserView),
-        (status = 401, description = "Not signed in", body = crate::error::Body),
-        (status = 403, description = "Someone else's account, a role change by a non-admin, or a wrong current password", body = crate::error::Body),
-        (status = 404, description = "No such user", body = crate::error::Body),
+        (status = 401, description = "Not signed in"),
+        (status = 403, description = "Someone else's account, a role change by a non-admin, or a wrong current password"),
+        (status = 404, description = "No such user"),
         (status = 409, description = "The email is already registered", body = crate::error::Body),
     )
 )]
@@ -513,7 +537,20 @@ async fn update_user(
     if patch == (UserPatch { id: id.clone(), ..Default::default() }) {
         return Ok(ApiJson((&current).into()));
     }
+    let password_changed = patch.password_hash.is_some();
     let user = propose_user(&state, Command::UpdateUser(patch)).await?;
+    if password_changed {
+        // Whoever held the old password (or a stolen session) is signed out everywhere; the
+        // session that made the change stays, if it is the user's own.
+        let keep = match &caller {
+            Caller::User { user, token_hash } if user.id == id => Some(token_hash.clone()),
+            _ => None,
+        };
+        let revoke = Command::RevokeUserAuthSessions { user_id: id.clone(), keep };
+        if let Applied::Removed(n) = state.catalog.propose(revoke).await? {
+            tracing::info!(user = %id, sessions = n, "password changed; other sessions ended");
+        }
+    }
     Ok(ApiJson((&user).into()))
 }
 
@@ -524,9 +561,9 @@ async fn update_user(
     params(("id" = String, Path, description = "User id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "Not signed in", body = crate::error::Body),
-        (status = 403, description = "Someone else's account", body = crate::error::Body),
-        (status = 404, description = "No such user", body = crate::error::Body),
+        (status = 401, description = "Not signed in"),
+        (status = 403, description = "Someone else's account"),
+        (status = 404, description = "No such user"),
     )
 )]
 async fn delete_user(State(state): State<ApiState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
@@ -568,6 +605,17 @@ mod tests {
         assert!(validate_password("1234567").is_err());
         assert!(validate_password("12345678").is_ok());
         assert!(validate_password(&"x".repeat(1025)).is_err());
+    }
+
+    #[tokio::test]
+    async fn the_wait_for_a_hashing_slot_is_bounded() {
+        static SLOTS: Semaphore = Semaphore::const_new(1);
+        let held = hashing_slot(&SLOTS, HASH_WAIT).await.unwrap();
+        let e = hashing_slot(&SLOTS, Duration::from_millis(50)).await.unwrap_err();
+        assert_eq!((e.status, e.code, e.retry_after), (StatusCode::SERVICE_UNAVAILABLE, "busy", Some(2)));
+        drop(held);
+        assert!(hashing_slot(&SLOTS, Duration::from_millis(50)).await.is_ok());
+        assert!(SIGNUP_HASHING.available_permits() < HASHING.available_permits(), "logins keep room during signups");
     }
 
     #[test]

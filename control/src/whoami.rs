@@ -12,9 +12,9 @@
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{clear_session_cookie, Caller};
 use crate::error::ApiError;
@@ -22,8 +22,8 @@ use crate::json::ApiJson;
 use crate::users::UserView;
 use crate::{read_or_catch_up, ApiState};
 
-pub(crate) fn routes() -> Router<ApiState> {
-    Router::new().route("/api/auth/whoami", get(whoami)).route("/api/channels/{id}/relation", get(relation))
+pub(crate) fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::default().routes(routes!(whoami)).routes(routes!(relation))
 }
 
 /// The caller as the web UI needs to know it.
@@ -79,8 +79,8 @@ pub struct ChannelRelation {
     params(("id" = String, Path, description = "Channel id")),
     responses(
         (status = 200, description = "Whether the caller follows, subscribes to and may moderate the channel", body = ChannelRelation),
-        (status = 401, description = "A token was presented but is invalid or expired", body = crate::error::Body),
-        (status = 404, description = "No such channel", body = crate::error::Body),
+        (status = 401, description = "A token was presented but is invalid or expired"),
+        (status = 404, description = "No such channel"),
     )
 )]
 pub(crate) async fn relation(

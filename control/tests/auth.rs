@@ -210,6 +210,43 @@ async fn password_changes_need_the_current_password() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_change_ends_the_users_other_sessions() {
+    let api = TestApi::start().await;
+    let (id, phone) = signup(&api, "Kilo", "kilo@example.com", "first-password").await;
+    let (_, other) = signup(&api, "Lima", "lima@example.com", "lima-password").await;
+    let (status, laptop) = login(&api, "kilo@example.com", "first-password").await;
+    assert_eq!(status, 200, "{laptop}");
+    let laptop = laptop["token"].as_str().unwrap().to_owned();
+    let session_ok = |token: String| {
+        let api = &api;
+        async move { api.get("/api/auth/session", Some(&token)).await.0 == 200 }
+    };
+    assert!(session_ok(phone.clone()).await && session_ok(laptop.clone()).await);
+
+    // Changed from the phone: the phone stays signed in, the laptop (say, a stolen session) is out.
+    let path = format!("/api/users/{id}");
+    let change = json!({"password": "second-password", "currentPassword": "first-password"});
+    let (status, body) = api.call("PATCH", &path, Some(&phone), Some(change)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(session_ok(phone.clone()).await, "the session that changed the password stays");
+    let (status, body) = api.get("/api/auth/session", Some(&laptop)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")), "{body}");
+    assert!(session_ok(other.clone()).await, "other users' sessions are untouched");
+    // A rename is not a password change: sessions stay.
+    let (status, tablet) = login(&api, "kilo@example.com", "second-password").await;
+    assert_eq!(status, 200);
+    let tablet = tablet["token"].as_str().unwrap().to_owned();
+    assert_eq!(api.call("PATCH", &path, Some(&phone), Some(json!({"displayName": "Kilo 2"}))).await.0, 200);
+    assert!(session_ok(tablet.clone()).await);
+
+    // An admin's reset (the development admin here) signs the user out everywhere.
+    assert_eq!(api.call("PATCH", &path, None, Some(json!({"password": "third-password"}))).await.0, 200);
+    assert!(!session_ok(phone).await && !session_ok(tablet).await);
+    assert!(session_ok(other).await);
+    assert_eq!(login(&api, "kilo@example.com", "third-password").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_names_the_field() {
     let api = TestApi::start().await;
     signup(&api, "Echo", "echo@example.com", "password-789").await;

@@ -654,3 +654,52 @@ async fn upgrade_rules_history_and_shutdown() {
     }
     assert_eq!(refused("", "c1").await, 503);
 }
+
+/// Refusal of a socket before the upgrade: (status, Retry-After, error code).
+async fn refused_socket(request: impl IntoClientRequest + Unpin) -> (u16, Option<String>, String) {
+    match tokio_tungstenite::connect_async(request).await {
+        Err(WsError::Http(resp)) => {
+            let retry = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+            let body: Value = serde_json::from_slice(resp.body().as_deref().unwrap_or_default()).unwrap_or_default();
+            (resp.status().as_u16(), retry, body["error"]["code"].as_str().unwrap_or_default().to_owned())
+        }
+        other => panic!("expected an HTTP refusal, got {:?}", other.map(|(_, r)| r.status())),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_gets_only_its_share_of_the_chat_sockets() {
+    let config = ChatConfig { max_sockets: 10, max_sockets_per_client: 3, ..roomy() };
+    let (api, state) = start(Mode::Development, config).await;
+    let (owner, _) = user(&api, "owner").await;
+    channel(&api, "c1", &owner, &[]).await;
+    let url = format!("ws://{}/api/channels/c1/chat/ws?history=0", api.addr);
+    let local: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(connect(&api, "c1", None, "?history=0").await);
+    }
+    // The node has room for seven more, but not from this address.
+    let (status, retry, code) = refused_socket(url.clone().into_client_request().unwrap()).await;
+    assert_eq!((status, code.as_str()), (429, "too_many_sockets"));
+    assert!(retry.is_some(), "429 without Retry-After");
+    assert_eq!((state.chat.open_sockets(), state.chat.sockets_of(local)), (3, 3));
+
+    // Another address (127.0.0.2 is loopback too, but another client) still gets in.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let stream = socket.connect(api.addr).await.unwrap();
+    let (mut other, response) = tokio_tungstenite::client_async(url.clone(), stream).await.unwrap();
+    assert_eq!(response.status().as_u16(), 101);
+    assert_eq!(state.chat.sockets_of("127.0.0.2".parse().unwrap()), 1);
+
+    // A socket that closes gives its address the place back.
+    let mut first = held.remove(0);
+    first.close(None).await.unwrap();
+    wait_until("the closed socket's place is back", || state.chat.sockets_of(local) == 2).await;
+    held.push(connect(&api, "c1", None, "?history=0").await);
+    assert_eq!(state.chat.open_sockets(), 4);
+    other.close(None).await.unwrap();
+    wait_until("the other address holds nothing", || state.chat.sockets_of("127.0.0.2".parse().unwrap()) == 0).await;
+}

@@ -78,6 +78,57 @@ async fn the_login_window_expires() {
     assert_eq!(post_raw(&api, "/api/auth/login", bad).await.0, 401);
 }
 
+/// The defaults, as a node runs them: 100 signups within a minute from one address get 429s with
+/// Retry-After once the address's share is spent, and logins go on working meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signup_flood_from_one_address_gets_429s_and_logins_go_on() {
+    let api = TestApi::start().await;
+    let defaults = Limits::default();
+    assert!(defaults.signup_limit > 0 && defaults.signup_limit < 100, "{defaults:?}");
+    // An account to sign in with, made by the development admin (not a signup).
+    let steady = json!({"displayName": "Steady", "email": "steady@example.com", "password": "steady-password"});
+    assert_eq!(post_raw(&api, "/api/users", steady).await.0, 201);
+    let login = json!({"email": "steady@example.com", "password": "steady-password"});
+
+    let started = std::time::Instant::now();
+    let (mut created, mut limited) = (0, 0);
+    for i in 0..100 {
+        let body = json!({"displayName": format!("Flood {i}"), "email": format!("flood{i}@example.com"), "password": "password-1"});
+        let (status, retry, answer) = post_raw(&api, "/api/auth/signup", body).await;
+        match status {
+            201 => created += 1,
+            429 => {
+                limited += 1;
+                assert_eq!(answer["error"]["code"], "rate_limited", "{answer}");
+                let retry = retry.expect("429 without Retry-After");
+                assert!((1..=defaults.signup_window.as_secs()).contains(&retry), "Retry-After {retry}");
+            }
+            other => panic!("signup {i}: {other} {answer}"),
+        }
+        if i % 25 == 0 {
+            let (status, _, answer) = post_raw(&api, "/api/auth/login", login.clone()).await;
+            assert_eq!(status, 200, "login during the flood: {answer}");
+        }
+    }
+    assert!(started.elapsed() < defaults.signup_window, "the flood outlasted the window; the counts mean nothing");
+    assert_eq!((created, limited), (defaults.signup_limit, 100 - defaults.signup_limit));
+    assert_eq!(post_raw(&api, "/api/auth/login", login).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signups_are_limited_node_wide_too() {
+    // No per-address limit, 4 a minute across the node (bursts of 2).
+    let api =
+        with_limits(Limits { signup_limit: 0, signup_global_per_minute: NonZeroU32::new(4), ..Limits::unlimited() })
+            .await;
+    let signup = |i: u32| json!({"displayName": format!("N{i}"), "email": format!("n{i}@example.com"), "password": "password-1"});
+    assert_eq!(post_raw(&api, "/api/auth/signup", signup(1)).await.0, 201);
+    assert_eq!(post_raw(&api, "/api/auth/signup", signup(2)).await.0, 201);
+    let (status, retry, body) = post_raw(&api, "/api/auth/signup", signup(3)).await;
+    assert_eq!((status, &body["error"]["code"]), (429, &json!("rate_limited")), "{body}");
+    assert!(retry.is_some_and(|r| (1..=15).contains(&r)), "{retry:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_global_rate_limit_answers_429() {
     let api =
@@ -209,6 +260,42 @@ async fn every_write_emits_one_audit_event() {
     assert_eq!(logouts.len(), 1, "{logouts:?}");
     assert_eq!(logouts[0]["method"], "DELETE");
     assert_eq!(logouts[0]["status"], "204");
+}
+
+/// Chat posts over the WebSocket are writes too: one audit event each, with the status the same
+/// post over REST would have had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_posts_over_the_socket_are_audited() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    capture_audit();
+    let api = TestApi::start().await;
+    let (author, token) = api.user("Author", &["viewer"]).await;
+    let (status, channel) = api.post("/api/channels", None, json!({"ownerId": author, "title": "Audited"})).await;
+    assert_eq!(status, 201, "{channel}");
+    let path = format!("/api/channels/{}/chat/ws", channel["id"].as_str().unwrap());
+    let mut request = format!("ws://{}{path}?history=0", api.addr).into_client_request().unwrap();
+    request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+
+    ws.send(Message::text(r#"{"type":"message","text":"on the record"}"#)).await.unwrap();
+    ws.send(Message::text(r#"{"type":"message","text":"   "}"#)).await.unwrap();
+    // Both frames were handled once the refusal of the second comes back.
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap().unwrap().unwrap();
+        if let Message::Text(text) = frame {
+            if serde_json::from_str::<Value>(text.as_str()).unwrap()["type"] == "error" {
+                break;
+            }
+        }
+    }
+    let events = audit_events(&path);
+    let summary: Vec<(&str, &str, &str)> =
+        events.iter().map(|e| (e["method"].as_str(), e["status"].as_str(), e["user"].as_str())).collect();
+    assert_eq!(summary, [("WS", "201", author.as_str()), ("WS", "422", author.as_str())], "{events:?}");
+    assert!(events.iter().all(|e| e["remote_ip"] == "127.0.0.1"), "{events:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

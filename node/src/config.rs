@@ -311,6 +311,12 @@ pub struct Config {
     )]
     pub raft_keep_logs: u64,
 
+    /// Comma-separated origins (scheme://host[:port]) whose pages may change things through the
+    /// API and open chat sockets, besides the node's own (e.g. a reverse proxy's public
+    /// https://live.example.com). Browsers' requests from any other origin are refused.
+    #[arg(long, value_name = "LIST", env = "BITRIVER_LIVE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
     /// Testing only: accept partition requests on the admin socket.
     #[arg(long, env = "BITRIVER_LIVE_FAULT_INJECTION", hide = true)]
     pub fault_injection: bool,
@@ -641,6 +647,8 @@ pub struct ValidatedConfig {
     pub transcode: Option<transcode::LadderSpec>,
     pub raft_snapshot_every: u64,
     pub raft_keep_logs: u64,
+    /// Origins allowed to send state-changing requests besides the node's own.
+    pub allowed_origins: Vec<control::same_origin::Origin>,
     pub fault_injection: bool,
 }
 
@@ -759,6 +767,8 @@ impl Config {
             ));
         }
         let transcode = transcode_ladder(self.transcode_ladder.as_deref(), &self.roles, roles)?;
+        let allowed_origins = control::same_origin::parse_list(self.allowed_origins.iter().map(String::as_str))
+            .map_err(|e| ConfigError::invalid("--allowed-origins", &e.0, e.to_string()))?;
         let config = ValidatedConfig {
             mode,
             addr,
@@ -783,6 +793,7 @@ impl Config {
             transcode,
             raft_snapshot_every: self.raft_snapshot_every.max(1),
             raft_keep_logs: self.raft_keep_logs,
+            allowed_origins,
             fault_injection: self.fault_injection,
         };
         config.check_listener_clashes()?;
@@ -1429,6 +1440,16 @@ mod tests {
         assert!(!u.admin);
         assert_eq!((u.display_name.as_deref(), u.roles), (Some("B"), vec!["creator".to_owned()]));
         assert!(parse(&["user", "create", "--admin"]).is_err(), "--email is required");
+    }
+
+    #[test]
+    fn allowed_origins_are_parsed_and_bad_ones_named() {
+        assert!(validate(&[]).unwrap().allowed_origins.is_empty());
+        let c = validate(&["--allowed-origins", "https://Live.Example.com,http://127.0.0.1:3000"]).unwrap();
+        let shown: Vec<String> = c.allowed_origins.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["https://live.example.com:443", "http://127.0.0.1:3000"]);
+        let e = validate(&["--allowed-origins", "https://ok.example,live.example.com"]).unwrap_err();
+        assert!(e.to_string().contains("--allowed-origins") && e.to_string().contains("live.example.com"), "{e}");
     }
 
     const ENV_CHILD: &str = "BITRIVER_CONFIG_TEST_ENV_CHILD";

@@ -2,14 +2,17 @@
 //!
 //! `GET /api/cluster`, `DELETE /api/cluster/nodes/{id}` and `POST /api/cluster/nodes/{id}/drain`
 //! (`/undrain`) are for admins; in development mode a
-//! request from loopback without a token counts as an admin (so local curl works as documented).
+//! request from loopback to a loopback host without a token counts as an admin (so local curl
+//! works as documented; see `control::same_origin`). Browsers' cross-site writes are refused, and
+//! a node removal is written to the audit log like the API's writes.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -24,6 +27,8 @@ use crate::config::{Mode, TlsFiles};
 /// What the HTTP handlers share.
 #[derive(Clone)]
 pub struct NodeHttp {
+    /// Which browsers' pages may send writes (the same policy as the API's).
+    pub origins: Arc<control::same_origin::OriginPolicy>,
     pub catalog: Catalog,
     pub registry: Registry,
     pub mode: Mode,
@@ -44,6 +49,7 @@ pub fn router(state: NodeHttp) -> Router {
         .route("/api/cluster/nodes/{id}/undrain", post(undrain_node))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .layer(from_fn_with_state(state.origins.clone(), control::same_origin::guard))
         .with_state(state)
 }
 
@@ -52,21 +58,26 @@ pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp
     (status, Json(json!({"error": {"code": code, "message": message.into()}}))).into_response()
 }
 
-/// Whether the caller may use admin endpoints.
-fn is_admin(state: &NodeHttp, headers: &HeaderMap, peer: SocketAddr) -> bool {
+/// Who is calling, for the audit log: a user id, `dev-admin`, `anonymous` or `invalid-token`;
+/// and whether they may use admin endpoints.
+fn caller(state: &NodeHttp, headers: &HeaderMap, uri: &Uri, peer: SocketAddr) -> (String, bool) {
     // The bearer header or the browser's session cookie (the Control Center shows cluster status).
     let token = control::auth::presented_token(headers);
     match token.as_deref() {
-        None => state.mode == Mode::Development && peer.ip().is_loopback(),
+        None if state.mode == Mode::Development && control::same_origin::loopback_request(Some(peer), headers, uri) => {
+            ("dev-admin".to_owned(), true)
+        }
+        None => ("anonymous".to_owned(), false),
         Some(token) => {
             let hash = hex_sha256(token.trim().as_bytes());
             let now = raft::now_millis();
-            state.catalog.read(|s| {
+            let user = state.catalog.read(|s| {
                 s.auth_session(&hash)
                     .filter(|session| session.expires_at > now)
                     .and_then(|session| s.user(&session.user_id))
-                    .is_some_and(|user| user.roles.iter().any(|r| r == "admin"))
-            })
+                    .map(|user| (user.id.clone(), user.roles.iter().any(|r| r == "admin")))
+            });
+            user.unwrap_or_else(|| ("invalid-token".to_owned(), false))
         }
     }
 }
@@ -82,9 +93,10 @@ fn forbidden() -> Response {
 async fn cluster_status(
     State(state): State<NodeHttp>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    if !is_admin(&state, &headers, peer) {
+    if !caller(&state, &headers, &uri, peer).1 {
         return forbidden();
     }
     let status = state.catalog.status().await;
@@ -140,51 +152,68 @@ fn member_health(
 async fn drain_node(
     State(state): State<NodeHttp>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: Uri,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    set_draining(state, peer, headers, id, true).await
+    set_draining(state, peer, uri, headers, id, true).await
 }
 
 async fn undrain_node(
     State(state): State<NodeHttp>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: Uri,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    set_draining(state, peer, headers, id, false).await
+    set_draining(state, peer, uri, headers, id, false).await
 }
 
-async fn set_draining(state: NodeHttp, peer: SocketAddr, headers: HeaderMap, id: String, draining: bool) -> Response {
-    if !is_admin(&state, &headers, peer) {
-        return forbidden();
-    }
-    let Ok(node_id) = id.parse::<u64>() else {
-        return error(StatusCode::BAD_REQUEST, "invalid_node_id", format!("{id:?} is not a node id"));
+/// Drain or undrain a node (admin); written to the audit log like a removal.
+async fn set_draining(
+    state: NodeHttp,
+    peer: SocketAddr,
+    uri: Uri,
+    headers: HeaderMap,
+    id: String,
+    draining: bool,
+) -> Response {
+    let (who, admin) = caller(&state, &headers, &uri, peer);
+    let response = if !admin {
+        forbidden()
+    } else if let Ok(node_id) = id.parse::<u64>() {
+        match state.catalog.propose(raft::Command::SetDraining { node_id, draining }).await {
+            Ok(_) => Json(json!({"nodeId": node_id, "draining": draining})).into_response(),
+            Err(raft::ProposeError::Rejected(e)) => error(StatusCode::NOT_FOUND, "node_not_found", e.to_string()),
+            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "catalog_unavailable", e.to_string()),
+        }
+    } else {
+        error(StatusCode::BAD_REQUEST, "invalid_node_id", format!("{id:?} is not a node id"))
     };
-    match state.catalog.propose(raft::Command::SetDraining { node_id, draining }).await {
-        Ok(_) => Json(json!({"nodeId": node_id, "draining": draining})).into_response(),
-        Err(raft::ProposeError::Rejected(e)) => error(StatusCode::NOT_FOUND, "node_not_found", e.to_string()),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "catalog_unavailable", e.to_string()),
-    }
+    control::audit::record(&who, &Method::POST, uri.path(), response.status().as_u16(), Some(peer));
+    response
 }
 
 async fn remove_node(
     State(state): State<NodeHttp>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: Uri,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if !is_admin(&state, &headers, peer) {
-        return forbidden();
-    }
-    let Ok(id) = id.parse::<u64>() else {
-        return error(StatusCode::BAD_REQUEST, "invalid_node_id", format!("{id:?} is not a node id"));
+    let (who, admin) = caller(&state, &headers, &uri, peer);
+    let response = if !admin {
+        forbidden()
+    } else if let Ok(node_id) = id.parse::<u64>() {
+        match state.catalog.remove_node(node_id).await {
+            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            Err(e) => error(StatusCode::CONFLICT, "remove_failed", e.to_string()),
+        }
+    } else {
+        error(StatusCode::BAD_REQUEST, "invalid_node_id", format!("{id:?} is not a node id"))
     };
-    match state.catalog.remove_node(id).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => error(StatusCode::CONFLICT, "remove_failed", e.to_string()),
-    }
+    control::audit::record(&who, &Method::DELETE, uri.path(), response.status().as_u16(), Some(peer));
+    response
 }
 
 async fn healthz(State(state): State<NodeHttp>) -> Response {

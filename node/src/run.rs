@@ -148,7 +148,14 @@ pub async fn run(
         names.push(("origin", http_addr));
     }
     names.extend(services.listeners());
+
+    // Browsers' cross-site writes are refused on every route (see control::same_origin).
+    let origins = Arc::new(control::same_origin::OriginPolicy {
+        https: config.tls.is_some(),
+        allowed: config.allowed_origins.clone(),
+    });
     let state = NodeHttp {
+        origins: origins.clone(),
         catalog: catalog.clone(),
         registry: registry.clone(),
         mode: config.mode,
@@ -163,6 +170,7 @@ pub async fn run(
     };
     let mut api = control::ApiState::with_registry(catalog.clone(), api_mode, &registry);
     api.limits = Arc::new(limits);
+    api.origins = origins;
     api.edge_playback =
         edge_addr.map(|addr| control::channels::EdgePlayback { port: addr.port(), https: config.tls.is_some() });
     // Chat sockets are long-lived: they close on the stop signal so the HTTP drain does not wait on them.

@@ -262,13 +262,23 @@ async fn enrolment_refuses_bad_tokens_and_removal_works_offline_and_online() {
     assert_ne!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already used"), "{}", String::from_utf8_lossy(&out.stderr));
 
-    // The learner dies; remove it through the API of the first node.
+    // The learner dies; remove it through the API of the first node. A browser page of another
+    // site cannot (403), and the removal is in the audit log.
     learner.kill9();
-    let resp =
-        reqwest::Client::new().delete(first.url(&format!("/api/cluster/nodes/{learner_id}"))).send().await.unwrap();
+    let remove = first.url(&format!("/api/cluster/nodes/{learner_id}"));
+    let resp = reqwest::Client::new().delete(&remove).header("origin", "http://evil.example").send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    assert_eq!(first.cluster().await.unwrap()["members"].as_array().unwrap().len(), 2);
+    let resp = reqwest::Client::new().delete(&remove).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 204);
     let c = first.cluster().await.unwrap();
     assert_eq!(c["members"].as_array().unwrap().len(), 1);
+    let audited = |log: String| {
+        let plain = strip_ansi(&log);
+        let path = format!("path=/api/cluster/nodes/{learner_id}");
+        plain.lines().any(|l| l.contains("bitriver::audit") && l.contains(&path) && l.contains("status=204"))
+    };
+    assert!(audited(first.log_text()), "no audit event for the removal:\n{}", first.log_text());
 
     // Offline status of the stopped learner reads its data dir without the node running.
     let (code, text, err) = cli(&["cluster", "status", "--data", learner.data.to_str().unwrap()]);
@@ -300,4 +310,23 @@ async fn enrolment_refuses_bad_tokens_and_removal_works_offline_and_online() {
         propose(&edge, raft::Command::Noop { payload: vec![] }).await.expect_err("a revoked node's write went through");
     assert!(err.contains("revoked") || err.contains("refused"), "{err}");
     assert!(first.log_text().contains("refused"));
+}
+
+/// `text` without the terminal colour codes the text log format adds.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ ... final byte in @..~
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) && c != '[' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

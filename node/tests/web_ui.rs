@@ -5,7 +5,8 @@
 //!   copy its stream key from the page, publish it with ffmpeg over RTMP, the channel page shows
 //!   the live badge and `video.currentTime` advances; screenshots at 1280 and 390 px.
 //! - `chat`: a message from one signed-in viewer appears for another; the owner deletes it on the
-//!   channel page and an admin deletes another from the Control Center; gone everywhere.
+//!   channel page and an admin deletes another from the Control Center; gone everywhere. Signing
+//!   in with `next=/\evil.example` stays on the site (no open redirect).
 //! - `a11y`: axe-core finds no serious or critical violations on `/`, `/channels`, `/c/{id}`,
 //!   `/signup` in both themes; keyboard focus is visible.
 //!

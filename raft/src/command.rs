@@ -151,6 +151,12 @@ pub enum Command {
         expires_at: i64,
         now: i64,
     },
+    /// End every login session of a user but `keep` (a password change signs the other devices
+    /// out). Answers [`Response::Removed`] with how many ended.
+    RevokeUserAuthSessions {
+        user_id: String,
+        keep: Option<String>,
+    },
 }
 
 /// Most commands one [`Command::Batch`] may carry (the position in the batch is part of `seq`).

@@ -90,6 +90,7 @@ fn command() -> impl Strategy<Value = Command> {
         }),
         1 => token().prop_map(|token_hash| Command::DeleteAuthSession { token_hash }),
         1 => (0i64..100).prop_map(|now| Command::PurgeExpiredAuthSessions { now }),
+        1 => (user_id(), of(token())).prop_map(|(user_id, keep)| Command::RevokeUserAuthSessions { user_id, keep }),
         4 => (channel_id(), user_id(), name(), key_hash(), any::<bool>(), at()).prop_map(
             |(id, owner_id, title, stream_key_hash, claims_live, created_at)| {
                 // A proposer claiming the channel is live must not make it so.

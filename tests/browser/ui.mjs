@@ -7,7 +7,7 @@
 //          show the live badge; screenshots at 1280 and 390 px
 //   chat   two signed-in viewers on a channel page; a message from one appears for the other;
 //          the owner deletes it on the page, an admin deletes another in the Control Center;
-//          both disappear everywhere
+//          both disappear everywhere; `next` of /signup cannot lead off the site
 //   a11y   axe-core on /, /channels, /c/{id}, /signup (both themes): no serious or critical
 //          violations; keyboard focus is visible
 // env: RTMP_URL=rtmp://127.0.0.1:PORT (live), FFMPEG=/usr/bin/ffmpeg, UI_ARTIFACTS=DIR,
@@ -203,6 +203,26 @@ async function chat() {
   await ownerPage.waitForSelector('#chat-status:has-text("Connected")');
   await viewerPage.waitForSelector('#chat-status:has-text("Connected")');
   step('owner and viewer signed in through /signup and opened the channel page');
+
+  // `next` must not lead off the site (an open redirect after signing in): the check resolves it
+  // as the browser does, so `/\host` (read as `//host`) and friends fall back to `/`.
+  const redirectPage = await (await newContext(browser, base, 'redirect')).newPage();
+  await redirectPage.goto(`${base}/signup`);
+  const tricks = ['/\\evil.example', '//evil.example', '/\\/evil.example', '/\t/evil.example', 'https://evil.example',
+    'javascript:alert(1)', '/%5Cevil.example/x', `${next}?a=1#b`];
+  const resolved = await redirectPage.evaluate(async (inputs) => {
+    const { safeNext } = await import('/assets/js/signup.js');
+    return inputs.map((i) => safeNext(i));
+  }, tricks);
+  const wanted = ['/', '/', '/', '/', '/', '/', '/%5Cevil.example/x', `${next}?a=1#b`];
+  expect(JSON.stringify(resolved) === JSON.stringify(wanted), `next resolved to ${JSON.stringify(resolved)}`);
+  await redirectPage.goto(`${base}/signup?next=${encodeURIComponent('/\\evil.example')}`);
+  await redirectPage.fill('#login-form [name=email]', `viewer${tag}@example.com`);
+  await redirectPage.fill('#login-form [name=password]', 'viewer password 1');
+  await Promise.all([redirectPage.waitForURL(`${base}/`), redirectPage.click('#login-form button[type=submit]')]);
+  expect(new URL(redirectPage.url()).origin === new URL(base).origin, `left the site for ${redirectPage.url()}`);
+  await redirectPage.close();
+  step('signing in with next=/\\evil.example stays on this site; tricky `next` values fall back to /');
 
   await viewerPage.click('#follow-button');
   await viewerPage.waitForSelector('#follow-button:has-text("Unfollow")');

@@ -26,18 +26,20 @@ pub mod moderation;
 mod ws;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::Json;
 use raft::{now_millis, CatalogError, ChatMessage, Command, ProposeError, Response};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio_util::sync::CancellationToken;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -54,6 +56,11 @@ pub const MAX_PAGE: usize = 100;
 /// History page size when `limit` is not given.
 pub const DEFAULT_PAGE: usize = 25;
 
+/// Environment variable that sets [`ChatConfig::max_sockets_per_client`].
+pub const ENV_SOCKETS_PER_CLIENT: &str = "BITRIVER_LIVE_CHAT_SOCKETS_PER_CLIENT";
+/// Default of [`ChatConfig::max_sockets_per_client`].
+pub const DEFAULT_SOCKETS_PER_CLIENT: usize = 256;
+
 /// Limits of this node's chat. Every bound in one place; [`Default`] holds the production values.
 #[derive(Debug, Clone)]
 pub struct ChatConfig {
@@ -64,6 +71,10 @@ pub struct ChatConfig {
     pub max_tracked_users: usize,
     /// Open chat sockets on this node.
     pub max_sockets: usize,
+    /// Open chat sockets one client address may hold (IPv6 by /64), so that one client cannot
+    /// take the whole node's budget; 0 = no per-address limit. Behind a reverse proxy every
+    /// client has the proxy's address: raise it there (`BITRIVER_LIVE_CHAT_SOCKETS_PER_CLIENT`).
+    pub max_sockets_per_client: usize,
     /// Messages sent to a socket when it connects (clients may ask for fewer with `?history=N`).
     pub history_on_connect: usize,
     /// Idle ping period; a socket silent for three periods is closed.
@@ -88,6 +99,7 @@ impl Default for ChatConfig {
             rate_window: Duration::from_secs(10),
             max_tracked_users: 100_000,
             max_sockets: 10_000,
+            max_sockets_per_client: DEFAULT_SOCKETS_PER_CLIENT,
             history_on_connect: 50,
             ping_interval: Duration::from_secs(30),
             max_client_frame_bytes: 4096,
@@ -98,13 +110,31 @@ impl Default for ChatConfig {
     }
 }
 
-/// Node-local chat runtime held in [`ApiState`]: the flood limiter, the socket budget, the
-/// per-channel fan-out of live events and the shutdown signal of every chat socket.
+impl ChatConfig {
+    /// The defaults, with [`ENV_SOCKETS_PER_CLIENT`] applied when set; a value that is not a
+    /// whole number is refused with the variable named.
+    pub fn try_from_env() -> Result<Self, String> {
+        let mut config = ChatConfig::default();
+        if let Some(raw) = std::env::var(ENV_SOCKETS_PER_CLIENT).ok().filter(|v| !v.trim().is_empty()) {
+            config.max_sockets_per_client = raw
+                .trim()
+                .parse()
+                .map_err(|_| format!("{ENV_SOCKETS_PER_CLIENT}={raw:?}: expected a whole number (0 = no limit)"))?;
+        }
+        Ok(config)
+    }
+}
+
+/// Node-local chat runtime held in [`ApiState`]: the flood limiter, the socket budget (the node's
+/// and each client address's share of it), the per-channel fan-out of live events and the
+/// shutdown signal of every chat socket.
 #[derive(Debug)]
 pub struct ChatHub {
     config: ChatConfig,
     limiter: Mutex<UserRateLimiter>,
     sockets: Arc<Semaphore>,
+    /// Open sockets per client address (only addresses holding one).
+    per_client: Arc<Mutex<HashMap<IpAddr, usize>>>,
     fanout: Arc<fanout::Fanout>,
     /// The node's shutdown signal (or this hub's own, see [`ChatHub::with_shutdown`]).
     shutdown: CancellationToken,
@@ -121,6 +151,7 @@ impl ChatHub {
         let limiter = UserRateLimiter::new(config.messages_per_window, config.rate_window, config.max_tracked_users);
         ChatHub {
             sockets: Arc::new(Semaphore::new(config.max_sockets)),
+            per_client: Arc::default(),
             limiter: Mutex::new(limiter),
             fanout: fanout::Fanout::new(config.channel_backlog),
             shutdown: CancellationToken::new(),
@@ -161,6 +192,41 @@ impl ChatHub {
         self.fanout.watched_channels()
     }
 
+    /// A place in the socket budget for a client at `peer`: 429 when that address already holds
+    /// its share, 503 when the node is full or shutting down. Held until the slot is dropped.
+    fn open_socket(&self, peer: Option<IpAddr>) -> ApiResult<SocketSlot> {
+        let share = self.config.max_sockets_per_client;
+        let key = peer.filter(|_| share > 0).map(crate::limits::client_key);
+        if let Some(key) = key {
+            let mut counts = self.per_client.lock().unwrap_or_else(|p| p.into_inner());
+            let held = counts.entry(key).or_default();
+            if *held >= share {
+                let mut e = ApiError::too_many(
+                    format!("too many chat connections from your address (at most {share}); close some first"),
+                    10,
+                );
+                e.code = "too_many_sockets";
+                return Err(e);
+            }
+            *held += 1;
+        }
+        // From here the slot owns the count: dropping it on a refusal below gives the place back.
+        let mut slot = SocketSlot { per_client: self.per_client.clone(), key, _permit: None };
+        slot._permit = Some(self.sockets.clone().try_acquire_owned().map_err(|e| match e {
+            TryAcquireError::Closed => ApiError::unavailable("this server is shutting down"),
+            TryAcquireError::NoPermits => {
+                ApiError::unavailable("too many chat connections on this server; retry shortly")
+            }
+        })?);
+        Ok(slot)
+    }
+
+    /// Chat sockets the client address `ip` holds on this node.
+    pub fn sockets_of(&self, ip: IpAddr) -> usize {
+        let counts = self.per_client.lock().unwrap_or_else(|p| p.into_inner());
+        counts.get(&crate::limits::client_key(ip)).copied().unwrap_or(0)
+    }
+
     /// Count one message of `user` against the flood limit.
     fn admit(&self, user: &str) -> ApiResult<()> {
         let verdict = self.limiter.lock().unwrap_or_else(|p| p.into_inner()).check(user, Instant::now());
@@ -182,14 +248,35 @@ impl ChatHub {
     }
 }
 
-pub(crate) fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/api/channels/{id}/chat", get(list_messages).post(post_message))
-        .route("/api/channels/{id}/chat/ws", get(ws::connect))
-        .route("/api/channels/{id}/chat/bans", get(moderation::list_bans).post(moderation::ban))
-        .route("/api/channels/{id}/chat/bans/{user_id}", delete(moderation::unban))
-        .route("/api/channels/{id}/chat/settings", get(moderation::get_settings).put(moderation::put_settings))
-        .route("/api/channels/{id}/chat/{message_id}", delete(delete_message))
+pub(crate) fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::default()
+        .routes(routes!(list_messages, post_message))
+        .routes(routes!(ws::connect))
+        .routes(routes!(moderation::list_bans, moderation::ban))
+        .routes(routes!(moderation::unban))
+        .routes(routes!(moderation::get_settings, moderation::put_settings))
+        .routes(routes!(delete_message))
+}
+
+/// One socket's place in the node's budget and in its client address's share.
+#[derive(Debug)]
+struct SocketSlot {
+    per_client: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    key: Option<IpAddr>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        let Some(key) = self.key else { return };
+        let mut counts = self.per_client.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(held) = counts.get_mut(&key) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                counts.remove(&key);
+            }
+        }
+    }
 }
 
 // ----- history -----
@@ -213,7 +300,7 @@ struct HistoryPage {
     ),
     responses(
         (status = 200, description = "One page of history, oldest first within the page", body = HistoryPage),
-        (status = 404, description = "No such channel", body = crate::error::Body),
+        (status = 404, description = "No such channel"),
         (status = 422, description = "A bad `limit` or `before`", body = crate::error::Body),
     )
 )]
@@ -276,9 +363,9 @@ struct PostBody {
     request_body = PostBody,
     responses(
         (status = 201, description = "The posted message (as stored: masked if the word filter masked it)", body = MessageView),
-        (status = 401, description = "Not signed in", body = crate::error::Body),
-        (status = 403, description = "Banned or timed out, or posting as someone else", body = crate::error::Body),
-        (status = 404, description = "No such channel", body = crate::error::Body),
+        (status = 401, description = "Not signed in"),
+        (status = 403, description = "Banned or timed out, or posting as someone else"),
+        (status = 404, description = "No such channel"),
         (status = 429, description = "Too fast, or slow mode", body = crate::error::Body),
     )
 )]
@@ -426,9 +513,9 @@ pub(crate) async fn require_moderator(state: &ApiState, channel_id: &str, caller
     ),
     responses(
         (status = 204, description = "Removed"),
-        (status = 401, description = "Not signed in", body = crate::error::Body),
-        (status = 403, description = "Not a moderator of this channel", body = crate::error::Body),
-        (status = 404, description = "No such channel or message", body = crate::error::Body),
+        (status = 401, description = "Not signed in"),
+        (status = 403, description = "Not a moderator of this channel"),
+        (status = 404, description = "No such channel or message"),
     )
 )]
 async fn delete_message(

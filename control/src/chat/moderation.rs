@@ -48,9 +48,9 @@ pub(super) struct BanBody {
     request_body = BanBody,
     responses(
         (status = 201, description = "The ban (or timeout) record", body = ChatBan),
-        (status = 401, description = "Not signed in", body = crate::error::Body),
-        (status = 403, description = "Not a moderator of this channel", body = crate::error::Body),
-        (status = 404, description = "No such channel", body = crate::error::Body),
+        (status = 401, description = "Not signed in"),
+        (status = 403, description = "Not a moderator of this channel"),
+        (status = 404, description = "No such channel"),
     )
 )]
 pub(super) async fn ban(
@@ -103,9 +103,9 @@ pub(super) async fn ban(
     ),
     responses(
         (status = 204, description = "Lifted"),
-        (status = 401, description = "Not signed in", body = crate::error::Body),
-        (status = 403, description = "Not a moderator of this channel", body = crate::error::Body),
-        (status = 404, description = "No such channel or ban", body = crate::error::Body),
+        (status = 401, description = "Not signed in"),
+        (status = 403, description = "Not a moderator of this channel"),
+        (status = 404, description = "No such channel or ban"),
     )
 )]
 pub(super) async fn unban(
@@ -130,9 +130,9 @@ pub(super) struct BanList {
     params(("id" = String, Path, description = "Channel id")),
     responses(
         (status = 200, description = "Bans and timeouts in force", body = BanList),
-        (status = 401, description = "Not signed in", body = crate::error::Body),
-        (status = 403, description = "Not a moderator of this channel", body = crate::error::Body),
-        (status = 404, description = "No such channel", body = crate::error::Body),
+        (status = 401, description = "Not signed in"),
+        (status = 403, description = "Not a moderator of this channel"),
+        (status = 404, description = "No such channel"),
     )
 )]
 pub(super) async fn list_bans(
@@ -155,9 +155,9 @@ pub(super) async fn list_bans(
     params(("id" = String, Path, description = "Channel id")),
     responses(
         (status = 200, description = "Slow mode and the word filter", body = ChatSettings),
-        (status = 401, description = "Not signed in", body = crate::error::Body),
-        (status = 403, description = "Not a moderator of this channel", body = crate::error::Body),
-        (status = 404, description = "No such channel", body = crate::error::Body),
+        (status = 401, description = "Not signed in"),
+        (status = 403, description = "Not a moderator of this channel"),
+        (status = 404, description = "No such channel"),
     )
 )]
 pub(super) async fn get_settings(
@@ -190,9 +190,9 @@ pub(super) struct SettingsBody {
     request_body(content = SettingsBody, description = "Fields left out keep their value"),
     responses(
         (status = 200, description = "The settings now in force", body = ChatSettings),
-        (status = 401, description = "Not signed in", body = crate::error::Body),
-        (status = 403, description = "Not a moderator of this channel", body = crate::error::Body),
-        (status = 404, description = "No such channel", body = crate::error::Body),
+        (status = 401, description = "Not signed in"),
+        (status = 403, description = "Not a moderator of this channel"),
+        (status = 404, description = "No such channel"),
     )
 )]
 pub(super) async fn put_settings(

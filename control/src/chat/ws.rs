@@ -26,6 +26,7 @@
 //! [`ChatConfig::write_timeout`]: super::ChatConfig::write_timeout
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
@@ -39,12 +40,13 @@ use futures::{SinkExt, StreamExt};
 use raft::now_millis;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, TryAcquireError};
+use tokio::sync::mpsc;
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
 
 use super::event::{ErrorView, MessageView, ServerFrame};
 use super::fanout::ChannelFrame;
-use super::{pick_text, post, read_or_catch_up};
+use super::{pick_text, post, read_or_catch_up, SocketSlot};
+use crate::audit::{self, Peer};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::ApiState;
@@ -57,10 +59,36 @@ const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// it is queued anyway, so a large target only costs memory.
 const WRITE_BUFFER_BYTES: usize = 4 * 1024;
 
+/// The socket's operation in the OpenAPI document: its traffic is WebSocket frames (see the
+/// module docs), so only the upgrade and its refusals are described.
+#[utoipa::path(
+    get,
+    path = "/api/channels/{id}/chat/ws",
+    tag = "chat",
+    operation_id = "chat_socket",
+    summary = "The live chat socket of a channel",
+    description = "A WebSocket. On connect it sends `{\"type\":\"history\",\"messages\":[...]}`, then one JSON frame \
+        per chat event (`message`, `deleted`, `ban`, `unban`, `settings`). Signed-in clients may send \
+        `{\"type\":\"message\",\"text\":\"...\"}`.",
+    security((), ("bearer" = []), ("bitriver_session" = [])),
+    params(
+        ("id" = String, Path, description = "Channel id"),
+        ("history" = Option<u32>, Query, minimum = 0, maximum = 50,
+            description = "Messages of history sent on connect (default 50, at most 50)"),
+    ),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 404, description = "No such channel"),
+        (status = 426, description = "Not a WebSocket upgrade request", body = crate::error::Body),
+        (status = 429, description = "This client address holds its share of the node's chat sockets", body = crate::error::Body),
+        (status = 503, description = "Too many chat sockets on this node, or shutting down", body = crate::error::Body),
+    )
+)]
 pub(super) async fn connect(
     State(state): State<ApiState>,
     Path(channel_id): Path<String>,
     caller: Caller,
+    Peer(peer): Peer,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
@@ -96,11 +124,8 @@ pub(super) async fn connect(
     if state.chat.is_shutting_down() {
         return Err(ApiError::unavailable("this server is shutting down"));
     }
-    let permit = state.chat.sockets.clone().try_acquire_owned().map_err(|e| match e {
-        TryAcquireError::Closed => ApiError::unavailable("this server is shutting down"),
-        TryAcquireError::NoPermits => ApiError::unavailable("too many chat connections on this server; retry shortly"),
-    })?;
-    let socket = ChatSocket { state, channel_id, caller, moderator, history, _permit: permit };
+    let slot = state.chat.open_socket(peer.map(|p| p.ip()))?;
+    let socket = ChatSocket { state, channel_id, caller, peer, moderator, history, _slot: slot };
     Ok(upgrade
         .max_message_size(config.max_client_frame_bytes)
         .max_frame_size(config.max_client_frame_bytes)
@@ -114,11 +139,13 @@ struct ChatSocket {
     state: ApiState,
     channel_id: String,
     caller: Caller,
+    /// The client's address, for the audit log.
+    peer: Option<SocketAddr>,
     /// Moderators also see the blocked words in `settings` events.
     moderator: bool,
     history: usize,
-    /// Holds this socket's place in the node's socket budget.
-    _permit: OwnedSemaphorePermit,
+    /// Holds this socket's place in the node's socket budget and its address's share.
+    _slot: SocketSlot,
 }
 
 /// What a client may send.
@@ -260,6 +287,10 @@ impl ChatSocket {
             Ok(text) => post(&self.state, &self.channel_id, &self.caller, text, user_id).await,
             Err(e) => Err(e),
         };
+        // A post over the socket is a write like the REST one: audited with the status that would have had.
+        let status = result.as_ref().map_or_else(|e| e.status.as_u16(), |_| StatusCode::CREATED.as_u16());
+        let path = format!("/api/channels/{}/chat/ws", self.channel_id);
+        audit::record(&self.caller.audit_name(), &"WS", &path, status, self.peer);
         result.err().map(error_frame)
     }
 }

@@ -381,6 +381,19 @@ impl CatalogState {
                 .access
                 .apply(command, out)
                 .unwrap_or_else(|| Err(CatalogError::invalid("command", "not an access command"))),
+            Command::RevokeUserAuthSessions { user_id, keep } => {
+                let revoked: Vec<String> = self
+                    .auth_sessions
+                    .values()
+                    .filter(|s| s.user_id == *user_id && Some(&s.token_hash) != keep.as_ref())
+                    .map(|s| s.token_hash.clone())
+                    .collect();
+                for hash in &revoked {
+                    self.auth_sessions.remove(hash);
+                    out.push(delete(auth_key(hash)));
+                }
+                Ok(Response::Removed(revoked.len() as u64))
+            }
             other => self.apply_community(other, out),
         }
     }
@@ -996,6 +1009,24 @@ mod tests {
         assert!(matches!(r.err(Command::ReserveNodeId { at_least: u64::MAX }), CatalogError::Invalid { .. }));
         r.ok(Command::UpsertNode(node(u64::MAX)));
         assert!(matches!(r.err(Command::ReserveNodeId { at_least: 0 }), CatalogError::Invalid { .. }));
+    }
+
+    #[test]
+    fn revoking_a_users_sessions_keeps_the_named_one_and_other_users() {
+        let mut r = with_channel();
+        r.ok(Command::CreateUser(user("u2", "brook@example.com")));
+        for (token, user) in [("t1", "u1"), ("t2", "u1"), ("t3", "u1"), ("t4", "u2")] {
+            r.ok(Command::CreateAuthSession(auth(token, user, 1_000)));
+        }
+        let revoke = |keep: Option<&str>| Command::RevokeUserAuthSessions {
+            user_id: "u1".into(),
+            keep: keep.map(str::to_owned),
+        };
+        assert_eq!(r.ok(revoke(Some("t2"))), Response::Removed(2));
+        assert!(r.state.auth_session("t1").is_none() && r.state.auth_session("t3").is_none());
+        assert!(r.state.auth_session("t2").is_some() && r.state.auth_session("t4").is_some());
+        assert_eq!(r.ok(revoke(None)), Response::Removed(1));
+        assert!(r.state.auth_session("t2").is_none() && r.state.auth_session("t4").is_some());
     }
 
     #[test]

@@ -3,10 +3,22 @@
 import { api, whoami } from './api.js';
 import { field, fill, h } from './dom.js';
 
+// Where to go after signing in: `next` when it resolves to a page of this origin, else `/`.
+// Resolved the way the browser will resolve it, so `//host`, `/\host` (browsers read `\` as
+// `/`), tabs or newlines inside `//` and schemes all fall back to `/` instead of leaving the site.
+export function safeNext(next, origin = location.origin) {
+  if (typeof next !== 'string' || !next.startsWith('/')) return '/';
+  let url;
+  try {
+    url = new URL(next, origin);
+  } catch {
+    return '/';
+  }
+  return url.origin === origin ? `${url.pathname}${url.search}${url.hash}` : '/';
+}
+
 function nextPage() {
-  const next = new URLSearchParams(location.search).get('next') || '/';
-  // Only same-site paths, never `//host` or a scheme.
-  return next.startsWith('/') && !next.startsWith('//') ? next : '/';
+  return safeNext(new URLSearchParams(location.search).get('next'));
 }
 
 function authForm({ title, id, fields, submit, action }) {
