@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::live::{create_channel, media_tools_missing, publish, rtmp_url, start_with_rtmp, wait_url_body, Encoding, FFMPEG};
-use common::{get_json, NodeProc, BIN};
+use common::{get_json, post_json, NodeProc, BIN};
 use serde_json::Value;
 use tokio::process::Command;
 
@@ -65,6 +65,36 @@ async fn viewers_play_through_the_edge_and_stall_when_the_node_stops_answering()
     let master = format!("{edge}/master.m3u8");
     wait_url_body(&master, "#EXT-X-STREAM-INF", Duration::from_secs(25), &[&node]).await;
     wait_url_body(&format!("{edge}/source/index.m3u8"), "#EXT-X-PART", Duration::from_secs(25), &[&node]).await;
+
+    // Straight at the origin: our bytes and requests are the origin's own, up to the requests in
+    // flight at the stop (counted by one side only: at most two per viewer).
+    let origin_before = origin_totals(&node).await;
+    let (json, stdout) = run_load(
+        &load,
+        dir.path(),
+        "origin",
+        &[
+            s("viewers"),
+            s("--url"),
+            node.url(&format!("/hls/{id}/master.m3u8")),
+            s("--viewers"),
+            s(2),
+            s("--ramp"),
+            s(0),
+            s("--duration"),
+            s(3),
+        ],
+    )
+    .await;
+    let origin_after = origin_totals(&node).await;
+    let sum = &json["summary"];
+    let (requests, bytes) = (sum["requests"].as_f64().unwrap(), sum["bytes"].as_f64().unwrap());
+    let (origin_requests, origin_bytes) = (origin_after.0 - origin_before.0, origin_after.1 - origin_before.1);
+    assert_eq!(sum["errors"], 0, "{stdout}");
+    assert!(requests > 20.0, "{stdout}");
+    assert!((origin_requests - requests).abs() <= requests * 0.05 + 4.0, "requests: ours {requests}, origin {origin_requests}\n{stdout}");
+    // A part in flight is at most a few hundred KB at this bitrate.
+    assert!((origin_bytes - bytes).abs() <= bytes * 0.05, "bytes: ours {bytes}, origin {origin_bytes}\n{stdout}");
 
     let edge_before = node.metric("bitriver_edge_requests_total").await.unwrap();
     let report = dir.path().join("report");
@@ -221,7 +251,7 @@ async fn publishers_replaying_a_file_make_channels_live() {
     let mut node = NodeProc::new(dir.path(), "load-publishers");
     let rtmp_port = start_with_rtmp(&mut node, &[]).await;
     let (a, key_a) = create_channel(&node, "Publisher A").await;
-    let (b, key_b) = create_channel(&node, "Publisher B").await;
+    let (b, key_b) = second_channel(&node).await;
     let args = [
         s("publishers"),
         s("--rtmp"),
@@ -283,4 +313,27 @@ fn media_sequence(playlist: &str) -> u64 {
 /// The highest `segN.m4s` listed.
 fn last_segment(playlist: &str) -> Option<u64> {
     playlist.lines().filter_map(|l| l.strip_prefix("seg")?.strip_suffix(".m4s")?.parse().ok()).max()
+}
+
+/// Another creator's channel (`create_channel` takes a fixed email): (id, stream key).
+async fn second_channel(node: &NodeProc) -> (String, String) {
+    let user = serde_json::json!({"displayName": "Second", "email": "second@example.com", "roles": ["creator"]});
+    let (status, user) = post_json(node, "/api/users", user).await;
+    assert_eq!(status, 201, "{user}");
+    let (status, channel) =
+        post_json(node, "/api/channels", serde_json::json!({"ownerId": user["id"], "title": "Publisher B"})).await;
+    assert_eq!(status, 201, "{channel}");
+    (channel["id"].as_str().unwrap().to_owned(), channel["streamKey"].as_str().unwrap().to_owned())
+}
+
+/// The origin's (requests, bytes) over every object kind, from `/metrics`.
+async fn origin_totals(node: &NodeProc) -> (f64, f64) {
+    let (_, text) = node.get("/metrics").await.expect("/metrics");
+    let sum = |name: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    };
+    (sum("bitriver_origin_requests_total"), sum("bitriver_origin_bytes_total"))
 }

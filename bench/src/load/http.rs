@@ -2,6 +2,8 @@
 //! socket, optionally bound to a chosen source address), as a browser keeps one per loader.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,13 +30,14 @@ pub(crate) struct Lane {
     target: SocketAddr,
     source: Option<IpAddr>,
     sender: Option<SendRequest<Empty<Bytes>>>,
-    /// Connections opened so far (1 while keep-alive holds).
-    pub(crate) connects: u64,
+    /// Connections opened, counted where the lane's owner can read it even while a request
+    /// holds the lane (1 per lane while keep-alive holds).
+    connects: Arc<AtomicU64>,
 }
 
 impl Lane {
-    pub(crate) fn new(target: SocketAddr, source: Option<IpAddr>) -> Self {
-        Lane { target, source, sender: None, connects: 0 }
+    pub(crate) fn new(target: SocketAddr, source: Option<IpAddr>, connects: Arc<AtomicU64>) -> Self {
+        Lane { target, source, sender: None, connects }
     }
 
     async fn connect(&mut self) -> Result<(), String> {
@@ -51,7 +54,7 @@ impl Lane {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        self.connects += 1;
+        self.connects.fetch_add(1, Ordering::Relaxed);
         self.sender = Some(sender);
         Ok(())
     }

@@ -7,6 +7,7 @@
 //! whether it is stalled.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -106,12 +107,13 @@ async fn viewer(
     epoch: Instant,
 ) -> (PlayerStats, u64) {
     let mut player = Player::new(master, bandwidth);
-    let mut lanes = [Some(http::Lane::new(target, source)), Some(http::Lane::new(target, source))];
+    let connects = Arc::new(AtomicU64::new(0));
+    let mut lanes =
+        [Some(http::Lane::new(target, source, connects.clone())), Some(http::Lane::new(target, source, connects.clone()))];
     let slot = |lane: Lane| match lane {
         Lane::Playlist => 0,
         Lane::Media => 1,
     };
-    let mut connects = 0;
     let mut in_flight = FuturesUnordered::new();
     let mut next_sample = Instant::now() + Duration::from_secs(1);
     let mut stalled = false;
@@ -176,10 +178,7 @@ async fn viewer(
         Counters::dec(&c.stalled);
     }
     Counters::dec(&c.active);
-    for lane in lanes.iter().flatten() {
-        connects += lane.connects;
-    }
-    (player.final_stats(clock(epoch)), connects)
+    (player.final_stats(clock(epoch)), connects.load(Ordering::Relaxed))
 }
 
 /// The figures of a whole run.
