@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::live::{create_channel, media_tools_missing, publish, rtmp_url, start_with_rtmp, wait_url_body, Encoding, FFMPEG};
+use common::live::{
+    create_channel, media_tools_missing, publish, rtmp_url, start_with_rtmp, wait_url_body, Encoding, FFMPEG,
+};
 use common::{get_json, post_json, NodeProc, BIN};
 use serde_json::Value;
 use tokio::process::Command;
@@ -42,7 +44,12 @@ async fn run_load(bin: &Path, dir: &Path, name: &str, args: &[String]) -> (Value
     .expect("bitriver-load finishes within 60 s")
     .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "bitriver-load {args:?}: {}\n{stdout}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "bitriver-load {args:?}: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     (serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap(), stdout)
 }
 
@@ -60,7 +67,8 @@ async fn viewers_play_through_the_edge_and_stall_when_the_node_stops_answering()
     let mut node = NodeProc::new(dir.path(), "load-viewers");
     let rtmp_port = start_with_rtmp(&mut node, &[]).await;
     let (id, key) = create_channel(&node, "Load").await;
-    let mut publisher = publish("flv", &rtmp_url(rtmp_port, &key), 60, Encoding::ZeroLatency, &dir.path().join("ffmpeg.log"));
+    let mut publisher =
+        publish("flv", &rtmp_url(rtmp_port, &key), 60, Encoding::ZeroLatency, &dir.path().join("ffmpeg.log"));
     let edge = node.edge_url(&format!("/hls/{id}")).await;
     let master = format!("{edge}/master.m3u8");
     wait_url_body(&master, "#EXT-X-STREAM-INF", Duration::from_secs(25), &[&node]).await;
@@ -92,7 +100,10 @@ async fn viewers_play_through_the_edge_and_stall_when_the_node_stops_answering()
     let (origin_requests, origin_bytes) = (origin_after.0 - origin_before.0, origin_after.1 - origin_before.1);
     assert_eq!(sum["errors"], 0, "{stdout}");
     assert!(requests > 20.0, "{stdout}");
-    assert!((origin_requests - requests).abs() <= requests * 0.05 + 4.0, "requests: ours {requests}, origin {origin_requests}\n{stdout}");
+    assert!(
+        (origin_requests - requests).abs() <= requests * 0.05 + 4.0,
+        "requests: ours {requests}, origin {origin_requests}\n{stdout}"
+    );
     // A part in flight is at most a few hundred KB at this bitrate.
     assert!((origin_bytes - bytes).abs() <= bytes * 0.05, "bytes: ours {bytes}, origin {origin_bytes}\n{stdout}");
 
@@ -212,7 +223,19 @@ async fn chat_clients_get_every_message_posted() {
         &load,
         dir.path(),
         "chat",
-        &[s("chat"), s("--url"), ws, s("--sockets"), s(5), s("--rate"), s(2), s("--ramp"), s(0.5), s("--duration"), s(3)],
+        &[
+            s("chat"),
+            s("--url"),
+            ws,
+            s("--sockets"),
+            s(5),
+            s("--rate"),
+            s(2),
+            s("--ramp"),
+            s(0.5),
+            s("--duration"),
+            s(3),
+        ],
     )
     .await;
     let sum = &json["summary"];
@@ -295,7 +318,12 @@ async fn publishers_replaying_a_file_make_channels_live() {
             if last_segment(&playlist).is_some_and(|last| last >= base + 4) {
                 break;
             }
-            assert!(Instant::now() < deadline, "{id}: no segment {} after the loop: {playlist}\n{}", base + 4, node.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "{id}: no segment {} after the loop: {playlist}\n{}",
+                base + 4,
+                node.log_text()
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -307,7 +335,11 @@ async fn publishers_replaying_a_file_make_channels_live() {
 }
 
 fn media_sequence(playlist: &str) -> u64 {
-    playlist.lines().find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    playlist
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// The highest `segN.m4s` listed.

@@ -132,7 +132,9 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
     let poster = {
         let (http, counters) = (http.clone(), counters.clone());
         let rate = args.rate;
-        tokio::spawn(async move { post_loop(http, post_url, authors, rate, run_id, epoch, post_from, stop_at, counters).await })
+        tokio::spawn(async move {
+            post_loop(http, post_url, authors, rate, run_id, epoch, post_from, stop_at, counters).await
+        })
     };
     let metrics_url = args.common.metrics_url(&ws);
     // Sampled through the drain, so late deliveries count.
@@ -156,7 +158,10 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
         vec!["posts sent / ok / failed".into(), format!("{} / {} / {}", posts.sent, posts.ok, posts.failed)],
         vec!["deliveries (expected)".into(), format!("{seen} ({expected})")],
         vec!["missed, duplicates".into(), format!("{}, {duplicates}", expected.saturating_sub(seen))],
-        vec!["delivery p50/p90/p99/max ms".into(), format!("{}/{}/{}/{}", ms(|p| p.p50), ms(|p| p.p90), ms(|p| p.p99), ms(|p| p.max))],
+        vec![
+            "delivery p50/p90/p99/max ms".into(),
+            format!("{}/{}/{}/{}", ms(|p| p.p50), ms(|p| p.p90), ms(|p| p.p99), ms(|p| p.max)),
+        ],
         vec!["sockets closed early".into(), closes.to_string()],
     ];
     let mut printed = table(&["chat", "value"], &rows);
@@ -248,7 +253,14 @@ async fn connect(url: &Url) -> anyhow::Result<Socket> {
 
 /// Reads frames until `close_at`, timing every message of this run; returns how many distinct
 /// messages of this run arrived.
-async fn read(mut socket: Socket, run_id: u32, epoch: Instant, close_at: Instant, c: &Counters, shared: &Shared) -> u64 {
+async fn read(
+    mut socket: Socket,
+    run_id: u32,
+    epoch: Instant,
+    close_at: Instant,
+    c: &Counters,
+    shared: &Shared,
+) -> u64 {
     // One bit per sequence number: bounded by the posts of the run, not by deliveries.
     let mut seen: Vec<u64> = Vec::new();
     let mut distinct = 0;

@@ -19,7 +19,10 @@ pub(crate) const MAX_PLAYLIST_BYTES: usize = 4 * 1024 * 1024;
 #[derive(Debug)]
 pub(crate) enum Fetched {
     /// 2xx: the body if asked to keep it, and its length.
-    Ok { body: Vec<u8>, bytes: u64 },
+    Ok {
+        body: Vec<u8>,
+        bytes: u64,
+    },
     /// Any other status (the body is read and dropped, so the connection stays usable).
     Status(u16),
     Failed(String),
@@ -46,11 +49,11 @@ impl Lane {
         if let Some(ip) = self.source {
             socket.bind(SocketAddr::new(ip, 0)).map_err(|e| format!("bind {ip}: {e}"))?;
         }
-        let stream: TcpStream = socket.connect(self.target).await.map_err(|e| format!("connect {}: {e}", self.target))?;
+        let stream: TcpStream =
+            socket.connect(self.target).await.map_err(|e| format!("connect {}: {e}", self.target))?;
         let _ = stream.set_nodelay(true);
         let io = hyper_util::rt::TokioIo::new(stream);
-        let (sender, conn) =
-            hyper::client::conn::http1::handshake(io).await.map_err(|e| format!("handshake: {e}"))?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|e| format!("handshake: {e}"))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -125,8 +128,5 @@ pub(crate) async fn resolve(url: &Url) -> anyhow::Result<SocketAddr> {
     let host = url.host_str().ok_or_else(|| anyhow::anyhow!("{url}: no host"))?;
     let port = url.port_or_known_default().unwrap_or(80);
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    tokio::net::lookup_host((host, port))
-        .await?
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("{host}: no address"))
+    tokio::net::lookup_host((host, port)).await?.next().ok_or_else(|| anyhow::anyhow!("{host}: no address"))
 }

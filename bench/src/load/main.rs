@@ -73,7 +73,10 @@ pub(crate) struct Common {
 
 impl Common {
     fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.duration > 0.0 && self.duration.is_finite(), "--duration must be a positive number of seconds");
+        anyhow::ensure!(
+            self.duration > 0.0 && self.duration.is_finite(),
+            "--duration must be a positive number of seconds"
+        );
         Ok(())
     }
 
@@ -141,6 +144,7 @@ pub(crate) async fn sample_until(
     let mut sampler = Sampler::new(epoch, first);
     let tty = std::io::stderr().is_terminal();
     let mut tick = epoch;
+    let mut logged = 0;
     loop {
         tick += Duration::from_secs(1);
         let last = tick >= stop_at;
@@ -155,7 +159,8 @@ pub(crate) async fn sample_until(
             let line = sampler.progress_line(what);
             if tty {
                 eprint!("\r{line}\x1b[K");
-            } else if sampler.points.len() % 5 == 0 || last {
+            } else if sampler.points.len() >= logged + 5 || last {
+                logged = sampler.points.len();
                 eprintln!("{line}");
             }
         }
@@ -188,7 +193,8 @@ pub(crate) fn finish(
     }
     let target_cpu: Vec<f64> = sampler.points.iter().filter_map(|p| p.target_cpu).collect();
     if !target_cpu.is_empty() {
-        table += &format!("target CPU: {:.2} cores on average\n", target_cpu.iter().sum::<f64>() / target_cpu.len() as f64);
+        table +=
+            &format!("target CPU: {:.2} cores on average\n", target_cpu.iter().sum::<f64>() / target_cpu.len() as f64);
     }
     println!("{table}");
     let report = Report {

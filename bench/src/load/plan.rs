@@ -86,7 +86,8 @@ impl Measured {
             let bytes = count("data_received", "count").context("k6 summary without data_received")?;
             let byte_rate = count("data_received", "rate").context("k6 summary without data_received.rate")?;
             let req_rate = count("http_reqs", "rate").unwrap_or(0.0);
-            let viewers = count("vus_max", "value").or_else(|| count("vus_max", "max")).context("k6 summary without vus_max")?;
+            let viewers =
+                count("vus_max", "value").or_else(|| count("vus_max", "max")).context("k6 summary without vus_max")?;
             let playlist = count("llhls_playlist_bytes", "count").unwrap_or(0.0);
             let media = (bytes - playlist).max(1.0);
             return Ok(Measured {
@@ -185,7 +186,10 @@ pub(crate) fn render(input: &PlanInput, rows: &[PlanRow]) -> String {
             ]
         })
         .collect();
-    let mut out = table(&["pop", "viewers", "egress Gbit/s", "edges", "origin->pop Gbit/s", "inter-region Gbit/s", "req/s"], &body);
+    let mut out = table(
+        &["pop", "viewers", "egress Gbit/s", "edges", "origin->pop Gbit/s", "inter-region Gbit/s", "req/s"],
+        &body,
+    );
     let total: f64 = rows.iter().map(|r| r.egress_gbit).sum();
     let _ = writeln!(out, "total egress {total:.1} Gbit/s at {:.2} Mbit/s per viewer", input.bitrate);
     match (input.edge_capacity_gbit, &input.measured) {
@@ -268,7 +272,10 @@ fn parse_mix(mix: &[String]) -> anyhow::Result<(f64, f64)> {
         let (rate, share) = item.split_once(':').with_context(|| format!("--mix {item}: expected RATE:SHARE"))?;
         let rate: f64 = rate.trim().parse().with_context(|| format!("--mix {item}: bad rate"))?;
         let share: f64 = share.trim().parse().with_context(|| format!("--mix {item}: bad share"))?;
-        anyhow::ensure!(rate > 0.0 && share >= 0.0 && rate.is_finite() && share.is_finite(), "--mix {item}: out of range");
+        anyhow::ensure!(
+            rate > 0.0 && share >= 0.0 && rate.is_finite() && share.is_finite(),
+            "--mix {item}: out of range"
+        );
         pairs.push((rate, share));
     }
     let shares: f64 = pairs.iter().map(|p| p.1).sum();
@@ -290,7 +297,8 @@ pub(crate) fn input_of(args: &PlanArgs) -> anyhow::Result<PlanInput> {
     let measured = match &args.report {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
             Some(Measured::from_json(&v).with_context(|| format!("{}", path.display()))?)
         }
         None => None,
@@ -388,7 +396,8 @@ mod tests {
 
     #[test]
     fn a_plan_from_a_measured_report() {
-        let fixture: serde_json::Value = serde_json::from_str(include_str!("../../tests/fixtures/viewers-report.json")).unwrap();
+        let fixture: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/viewers-report.json")).unwrap();
         let m = Measured::from_json(&fixture).unwrap();
         // 200 viewers, 60 s, 3.15 GB of which 0.15 GB playlists; 120,000 requests.
         assert!((m.overhead - 0.05).abs() < 1e-9, "{m:?}");

@@ -57,12 +57,21 @@ pub(crate) enum Lane {
 pub(crate) enum Fetch {
     Multivariant,
     /// A media playlist; `blocking` when it carries `_HLS_msn`.
-    Playlist { blocking: bool, delta: bool },
+    Playlist {
+        blocking: bool,
+        delta: bool,
+    },
     Init,
     /// Part `index` of segment `msn`; `hinted` when requested from a preload hint, before it was
     /// listed.
-    Part { msn: u64, index: u32, hinted: bool },
-    Segment { msn: u64 },
+    Part {
+        msn: u64,
+        index: u32,
+        hinted: bool,
+    },
+    Segment {
+        msn: u64,
+    },
 }
 
 /// A request to send.
@@ -135,8 +144,16 @@ struct VariantChoice {
 /// Where the next media request points.
 #[derive(Debug, Clone, PartialEq)]
 enum Next {
-    Part { msn: u64, index: u32, uri: String, hinted: bool },
-    Segment { msn: u64, uri: String },
+    Part {
+        msn: u64,
+        index: u32,
+        uri: String,
+        hinted: bool,
+    },
+    Segment {
+        msn: u64,
+        uri: String,
+    },
     /// Not listed yet: wait for the playlist.
     Wait,
     /// Left the window: start again at the live start.
@@ -725,7 +742,18 @@ mod tests {
             got.push(r.url.path().rsplit('/').next().unwrap().to_owned());
             p.on_response(Lane::Media, MEDIA_OK, at(11.0 + k as f64));
         }
-        assert_eq!(got, ["part14.1.m4s", "part14.2.m4s", "part14.3.m4s", "part14.4.m4s", "part15.0.m4s", "part15.1.m4s", "part15.2.m4s"]);
+        assert_eq!(
+            got,
+            [
+                "part14.1.m4s",
+                "part14.2.m4s",
+                "part14.3.m4s",
+                "part14.4.m4s",
+                "part15.0.m4s",
+                "part15.1.m4s",
+                "part15.2.m4s"
+            ]
+        );
         // Nothing more until the playlist moves on.
         assert!(p.poll(at(20.0)).is_empty());
         let s = p.stats();
@@ -758,7 +786,7 @@ mod tests {
         p.poll(at(0.0));
         p.on_response(Lane::Media, MEDIA_OK, at(0.0)); // 14.0: 200 ms of media
         p.poll(at(0.0)); // 14.1 in flight
-        // The server goes silent: the driver times the requests out after 3 s.
+                         // The server goes silent: the driver times the requests out after 3 s.
         p.on_response(Lane::Media, Answer::Failed("timed out"), at(3000.0));
         p.on_response(Lane::Playlist, Answer::Failed("timed out"), at(3000.0));
         let s = p.sample(at(3000.0));
@@ -808,7 +836,10 @@ mod tests {
                       #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part16.0.m4s\"\n";
         p.on_response(Lane::Playlist, ok(closed), at(3.0));
         let r = one(p.poll(at(3.0)), Lane::Media);
-        assert_eq!((r.url.path(), &r.fetch), ("/hls/ch/source/part16.0.m4s", &Fetch::Part { msn: 16, index: 0, hinted: true }));
+        assert_eq!(
+            (r.url.path(), &r.fetch),
+            ("/hls/ch/source/part16.0.m4s", &Fetch::Part { msn: 16, index: 0, hinted: true })
+        );
     }
 
     #[test]
@@ -832,7 +863,7 @@ mod tests {
         p.on_response(Lane::Media, MEDIA_OK, at(0.0));
         p.poll(at(0.0));
         p.on_response(Lane::Media, MEDIA_OK, at(0.0)); // 14.0
-        // Much later, the window starts at 20 and lists parts only for 22..: 14 is gone.
+                                                       // Much later, the window starts at 20 and lists parts only for 22..: 14 is gone.
         p.on_response(Lane::Playlist, ok(&live(20, 5, 1, 110_000)), at(9000.0));
         let r = one(p.poll(at(9000.0)), Lane::Media);
         assert_eq!(r.fetch, Fetch::Part { msn: 24, index: 0, hinted: false });

@@ -126,8 +126,8 @@ pub(crate) fn parse_multivariant(text: &str) -> Result<Vec<Variant>, PlaylistErr
     let mut variants = Vec::new();
     while let Some(line) = lines.next() {
         let Some(attrs) = line.strip_prefix("#EXT-X-STREAM-INF:") else { continue };
-        let bandwidth = attr(attrs, "BANDWIDTH")
-            .ok_or_else(|| PlaylistError::BadTag("EXT-X-STREAM-INF", "no BANDWIDTH".into()))?;
+        let bandwidth =
+            attr(attrs, "BANDWIDTH").ok_or_else(|| PlaylistError::BadTag("EXT-X-STREAM-INF", "no BANDWIDTH".into()))?;
         let bandwidth = number(bandwidth, "EXT-X-STREAM-INF")?;
         let uri = lines
             .by_ref()
@@ -170,10 +170,12 @@ pub(crate) fn parse_media(text: &str) -> Result<MediaPlaylist, PlaylistError> {
                 .ok_or_else(|| PlaylistError::BadTag("EXT-X-SKIP", "no SKIPPED-SEGMENTS".into()))?;
             p.skipped = number(n, "EXT-X-SKIP")?;
         } else if let Some(v) = line.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:") {
-            pending_pdt = Some(parse_date_time(v).ok_or_else(|| PlaylistError::BadTag("EXT-X-PROGRAM-DATE-TIME", v.into()))?);
+            pending_pdt =
+                Some(parse_date_time(v).ok_or_else(|| PlaylistError::BadTag("EXT-X-PROGRAM-DATE-TIME", v.into()))?);
         } else if let Some(a) = line.strip_prefix("#EXT-X-PART:") {
             let uri = attr(a, "URI").ok_or_else(|| PlaylistError::BadTag("EXT-X-PART", "no URI".into()))?;
-            let duration = attr(a, "DURATION").ok_or_else(|| PlaylistError::BadTag("EXT-X-PART", "no DURATION".into()))?;
+            let duration =
+                attr(a, "DURATION").ok_or_else(|| PlaylistError::BadTag("EXT-X-PART", "no DURATION".into()))?;
             entries += 1;
             if entries > MAX_ENTRIES {
                 return Err(PlaylistError::TooLarge);
@@ -194,7 +196,8 @@ pub(crate) fn parse_media(text: &str) -> Result<MediaPlaylist, PlaylistError> {
             p.endlist = true;
         } else if !line.starts_with('#') {
             // A segment URI closes the segment its EXTINF (and parts) described.
-            let duration = extinf.take().ok_or_else(|| PlaylistError::BadTag("EXTINF", format!("missing before {line}")))?;
+            let duration =
+                extinf.take().ok_or_else(|| PlaylistError::BadTag("EXTINF", format!("missing before {line}")))?;
             entries += 1;
             if entries > MAX_ENTRIES {
                 return Err(PlaylistError::TooLarge);
@@ -275,7 +278,13 @@ fn float(v: &str, tag: &'static str) -> Result<f64, PlaylistError> {
 pub(crate) fn parse_date_time(s: &str) -> Option<i64> {
     let s = s.trim();
     let b = s.as_bytes();
-    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<i64> {

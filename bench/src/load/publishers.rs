@@ -65,7 +65,8 @@ impl Recording {
             match flv::read_tag(&data.slice(at..)) {
                 Ok((tag, used)) => {
                     at += used;
-                    if matches!(tag.tag_type, flv::tag_type::AUDIO | flv::tag_type::VIDEO | flv::tag_type::SCRIPT_DATA) {
+                    if matches!(tag.tag_type, flv::tag_type::AUDIO | flv::tag_type::VIDEO | flv::tag_type::SCRIPT_DATA)
+                    {
                         tags.push(tag);
                     }
                 }
@@ -79,7 +80,8 @@ impl Recording {
         for t in &mut tags {
             t.timestamp -= first;
         }
-        let videos: Vec<u32> = tags.iter().filter(|t| t.tag_type == flv::tag_type::VIDEO).map(|t| t.timestamp).collect();
+        let videos: Vec<u32> =
+            tags.iter().filter(|t| t.tag_type == flv::tag_type::VIDEO).map(|t| t.timestamp).collect();
         let gap = videos.windows(2).map(|w| w[1].saturating_sub(w[0])).filter(|g| *g > 0).min().unwrap_or(33);
         let last = tags.iter().map(|t| t.timestamp).max().unwrap_or(0);
         Ok(Recording { tags, loop_ms: u64::from(last) + u64::from(gap) })
@@ -118,7 +120,8 @@ pub(crate) async fn run(args: PublishersArgs) -> anyhow::Result<()> {
     let size = std::fs::metadata(&args.file).with_context(|| format!("reading {}", args.file.display()))?.len();
     anyhow::ensure!(size <= MAX_FILE_BYTES, "{} is larger than {MAX_FILE_BYTES} bytes", args.file.display());
     let recording = Arc::new(Recording::parse(Bytes::from(std::fs::read(&args.file)?))?);
-    let target = tokio::net::lookup_host((host.as_str(), port)).await?.next().context("no address for the RTMP host")?;
+    let target =
+        tokio::net::lookup_host((host.as_str(), port)).await?.next().context("no address for the RTMP host")?;
 
     let counters = Arc::new(Counters::default());
     let epoch = Instant::now();
@@ -140,7 +143,8 @@ pub(crate) async fn run(args: PublishersArgs) -> anyhow::Result<()> {
         }));
     }
     let metrics_url = args.common.metrics_url(&url);
-    let sampler = sample_until(&counters, epoch, stop_at, metrics_url.as_deref(), "publishing", args.common.quiet).await;
+    let sampler =
+        sample_until(&counters, epoch, stop_at, metrics_url.as_deref(), "publishing", args.common.quiet).await;
     let (mut live, mut failures) = (0, Vec::new());
     let mut tags = 0;
     for task in tasks {

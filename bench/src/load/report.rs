@@ -36,7 +36,10 @@ impl Report {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let t = |p: &Point| p.t;
         let mut charts: Vec<(&str, String)> = vec![
-            ("requests.svg", chart("Requests per second", "req/s", &[("req/s", BLUE, self.series(t, |p| Some(p.requests_per_s)))])),
+            (
+                "requests.svg",
+                chart("Requests per second", "req/s", &[("req/s", BLUE, self.series(t, |p| Some(p.requests_per_s)))]),
+            ),
             ("egress.svg", chart("Throughput", "Mbit/s", &[("Mbit/s", GREEN, self.series(t, |p| Some(p.mbit_per_s)))])),
         ];
         if self.timeline.iter().any(|p| p.latency.is_some()) {
@@ -69,10 +72,14 @@ impl Report {
         }
         charts.push((
             "active.svg",
-            chart("Active workers and errors", "count", &[
-                ("active", BLUE, self.series(t, |p| Some(p.active as f64))),
-                ("errors so far", RED, self.series(t, |p| Some(p.errors as f64))),
-            ]),
+            chart(
+                "Active workers and errors",
+                "count",
+                &[
+                    ("active", BLUE, self.series(t, |p| Some(p.active as f64))),
+                    ("errors so far", RED, self.series(t, |p| Some(p.errors as f64))),
+                ],
+            ),
         ));
         charts.push((
             "cpu.svg",
@@ -117,8 +124,11 @@ const GREEN: &str = "#2ca02c";
 const ORANGE: &str = "#ff7f0e";
 const RED: &str = "#d62728";
 
+/// One line of a chart: name, colour, (x, y) points (`None`: a gap).
+pub(crate) type Series<'a> = (&'a str, &'a str, Vec<(f64, Option<f64>)>);
+
 /// A line chart: x in seconds, one polyline per series (gaps where a value is `None`).
-pub(crate) fn chart(title: &str, unit: &str, series: &[(&str, &str, Vec<(f64, Option<f64>)>)]) -> String {
+pub(crate) fn chart(title: &str, unit: &str, series: &[Series<'_>]) -> String {
     let (left, right, top, bottom) = (64.0, 16.0, 28.0, 40.0);
     let (w, h) = (f64::from(W), f64::from(H));
     let points = series.iter().flat_map(|s| s.2.iter());
@@ -145,7 +155,13 @@ pub(crate) fn chart(title: &str, unit: &str, series: &[(&str, &str, Vec<(f64, Op
     }
     for i in 0..=5 {
         let x = x_max * f64::from(i) / 5.0;
-        let _ = writeln!(svg, "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{:.0} s</text>", px(x), h - bottom + 16.0, x);
+        let _ = writeln!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{:.0} s</text>",
+            px(x),
+            h - bottom + 16.0,
+            x
+        );
     }
     let _ = writeln!(
         svg,
@@ -162,7 +178,11 @@ pub(crate) fn chart(title: &str, unit: &str, series: &[(&str, &str, Vec<(f64, Op
                 run.push(run[0].clone());
             }
             if !run.is_empty() {
-                let _ = writeln!(svg, "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\" points=\"{}\"/>", run.join(" "));
+                let _ = writeln!(
+                    svg,
+                    "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\" points=\"{}\"/>",
+                    run.join(" ")
+                );
             }
             run.clear();
         };

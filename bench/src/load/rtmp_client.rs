@@ -310,7 +310,9 @@ mod tests {
         let events: Vec<Event> = std::iter::from_fn(|| server.poll_event()).collect();
         assert!(events.iter().any(|e| matches!(e, Event::Metadata(m) if m.width == Some(640.0))), "{events:?}");
         assert!(events.iter().any(|e| matches!(e, Event::Video { timestamp_ms: 40, .. })), "{events:?}");
-        assert!(events.iter().any(|e| matches!(e, Event::Audio { timestamp_ms: 5_000_000, payload } if payload.len() == 6000)));
+        assert!(events
+            .iter()
+            .any(|e| matches!(e, Event::Audio { timestamp_ms: 5_000_000, payload } if payload.len() == 6000)));
 
         client.unpublish();
         pump(&mut client, &mut server);

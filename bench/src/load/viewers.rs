@@ -108,8 +108,10 @@ async fn viewer(
 ) -> (PlayerStats, u64) {
     let mut player = Player::new(master, bandwidth);
     let connects = Arc::new(AtomicU64::new(0));
-    let mut lanes =
-        [Some(http::Lane::new(target, source, connects.clone())), Some(http::Lane::new(target, source, connects.clone()))];
+    let mut lanes = [
+        Some(http::Lane::new(target, source, connects.clone())),
+        Some(http::Lane::new(target, source, connects.clone())),
+    ];
     let slot = |lane: Lane| match lane {
         Lane::Playlist => 0,
         Lane::Media => 1,
@@ -241,27 +243,46 @@ impl Summary {
     fn table(&self) -> String {
         let t = &self.total;
         let secs = self.seconds.max(1e-3);
-        let ms = |p: Option<Percentiles>, f: fn(&Percentiles) -> f64| p.map_or("-".to_owned(), |p| format!("{:.0}", f(&p)));
+        let ms =
+            |p: Option<Percentiles>, f: fn(&Percentiles) -> f64| p.map_or("-".to_owned(), |p| format!("{:.0}", f(&p)));
         let rows = vec![
             vec!["viewers (playing)".into(), format!("{} ({})", self.viewers, self.playing)],
             vec!["requests".into(), format!("{} ({:.0}/s)", t.requests, t.requests as f64 / secs)],
-            vec!["received".into(), format!("{:.1} MB ({:.2} Mbit/s)", t.bytes as f64 / 1e6, t.bytes as f64 * 8.0 / secs / 1e6)],
+            vec![
+                "received".into(),
+                format!("{:.1} MB ({:.2} Mbit/s)", t.bytes as f64 / 1e6, t.bytes as f64 * 8.0 / secs / 1e6),
+            ],
             vec!["parts (from hints)".into(), format!("{} ({})", t.parts, t.hinted_parts)],
             vec!["segments, inits".into(), format!("{}, {}", t.segments, t.inits)],
-            vec!["playlists (blocking, delta)".into(), format!("{} ({}, {})", t.playlists, t.blocking_playlists, t.delta_playlists)],
-            vec!["latency to live p50/p90/p99/max ms".into(), format!(
-                "{}/{}/{}/{}",
-                ms(self.latency, |p| p.p50),
-                ms(self.latency, |p| p.p90),
-                ms(self.latency, |p| p.p99),
-                ms(self.latency, |p| p.max)
-            )],
-            vec!["startup p50/p99 ms".into(), format!("{}/{}", ms(self.startup, |p| p.p50), ms(self.startup, |p| p.p99))],
-            vec!["stalls (viewers stalled, total s)".into(), format!("{} ({}, {:.1})", t.stalls, self.viewers_stalled, t.stall_ms / 1000.0)],
+            vec![
+                "playlists (blocking, delta)".into(),
+                format!("{} ({}, {})", t.playlists, t.blocking_playlists, t.delta_playlists),
+            ],
+            vec![
+                "latency to live p50/p90/p99/max ms".into(),
+                format!(
+                    "{}/{}/{}/{}",
+                    ms(self.latency, |p| p.p50),
+                    ms(self.latency, |p| p.p90),
+                    ms(self.latency, |p| p.p99),
+                    ms(self.latency, |p| p.max)
+                ),
+            ],
+            vec![
+                "startup p50/p99 ms".into(),
+                format!("{}/{}", ms(self.startup, |p| p.p50), ms(self.startup, |p| p.p99)),
+            ],
+            vec![
+                "stalls (viewers stalled, total s)".into(),
+                format!("{} ({}, {:.1})", t.stalls, self.viewers_stalled, t.stall_ms / 1000.0),
+            ],
             vec!["errors".into(), t.errors.to_string()],
             vec!["resyncs".into(), t.resyncs.to_string()],
             vec!["connections opened".into(), self.connects.to_string()],
-            vec!["variants".into(), self.variants.iter().map(|(n, c)| format!("{n}: {c}")).collect::<Vec<_>>().join(", ")],
+            vec![
+                "variants".into(),
+                self.variants.iter().map(|(n, c)| format!("{n}: {c}")).collect::<Vec<_>>().join(", "),
+            ],
         ];
         let mut out = table(&["viewers", "value"], &rows);
         if let Some(e) = &self.first_error {
@@ -329,7 +350,12 @@ mod tests {
             last_error: Some("boom".into()),
             ..PlayerStats::default()
         };
-        let b = PlayerStats { requests: 4, parts: 2, variant: Some("http://e/hls/c/720p/index.m3u8".into()), ..PlayerStats::default() };
+        let b = PlayerStats {
+            requests: 4,
+            parts: 2,
+            variant: Some("http://e/hls/c/720p/index.m3u8".into()),
+            ..PlayerStats::default()
+        };
         let s = Summary::of(&[(a, 2), (b, 2)], &[100.0, 200.0], 2.0);
         assert_eq!((s.total.requests, s.total.parts, s.playing, s.viewers_stalled, s.connects), (14, 7, 1, 1, 4));
         assert_eq!(s.variants, [("720p".to_owned(), 2)]);
