@@ -264,7 +264,7 @@ impl Player {
             }
         }
         if self.media_lane.in_flight.is_none() && now.mono_ms >= self.media_lane.retry_at {
-            if let Some(request) = self.media_request() {
+            if let Some(request) = self.media_request(now) {
                 self.media_lane.in_flight = Some(request.fetch.clone());
                 out.push(request);
             }
@@ -302,12 +302,16 @@ impl Player {
         Some(Request { lane: Lane::Playlist, url, fetch: Fetch::Playlist { blocking, delta } })
     }
 
-    fn media_request(&mut self) -> Option<Request> {
+    fn media_request(&mut self, now: Clock) -> Option<Request> {
         let playlist = self.playlist.as_ref()?;
         let base = self.media_url()?.clone();
         if self.need_init {
             if let Some(map) = &playlist.map_uri {
-                return Some(Request { lane: Lane::Media, url: base.join(map).ok()?, fetch: Fetch::Init });
+                let Some(url) = resolve(&base, map) else {
+                    self.bad_uri(map.clone(), now);
+                    return None;
+                };
+                return Some(Request { lane: Lane::Media, url, fetch: Fetch::Init });
             }
             self.need_init = false;
         }
@@ -317,11 +321,17 @@ impl Player {
         loop {
             match self.locate() {
                 Next::Part { msn, index, uri, hinted } => {
-                    let url = base.join(&uri).ok()?;
+                    let Some(url) = resolve(&base, &uri) else {
+                        self.bad_uri(uri, now);
+                        return None;
+                    };
                     return Some(Request { lane: Lane::Media, url, fetch: Fetch::Part { msn, index, hinted } });
                 }
                 Next::Segment { msn, uri } => {
-                    let url = base.join(&uri).ok()?;
+                    let Some(url) = resolve(&base, &uri) else {
+                        self.bad_uri(uri, now);
+                        return None;
+                    };
                     return Some(Request { lane: Lane::Media, url, fetch: Fetch::Segment { msn } });
                 }
                 Next::Wait => return None,
@@ -445,6 +455,12 @@ impl Player {
         }
     }
 
+    /// A URI that does not make an http(s) URL: an error, retried after a backoff (a later
+    /// playlist may list something better).
+    fn bad_uri(&mut self, uri: String, now: Clock) {
+        self.error(Lane::Media, format!("unusable URI {uri:?}"), now);
+    }
+
     fn error(&mut self, lane: Lane, why: String, now: Clock) {
         self.stats.errors += 1;
         self.stats.last_error = Some(why);
@@ -465,7 +481,7 @@ impl Player {
             Ok(list) => {
                 let mut v: Vec<_> = list
                     .into_iter()
-                    .filter_map(|v| Some(VariantChoice { url: self.master.join(&v.uri).ok()?, bandwidth: v.bandwidth }))
+                    .filter_map(|v| Some(VariantChoice { url: resolve(&self.master, &v.uri)?, bandwidth: v.bandwidth }))
                     .collect();
                 v.sort_by_key(|v| v.bandwidth);
                 v
@@ -593,6 +609,11 @@ impl Player {
         }
         stats
     }
+}
+
+/// `uri` against `base`, if that is an http(s) URL with a host (a playlist may hold anything).
+fn resolve(base: &Url, uri: &str) -> Option<Url> {
+    base.join(uri).ok().filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
 }
 
 /// Where a player joining `p` starts: the last independent part at or before the live edge minus
@@ -875,6 +896,23 @@ mod tests {
         assert_eq!((r.url.path(), &r.fetch), ("/hls/ch/source/seg20.m4s", &Fetch::Segment { msn: 20 }));
         p.on_response(Lane::Media, MEDIA_OK, at(9001.0));
         assert_eq!(p.next, Some((21, 0)));
+    }
+
+    #[test]
+    fn a_uri_that_is_no_http_url_is_an_error_not_a_request() {
+        let mut p = joined(100_000_000);
+        let text = live(10, 5, 2, 100_000).replace("init.mp4", "data:text/plain,x");
+        p.poll(at(0.0));
+        p.on_response(Lane::Playlist, ok(&text), at(0.0));
+        p.media_lane.in_flight = None;
+        assert!(p.poll(at(0.0)).iter().all(|r| r.lane != Lane::Media));
+        assert_eq!(p.stats().errors, 1);
+        assert!(p.stats().last_error.as_deref().unwrap().contains("data:text/plain"));
+        // A multivariant playlist of such URIs has no usable variant.
+        let mut p = Player::new(master(), 1);
+        p.poll(at(0.0));
+        p.on_response(Lane::Playlist, ok("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nmailto:x\n"), at(0.0));
+        assert_eq!(p.stats().errors, 1);
     }
 
     #[test]
