@@ -6,7 +6,8 @@
 // multivariant -> variant by bandwidth, start PART-HOLD-BACK behind the live edge at an
 // independent part, blocking reloads with _HLS_msn/_HLS_part (and _HLS_skip=YES for delta
 // updates), the preload-hinted part requested before it is listed. Playback is modelled as a
-// playhead that advances in real time while media is buffered; an empty buffer is a stall.
+// playhead that advances in real time while media is buffered; an empty buffer is a stall that
+// lasts until two part targets are buffered again.
 
 /** Value of attribute `name` in an attribute list (quotes removed), or undefined. */
 export function attr(list, name) {
@@ -280,7 +281,10 @@ export class Viewer {
     if (start !== null) this.pdtOffset = start - this.bufferEnd;
     this.bufferEnd += duration;
     this.playing = true;
-    if (this.stalledSince !== null) {
+    // After a stall, resume once two part targets are buffered (a rebuffering goal), as the Rust
+    // player does: a viewer at the very edge would otherwise stall on every part.
+    const rebuffer = this.playlist && this.playlist.partTarget ? 2 * this.playlist.partTarget * 1000 : 0;
+    if (this.stalledSince !== null && this.bufferEnd - this.playhead >= rebuffer - 1e-6) {
       this.stats.stallMs += now - this.stalledSince;
       this.stalledSince = null;
     }

@@ -154,7 +154,8 @@ pub(crate) async fn sample_until(
             Some(cpu) => cpu.seconds().await,
             None => None,
         };
-        sampler.sample(counters, at, target);
+        // The time it is, not the tick: a late wake-up (a busy machine) must not inflate the rates.
+        sampler.sample(counters, Instant::now(), target);
         if !quiet {
             let line = sampler.progress_line(what);
             if tty {

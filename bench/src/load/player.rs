@@ -17,7 +17,7 @@
 //!
 //! Playback is modelled on a media clock: the playhead advances in real time from the first part
 //! on, while there is buffer; reaching the buffer's end is a stall (buffer empty) that lasts until
-//! the next part arrives. Latency to live is the wall clock minus the playhead's
+//! two part targets are buffered again. Latency to live is the wall clock minus the playhead's
 //! `EXT-X-PROGRAM-DATE-TIME`, as a player synchronised to the same clock as the packager sees it.
 //!
 //! The driver (`viewers.rs`) owns the sockets: it asks [`Player::poll`] for requests whenever a
@@ -32,6 +32,8 @@ use super::playlist::{parse_media, parse_multivariant, MediaPlaylist, PlaylistEr
 const MAX_BACKOFF_MS: f64 = 4_000.0;
 /// First retry delay after a failure.
 const FIRST_BACKOFF_MS: f64 = 250.0;
+/// Part targets buffered before playback resumes after a stall.
+const REBUFFER_PARTS: f64 = 2.0;
 /// Start this many target durations behind the end of a playlist without parts (classic HLS).
 const HOLD_BACK_TARGETS: f64 = 3.0;
 
@@ -568,9 +570,15 @@ impl Player {
             self.playing = true;
             self.stats.startup_ms = self.started_at.map(|t| now.mono_ms - t);
         }
-        // Playback resumes with what just arrived.
-        if let Some(since) = self.stalled_since.take() {
-            self.stats.stall_ms += now.mono_ms - since;
+        // After a stall, playback resumes once two part targets are buffered (a rebuffering
+        // goal, as players keep): resuming on every part that arrives just in time would count
+        // each part of a viewer at the very edge as a stall of its own.
+        let rebuffer = self.playlist.as_ref().and_then(|p| p.part_target).map_or(0.0, |t| REBUFFER_PARTS * t * 1000.0);
+        if let Some(since) = self.stalled_since {
+            if self.buffer_end - self.playhead >= rebuffer - 1e-6 {
+                self.stalled_since = None;
+                self.stats.stall_ms += now.mono_ms - since;
+            }
         }
     }
 
@@ -820,10 +828,14 @@ mod tests {
         assert_eq!(p.wake_at(), Some(3000.0 + FIRST_BACKOFF_MS));
         let again = p.poll(at(3000.0 + FIRST_BACKOFF_MS));
         assert_eq!(again.len(), 2, "{again:?}");
-        // The part arrives: the stall ends.
+        // One part is not enough to resume (the rebuffering goal is two part targets); two are.
         p.on_response(Lane::Media, MEDIA_OK, at(3400.0));
-        assert!(!p.sample(at(3400.0)).stalled);
-        assert!((p.final_stats(at(3400.0)).stall_ms - 3200.0).abs() < 1e-6);
+        assert!(p.sample(at(3400.0)).stalled);
+        p.poll(at(3400.0));
+        p.on_response(Lane::Media, MEDIA_OK, at(3500.0));
+        assert!(!p.sample(at(3500.0)).stalled);
+        assert!((p.final_stats(at(3500.0)).stall_ms - 3300.0).abs() < 1e-6);
+        assert_eq!(p.stats().stalls, 1);
     }
 
     #[test]
