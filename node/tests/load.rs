@@ -91,6 +91,9 @@ async fn viewers_play_through_the_edge_and_stall_when_the_node_stops_answering()
             s(0),
             s("--duration"),
             s(3),
+            // One viewer from each loopback address.
+            s("--source-addr"),
+            s("127.0.0.1,127.0.0.2"),
         ],
     )
     .await;
@@ -100,6 +103,7 @@ async fn viewers_play_through_the_edge_and_stall_when_the_node_stops_answering()
     let (origin_requests, origin_bytes) = (origin_after.0 - origin_before.0, origin_after.1 - origin_before.1);
     assert_eq!(sum["errors"], 0, "{stdout}");
     assert!(requests > 20.0, "{stdout}");
+    assert!(sum["connections"].as_u64().unwrap() >= 4, "{stdout}");
     assert!(
         (origin_requests - requests).abs() <= requests * 0.05 + 4.0,
         "requests: ours {requests}, origin {origin_requests}\n{stdout}"
