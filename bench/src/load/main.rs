@@ -111,6 +111,13 @@ impl Common {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let sockets = match &cli.mode {
+        Mode::Viewers(a) => a.viewers.saturating_mul(2),
+        Mode::Chat(a) => a.sockets,
+        Mode::Publishers(a) => a.count,
+        Mode::Plan(_) => 0,
+    };
+    raise_open_file_limit(sockets as u64 + 256);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         match cli.mode {
@@ -120,6 +127,23 @@ fn main() -> anyhow::Result<()> {
             Mode::Plan(args) => plan::run(args),
         }
     })
+}
+
+/// Lifts the soft open-file limit to the hard one (a viewer holds two sockets; distributions
+/// default to 1,024), and says so when even that is below what the run needs.
+fn raise_open_file_limit(need: u64) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let _ = setrlimit(Resource::Nofile, Rlimit { current: limit.maximum, maximum: limit.maximum });
+    }
+    let now = getrlimit(Resource::Nofile).current;
+    if now.is_some_and(|n| n < need) {
+        eprintln!(
+            "note: the open-file limit is {}, this run needs about {need}: raise it (ulimit -n {need}) or expect connect errors",
+            now.unwrap_or_default()
+        );
+    }
 }
 
 /// Samples `counters` once a second until `stop_at`, printing the progress line: in place on a
