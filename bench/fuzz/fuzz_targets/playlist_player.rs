@@ -5,11 +5,11 @@
 #![no_main]
 
 #[allow(dead_code)]
-#[path = "../../src/load/playlist.rs"]
-mod playlist;
-#[allow(dead_code)]
 #[path = "../../src/load/player.rs"]
 mod player;
+#[allow(dead_code)]
+#[path = "../../src/load/playlist.rs"]
+mod playlist;
 
 use libfuzzer_sys::fuzz_target;
 use player::{Answer, Clock, Lane, Player};
