@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds and runs every cargo-fuzz target (media/fuzz, cache/fuzz) for SECONDS each (default 20), on the
+# Builds and runs every cargo-fuzz target (media/fuzz, cache/fuzz, bench/fuzz) for SECONDS each (default 20), on the
 # stable toolchain. Exits non-zero if any target crashes, printing the crashing input's path.
 #
 #   scripts/fuzz.sh [SECONDS]
@@ -97,7 +97,7 @@ fuzz_crate() {
   done
 }
 
-for crate in media cache; do
+for crate in media cache bench; do
   fuzz_crate "$crate"
 done
 end=$(date +%s)

@@ -48,6 +48,8 @@ else
   step clippy cargo clippy --workspace --all-targets -- -D warnings
 fi
 step tests cargo nextest run --workspace --no-fail-fast
+# The k6 scenarios' logic (bench/k6/lib), with node's own test runner; node comes from browser-setup.sh.
+step k6-logic node --test bench/k6
 
 echo >&2
 echo "== summary ==" >&2

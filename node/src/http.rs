@@ -276,10 +276,29 @@ fn probe_storage(data_dir: &std::path::Path) -> Result<(), String> {
     file.write_all(b"ok").and_then(|()| file.sync_all()).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// The node's user + system CPU time, under the usual Prometheus name, so a load test
+/// (`bitriver-load`) can chart what its load costs the node; `None` off Linux.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start at field 3; utime is 14.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / rustix::param::clock_ticks_per_second() as f64)
+}
+
 async fn metrics(State(state): State<NodeHttp>) -> Response {
     let mut buf = Vec::new();
     if let Err(e) = TextEncoder::new().encode(&state.registry.gather(), &mut buf) {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "metrics", e.to_string());
+    }
+    if let Some(seconds) = process_cpu_seconds() {
+        buf.extend_from_slice(
+            format!(
+                "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n\
+                 # TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {seconds}\n"
+            )
+            .as_bytes(),
+        );
     }
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], buf).into_response()
 }
