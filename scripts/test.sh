@@ -48,6 +48,8 @@ else
   step clippy cargo clippy --workspace --all-targets -- -D warnings
 fi
 step tests cargo nextest run --workspace --no-fail-fast
+# ansible/ and terraform/ checks, and the playbooks and installer on systemd-nspawn machines.
+step deploy ./scripts/deploy-test.sh
 
 echo >&2
 echo "== summary ==" >&2

@@ -7,7 +7,7 @@
 //! (remove). `user create` is a catalog write, so it needs the node running (it proposes through
 //! the admin socket like any other client of the cluster).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -249,10 +249,21 @@ enum InstallStep {
     Run(Vec<String>),
     /// Copy the running binary to its installed path (through a temporary file and a rename, so
     /// a running node keeps its old binary until it restarts).
-    CopyBinary { from: PathBuf, to: PathBuf },
-    CreateDir { path: PathBuf, mode: u32 },
+    CopyBinary {
+        from: PathBuf,
+        to: PathBuf,
+    },
+    CreateDir {
+        path: PathBuf,
+        mode: u32,
+    },
     /// Write a file; with `keep`, an existing file (the operator's settings) is left alone.
-    Write { path: PathBuf, contents: String, mode: u32, keep: bool },
+    Write {
+        path: PathBuf,
+        contents: String,
+        mode: u32,
+        keep: bool,
+    },
 }
 
 impl std::fmt::Display for InstallStep {
@@ -261,12 +272,9 @@ impl std::fmt::Display for InstallStep {
             InstallStep::Run(argv) => write!(f, "run {}", argv.join(" ")),
             InstallStep::CopyBinary { from, to } => write!(f, "copy {} to {}", from.display(), to.display()),
             InstallStep::CreateDir { path, mode } => write!(f, "create directory {} (mode {mode:04o})", path.display()),
-            InstallStep::Write { path, mode, keep, .. } => write!(
-                f,
-                "write {} (mode {mode:04o}){}",
-                path.display(),
-                if *keep { ", unless it exists" } else { "" }
-            ),
+            InstallStep::Write { path, mode, keep, .. } => {
+                write!(f, "write {} (mode {mode:04o}){}", path.display(), if *keep { ", unless it exists" } else { "" })
+            }
         }
     }
 }
@@ -418,7 +426,6 @@ fn install(args: &InstallArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
     fn args(email: &str, admin: bool, roles: &[&str]) -> UserCreateArgs {
         UserCreateArgs {
@@ -459,7 +466,10 @@ mod tests {
         assert_eq!((mode, keep), (0o640, true), "the operator's settings survive a re-install");
 
         let (unit, _, keep) = written(&steps, UNIT_PATH).unwrap();
-        assert!(unit.contains("\nExecStart=/usr/local/bin/bitriver\n") && !unit.contains("/usr/bin/bitriver"), "{unit}");
+        assert!(
+            unit.contains("\nExecStart=/usr/local/bin/bitriver\n") && !unit.contains("/usr/bin/bitriver"),
+            "{unit}"
+        );
         assert!(unit.contains("ProtectSystem=strict") && unit.contains("CapabilityBoundingSet=CAP_NET_BIND_SERVICE"));
         assert!(!unit.contains("StandardOutput"), "no log dir asked for");
         assert!(!keep);
@@ -470,7 +480,10 @@ mod tests {
         let facts = InstallFacts { group_exists: true, user_exists: true, current_exe: INSTALL_BIN.into() };
         let steps = install_plan(&install_args(":80", Some("/var/log/bitriver")), &facts).unwrap();
         let text: Vec<String> = steps.iter().map(ToString::to_string).collect();
-        assert!(!text.iter().any(|s| s.contains("useradd") || s.contains("groupadd") || s.starts_with("copy")), "{text:?}");
+        assert!(
+            !text.iter().any(|s| s.contains("useradd") || s.contains("groupadd") || s.starts_with("copy")),
+            "{text:?}"
+        );
         assert!(text.contains(&"create directory /var/log/bitriver (mode 0750)".to_owned()), "{text:?}");
         let (unit, _, _) = written(&steps, UNIT_PATH).unwrap();
         assert!(unit.contains("StandardError=append:/var/log/bitriver/bitriver.log\n\n[Install]"), "{unit}");

@@ -19,12 +19,14 @@ Needs root (network namespaces), ansible-playbook on PATH, ffmpeg and ffprobe.
 """
 
 import argparse
+import concurrent.futures
 import json
 import os
 import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -51,6 +53,9 @@ HOME = "h1"
 REGIONS = {"pop_eu": "eu", "pop_us": "us", "pop_ap": "ap"}
 
 started = time.monotonic()
+# The fleet's test CA (set by make_tls): every node serves HTTPS with a certificate it signed, and
+# edges verify origins against it (the role adds it to each host's trust store).
+TLS = {}
 
 
 def log(msg):
@@ -88,6 +93,23 @@ def ip(name):
     return hosts("ip", name).stdout.strip()
 
 
+def make_tls(work, names):
+    """A CA and one certificate per machine (its IP address and name as subject alt names)."""
+    ca_key, ca_crt = work / "ca.key", work / "ca.crt"
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    run(["openssl", "req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(ca_crt), "-days", "2",
+         "-subj", "/CN=BitRiver deploy test CA"])
+    for name in names:
+        key, csr, crt, ext = (work / f"{name}.{suffix}" for suffix in ("key", "csr", "crt", "ext"))
+        run(["openssl", "req", *ec, "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}"])
+        ext.write_text(f"subjectAltName=IP:{ip(name)},DNS:{name}\nbasicConstraints=CA:FALSE\n"
+                       "keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n")
+        run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
+             "-CAcreateserial", "-out", str(crt), "-days", "2", "-extfile", str(ext)])
+        TLS[name] = (str(crt), str(key))
+    TLS["ca"] = str(ca_crt)
+
+
 def inventory(path, fleet, package, extra_hosts=None):
     """Writes a YAML (JSON is YAML) inventory: PoP groups with their region, role groups."""
     key = hosts("key").stdout.strip()
@@ -96,6 +118,8 @@ def inventory(path, fleet, package, extra_hosts=None):
         if pop:
             pops.setdefault(pop, {"vars": {"bitriver_region": REGIONS[pop]}, "hosts": {}})
             pops[pop]["hosts"][name] = {"ansible_host": ip(name)}
+            if name in TLS:
+                pops[pop]["hosts"][name].update(bitriver_tls_cert=TLS[name][0], bitriver_tls_key=TLS[name][1])
         for role in role_groups:
             roles.setdefault(role, {"hosts": {}})
             roles[role]["hosts"][name] = {"ansible_host": ip(name)}
@@ -116,6 +140,7 @@ def inventory(path, fleet, package, extra_hosts=None):
                         # non-control nodes answer it, everything else is the roles' business.
                         "bitriver_admin_networks": [ip("c1").rsplit(".", 1)[0] + ".1/32"],
                         "bitriver_admin_networks6": [],
+                        "bitriver_tls_ca": TLS.get("ca", ""),
                     },
                     "children": {**pops, **roles},
                 }
@@ -171,7 +196,8 @@ def http_json(method, url, body=None, token=None):
     req.add_header("Content-Type", "application/json")
     if token:
         req.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(req, timeout=20) as resp:
+    context = ssl.create_default_context(cafile=TLS["ca"]) if url.startswith("https:") else None
+    with urllib.request.urlopen(req, timeout=20, context=context) as resp:
         return json.loads(resp.read() or b"null")
 
 
@@ -248,8 +274,10 @@ def check_bad_inventories(work, deb):
     inv = inventory(work / "no-pop.json", FLEET, deb, extra_hosts={"n1": {"ansible_host": ip("n1")}})
     cases.append(("host in no PoP", inv, [], r"n1 is in no PoP"))
 
-    for what, inv, extra, pattern in cases:
-        out = playbook(inv, "site.yml", *extra, expect_ok=False)
+    # They fail in the first play and change nothing, so they run side by side.
+    with concurrent.futures.ThreadPoolExecutor(len(cases)) as pool:
+        outs = list(pool.map(lambda case: playbook(case[1], "site.yml", *case[2], expect_ok=False), cases))
+    for (what, _, _, pattern), out in zip(cases, outs):
         if not re.search(pattern, out):
             fail(f"{what}: expected /{pattern}/ in the output:\n{out[-4000:]}")
         log(f"bad input ({what}) failed clearly: /{pattern}/")
@@ -306,7 +334,7 @@ def make_channel():
     password = "deploy-test-password"
     admin_id = ssh("c1", f"echo {password} | runuser -u bitriver -- bitriver user create --admin "
                          "--email admin@example.com --data /var/lib/bitriver").stdout.strip()
-    base = f"http://{ip('c1')}"
+    base = f"https://{ip('c1')}:80"
     token = http_json("POST", f"{base}/api/auth/login", {"email": "admin@example.com", "password": password})["token"]
     channel = http_json("POST", f"{base}/api/channels", {"ownerId": admin_id, "title": "Deploy test"}, token)
     return channel["id"], channel["streamKey"]
@@ -421,6 +449,7 @@ def main():
 
         check_bad_inventories(work, args.deb)
 
+        make_tls(work, [*FLEET, *NEW_POP])
         inv = inventory(work / "fleet.json", FLEET, args.deb)
         playbook(inv, "site.yml")
         check_cluster(FLEET)
@@ -436,7 +465,7 @@ def main():
         channel, key = make_channel()
         pub = publisher(work, key)
         background.append(pub)
-        edge_url = f"http://{ip('e1')}:8081/hls/{channel}/master.m3u8"
+        edge_url = f"https://{ip('e1')}:8081/hls/{channel}/master.m3u8"
         wait_for(f"the stream to play from the edge ({edge_url})", lambda: ffprobe_plays(edge_url), timeout=90,
                  interval=2)
         log("RTMP publish to i1 plays from the edge e1")
