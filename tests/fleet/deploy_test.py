@@ -403,7 +403,8 @@ def check_installer(binary):
          str(binary), f"root@{ip(HOME)}:/root/bitriver"])
     dry = ssh(HOME, "/root/bitriver install --dry-run")
     print(dry.stdout, flush=True)
-    for step in ["useradd", "/etc/bitriver/bitriver.env", "/usr/local/bin/bitriver", "systemctl enable --now"]:
+    for step in ["useradd", "/etc/bitriver/bitriver.env", "/usr/local/bin/bitriver", "systemctl enable bitriver",
+                 "systemctl restart bitriver"]:
         if step not in dry.stdout:
             fail(f"install --dry-run does not mention {step}:\n{dry.stdout}")
     if ssh(HOME, "test -e /etc/bitriver/bitriver.env || getent passwd bitriver || test -e /usr/local/bin/bitriver",
