@@ -74,8 +74,8 @@ pub struct InstallArgs {
     #[arg(long, value_name = "ADDR", env = "BITRIVER_LIVE_INSTALL_ADDR", default_value = ":80")]
     pub addr: String,
 
-    /// Also keep the node's log in DIR/bitriver.log (created, owned by the bitriver user) instead
-    /// of only the journal.
+    /// Write the node's log to DIR/bitriver.log (DIR created, owned by the bitriver user) instead
+    /// of the journal.
     #[arg(long, value_name = "DIR", env = "BITRIVER_LIVE_INSTALL_LOG_DIR")]
     pub log_dir: Option<PathBuf>,
 }
