@@ -50,6 +50,8 @@ fi
 step tests cargo nextest run --workspace --no-fail-fast
 # The k6 scenarios' logic (bench/k6/lib), with node's own test runner; node comes from browser-setup.sh.
 step k6-logic node --test bench/k6
+# ansible/ and terraform/ checks, and the playbooks and installer on systemd-nspawn machines.
+step deploy ./scripts/deploy-test.sh
 
 echo >&2
 echo "== summary ==" >&2

@@ -57,6 +57,27 @@ pub enum Command {
     /// Accounts: create users (the first admin, for one) through the running node.
     #[command(subcommand)]
     User(UserCommand),
+    /// Install this binary as a systemd service on this machine (a home server): the bitriver
+    /// user, /var/lib/bitriver, /etc/bitriver/bitriver.env and bitriver.service, enabled and
+    /// started. Run it again to upgrade: settings are kept, the service restarts on the new binary.
+    Install(InstallArgs),
+}
+
+/// `bitriver install [--dry-run] [--addr ADDR] [--log-dir DIR]`
+#[derive(Debug, Clone, Args)]
+pub struct InstallArgs {
+    /// Print every step without changing anything.
+    #[arg(long, env = "BITRIVER_LIVE_INSTALL_DRY_RUN")]
+    pub dry_run: bool,
+
+    /// HTTP listen address written to a new env file (an existing one is kept as it is).
+    #[arg(long, value_name = "ADDR", env = "BITRIVER_LIVE_INSTALL_ADDR", default_value = ":80")]
+    pub addr: String,
+
+    /// Write the node's log to DIR/bitriver.log (DIR created, owned by the bitriver user) instead
+    /// of the journal.
+    #[arg(long, value_name = "DIR", env = "BITRIVER_LIVE_INSTALL_LOG_DIR")]
+    pub log_dir: Option<PathBuf>,
 }
 
 /// `bitriver user ...`
@@ -1426,6 +1447,18 @@ mod tests {
         assert!(parse(&["cluster", "remove"]).is_err());
 
         assert!(parse(&[]).unwrap().command.is_none());
+    }
+
+    #[test]
+    fn install_subcommand() {
+        let cli = parse(&["install", "--dry-run", "--addr", ":8080", "--log-dir", "/var/log/bitriver"]).unwrap();
+        let Some(Command::Install(args)) = cli.command else { panic!("not install: {:?}", cli.command) };
+        assert!(args.dry_run);
+        assert_eq!(args.addr, ":8080");
+        assert_eq!(args.log_dir, Some(PathBuf::from("/var/log/bitriver")));
+        let Some(Command::Install(args)) = parse(&["install"]).unwrap().command else { panic!("not install") };
+        assert!(!args.dry_run);
+        assert_eq!((args.addr.as_str(), args.log_dir), (":80", None));
     }
 
     #[test]
