@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod edge;
 pub mod http;
+pub mod ingest_gate;
 pub mod run;
 mod tls;
 pub mod transcode;

@@ -11,11 +11,12 @@ use prometheus::Registry;
 use raft::{Catalog, CatalogConfig, JoinConfig, RaftTuning};
 use tokio::net::{TcpListener, UdpSocket};
 
-use media::ingest::{serve_rtmp_with, serve_srt, CatalogGate, IngestConfig, IngestMetrics, SrtConfig};
+use media::ingest::{serve_rtmp, serve_srt, IngestConfig, IngestMetrics, SrtConfig};
 use media::origin::{LiveRegistry, OriginConfig, OriginMetrics, RegistryConfig};
 
 use crate::config::{Role, TlsFiles, ValidatedConfig};
 use crate::http::{self, NodeHttp};
+use crate::ingest_gate::CatalogGate;
 
 /// How the node should stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,17 +176,18 @@ pub async fn run(
     // One gate for both protocols: it is what keeps a channel to one publisher on this node.
     let gate = match (&listeners.rtmp, &listeners.srt) {
         (None, None) => None,
-        _ => Some(CatalogGate::new(
+        _ => Some(Arc::new(CatalogGate::new(
             catalog.clone(),
             live.clone(),
             IngestConfig { ladder: transcode.ladder.clone(), ..ingest_config(&config) },
             IngestMetrics::new(&registry)?,
-        )),
+        ))),
     };
     let mut ingest = Vec::new();
     if let (Some(listener), Some(gate)) = (listeners.rtmp, &gate) {
         let stop = stop_rx.clone();
-        let task = tokio::spawn(serve_rtmp_with(listener, gate.clone(), async move {
+        let (config, metrics) = (gate.config().clone(), gate.metrics().clone());
+        let task = tokio::spawn(serve_rtmp(listener, gate.clone(), config, metrics, async move {
             wait_stop(stop).await;
         }));
         ingest.push(("RTMP", task));
@@ -193,7 +195,7 @@ pub async fn run(
     if let (Some(socket), Some(gate)) = (listeners.srt, gate) {
         let stop = stop_rx.clone();
         let metrics = gate.metrics().clone();
-        let served = serve_srt(socket, Arc::new(gate), SrtConfig::default(), metrics, async move {
+        let served = serve_srt(socket, gate, SrtConfig::default(), metrics, async move {
             wait_stop(stop).await;
         });
         let task = tokio::spawn(async move {

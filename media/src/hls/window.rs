@@ -23,8 +23,8 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use crate::clock::UnixMillis;
 use bytes::{Bytes, BytesMut};
-use raft::UnixMillis;
 
 use crate::cmaf::{
     self, AudioConfig, CmafError, Sample, TrackRun, VideoConfig, AUDIO_TRACK_ID, VIDEO_TIMESCALE, VIDEO_TRACK_ID,
@@ -598,51 +598,9 @@ pub(crate) fn ceil_secs(d: Duration) -> u64 {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::cmaf::VideoCodec;
-
-    pub(crate) const T0: UnixMillis = 1_700_000_000_000;
-
-    pub(crate) fn video_config() -> VideoConfig {
-        VideoConfig {
-            codec: VideoCodec::Avc1,
-            sps: vec![vec![0x67, 0x42, 0xc0, 0x1e]],
-            pps: vec![vec![0x68, 0xce]],
-            width: 640,
-            height: 360,
-            codec_string: "avc1.42c01e".into(),
-        }
-    }
-
-    pub(crate) fn audio_config() -> AudioConfig {
-        AudioConfig { asc: vec![0x11, 0x90], sample_rate: 48_000, channels: 2, codec_string: "mp4a.40.2".into() }
-    }
-
-    pub(crate) fn frame(i: u64, gop: u64) -> Sample {
-        Sample {
-            dts: i * 3000,
-            pts_offset: 0,
-            duration: 3000,
-            keyframe: i.is_multiple_of(gop),
-            data: Bytes::from(vec![i as u8; 100]),
-        }
-    }
-
-    /// Frame `i` of a 30 fps stream arrives at its media time after `T0`.
-    pub(crate) fn now_of(i: u64) -> UnixMillis {
-        T0 + (i * 100 / 3) as i64
-    }
-
-    /// A video-only rendition fed frames `0..frames` of a 30 fps stream with a keyframe every `gop`.
-    pub(crate) fn video_rendition(name: &str, frames: u64, gop: u64) -> Rendition {
-        let config = RenditionConfig { name: name.into(), ..RenditionConfig::default() };
-        let mut r = Rendition::new(config, Some(video_config()), None).unwrap();
-        for i in 0..frames {
-            let _ = r.push_video(frame(i, gop), now_of(i)).unwrap();
-        }
-        r
-    }
+    use crate::test_support::{audio_config, frame, now_of, video_config, video_rendition, T0};
 
     fn part_layout(s: &Segment) -> Vec<(u128, bool)> {
         s.parts.iter().map(|p| (p.duration.as_millis(), p.independent)).collect()
@@ -840,8 +798,8 @@ pub(crate) mod tests {
 
 #[cfg(test)]
 mod hostile_input {
-    use super::tests::{video_config, T0};
     use super::*;
+    use crate::test_support::{video_config, T0};
 
     /// Timestamps and durations at the edges of their types must not panic (overflow checks are on
     /// in debug builds).

@@ -7,7 +7,6 @@
 //! rendition's watch channel, bounded by [`hls::blocking_timeout`] and by the number of requests
 //! allowed to wait at once.
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +21,8 @@ use tokio::time::Instant;
 
 use super::metrics::Kind;
 use super::registry::{LiveChannel, LiveRegistry, RenditionSlot};
-use crate::hls::{self, BadReload, BlockingReload, PlaylistQuery, Rendition, RenditionReport, Variant};
+use crate::hls::{self, BadReload, BlockingReload, PlaylistParams, Rendition, RenditionReport, Variant};
+use hls_names::RenditionFile;
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 const INIT_TYPE: &str = "video/mp4";
@@ -85,46 +85,14 @@ pub fn routes(registry: LiveRegistry, config: OriginConfig) -> Router {
         .with_state(origin)
 }
 
-/// An object below a rendition, by file name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum File {
-    Playlist,
-    Init,
-    Segment(u64),
-    Part(u64, u32),
-}
-
-impl File {
-    fn parse(name: &str) -> Option<Self> {
-        match name {
-            "index.m3u8" => Some(File::Playlist),
-            "init.mp4" => Some(File::Init),
-            _ => {
-                let stem = name.strip_suffix(".m4s")?;
-                if let Some(msn) = stem.strip_prefix("seg") {
-                    return Some(File::Segment(number(msn)?));
-                }
-                let (msn, index) = stem.strip_prefix("part")?.split_once('.')?;
-                Some(File::Part(number(msn)?, number(index)?))
-            }
-        }
+/// The metrics kind of a rendition file.
+fn kind(file: RenditionFile) -> Kind {
+    match file {
+        RenditionFile::Playlist => Kind::Playlist,
+        RenditionFile::Init => Kind::Init,
+        RenditionFile::Segment(_) => Kind::Segment,
+        RenditionFile::Part(..) => Kind::Part,
     }
-
-    fn kind(self) -> Kind {
-        match self {
-            File::Playlist => Kind::Playlist,
-            File::Init => Kind::Init,
-            File::Segment(_) => Kind::Segment,
-            File::Part(..) => Kind::Part,
-        }
-    }
-}
-
-/// A decimal number as the playlists write it: digits only, no leading zero, so each object has
-/// one URL (and one edge cache entry).
-fn number<T: FromStr>(s: &str) -> Option<T> {
-    let canonical = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
-    canonical.then(|| s.parse().ok()).flatten()
 }
 
 async fn master(State(origin): State<Arc<Origin>>, Path(channel): Path<String>) -> Response {
@@ -173,10 +141,10 @@ async fn rendition_file(
     Path((channel, rendition, file)): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let Some(file) = File::parse(&file) else {
+    let Some(file) = RenditionFile::parse(&file) else {
         return not_found(format!("no {file} in rendition {rendition} of channel {channel}"));
     };
-    origin.registry.metrics().request(file.kind());
+    origin.registry.metrics().request(kind(file));
     let Some(live) = origin.registry.get(&channel) else {
         return not_found(format!("channel {channel} is not live"));
     };
@@ -184,19 +152,19 @@ async fn rendition_file(
         return not_found(format!("channel {channel} has no rendition {rendition}"));
     };
     match file {
-        File::Playlist => playlist(&origin, &live, slot, query.as_deref().unwrap_or("")).await,
-        File::Init => {
+        RenditionFile::Playlist => playlist(&origin, &live, slot, query.as_deref().unwrap_or("")).await,
+        RenditionFile::Init => {
             let init = slot.lock().rendition.init();
             object(&origin, Kind::Init, init, INIT_TYPE, IMMUTABLE)
         }
-        File::Segment(msn) => {
+        RenditionFile::Segment(msn) => {
             let segment = slot.lock().rendition.segment(msn);
             match segment {
                 Some(bytes) => object(&origin, Kind::Segment, bytes, MEDIA_TYPE, IMMUTABLE),
                 None => not_found(format!("segment {msn} of {channel}/{rendition} is not in the window")),
             }
         }
-        File::Part(msn, index) => {
+        RenditionFile::Part(msn, index) => {
             let (found, timeout) = {
                 let state = slot.lock();
                 (part_step(&state.rendition, msn, index), hls::blocking_timeout(&state.rendition))
@@ -232,7 +200,7 @@ fn part_step(r: &Rendition, msn: u64, index: u32) -> Option<Option<Bytes>> {
 }
 
 /// A playlist request: `Some(Ok)` to render now, `Some(Err)` for 400, `None` to wait.
-fn playlist_step(query: PlaylistQuery, r: &Rendition) -> Option<Result<(), BadReload>> {
+fn playlist_step(query: PlaylistParams, r: &Rendition) -> Option<Result<(), BadReload>> {
     match BlockingReload::decide(query, r.latest(), r.part_target()) {
         BlockingReload::Ready => Some(Ok(())),
         BlockingReload::BadRequest(bad) => Some(Err(bad)),
@@ -243,9 +211,9 @@ fn playlist_step(query: PlaylistQuery, r: &Rendition) -> Option<Result<(), BadRe
 }
 
 async fn playlist(origin: &Origin, live: &LiveChannel, slot: &RenditionSlot, query: &str) -> Response {
-    let query = match PlaylistQuery::parse(query) {
+    let query = match PlaylistParams::parse(query) {
         Ok(query) => query,
-        Err(bad) => return bad_request(bad),
+        Err(_) => return bad_request(BadReload::Malformed),
     };
     let (step, timeout) = {
         let state = slot.lock();
@@ -366,34 +334,4 @@ async fn preflight(request: HeaderMap) -> Response {
     }
     headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn file_names() {
-        assert_eq!(File::parse("index.m3u8"), Some(File::Playlist));
-        assert_eq!(File::parse("init.mp4"), Some(File::Init));
-        assert_eq!(File::parse("seg0.m4s"), Some(File::Segment(0)));
-        assert_eq!(File::parse("seg12.m4s"), Some(File::Segment(12)));
-        assert_eq!(File::parse("part12.3.m4s"), Some(File::Part(12, 3)));
-        for bad in [
-            "seg.m4s",
-            "seg01.m4s",
-            "seg+1.m4s",
-            "seg-1.m4s",
-            "part1.m4s",
-            "part1.2.3.m4s",
-            "part1.x.m4s",
-            "part1.4294967296.m4s",
-            "seg18446744073709551616.m4s",
-            "seg1.mp4",
-            "index.m3u",
-            "",
-        ] {
-            assert_eq!(File::parse(bad), None, "{bad}");
-        }
-    }
 }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
-use raft::UnixMillis;
+use crate::clock::UnixMillis;
 use tokio::sync::watch;
 use tokio::time::Instant;
 

@@ -12,9 +12,10 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use media::ingest::{serve_rtmp, stream_key_hash, IngestConfig, IngestMetrics};
+use bitriver_node::ingest_gate::CatalogGate;
+use media::ingest::{serve_rtmp, IngestConfig, IngestMetrics};
 use media::origin::{self, LiveRegistry, OriginConfig, OriginMetrics, RegistryConfig};
-use raft::{Catalog, CatalogConfig, Channel, Command, LiveState, User};
+use raft::{stream_key_hash, Catalog, CatalogConfig, Channel, Command, LiveState, User};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command as Process};
 
@@ -113,10 +114,10 @@ impl Harness {
         let rtmp_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let rtmp = rtmp_listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let gate = CatalogGate::new(catalog.clone(), registry.clone(), IngestConfig::default(), metrics.clone());
         let ingest = tokio::spawn(serve_rtmp(
             rtmp_listener,
-            catalog.clone(),
-            registry.clone(),
+            Arc::new(gate),
             IngestConfig::default(),
             metrics.clone(),
             async move {
