@@ -17,7 +17,7 @@ pub enum ObjectKind {
     Playlist,
     /// `{rendition}/index.m3u8?_HLS_msn=..`: names the update it waits for.
     BlockingPlaylist,
-    /// `init.mp4`.
+    /// `init-{id}.mp4`.
     Init,
     /// `seg{msn}.m4s`.
     Segment,
@@ -74,7 +74,7 @@ pub fn parse(path: &str, query: Option<&str>) -> Result<HlsRequest, NotServed> {
                 let kind = if params.is_blocking() { ObjectKind::BlockingPlaylist } else { ObjectKind::Playlist };
                 (kind, params.canonical_query())
             }
-            RenditionFile::Init => (ObjectKind::Init, String::new()),
+            RenditionFile::Init(_) => (ObjectKind::Init, String::new()),
             RenditionFile::Segment(_) => (ObjectKind::Segment, String::new()),
             RenditionFile::Part(..) => (ObjectKind::Part, String::new()),
         },
@@ -156,7 +156,8 @@ mod tests {
         let r = parse("/hls/ch1/source/index.m3u8", Some("_HLS_skip=YES")).unwrap();
         assert_eq!((r.kind, r.key.as_str()), (ObjectKind::Playlist, "/hls/ch1/source/index.m3u8?_HLS_skip=YES"));
         assert_eq!(parse("/hls/ch1/source/index.m3u8", None).unwrap().kind, ObjectKind::Playlist);
-        assert_eq!(parse("/hls/ch1/source/init.mp4", None).unwrap().kind, ObjectKind::Init);
+        assert_eq!(parse("/hls/ch1/source/init-0123456789abcdef.mp4", None).unwrap().kind, ObjectKind::Init);
+        assert_eq!(parse("/hls/ch1/source/init.mp4", None), Err(NotServed::NotFound), "an unversioned header");
         assert_eq!(parse("/hls/ch1/source/seg12.m4s", Some("a=b")).unwrap().key, "/hls/ch1/source/seg12.m4s");
         assert_eq!(parse("/hls/ch1/source/part12.3.m4s", None).unwrap().kind, ObjectKind::Part);
     }
@@ -191,6 +192,8 @@ mod tests {
         for file in [
             "index.m3u8",
             "init.mp4",
+            "init-0123456789abcdef.mp4",
+            "init-0123456789ABCDEF.mp4",
             "seg0.m4s",
             "seg10.m4s",
             "seg01.m4s",

@@ -7,12 +7,15 @@
 //! /hls/{channel}/master.m3u8                                   HlsPath::Master
 //! /hls/{channel}/{rendition}/index.m3u8?_HLS_msn=M&_HLS_part=P&_HLS_skip=YES
 //!                                                              RenditionFile::Playlist + PlaylistParams
-//! /hls/{channel}/{rendition}/init.mp4                          RenditionFile::Init
+//! /hls/{channel}/{rendition}/init-{id}.mp4                     RenditionFile::Init
 //! /hls/{channel}/{rendition}/seg{msn}.m4s                      RenditionFile::Segment
 //! /hls/{channel}/{rendition}/part{msn}.{index}.m4s             RenditionFile::Part
 //! ```
 //!
-//! Numbers are decimal without sign or leading zero, so every object has exactly one name.
+//! Numbers are decimal without sign or leading zero, so every object has exactly one name. The
+//! header's name carries an [`InitId`] (16 lowercase hex digits) that changes with every
+//! broadcast and track configuration: headers are cached as immutable, so a reconnect at another
+//! resolution must not be served the previous broadcast's header under the same URL.
 //! Channel and rendition ids are [`is_name`]s. A tiny crate of its own rather than a module of
 //! the packager: the edge needs the grammar without compiling the packager (and its fuzz target
 //! builds in seconds).
@@ -38,8 +41,8 @@ pub const PARAM_SKIP: &str = "_HLS_skip";
 pub enum RenditionFile {
     /// `index.m3u8`
     Playlist,
-    /// `init.mp4`: the CMAF header.
-    Init,
+    /// `init-{id}.mp4`: the CMAF header of one broadcast and track configuration.
+    Init(InitId),
     /// `seg{msn}.m4s`
     Segment(u64),
     /// `part{msn}.{index}.m4s`
@@ -51,7 +54,11 @@ impl RenditionFile {
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             MEDIA_PLAYLIST => Some(RenditionFile::Playlist),
-            "init.mp4" => Some(RenditionFile::Init),
+            _ if name.starts_with("init-") => {
+                let hex = name.strip_prefix("init-")?.strip_suffix(".mp4")?;
+                let canonical = hex.len() == 16 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+                canonical.then(|| u64::from_str_radix(hex, 16).ok().map(|id| RenditionFile::Init(InitId(id)))).flatten()
+            }
             _ => {
                 let stem = name.strip_suffix(".m4s")?;
                 if let Some(msn) = stem.strip_prefix("seg") {
@@ -74,12 +81,17 @@ impl fmt::Display for RenditionFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RenditionFile::Playlist => f.write_str(MEDIA_PLAYLIST),
-            RenditionFile::Init => f.write_str("init.mp4"),
+            RenditionFile::Init(id) => write!(f, "init-{:016x}.mp4", id.0),
             RenditionFile::Segment(msn) => write!(f, "seg{msn}.m4s"),
             RenditionFile::Part(msn, index) => write!(f, "part{msn}.{index}.m4s"),
         }
     }
 }
+
+/// Which CMAF header an `init-{id}.mp4` names: the origin derives it from the broadcast and the
+/// header's bytes, and serves only the current one under it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct InitId(pub u64);
 
 /// A decimal number as the playlists write it: digits only, no leading zero (`0` itself aside),
 /// within `T`'s range.
@@ -223,7 +235,9 @@ mod tests {
     fn file_names_round_trip() {
         for file in [
             RenditionFile::Playlist,
-            RenditionFile::Init,
+            RenditionFile::Init(InitId(0)),
+            RenditionFile::Init(InitId(0x0123_4567_89ab_cdef)),
+            RenditionFile::Init(InitId(u64::MAX)),
             RenditionFile::Segment(0),
             RenditionFile::Segment(17_900_000_123),
             RenditionFile::Part(12, 0),
@@ -232,6 +246,7 @@ mod tests {
             assert_eq!(RenditionFile::parse(&file.to_string()), Some(file), "{file}");
         }
         assert_eq!(RenditionFile::parse("part12.3.m4s"), Some(RenditionFile::Part(12, 3)));
+        assert_eq!(RenditionFile::parse("init-00000000000000ff.mp4"), Some(RenditionFile::Init(InitId(255))));
     }
 
     #[test]
@@ -253,7 +268,13 @@ mod tests {
             "seg1.mp4",
             "SEG1.m4s",
             "index.m3u",
-            "init.MP4",
+            "init.mp4",
+            "init-.mp4",
+            "init-ff.mp4",
+            "init-00000000000000FF.mp4",
+            "init-000000000000000ff.mp4",
+            "init-0x00000000000000f.mp4",
+            "init-00000000000000ff.m4s",
             "",
         ] {
             assert_eq!(RenditionFile::parse(bad), None, "{bad}");

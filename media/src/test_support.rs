@@ -34,6 +34,19 @@ pub(crate) fn video_config() -> VideoConfig {
     }
 }
 
+/// A video track whose SPS really says `width`x`height` (High profile, level 3.1).
+pub(crate) fn video_config_of(width: u16, height: u16) -> VideoConfig {
+    let sps = test_sps(u32::from(width), u32::from(height));
+    VideoConfig {
+        codec: VideoCodec::Avc1,
+        codec_string: crate::codec::h264::codec_string(&sps).unwrap_or_default(),
+        sps: vec![sps],
+        pps: vec![PPS.to_vec()],
+        width,
+        height,
+    }
+}
+
 /// AAC-LC, 48 kHz, stereo.
 pub(crate) fn audio_config() -> AudioConfig {
     AudioConfig { asc: ASC_48K_STEREO.to_vec(), sample_rate: 48_000, channels: 2, codec_string: "mp4a.40.2".into() }

@@ -217,8 +217,9 @@ async fn init_segment_and_part_bytes_and_headers() {
     let mut live = Live::start("ch1", &["source"]).await;
     live.push(31); // segment 0 complete
     let twin = &live.twins[0];
+    let init = hls_names::RenditionFile::Init(twin.init_id()).to_string();
     for (path, content_type, expected) in [
-        ("init.mp4", "video/mp4", twin.init()),
+        (init.as_str(), "video/mp4", twin.init()),
         ("seg0.m4s", "video/iso.segment", twin.segment(0).unwrap()),
         ("part0.0.m4s", "video/iso.segment", twin.part(0, 0).unwrap()),
         ("part0.4.m4s", "video/iso.segment", twin.part(0, 4).unwrap()),
@@ -233,7 +234,7 @@ async fn init_segment_and_part_bytes_and_headers() {
         assert_eq!(response.bytes().await.unwrap(), expected, "{path}");
     }
     assert_eq!(&twin.init()[4..8], b"ftyp");
-    for missing in ["seg1.m4s", "seg01.m4s", "part9.0.m4s", "clip.m4s"] {
+    for missing in ["seg1.m4s", "seg01.m4s", "part9.0.m4s", "clip.m4s", "init.mp4", "init-0000000000000000.mp4"] {
         let response = live.get(&format!("/hls/ch1/source/{missing}")).await;
         assert_eq!(response.status(), StatusCode::NOT_FOUND, "{missing}");
         assert_eq!(error_code(response).await, "not_found");
@@ -264,7 +265,7 @@ async fn unknown_channels_and_renditions_are_404_json() {
     for path in [
         "/hls/nope/master.m3u8",
         "/hls/nope/source/index.m3u8",
-        "/hls/nope/source/init.mp4",
+        "/hls/nope/source/init-0000000000000000.mp4",
         "/hls/ch1/720p/index.m3u8",
         "/hls/ch1/720p/part0.0.m4s",
     ] {

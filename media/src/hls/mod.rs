@@ -10,7 +10,7 @@
 //!    [`BlockingReload::decide`] whether to answer now, wait (bounded by [`blocking_timeout`]) or
 //!    reject; then render [`media_playlist`] (with [`RenditionReport`]s of the siblings) or
 //!    [`multivariant_playlist`].
-//! 3. `init.mp4`, `seg{msn}.m4s` and `part{msn}.{i}.m4s` (the names are [`hls_names`]'s, shared
+//! 3. `init-{id}.mp4`, `seg{msn}.m4s` and `part{msn}.{i}.m4s` (the names are [`hls_names`]'s, shared
 //!    with the edge) are served from [`Rendition::init`],
 //!    [`Rendition::segment`] and [`Rendition::part`]. Parts and segments never change once
 //!    published, so they can be cached as immutable.

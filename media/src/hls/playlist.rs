@@ -6,7 +6,7 @@
 //!   parsed by [`PlaylistParams::parse`]) can be answered now.
 //!
 //! URIs are relative to the rendition directory and spelled by the shared grammar
-//! ([`hls_names`]): `init.mp4`, `seg{msn}.m4s`, `part{msn}.{index}.m4s`, and
+//! ([`hls_names`]): `init-{id}.mp4`, `seg{msn}.m4s`, `part{msn}.{index}.m4s`, and
 //! `../{rendition}/index.m3u8` for rendition reports.
 
 use std::fmt::Write as _;
@@ -75,7 +75,8 @@ pub fn media_playlist(rendition: &Rendition, skip: bool, reports: &[RenditionRep
     );
     let _ = writeln!(out, "#EXT-X-PART-INF:PART-TARGET={}", seconds_ms(part_target));
     let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", rendition.media_sequence());
-    let _ = writeln!(out, "#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-MAP:URI=\"{}\"", RenditionFile::Init);
+    let _ =
+        writeln!(out, "#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-MAP:URI=\"{}\"", RenditionFile::Init(rendition.init_id()));
     if skipped > 0 {
         let _ = writeln!(out, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}");
     }
@@ -373,7 +374,7 @@ mod tests {
         assert_eq!(control["CAN-SKIP-UNTIL"], "6.0");
         assert_eq!(attrs(tags(&lines, "EXT-X-PART-INF")[0])["PART-TARGET"], "0.200");
         assert_eq!(tags(&lines, "EXT-X-MEDIA-SEQUENCE"), ["2"]);
-        assert_eq!(attrs(tags(&lines, "EXT-X-MAP")[0])["URI"], "init.mp4");
+        assert_eq!(attrs(tags(&lines, "EXT-X-MAP")[0])["URI"], RenditionFile::Init(r.init_id()).to_string());
 
         let uris: Vec<&str> = lines
             .iter()

@@ -23,8 +23,10 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use crate::clock::UnixMillis;
 use bytes::{Bytes, BytesMut};
+use hls_names::InitId;
+
+use crate::clock::UnixMillis;
 
 use crate::cmaf::{
     self, AudioConfig, CmafError, Sample, TrackRun, VideoConfig, AUDIO_TRACK_ID, VIDEO_TIMESCALE, VIDEO_TRACK_ID,
@@ -198,6 +200,7 @@ pub struct Rendition {
     video: Option<VideoConfig>,
     audio: Option<AudioConfig>,
     init: Bytes,
+    init_id: InitId,
     lead: TrackKind,
     lead_timescale: u32,
     part_target_ticks: u64,
@@ -242,6 +245,7 @@ impl Rendition {
             config,
             video,
             audio,
+            init_id: init_id(first_msn, &init),
             init,
             lead,
             lead_timescale,
@@ -481,9 +485,16 @@ impl Rendition {
         self.find_segment(msn).map(|s| s.bytes.clone())
     }
 
-    /// The CMAF header (`init.mp4`).
+    /// The CMAF header (`init-{id}.mp4`, see [`Rendition::init_id`]).
     pub fn init(&self) -> Bytes {
         self.init.clone()
+    }
+
+    /// The id in the header's name: a digest of the broadcast (its first media sequence number)
+    /// and the header's bytes (every track's configuration), so a reconnect, or a new encoder
+    /// setting, gets a URL no cache holds the old header under.
+    pub fn init_id(&self) -> InitId {
+        self.init_id
     }
 
     fn find_segment(&self, msn: u64) -> Option<&Segment> {
@@ -582,6 +593,17 @@ impl Rendition {
         let total = self.segments.iter().map(|s| s.duration).sum();
         Some((peak, rate(bytes, total)))
     }
+}
+
+/// The first 64 bits of SHA-256 over the broadcast's first msn and the header.
+fn init_id(first_msn: u64, init: &[u8]) -> InitId {
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    digest.update(&first_msn.to_be_bytes());
+    digest.update(init);
+    let digest = digest.finish();
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&digest.as_ref()[..8]);
+    InitId(u64::from_be_bytes(id))
 }
 
 fn ticks(d: Duration, timescale: u32) -> u64 {

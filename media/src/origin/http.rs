@@ -70,7 +70,7 @@ struct Origin {
 ///
 /// - `GET /hls/{channel}/master.m3u8`
 /// - `GET /hls/{channel}/{rendition}/index.m3u8` (`_HLS_msn`, `_HLS_part`, `_HLS_skip`)
-/// - `GET /hls/{channel}/{rendition}/init.mp4`, `.../seg{msn}.m4s`, `.../part{msn}.{index}.m4s`
+/// - `GET /hls/{channel}/{rendition}/init-{id}.mp4`, `.../seg{msn}.m4s`, `.../part{msn}.{index}.m4s`
 ///
 /// plus `HEAD` and CORS preflight (`OPTIONS`) on each. Metrics go to the registry's
 /// [`super::OriginMetrics`]. There is no fallback route, so merging cannot conflict with another
@@ -89,7 +89,7 @@ pub fn routes(registry: LiveRegistry, config: OriginConfig) -> Router {
 fn kind(file: RenditionFile) -> Kind {
     match file {
         RenditionFile::Playlist => Kind::Playlist,
-        RenditionFile::Init => Kind::Init,
+        RenditionFile::Init(_) => Kind::Init,
         RenditionFile::Segment(_) => Kind::Segment,
         RenditionFile::Part(..) => Kind::Part,
     }
@@ -153,9 +153,17 @@ async fn rendition_file(
     };
     match file {
         RenditionFile::Playlist => playlist(&origin, &live, slot, query.as_deref().unwrap_or("")).await,
-        RenditionFile::Init => {
-            let init = slot.lock().rendition.init();
-            object(&origin, Kind::Init, init, INIT_TYPE, IMMUTABLE)
+        RenditionFile::Init(id) => {
+            // Only the current broadcast's header answers to its name: an old name is a 404, so no
+            // player or cache ever gets this header under a URL that meant another one.
+            let init = {
+                let state = slot.lock();
+                (state.rendition.init_id() == id).then(|| state.rendition.init())
+            };
+            match init {
+                Some(init) => object(&origin, Kind::Init, init, INIT_TYPE, IMMUTABLE),
+                None => not_found(format!("{file} is not the header of {channel}/{rendition} now")),
+            }
         }
         RenditionFile::Segment(msn) => {
             let segment = slot.lock().rendition.segment(msn);
@@ -334,4 +342,68 @@ async fn preflight(request: HeaderMap) -> Response {
     }
     headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::h264::{parse_sps, AvcConfig};
+    use crate::hls::RenditionConfig;
+    use crate::origin::{OriginMetrics, RegistryConfig};
+    use crate::test_support::{frame, now_of, video_config_of};
+
+    /// The `avcC` box body inside a CMAF header.
+    fn avcc(init: &[u8]) -> AvcConfig {
+        let at = init.windows(4).position(|w| w == b"avcC").expect("an avcC box");
+        let size = u32::from_be_bytes(init[at - 4..at].try_into().unwrap()) as usize;
+        AvcConfig::parse_record(&Bytes::copy_from_slice(&init[at + 4..at - 4 + size])).unwrap()
+    }
+
+    fn map_uri(playlist: &str) -> String {
+        let line = playlist.lines().find(|l| l.starts_with("#EXT-X-MAP:")).expect("EXT-X-MAP");
+        line.split('"').nth(1).unwrap().to_owned()
+    }
+
+    /// A streamer reconnects at another resolution: the new broadcast's header has another URL,
+    /// describes the new size, and the old URL is not answered with it.
+    #[tokio::test]
+    async fn a_reconnect_at_a_new_resolution_gets_a_new_init_url() {
+        let registry = LiveRegistry::new(RegistryConfig::default(), OriginMetrics::unregistered());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}/hls/ch", listener.local_addr().unwrap());
+        let app = routes(registry.clone(), OriginConfig::default());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let get = |path: String| async move { reqwest::get(path).await.unwrap() };
+
+        let mut inits = Vec::new();
+        for (session, (width, height), first_msn) in [("s1", (640, 360), 1000), ("s2", (1280, 720), 2000)] {
+            let config = RenditionConfig { first_msn, ..RenditionConfig::default() };
+            let rendition = Rendition::new(config, Some(video_config_of(width, height)), None).unwrap();
+            let live = registry.open("ch", session, vec![rendition]).unwrap();
+            for i in 0..40 {
+                let _ = live.push_video(0, frame(i, 30), now_of(i)).unwrap();
+            }
+            let playlist = get(format!("{base}/source/index.m3u8")).await.text().await.unwrap();
+            let uri = map_uri(&playlist);
+            let response = get(format!("{base}/source/{uri}")).await;
+            assert_eq!(response.status(), StatusCode::OK, "{uri}");
+            assert_eq!(response.headers()["cache-control"], IMMUTABLE);
+            let header = avcc(&response.bytes().await.unwrap());
+            let sps = parse_sps(&header.sps[0]).unwrap();
+            assert_eq!((sps.width, sps.height), (u32::from(width), u32::from(height)), "{uri} describes {session}");
+            inits.push(uri);
+            live.finish();
+        }
+        assert_ne!(inits[0], inits[1]);
+        let old = get(format!("{base}/source/{}", inits[0])).await;
+        assert_eq!(old.status(), StatusCode::NOT_FOUND, "the first broadcast's header URL must not serve the second's");
+
+        // The same configuration in a new broadcast still gets a new URL.
+        let same = |first_msn| {
+            let config = RenditionConfig { first_msn, ..RenditionConfig::default() };
+            Rendition::new(config, Some(video_config_of(640, 360)), None).unwrap().init_id()
+        };
+        assert_ne!(same(1000), same(3000));
+        assert_eq!(same(1000), same(1000));
+    }
 }
