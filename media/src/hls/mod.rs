@@ -25,4 +25,5 @@ pub use playlist::{
 };
 pub use window::{
     DropReason, Latest, Part, PartialSegment, Pushed, Rendition, RenditionConfig, RenditionError, Segment, TrackKind,
+    FORCED_CUT_TARGETS, MAX_SEGMENT_BYTES,
 };

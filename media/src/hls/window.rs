@@ -6,8 +6,11 @@
 //!   make it longer than that; every part is one CMAF fragment ([`crate::cmaf::fragment`]) and the
 //!   parts of a segment never overlap two segments;
 //! - a **segment** closes at the first keyframe at least `segment_target` after its start, so
-//!   segments follow the source GOP and always begin with a keyframe (which keeps them aligned
-//!   across renditions encoded with the same GOP). A segment's bytes are its parts' fragments back
+//!   segments follow the source GOP and begin with a keyframe (which keeps them aligned across
+//!   renditions encoded with the same GOP). Hard limit: a segment that reaches
+//!   [`FORCED_CUT_TARGETS`] segment targets, or [`MAX_SEGMENT_BYTES`], without a keyframe is cut
+//!   anyway ([`Rendition::forced_cuts`]), so a publisher that never sends one (intra refresh, a
+//!   huge GOP) cannot grow the window without bound; parts keep flowing either way. A segment's bytes are its parts' fragments back
 //!   to back; after the segment closes its parts are re-sliced out of those bytes, so each byte
 //!   is held once.
 //!
@@ -38,6 +41,10 @@ const RETAINED_BEYOND_PLAYLIST: usize = 2;
 /// Audio frames waiting for a video part to carry them (~10 s of 48 kHz AAC): bounds memory if
 /// video stalls while audio keeps coming.
 const MAX_QUEUED_AUDIO: usize = 512;
+/// A segment without a keyframe is cut at this many segment targets (4 s by default).
+pub const FORCED_CUT_TARGETS: u64 = 4;
+/// ... or at this many bytes of parts, whichever comes first.
+pub const MAX_SEGMENT_BYTES: usize = 32 << 20;
 /// Program date-time is media time from an anchor; re-anchor to the wall clock past this drift.
 const PDT_RESYNC_MILLIS: u64 = 1_000;
 
@@ -222,6 +229,10 @@ pub struct Rendition {
     longest_segment: Duration,
     pdt_anchor: Option<(UnixMillis, u64)>,
     finished: bool,
+    /// Bytes of the open segment's published parts.
+    open_bytes: usize,
+    /// Segments cut without a keyframe (see [`FORCED_CUT_TARGETS`]).
+    forced_cuts: u64,
 }
 
 impl Rendition {
@@ -262,6 +273,8 @@ impl Rendition {
             longest_segment: Duration::ZERO,
             pdt_anchor: None,
             finished: false,
+            open_bytes: 0,
+            forced_cuts: 0,
         })
     }
 
@@ -342,6 +355,16 @@ impl Rendition {
             published |= self.close_part()?;
             self.close_segment();
             self.start_segment(sample.dts, now);
+        } else if sample.dts.saturating_sub(self.open_start_dts)
+            >= self.segment_target_ticks.saturating_mul(FORCED_CUT_TARGETS)
+            || self.open_bytes + self.pending_bytes + sample.data.len() > MAX_SEGMENT_BYTES
+        {
+            // No keyframe for too long: cut here anyway (the new segment starts with a part
+            // that is not independent; players decode on from the previous one).
+            published |= self.close_part()?;
+            self.close_segment();
+            self.start_segment(sample.dts, now);
+            self.forced_cuts += 1;
         } else if !self.pending.is_empty()
             && (self.pending_ticks.saturating_add(u64::from(sample.duration)) > self.part_target_ticks
                 || self.pending_bytes + sample.data.len() > self.config.max_part_bytes)
@@ -361,6 +384,7 @@ impl Rendition {
     }
 
     fn start_segment(&mut self, dts: u64, now: UnixMillis) {
+        self.open_bytes = 0;
         let program_date_time = self.program_date_time(dts, now);
         self.open = Some(PartialSegment { msn: self.next_msn, program_date_time, parts: Vec::new() });
         self.open_start_dts = dts;
@@ -412,6 +436,7 @@ impl Rendition {
         let bytes = cmaf::fragment(self.sequence, &runs)
             .map_err(|source| RenditionError::Cmaf { rendition: self.config.name.clone(), source })?;
         let index = u32::try_from(open.parts.len()).unwrap_or(u32::MAX);
+        self.open_bytes += bytes.len();
         open.parts.push(Part {
             msn: open.msn,
             index,
@@ -457,6 +482,16 @@ impl Rendition {
         while self.segments.len() > self.config.playlist_segments + RETAINED_BEYOND_PLAYLIST {
             self.segments.pop_front();
         }
+    }
+
+    /// Segments cut without a keyframe so far (the hard limit of the module docs).
+    pub fn forced_cuts(&self) -> u64 {
+        self.forced_cuts
+    }
+
+    /// Bytes held by the window: complete segments and the open segment's parts.
+    pub fn window_bytes(&self) -> usize {
+        self.segments.iter().map(|s| s.bytes.len()).sum::<usize>() + self.open_bytes + self.pending_bytes
     }
 
     /// The newest published part, `None` before the first one.
@@ -623,6 +658,36 @@ pub(crate) fn ceil_secs(d: Duration) -> u64 {
 mod tests {
     use super::*;
     use crate::test_support::{audio_config, frame, now_of, video_config, video_rendition, T0};
+
+    /// A publisher that sends one keyframe and then none (intra refresh, `-g 100000`) for 200 s:
+    /// segments are cut at the hard limit, parts and playlists keep moving, memory stays bounded.
+    #[test]
+    fn a_publisher_without_keyframes_is_cut_at_the_hard_limit() {
+        let mut r = Rendition::new(RenditionConfig::default(), Some(video_config()), None).unwrap();
+        let mut peak = 0;
+        let mut published = Vec::new();
+        for i in 0..6000 {
+            if let Pushed::Published(latest) = r.push_video(frame(i, 0), now_of(i)).unwrap() {
+                published.push((latest.msn, latest.part));
+            }
+            peak = peak.max(r.window_bytes());
+        }
+        // Parts kept flowing: one every 200 ms, each after the one before.
+        assert!(published.len() >= 990, "{} parts", published.len());
+        assert!(published.windows(2).all(|w| w[0] < w[1]));
+        // 200 s at 4 s a segment.
+        assert!((49..=50).contains(&r.forced_cuts()), "{}", r.forced_cuts());
+        let segments: Vec<_> = r.playlist_segments().collect();
+        assert_eq!(segments.len(), 8);
+        assert!(segments.iter().all(|s| s.duration == Duration::from_secs(4)), "{:?}", segments[0].duration);
+        assert!(segments.iter().all(|s| !s.parts[0].independent), "cut segments start without a keyframe");
+        assert!(r.media_sequence() >= 40, "the playlist moves on: {}", r.media_sequence());
+        assert_eq!(r.target_duration(), 4);
+        // Ten segments (listed plus retained) and the open one, of 120 frames of 100 bytes plus
+        // fragment headers; without the limit all 6000 frames would stay in one open segment.
+        let bound = 11 * 120 * (100 + 64);
+        assert!(peak <= bound, "window peaked at {peak} bytes (bound {bound})");
+    }
 
     fn part_layout(s: &Segment) -> Vec<(u128, bool)> {
         s.parts.iter().map(|p| (p.duration.as_millis(), p.independent)).collect()

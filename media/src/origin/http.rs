@@ -364,6 +364,18 @@ mod tests {
         line.split('"').nth(1).unwrap().to_owned()
     }
 
+    /// Forced cuts are counted in `bitriver_origin_forced_segment_cuts_total`.
+    #[test]
+    fn forced_cuts_are_counted() {
+        let registry = LiveRegistry::new(RegistryConfig::default(), OriginMetrics::unregistered());
+        let rendition = Rendition::new(RenditionConfig::default(), Some(video_config_of(640, 360)), None).unwrap();
+        let live = registry.open("ch", "s", vec![rendition]).unwrap();
+        for i in 0..400 {
+            let _ = live.push_video(0, frame(i, 0), now_of(i)).unwrap();
+        }
+        assert_eq!(registry.metrics().forced_segment_cuts.get(), 3, "400 frames without a keyframe: 13.3 s");
+    }
+
     /// A streamer reconnects at another resolution: the new broadcast's header has another URL,
     /// describes the new size, and the old URL is not answered with it.
     #[tokio::test]
