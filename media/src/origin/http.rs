@@ -7,10 +7,12 @@
 //! rendition's watch channel, bounded by [`hls::blocking_timeout`] and by the number of requests
 //! allowed to wait at once.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -37,13 +39,21 @@ pub struct OriginConfig {
     /// Requests allowed to wait for a part at once (blocking playlist reloads and preload-hinted
     /// parts); more get 503 with `Retry-After: 1`. Default 10 000.
     pub max_waiting_requests: usize,
+    /// Of those, how many one client address may hold, so one client cannot take every slot
+    /// (an edge collapses its viewers into one request per object, so it needs few). Applies
+    /// when the server is run with connect info (the node's is). Default 1 000.
+    pub max_waiting_per_client: usize,
     /// `max-age` of `master.m3u8`: short, as `BANDWIDTH` follows the measured rate. Default 2 s.
     pub multivariant_max_age: Duration,
 }
 
 impl Default for OriginConfig {
     fn default() -> Self {
-        OriginConfig { max_waiting_requests: 10_000, multivariant_max_age: Duration::from_secs(2) }
+        OriginConfig {
+            max_waiting_requests: 10_000,
+            max_waiting_per_client: 1_000,
+            multivariant_max_age: Duration::from_secs(2),
+        }
     }
 }
 
@@ -52,6 +62,9 @@ impl OriginConfig {
     pub fn validate(&self) -> Result<(), &'static str> {
         if self.max_waiting_requests == 0 || self.max_waiting_requests > Semaphore::MAX_PERMITS {
             return Err("max_waiting_requests must be between 1 and 2^61");
+        }
+        if self.max_waiting_per_client == 0 || self.max_waiting_per_client > self.max_waiting_requests {
+            return Err("max_waiting_per_client must be between 1 and max_waiting_requests");
         }
         if self.multivariant_max_age > Duration::from_secs(60) {
             return Err("multivariant_max_age must be at most 60 s");
@@ -64,6 +77,26 @@ struct Origin {
     registry: LiveRegistry,
     config: OriginConfig,
     waiting: Semaphore,
+    /// Waiting requests by client address.
+    waiting_by_client: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One client's waiting request; gives its slot back on drop.
+struct ClientSlot<'a> {
+    origin: &'a Origin,
+    client: IpAddr,
+}
+
+impl Drop for ClientSlot<'_> {
+    fn drop(&mut self) {
+        let mut by_client = self.origin.waiting_by_client.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = by_client.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                by_client.remove(&self.client);
+            }
+        }
+    }
 }
 
 /// The origin routes, ready to merge into the node's router:
@@ -77,7 +110,7 @@ struct Origin {
 /// router's.
 pub fn routes(registry: LiveRegistry, config: OriginConfig) -> Router {
     let waiting = Semaphore::new(config.max_waiting_requests.min(Semaphore::MAX_PERMITS));
-    let origin = Arc::new(Origin { registry, config, waiting });
+    let origin = Arc::new(Origin { registry, config, waiting, waiting_by_client: Mutex::default() });
     Router::new()
         .route("/hls/{channel}/master.m3u8", get(master).options(preflight))
         .route("/hls/{channel}/{rendition}/{file}", get(rendition_file).options(preflight))
@@ -140,7 +173,9 @@ async fn rendition_file(
     State(origin): State<Arc<Origin>>,
     Path((channel, rendition, file)): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
+    request: Request,
 ) -> Response {
+    let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let Some(file) = RenditionFile::parse(&file) else {
         return not_found(format!("no {file} in rendition {rendition} of channel {channel}"));
     };
@@ -152,7 +187,7 @@ async fn rendition_file(
         return not_found(format!("channel {channel} has no rendition {rendition}"));
     };
     match file {
-        RenditionFile::Playlist => playlist(&origin, &live, slot, query.as_deref().unwrap_or("")).await,
+        RenditionFile::Playlist => playlist(&origin, client, &live, slot, query.as_deref().unwrap_or("")).await,
         RenditionFile::Init(id) => {
             // Only the current broadcast's header answers to its name: an old name is a 404, so no
             // player or cache ever gets this header under a URL that meant another one.
@@ -179,7 +214,7 @@ async fn rendition_file(
             };
             let found = match found {
                 Some(found) => found,
-                None => match origin.wait(slot, timeout, |r| part_step(r, msn, index)).await {
+                None => match origin.wait(client, slot, timeout, |r| part_step(r, msn, index)).await {
                     Ok(found) => found,
                     Err(unavailable) => return unavailable,
                 },
@@ -218,7 +253,13 @@ fn playlist_step(query: PlaylistParams, r: &Rendition) -> Option<Result<(), BadR
     }
 }
 
-async fn playlist(origin: &Origin, live: &LiveChannel, slot: &RenditionSlot, query: &str) -> Response {
+async fn playlist(
+    origin: &Origin,
+    client: Option<IpAddr>,
+    live: &LiveChannel,
+    slot: &RenditionSlot,
+    query: &str,
+) -> Response {
     let query = match PlaylistParams::parse(query) {
         Ok(query) => query,
         Err(_) => return bad_request(BadReload::Malformed),
@@ -229,7 +270,7 @@ async fn playlist(origin: &Origin, live: &LiveChannel, slot: &RenditionSlot, que
     };
     let step = match step {
         Some(step) => step,
-        None => match origin.wait(slot, timeout, |r| playlist_step(query, r)).await {
+        None => match origin.wait(client, slot, timeout, |r| playlist_step(query, r)).await {
             Ok(step) => step,
             Err(unavailable) => return unavailable,
         },
@@ -255,14 +296,36 @@ async fn playlist(origin: &Origin, live: &LiveChannel, slot: &RenditionSlot, que
 }
 
 impl Origin {
+    /// Takes one of `client`'s waiting slots, if it has one left.
+    fn client_slot(&self, client: IpAddr) -> Option<ClientSlot<'_>> {
+        let mut by_client = self.waiting_by_client.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = by_client.entry(client).or_insert(0);
+        if *count >= self.config.max_waiting_per_client {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot { origin: self, client })
+    }
+
     /// Re-runs `check` on the rendition after every publish until it answers, for at most
-    /// `timeout`. `Err` is the 503 to send (timed out, or too many requests waiting).
+    /// `timeout`. `Err` is the 503 to send (timed out, too many requests waiting, or too many
+    /// from this `client`).
     async fn wait<T>(
         &self,
+        client: Option<IpAddr>,
         slot: &RenditionSlot,
         timeout: Duration,
         mut check: impl FnMut(&Rendition) -> Option<T>,
     ) -> Result<T, Response> {
+        let _client_slot = match client {
+            Some(client) => match self.client_slot(client) {
+                Some(slot) => Some(slot),
+                None => {
+                    return Err(unavailable("overloaded", "too many requests from this client are waiting".to_owned()))
+                }
+            },
+            None => None,
+        };
         let Ok(_permit) = self.waiting.try_acquire() else {
             return Err(unavailable("overloaded", "too many requests are waiting for parts".to_owned()));
         };
@@ -374,6 +437,47 @@ mod tests {
             let _ = live.push_video(0, frame(i, 0), now_of(i)).unwrap();
         }
         assert_eq!(registry.metrics().forced_segment_cuts.get(), 3, "400 frames without a keyframe: 13.3 s");
+    }
+
+    /// One client address cannot take every blocking-playlist slot: past its share it gets 503
+    /// at once, while another address still waits.
+    #[tokio::test]
+    async fn one_client_cannot_take_every_waiting_slot() {
+        let registry = LiveRegistry::new(RegistryConfig::default(), OriginMetrics::unregistered());
+        let rendition = Rendition::new(RenditionConfig::default(), Some(video_config_of(640, 360)), None).unwrap();
+        let live = registry.open("ch", "s", vec![rendition]).unwrap();
+        for i in 0..40 {
+            let _ = live.push_video(0, frame(i, 30), now_of(i)).unwrap();
+        }
+        let config = OriginConfig { max_waiting_requests: 100, max_waiting_per_client: 2, ..OriginConfig::default() };
+        let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let app = routes(registry.clone(), config).into_make_service_with_connect_info::<SocketAddr>();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        // Segment 1 is open; segment 2 is not coming soon, so these requests wait.
+        let wait_for = |from: [u8; 4]| {
+            let client = reqwest::Client::builder().local_address(IpAddr::from(from)).build().unwrap();
+            let url = format!("http://127.0.0.1:{port}/hls/ch/source/index.m3u8?_HLS_msn=2");
+            tokio::spawn(async move { client.get(url).send().await.unwrap() })
+        };
+        let held = [wait_for([127, 0, 0, 1]), wait_for([127, 0, 0, 1])];
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(held.iter().all(|h| !h.is_finished()), "both wait");
+        let refused = wait_for([127, 0, 0, 1]).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refused.headers()["retry-after"], "1");
+        assert!(refused.text().await.unwrap().contains("from this client"));
+        let other = wait_for([127, 0, 0, 2]);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!other.is_finished(), "another address still gets a slot");
+        // Slots come back when the waits end.
+        live.finish();
+        for h in held {
+            assert_eq!(h.await.unwrap().status(), StatusCode::OK);
+        }
+        assert_eq!(other.await.unwrap().status(), StatusCode::OK);
+        let again = wait_for([127, 0, 0, 1]).await.unwrap();
+        assert_eq!(again.status(), StatusCode::OK, "a finished stream answers at once");
     }
 
     /// A streamer reconnects at another resolution: the new broadcast's header has another URL,
