@@ -33,7 +33,7 @@ fi
 # cargo-fuzz passes -Z flags (e.g. -Zsanitizer); RUSTC_BOOTSTRAP lets stable rustc accept them.
 export RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/bitriver-fuzz-target}
-# bitriver-media -> raft -> rocksdb: link Debian's librocksdb like the main build does.
+# Any crate reaching rocksdb links Debian's librocksdb like the main build does.
 export ROCKSDB_LIB_DIR=${ROCKSDB_LIB_DIR:-/usr/lib/x86_64-linux-gnu}
 sanitizer=${FUZZ_SANITIZER:-address}
 

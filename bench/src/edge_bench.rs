@@ -65,7 +65,8 @@ struct Args {
 /// What is loaded: the path below each server, and its size.
 const OBJECTS: [(&str, &str, usize); 2] =
     [("100 KB part", "/hls/bench/v/part1.0.m4s", 100 * 1024), ("1 MB segment", "/hls/bench/v/seg1.m4s", 1024 * 1024)];
-const INIT: &str = "/hls/bench/v/init.mp4";
+/// A versioned header name, as the origin writes them (`hls_names::RenditionFile::Init`).
+const INIT: &str = "/hls/bench/v/init-0000000000000001.mp4";
 
 struct FixedOrigin(SocketAddr);
 
@@ -323,7 +324,9 @@ impl Nginx {
             std::fs::create_dir_all(dir.join(sub))?;
         }
         std::fs::create_dir_all(&www)?;
-        for (name, size) in [("part1.0.m4s", 100 * 1024), ("seg1.m4s", 1024 * 1024), ("init.mp4", 1024)] {
+        for (name, size) in
+            [("part1.0.m4s", 100 * 1024), ("seg1.m4s", 1024 * 1024), ("init-0000000000000001.mp4", 1024)]
+        {
             let body: Vec<u8> = (0..size).map(|i: usize| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
             std::fs::write(www.join(name), body)?;
         }

@@ -21,9 +21,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use bytes::Bytes;
 use clap::Parser;
-use media::cmaf::{avc_codec_string, Sample, VideoCodec, VideoConfig};
+use media::cmaf::{Sample, VideoCodec, VideoConfig};
+use media::codec::h264::{codec_string, split_access_units};
 use media::hls::{Rendition, RenditionConfig};
 use media::ingest::{Ladder, LadderSource};
 use media::origin::{LiveRegistry, LiveRendition, OriginMetrics, RegistryConfig};
@@ -111,64 +111,25 @@ fn generate(ffmpeg: &Path, out: &Path, width: u32, height: u32, seconds: u64) ->
     Ok(())
 }
 
-/// NAL units of an Annex B stream.
-fn nals(data: &[u8]) -> Vec<&[u8]> {
-    let mut starts = Vec::new();
-    let mut i = 0;
-    while i + 3 <= data.len() {
-        if data[i..i + 3] == [0, 0, 1] {
-            starts.push(i + 3);
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    let mut out = Vec::new();
-    for (k, &begin) in starts.iter().enumerate() {
-        let mut end = starts.get(k + 1).map_or(data.len(), |next| next - 3);
-        while k + 1 < starts.len() && end > begin && data[end - 1] == 0 {
-            end -= 1;
-        }
-        out.push(&data[begin..end]);
-    }
-    out
-}
-
-/// The input as packager samples (AVCC, 90 kHz, 30 fps) plus its SPS and PPS, split at the AUDs.
+/// The input as packager samples (AVCC, 90 kHz, 30 fps) plus its SPS and PPS.
 fn access_units(data: &[u8]) -> anyhow::Result<(VideoConfig, Vec<Sample>)> {
-    let (mut sps, mut pps) = (Vec::new(), Vec::new());
-    let mut samples = Vec::new();
-    let mut current: Vec<u8> = Vec::new();
-    let mut keyframe = false;
-    let flush = |current: &mut Vec<u8>, keyframe: &mut bool, samples: &mut Vec<Sample>| {
-        if !current.is_empty() {
-            let dts = samples.len() as u64 * u64::from(TICKS_PER_FRAME);
-            let data = Bytes::from(std::mem::take(current));
-            samples.push(Sample { dts, pts_offset: 0, duration: TICKS_PER_FRAME, keyframe: *keyframe, data });
-        }
-        *keyframe = false;
-    };
-    for nal in nals(data) {
-        let Some(header) = nal.first() else { continue };
-        match header & 0x1f {
-            9 => flush(&mut current, &mut keyframe, &mut samples),
-            7 if sps.is_empty() => sps = nal.to_vec(),
-            8 if pps.is_empty() => pps = nal.to_vec(),
-            7 | 8 => {}
-            kind => {
-                keyframe |= kind == 5;
-                current.extend_from_slice(&u32::try_from(nal.len())?.to_be_bytes());
-                current.extend_from_slice(nal);
-            }
-        }
-    }
-    flush(&mut current, &mut keyframe, &mut samples);
-    let codec_string = avc_codec_string(&sps).context("input has no SPS")?;
-    if pps.is_empty() || samples.is_empty() {
+    let es = split_access_units(data);
+    let codec_string = es.sps.first().and_then(|sps| codec_string(sps)).context("input has no SPS")?;
+    if es.pps.is_empty() || es.access_units.is_empty() {
         bail!("input has no PPS or no frames");
     }
-    let config =
-        VideoConfig { codec: VideoCodec::Avc1, sps: vec![sps], pps: vec![pps], width: 0, height: 0, codec_string };
+    let samples = es
+        .access_units
+        .into_iter()
+        .enumerate()
+        .map(|(i, (data, keyframe))| {
+            let dts = i as u64 * u64::from(TICKS_PER_FRAME);
+            Sample { dts, pts_offset: 0, duration: TICKS_PER_FRAME, keyframe, data }
+        })
+        .collect();
+    let sps = es.sps.into_iter().take(1).collect();
+    let pps = es.pps.into_iter().take(1).collect();
+    let config = VideoConfig { codec: VideoCodec::Avc1, sps, pps, width: 0, height: 0, codec_string };
     Ok((config, samples))
 }
 

@@ -1,8 +1,12 @@
 //! LL-HLS cache rules: which object a path names, its cache key, and how long it stays fresh.
 //!
 //! Pure functions over the request path and query, no I/O, so the rules are tested on their own.
+//! The names themselves (and the `_HLS_*` parameters) are the origin's grammar, [`hls_names`]:
+//! the edge keys exactly the objects the origin serves, one key per object.
 
 use std::time::Duration;
+
+use hls_names::{HlsPath, MalformedParam, PlaylistParams, RenditionFile};
 
 /// What an `/hls/` path names, as the origin lays objects out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,7 +17,7 @@ pub enum ObjectKind {
     Playlist,
     /// `{rendition}/index.m3u8?_HLS_msn=..`: names the update it waits for.
     BlockingPlaylist,
-    /// `init.mp4`.
+    /// `init-{id}.mp4`.
     Init,
     /// `seg{msn}.m4s`.
     Segment,
@@ -48,62 +52,34 @@ pub struct HlsRequest {
     pub key: String,
 }
 
-/// The query parameters that select a different playlist; every other one is dropped.
-const KEYED_PARAMS: [&str; 3] = ["_HLS_msn", "_HLS_part", "_HLS_skip"];
+/// Why the edge does not serve a request (it answers without asking the origin, as the origin
+/// would).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotServed {
+    /// Not an object the origin serves: 404.
+    NotFound,
+    /// A playlist request with a malformed `_HLS_*` parameter: 400.
+    BadRequest(MalformedParam),
+}
 
-/// Parse an edge request path. `None` if it is not an object the origin serves.
-pub fn parse(path: &str, query: Option<&str>) -> Option<HlsRequest> {
-    let rest = path.strip_prefix("/hls/")?;
-    let mut segments = rest.split('/');
-    let channel = segments.next().filter(|c| is_name(c))?;
-    let (kind, params) = match (segments.next(), segments.next(), segments.next()) {
-        (Some("master.m3u8"), None, None) => (ObjectKind::Master, Vec::new()),
-        (Some(rendition), Some(file), None) if is_name(rendition) => match file {
-            "index.m3u8" => {
-                let params = keyed_params(query.unwrap_or(""));
-                let blocking = params.iter().any(|(k, _)| *k == "_HLS_msn");
-                (if blocking { ObjectKind::BlockingPlaylist } else { ObjectKind::Playlist }, params)
+/// Parse an edge request path and query. The key is the path plus the LL-HLS parameters in
+/// their canonical form ([`PlaylistParams::canonical_query`]); every other parameter is dropped.
+pub fn parse(path: &str, query: Option<&str>) -> Result<HlsRequest, NotServed> {
+    let parsed = HlsPath::parse(path).ok_or(NotServed::NotFound)?;
+    let (kind, params) = match parsed {
+        HlsPath::Master { .. } => (ObjectKind::Master, String::new()),
+        HlsPath::Rendition { file, .. } => match file {
+            RenditionFile::Playlist => {
+                let params = PlaylistParams::parse(query.unwrap_or("")).map_err(NotServed::BadRequest)?;
+                let kind = if params.is_blocking() { ObjectKind::BlockingPlaylist } else { ObjectKind::Playlist };
+                (kind, params.canonical_query())
             }
-            "init.mp4" => (ObjectKind::Init, Vec::new()),
-            f if f.starts_with("seg") && f.ends_with(".m4s") && is_name(f) => (ObjectKind::Segment, Vec::new()),
-            f if f.starts_with("part") && f.ends_with(".m4s") && is_name(f) => (ObjectKind::Part, Vec::new()),
-            _ => return None,
+            RenditionFile::Init(_) => (ObjectKind::Init, String::new()),
+            RenditionFile::Segment(_) => (ObjectKind::Segment, String::new()),
+            RenditionFile::Part(..) => (ObjectKind::Part, String::new()),
         },
-        _ => return None,
     };
-    let mut key = String::with_capacity(path.len() + 32);
-    key.push_str(path);
-    for (i, (name, value)) in params.iter().enumerate() {
-        key.push(if i == 0 { '?' } else { '&' });
-        key.push_str(name);
-        key.push('=');
-        key.push_str(value);
-    }
-    Some(HlsRequest { channel: channel.to_owned(), kind, key })
-}
-
-/// Channel and rendition ids and file names: what the origin generates, nothing to escape.
-fn is_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && s != "."
-        && s != ".."
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
-/// The keyed parameters present, in [`KEYED_PARAMS`] order; the first occurrence of each wins.
-fn keyed_params(query: &str) -> Vec<(&'static str, &str)> {
-    let mut found: [Option<&str>; 3] = [None; 3];
-    for pair in query.split('&') {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if let Some(i) = KEYED_PARAMS.iter().position(|k| *k == name) {
-            let safe = value.len() <= 20 && value.bytes().all(|b| b.is_ascii_alphanumeric());
-            if found[i].is_none() && safe {
-                found[i] = Some(value);
-            }
-        }
-    }
-    KEYED_PARAMS.iter().zip(found).filter_map(|(k, v)| v.map(|v| (*k, v))).collect()
+    Ok(HlsRequest { channel: parsed.channel().to_owned(), kind, key: format!("{path}{params}") })
 }
 
 /// Freshness rules of the edge.
@@ -173,27 +149,69 @@ mod tests {
     fn kinds_and_keys() {
         let r = parse("/hls/ch1/master.m3u8", Some("token=x")).unwrap();
         assert_eq!((r.channel.as_str(), r.kind, r.key.as_str()), ("ch1", ObjectKind::Master, "/hls/ch1/master.m3u8"));
+        // A repeated parameter counts by its last value, as at the origin.
         let r = parse("/hls/ch1/source/index.m3u8", Some("x=1&_HLS_part=2&_HLS_msn=10&_HLS_msn=11")).unwrap();
         assert_eq!(r.kind, ObjectKind::BlockingPlaylist);
-        assert_eq!(r.key, "/hls/ch1/source/index.m3u8?_HLS_msn=10&_HLS_part=2");
+        assert_eq!(r.key, "/hls/ch1/source/index.m3u8?_HLS_msn=11&_HLS_part=2");
         let r = parse("/hls/ch1/source/index.m3u8", Some("_HLS_skip=YES")).unwrap();
         assert_eq!((r.kind, r.key.as_str()), (ObjectKind::Playlist, "/hls/ch1/source/index.m3u8?_HLS_skip=YES"));
         assert_eq!(parse("/hls/ch1/source/index.m3u8", None).unwrap().kind, ObjectKind::Playlist);
-        assert_eq!(parse("/hls/ch1/source/init.mp4", None).unwrap().kind, ObjectKind::Init);
+        assert_eq!(parse("/hls/ch1/source/init-0123456789abcdef.mp4", None).unwrap().kind, ObjectKind::Init);
+        assert_eq!(parse("/hls/ch1/source/init.mp4", None), Err(NotServed::NotFound), "an unversioned header");
         assert_eq!(parse("/hls/ch1/source/seg12.m4s", Some("a=b")).unwrap().key, "/hls/ch1/source/seg12.m4s");
         assert_eq!(parse("/hls/ch1/source/part12.3.m4s", None).unwrap().kind, ObjectKind::Part);
     }
 
     #[test]
     fn rejects_what_the_origin_does_not_serve() {
-        for path in ["/", "/api/channels", "/hls/", "/hls/ch1", "/hls/../x/index.m3u8", "/hls/ch1/a/b/c.m4s"] {
-            assert_eq!(parse(path, None), None, "{path}");
+        for path in [
+            "/",
+            "/api/channels",
+            "/hls/",
+            "/hls/ch1",
+            "/hls/../x/index.m3u8",
+            "/hls/ch1/a/b/c.m4s",
+            "/hls/ch1/source/other.txt",
+            "/hls/ch%2F1/source/index.m3u8",
+            // The origin has one name per object: no leading zeros.
+            "/hls/ch1/source/seg01.m4s",
+            "/hls/ch1/source/part7.01.m4s",
+            "/hls/ch1/source/segx.m4s",
+        ] {
+            assert_eq!(parse(path, None), Err(NotServed::NotFound), "{path}");
         }
-        assert_eq!(parse("/hls/ch1/source/other.txt", None), None);
-        assert_eq!(parse("/hls/ch%2F1/source/index.m3u8", None), None);
-        // An odd parameter value is dropped, not put into the key.
-        let r = parse("/hls/c/s/index.m3u8", Some("_HLS_msn=1%26x")).unwrap();
-        assert_eq!(r.kind, ObjectKind::Playlist);
+        // An odd parameter value is refused as the origin refuses it, never put into the key.
+        assert!(matches!(parse("/hls/c/s/index.m3u8", Some("_HLS_msn=1%26x")), Err(NotServed::BadRequest(_))));
+        assert!(matches!(parse("/hls/c/s/index.m3u8", Some("_HLS_msn=01")), Err(NotServed::BadRequest(_))));
+    }
+
+    /// The edge serves exactly the names of the origin's grammar (the origin's router parses with
+    /// the same `hls_names`; `media/tests/origin.rs` checks that side).
+    #[test]
+    fn edge_and_origin_grammar_agree() {
+        for file in [
+            "index.m3u8",
+            "init.mp4",
+            "init-0123456789abcdef.mp4",
+            "init-0123456789ABCDEF.mp4",
+            "seg0.m4s",
+            "seg10.m4s",
+            "seg01.m4s",
+            "seg00.m4s",
+            "part3.0.m4s",
+            "part03.0.m4s",
+            "part3.00.m4s",
+            "part3.m4s",
+            "seg1.mp4",
+            "SEG1.m4s",
+            "seg-1.m4s",
+            "seg+1.m4s",
+            "master.m3u8",
+        ] {
+            let path = format!("/hls/ch/source/{file}");
+            let origin = RenditionFile::parse(file).is_some();
+            assert_eq!(parse(&path, None).is_ok(), origin, "{path}");
+        }
     }
 
     #[test]

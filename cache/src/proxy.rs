@@ -28,7 +28,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::direct::DirectSocket;
 use crate::metrics::EdgeMetrics;
-use crate::policy::{self, Freshness, HlsRequest, ObjectKind};
+use crate::policy::{self, Freshness, HlsRequest, NotServed, ObjectKind};
 use crate::storage::MokaStorage;
 use crate::viewers::ViewerCounter;
 
@@ -163,10 +163,17 @@ impl ProxyHttp for EdgeProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut EdgeCtx) -> Result<bool> {
         self.metrics.requests.inc();
         let req = session.req_header();
-        let Some(request) = policy::parse(req.uri.path(), req.uri.query()) else {
-            let message = format!("the edge serves /hls/{{channel}}/... only, not {}", req.uri.path());
-            respond_json_error(session, 404, "not_found", &message).await?;
-            return Ok(true);
+        let request = match policy::parse(req.uri.path(), req.uri.query()) {
+            Ok(request) => request,
+            Err(NotServed::NotFound) => {
+                let message = format!("the edge serves /hls/{{channel}}/... only, not {}", req.uri.path());
+                respond_json_error(session, 404, "not_found", &message).await?;
+                return Ok(true);
+            }
+            Err(NotServed::BadRequest(malformed)) => {
+                respond_json_error(session, 400, "bad_request", &malformed.to_string()).await?;
+                return Ok(true);
+            }
         };
         // Now, while the connection is surely open: the peer address is looked up lazily and
         // may be gone by the logging phase.

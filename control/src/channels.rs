@@ -20,7 +20,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{token_hash, Caller};
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::json::ApiJson;
 use crate::ApiState;
@@ -377,7 +377,7 @@ async fn create_channel(
         title,
         category,
         tags,
-        stream_key_hash: token_hash(&stream_key),
+        stream_key_hash: raft::stream_key_hash(&stream_key),
         live_state: LiveState::Offline,
         current_session_id: None,
         moderators: Vec::new(),
@@ -645,8 +645,11 @@ async fn rotate_stream_key(
     let channel = load_channel(&state, &id).await?;
     require_owner_or_admin(&caller, &channel, "rotate the stream key")?;
     let stream_key = new_stream_key();
-    let command =
-        Command::SetStreamKey { channel_id: channel.id, stream_key_hash: token_hash(&stream_key), at: now_millis() };
+    let command = Command::SetStreamKey {
+        channel_id: channel.id,
+        stream_key_hash: raft::stream_key_hash(&stream_key),
+        at: now_millis(),
+    };
     let updated = match state.catalog.propose(command).await? {
         Response::Channel(c) => c,
         other => return Err(unexpected(other)),

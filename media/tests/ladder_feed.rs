@@ -3,45 +3,27 @@
 //! multivariant playlist leaves it out), restarts it at a later media sequence number so it
 //! rejoins aligned, and gets `Ended` once the stream is over.
 
-use bytes::Bytes;
-use media::cmaf::{Sample, VideoCodec, VideoConfig};
-use media::hls::{Rendition, RenditionConfig};
-use media::origin::{routes, LiveRegistry, OriginConfig, OriginError, OriginMetrics, RegistryConfig};
+mod common;
 
-const T0: i64 = 1_700_000_000_000;
+use common::{frame_of, now_of, serve, video_config};
+use media::cmaf::Sample;
+use media::hls::{Rendition, RenditionConfig};
+use media::origin::{LiveRegistry, OriginError, OriginMetrics, RegistryConfig};
 
 fn rendition(name: &str) -> Rendition {
-    let video = VideoConfig {
-        codec: VideoCodec::Avc1,
-        sps: vec![vec![0x67, 0x42, 0xc0, 0x1e, 0xd9, 0x00, 0xa0, 0x2f, 0xf9, 0x70, 0x11]],
-        pps: vec![vec![0x68, 0xce, 0x3c, 0x80]],
-        width: 640,
-        height: 360,
-        codec_string: "avc1.42c01e".into(),
-    };
     let config = RenditionConfig { name: name.into(), first_msn: 100, ..RenditionConfig::default() };
-    Rendition::new(config, Some(video), None).unwrap()
+    Rendition::new(config, Some(video_config()), None).unwrap()
 }
 
 /// Frame `i` of a 30 fps stream with a keyframe every second.
 fn frame(i: u64) -> Sample {
-    let keyframe = i.is_multiple_of(30);
-    let mut data = vec![0, 0, 0, 9, if keyframe { 0x65 } else { 0x41 }];
-    data.extend(std::iter::repeat_n(i as u8, 8));
-    Sample { dts: i * 3000, pts_offset: 0, duration: 3000, keyframe, data: Bytes::from(data) }
-}
-
-fn now_of(i: u64) -> i64 {
-    T0 + (i * 100 / 3) as i64
+    frame_of(i, 8)
 }
 
 #[tokio::test]
 async fn a_feed_unlists_restarts_and_sees_the_end() {
     let registry = LiveRegistry::new(RegistryConfig::default(), OriginMetrics::unregistered());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = routes(registry.clone(), OriginConfig::default());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let base = serve(registry.clone()).await;
     let get = |path: String| {
         let url = format!("{base}{path}");
         async move { reqwest::get(url).await.unwrap().text().await.unwrap() }

@@ -2,32 +2,20 @@
 //! access units pushed through a `LiveHandle`. Each test also feeds a twin `Rendition` outside the
 //! registry with the same samples, so served bytes can be compared with what the packager makes.
 
+mod common;
+
 use std::time::Duration;
 
 use bytes::Bytes;
-use media::cmaf::{AudioConfig, Sample, VideoCodec, VideoConfig};
+use common::{frame_of, now_of, serve, video_config, T0};
+use media::cmaf::{AudioConfig, Sample};
 use media::hls::{Rendition, RenditionConfig};
-use media::origin::{
-    routes, LiveHandle, LiveRegistry, LiveRendition, OriginConfig, OriginError, OriginMetrics, RegistryConfig,
-};
+use media::origin::{LiveHandle, LiveRegistry, LiveRendition, OriginError, OriginMetrics, RegistryConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-const T0: i64 = 1_700_000_000_000;
 /// Long enough for a request that should wait to have answered if it didn't.
 const STILL_PENDING: Duration = Duration::from_millis(300);
-
-fn video_config() -> VideoConfig {
-    // Baseline profile, level 3.0, 640x360: the codec string matches the SPS bytes.
-    VideoConfig {
-        codec: VideoCodec::Avc1,
-        sps: vec![vec![0x67, 0x42, 0xc0, 0x1e, 0xd9, 0x00, 0xa0, 0x2f, 0xf9, 0x70, 0x11]],
-        pps: vec![vec![0x68, 0xce, 0x3c, 0x80]],
-        width: 640,
-        height: 360,
-        codec_string: "avc1.42c01e".into(),
-    }
-}
 
 fn audio_config() -> AudioConfig {
     AudioConfig { asc: vec![0x11, 0x90], sample_rate: 48_000, channels: 2, codec_string: "mp4a.40.2".into() }
@@ -38,16 +26,9 @@ fn rendition(name: &str, audio: bool) -> Rendition {
     Rendition::new(config, Some(video_config()), audio.then(audio_config)).unwrap()
 }
 
-/// Frame `i` of a 30 fps stream with a keyframe every second: one AVCC NAL unit (IDR or not).
+/// Frame `i` of a 30 fps stream with a keyframe every second.
 fn frame(i: u64) -> Sample {
-    let keyframe = i.is_multiple_of(30);
-    let mut data = vec![0, 0, 0, 65, if keyframe { 0x65 } else { 0x41 }];
-    data.extend(std::iter::repeat_n(i as u8, 64));
-    Sample { dts: i * 3000, pts_offset: 0, duration: 3000, keyframe, data: Bytes::from(data) }
-}
-
-fn now_of(i: u64) -> i64 {
-    T0 + (i * 100 / 3) as i64
+    frame_of(i, 64)
 }
 
 /// A server with one live channel, and the twins of its renditions.
@@ -58,14 +39,6 @@ struct Live {
     handle: Option<LiveHandle>,
     twins: Vec<Rendition>,
     next_frame: u64,
-}
-
-async fn serve(registry: LiveRegistry) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = routes(registry, OriginConfig::default());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}")
 }
 
 impl Live {
@@ -244,8 +217,9 @@ async fn init_segment_and_part_bytes_and_headers() {
     let mut live = Live::start("ch1", &["source"]).await;
     live.push(31); // segment 0 complete
     let twin = &live.twins[0];
+    let init = hls_names::RenditionFile::Init(twin.init_id()).to_string();
     for (path, content_type, expected) in [
-        ("init.mp4", "video/mp4", twin.init()),
+        (init.as_str(), "video/mp4", twin.init()),
         ("seg0.m4s", "video/iso.segment", twin.segment(0).unwrap()),
         ("part0.0.m4s", "video/iso.segment", twin.part(0, 0).unwrap()),
         ("part0.4.m4s", "video/iso.segment", twin.part(0, 4).unwrap()),
@@ -260,7 +234,7 @@ async fn init_segment_and_part_bytes_and_headers() {
         assert_eq!(response.bytes().await.unwrap(), expected, "{path}");
     }
     assert_eq!(&twin.init()[4..8], b"ftyp");
-    for missing in ["seg1.m4s", "seg01.m4s", "part9.0.m4s", "clip.m4s"] {
+    for missing in ["seg1.m4s", "seg01.m4s", "part9.0.m4s", "clip.m4s", "init.mp4", "init-0000000000000000.mp4"] {
         let response = live.get(&format!("/hls/ch1/source/{missing}")).await;
         assert_eq!(response.status(), StatusCode::NOT_FOUND, "{missing}");
         assert_eq!(error_code(response).await, "not_found");
@@ -291,7 +265,7 @@ async fn unknown_channels_and_renditions_are_404_json() {
     for path in [
         "/hls/nope/master.m3u8",
         "/hls/nope/source/index.m3u8",
-        "/hls/nope/source/init.mp4",
+        "/hls/nope/source/init-0000000000000000.mp4",
         "/hls/ch1/720p/index.m3u8",
         "/hls/ch1/720p/part0.0.m4s",
     ] {
@@ -401,4 +375,52 @@ async fn channels_are_bounded_and_ended_ones_expire() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(reqwest::get(&master).await.unwrap().status(), StatusCode::NOT_FOUND);
     assert_eq!(registry.session("b"), None);
+}
+
+/// Every URI the playlists name is served, and the origin refuses every other spelling of it
+/// exactly where the shared grammar (which the edge keys its cache with) refuses it.
+#[tokio::test]
+async fn playlist_uris_and_the_shared_grammar_agree() {
+    let mut live = Live::start("ch1", &["source", "360p"]).await;
+    live.push(95); // three segments and two parts of the fourth
+    let master = live.get("/hls/ch1/master.m3u8").await.text().await.unwrap();
+    let playlist = live.get("/hls/ch1/source/index.m3u8").await.text().await.unwrap();
+    let mut uris: Vec<String> = playlist
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(str::to_owned)
+        .chain(playlist.lines().filter(|l| !l.starts_with("#EXT-X-PRELOAD-HINT")).filter_map(|l| {
+            let (_, rest) = l.split_once("URI=\"")?;
+            Some(rest.split('"').next()?.to_owned())
+        }))
+        .collect();
+    uris.sort();
+    uris.dedup();
+    assert!(uris.len() > 10, "{uris:?}");
+    let mut names = Vec::new();
+    for uri in &uris {
+        let path = if let Some(sibling) = uri.strip_prefix("../") {
+            format!("/hls/ch1/{sibling}")
+        } else {
+            format!("/hls/ch1/source/{uri}")
+        };
+        assert!(hls_names::HlsPath::parse(&path).is_some(), "{path} outside the grammar");
+        assert_eq!(live.get(&path).await.status(), StatusCode::OK, "{path}");
+        names.push(path);
+    }
+    for line in master.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let path = format!("/hls/ch1/{line}");
+        assert!(hls_names::HlsPath::parse(&path).is_some(), "{path}");
+        assert_eq!(live.get(&path).await.status(), StatusCode::OK, "{path}");
+    }
+    // Other spellings of the same objects: a leading zero before any number, upper case.
+    for path in names.iter().filter(|p| p.ends_with(".m4s")) {
+        let (dir, file) = path.rsplit_once('/').unwrap();
+        let spellings = [file.replacen("seg", "seg0", 1), file.replacen("part", "part0", 1), file.to_uppercase()];
+        for spelling in spellings.iter().filter(|s| *s != file) {
+            let other = format!("{dir}/{spelling}");
+            assert_eq!(hls_names::HlsPath::parse(&other), None, "{other}");
+            assert_eq!(live.get(&other).await.status(), StatusCode::NOT_FOUND, "{other}");
+        }
+    }
 }

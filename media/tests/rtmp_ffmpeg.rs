@@ -6,6 +6,7 @@ use std::net::TcpListener;
 use std::process::Stdio;
 use std::time::Duration;
 
+use media::codec::h264;
 use media::flv::{self, AudioTag, VideoTag};
 use media::rtmp::{CloseReason, Event, ServerSession, SessionConfig};
 
@@ -69,7 +70,7 @@ fn ffmpeg_publishes_h264_and_aac() {
                         keyframes += usize::from(f.keyframe);
                         video += 1;
                         let nal_len = avc.as_ref().map_or(4, |c| c.nal_length_size);
-                        assert!(flv::nal_units(&f.nalus, nal_len).all(|n| n.is_ok()));
+                        assert!(h264::avcc_nal_units(&f.nalus, nal_len).all(|n| n.is_ok()));
                     }
                     _ => {}
                 },
@@ -85,7 +86,7 @@ fn ffmpeg_publishes_h264_and_aac() {
                     let avc = avc.expect("AVC sequence header");
                     assert_eq!((avc.width, avc.height), (640, 360));
                     let aac = aac.expect("AAC sequence header");
-                    assert_eq!((aac.sample_rate, aac.codec_string.as_str()), (48000, "mp4a.40.2"));
+                    assert_eq!((aac.sample_rate, aac.codec_string().as_str()), (48000, "mp4a.40.2"));
                     assert_eq!(meta.expect("onMetaData").width, Some(640.0));
                     assert!(video >= 40 && audio >= 80 && keyframes >= 2, "{video} {audio} {keyframes}");
                     assert!(unpublished);

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use media::hls::{Pushed, Rendition, RenditionConfig};
-use media::ingest::srt::{serve_srt, FrameCounts, PublishGate, PublishSink, Refusal, SrtConfig, StreamRefused};
-use media::ingest::{BridgeOutput, IngestMetrics};
+use media::ingest::srt::{serve_srt, FrameCounts, SrtConfig};
+use media::ingest::{FeedOutput, IngestMetrics, Protocol, PublishGate, PublishSink, Refusal, StreamRefused};
 use media::origin::{self, LiveHandle, LiveRegistry, OriginConfig, OriginMetrics, RegistryConfig};
 use testkit::ffmpeg::TestPattern;
 use tokio::net::UdpSocket;
@@ -32,23 +32,26 @@ struct Seen {
 struct Gate {
     seen: Arc<Mutex<Seen>>,
     registry: LiveRegistry,
+    metrics: IngestMetrics,
 }
 
 struct Sink {
     seen: Arc<Mutex<Seen>>,
     registry: LiveRegistry,
+    metrics: IngestMetrics,
     live: Option<LiveHandle>,
 }
 
 impl PublishGate for Gate {
     type Publish = Sink;
 
-    async fn start_publish(&self, _peer: SocketAddr, stream_key: &str) -> Result<Sink, Refusal> {
+    async fn start_publish(&self, _peer: SocketAddr, protocol: Protocol, stream_key: &str) -> Result<Sink, Refusal> {
+        assert_eq!(protocol, Protocol::Srt);
         if stream_key != KEY {
             self.seen.lock().unwrap().refused.push(stream_key.to_owned());
             return Err(Refusal::UnknownKey);
         }
-        Ok(Sink { seen: self.seen.clone(), registry: self.registry.clone(), live: None })
+        Ok(Sink { seen: self.seen.clone(), registry: self.registry.clone(), metrics: self.metrics.clone(), live: None })
     }
 }
 
@@ -57,11 +60,15 @@ impl PublishSink for Sink {
         "ch1"
     }
 
-    fn handle_output(&mut self, output: BridgeOutput) -> Result<(), StreamRefused> {
+    fn session_id(&self) -> &str {
+        "session1"
+    }
+
+    fn handle_output(&mut self, output: FeedOutput) -> Result<(), StreamRefused> {
         let now = 1_700_000_000_000;
         let mut seen = self.seen.lock().unwrap();
         let pushed = match (output, &self.live) {
-            (BridgeOutput::Tracks { video, audio }, _) => {
+            (FeedOutput::Tracks { video, audio }, _) => {
                 seen.tracks = Some(format!(
                     "{} {}x{} {}",
                     video.as_ref().map_or("-", |v| v.codec_string.as_str()),
@@ -74,8 +81,8 @@ impl PublishSink for Sink {
                 self.live = Some(self.registry.open("ch1", "session1", vec![rendition]).map_err(|_| StreamRefused)?);
                 return Ok(());
             }
-            (BridgeOutput::Video(sample), Some(live)) => live.push_video(0, sample, now),
-            (BridgeOutput::Audio(sample), Some(live)) => live.push_audio(0, sample, now),
+            (FeedOutput::Video(sample), Some(live)) => live.push_video(0, sample, now),
+            (FeedOutput::Audio(sample), Some(live)) => live.push_audio(0, sample, now),
             (_, None) => return Err(StreamRefused),
         };
         seen.samples += 1;
@@ -85,18 +92,20 @@ impl PublishSink for Sink {
         Ok(())
     }
 
-    fn count(&mut self, counts: FrameCounts) {
-        let mut seen = self.seen.lock().unwrap();
-        seen.counts.video += counts.video;
-        seen.counts.audio += counts.audio;
-        seen.counts.dropped += counts.dropped;
-    }
-
     async fn end(self, why: &'static str) {
         if let Some(live) = self.live {
             live.finish();
         }
-        self.seen.lock().unwrap().ended = Some(why);
+        // The driver counted every frame in the ingest metrics before ending the sink.
+        let frames = |kind: &str| self.metrics.frames.with_label_values(&["ch1", kind]).get();
+        let counts = FrameCounts {
+            video: frames("video"),
+            audio: frames("audio"),
+            dropped: self.metrics.dropped_frames.with_label_values(&["ch1"]).get(),
+        };
+        let mut seen = self.seen.lock().unwrap();
+        seen.counts = counts;
+        seen.ended = Some(why);
     }
 }
 
@@ -126,10 +135,11 @@ async fn start() -> Harness {
     tokio::spawn(async move {
         let _ = axum::serve(http_listener, app).await;
     });
-    let gate = Arc::new(Gate { seen: seen.clone(), registry });
+    let metrics = IngestMetrics::unregistered();
+    let gate = Arc::new(Gate { seen: seen.clone(), registry, metrics: metrics.clone() });
     let shutdown = stop.clone();
     let task = tokio::spawn(async move {
-        serve_srt(socket, gate, SrtConfig::default(), IngestMetrics::unregistered(), shutdown).await.unwrap();
+        serve_srt(socket, gate, SrtConfig::default(), metrics, shutdown).await.unwrap();
     });
     Harness { srt, http, seen, stop, task }
 }

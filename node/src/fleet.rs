@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use media::ingest::CatalogGate;
+use crate::ingest_gate::CatalogGate;
 use media::origin::LiveRegistry;
 use prometheus::Registry;
 use raft::{Catalog, Command, LoadReport};

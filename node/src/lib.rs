@@ -7,6 +7,7 @@ pub mod config;
 pub mod edge;
 pub mod fleet;
 pub mod http;
+pub mod ingest_gate;
 pub mod run;
 pub mod service;
 mod tls;

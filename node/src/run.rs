@@ -10,11 +10,12 @@ use prometheus::Registry;
 use raft::{Catalog, CatalogConfig, JoinConfig, RaftTuning};
 use tokio::net::{TcpListener, UdpSocket};
 
-use media::ingest::{serve_rtmp_with, serve_srt, CatalogGate, IngestConfig, IngestMetrics, SrtConfig};
+use media::ingest::{serve_rtmp, serve_srt, IngestConfig, IngestMetrics, SrtConfig};
 use media::origin::{LiveRegistry, OriginConfig, OriginMetrics, RegistryConfig};
 
 use crate::config::{Role, ValidatedConfig};
 use crate::http::{self, NodeHttp};
+use crate::ingest_gate::CatalogGate;
 use crate::service::Services;
 pub use crate::service::Shutdown;
 
@@ -132,7 +133,7 @@ pub async fn run(
         gate = Some(spawn_ingest(&mut services, rtmp, srt, &catalog, &live, ingest, &registry)?);
     }
     // Load reports, and the ingest leases of what this node publishes.
-    let fleet = crate::fleet::start(&catalog, &registry, gate.as_ref(), &live);
+    let fleet = crate::fleet::start(&catalog, &registry, gate.as_deref(), &live);
     // Edge: caches this cluster's LL-HLS for viewers; on an all-in-one node it fronts the origin
     // below, and the playback URLs the API hands out point at it.
     let edge_cache = match listeners.edge {
@@ -228,17 +229,18 @@ fn spawn_ingest(
     live: &LiveRegistry,
     config: IngestConfig,
     registry: &Registry,
-) -> anyhow::Result<CatalogGate> {
-    let gate = CatalogGate::new(catalog.clone(), live.clone(), config, IngestMetrics::new(registry)?);
+) -> anyhow::Result<Arc<CatalogGate>> {
+    let gate = Arc::new(CatalogGate::new(catalog.clone(), live.clone(), config, IngestMetrics::new(registry)?));
     services.spawn("rtmp", rtmp.local_addr()?, {
-        let served = serve_rtmp_with(rtmp, gate.clone(), services.stop());
+        let (config, metrics) = (gate.config().clone(), gate.metrics().clone());
+        let served = serve_rtmp(rtmp, gate.clone(), config, metrics, services.stop());
         async move {
             served.await;
             Ok(())
         }
     });
     let (addr, metrics) = (srt.local_addr()?, gate.metrics().clone());
-    let served = serve_srt(srt, Arc::new(gate.clone()), SrtConfig::default(), metrics, services.stop());
+    let served = serve_srt(srt, gate.clone(), SrtConfig::default(), metrics, services.stop());
     services.spawn("srt", addr, async move {
         // As before the services existed: a failed SRT listener is logged, the node keeps serving.
         if let Err(error) = served.await {

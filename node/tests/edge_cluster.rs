@@ -51,8 +51,14 @@ async fn edge_node_survives_its_origin_being_killed_and_recovers() {
         .and_then(|l| l.split('"').next())
         .expect("a part")
         .to_owned();
+    let init = playlist
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\""))
+        .and_then(|l| l.split('"').next())
+        .expect("a header")
+        .to_owned();
     let mut held = Vec::new();
-    for name in [&segment, &part, &"init.mp4".to_owned()] {
+    for name in [&segment, &part, &init] {
         let url = format!("{edge_base}/hls/{id}/source/{name}");
         let resp = reqwest::get(&url).await.unwrap();
         assert_eq!(resp.status(), 200, "{url}");

@@ -11,9 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::live::{
-    create_channel, media_tools_missing, publish, rtmp_url, start_with_rtmp, wait_url_body, Encoding, FFMPEG,
-};
+use common::live::{create_channel, publish, rtmp_url, start_with_rtmp, wait_url_body, Encoding, MEDIA_TOOLS};
 use common::{get_json, post_json, NodeProc, BIN};
 use serde_json::Value;
 use tokio::process::Command;
@@ -59,7 +57,7 @@ fn s(v: impl ToString) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewers_play_through_the_edge_and_stall_when_the_node_stops_answering() {
-    if media_tools_missing() {
+    if !testkit::require_tools(MEDIA_TOOLS) {
         return;
     }
     let Some(load) = load_binary() else { return };
@@ -256,14 +254,14 @@ async fn chat_clients_get_every_message_posted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishers_replaying_a_file_make_channels_live() {
-    if media_tools_missing() {
+    if !testkit::require_tools(MEDIA_TOOLS) {
         return;
     }
     let Some(load) = load_binary() else { return };
     let dir = tempfile::tempdir().unwrap();
     // Three seconds of test pattern, encoded once; the publishers loop it.
     let flv = dir.path().join("clip.flv");
-    let encoded = Command::new(FFMPEG)
+    let encoded = Command::new(testkit::tools::ffmpeg())
         .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=30"])
         .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "3"])
         .args(["-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-g", "30", "-pix_fmt", "yuv420p"])

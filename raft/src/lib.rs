@@ -53,3 +53,9 @@ pub type Raft = openraft::Raft<TypeConfig>;
 pub fn now_millis() -> UnixMillis {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as UnixMillis).unwrap_or(0)
 }
+
+/// What the catalog stores for a stream key ([`Channel::stream_key_hash`]): hex SHA-256. The one
+/// definition the API (which sets keys) and the ingest gate (which looks them up) both use.
+pub fn stream_key_hash(key: &str) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, key.as_bytes()).as_ref())
+}

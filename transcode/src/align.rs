@@ -2,8 +2,8 @@
 //! logic, tested without FFmpeg.
 
 use bytes::Bytes;
+use media::clock::UnixMillis;
 use media::cmaf::Sample;
-use raft::UnixMillis;
 
 /// Turns a rung's encoded frames (presentation order, no B-frames) into packager samples whose
 /// keyframes have the source keyframes' decode times.

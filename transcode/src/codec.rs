@@ -5,9 +5,10 @@ use ffmpeg_next::codec::{self, decoder, encoder, threading};
 use ffmpeg_next::format::Pixel;
 use ffmpeg_next::{Dictionary, Rational};
 use media::cmaf::{VideoConfig, VIDEO_TIMESCALE};
+use media::codec::h264;
 
+use crate::ffi;
 use crate::spec::PlannedRung;
-use crate::{avc, ffi};
 
 /// Frame rate told to encoders for rate control when the source does not say (timestamps rule;
 /// this only seeds x264's estimates).
@@ -86,7 +87,8 @@ impl EncoderKind {
 pub(crate) fn open_decoder(source: &VideoConfig) -> Result<decoder::Video, String> {
     let codec = decoder::find(codec::Id::H264).ok_or("FFmpeg has no H.264 decoder")?;
     let mut context = codec::Context::new_with_codec(codec);
-    if !ffi::set_extradata(&mut context, &avc::avcc_record(source)) {
+    let record = h264::decoder_config_record(&source.sps, &source.pps).map_err(|e| e.to_string())?;
+    if !ffi::set_extradata(&mut context, &record) {
         return Err("could not hand the decoder its parameter sets".into());
     }
     // Slice threads add no delay; frame threads would hold frames back.
@@ -117,7 +119,7 @@ pub(crate) fn open_encoder(
     video.set_flags(codec::Flags::GLOBAL_HEADER);
     let opened = video.open_as_with(codec, kind.options(rung.kbps)).map_err(|e| format!("opening {name}: {e}"))?;
     let header = ffi::extradata(&opened);
-    let config = avc::video_config(&header, rung.width, rung.height)
+    let config = h264::video_config_from_annexb(&header, rung.width, rung.height)
         .ok_or_else(|| format!("{name} wrote no usable SPS/PPS header"))?;
     Ok((opened, config))
 }

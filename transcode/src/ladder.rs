@@ -18,22 +18,22 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
 
-use bytes::Bytes;
 use ffmpeg_next::codec::{decoder, encoder, packet};
 use ffmpeg_next::software::scaling;
 use ffmpeg_next::util::frame;
 use ffmpeg_next::{picture, Packet};
+use media::clock::{now_millis, UnixMillis};
 use media::cmaf::{Sample, VideoConfig, VIDEO_TIMESCALE};
+use media::codec::h264;
 use media::hls::Pushed;
 use media::ingest::{Ladder, LadderRendition, LadderRun, LadderSource};
 use media::origin::{LiveFeed, OriginError};
-use raft::{now_millis, UnixMillis};
 
 use crate::align::{Decision, DegradePolicy, Degrader, OutputTimer};
 use crate::codec::{open_decoder, open_encoder, EncoderKind, HardwareProbe};
 use crate::metrics::TranscodeMetrics;
 use crate::spec::{LadderSpec, PlannedRung};
-use crate::{avc, ffi, init};
+use crate::{ffi, init};
 
 /// Samples waiting for the decode thread (~10 s of 30 fps video with 48 kHz audio).
 const INPUT_QUEUE: usize = 1024;
@@ -576,7 +576,7 @@ impl RungWorker {
                 state.in_flight.pop_front();
             }
             let Some((_, now, offset)) = state.in_flight.pop_front() else { continue };
-            let data = Bytes::from(avc::annexb_to_avcc(packet.data().unwrap_or_default()));
+            let data = h264::annexb_to_avcc(packet.data().unwrap_or_default());
             if let Some((sample, now)) = state.timer.push(pts, offset, packet.is_key(), data, now) {
                 self.push_video(state, sample, now);
             }

@@ -15,7 +15,6 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod align;
-mod avc;
 pub mod codec;
 mod ffi;
 pub mod ladder;

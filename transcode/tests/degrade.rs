@@ -8,8 +8,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use media::cmaf::{avc_codec_string, Sample, VideoCodec, VideoConfig};
+use media::cmaf::{Sample, VideoCodec, VideoConfig};
+use media::codec::h264::{codec_string, split_access_units};
 use media::hls::{Rendition, RenditionConfig};
 use media::ingest::{Ladder, LadderRendition, LadderRun, LadderSource};
 use media::origin::{routes, LiveHandle, LiveRegistry, LiveRendition, OriginConfig, OriginMetrics, RegistryConfig};
@@ -26,40 +26,16 @@ fn input(dir: &Path) -> (VideoConfig, Vec<Sample>) {
     };
     let status = pattern.command("h264", &file).status().unwrap();
     assert!(status.success());
-    let data = std::fs::read(&file).unwrap();
-    let starts: Vec<usize> =
-        (0..data.len().saturating_sub(2)).filter(|&i| data[i..i + 3] == [0, 0, 1]).map(|i| i + 3).collect();
-    let (mut sps, mut pps, mut samples) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut current, mut key) = (Vec::new(), false);
-    let flush = |current: &mut Vec<u8>, key: &mut bool, samples: &mut Vec<Sample>| {
-        if !current.is_empty() {
-            let dts = samples.len() as u64 * 3000;
-            let data = Bytes::from(std::mem::take(current));
-            samples.push(Sample { dts, pts_offset: 0, duration: 3000, keyframe: *key, data });
-        }
-        *key = false;
-    };
-    for (k, &begin) in starts.iter().enumerate() {
-        let mut end = starts.get(k + 1).map_or(data.len(), |n| n - 3);
-        while k + 1 < starts.len() && data[end - 1] == 0 {
-            end -= 1;
-        }
-        let nal = &data[begin..end];
-        match nal[0] & 0x1f {
-            9 => flush(&mut current, &mut key, &mut samples),
-            7 => sps = nal.to_vec(),
-            8 => pps = nal.to_vec(),
-            t => {
-                key |= t == 5;
-                current.extend_from_slice(&(nal.len() as u32).to_be_bytes());
-                current.extend_from_slice(nal);
-            }
-        }
-    }
-    flush(&mut current, &mut key, &mut samples);
-    let codec_string = avc_codec_string(&sps).unwrap();
-    let config =
-        VideoConfig { codec: VideoCodec::Avc1, sps: vec![sps], pps: vec![pps], width: 320, height: 180, codec_string };
+    let es = split_access_units(&std::fs::read(&file).unwrap());
+    let samples = es
+        .access_units
+        .into_iter()
+        .enumerate()
+        .map(|(i, (data, keyframe))| Sample { dts: i as u64 * 3000, pts_offset: 0, duration: 3000, keyframe, data })
+        .collect();
+    let codec_string = codec_string(&es.sps[0]).unwrap();
+    let (sps, pps) = (es.sps, es.pps);
+    let config = VideoConfig { codec: VideoCodec::Avc1, sps, pps, width: 320, height: 180, codec_string };
     (config, samples)
 }
 
@@ -111,7 +87,7 @@ async fn a_ladder_behind_real_time_drops_its_tallest_rung_and_keeps_the_rest() {
     let (live, base) = serve(&video, &rungs, &mut run).await;
 
     for sample in samples {
-        let stale = raft::now_millis() - 10_000;
+        let stale = media::clock::now_millis() - 10_000;
         let _ = live.push_video(0, sample.clone(), stale).unwrap();
         run.video(&sample, stale, None);
     }
@@ -175,7 +151,7 @@ async fn a_dropped_rung_rejoins_aligned_once_the_ladder_keeps_up() {
 
     // The first second arrives ten seconds late, the rest on time. What the ingest hands the
     // ladder is what `Publish` hands it: the sample, its wall clock, and the segment it opened.
-    let start = raft::now_millis();
+    let start = media::clock::now_millis();
     for (i, sample) in samples.into_iter().enumerate() {
         let late = if i < 30 { 10_000 } else { 0 };
         let now = start + (i as i64 * 100 / 3) - late;

@@ -1,9 +1,11 @@
-//! Arbitrary bytes into the FLV parsers: tag bodies, codec configurations, the SPS parser, NAL
-//! unit framing and FLV file framing.
+//! Arbitrary bytes into the FLV parsers (tag bodies, FLV file framing) and the codec layer behind
+//! them: codec configurations, the SPS parser, AVCC and Annex B NAL unit framing.
 #![no_main]
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
+use media::codec::aac::AacConfig;
+use media::codec::h264::{self, AvcConfig};
 use media::flv;
 
 fuzz_target!(|data: &[u8]| {
@@ -15,17 +17,20 @@ fuzz_target!(|data: &[u8]| {
             if let Ok(flv::VideoTag::Frame(frame)) = flv::parse_video_tag(ts, &body) {
                 assert_eq!(frame.dts_ms, ts);
                 for length_size in 1..=4 {
-                    let _ = flv::nal_units(&frame.nalus, length_size).count();
+                    let _ = h264::avcc_nal_units(&frame.nalus, length_size).count();
+                    let _ = h264::to_avcc4(&frame.nalus, length_size);
                 }
             }
         }
         1 => {
             let _ = flv::parse_audio_tag(ts, &body);
-            let _ = flv::parse_audio_specific_config(&body);
+            let _ = AacConfig::parse(&body);
         }
         2 => {
-            let _ = flv::parse_sps(&body);
-            let _ = flv::parse_avc_decoder_config(&body);
+            let _ = h264::parse_sps(&body);
+            let _ = AvcConfig::parse_record(&body);
+            let _ = h264::annexb_nal_units(&body).count();
+            let _ = h264::split_access_units(&body);
         }
         _ => {
             // A file: header, then tags until the data runs out.

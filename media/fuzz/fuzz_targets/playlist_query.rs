@@ -1,4 +1,4 @@
-//! Arbitrary query strings into `PlaylistQuery::parse`, and every parsed query into
+//! Arbitrary query strings into `PlaylistParams::parse`, and every parsed query into
 //! `BlockingReload::decide` against an arbitrary `Latest` and part target taken from the first
 //! bytes: nothing may panic (overflow included), and the decision must respect its own rules.
 #![no_main]
@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use media::hls::{BadReload, BlockingReload, Latest, PlaylistQuery};
+use media::hls::{BadReload, BlockingReload, Latest, PlaylistParams};
 
 /// Header: 8 bytes msn, 4 bytes part, 1 byte flags, 8 bytes part-target nanoseconds.
 const HEADER: usize = 8 + 4 + 1 + 8;
@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
     if data.len() < HEADER {
         // Still exercise the parser on short inputs.
         if let Ok(s) = std::str::from_utf8(data) {
-            let _ = PlaylistQuery::parse(s);
+            let _ = PlaylistParams::parse(s);
         }
         return;
     }
@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
     let latest = (flags & 0x01 != 0).then_some(Latest { msn, part, segment_complete: flags & 0x02 != 0 });
 
     let Ok(query) = std::str::from_utf8(rest) else { return };
-    let Ok(parsed) = PlaylistQuery::parse(query) else { return };
+    let Ok(parsed) = PlaylistParams::parse(query) else { return };
 
     let decision = BlockingReload::decide(parsed, latest, part_target);
     match (parsed.msn, parsed.part) {

@@ -1,5 +1,5 @@
 //! MPEG-TS demuxer on arbitrary bytes, fed in the splits the first byte chooses, and the
-//! SRT path behind it (demuxer → FLV → CMAF bridge): nothing may panic or grow without bound.
+//! SRT path behind it (demuxer → packager feed): nothing may panic or grow without bound.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

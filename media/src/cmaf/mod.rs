@@ -18,49 +18,17 @@ mod muxer;
 
 use bytes::Bytes;
 
+/// The track configs the header is written from (the codec layer's neutral types).
+pub use crate::codec::{AudioConfig, VideoCodec, VideoConfig};
 pub use muxer::{fragment, init_segment};
 
-/// Timescale of video tracks (ticks per second). [`Sample::dts`] of video is in these units.
-pub const VIDEO_TIMESCALE: u32 = 90_000;
+/// Timescale of video tracks (ticks per second). [`Sample::dts`] of video is in these units; the
+/// same clock as the codec layer's timestamps, so ingest timestamps map 1:1.
+pub const VIDEO_TIMESCALE: u32 = crate::codec::CLOCK_RATE as u32;
 /// Track id of the video track in every header and fragment we write.
 pub const VIDEO_TRACK_ID: u32 = 1;
 /// Track id of the audio track in every header and fragment we write.
 pub const AUDIO_TRACK_ID: u32 = 2;
-
-/// Video codec of a track. Only H.264 in `avc1` sample entries (parameter sets in the header) for now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum VideoCodec {
-    /// H.264/AVC, `avc1` sample entry with an `avcC` box.
-    Avc1,
-}
-
-/// Decoder configuration of a video track.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VideoConfig {
-    pub codec: VideoCodec,
-    /// Sequence parameter sets, NAL unit bytes without start code or length prefix (header byte
-    /// included). At least one; the first gives profile and level.
-    pub sps: Vec<Vec<u8>>,
-    /// Picture parameter sets, same form as `sps`.
-    pub pps: Vec<Vec<u8>>,
-    pub width: u16,
-    pub height: u16,
-    /// RFC 6381 codec string for `CODECS=`, e.g. `avc1.64001f` (see [`avc_codec_string`]).
-    pub codec_string: String,
-}
-
-/// Decoder configuration of an AAC audio track.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AudioConfig {
-    /// AudioSpecificConfig (ISO/IEC 14496-3), as carried in the FLV AAC sequence header.
-    pub asc: Vec<u8>,
-    /// Samples per second; also the track's timescale.
-    pub sample_rate: u32,
-    pub channels: u16,
-    /// RFC 6381 codec string, e.g. `mp4a.40.2` (see [`aac_codec_string`]).
-    pub codec_string: String,
-}
 
 /// One coded frame of one track.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,41 +74,5 @@ pub enum CmafError {
 impl From<boxes::Overflow> for CmafError {
     fn from(_: boxes::Overflow) -> Self {
         CmafError::TooLarge
-    }
-}
-
-/// RFC 6381 codec string of an H.264 track from its first SPS: `avc1.PPCCLL` (profile,
-/// constraint flags, level in hex). `None` if the SPS is too short to hold them.
-pub fn avc_codec_string(sps: &[u8]) -> Option<String> {
-    match sps {
-        [_, profile, constraints, level, ..] => Some(format!("avc1.{profile:02x}{constraints:02x}{level:02x}")),
-        _ => None,
-    }
-}
-
-/// RFC 6381 codec string of an AAC track: `mp4a.40.{audio object type}` from the first five bits
-/// of the AudioSpecificConfig (`mp4a.40.2` for AAC-LC). Escaped object types (31) are read too.
-pub fn aac_codec_string(asc: &[u8]) -> Option<String> {
-    let first = *asc.first()?;
-    let mut aot = first >> 3;
-    if aot == 31 {
-        let second = *asc.get(1)?;
-        aot = 32 + (((first & 0x07) << 3) | (second >> 5));
-    }
-    Some(format!("mp4a.40.{aot}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn codec_strings() {
-        assert_eq!(avc_codec_string(&[0x67, 0x64, 0x00, 0x1f, 0xac]).as_deref(), Some("avc1.64001f"));
-        assert_eq!(avc_codec_string(&[0x67, 0x42]), None);
-        assert_eq!(aac_codec_string(&[0x12, 0x10]).as_deref(), Some("mp4a.40.2"));
-        assert_eq!(aac_codec_string(&[0x2b, 0x92]).as_deref(), Some("mp4a.40.5"));
-        assert_eq!(aac_codec_string(&[0xf8, 0x20]).as_deref(), Some("mp4a.40.33"));
-        assert_eq!(aac_codec_string(&[]), None);
     }
 }

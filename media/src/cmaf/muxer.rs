@@ -11,6 +11,7 @@ use bytes::Bytes;
 
 use super::boxes::BoxWriter;
 use super::{AudioConfig, CmafError, Sample, TrackRun, VideoConfig, AUDIO_TRACK_ID, VIDEO_TIMESCALE, VIDEO_TRACK_ID};
+use crate::codec::h264;
 
 /// The unity transformation matrix of `mvhd`/`tkhd`.
 const MATRIX: [u32; 9] = [0x0001_0000, 0, 0, 0, 0x0001_0000, 0, 0, 0, 0x4000_0000];
@@ -148,12 +149,7 @@ fn validate_video(v: &VideoConfig) -> Result<(), CmafError> {
     if v.sps.is_empty() || v.pps.is_empty() {
         return Err(CmafError::MissingParameterSets);
     }
-    // avcC: 5-bit SPS count, 8-bit PPS count, 16-bit lengths; profile/level come from sps[0][1..4].
-    let too_long = |p: &Vec<u8>| p.is_empty() || p.len() > usize::from(u16::MAX);
-    if v.sps.len() > 31 || v.pps.len() > 255 || v.sps[0].len() < 4 || v.sps.iter().chain(&v.pps).any(too_long) {
-        return Err(CmafError::BadParameterSet);
-    }
-    Ok(())
+    h264::decoder_config_record(&v.sps, &v.pps).map(drop).map_err(|_| CmafError::BadParameterSet)
 }
 
 fn matrix(w: &mut BoxWriter) {
@@ -252,20 +248,8 @@ fn video_trak(w: &mut BoxWriter, v: &VideoConfig) {
         w.u16(0x0018); // depth
         w.u16(0xffff); // pre_defined = -1
         let avcc = w.open(b"avcC");
-        w.u8(1); // configurationVersion
-                 // validate_video guarantees sps[0] has at least 4 bytes.
-        w.bytes(v.sps[0].get(1..4).unwrap_or(&[0, 0, 0]));
-        w.u8(0xff); // reserved + lengthSizeMinusOne = 3
-        w.u8(0xe0 | (v.sps.len() as u8 & 0x1f)); // count <= 31, checked by validate_video
-        for sps in &v.sps {
-            w.u16(sps.len() as u16); // <= u16::MAX, checked by validate_video
-            w.bytes(sps);
-        }
-        w.u8(v.pps.len() as u8); // <= 255, checked by validate_video
-        for pps in &v.pps {
-            w.u16(pps.len() as u16);
-            w.bytes(pps);
-        }
+        // validate_video checked what the record needs; an empty box cannot happen.
+        w.bytes(&h264::decoder_config_record(&v.sps, &v.pps).unwrap_or_default());
         w.close(avcc);
         w.close(avc1);
     });
@@ -354,8 +338,11 @@ fn descriptor_header(w: &mut BoxWriter, tag: u8, payload: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmaf::{aac_codec_string, avc_codec_string, VideoCodec};
+    use crate::cmaf::VideoCodec;
+    use crate::codec::aac;
+    use crate::test_support::audio_config;
 
+    /// The video track of the byte-exact tests (its bytes are pinned below).
     fn video_config() -> VideoConfig {
         VideoConfig {
             codec: VideoCodec::Avc1,
@@ -365,10 +352,6 @@ mod tests {
             height: 240,
             codec_string: "avc1.64001f".into(),
         }
-    }
-
-    fn audio_config() -> AudioConfig {
-        AudioConfig { asc: vec![0x11, 0x90], sample_rate: 48_000, channels: 2, codec_string: "mp4a.40.2".into() }
     }
 
     /// Walks a box tree, returning `path size` for every box, checking that children fill their
@@ -562,104 +545,20 @@ mod tests {
         assert_eq!(offsets[0], moof_len + 8);
     }
 
-    /// Splits an Annex B byte stream into NAL units (without start codes).
-    fn annexb_nalus(data: &[u8]) -> Vec<&[u8]> {
-        let mut starts = Vec::new();
-        let mut i = 0;
-        while i + 3 <= data.len() {
-            if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
-                starts.push(i + 3);
-                i += 3;
-            } else {
-                i += 1;
-            }
-        }
-        let mut nalus = Vec::new();
-        for (n, &start) in starts.iter().enumerate() {
-            let mut end = starts.get(n + 1).map_or(data.len(), |&next| next - 3);
-            while end > start && data[end - 1] == 0 {
-                end -= 1; // trailing zero of a 4-byte start code
-            }
-            nalus.push(&data[start..end]);
-        }
-        nalus
-    }
-
-    struct Elementary {
-        sps: Vec<Vec<u8>>,
-        pps: Vec<Vec<u8>>,
-        /// (AVCC access unit, is IDR)
-        access_units: Vec<(Vec<u8>, bool)>,
-    }
-
-    /// Groups NAL units into access units: a new one starts at an AUD/SPS/PPS/SEI or at a slice with
-    /// `first_mb_in_slice == 0` once the current one holds a slice.
-    fn access_units(stream: &[u8]) -> Elementary {
-        let mut es = Elementary { sps: Vec::new(), pps: Vec::new(), access_units: Vec::new() };
-        let mut current: Vec<u8> = Vec::new();
-        let mut has_slice = false;
-        let mut idr = false;
-        for nalu in annexb_nalus(stream) {
-            let Some(&header) = nalu.first() else { continue };
-            let kind = header & 0x1f;
-            let is_slice = kind == 1 || kind == 5;
-            let starts_au = matches!(kind, 6..=9) || (is_slice && nalu.get(1).is_some_and(|b| b & 0x80 != 0));
-            if starts_au && has_slice {
-                es.access_units.push((std::mem::take(&mut current), idr));
-                has_slice = false;
-                idr = false;
-            }
-            match kind {
-                7 => {
-                    if !es.sps.iter().any(|s| s == nalu) {
-                        es.sps.push(nalu.to_vec());
-                    }
-                }
-                8 => {
-                    if !es.pps.iter().any(|p| p == nalu) {
-                        es.pps.push(nalu.to_vec());
-                    }
-                }
-                9 => {}
-                _ => {
-                    current.extend_from_slice(&(nalu.len() as u32).to_be_bytes());
-                    current.extend_from_slice(nalu);
-                    has_slice |= is_slice;
-                    idr |= kind == 5;
-                }
-            }
-        }
-        if has_slice {
-            es.access_units.push((current, idr));
-        }
-        es
-    }
-
     /// Splits ADTS into raw AAC frames and derives the AudioSpecificConfig from the first header.
     fn adts_frames(data: &[u8]) -> (Vec<u8>, u32, u16, Vec<Bytes>) {
-        const RATES: [u32; 13] =
-            [96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350];
         let mut frames = Vec::new();
         let mut at = 0;
-        let mut asc = Vec::new();
-        let (mut rate, mut channels) = (0, 0);
-        while at + 7 <= data.len() {
-            let h = &data[at..];
-            assert!(h[0] == 0xff && h[1] & 0xf0 == 0xf0, "ADTS sync");
-            let header_len = if h[1] & 1 == 1 { 7 } else { 9 };
-            let len = ((usize::from(h[3]) & 3) << 11) | (usize::from(h[4]) << 3) | (usize::from(h[5]) >> 5);
-            if asc.is_empty() {
-                let aot = (h[2] >> 6) + 1;
-                let idx = (h[2] >> 2) & 0xf;
-                let ch = ((h[2] & 1) << 2) | (h[3] >> 6);
-                asc = vec![(aot << 3) | (idx >> 1), ((idx & 1) << 7) | (ch << 3)];
-                rate = RATES[usize::from(idx)];
-                channels = u16::from(ch);
-            }
-            frames.push(Bytes::copy_from_slice(&h[header_len..len]));
-            at += len;
+        let mut first = None;
+        while at < data.len() {
+            let h = aac::parse_adts_header(&data[at..]).expect("ADTS from ffmpeg");
+            first.get_or_insert(h);
+            frames.push(Bytes::copy_from_slice(&data[at + h.header_len..at + h.frame_len]));
+            at += h.frame_len;
         }
-        (asc, rate, channels, frames)
+        let h = first.expect("at least one ADTS frame");
+        let channels = u16::from((h.asc[1] >> 3) & 0x0f);
+        (h.asc.to_vec(), h.sample_rate, channels, frames)
     }
 
     fn run(cmd: &mut std::process::Command) -> std::process::Output {
@@ -687,18 +586,18 @@ mod tests {
             .args(["-c:a", "aac", "-ac", "2", "-f", "adts"])
             .arg(&aac));
 
-        let es = access_units(&std::fs::read(&h264).unwrap());
+        let es = h264::split_access_units(&std::fs::read(&h264).unwrap());
         assert_eq!(es.access_units.len(), 60);
         let video = VideoConfig {
             codec: VideoCodec::Avc1,
-            codec_string: avc_codec_string(&es.sps[0]).unwrap(),
+            codec_string: h264::codec_string(&es.sps[0]).unwrap(),
             sps: es.sps.clone(),
             pps: es.pps.clone(),
             width: 320,
             height: 240,
         };
         let (asc, sample_rate, channels, aac_frames) = adts_frames(&std::fs::read(&aac).unwrap());
-        let audio = AudioConfig { codec_string: aac_codec_string(&asc).unwrap(), asc, sample_rate, channels };
+        let audio = AudioConfig { codec_string: aac::codec_string(&asc).unwrap(), asc, sample_rate, channels };
         assert_eq!(audio.codec_string, "mp4a.40.2");
 
         let video_samples: Vec<Sample> = es
@@ -710,7 +609,7 @@ mod tests {
                 pts_offset: 0,
                 duration: 3000,
                 keyframe: *idr,
-                data: Bytes::copy_from_slice(au),
+                data: au.clone(),
             })
             .collect();
         let audio_samples: Vec<Sample> = aac_frames

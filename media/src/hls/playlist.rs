@@ -2,16 +2,19 @@
 //!
 //! - [`media_playlist`] renders one rendition's `index.m3u8`, full or as a delta update;
 //! - [`multivariant_playlist`] renders `master.m3u8`;
-//! - [`PlaylistQuery::parse`] reads `_HLS_msn`, `_HLS_part`, `_HLS_skip` and
-//!   [`BlockingReload::decide`] says whether a blocking request can be answered now.
+//! - [`BlockingReload::decide`] says whether a blocking request (its `_HLS_msn`, `_HLS_part`,
+//!   parsed by [`PlaylistParams::parse`]) can be answered now.
 //!
-//! URIs are relative to the rendition directory: `init.mp4`, `seg{msn}.m4s`,
-//! `part{msn}.{index}.m4s`, and `../{rendition}/index.m3u8` for rendition reports.
+//! URIs are relative to the rendition directory and spelled by the shared grammar
+//! ([`hls_names`]): `init-{id}.mp4`, `seg{msn}.m4s`, `part{msn}.{index}.m4s`, and
+//! `../{rendition}/index.m3u8` for rendition reports.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use raft::UnixMillis;
+use hls_names::{PlaylistParams, RenditionFile};
+
+use crate::clock::UnixMillis;
 
 use super::window::{Latest, Rendition};
 
@@ -72,7 +75,8 @@ pub fn media_playlist(rendition: &Rendition, skip: bool, reports: &[RenditionRep
     );
     let _ = writeln!(out, "#EXT-X-PART-INF:PART-TARGET={}", seconds_ms(part_target));
     let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", rendition.media_sequence());
-    out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-MAP:URI=\"init.mp4\"\n");
+    let _ =
+        writeln!(out, "#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-MAP:URI=\"{}\"", RenditionFile::Init(rendition.init_id()));
     if skipped > 0 {
         let _ = writeln!(out, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}");
     }
@@ -89,7 +93,7 @@ pub fn media_playlist(rendition: &Rendition, skip: bool, reports: &[RenditionRep
                 write_part(&mut out, part.msn, part.index, part.duration, part.independent);
             }
         }
-        let _ = writeln!(out, "#EXTINF:{},\nseg{}.m4s", seconds(segment.duration), segment.msn);
+        let _ = writeln!(out, "#EXTINF:{},\n{}", seconds(segment.duration), RenditionFile::Segment(segment.msn));
     }
     if let Some(partial) = partial.filter(|p| !p.parts.is_empty()) {
         let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", iso8601(partial.program_date_time));
@@ -98,13 +102,15 @@ pub fn media_playlist(rendition: &Rendition, skip: bool, reports: &[RenditionRep
         }
     }
     if let Some((msn, index)) = rendition.preload_hint() {
-        let _ = writeln!(out, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part{msn}.{index}.m4s\"");
+        let _ = writeln!(out, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}\"", RenditionFile::Part(msn, index));
     }
     for report in reports.iter().filter(|r| r.name != rendition.name()) {
         let _ = writeln!(
             out,
-            "#EXT-X-RENDITION-REPORT:URI=\"../{}/index.m3u8\",LAST-MSN={},LAST-PART={}",
-            report.name, report.latest.msn, report.latest.part
+            "#EXT-X-RENDITION-REPORT:URI=\"{}\",LAST-MSN={},LAST-PART={}",
+            hls_names::sibling_playlist(report.name),
+            report.latest.msn,
+            report.latest.part
         );
     }
     if rendition.is_finished() {
@@ -114,7 +120,7 @@ pub fn media_playlist(rendition: &Rendition, skip: bool, reports: &[RenditionRep
 }
 
 fn write_part(out: &mut String, msn: u64, index: u32, duration: Duration, independent: bool) {
-    let _ = write!(out, "#EXT-X-PART:DURATION={},URI=\"part{msn}.{index}.m4s\"", seconds(duration));
+    let _ = write!(out, "#EXT-X-PART:DURATION={},URI=\"{}\"", seconds(duration), RenditionFile::Part(msn, index));
     out.push_str(if independent { ",INDEPENDENT=YES\n" } else { "\n" });
 }
 
@@ -148,41 +154,9 @@ pub fn multivariant_playlist(variants: &[Variant<'_>]) -> String {
         if let Some(rate) = v.frame_rate.filter(|r| r.is_finite() && *r > 0.0) {
             let _ = write!(out, ",FRAME-RATE={rate:.3}");
         }
-        let _ = writeln!(out, "\n{}/index.m3u8", v.name);
+        let _ = writeln!(out, "\n{}", hls_names::rendition_playlist(v.name));
     }
     out
-}
-
-/// The LL-HLS query parameters of a media playlist request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct PlaylistQuery {
-    /// `_HLS_msn`
-    pub msn: Option<u64>,
-    /// `_HLS_part`
-    pub part: Option<u32>,
-    /// `_HLS_skip=YES` (or `v2`): answer with a delta update.
-    pub skip: bool,
-}
-
-impl PlaylistQuery {
-    /// Parses a URL query string (without `?`). Other parameters are ignored; a malformed
-    /// `_HLS_*` value is a bad request.
-    pub fn parse(query: &str) -> Result<Self, BadReload> {
-        let mut q = PlaylistQuery::default();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            match key {
-                "_HLS_msn" => q.msn = Some(value.parse().map_err(|_| BadReload::Malformed)?),
-                "_HLS_part" => q.part = Some(value.parse().map_err(|_| BadReload::Malformed)?),
-                "_HLS_skip" => match value {
-                    "YES" | "v2" => q.skip = true,
-                    _ => return Err(BadReload::Malformed),
-                },
-                _ => {}
-            }
-        }
-        Ok(q)
-    }
 }
 
 /// Whether a media playlist request can be answered now (RFC 8216bis §6.2.5.2, Blocking
@@ -227,7 +201,7 @@ impl BlockingReload {
     /// 6. `_HLS_msn=M&_HLS_part=P` waits until part `P` of `M` exists; a part index past the end of
     ///    a complete segment means part 0 of the following one (spec rule), so such a request is
     ///    ready if that part exists.
-    pub fn decide(query: PlaylistQuery, latest: Option<Latest>, part_target: Duration) -> Self {
+    pub fn decide(query: PlaylistParams, latest: Option<Latest>, part_target: Duration) -> Self {
         let (msn, part) = match (query.msn, query.part) {
             (None, Some(_)) => return BlockingReload::BadRequest(BadReload::PartWithoutMsn),
             (None, None) => return BlockingReload::Ready,
@@ -328,7 +302,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::hls::window::tests::{frame, now_of, video_rendition, T0};
+    use crate::test_support::{frame, now_of, video_config, video_rendition, T0};
 
     /// One playlist line: a tag with its raw value, or a URI.
     #[derive(Debug, Clone, PartialEq)]
@@ -400,7 +374,7 @@ mod tests {
         assert_eq!(control["CAN-SKIP-UNTIL"], "6.0");
         assert_eq!(attrs(tags(&lines, "EXT-X-PART-INF")[0])["PART-TARGET"], "0.200");
         assert_eq!(tags(&lines, "EXT-X-MEDIA-SEQUENCE"), ["2"]);
-        assert_eq!(attrs(tags(&lines, "EXT-X-MAP")[0])["URI"], "init.mp4");
+        assert_eq!(attrs(tags(&lines, "EXT-X-MAP")[0])["URI"], RenditionFile::Init(r.init_id()).to_string());
 
         let uris: Vec<&str> = lines
             .iter()
@@ -470,7 +444,7 @@ mod tests {
     #[test]
     fn playlist_before_the_first_part_and_after_the_end() {
         let config = crate::hls::RenditionConfig::default();
-        let mut r = Rendition::new(config, Some(crate::hls::window::tests::video_config()), None).unwrap();
+        let mut r = Rendition::new(config, Some(video_config()), None).unwrap();
         let lines = parse(&media_playlist(&r, false, &[]));
         assert_eq!(tags(&lines, "EXT-X-MEDIA-SEQUENCE"), ["0"]);
         assert_eq!(attrs(tags(&lines, "EXT-X-PRELOAD-HINT")[0])["URI"], "part0.0.m4s");
@@ -521,7 +495,7 @@ mod tests {
 
     fn decide(msn: Option<u64>, part: Option<u32>, latest: Option<(u64, u32, bool)>) -> BlockingReload {
         let latest = latest.map(|(msn, part, segment_complete)| Latest { msn, part, segment_complete });
-        BlockingReload::decide(PlaylistQuery { msn, part, skip: false }, latest, Duration::from_millis(200))
+        BlockingReload::decide(PlaylistParams { msn, part, skip: false }, latest, Duration::from_millis(200))
     }
 
     #[test]
@@ -563,7 +537,7 @@ mod tests {
     #[test]
     fn blocking_reload_follows_a_live_rendition() {
         let mut r = video_rendition("source", 6, 30);
-        let query = PlaylistQuery::parse("_HLS_msn=0&_HLS_part=1").unwrap();
+        let query = PlaylistParams::parse("_HLS_msn=0&_HLS_part=1").unwrap();
         assert_eq!(BlockingReload::decide(query, r.latest(), r.part_target()), BlockingReload::Wait);
         for i in 6..12 {
             let _ = r.push_video(frame(i, 30), T0 + i as i64 * 33).unwrap();
@@ -571,19 +545,6 @@ mod tests {
         assert_eq!(BlockingReload::decide(query, r.latest(), r.part_target()), BlockingReload::Ready);
         assert!(r.part(0, 1).is_some());
         assert_eq!(blocking_timeout(&r), Duration::from_secs(3));
-    }
-
-    #[test]
-    fn query_parsing() {
-        assert_eq!(
-            PlaylistQuery::parse("_HLS_msn=12&_HLS_part=3&_HLS_skip=YES&token=x"),
-            Ok(PlaylistQuery { msn: Some(12), part: Some(3), skip: true })
-        );
-        assert_eq!(PlaylistQuery::parse(""), Ok(PlaylistQuery::default()));
-        assert_eq!(PlaylistQuery::parse("_HLS_skip=v2").map(|q| q.skip), Ok(true));
-        assert_eq!(PlaylistQuery::parse("_HLS_msn=-1"), Err(BadReload::Malformed));
-        assert_eq!(PlaylistQuery::parse("_HLS_part=x"), Err(BadReload::Malformed));
-        assert_eq!(PlaylistQuery::parse("_HLS_skip=NO"), Err(BadReload::Malformed));
     }
 
     #[test]

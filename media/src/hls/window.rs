@@ -6,8 +6,11 @@
 //!   make it longer than that; every part is one CMAF fragment ([`crate::cmaf::fragment`]) and the
 //!   parts of a segment never overlap two segments;
 //! - a **segment** closes at the first keyframe at least `segment_target` after its start, so
-//!   segments follow the source GOP and always begin with a keyframe (which keeps them aligned
-//!   across renditions encoded with the same GOP). A segment's bytes are its parts' fragments back
+//!   segments follow the source GOP and begin with a keyframe (which keeps them aligned across
+//!   renditions encoded with the same GOP). Hard limit: a segment that reaches
+//!   [`FORCED_CUT_TARGETS`] segment targets, or [`MAX_SEGMENT_BYTES`], without a keyframe is cut
+//!   anyway ([`Rendition::forced_cuts`]), so a publisher that never sends one (intra refresh, a
+//!   huge GOP) cannot grow the window without bound; parts keep flowing either way. A segment's bytes are its parts' fragments back
 //!   to back; after the segment closes its parts are re-sliced out of those bytes, so each byte
 //!   is held once.
 //!
@@ -24,7 +27,9 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use raft::UnixMillis;
+use hls_names::InitId;
+
+use crate::clock::UnixMillis;
 
 use crate::cmaf::{
     self, AudioConfig, CmafError, Sample, TrackRun, VideoConfig, AUDIO_TRACK_ID, VIDEO_TIMESCALE, VIDEO_TRACK_ID,
@@ -36,6 +41,10 @@ const RETAINED_BEYOND_PLAYLIST: usize = 2;
 /// Audio frames waiting for a video part to carry them (~10 s of 48 kHz AAC): bounds memory if
 /// video stalls while audio keeps coming.
 const MAX_QUEUED_AUDIO: usize = 512;
+/// A segment without a keyframe is cut at this many segment targets (4 s by default).
+pub const FORCED_CUT_TARGETS: u64 = 4;
+/// ... or at this many bytes of parts, whichever comes first.
+pub const MAX_SEGMENT_BYTES: usize = 32 << 20;
 /// Program date-time is media time from an anchor; re-anchor to the wall clock past this drift.
 const PDT_RESYNC_MILLIS: u64 = 1_000;
 
@@ -198,6 +207,7 @@ pub struct Rendition {
     video: Option<VideoConfig>,
     audio: Option<AudioConfig>,
     init: Bytes,
+    init_id: InitId,
     lead: TrackKind,
     lead_timescale: u32,
     part_target_ticks: u64,
@@ -219,6 +229,10 @@ pub struct Rendition {
     longest_segment: Duration,
     pdt_anchor: Option<(UnixMillis, u64)>,
     finished: bool,
+    /// Bytes of the open segment's published parts.
+    open_bytes: usize,
+    /// Segments cut without a keyframe (see [`FORCED_CUT_TARGETS`]).
+    forced_cuts: u64,
 }
 
 impl Rendition {
@@ -242,6 +256,7 @@ impl Rendition {
             config,
             video,
             audio,
+            init_id: init_id(first_msn, &init),
             init,
             lead,
             lead_timescale,
@@ -258,6 +273,8 @@ impl Rendition {
             longest_segment: Duration::ZERO,
             pdt_anchor: None,
             finished: false,
+            open_bytes: 0,
+            forced_cuts: 0,
         })
     }
 
@@ -338,6 +355,16 @@ impl Rendition {
             published |= self.close_part()?;
             self.close_segment();
             self.start_segment(sample.dts, now);
+        } else if sample.dts.saturating_sub(self.open_start_dts)
+            >= self.segment_target_ticks.saturating_mul(FORCED_CUT_TARGETS)
+            || self.open_bytes + self.pending_bytes + sample.data.len() > MAX_SEGMENT_BYTES
+        {
+            // No keyframe for too long: cut here anyway (the new segment starts with a part
+            // that is not independent; players decode on from the previous one).
+            published |= self.close_part()?;
+            self.close_segment();
+            self.start_segment(sample.dts, now);
+            self.forced_cuts += 1;
         } else if !self.pending.is_empty()
             && (self.pending_ticks.saturating_add(u64::from(sample.duration)) > self.part_target_ticks
                 || self.pending_bytes + sample.data.len() > self.config.max_part_bytes)
@@ -357,6 +384,7 @@ impl Rendition {
     }
 
     fn start_segment(&mut self, dts: u64, now: UnixMillis) {
+        self.open_bytes = 0;
         let program_date_time = self.program_date_time(dts, now);
         self.open = Some(PartialSegment { msn: self.next_msn, program_date_time, parts: Vec::new() });
         self.open_start_dts = dts;
@@ -408,6 +436,7 @@ impl Rendition {
         let bytes = cmaf::fragment(self.sequence, &runs)
             .map_err(|source| RenditionError::Cmaf { rendition: self.config.name.clone(), source })?;
         let index = u32::try_from(open.parts.len()).unwrap_or(u32::MAX);
+        self.open_bytes += bytes.len();
         open.parts.push(Part {
             msn: open.msn,
             index,
@@ -455,6 +484,16 @@ impl Rendition {
         }
     }
 
+    /// Segments cut without a keyframe so far (the hard limit of the module docs).
+    pub fn forced_cuts(&self) -> u64 {
+        self.forced_cuts
+    }
+
+    /// Bytes held by the window: complete segments and the open segment's parts.
+    pub fn window_bytes(&self) -> usize {
+        self.segments.iter().map(|s| s.bytes.len()).sum::<usize>() + self.open_bytes + self.pending_bytes
+    }
+
     /// The newest published part, `None` before the first one.
     pub fn latest(&self) -> Option<Latest> {
         if let Some(open) = &self.open {
@@ -481,9 +520,16 @@ impl Rendition {
         self.find_segment(msn).map(|s| s.bytes.clone())
     }
 
-    /// The CMAF header (`init.mp4`).
+    /// The CMAF header (`init-{id}.mp4`, see [`Rendition::init_id`]).
     pub fn init(&self) -> Bytes {
         self.init.clone()
+    }
+
+    /// The id in the header's name: a digest of the broadcast (its first media sequence number)
+    /// and the header's bytes (every track's configuration), so a reconnect, or a new encoder
+    /// setting, gets a URL no cache holds the old header under.
+    pub fn init_id(&self) -> InitId {
+        self.init_id
     }
 
     fn find_segment(&self, msn: u64) -> Option<&Segment> {
@@ -584,6 +630,17 @@ impl Rendition {
     }
 }
 
+/// The first 64 bits of SHA-256 over the broadcast's first msn and the header.
+fn init_id(first_msn: u64, init: &[u8]) -> InitId {
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    digest.update(&first_msn.to_be_bytes());
+    digest.update(init);
+    let digest = digest.finish();
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&digest.as_ref()[..8]);
+    InitId(u64::from_be_bytes(id))
+}
+
 fn ticks(d: Duration, timescale: u32) -> u64 {
     u64::try_from(d.as_nanos() * u128::from(timescale) / 1_000_000_000).unwrap_or(u64::MAX)
 }
@@ -598,50 +655,38 @@ pub(crate) fn ceil_secs(d: Duration) -> u64 {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::cmaf::VideoCodec;
+    use crate::test_support::{audio_config, frame, now_of, video_config, video_rendition, T0};
 
-    pub(crate) const T0: UnixMillis = 1_700_000_000_000;
-
-    pub(crate) fn video_config() -> VideoConfig {
-        VideoConfig {
-            codec: VideoCodec::Avc1,
-            sps: vec![vec![0x67, 0x42, 0xc0, 0x1e]],
-            pps: vec![vec![0x68, 0xce]],
-            width: 640,
-            height: 360,
-            codec_string: "avc1.42c01e".into(),
+    /// A publisher that sends one keyframe and then none (intra refresh, `-g 100000`) for 200 s:
+    /// segments are cut at the hard limit, parts and playlists keep moving, memory stays bounded.
+    #[test]
+    fn a_publisher_without_keyframes_is_cut_at_the_hard_limit() {
+        let mut r = Rendition::new(RenditionConfig::default(), Some(video_config()), None).unwrap();
+        let mut peak = 0;
+        let mut published = Vec::new();
+        for i in 0..6000 {
+            if let Pushed::Published(latest) = r.push_video(frame(i, 0), now_of(i)).unwrap() {
+                published.push((latest.msn, latest.part));
+            }
+            peak = peak.max(r.window_bytes());
         }
-    }
-
-    pub(crate) fn audio_config() -> AudioConfig {
-        AudioConfig { asc: vec![0x11, 0x90], sample_rate: 48_000, channels: 2, codec_string: "mp4a.40.2".into() }
-    }
-
-    pub(crate) fn frame(i: u64, gop: u64) -> Sample {
-        Sample {
-            dts: i * 3000,
-            pts_offset: 0,
-            duration: 3000,
-            keyframe: i.is_multiple_of(gop),
-            data: Bytes::from(vec![i as u8; 100]),
-        }
-    }
-
-    /// Frame `i` of a 30 fps stream arrives at its media time after `T0`.
-    pub(crate) fn now_of(i: u64) -> UnixMillis {
-        T0 + (i * 100 / 3) as i64
-    }
-
-    /// A video-only rendition fed frames `0..frames` of a 30 fps stream with a keyframe every `gop`.
-    pub(crate) fn video_rendition(name: &str, frames: u64, gop: u64) -> Rendition {
-        let config = RenditionConfig { name: name.into(), ..RenditionConfig::default() };
-        let mut r = Rendition::new(config, Some(video_config()), None).unwrap();
-        for i in 0..frames {
-            let _ = r.push_video(frame(i, gop), now_of(i)).unwrap();
-        }
-        r
+        // Parts kept flowing: one every 200 ms, each after the one before.
+        assert!(published.len() >= 990, "{} parts", published.len());
+        assert!(published.windows(2).all(|w| w[0] < w[1]));
+        // 200 s at 4 s a segment.
+        assert!((49..=50).contains(&r.forced_cuts()), "{}", r.forced_cuts());
+        let segments: Vec<_> = r.playlist_segments().collect();
+        assert_eq!(segments.len(), 8);
+        assert!(segments.iter().all(|s| s.duration == Duration::from_secs(4)), "{:?}", segments[0].duration);
+        assert!(segments.iter().all(|s| !s.parts[0].independent), "cut segments start without a keyframe");
+        assert!(r.media_sequence() >= 40, "the playlist moves on: {}", r.media_sequence());
+        assert_eq!(r.target_duration(), 4);
+        // Ten segments (listed plus retained) and the open one, of 120 frames of 100 bytes plus
+        // fragment headers; without the limit all 6000 frames would stay in one open segment.
+        let bound = 11 * 120 * (100 + 64);
+        assert!(peak <= bound, "window peaked at {peak} bytes (bound {bound})");
     }
 
     fn part_layout(s: &Segment) -> Vec<(u128, bool)> {
@@ -840,8 +885,8 @@ pub(crate) mod tests {
 
 #[cfg(test)]
 mod hostile_input {
-    use super::tests::{video_config, T0};
     use super::*;
+    use crate::test_support::{video_config, T0};
 
     /// Timestamps and durations at the edges of their types must not panic (overflow checks are on
     /// in debug builds).

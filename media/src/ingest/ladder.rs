@@ -20,7 +20,7 @@
 
 use std::fmt::Debug;
 
-use raft::UnixMillis;
+use crate::clock::UnixMillis;
 
 use crate::cmaf::{AudioConfig, Sample, VideoConfig};
 use crate::origin::LiveFeed;

@@ -4,25 +4,29 @@
 //! TCP ──▶ rtmp::serve_rtmp (one task per connection, bounded)
 //!           │ bytes                    ▲ replies
 //!           ▼                          │
-//!        rtmp::ServerSession (sans-IO) ── PublishRequested ──▶ publish::CatalogGate: key hash → channel,
-//!           │ FLV tag bodies                                    StartSession / EndSession
+//!        rtmp::ServerSession (sans-IO) ── PublishRequested ──▶ gate::PublishGate (the node's, over
+//!           │ FLV tag bodies                                    the catalog) ── PublishSink
 //!           ▼
-//!        bridge::FlvToCmaf (sans-IO) ── BridgeOutput ──▶ publish::Publish ── Tracks ──▶ hls::Rendition
-//!                                                         "source" in origin::LiveRegistry; samples ──▶
-//!                                                         LiveHandle::push_video / push_audio
-//! UDP ──▶ srt::serve_srt ── stream id ──▶ the same CatalogGate
-//!           │ MPEG-TS
-//!           ▼
-//!        srt::TsToCmaf (sans-IO, ends in FlvToCmaf) ── BridgeOutput ──▶ the same publish::Publish
+//!        flv_input::FlvInput (sans-IO) ── MediaInput (90 kHz) ─┐
+//!                                                              ▼
+//!                                   packager_feed::PackagerFeed (sans-IO) ── FeedOutput ──▶ PublishSink
+//!                                                              ▲            (LivePublish: Tracks ──▶
+//! UDP ──▶ srt::serve_srt ── stream id ──▶ the same PublishGate │             hls::Rendition "source" in
+//!           │ MPEG-TS                                          │             origin::LiveRegistry;
+//!           ▼                                                  │             samples ──▶ LiveHandle)
+//!        ts::TsDemuxer (inside srt::TsToCmaf) ── MediaInput ───┘
 //! ```
 //!
 //! The tokio drivers in [`rtmp`] and [`srt`] only move bytes, apply the timeouts and ask the
-//! [`CatalogGate`]; the publish lifecycle both share is in [`publish`]. The protocol
-//! ([`crate::rtmp`]) and the conversions ([`bridge`], [`srt::TsToCmaf`]) are state machines tested
-//! without sockets.
+//! [`PublishGate`]. The protocol ([`crate::rtmp`], [`crate::ts`]), the conversions ([`FlvInput`],
+//! [`PackagerFeed`]) are state machines tested without sockets. [`LivePublish`] is the origin
+//! side of a publish that every sink wraps; the catalog side (who may publish, sessions) is the
+//! node's (`node/src/ingest_gate.rs`), so media does not depend on the catalog.
 
-pub mod bridge;
+pub mod flv_input;
+pub mod gate;
 pub mod ladder;
+pub mod packager_feed;
 pub mod publish;
 pub mod rtmp;
 pub mod srt;
@@ -34,10 +38,12 @@ use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 
 use crate::hls::RenditionConfig;
 
-pub use bridge::{BridgeError, BridgeOutput, FlvToCmaf, Handled};
+pub use flv_input::FlvInput;
+pub use gate::{Protocol, PublishGate, PublishSink, Refusal, StreamRefused};
 pub use ladder::{Ladder, LadderRendition, LadderRun, LadderSource};
-pub use publish::CatalogGate;
-pub use rtmp::{serve_rtmp, serve_rtmp_with};
+pub use packager_feed::{FeedError, FeedOutput, Handled, PackagerFeed};
+pub use publish::{LivePublish, SOURCE_RENDITION};
+pub use rtmp::serve_rtmp;
 pub use srt::{serve_srt, SrtConfig};
 
 /// Settings of the RTMP ingest.
@@ -117,13 +123,6 @@ impl IngestMetrics {
             rejected: counter("bitriver_ingest_rejected_total", "Publishes and connections refused.", &["reason"]),
         }
     }
-}
-
-/// Hex SHA-256 of a stream key: how the catalog stores keys (the same digest as
-/// `control::auth::token_hash`, which media cannot depend on).
-pub fn stream_key_hash(key: &str) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The start of a stream key, safe to log: at most 8 characters and never more than half the

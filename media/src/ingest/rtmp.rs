@@ -1,21 +1,21 @@
 //! The tokio driver of RTMP ingest: accepts connections, moves bytes between each socket and its
-//! [`ServerSession`], answers publish requests through the [`CatalogGate`] (the lifecycle shared
-//! with SRT, in [`super::publish`]), and feeds accepted media through [`FlvToCmaf`] into the
-//! origin's [`LiveRegistry`].
+//! [`ServerSession`], answers publish requests through the [`PublishGate`] (shared with SRT), and
+//! feeds accepted media through [`FlvInput`] and the [`PackagerFeed`] into the gate's
+//! [`PublishSink`].
 //!
 //! Per connection, in order: the handshake and `connect` must finish within
 //! [`IngestConfig::handshake_timeout`]; `publish` must follow within
 //! [`IngestConfig::idle_timeout`]; while publishing, media must keep coming with gaps shorter than
-//! that. A publish is accepted when the key's hash names a channel that is not live, and the
-//! catalog commits a `StartSession` for it; the session is ended (`EndSession`) however the
-//! publish stops: unpublish, disconnect, timeout, protocol error or node shutdown.
+//! that. A publish is accepted when the gate accepts the key (the node's gate: the key's hash names
+//! a channel that is not live, and the catalog commits a `StartSession` for it); the sink is ended
+//! however the publish stops: unpublish, disconnect, timeout, protocol error or node shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use raft::Catalog;
+use prometheus::IntCounter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -23,38 +23,32 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::bridge::{FlvToCmaf, Handled};
-use super::publish::{CatalogGate, Publish, Refused};
+use super::flv_input::{Converted, FlvInput};
+use super::gate::{Protocol, PublishGate, PublishSink, Refusal};
+use super::packager_feed::{Handled, PackagerFeed};
 use super::{IngestConfig, IngestMetrics};
-use crate::origin::LiveRegistry;
 use crate::rtmp::{CloseReason, Event, PublishRequestId, RejectReason, ServerSession, SessionConfig, SessionError};
 
 /// The application name publishers use: `rtmp://host/live/{streamKey}`.
 pub const APP: &str = "live";
-/// The one rendition ingest produces; transcoding adds the others.
-pub use super::publish::SOURCE_RENDITION;
 const READ_BUFFER: usize = 64 * 1024;
 
 /// Accepts RTMP publishers on `listener` until `shutdown` is cancelled, then winds the publishes down
-/// (each session ended in the catalog) for at most [`IngestConfig::shutdown_grace`].
+/// (each sink ended) for at most [`IngestConfig::shutdown_grace`]. `gate` decides the publishes;
+/// the node shares it with its other ingest protocols (so that one channel has one publisher,
+/// whatever the protocol).
 ///
 /// Accept errors (e.g. out of file descriptors) are logged and retried; they never end the loop.
-pub async fn serve_rtmp(
+pub async fn serve_rtmp<G: PublishGate>(
     listener: TcpListener,
-    catalog: Catalog,
-    registry: LiveRegistry,
+    gate: Arc<G>,
     config: IngestConfig,
     metrics: IngestMetrics,
     shutdown: CancellationToken,
 ) {
-    serve_rtmp_with(listener, CatalogGate::new(catalog, registry, config, metrics), shutdown).await;
-}
-
-/// [`serve_rtmp`] deciding through `gate`, which the node shares with its other ingest
-/// protocols (so that one channel has one publisher, whatever the protocol).
-pub async fn serve_rtmp_with(listener: TcpListener, gate: CatalogGate, shutdown: CancellationToken) {
-    let limit = Arc::new(Semaphore::new(gate.config().max_connections.max(1)));
-    let grace = gate.config().shutdown_grace;
+    let limit = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let grace = config.shutdown_grace;
+    let shared = Arc::new(Shared { gate, config, metrics });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let mut seed = handshake_seed();
@@ -72,13 +66,13 @@ pub async fn serve_rtmp_with(listener: TcpListener, gate: CatalogGate, shutdown:
         };
         while tasks.try_join_next().is_some() {}
         let Ok(permit) = limit.clone().try_acquire_owned() else {
-            gate.metrics().rejected.with_label_values(&["connection_limit"]).inc();
-            tracing::warn!(%peer, max = gate.config().max_connections, "RTMP connection refused: too many connections");
+            shared.metrics.rejected.with_label_values(&["connection_limit"]).inc();
+            tracing::warn!(%peer, max = shared.config.max_connections, "RTMP connection refused: too many connections");
             continue;
         };
         let _ = stream.set_nodelay(true);
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let connection = Connection::new(gate.clone(), stream, peer, seed);
+        let connection = Connection::new(shared.clone(), stream, peer, seed);
         let stop = stop_rx.clone();
         tasks.spawn(async move {
             connection.run(stop).await;
@@ -91,6 +85,13 @@ pub async fn serve_rtmp_with(listener: TcpListener, gate: CatalogGate, shutdown:
         tracing::warn!(left = tasks.len(), "RTMP connections did not wind down in time; aborting them");
         tasks.shutdown().await;
     }
+}
+
+/// What every connection of one listener shares.
+struct Shared<G> {
+    gate: Arc<G>,
+    config: IngestConfig,
+    metrics: IngestMetrics,
 }
 
 fn handshake_seed() -> u64 {
@@ -114,52 +115,73 @@ enum End {
 }
 
 /// An accepted publish and the FLV → CMAF conversion feeding it.
-struct Publishing {
-    publish: Publish,
-    bridge: FlvToCmaf,
+struct Publishing<P> {
+    sink: P,
+    input: FlvInput,
+    feed: PackagerFeed,
+    bytes: IntCounter,
+    video_frames: IntCounter,
+    audio_frames: IntCounter,
+    dropped: IntCounter,
+    active_publishers: prometheus::IntGauge,
 }
 
-impl Publishing {
-    /// Moves the bridge's output into the origin.
-    fn drain(&mut self) -> Result<(), End> {
-        while let Some(output) = self.bridge.poll_output() {
-            self.publish.handle_output(output).map_err(|_| End::Unpackageable)?;
+impl<P: PublishSink> Publishing<P> {
+    fn new(sink: P, metrics: &IngestMetrics) -> Self {
+        let channel = sink.channel_id().to_owned();
+        metrics.active_publishers.inc();
+        Publishing {
+            sink,
+            input: FlvInput::new(),
+            feed: PackagerFeed::new(),
+            bytes: metrics.bytes.with_label_values(&[&channel]),
+            video_frames: metrics.frames.with_label_values(&[&channel, "video"]),
+            audio_frames: metrics.frames.with_label_values(&[&channel, "audio"]),
+            dropped: metrics.dropped_frames.with_label_values(&[&channel]),
+            active_publishers: metrics.active_publishers.clone(),
         }
-        self.publish.dropped().inc_by(self.bridge.take_dropped());
+    }
+
+    /// Moves the feed's output into the sink.
+    fn drain(&mut self) -> Result<(), End> {
+        while let Some(output) = self.feed.poll_output() {
+            self.sink.handle_output(output).map_err(|_| End::Unpackageable)?;
+        }
+        self.dropped.inc_by(self.feed.take_dropped());
         Ok(())
     }
 
-    /// Ends the publish: the last samples go out, then the origin stream and the catalog
-    /// session end.
-    async fn end(mut self, why: &str) {
-        self.bridge.finish();
+    /// Ends the publish: the last samples go out, then the sink ends.
+    async fn end(mut self, why: &'static str) {
+        self.feed.finish();
         // The stream ends either way; a failure here was logged.
         let _ = self.drain();
-        self.publish.end(why).await;
+        self.sink.end(why).await;
+        self.active_publishers.dec();
     }
 }
 
 /// A publish refused: the metric label, what the encoder is told.
-struct Refusal(&'static str, RejectReason);
+struct Refused(&'static str, RejectReason);
 
-struct Connection {
-    gate: CatalogGate,
+struct Connection<G: PublishGate> {
+    shared: Arc<Shared<G>>,
     stream: TcpStream,
     peer: SocketAddr,
     session: ServerSession,
-    publish: Option<Publishing>,
+    publish: Option<Publishing<G::Publish>>,
 }
 
-impl Connection {
-    fn new(gate: CatalogGate, stream: TcpStream, peer: SocketAddr, seed: u64) -> Self {
+impl<G: PublishGate> Connection<G> {
+    fn new(shared: Arc<Shared<G>>, stream: TcpStream, peer: SocketAddr, seed: u64) -> Self {
         let session =
             ServerSession::new(SessionConfig { app: APP.to_owned(), handshake_seed: seed, ..Default::default() });
-        Connection { gate, stream, peer, session, publish: None }
+        Connection { shared, stream, peer, session, publish: None }
     }
 
     async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        let handshake_timeout = self.gate.config().handshake_timeout;
-        let idle_timeout = self.gate.config().idle_timeout;
+        let handshake_timeout = self.shared.config.handshake_timeout;
+        let idle_timeout = self.shared.config.idle_timeout;
         let mut deadline = Instant::now() + handshake_timeout;
         let mut connected = false;
         let mut buf = vec![0u8; READ_BUFFER];
@@ -178,7 +200,7 @@ impl Connection {
                 Ok(Ok(n)) => {
                     self.session.handle_input(&buf[..n]);
                     if let Some(p) = &self.publish {
-                        p.publish.bytes().inc_by(n as u64);
+                        p.bytes.inc_by(n as u64);
                     }
                 }
             }
@@ -206,18 +228,18 @@ impl Connection {
                 "connection failed"
             }
             End::Timeout if !connected => {
-                self.gate.metrics().rejected.with_label_values(&["timeout"]).inc();
+                self.shared.metrics.rejected.with_label_values(&["timeout"]).inc();
                 tracing::warn!(peer = %self.peer, timeout = ?handshake_timeout,
                     "RTMP handshake not completed in time (not an RTMP client?); closing");
                 "handshake timeout"
             }
             End::Timeout if self.publish.is_none() => {
-                self.gate.metrics().rejected.with_label_values(&["timeout"]).inc();
+                self.shared.metrics.rejected.with_label_values(&["timeout"]).inc();
                 tracing::warn!(peer = %self.peer, timeout = ?idle_timeout, "RTMP client connected but did not publish; closing");
                 "publish timeout"
             }
             End::Timeout => {
-                tracing::warn!(peer = %self.peer, channel = self.publish.as_ref().map(|p| p.publish.channel_id()),
+                tracing::warn!(peer = %self.peer, channel = self.publish.as_ref().map(|p| p.sink.channel_id()),
                     timeout = ?idle_timeout, "RTMP publisher stalled: no media; closing");
                 "stalled"
             }
@@ -240,8 +262,8 @@ impl Connection {
                     self.on_publish(request_id, &app, &stream_key).await;
                 }
                 Event::Metadata(meta) => {
-                    if let Some(p) = &mut self.publish {
-                        p.bridge.handle_metadata(&meta);
+                    if let (Some(p), Some((video, audio))) = (&mut self.publish, FlvInput::expected_tracks(&meta)) {
+                        p.feed.expect_tracks(video, audio);
                         p.drain()?;
                     }
                 }
@@ -260,7 +282,7 @@ impl Connection {
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), End> {
-        match tokio::time::timeout(self.gate.config().write_timeout, self.stream.write_all(bytes)).await {
+        match tokio::time::timeout(self.shared.config.write_timeout, self.stream.write_all(bytes)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(End::Io(error)),
             Err(_) => Err(End::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out"))),
@@ -269,7 +291,7 @@ impl Connection {
 
     fn log_close(&self, reason: CloseReason) {
         let peer = self.peer;
-        let rejected = |reason: &str| self.gate.metrics().rejected.with_label_values(&[reason]).inc();
+        let rejected = |reason: &str| self.shared.metrics.rejected.with_label_values(&[reason]).inc();
         match reason {
             CloseReason::PeerClosed => tracing::debug!(%peer, "RTMP peer closed the connection"),
             CloseReason::PublishRejected => tracing::debug!(%peer, "RTMP publish refused; closing"),
@@ -284,7 +306,7 @@ impl Connection {
             }
             CloseReason::Protocol(error) => {
                 rejected("protocol");
-                tracing::warn!(%peer, channel = self.publish.as_ref().map(|p| p.publish.channel_id()), %error,
+                tracing::warn!(%peer, channel = self.publish.as_ref().map(|p| p.sink.channel_id()), %error,
                     "RTMP protocol error; closing");
             }
         }
@@ -292,26 +314,25 @@ impl Connection {
 
     async fn on_publish(&mut self, request_id: PublishRequestId, app: &str, stream_key: &str) {
         let decided = if app == APP {
-            self.gate.start(self.peer, "RTMP", stream_key).await.map_err(rtmp_refusal)
+            self.shared.gate.start_publish(self.peer, Protocol::Rtmp, stream_key).await.map_err(rtmp_refusal)
         } else {
             tracing::warn!(peer = %self.peer, app, "RTMP publish refused: unknown application");
-            Err(Refusal("app", RejectReason::BadName))
+            Err(Refused("app", RejectReason::BadName))
         };
         match decided {
-            Ok(publish) => {
-                let mut publishing = Publishing { publish, bridge: FlvToCmaf::new() };
+            Ok(sink) => {
+                let publishing = Publishing::new(sink, &self.shared.metrics);
                 if self.session.accept_publish(request_id).is_err() {
                     // Closed meanwhile: nothing to accept; give the session back.
                     self.publish = Some(publishing);
                     return self.end_publish("closed before accept").await;
                 }
-                publishing.publish.count_publisher();
-                tracing::info!(peer = %self.peer, channel = %publishing.publish.channel_id(),
-                    session = %publishing.publish.session_id(), "RTMP publish accepted");
+                tracing::info!(peer = %self.peer, channel = %publishing.sink.channel_id(),
+                    session = %publishing.sink.session_id(), "RTMP publish accepted");
                 self.publish = Some(publishing);
             }
-            Err(Refusal(label, reason)) => {
-                self.gate.metrics().rejected.with_label_values(&[label]).inc();
+            Err(Refused(label, reason)) => {
+                self.shared.metrics.rejected.with_label_values(&[label]).inc();
                 // Fails only if the session closed meanwhile, which needs no answer.
                 let _ = self.session.reject_publish(request_id, reason);
             }
@@ -320,17 +341,20 @@ impl Connection {
 
     fn on_media(&mut self, video: bool, timestamp_ms: u64, payload: &Bytes) -> Result<(), End> {
         let Some(p) = &mut self.publish else { return Ok(()) };
-        let handled = if video {
-            p.bridge.handle_video(timestamp_ms, payload)
-        } else {
-            p.bridge.handle_audio(timestamp_ms, payload)
-        };
+        let converted =
+            if video { p.input.video(timestamp_ms, payload) } else { Ok(p.input.audio(timestamp_ms, payload)) };
+        let handled = converted.and_then(|converted| match converted {
+            Converted::Input(input) => p.feed.handle(input),
+            Converted::Other => Ok(Handled::Other),
+            Converted::Dropped => Ok(Handled::Dropped),
+        });
         match handled {
-            Ok(Handled::Frame) => p.publish.frames(video).inc(),
-            Ok(Handled::Dropped) => p.publish.dropped().inc(),
+            Ok(Handled::Frame) if video => p.video_frames.inc(),
+            Ok(Handled::Frame) => p.audio_frames.inc(),
+            Ok(Handled::Dropped) => p.dropped.inc(),
             Ok(Handled::Other) => {}
             Err(error) => {
-                tracing::warn!(peer = %self.peer, channel = %p.publish.channel_id(), %error,
+                tracing::warn!(peer = %self.peer, channel = %p.sink.channel_id(), %error,
                     "cannot package this stream; closing");
                 return Err(End::Unpackageable);
             }
@@ -339,7 +363,7 @@ impl Connection {
     }
 
     /// Ends the publish, if any.
-    async fn end_publish(&mut self, why: &str) {
+    async fn end_publish(&mut self, why: &'static str) {
         if let Some(p) = self.publish.take() {
             p.end(why).await;
         }
@@ -347,12 +371,12 @@ impl Connection {
 }
 
 /// What the encoder is told about a refused publish.
-fn rtmp_refusal(refused: Refused) -> Refusal {
+fn rtmp_refusal(refused: Refusal) -> Refused {
     let reason = match refused {
-        Refused::UnknownKey | Refused::AlreadyLive => RejectReason::BadName,
-        Refused::CatalogUnavailable => RejectReason::Error("Catalog unavailable; retry.".into()),
-        Refused::SessionNotStarted => RejectReason::Error("Could not start the session; retry.".into()),
-        Refused::NoRandomness => RejectReason::Error("No randomness.".into()),
+        Refusal::UnknownKey | Refusal::AlreadyLive => RejectReason::BadName,
+        Refusal::CatalogUnavailable => RejectReason::Error("Catalog unavailable; retry.".into()),
+        Refusal::SessionNotStarted => RejectReason::Error("Could not start the session; retry.".into()),
+        _ => RejectReason::Error("Internal error; retry.".into()),
     };
-    Refusal(refused.label(), reason)
+    Refused(refused.label(), reason)
 }

@@ -4,25 +4,22 @@
 //! UDP ──▶ srt-tokio listener ── ConnectionRequest(stream id) ──▶ parse_stream_id ──▶ PublishGate
 //!                                 ▲ reject (handshake)                               │ accept
 //!                                 └──────────────────────────────────────────────────┘
-//!         SRT socket ── TS payload ──▶ TsToCmaf (sans-IO: ts::TsDemuxer → FlvToCmaf) ──▶ PublishSink
+//!         SRT socket ── TS payload ──▶ TsToCmaf (sans-IO: ts::TsDemuxer → PackagerFeed) ──▶ PublishSink
 //! ```
 //!
 //! The SRT protocol itself is srt-tokio's (see the report in the module's PR for why, and for the
 //! interop check against ffmpeg's libsrt caller). Access control happens in the handshake: the
 //! caller's stream id is parsed with [`parse_stream_id`] and the key is handed to the
-//! [`PublishGate`] (the catalog side shared with RTMP); a refused key is rejected with an SRT
+//! [`PublishGate`] (shared with RTMP); a refused key is rejected with an SRT
 //! reject code before any media flows, so the encoder sees "connection rejected".
 //!
 //! Stream ids accepted: `#!::r=live/KEY,m=publish` (keys of the `#!::` list in any order; a
 //! missing `m` means publish since this listener only ingests), `#!::r=KEY`, `live/KEY` and the
 //! bare `KEY`. `m=request` (playback) and other modes are refused.
 
-use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
 use futures::StreamExt;
 use srt_tokio::access::{RejectReason, ServerRejectReason};
 use srt_tokio::{ConnectionRequest, SrtListener};
@@ -32,9 +29,11 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::bridge::{BridgeError, BridgeOutput, FlvToCmaf, Handled};
+use super::gate::{Protocol, PublishGate, PublishSink, Refusal, StreamRefused};
+use super::packager_feed::{FeedError, FeedOutput, Handled, PackagerFeed};
 use super::{key_prefix, IngestMetrics};
-use crate::ts::{TsDemuxer, TsEvent, TsStats};
+use crate::codec::MediaInput;
+use crate::ts::{TsDemuxer, TsStats};
 
 /// Longest stream id accepted (SRT allows 512 bytes).
 const MAX_STREAM_ID: usize = 512;
@@ -113,15 +112,14 @@ pub fn parse_stream_id(stream_id: &str) -> Result<StreamId, StreamIdError> {
     Ok(StreamId { key: key.to_owned() })
 }
 
-/// Sans-IO: SRT payload (MPEG-TS) in, CMAF tracks and samples out, through the same
-/// [`FlvToCmaf`] as RTMP (the demuxer's frames are handed to it as FLV tag bodies, which is the
-/// bridge's public input). After each `handle_input`, drain [`TsToCmaf::poll_output`].
+/// Sans-IO: SRT payload (MPEG-TS) in, CMAF tracks and samples out: the demuxer's typed inputs
+/// (90 kHz timestamps as the stream carries them) go straight into the same [`PackagerFeed`] as
+/// RTMP's. After each `handle_input`, drain [`TsToCmaf::poll_output`].
 #[derive(Debug, Default)]
 pub struct TsToCmaf {
     demuxer: TsDemuxer,
-    bridge: FlvToCmaf,
-    last_dts_ms: u64,
-    /// Frames accepted by the bridge (video, audio) and dropped since the last take.
+    feed: PackagerFeed,
+    /// Frames accepted by the feed (video, audio) and dropped since the last take.
     counts: FrameCounts,
 }
 
@@ -139,24 +137,24 @@ impl TsToCmaf {
     }
 
     /// One SRT message (or any piece of the transport stream).
-    pub fn handle_input(&mut self, data: &[u8]) -> Result<(), BridgeError> {
+    pub fn handle_input(&mut self, data: &[u8]) -> Result<(), FeedError> {
         self.demuxer.handle_input(data);
         self.pump()
     }
 
-    /// The publish ended: flush the demuxer and the bridge.
-    pub fn finish(&mut self) -> Result<(), BridgeError> {
+    /// The publish ended: flush the demuxer and the feed.
+    pub fn finish(&mut self) -> Result<(), FeedError> {
         self.demuxer.finish();
         let pumped = self.pump();
-        self.bridge.finish();
-        self.counts.dropped += self.bridge.take_dropped();
+        self.feed.finish();
+        self.counts.dropped += self.feed.take_dropped();
         pumped
     }
 
     /// The next track set or sample, in order.
     #[must_use]
-    pub fn poll_output(&mut self) -> Option<BridgeOutput> {
-        self.bridge.poll_output()
+    pub fn poll_output(&mut self) -> Option<FeedOutput> {
+        self.feed.poll_output()
     }
 
     pub fn take_counts(&mut self) -> FrameCounts {
@@ -168,109 +166,31 @@ impl TsToCmaf {
         self.demuxer.stats()
     }
 
-    fn pump(&mut self) -> Result<(), BridgeError> {
-        while let Some(event) = self.demuxer.poll_event() {
-            let (video, handled) = match event {
-                TsEvent::VideoConfig(config) => {
-                    let mut body = BytesMut::with_capacity(5 + config.record.len());
-                    body.put_slice(&[0x17, 0, 0, 0, 0]);
-                    body.put_slice(&config.record);
-                    (true, self.bridge.handle_video(self.last_dts_ms, &body.freeze())?)
-                }
-                TsEvent::Video { frame, .. } => {
-                    self.last_dts_ms = frame.dts_ms;
-                    // FLV's composition time is a signed 24-bit millisecond count.
-                    let cts = frame.pts_ms.saturating_sub(frame.dts_ms).min(0x7F_FFFF) as u32;
-                    let mut body = BytesMut::with_capacity(5 + frame.nalus.len());
-                    body.put_u8(if frame.keyframe { 0x17 } else { 0x27 });
-                    body.put_u8(1);
-                    body.put_slice(&cts.to_be_bytes()[1..]);
-                    body.put_slice(&frame.nalus);
-                    (true, self.bridge.handle_video(frame.dts_ms, &body.freeze())?)
-                }
-                TsEvent::AudioConfig(config) => {
-                    let body = [&[0xAF, 0][..], &config.asc].concat();
-                    (false, self.bridge.handle_audio(self.last_dts_ms, &Bytes::from(body))?)
-                }
-                TsEvent::Audio { frame, .. } => {
-                    let mut body = BytesMut::with_capacity(2 + frame.data.len());
-                    body.put_slice(&[0xAF, 1]);
-                    body.put_slice(&frame.data);
-                    (false, self.bridge.handle_audio(frame.pts_ms, &body.freeze())?)
-                }
-            };
-            match handled {
+    fn pump(&mut self) -> Result<(), FeedError> {
+        while let Some(input) = self.demuxer.poll_event() {
+            let video = matches!(input, MediaInput::Video(_) | MediaInput::VideoConfig(_));
+            match self.feed.handle(input)? {
                 Handled::Frame if video => self.counts.video += 1,
                 Handled::Frame => self.counts.audio += 1,
                 Handled::Dropped => self.counts.dropped += 1,
                 Handled::Other => {}
             }
         }
-        self.counts.dropped += self.bridge.take_dropped();
+        self.counts.dropped += self.feed.take_dropped();
         Ok(())
     }
 }
 
-/// Why the gate refused a publish; decides the SRT reject code the encoder sees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Refusal {
-    /// No channel has this key (SRT 2403 Forbidden).
-    UnknownKey,
-    /// The channel is live from another publisher (SRT 2409 Conflict).
-    AlreadyLive,
-    /// The catalog could not answer; the encoder may retry (SRT 2503 Down).
-    Unavailable,
-}
-
-impl Refusal {
-    fn label(self) -> &'static str {
-        match self {
-            Refusal::UnknownKey => "bad_key",
-            Refusal::AlreadyLive => "already_live",
-            Refusal::Unavailable => "catalog",
-        }
-    }
-
-    fn reject_reason(self) -> RejectReason {
-        RejectReason::Server(match self {
-            Refusal::UnknownKey => ServerRejectReason::Forbidden,
-            Refusal::AlreadyLive => ServerRejectReason::Conflict,
-            Refusal::Unavailable => ServerRejectReason::Down,
-        })
-    }
-}
-
-/// The catalog and origin side of a publish, shared with RTMP ingest: decides whether a key may
-/// publish (starting the catalog session) and hands back where the stream goes.
-pub trait PublishGate: Send + Sync + 'static {
-    type Publish: PublishSink;
-    /// May `stream_key` publish from `peer`? On yes the catalog session has started. The
-    /// implementation logs its refusals (without the key).
-    fn start_publish(
-        &self,
-        peer: SocketAddr,
-        stream_key: &str,
-    ) -> impl Future<Output = Result<Self::Publish, Refusal>> + Send;
-}
-
-/// The sink takes no more of this stream (it has logged why); the publish ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
-#[error("the origin stopped taking this stream")]
-pub struct StreamRefused;
-
-/// One accepted publish: takes the bridge's output (tracks first, then samples) and ends the
-/// session however the connection stops.
-pub trait PublishSink: Send + 'static {
-    /// The channel, for logs and metrics.
-    fn channel_id(&self) -> &str;
-    /// Err ends the publish (the origin refused the stream); the sink has logged why.
-    fn handle_output(&mut self, output: BridgeOutput) -> Result<(), StreamRefused>;
-    /// Frames seen, for the sink's counters.
-    fn count(&mut self, _counts: FrameCounts) {}
-    /// The publish is over (the last output was handed over): finish the origin stream, end the
-    /// catalog session.
-    fn end(self, why: &'static str) -> impl Future<Output = ()> + Send;
+/// The SRT reject code an encoder sees for a refusal.
+fn reject_reason(refusal: Refusal) -> RejectReason {
+    RejectReason::Server(match refusal {
+        // 2403 Forbidden.
+        Refusal::UnknownKey => ServerRejectReason::Forbidden,
+        // 2409 Conflict.
+        Refusal::AlreadyLive => ServerRejectReason::Conflict,
+        // 2503 Down: the encoder may retry.
+        _ => ServerRejectReason::Down,
+    })
 }
 
 /// Settings of the SRT ingest.
@@ -371,20 +291,22 @@ impl<G: PublishGate> Connection<G> {
             let _ = request.reject(RejectReason::Server(ServerRejectReason::Overload)).await;
             return;
         };
-        let decided = tokio::time::timeout(self.config.decision_timeout, self.gate.start_publish(peer, &key)).await;
+        let decided =
+            tokio::time::timeout(self.config.decision_timeout, self.gate.start_publish(peer, Protocol::Srt, &key))
+                .await;
         let publish = match decided {
             Ok(Ok(publish)) => publish,
             Ok(Err(refusal)) => {
                 rejected(refusal.label());
                 tracing::warn!(%peer, key_prefix = %key_prefix(&key), reason = refusal.label(),
                     "SRT publish refused in the handshake");
-                let _ = request.reject(refusal.reject_reason()).await;
+                let _ = request.reject(reject_reason(refusal)).await;
                 return;
             }
             Err(_) => {
                 rejected("catalog");
                 tracing::warn!(%peer, "SRT publish refused: decision timed out");
-                let _ = request.reject(Refusal::Unavailable.reject_reason()).await;
+                let _ = request.reject(reject_reason(Refusal::CatalogUnavailable)).await;
                 return;
             }
         };
@@ -397,8 +319,9 @@ impl<G: PublishGate> Connection<G> {
             }
         };
         self.metrics.active_publishers.inc();
+        let counters = Counters::new(&self.metrics, publish.channel_id());
         let bytes = self.metrics.bytes.with_label_values(&[publish.channel_id()]);
-        tracing::info!(%peer, channel = %publish.channel_id(), "SRT publish accepted");
+        tracing::info!(%peer, channel = %publish.channel_id(), session = %publish.session_id(), "SRT publish accepted");
         let mut publish = publish;
         let mut media = TsToCmaf::new();
         let why = loop {
@@ -424,14 +347,14 @@ impl<G: PublishGate> Connection<G> {
                 tracing::warn!(%peer, channel = %publish.channel_id(), %error, "cannot package this stream; closing");
                 break "stream cannot be packaged";
             }
-            if drain(&mut media, &mut publish).is_err() {
+            if drain(&mut media, &mut publish, &counters).is_err() {
                 break "origin refused the stream";
             }
         };
         if let Err(error) = media.finish() {
             tracing::debug!(%peer, %error, "stream ended with an unpackageable tail");
         }
-        let _ = drain(&mut media, &mut publish);
+        let _ = drain(&mut media, &mut publish, &counters);
         let stats = media.ts_stats().clone();
         tracing::info!(%peer, channel = %publish.channel_id(), reason = why, packets = stats.packets,
             discontinuities = stats.discontinuities, sync_losses = stats.sync_losses, dropped_pes = stats.dropped_pes,
@@ -443,12 +366,30 @@ impl<G: PublishGate> Connection<G> {
     }
 }
 
-fn drain<P: PublishSink>(media: &mut TsToCmaf, publish: &mut P) -> Result<(), StreamRefused> {
-    while let Some(output) = media.poll_output() {
-        publish.handle_output(output)?;
+/// The per-channel frame counters of one publish.
+struct Counters {
+    video: prometheus::IntCounter,
+    audio: prometheus::IntCounter,
+    dropped: prometheus::IntCounter,
+}
+
+impl Counters {
+    fn new(metrics: &IngestMetrics, channel: &str) -> Self {
+        Counters {
+            video: metrics.frames.with_label_values(&[channel, "video"]),
+            audio: metrics.frames.with_label_values(&[channel, "audio"]),
+            dropped: metrics.dropped_frames.with_label_values(&[channel]),
+        }
     }
-    publish.count(media.take_counts());
-    Ok(())
+}
+
+fn drain<P: PublishSink>(media: &mut TsToCmaf, publish: &mut P, counters: &Counters) -> Result<(), StreamRefused> {
+    let drained = std::iter::from_fn(|| media.poll_output()).try_for_each(|output| publish.handle_output(output));
+    let counts = media.take_counts();
+    counters.video.inc_by(counts.video);
+    counters.audio.inc_by(counts.audio);
+    counters.dropped.inc_by(counts.dropped);
+    drained
 }
 
 #[cfg(test)]
@@ -485,6 +426,38 @@ mod tests {
         // Refusals never echo the key.
         let e = parse_stream_id("#!::r=secretkey,m=request").unwrap_err().to_string();
         assert!(!e.contains("secretkey"));
+    }
+
+    /// 29.97 fps (3003 ticks a frame) with a 2-frame composition offset: in milliseconds neither
+    /// is a whole number, so a trip through FLV's clock would round every timestamp.
+    #[test]
+    fn srt_90khz_timestamps_survive_exactly() {
+        use crate::test_support::{ts_video_stream, TsAccessUnit};
+        let start = 126_001; // not a multiple of 90 either
+        let units: Vec<TsAccessUnit> = (0..90)
+            .map(|i| {
+                let dts = start + i * 3003;
+                TsAccessUnit { dts, pts: dts + 6006, keyframe: i % 30 == 0 }
+            })
+            .collect();
+        let ts = ts_video_stream(&units);
+        let mut media = TsToCmaf::new();
+        for chunk in ts.chunks(1316) {
+            media.handle_input(chunk).unwrap();
+        }
+        media.finish().unwrap();
+        let out: Vec<FeedOutput> = std::iter::from_fn(|| media.poll_output()).collect();
+        assert!(matches!(&out[0], FeedOutput::Tracks { video: Some(v), audio: None } if v.height == 360), "{out:?}");
+        let samples: Vec<_> =
+            out.iter().filter_map(|o| if let FeedOutput::Video(s) = o { Some(s) } else { None }).collect();
+        assert_eq!(samples.len(), units.len());
+        for (unit, sample) in units.iter().zip(&samples) {
+            assert_eq!(sample.dts, unit.dts, "decode time kept to the tick");
+            assert_eq!(sample.pts_offset, 6006, "composition offset kept to the tick");
+            assert_eq!(sample.duration, 3003);
+            assert_eq!(sample.keyframe, unit.keyframe);
+        }
+        assert_eq!(media.take_counts(), FrameCounts { video: 90, audio: 0, dropped: 0 });
     }
 
     proptest::proptest! {

@@ -7,11 +7,12 @@
 //! rendition's watch channel, bounded by [`hls::blocking_timeout`] and by the number of requests
 //! allowed to wait at once.
 
-use std::str::FromStr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -22,7 +23,8 @@ use tokio::time::Instant;
 
 use super::metrics::Kind;
 use super::registry::{LiveChannel, LiveRegistry, RenditionSlot};
-use crate::hls::{self, BadReload, BlockingReload, PlaylistQuery, Rendition, RenditionReport, Variant};
+use crate::hls::{self, BadReload, BlockingReload, PlaylistParams, Rendition, RenditionReport, Variant};
+use hls_names::RenditionFile;
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 const INIT_TYPE: &str = "video/mp4";
@@ -37,13 +39,21 @@ pub struct OriginConfig {
     /// Requests allowed to wait for a part at once (blocking playlist reloads and preload-hinted
     /// parts); more get 503 with `Retry-After: 1`. Default 10 000.
     pub max_waiting_requests: usize,
+    /// Of those, how many one client address may hold, so one client cannot take every slot
+    /// (an edge collapses its viewers into one request per object, so it needs few). Applies
+    /// when the server is run with connect info (the node's is). Default 1 000.
+    pub max_waiting_per_client: usize,
     /// `max-age` of `master.m3u8`: short, as `BANDWIDTH` follows the measured rate. Default 2 s.
     pub multivariant_max_age: Duration,
 }
 
 impl Default for OriginConfig {
     fn default() -> Self {
-        OriginConfig { max_waiting_requests: 10_000, multivariant_max_age: Duration::from_secs(2) }
+        OriginConfig {
+            max_waiting_requests: 10_000,
+            max_waiting_per_client: 1_000,
+            multivariant_max_age: Duration::from_secs(2),
+        }
     }
 }
 
@@ -52,6 +62,9 @@ impl OriginConfig {
     pub fn validate(&self) -> Result<(), &'static str> {
         if self.max_waiting_requests == 0 || self.max_waiting_requests > Semaphore::MAX_PERMITS {
             return Err("max_waiting_requests must be between 1 and 2^61");
+        }
+        if self.max_waiting_per_client == 0 || self.max_waiting_per_client > self.max_waiting_requests {
+            return Err("max_waiting_per_client must be between 1 and max_waiting_requests");
         }
         if self.multivariant_max_age > Duration::from_secs(60) {
             return Err("multivariant_max_age must be at most 60 s");
@@ -64,20 +77,40 @@ struct Origin {
     registry: LiveRegistry,
     config: OriginConfig,
     waiting: Semaphore,
+    /// Waiting requests by client address.
+    waiting_by_client: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One client's waiting request; gives its slot back on drop.
+struct ClientSlot<'a> {
+    origin: &'a Origin,
+    client: IpAddr,
+}
+
+impl Drop for ClientSlot<'_> {
+    fn drop(&mut self) {
+        let mut by_client = self.origin.waiting_by_client.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = by_client.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                by_client.remove(&self.client);
+            }
+        }
+    }
 }
 
 /// The origin routes, ready to merge into the node's router:
 ///
 /// - `GET /hls/{channel}/master.m3u8`
 /// - `GET /hls/{channel}/{rendition}/index.m3u8` (`_HLS_msn`, `_HLS_part`, `_HLS_skip`)
-/// - `GET /hls/{channel}/{rendition}/init.mp4`, `.../seg{msn}.m4s`, `.../part{msn}.{index}.m4s`
+/// - `GET /hls/{channel}/{rendition}/init-{id}.mp4`, `.../seg{msn}.m4s`, `.../part{msn}.{index}.m4s`
 ///
 /// plus `HEAD` and CORS preflight (`OPTIONS`) on each. Metrics go to the registry's
 /// [`super::OriginMetrics`]. There is no fallback route, so merging cannot conflict with another
 /// router's.
 pub fn routes(registry: LiveRegistry, config: OriginConfig) -> Router {
     let waiting = Semaphore::new(config.max_waiting_requests.min(Semaphore::MAX_PERMITS));
-    let origin = Arc::new(Origin { registry, config, waiting });
+    let origin = Arc::new(Origin { registry, config, waiting, waiting_by_client: Mutex::default() });
     Router::new()
         .route("/hls/{channel}/master.m3u8", get(master).options(preflight))
         .route("/hls/{channel}/{rendition}/{file}", get(rendition_file).options(preflight))
@@ -85,46 +118,14 @@ pub fn routes(registry: LiveRegistry, config: OriginConfig) -> Router {
         .with_state(origin)
 }
 
-/// An object below a rendition, by file name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum File {
-    Playlist,
-    Init,
-    Segment(u64),
-    Part(u64, u32),
-}
-
-impl File {
-    fn parse(name: &str) -> Option<Self> {
-        match name {
-            "index.m3u8" => Some(File::Playlist),
-            "init.mp4" => Some(File::Init),
-            _ => {
-                let stem = name.strip_suffix(".m4s")?;
-                if let Some(msn) = stem.strip_prefix("seg") {
-                    return Some(File::Segment(number(msn)?));
-                }
-                let (msn, index) = stem.strip_prefix("part")?.split_once('.')?;
-                Some(File::Part(number(msn)?, number(index)?))
-            }
-        }
+/// The metrics kind of a rendition file.
+fn kind(file: RenditionFile) -> Kind {
+    match file {
+        RenditionFile::Playlist => Kind::Playlist,
+        RenditionFile::Init(_) => Kind::Init,
+        RenditionFile::Segment(_) => Kind::Segment,
+        RenditionFile::Part(..) => Kind::Part,
     }
-
-    fn kind(self) -> Kind {
-        match self {
-            File::Playlist => Kind::Playlist,
-            File::Init => Kind::Init,
-            File::Segment(_) => Kind::Segment,
-            File::Part(..) => Kind::Part,
-        }
-    }
-}
-
-/// A decimal number as the playlists write it: digits only, no leading zero, so each object has
-/// one URL (and one edge cache entry).
-fn number<T: FromStr>(s: &str) -> Option<T> {
-    let canonical = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
-    canonical.then(|| s.parse().ok()).flatten()
 }
 
 async fn master(State(origin): State<Arc<Origin>>, Path(channel): Path<String>) -> Response {
@@ -172,11 +173,13 @@ async fn rendition_file(
     State(origin): State<Arc<Origin>>,
     Path((channel, rendition, file)): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
+    request: Request,
 ) -> Response {
-    let Some(file) = File::parse(&file) else {
+    let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let Some(file) = RenditionFile::parse(&file) else {
         return not_found(format!("no {file} in rendition {rendition} of channel {channel}"));
     };
-    origin.registry.metrics().request(file.kind());
+    origin.registry.metrics().request(kind(file));
     let Some(live) = origin.registry.get(&channel) else {
         return not_found(format!("channel {channel} is not live"));
     };
@@ -184,26 +187,34 @@ async fn rendition_file(
         return not_found(format!("channel {channel} has no rendition {rendition}"));
     };
     match file {
-        File::Playlist => playlist(&origin, &live, slot, query.as_deref().unwrap_or("")).await,
-        File::Init => {
-            let init = slot.lock().rendition.init();
-            object(&origin, Kind::Init, init, INIT_TYPE, IMMUTABLE)
+        RenditionFile::Playlist => playlist(&origin, client, &live, slot, query.as_deref().unwrap_or("")).await,
+        RenditionFile::Init(id) => {
+            // Only the current broadcast's header answers to its name: an old name is a 404, so no
+            // player or cache ever gets this header under a URL that meant another one.
+            let init = {
+                let state = slot.lock();
+                (state.rendition.init_id() == id).then(|| state.rendition.init())
+            };
+            match init {
+                Some(init) => object(&origin, Kind::Init, init, INIT_TYPE, IMMUTABLE),
+                None => not_found(format!("{file} is not the header of {channel}/{rendition} now")),
+            }
         }
-        File::Segment(msn) => {
+        RenditionFile::Segment(msn) => {
             let segment = slot.lock().rendition.segment(msn);
             match segment {
                 Some(bytes) => object(&origin, Kind::Segment, bytes, MEDIA_TYPE, IMMUTABLE),
                 None => not_found(format!("segment {msn} of {channel}/{rendition} is not in the window")),
             }
         }
-        File::Part(msn, index) => {
+        RenditionFile::Part(msn, index) => {
             let (found, timeout) = {
                 let state = slot.lock();
                 (part_step(&state.rendition, msn, index), hls::blocking_timeout(&state.rendition))
             };
             let found = match found {
                 Some(found) => found,
-                None => match origin.wait(slot, timeout, |r| part_step(r, msn, index)).await {
+                None => match origin.wait(client, slot, timeout, |r| part_step(r, msn, index)).await {
                     Ok(found) => found,
                     Err(unavailable) => return unavailable,
                 },
@@ -232,7 +243,7 @@ fn part_step(r: &Rendition, msn: u64, index: u32) -> Option<Option<Bytes>> {
 }
 
 /// A playlist request: `Some(Ok)` to render now, `Some(Err)` for 400, `None` to wait.
-fn playlist_step(query: PlaylistQuery, r: &Rendition) -> Option<Result<(), BadReload>> {
+fn playlist_step(query: PlaylistParams, r: &Rendition) -> Option<Result<(), BadReload>> {
     match BlockingReload::decide(query, r.latest(), r.part_target()) {
         BlockingReload::Ready => Some(Ok(())),
         BlockingReload::BadRequest(bad) => Some(Err(bad)),
@@ -242,10 +253,16 @@ fn playlist_step(query: PlaylistQuery, r: &Rendition) -> Option<Result<(), BadRe
     }
 }
 
-async fn playlist(origin: &Origin, live: &LiveChannel, slot: &RenditionSlot, query: &str) -> Response {
-    let query = match PlaylistQuery::parse(query) {
+async fn playlist(
+    origin: &Origin,
+    client: Option<IpAddr>,
+    live: &LiveChannel,
+    slot: &RenditionSlot,
+    query: &str,
+) -> Response {
+    let query = match PlaylistParams::parse(query) {
         Ok(query) => query,
-        Err(bad) => return bad_request(bad),
+        Err(_) => return bad_request(BadReload::Malformed),
     };
     let (step, timeout) = {
         let state = slot.lock();
@@ -253,7 +270,7 @@ async fn playlist(origin: &Origin, live: &LiveChannel, slot: &RenditionSlot, que
     };
     let step = match step {
         Some(step) => step,
-        None => match origin.wait(slot, timeout, |r| playlist_step(query, r)).await {
+        None => match origin.wait(client, slot, timeout, |r| playlist_step(query, r)).await {
             Ok(step) => step,
             Err(unavailable) => return unavailable,
         },
@@ -279,14 +296,36 @@ async fn playlist(origin: &Origin, live: &LiveChannel, slot: &RenditionSlot, que
 }
 
 impl Origin {
+    /// Takes one of `client`'s waiting slots, if it has one left.
+    fn client_slot(&self, client: IpAddr) -> Option<ClientSlot<'_>> {
+        let mut by_client = self.waiting_by_client.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = by_client.entry(client).or_insert(0);
+        if *count >= self.config.max_waiting_per_client {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot { origin: self, client })
+    }
+
     /// Re-runs `check` on the rendition after every publish until it answers, for at most
-    /// `timeout`. `Err` is the 503 to send (timed out, or too many requests waiting).
+    /// `timeout`. `Err` is the 503 to send (timed out, too many requests waiting, or too many
+    /// from this `client`).
     async fn wait<T>(
         &self,
+        client: Option<IpAddr>,
         slot: &RenditionSlot,
         timeout: Duration,
         mut check: impl FnMut(&Rendition) -> Option<T>,
     ) -> Result<T, Response> {
+        let _client_slot = match client {
+            Some(client) => match self.client_slot(client) {
+                Some(slot) => Some(slot),
+                None => {
+                    return Err(unavailable("overloaded", "too many requests from this client are waiting".to_owned()))
+                }
+            },
+            None => None,
+        };
         let Ok(_permit) = self.waiting.try_acquire() else {
             return Err(unavailable("overloaded", "too many requests are waiting for parts".to_owned()));
         };
@@ -371,29 +410,116 @@ async fn preflight(request: HeaderMap) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::h264::{parse_sps, AvcConfig};
+    use crate::hls::RenditionConfig;
+    use crate::origin::{OriginMetrics, RegistryConfig};
+    use crate::test_support::{frame, now_of, video_config_of};
 
+    /// The `avcC` box body inside a CMAF header.
+    fn avcc(init: &[u8]) -> AvcConfig {
+        let at = init.windows(4).position(|w| w == b"avcC").expect("an avcC box");
+        let size = u32::from_be_bytes(init[at - 4..at].try_into().unwrap()) as usize;
+        AvcConfig::parse_record(&Bytes::copy_from_slice(&init[at + 4..at - 4 + size])).unwrap()
+    }
+
+    fn map_uri(playlist: &str) -> String {
+        let line = playlist.lines().find(|l| l.starts_with("#EXT-X-MAP:")).expect("EXT-X-MAP");
+        line.split('"').nth(1).unwrap().to_owned()
+    }
+
+    /// Forced cuts are counted in `bitriver_origin_forced_segment_cuts_total`.
     #[test]
-    fn file_names() {
-        assert_eq!(File::parse("index.m3u8"), Some(File::Playlist));
-        assert_eq!(File::parse("init.mp4"), Some(File::Init));
-        assert_eq!(File::parse("seg0.m4s"), Some(File::Segment(0)));
-        assert_eq!(File::parse("seg12.m4s"), Some(File::Segment(12)));
-        assert_eq!(File::parse("part12.3.m4s"), Some(File::Part(12, 3)));
-        for bad in [
-            "seg.m4s",
-            "seg01.m4s",
-            "seg+1.m4s",
-            "seg-1.m4s",
-            "part1.m4s",
-            "part1.2.3.m4s",
-            "part1.x.m4s",
-            "part1.4294967296.m4s",
-            "seg18446744073709551616.m4s",
-            "seg1.mp4",
-            "index.m3u",
-            "",
-        ] {
-            assert_eq!(File::parse(bad), None, "{bad}");
+    fn forced_cuts_are_counted() {
+        let registry = LiveRegistry::new(RegistryConfig::default(), OriginMetrics::unregistered());
+        let rendition = Rendition::new(RenditionConfig::default(), Some(video_config_of(640, 360)), None).unwrap();
+        let live = registry.open("ch", "s", vec![rendition]).unwrap();
+        for i in 0..400 {
+            let _ = live.push_video(0, frame(i, 0), now_of(i)).unwrap();
         }
+        assert_eq!(registry.metrics().forced_segment_cuts.get(), 3, "400 frames without a keyframe: 13.3 s");
+    }
+
+    /// One client address cannot take every blocking-playlist slot: past its share it gets 503
+    /// at once, while another address still waits.
+    #[tokio::test]
+    async fn one_client_cannot_take_every_waiting_slot() {
+        let registry = LiveRegistry::new(RegistryConfig::default(), OriginMetrics::unregistered());
+        let rendition = Rendition::new(RenditionConfig::default(), Some(video_config_of(640, 360)), None).unwrap();
+        let live = registry.open("ch", "s", vec![rendition]).unwrap();
+        for i in 0..40 {
+            let _ = live.push_video(0, frame(i, 30), now_of(i)).unwrap();
+        }
+        let config = OriginConfig { max_waiting_requests: 100, max_waiting_per_client: 2, ..OriginConfig::default() };
+        let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let app = routes(registry.clone(), config).into_make_service_with_connect_info::<SocketAddr>();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        // Segment 1 is open; segment 2 is not coming soon, so these requests wait.
+        let wait_for = |from: [u8; 4]| {
+            let client = reqwest::Client::builder().local_address(IpAddr::from(from)).build().unwrap();
+            let url = format!("http://127.0.0.1:{port}/hls/ch/source/index.m3u8?_HLS_msn=2");
+            tokio::spawn(async move { client.get(url).send().await.unwrap() })
+        };
+        let held = [wait_for([127, 0, 0, 1]), wait_for([127, 0, 0, 1])];
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(held.iter().all(|h| !h.is_finished()), "both wait");
+        let refused = wait_for([127, 0, 0, 1]).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refused.headers()["retry-after"], "1");
+        assert!(refused.text().await.unwrap().contains("from this client"));
+        let other = wait_for([127, 0, 0, 2]);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!other.is_finished(), "another address still gets a slot");
+        // Slots come back when the waits end.
+        live.finish();
+        for h in held {
+            assert_eq!(h.await.unwrap().status(), StatusCode::OK);
+        }
+        assert_eq!(other.await.unwrap().status(), StatusCode::OK);
+        let again = wait_for([127, 0, 0, 1]).await.unwrap();
+        assert_eq!(again.status(), StatusCode::OK, "a finished stream answers at once");
+    }
+
+    /// A streamer reconnects at another resolution: the new broadcast's header has another URL,
+    /// describes the new size, and the old URL is not answered with it.
+    #[tokio::test]
+    async fn a_reconnect_at_a_new_resolution_gets_a_new_init_url() {
+        let registry = LiveRegistry::new(RegistryConfig::default(), OriginMetrics::unregistered());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}/hls/ch", listener.local_addr().unwrap());
+        let app = routes(registry.clone(), OriginConfig::default());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let get = |path: String| async move { reqwest::get(path).await.unwrap() };
+
+        let mut inits = Vec::new();
+        for (session, (width, height), first_msn) in [("s1", (640, 360), 1000), ("s2", (1280, 720), 2000)] {
+            let config = RenditionConfig { first_msn, ..RenditionConfig::default() };
+            let rendition = Rendition::new(config, Some(video_config_of(width, height)), None).unwrap();
+            let live = registry.open("ch", session, vec![rendition]).unwrap();
+            for i in 0..40 {
+                let _ = live.push_video(0, frame(i, 30), now_of(i)).unwrap();
+            }
+            let playlist = get(format!("{base}/source/index.m3u8")).await.text().await.unwrap();
+            let uri = map_uri(&playlist);
+            let response = get(format!("{base}/source/{uri}")).await;
+            assert_eq!(response.status(), StatusCode::OK, "{uri}");
+            assert_eq!(response.headers()["cache-control"], IMMUTABLE);
+            let header = avcc(&response.bytes().await.unwrap());
+            let sps = parse_sps(&header.sps[0]).unwrap();
+            assert_eq!((sps.width, sps.height), (u32::from(width), u32::from(height)), "{uri} describes {session}");
+            inits.push(uri);
+            live.finish();
+        }
+        assert_ne!(inits[0], inits[1]);
+        let old = get(format!("{base}/source/{}", inits[0])).await;
+        assert_eq!(old.status(), StatusCode::NOT_FOUND, "the first broadcast's header URL must not serve the second's");
+
+        // The same configuration in a new broadcast still gets a new URL.
+        let same = |first_msn| {
+            let config = RenditionConfig { first_msn, ..RenditionConfig::default() };
+            Rendition::new(config, Some(video_config_of(640, 360)), None).unwrap().init_id()
+        };
+        assert_ne!(same(1000), same(3000));
+        assert_eq!(same(1000), same(1000));
     }
 }

@@ -42,6 +42,9 @@ pub struct OriginMetrics {
     pub blocking_timeouts: IntCounter,
     /// `bitriver_live_channels`: channels with a live (not ended) stream on this origin.
     pub live_channels: IntGauge,
+    /// `bitriver_origin_forced_segment_cuts_total`: segments cut without a keyframe because the
+    /// publisher sent none within the hard limit (see `hls::Rendition::forced_cuts`).
+    pub forced_segment_cuts: IntCounter,
     /// Label children resolved once, indexed like [`Kind::ALL`].
     by_kind: [(IntCounter, IntCounter); 5],
 }
@@ -66,19 +69,32 @@ impl OriginMetrics {
             "Waiting requests answered 503 because nothing was published in time",
         )?;
         let live_channels = IntGauge::new("bitriver_live_channels", "Channels live on this origin")?;
+        let forced_segment_cuts = IntCounter::new(
+            "bitriver_origin_forced_segment_cuts_total",
+            "Segments cut without a keyframe because the publisher sent none within the limit",
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(bytes.clone()))?;
         registry.register(Box::new(blocking_waits.clone()))?;
         registry.register(Box::new(blocking_timeouts.clone()))?;
         registry.register(Box::new(live_channels.clone()))?;
+        registry.register(Box::new(forced_segment_cuts.clone()))?;
         let by_kind =
             Kind::ALL.map(|k| (requests.with_label_values(&[k.label()]), bytes.with_label_values(&[k.label()])));
-        Ok(OriginMetrics { requests, bytes, blocking_waits, blocking_timeouts, live_channels, by_kind })
+        Ok(OriginMetrics {
+            requests,
+            bytes,
+            blocking_waits,
+            blocking_timeouts,
+            live_channels,
+            forced_segment_cuts,
+            by_kind,
+        })
     }
 
     /// Metrics on a private registry, for tests and tools.
     pub fn unregistered() -> Self {
-        // Five distinct names on a fresh registry cannot collide.
+        // Six distinct names on a fresh registry cannot collide.
         Self::new(&Registry::new()).expect("fresh registry")
     }
 

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
-use raft::UnixMillis;
+use crate::clock::UnixMillis;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -170,6 +170,8 @@ pub(crate) struct LiveChannel {
     pub(crate) session: String,
     pub(crate) renditions: Vec<RenditionSlot>,
     ended_at: Mutex<Option<Instant>>,
+    /// `bitriver_origin_forced_segment_cuts_total`.
+    forced_cuts: prometheus::IntCounter,
 }
 
 impl LiveChannel {
@@ -260,6 +262,7 @@ impl LiveRegistry {
             session: session_id.to_owned(),
             renditions: slots,
             ended_at: Mutex::new(None),
+            forced_cuts: self.inner.metrics.forced_segment_cuts.clone(),
         });
 
         let metrics = &self.inner.metrics;
@@ -479,6 +482,9 @@ impl LiveFeed {
     }
 }
 
+/// How the forced-cut warning names the limit (see [`crate::hls::Rendition::forced_cuts`]).
+const MAX_SEGMENT_HINT: &str = "4 segment targets or 32 MiB";
+
 fn push(
     channel: &LiveChannel,
     index: usize,
@@ -491,12 +497,14 @@ fn push(
         .get(index)
         .ok_or_else(|| OriginError::UnknownRendition { channel: channel.id.clone(), index })?;
     let duration = u64::from(sample.duration);
-    let (result, latest) = {
+    let (result, latest, forced) = {
         let mut state = slot.lock();
+        let cuts_before = state.rendition.forced_cuts();
         let result = match track {
             TrackKind::Video => state.rendition.push_video(sample, now),
             TrackKind::Audio => state.rendition.push_audio(sample, now),
         };
+        let forced = state.rendition.forced_cuts() > cuts_before;
         if track == TrackKind::Video && matches!(result, Ok(Pushed::Buffered | Pushed::Published(_))) {
             state.video_frames += 1;
             state.video_ticks = state.video_ticks.saturating_add(duration);
@@ -504,8 +512,13 @@ fn push(
         // Not only `Published`: a keyframe that closes a segment whose last part was already
         // out publishes nothing new, yet completes the segment (and moves the preload hint),
         // which `_HLS_msn` requests and hinted-part requests are waiting for.
-        (result, state.rendition.latest())
+        (result, state.rendition.latest(), forced)
     };
+    if forced {
+        channel.forced_cuts.inc();
+        tracing::warn!(channel = %channel.id, rendition = %slot.name, limit = ?MAX_SEGMENT_HINT,
+            "segment cut without a keyframe (the publisher sends none for too long; set a keyframe interval)");
+    }
     match result {
         Ok(pushed) => {
             if let Some(latest) = latest {

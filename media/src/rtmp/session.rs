@@ -795,7 +795,7 @@ mod tests {
             ]);
             w.extend(self.message(4, 0, message_type::DATA_AMF0, 1, meta));
             let mut seq = vec![0x17, 0, 0, 0, 0];
-            seq.extend(flv::tests::test_avc_record(1280, 720));
+            seq.extend(crate::test_support::test_avc_record(1280, 720));
             w.extend(self.message(6, 0, message_type::VIDEO, 1, seq));
             w.extend(self.message(4, 0, message_type::AUDIO, 1, vec![0xaf, 0, 0x12, 0x10]));
             // A keyframe big enough to span many chunks.
@@ -924,14 +924,14 @@ mod tests {
             assert_eq!((meta.stereo, meta.encoder.as_deref()), (Some(true), Some("Lavf61")));
             let Event::Video { timestamp_ms: 0, payload } = &events[1] else { panic!() };
             let Ok(VideoTag::AvcSequenceHeader(avc)) = flv::parse_video_tag(0, payload) else { panic!() };
-            assert_eq!((avc.width, avc.height, avc.codec_string.as_str()), (1280, 720, "avc1.64001F"));
+            assert_eq!((avc.width, avc.height, avc.codec_string().as_str()), (1280, 720, "avc1.64001f"));
             let Event::Audio { timestamp_ms: 0, payload } = &events[2] else { panic!() };
             let Ok(AudioTag::AacSequenceHeader(aac)) = flv::parse_audio_tag(0, payload) else { panic!() };
-            assert_eq!((aac.sample_rate, aac.channels, aac.codec_string.as_str()), (44100, 2, "mp4a.40.2"));
+            assert_eq!((aac.sample_rate, aac.channels, aac.codec_string().as_str()), (44100, 2, "mp4a.40.2"));
             let Event::Video { timestamp_ms: 33, payload } = &events[3] else { panic!() };
             let Ok(VideoTag::Frame(frame)) = flv::parse_video_tag(33, payload) else { panic!() };
             assert_eq!((frame.keyframe, frame.pts_ms, frame.dts_ms, frame.nalus.len()), (true, 33 + 0x42, 33, 5004));
-            assert_eq!(flv::nal_units(&frame.nalus, avc.nal_length_size).count(), 1);
+            assert_eq!(crate::codec::h264::avcc_nal_units(&frame.nalus, avc.nal_length_size).count(), 1);
             let Event::Audio { timestamp_ms: 23, payload } = &events[4] else { panic!() };
             assert!(matches!(flv::parse_audio_tag(23, payload), Ok(AudioTag::Frame(f)) if f.data.len() == 3));
 

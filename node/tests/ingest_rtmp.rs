@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use media::ingest::{serve_rtmp, stream_key_hash, IngestConfig, IngestMetrics};
+use bitriver_node::ingest_gate::CatalogGate;
+use media::ingest::{serve_rtmp, IngestConfig, IngestMetrics};
 use media::origin::{self, LiveRegistry, OriginConfig, OriginMetrics, RegistryConfig};
-use raft::{Catalog, CatalogConfig, Channel, Command, LiveState, User};
+use raft::{stream_key_hash, Catalog, CatalogConfig, Channel, Command, LiveState, User};
 use testkit::ffmpeg::{ffprobe, stream, TestPattern};
 use testkit::http::get;
 use testkit::process::{exit_within, signal, Signal};
@@ -109,10 +110,10 @@ impl Harness {
         let rtmp_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let rtmp = rtmp_listener.local_addr().unwrap();
         let stop = tokio_util::sync::CancellationToken::new();
+        let gate = CatalogGate::new(catalog.clone(), registry.clone(), IngestConfig::default(), metrics.clone());
         let ingest = tokio::spawn(serve_rtmp(
             rtmp_listener,
-            catalog.clone(),
-            registry.clone(),
+            Arc::new(gate),
             IngestConfig::default(),
             metrics.clone(),
             stop.clone(),

@@ -1,46 +1,50 @@
-//! [`FlvToCmaf`]: RTMP's FLV tag bodies in, CMAF track configs and [`Sample`]s out. Sans-IO.
+//! [`PackagerFeed`]: the codec layer's typed inputs in (track configs, then frames with 90 kHz
+//! timestamps, from any ingest protocol), CMAF track configs and [`Sample`]s for the packager out.
+//! Sans-IO. RTMP feeds it through [`super::flv_input::FlvInput`], SRT straight from the MPEG-TS
+//! demuxer.
 //!
-//! What it does between the two formats:
-//! - **Track set.** The packager needs every track's config before the first sample, but FLV
-//!   announces none up front. The bridge holds samples until the video config and first keyframe
-//!   and the audio config are known, then emits [`BridgeOutput::Tracks`] followed by the held
-//!   samples. A stream whose audio does not show up within [`TRACK_WAIT_MS`] of media (or whose
-//!   `onMetaData` names no audio codec) starts video-only; the mirror rule covers audio-only.
-//! - **Timestamps.** Video: 1 ms → 90 ticks, `pts_offset = (pts - dts) * 90`. Audio: AAC frames are
-//!   1024 samples, so dts is counted in frames from an anchor (no rounding drift) and re-anchored
-//!   when the RTMP timestamp strays more than one frame from the count. Each track's millisecond
-//!   clock is made monotonic first: a jump backwards or far forwards continues from the last
-//!   timestamp (the tracks re-anchor separately, which is the best we can do for a broken encoder).
+//! What it does between the two:
+//! - **Track set.** The packager needs every track's config before the first sample, but neither
+//!   FLV nor MPEG-TS announces one up front. The feed holds samples until the video config and
+//!   first keyframe and the audio config are known, then emits [`FeedOutput::Tracks`] followed by
+//!   the held samples. A stream whose audio does not show up within [`TRACK_WAIT`] of media (or
+//!   whose metadata names no audio, [`PackagerFeed::expect_tracks`]) starts video-only; the mirror
+//!   rule covers audio-only.
+//! - **Timestamps.** Inputs are 90 kHz, the CMAF video timescale, so video maps 1:1 (`pts_offset =
+//!   pts - dts`). Audio: AAC frames are 1024 samples, so dts is counted in frames from an anchor
+//!   (no rounding drift) and re-anchored when the input timestamp strays more than one frame from
+//!   the count. Each track's clock is made monotonic first: a jump backwards or far forwards
+//!   continues from the last timestamp (the tracks re-anchor separately, which is the best we can
+//!   do for a broken encoder).
 //! - **Durations.** A sample's duration is the next sample's dts minus its own, so each track holds
-//!   back one sample; the last one gets the previous duration at [`FlvToCmaf::finish`].
-//! - **NAL framing.** CMAF samples use 4-byte NAL lengths; other FLV length sizes are rewritten.
+//!   back one sample; the last one gets the previous duration at [`PackagerFeed::finish`].
 //!
-//! Drive it like the other state machines: after each `handle_*` call drain
-//! [`FlvToCmaf::poll_output`].
+//! Drive it like the other state machines: after each [`PackagerFeed::handle`] drain
+//! [`PackagerFeed::poll_output`].
 
 use std::collections::VecDeque;
 
-use bytes::{BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
-use crate::cmaf::{self, AudioConfig, Sample, VideoConfig, VIDEO_TIMESCALE};
-use crate::flv::{self, AacConfig, AudioCodec, AudioTag, AvcConfig, VideoCodec, VideoTag};
-use crate::rtmp::Metadata;
+use crate::cmaf::{AudioConfig, Sample, VideoConfig, VIDEO_TIMESCALE};
+use crate::codec::aac::{self, AacConfig};
+use crate::codec::h264::{self, AvcConfig};
+use crate::codec::{AudioFrame, MediaInput, VideoCodec, VideoFrame, CLOCK_RATE};
 
-/// Media time (ms) the bridge waits for the other track before starting with one.
-pub const TRACK_WAIT_MS: u64 = 1_000;
+/// Media time (90 kHz ticks, one second) the feed waits for the other track before starting with
+/// one.
+pub const TRACK_WAIT: u64 = CLOCK_RATE;
 /// Samples held while the track set is unknown (~4 s of 30 fps video with 48 kHz AAC).
 const MAX_HELD: usize = 512;
-/// A timestamp this far ahead of the previous one is a discontinuity, not a gap.
-const MAX_FORWARD_JUMP_MS: u64 = 10_000;
-const AAC_FRAME_SAMPLES: u64 = 1024;
+/// A timestamp this far (ticks, 10 s) ahead of the previous one is a discontinuity, not a gap.
+const MAX_FORWARD_JUMP: u64 = 10 * CLOCK_RATE;
+const AAC_FRAME_SAMPLES: u64 = aac::FRAME_SAMPLES as u64;
 /// Video frame duration used until two frames give a real one (30 fps).
 const DEFAULT_VIDEO_DURATION: u32 = VIDEO_TIMESCALE / 30;
-const TICKS_PER_MS: u64 = (VIDEO_TIMESCALE / 1000) as u64;
 
-/// What the bridge produces, in order.
+/// What the feed produces, in order.
 #[derive(Debug, Clone, PartialEq)]
-pub enum BridgeOutput {
+pub enum FeedOutput {
     /// The track set is known; comes exactly once, before the first sample.
     Tracks { video: Option<VideoConfig>, audio: Option<AudioConfig> },
     /// A video sample, dts in 90 kHz ticks.
@@ -49,12 +53,12 @@ pub enum BridgeOutput {
     Audio(Sample),
 }
 
-/// What became of one input tag (for the caller's counters).
+/// What became of one input (for the caller's counters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handled {
     /// A coded frame was accepted (it comes out of `poll_output` now or later).
     Frame,
-    /// A codec configuration, or a tag that carries nothing we package.
+    /// A codec configuration, or an input that carries nothing we package.
     Other,
     /// A frame was discarded: before its track's config or first keyframe, malformed, a track
     /// that started without it, or held too long while the track set was unknown.
@@ -64,7 +68,7 @@ pub enum Handled {
 /// Why the stream cannot be packaged. The publish should end; the encoder may reconnect.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
-pub enum BridgeError {
+pub enum FeedError {
     #[error("unsupported video codec {0} (only H.264 is packaged)")]
     UnsupportedVideoCodec(String),
     #[error("{track} configuration changed mid-stream (renditions cannot change their init segment)")]
@@ -75,23 +79,23 @@ pub enum BridgeError {
     MissingParameterSets,
 }
 
-/// Makes a track's millisecond timestamps monotonic, continuing across jumps.
+/// Makes a track's timestamps (ticks) monotonic, continuing across jumps.
 #[derive(Debug, Default)]
-struct MsClock {
+struct TrackClock {
     /// Added to the raw timestamp.
     offset: i64,
     last: Option<u64>,
 }
 
-impl MsClock {
+impl TrackClock {
     /// Maps `raw` to media time; `step` is the expected distance between samples, used to
     /// continue after a jump.
     fn map(&mut self, raw: u64, step: u64) -> u64 {
         let raw_i = i64::try_from(raw).unwrap_or(i64::MAX);
         let mut mapped = raw_i.saturating_add(self.offset).max(0) as u64;
         if let Some(last) = self.last {
-            if mapped < last || mapped > last + MAX_FORWARD_JUMP_MS {
-                let target = last + step;
+            if mapped < last || mapped > last.saturating_add(MAX_FORWARD_JUMP) {
+                let target = last.saturating_add(step);
                 self.offset = i64::try_from(target).unwrap_or(i64::MAX).saturating_sub(raw_i);
                 mapped = target;
             }
@@ -105,10 +109,10 @@ impl MsClock {
 struct VideoTrack {
     config: AvcConfig,
     cmaf: VideoConfig,
-    clock: MsClock,
-    /// Media ms of the first keyframe; frames before it are dropped.
-    first_keyframe_ms: Option<u64>,
-    last_ms: u64,
+    clock: TrackClock,
+    /// Media time of the first keyframe; frames before it are dropped.
+    first_keyframe: Option<u64>,
+    last: u64,
     pending: Option<Sample>,
     last_duration: u32,
 }
@@ -117,90 +121,59 @@ struct VideoTrack {
 struct AudioTrack {
     config: AacConfig,
     cmaf: AudioConfig,
-    clock: MsClock,
-    /// dts (ticks) of frame 0 of the current run, and frames counted since.
+    clock: TrackClock,
+    /// dts (sample-rate ticks) of frame 0 of the current run, and frames counted since.
     anchor: Option<(u64, u64)>,
-    first_ms: Option<u64>,
-    last_ms: u64,
+    first: Option<u64>,
+    last: u64,
     pending: Option<Sample>,
 }
 
 /// See the module docs.
 #[derive(Debug, Default)]
-pub struct FlvToCmaf {
+pub struct PackagerFeed {
     video: Option<VideoTrack>,
     audio: Option<AudioTrack>,
-    /// `onMetaData` said which tracks to expect.
-    meta_has_video: Option<bool>,
-    meta_has_audio: Option<bool>,
+    /// The protocol's metadata said which tracks to expect.
+    expect_video: Option<bool>,
+    expect_audio: Option<bool>,
     /// The track set was emitted; which tracks it has.
     started: Option<(bool, bool)>,
-    held: VecDeque<BridgeOutput>,
-    /// Held samples discarded because the track set took too long; see [`FlvToCmaf::take_dropped`].
+    held: VecDeque<FeedOutput>,
+    /// Held samples discarded because the track set took too long; see [`PackagerFeed::take_dropped`].
     dropped: u64,
-    out: VecDeque<BridgeOutput>,
+    out: VecDeque<FeedOutput>,
     finished: bool,
 }
 
-impl FlvToCmaf {
+impl PackagerFeed {
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// `onMetaData`: tells whether to wait for both tracks.
-    pub fn handle_metadata(&mut self, meta: &Metadata) {
-        let has_video = meta.video_codec_id.is_some() || meta.width.is_some();
-        let has_audio = meta.audio_codec_id.is_some() || meta.audio_sample_rate.is_some();
-        // Metadata with neither is uninformative (some encoders send only `encoder`).
-        if has_video || has_audio {
-            self.meta_has_video = Some(has_video);
-            self.meta_has_audio = Some(has_audio);
-        }
+    /// The protocol announced its tracks (RTMP's `onMetaData`): whether to wait for both.
+    pub fn expect_tracks(&mut self, video: bool, audio: bool) {
+        self.expect_video = Some(video);
+        self.expect_audio = Some(audio);
         self.try_start();
     }
 
-    /// One video message body with its (wraparound-extended) RTMP timestamp.
-    pub fn handle_video(&mut self, timestamp_ms: u64, body: &Bytes) -> Result<Handled, BridgeError> {
+    /// One input, in stream order.
+    pub fn handle(&mut self, input: MediaInput) -> Result<Handled, FeedError> {
         if self.finished {
             return Ok(Handled::Dropped);
         }
-        let handled = match flv::parse_video_tag(timestamp_ms, body) {
-            Ok(VideoTag::AvcSequenceHeader(config)) => {
+        let handled = match input {
+            MediaInput::VideoConfig(config) => {
                 self.set_video_config(config)?;
                 Handled::Other
             }
-            Ok(VideoTag::SequenceHeader { codec, .. }) => {
-                return Err(BridgeError::UnsupportedVideoCodec(format!("{codec:?}")))
-            }
-            Ok(VideoTag::Frame(frame)) if frame.codec != VideoCodec::Avc => {
-                return Err(BridgeError::UnsupportedVideoCodec(format!("{:?}", frame.codec)))
-            }
-            Ok(VideoTag::Frame(frame)) => self.video_frame(frame),
-            Ok(_) => Handled::Other,
-            Err(e @ (flv::FlvError::UnsupportedVideoCodec(_) | flv::FlvError::UnsupportedFourCc(_))) => {
-                return Err(BridgeError::UnsupportedVideoCodec(e.to_string()))
-            }
-            Err(_) => Handled::Dropped,
-        };
-        self.try_start();
-        Ok(handled)
-    }
-
-    /// One audio message body with its (wraparound-extended) RTMP timestamp. Audio other than
-    /// AAC is dropped (the stream goes on as video-only).
-    pub fn handle_audio(&mut self, timestamp_ms: u64, body: &Bytes) -> Result<Handled, BridgeError> {
-        if self.finished {
-            return Ok(Handled::Dropped);
-        }
-        let handled = match flv::parse_audio_tag(timestamp_ms, body) {
-            Ok(AudioTag::AacSequenceHeader(config)) => {
+            MediaInput::AudioConfig(config) => {
                 self.set_audio_config(config)?;
                 Handled::Other
             }
-            Ok(AudioTag::Frame(frame)) if frame.codec == AudioCodec::Aac => self.audio_frame(frame.pts_ms, frame.data),
-            Ok(AudioTag::Frame(_)) => Handled::Dropped,
-            Ok(_) => Handled::Other,
-            Err(_) => Handled::Dropped,
+            MediaInput::Video(frame) => self.video_frame(frame),
+            MediaInput::Audio(frame) => self.audio_frame(frame),
         };
         self.try_start();
         Ok(handled)
@@ -213,8 +186,8 @@ impl FlvToCmaf {
         }
         self.finished = true;
         if self.started.is_none() {
-            let video = self.video.as_ref().is_some_and(|v| v.first_keyframe_ms.is_some());
-            let audio = self.audio.as_ref().is_some_and(|a| a.first_ms.is_some());
+            let video = self.video.as_ref().is_some_and(|v| v.first_keyframe.is_some());
+            let audio = self.audio.as_ref().is_some_and(|a| a.first.is_some());
             if video || audio {
                 self.start(video, audio);
             }
@@ -222,13 +195,13 @@ impl FlvToCmaf {
         if let Some(v) = &mut self.video {
             if let Some(mut s) = v.pending.take() {
                 s.duration = v.last_duration;
-                self.emit(BridgeOutput::Video(s));
+                self.emit(FeedOutput::Video(s));
             }
         }
         if let Some(a) = &mut self.audio {
             if let Some(mut s) = a.pending.take() {
                 s.duration = AAC_FRAME_SAMPLES as u32;
-                self.emit(BridgeOutput::Audio(s));
+                self.emit(FeedOutput::Audio(s));
             }
         }
         // Never started: nothing can be packaged from what is held.
@@ -238,11 +211,11 @@ impl FlvToCmaf {
 
     /// The next output, in order.
     #[must_use]
-    pub fn poll_output(&mut self) -> Option<BridgeOutput> {
+    pub fn poll_output(&mut self) -> Option<FeedOutput> {
         self.out.pop_front()
     }
 
-    /// Samples discarded since the last call that no `handle_*` result reported (held too long
+    /// Samples discarded since the last call that no `handle` result reported (held too long
     /// before the track set was known, or held at the end of a stream that never started).
     pub fn take_dropped(&mut self) -> u64 {
         std::mem::take(&mut self.dropped)
@@ -253,23 +226,24 @@ impl FlvToCmaf {
         self.started.is_some()
     }
 
-    fn set_video_config(&mut self, config: AvcConfig) -> Result<(), BridgeError> {
+    fn set_video_config(&mut self, config: AvcConfig) -> Result<(), FeedError> {
         if let Some(v) = &self.video {
-            // Encoders repeat the sequence header (ffmpeg on reconnect, OBS on keyframes).
+            // Encoders repeat the sequence header (ffmpeg on reconnect, OBS on keyframes, MPEG-TS
+            // before every keyframe).
             if v.config.sps == config.sps && v.config.pps == config.pps {
                 return Ok(());
             }
-            return Err(BridgeError::ConfigChanged { track: "video" });
+            return Err(FeedError::ConfigChanged { track: "video" });
         }
         if config.sps.is_empty() || config.pps.is_empty() {
-            return Err(BridgeError::MissingParameterSets);
+            return Err(FeedError::MissingParameterSets);
         }
         let (Ok(width), Ok(height)) = (u16::try_from(config.width), u16::try_from(config.height)) else {
-            return Err(BridgeError::BadVideoSize { width: config.width, height: config.height });
+            return Err(FeedError::BadVideoSize { width: config.width, height: config.height });
         };
-        let codec_string = cmaf::avc_codec_string(&config.sps[0]).unwrap_or_else(|| config.codec_string.clone());
+        let codec_string = h264::codec_string(&config.sps[0]).unwrap_or_else(|| config.codec_string());
         let cmaf = VideoConfig {
-            codec: cmaf::VideoCodec::Avc1,
+            codec: VideoCodec::Avc1,
             sps: config.sps.iter().map(|s| s.to_vec()).collect(),
             pps: config.pps.iter().map(|p| p.to_vec()).collect(),
             width,
@@ -279,21 +253,21 @@ impl FlvToCmaf {
         self.video = Some(VideoTrack {
             config,
             cmaf,
-            clock: MsClock::default(),
-            first_keyframe_ms: None,
-            last_ms: 0,
+            clock: TrackClock::default(),
+            first_keyframe: None,
+            last: 0,
             pending: None,
             last_duration: DEFAULT_VIDEO_DURATION,
         });
         Ok(())
     }
 
-    fn set_audio_config(&mut self, config: AacConfig) -> Result<(), BridgeError> {
+    fn set_audio_config(&mut self, config: AacConfig) -> Result<(), FeedError> {
         if let Some(a) = &self.audio {
             if a.config.asc == config.asc {
                 return Ok(());
             }
-            return Err(BridgeError::ConfigChanged { track: "audio" });
+            return Err(FeedError::ConfigChanged { track: "audio" });
         }
         let cmaf = AudioConfig {
             asc: config.asc.to_vec(),
@@ -301,64 +275,67 @@ impl FlvToCmaf {
             // 0 means "see the program config element"; the sample entry needs a count, and
             // decoders take the real layout from the AudioSpecificConfig.
             channels: if config.channels == 0 { 2 } else { u16::from(config.channels) },
-            codec_string: cmaf::aac_codec_string(&config.asc).unwrap_or_else(|| config.codec_string.clone()),
+            codec_string: aac::codec_string(&config.asc).unwrap_or_else(|| config.codec_string()),
         };
         self.audio = Some(AudioTrack {
             config,
             cmaf,
-            clock: MsClock::default(),
+            clock: TrackClock::default(),
             anchor: None,
-            first_ms: None,
-            last_ms: 0,
+            first: None,
+            last: 0,
             pending: None,
         });
         Ok(())
     }
 
-    fn video_frame(&mut self, frame: flv::VideoFrame) -> Handled {
+    fn video_frame(&mut self, frame: VideoFrame) -> Handled {
         if self.started.is_some_and(|(video, _)| !video) {
             return Handled::Dropped;
         }
         let Some(v) = &mut self.video else { return Handled::Dropped };
-        if v.first_keyframe_ms.is_none() && !frame.keyframe {
+        if v.first_keyframe.is_none() && !frame.keyframe {
             return Handled::Dropped;
         }
-        let Some(data) = to_avcc4(&frame.nalus, v.config.nal_length_size) else { return Handled::Dropped };
-        let step_ms = u64::from(v.last_duration) / TICKS_PER_MS;
-        let ms = v.clock.map(frame.dts_ms, step_ms.max(1));
-        v.first_keyframe_ms.get_or_insert(ms);
-        v.last_ms = ms;
-        let mut dts = ms * TICKS_PER_MS;
+        if frame.data.is_empty() {
+            return Handled::Dropped;
+        }
+        let mapped = v.clock.map(frame.dts, u64::from(v.last_duration).max(1));
+        v.first_keyframe.get_or_insert(mapped);
+        v.last = mapped;
+        let mut dts = mapped;
         if let Some(prev) = &v.pending {
-            // Two frames in the same millisecond: keep dts strictly increasing.
+            // Two frames at the same time: keep dts strictly increasing.
             dts = dts.max(prev.dts + 1);
         }
-        let cto_ms = i64::try_from(frame.pts_ms).unwrap_or(i64::MAX) - i64::try_from(frame.dts_ms).unwrap_or(i64::MAX);
-        let pts = (i64::try_from(ms).unwrap_or(i64::MAX) + cto_ms).saturating_mul(TICKS_PER_MS as i64);
+        let composition = i64::try_from(frame.pts).unwrap_or(i64::MAX) - i64::try_from(frame.dts).unwrap_or(i64::MAX);
+        let pts = i64::try_from(mapped).unwrap_or(i64::MAX).saturating_add(composition);
         let pts_offset = (pts - i64::try_from(dts).unwrap_or(i64::MAX)).clamp(i64::from(i32::MIN), i64::from(i32::MAX));
-        let sample = Sample { dts, pts_offset: pts_offset as i32, duration: 0, keyframe: frame.keyframe, data };
+        let sample =
+            Sample { dts, pts_offset: pts_offset as i32, duration: 0, keyframe: frame.keyframe, data: frame.data };
         if let Some(mut prev) = v.pending.replace(sample) {
             prev.duration = u32::try_from(dts - prev.dts).unwrap_or(u32::MAX);
             v.last_duration = prev.duration;
-            self.emit(BridgeOutput::Video(prev));
+            self.emit(FeedOutput::Video(prev));
         }
         Handled::Frame
     }
 
-    fn audio_frame(&mut self, timestamp_ms: u64, data: Bytes) -> Handled {
+    fn audio_frame(&mut self, frame: AudioFrame) -> Handled {
         if self.started.is_some_and(|(_, audio)| !audio) {
             return Handled::Dropped;
         }
         let Some(a) = &mut self.audio else { return Handled::Dropped };
-        if data.is_empty() {
+        if frame.data.is_empty() {
             return Handled::Dropped;
         }
-        let rate = u64::from(a.cmaf.sample_rate);
-        let frame_ms = (AAC_FRAME_SAMPLES * 1000 / rate.max(1)).max(1);
-        let ms = a.clock.map(timestamp_ms, frame_ms);
-        a.first_ms.get_or_insert(ms);
-        a.last_ms = ms;
-        let from_timestamp = ms * rate / 1000;
+        let rate = u64::from(a.cmaf.sample_rate).max(1);
+        let frame_ticks = (AAC_FRAME_SAMPLES * CLOCK_RATE / rate).max(1);
+        let mapped = a.clock.map(frame.pts, frame_ticks);
+        a.first.get_or_insert(mapped);
+        a.last = mapped;
+        let from_timestamp =
+            u64::try_from(u128::from(mapped) * u128::from(rate) / u128::from(CLOCK_RATE)).unwrap_or(u64::MAX);
         let prev_dts = a.pending.as_ref().map(|s| s.dts);
         let dts = match a.anchor {
             Some((anchor, n)) if (anchor + n * AAC_FRAME_SAMPLES).abs_diff(from_timestamp) <= AAC_FRAME_SAMPLES => {
@@ -373,10 +350,10 @@ impl FlvToCmaf {
                 anchor
             }
         };
-        let sample = Sample { dts, pts_offset: 0, duration: 0, keyframe: true, data };
+        let sample = Sample { dts, pts_offset: 0, duration: 0, keyframe: true, data: frame.data };
         if let Some(mut prev) = a.pending.replace(sample) {
             prev.duration = u32::try_from(dts - prev.dts).unwrap_or(u32::MAX);
-            self.emit(BridgeOutput::Audio(prev));
+            self.emit(FeedOutput::Audio(prev));
         }
         Handled::Frame
     }
@@ -386,14 +363,14 @@ impl FlvToCmaf {
         if self.started.is_some() || self.finished {
             return;
         }
-        let video_ready = self.video.as_ref().and_then(|v| v.first_keyframe_ms.map(|k| (k, v.last_ms)));
-        let audio_ready = self.audio.as_ref().and_then(|a| a.first_ms.map(|f| (f, a.last_ms)));
-        let no_audio = self.meta_has_audio == Some(false);
-        let no_video = self.meta_has_video == Some(false);
+        let video_ready = self.video.as_ref().and_then(|v| v.first_keyframe.map(|k| (k, v.last)));
+        let audio_ready = self.audio.as_ref().and_then(|a| a.first.map(|f| (f, a.last)));
+        let no_audio = self.expect_audio == Some(false);
+        let no_video = self.expect_video == Some(false);
         match (video_ready, audio_ready) {
             (Some(_), Some(_)) => self.start(true, true),
-            (Some((first, last)), None) if no_audio || last >= first + TRACK_WAIT_MS => self.start(true, false),
-            (None, Some((first, last))) if no_video || (self.video.is_none() && last >= first + TRACK_WAIT_MS) => {
+            (Some((first, last)), None) if no_audio || last >= first + TRACK_WAIT => self.start(true, false),
+            (None, Some((first, last))) if no_video || (self.video.is_none() && last >= first + TRACK_WAIT) => {
                 self.start(false, true)
             }
             _ => {}
@@ -404,11 +381,11 @@ impl FlvToCmaf {
         self.started = Some((video, audio));
         let video_config = if video { self.video.as_ref().map(|v| v.cmaf.clone()) } else { None };
         let audio_config = if audio { self.audio.as_ref().map(|a| a.cmaf.clone()) } else { None };
-        self.out.push_back(BridgeOutput::Tracks { video: video_config, audio: audio_config });
+        self.out.push_back(FeedOutput::Tracks { video: video_config, audio: audio_config });
         for held in std::mem::take(&mut self.held) {
             match held {
-                BridgeOutput::Video(_) if !video => {}
-                BridgeOutput::Audio(_) if !audio => {}
+                FeedOutput::Video(_) if !video => {}
+                FeedOutput::Audio(_) if !audio => {}
                 other => self.out.push_back(other),
             }
         }
@@ -420,7 +397,7 @@ impl FlvToCmaf {
         }
     }
 
-    fn emit(&mut self, output: BridgeOutput) {
+    fn emit(&mut self, output: FeedOutput) {
         if self.started.is_some() {
             self.out.push_back(output);
         } else {
@@ -433,33 +410,60 @@ impl FlvToCmaf {
     }
 }
 
-/// AVCC with `length_size`-byte lengths → AVCC with 4-byte lengths. `None` if the framing is
-/// broken.
-fn to_avcc4(nalus: &Bytes, length_size: u8) -> Option<Bytes> {
-    if length_size == 4 {
-        return flv::nal_units(nalus, 4).all(|n| n.is_ok()).then(|| nalus.clone());
-    }
-    let mut out = BytesMut::with_capacity(nalus.len() + nalus.len() / 16 + 16);
-    for nal in flv::nal_units(nalus, length_size) {
-        let nal = nal.ok()?;
-        out.put_u32(u32::try_from(nal.len()).ok()?);
-        out.put_slice(nal);
-    }
-    Some(out.freeze())
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use bytes::Bytes;
 
-    /// x264's Constrained Baseline 3.0 SPS for 320x240, and a PPS.
-    const SPS: &[u8] = &[
-        0x67, 0x42, 0xc0, 0x1e, 0xd9, 0x01, 0x41, 0xfb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10, 0x00, 0x00, 0x03,
-        0x03, 0xc0, 0xf1, 0x62, 0xe4, 0x80,
-    ];
-    const PPS: &[u8] = &[0x68, 0xce, 0x3c, 0x80];
-    /// AAC-LC, 48 kHz, stereo.
-    const ASC: &[u8] = &[0x11, 0x90];
+    use super::*;
+    use crate::ingest::flv_input::{Converted, FlvInput};
+    use crate::rtmp::Metadata;
+    use crate::test_support::{ASC_48K_STEREO as ASC, PPS, X264_BASELINE_SPS as SPS};
+
+    /// The RTMP path: FLV tag bodies through [`FlvInput`] into the feed.
+    #[derive(Default)]
+    struct Flv {
+        input: FlvInput,
+        feed: PackagerFeed,
+    }
+
+    impl Flv {
+        fn handle_video(&mut self, timestamp_ms: u64, body: &Bytes) -> Result<Handled, FeedError> {
+            let converted = self.input.video(timestamp_ms, body)?;
+            self.handle(converted)
+        }
+
+        fn handle_audio(&mut self, timestamp_ms: u64, body: &Bytes) -> Result<Handled, FeedError> {
+            let converted = self.input.audio(timestamp_ms, body);
+            self.handle(converted)
+        }
+
+        fn handle(&mut self, converted: Converted) -> Result<Handled, FeedError> {
+            match converted {
+                Converted::Input(input) => self.feed.handle(input),
+                Converted::Other => Ok(Handled::Other),
+                Converted::Dropped => Ok(Handled::Dropped),
+            }
+        }
+
+        fn handle_metadata(&mut self, meta: &Metadata) {
+            if let Some((video, audio)) = FlvInput::expected_tracks(meta) {
+                self.feed.expect_tracks(video, audio);
+            }
+        }
+    }
+
+    impl std::ops::Deref for Flv {
+        type Target = PackagerFeed;
+        fn deref(&self) -> &PackagerFeed {
+            &self.feed
+        }
+    }
+
+    impl std::ops::DerefMut for Flv {
+        fn deref_mut(&mut self) -> &mut PackagerFeed {
+            &mut self.feed
+        }
+    }
 
     fn avc_header(length_size: u8, sps: &[u8]) -> Bytes {
         let mut b = vec![0x17, 0, 0, 0, 0, 1, sps[1], sps[2], sps[3], 0xfc | (length_size - 1), 0xe1];
@@ -485,13 +489,13 @@ mod tests {
         b.into()
     }
 
-    fn drain(bridge: &mut FlvToCmaf) -> Vec<BridgeOutput> {
-        std::iter::from_fn(|| bridge.poll_output()).collect()
+    fn drain(feed: &mut PackagerFeed) -> Vec<FeedOutput> {
+        std::iter::from_fn(|| feed.poll_output()).collect()
     }
 
     #[test]
     fn both_tracks_start_together_with_converted_timestamps() {
-        let mut b = FlvToCmaf::new();
+        let mut b = Flv::default();
         assert_eq!(b.handle_video(0, &avc_header(4, SPS)), Ok(Handled::Other));
         assert_eq!(b.handle_audio(0, &aac(true, ASC)), Ok(Handled::Other));
         // A non-key frame before the first keyframe is dropped.
@@ -503,37 +507,37 @@ mod tests {
         }
         assert_eq!(b.handle_video(33, &avc_frame(false, 0, 4, &[0x41, 2])), Ok(Handled::Frame));
         let out = drain(&mut b);
-        let BridgeOutput::Tracks { video: Some(v), audio: Some(a) } = &out[0] else { panic!("{out:?}") };
+        let FeedOutput::Tracks { video: Some(v), audio: Some(a) } = &out[0] else { panic!("{out:?}") };
         assert_eq!((v.width, v.height, v.codec_string.as_str()), (320, 240, "avc1.42c01e"));
         assert_eq!((a.sample_rate, a.channels, a.codec_string.as_str()), (48_000, 2, "mp4a.40.2"));
         // One sample per track is held back for its duration.
         let audio: Vec<_> =
-            out.iter().filter_map(|o| if let BridgeOutput::Audio(s) = o { Some(s) } else { None }).collect();
+            out.iter().filter_map(|o| if let FeedOutput::Audio(s) = o { Some(s) } else { None }).collect();
         assert_eq!(
             audio.iter().map(|s| (s.dts, s.duration)).collect::<Vec<_>>(),
             [(0, 1024), (1024, 1024), (2048, 1024)]
         );
         let video: Vec<_> =
-            out.iter().filter_map(|o| if let BridgeOutput::Video(s) = o { Some(s) } else { None }).collect();
+            out.iter().filter_map(|o| if let FeedOutput::Video(s) = o { Some(s) } else { None }).collect();
         assert_eq!(video.len(), 1);
         assert_eq!((video[0].dts, video[0].duration, video[0].pts_offset, video[0].keyframe), (0, 2970, 5940, true));
         assert_eq!(&video[0].data[..], &[0, 0, 0, 2, 0x65, 1]);
 
         b.finish();
         let tail = drain(&mut b);
-        assert!(tail.contains(&BridgeOutput::Video(Sample {
+        assert!(tail.contains(&FeedOutput::Video(Sample {
             dts: 2970,
             pts_offset: 0,
             duration: 2970,
             keyframe: false,
             data: Bytes::from_static(&[0, 0, 0, 2, 0x41, 2]),
         })));
-        assert!(tail.iter().any(|o| matches!(o, BridgeOutput::Audio(s) if s.dts == 3072 && s.duration == 1024)));
+        assert!(tail.iter().any(|o| matches!(o, FeedOutput::Audio(s) if s.dts == 3072 && s.duration == 1024)));
     }
 
     #[test]
     fn audio_count_resyncs_after_a_gap_and_clock_survives_a_jump_back() {
-        let mut b = FlvToCmaf::new();
+        let mut b = Flv::default();
         b.handle_metadata(&Metadata { audio_sample_rate: Some(48_000.0), ..Default::default() });
         b.handle_audio(0, &aac(true, ASC)).unwrap();
         for ts in [1000, 1021, 2000, 500, 520] {
@@ -542,7 +546,7 @@ mod tests {
         b.finish();
         let dts: Vec<_> = drain(&mut b)
             .into_iter()
-            .filter_map(|o| if let BridgeOutput::Audio(s) = o { Some(s.dts) } else { None })
+            .filter_map(|o| if let FeedOutput::Audio(s) = o { Some(s.dts) } else { None })
             .collect();
         // 1000 ms = 48000; +1 frame; a 1 s gap re-anchors at 96000; the jump back to 500 ms maps
         // to one frame after the last timestamp, where the frame count already is: counting goes on.
@@ -551,7 +555,7 @@ mod tests {
 
     #[test]
     fn video_only_after_the_wait_and_short_nal_lengths_are_rewritten() {
-        let mut b = FlvToCmaf::new();
+        let mut b = Flv::default();
         b.handle_video(0, &avc_header(2, SPS)).unwrap();
         let mut ts = 0;
         while !b.is_started() {
@@ -559,10 +563,10 @@ mod tests {
             ts += 33;
             assert!(ts < 2_000, "never started");
         }
-        assert!(ts > TRACK_WAIT_MS);
+        assert!(ts > TRACK_WAIT / 90);
         let out = drain(&mut b);
-        assert!(matches!(&out[0], BridgeOutput::Tracks { video: Some(_), audio: None }));
-        let BridgeOutput::Video(first) = &out[1] else { panic!() };
+        assert!(matches!(&out[0], FeedOutput::Tracks { video: Some(_), audio: None }));
+        let FeedOutput::Video(first) = &out[1] else { panic!() };
         assert_eq!(&first.data[..], &[0, 0, 0, 2, 0x65, 7]);
         assert_eq!(out.len() - 1, (ts / 33) as usize - 1);
         // Audio arriving later is dropped; the track set cannot change.
@@ -572,19 +576,42 @@ mod tests {
 
     #[test]
     fn config_changes_and_other_codecs_end_the_stream() {
-        let mut b = FlvToCmaf::new();
+        let mut b = Flv::default();
         b.handle_video(0, &avc_header(4, SPS)).unwrap();
         assert_eq!(b.handle_video(0, &avc_header(4, SPS)), Ok(Handled::Other), "repeats are fine");
         let mut other = SPS.to_vec();
         other[3] = 0x1f;
-        assert_eq!(b.handle_video(0, &avc_header(4, &other)), Err(BridgeError::ConfigChanged { track: "video" }));
+        assert_eq!(b.handle_video(0, &avc_header(4, &other)), Err(FeedError::ConfigChanged { track: "video" }));
         let hevc = Bytes::from_static(&[0x1c, 1, 0, 0, 0, 0, 0, 0, 1, 0x26]);
-        assert!(matches!(FlvToCmaf::new().handle_video(0, &hevc), Err(BridgeError::UnsupportedVideoCodec(_))));
+        assert!(matches!(Flv::default().handle_video(0, &hevc), Err(FeedError::UnsupportedVideoCodec(_))));
+    }
+
+    /// Typed inputs as SRT hands them: 29.97 fps timestamps, which are no whole number of
+    /// milliseconds, come out tick for tick.
+    #[test]
+    fn typed_inputs_keep_90khz_timestamps() {
+        let mut feed = PackagerFeed::new();
+        let config = AvcConfig::from_parameter_sets(Bytes::from_static(SPS), Bytes::from_static(PPS)).unwrap();
+        feed.handle(MediaInput::VideoConfig(config)).unwrap();
+        feed.expect_tracks(true, false);
+        for i in 0..10u64 {
+            let dts = 1001 + i * 3003;
+            let frame =
+                VideoFrame { dts, pts: dts + 1501, keyframe: i == 0, data: Bytes::from_static(&[0, 0, 0, 1, 0x65]) };
+            assert_eq!(feed.handle(MediaInput::Video(frame)), Ok(Handled::Frame));
+        }
+        feed.finish();
+        let samples: Vec<Sample> = drain(&mut feed)
+            .into_iter()
+            .filter_map(|o| if let FeedOutput::Video(s) = o { Some(s) } else { None })
+            .collect();
+        let expected: Vec<(u64, i32, u32)> = (0..10).map(|i| (1001 + i * 3003, 1501, 3003)).collect();
+        assert_eq!(samples.iter().map(|s| (s.dts, s.pts_offset, s.duration)).collect::<Vec<_>>(), expected);
     }
 
     #[test]
     fn garbage_never_panics() {
-        let mut b = FlvToCmaf::new();
+        let mut b = Flv::default();
         b.handle_video(0, &avc_header(4, SPS)).unwrap();
         b.handle_audio(0, &aac(true, ASC)).unwrap();
         let mut seed = 0x1234_5678_u64;

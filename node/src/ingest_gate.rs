@@ -1,0 +1,271 @@
+//! The catalog-backed publish gate of RTMP and SRT ingest: who may publish, and the catalog
+//! session of each publish. Media's ingest knows only the [`PublishGate`] / [`PublishSink`]
+//! traits; this is where they meet the catalog (as `edge.rs` does for the edge).
+//!
+//! ```text
+//! stream key ──▶ CatalogGate::start_publish: key hash → channel (local read, linearizable
+//!                 fallback), one publisher per channel on this node, StartSession
+//!                   │ CatalogPublish (wraps media's LivePublish)
+//!                   ▼
+//! FeedOutput ──▶ CatalogPublish::handle_output ──▶ LivePublish (origin); once the ladder joins,
+//!                 SetSessionRenditions in the background
+//!                   │ however the publish stops
+//!                   ▼
+//!                 CatalogPublish::end: LivePublish::finish, EndIngestSession (only if still ours)
+//! ```
+//!
+//! One [`CatalogGate`] serves every protocol of a node: the set of channels it is publishing is
+//! what tells this node's live sessions from stale ones left by a crash, so RTMP and SRT must
+//! share it (otherwise a second publisher on the other protocol would "end a stale session" that
+//! is live).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use media::ingest::{
+    key_prefix, FeedOutput, IngestConfig, IngestMetrics, LivePublish, Protocol, PublishGate, PublishSink, Refusal,
+    StreamRefused, SOURCE_RENDITION,
+};
+use media::origin::LiveRegistry;
+use raft::{now_millis, stream_key_hash, Catalog, CatalogError, Command, ProposeError, StreamSession};
+
+/// Bound on each catalog round trip made while a publisher waits for an answer.
+const CATALOG_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Decides publishes from the catalog and opens accepted streams in the origin. Cheap to clone;
+/// clones share the set of channels being published.
+#[derive(Clone)]
+pub struct CatalogGate {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    catalog: Catalog,
+    registry: LiveRegistry,
+    config: IngestConfig,
+    metrics: IngestMetrics,
+    /// Channels this process is publishing (or about to): refuses a second publisher without a
+    /// catalog round trip, and tells our own stale sessions (left by a crash) from live ones.
+    publishing: Mutex<HashSet<String>>,
+}
+
+impl CatalogGate {
+    /// `config` and `metrics` are the ingest's: the gate opens each accepted stream with them.
+    pub fn new(catalog: Catalog, registry: LiveRegistry, config: IngestConfig, metrics: IngestMetrics) -> Self {
+        let publishing = Mutex::new(HashSet::new());
+        CatalogGate { shared: Arc::new(Shared { catalog, registry, config, metrics, publishing }) }
+    }
+
+    pub fn config(&self) -> &IngestConfig {
+        &self.shared.config
+    }
+
+    pub fn metrics(&self) -> &IngestMetrics {
+        &self.shared.metrics
+    }
+
+    /// Channels this node is publishing (or about to): the ingest leases it should renew.
+    pub fn publishing(&self) -> HashSet<String> {
+        self.shared.publishing.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+impl PublishGate for CatalogGate {
+    type Publish = CatalogPublish;
+
+    async fn start_publish(
+        &self,
+        peer: SocketAddr,
+        protocol: Protocol,
+        stream_key: &str,
+    ) -> Result<CatalogPublish, Refusal> {
+        let shared = &self.shared;
+        let catalog = &shared.catalog;
+        let protocol_name = protocol.as_str();
+        let hash = stream_key_hash(stream_key);
+        // The lookup is keyed by the SHA-256 of the key, so no comparison of secret bytes happens
+        // here that could leak timing about a stored key (the hash of a wrong key says nothing
+        // about the right one).
+        let lookup = |s: &raft::state::CatalogState| {
+            s.channel_by_stream_key_hash(&hash).map(|c| {
+                let current = c.current_session_id.as_ref().and_then(|id| s.session(id)).cloned();
+                (c.id.clone(), current)
+            })
+        };
+        let found = match catalog.read(lookup) {
+            Some(found) => Some(found),
+            // Not in this replica yet: the channel may have been created a moment ago elsewhere.
+            None => match tokio::time::timeout(CATALOG_TIMEOUT, catalog.read_linearizable(lookup)).await {
+                Ok(Ok(found)) => found,
+                Ok(Err(error)) => {
+                    tracing::warn!(%peer, %error, "{protocol_name} publish refused: catalog unavailable");
+                    return Err(Refusal::CatalogUnavailable);
+                }
+                Err(_) => {
+                    tracing::warn!(%peer, "{protocol_name} publish refused: catalog read timed out");
+                    return Err(Refusal::CatalogUnavailable);
+                }
+            },
+        };
+        let Some((channel_id, current)) = found else {
+            tracing::warn!(%peer, key_prefix = %key_prefix(stream_key),
+                "{protocol_name} publish refused: unknown stream key");
+            return Err(Refusal::UnknownKey);
+        };
+        let already_live = || {
+            tracing::warn!(%peer, channel = %channel_id,
+                "{protocol_name} publish refused: channel already live (second publisher)");
+            Err(Refusal::AlreadyLive)
+        };
+        let Some(reservation) = Reservation::take(shared, &channel_id) else { return already_live() };
+        if let Some(current) = current {
+            if current.ingest_node != Some(catalog.node_id()) {
+                return already_live();
+            }
+            // Our node's session, but no publish of ours holds the channel: left over from a
+            // crash or a lost EndSession. End it and let this publish take over.
+            tracing::info!(%peer, channel = %channel_id, stale_session = %current.id, "ending a stale session of this node");
+            let end = Command::EndIngestSession {
+                channel_id: channel_id.clone(),
+                session_id: current.id.clone(),
+                ended_at: now_millis(),
+            };
+            if let Err(error) = propose(catalog, end).await {
+                tracing::warn!(%peer, channel = %channel_id, %error, "could not end the stale session");
+            }
+        }
+        let Ok(session_id) = new_session_id() else { return Err(Refusal::Internal) };
+        let session = StreamSession {
+            id: session_id.clone(),
+            channel_id: channel_id.clone(),
+            started_at: now_millis(),
+            ended_at: None,
+            renditions: vec![SOURCE_RENDITION.to_owned()],
+            peak_concurrent: 0,
+            ingest_node: Some(catalog.node_id()),
+        };
+        match propose(catalog, Command::StartSession(session)).await {
+            Ok(()) => {}
+            Err(ProposeError::Rejected(CatalogError::AlreadyLive { .. })) => return already_live(),
+            Err(error) => {
+                tracing::warn!(%peer, channel = %channel_id, %error,
+                    "{protocol_name} publish refused: could not start the session");
+                return Err(Refusal::SessionNotStarted);
+            }
+        }
+        let live = LivePublish::new(
+            shared.registry.clone(),
+            &shared.config,
+            &shared.metrics,
+            channel_id,
+            session_id,
+            peer,
+            protocol,
+        );
+        Ok(CatalogPublish { live, reservation })
+    }
+}
+
+fn new_session_id() -> Result<String, ring::error::Unspecified> {
+    use ring::rand::SecureRandom as _;
+    let mut bytes = [0u8; 12];
+    ring::rand::SystemRandom::new().fill(&mut bytes)?;
+    Ok(hex::encode(bytes))
+}
+
+/// A channel reserved for a publish on this node; released on drop, whatever way the connection
+/// ends.
+struct Reservation {
+    shared: Arc<Shared>,
+    channel_id: String,
+}
+
+impl Reservation {
+    fn take(shared: &Arc<Shared>, channel_id: &str) -> Option<Self> {
+        let mut publishing = shared.publishing.lock().unwrap_or_else(PoisonError::into_inner);
+        publishing
+            .insert(channel_id.to_owned())
+            .then(|| Reservation { shared: shared.clone(), channel_id: channel_id.to_owned() })
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.shared.publishing.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.channel_id);
+    }
+}
+
+/// An accepted publish: the catalog session, and media's origin side of the stream.
+pub struct CatalogPublish {
+    live: LivePublish,
+    reservation: Reservation,
+}
+
+impl CatalogPublish {
+    /// Records the renditions this publish is served in on its catalog session (the session was
+    /// started with `source` alone, before the ladder knew the source). In the background: the
+    /// stream is already being served, and a failure only leaves the session's list short.
+    fn record_renditions(&self, renditions: Vec<String>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let catalog = self.reservation.shared.catalog.clone();
+        let (channel, session_id) = (self.live.channel_id().to_owned(), self.live.session_id().to_owned());
+        runtime.spawn(async move {
+            let command = Command::SetSessionRenditions { session_id, renditions };
+            if let Err(error) = propose(&catalog, command).await {
+                tracing::warn!(%channel, %error, "could not record the session's renditions");
+            }
+        });
+    }
+}
+
+impl PublishSink for CatalogPublish {
+    fn channel_id(&self) -> &str {
+        self.live.channel_id()
+    }
+
+    fn session_id(&self) -> &str {
+        self.live.session_id()
+    }
+
+    fn handle_output(&mut self, output: FeedOutput) -> Result<(), StreamRefused> {
+        let handled = self.live.handle_output(output);
+        if let Some(renditions) = self.live.take_renditions() {
+            self.record_renditions(renditions);
+        }
+        handled
+    }
+
+    /// Finishes the origin stream, then ends the catalog session if it is still ours (an admin
+    /// may have ended it and a new one started meanwhile).
+    async fn end(mut self, why: &'static str) {
+        self.live.finish();
+        let catalog = &self.reservation.shared.catalog;
+        let (channel_id, session_id) = (self.live.channel_id(), self.live.session_id());
+        let ours = catalog
+            .read(|s| s.channel(channel_id).and_then(|c| c.current_session_id.clone()).as_deref() == Some(session_id));
+        if ours {
+            // Fenced by the session id: if this node was cut off and the channel went live
+            // elsewhere meanwhile, this end must not touch the newer session.
+            let end = Command::EndIngestSession {
+                channel_id: channel_id.to_owned(),
+                session_id: session_id.to_owned(),
+                ended_at: now_millis(),
+            };
+            if let Err(error) = propose(catalog, end).await {
+                tracing::warn!(channel = %channel_id, session = %session_id, %error, "could not end the session");
+            }
+        }
+        tracing::info!(peer = %self.live.peer(), channel = %channel_id, session = %session_id,
+            seconds = self.live.elapsed().as_secs(), reason = why, "{} publish ended", self.live.protocol().as_str());
+    }
+}
+
+/// Proposes with a bound on the wait (the publisher is waiting, or the connection is ending).
+async fn propose(catalog: &Catalog, command: Command) -> Result<(), ProposeError> {
+    match tokio::time::timeout(CATALOG_TIMEOUT, catalog.propose(command)).await {
+        Ok(result) => result.map(drop),
+        Err(_) => Err(ProposeError::Unavailable("timed out".into())),
+    }
+}
