@@ -26,7 +26,7 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use crate::direct::DirectSocket;
+use crate::direct::{self, DirectSocket};
 use crate::metrics::EdgeMetrics;
 use crate::policy::{self, Freshness, HlsRequest, ObjectKind};
 use crate::storage::MokaStorage;
@@ -90,7 +90,7 @@ pub struct EdgeCtx {
     client: Option<IpAddr>,
     /// The viewer's socket, on plain-TCP connections: fresh immutable hits go straight to it.
     direct: Option<Arc<DirectSocket>>,
-    /// This request was answered by [`DirectSocket::send_hit`].
+    /// This request got (some of) an object from [`DirectSocket::send_hit`].
     direct_served: bool,
 }
 
@@ -119,16 +119,16 @@ pub(crate) async fn respond_json_error(session: &mut Session, status: u16, code:
     session.write_response_body(Some(body), true).await
 }
 
-/// Whether a request may be answered by [`DirectSocket::send_hit`]: a plain GET of an immutable
-/// object on a connection that stays open (no conditional, range or 1.0 semantics to honour,
-/// which pingora's hit path handles).
+/// Whether a request may be answered by [`DirectSocket::send_hit`]: a GET of an immutable object
+/// on a connection that stays open, at most with a `Range` (no conditional or 1.0 semantics to
+/// honour, which pingora's hit path handles).
 fn wants_direct(session: &Session, request: &HlsRequest) -> bool {
     let req = session.req_header();
     request.kind.is_immutable()
         && req.method == http::Method::GET
         && req.version == http::Version::HTTP_11
         && session.get_keepalive().is_some()
-        && [header::RANGE, header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE, header::IF_MATCH, header::IF_RANGE]
+        && [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE, header::IF_MATCH, header::IF_RANGE]
             .iter()
             .all(|h| !req.headers.contains_key(h))
 }
@@ -173,14 +173,17 @@ impl ProxyHttp for EdgeProxy {
         ctx.client = client_ip(session);
         if let Some(direct) = ctx.direct.clone().filter(|_| wants_direct(session, &request)) {
             let key = CacheKey::new(request.key.as_str(), "").combined();
-            if let Some(hit) = self.cache.storage.fresh_hit(&key, SystemTime::now()) {
+            let hit = self.cache.storage.fresh_hit(&key, SystemTime::now());
+            // Several ranges make a multipart answer: pingora's hit path writes those.
+            let hit = hit.and_then(|hit| Some((direct::hit_range(session.req_header(), hit.status, hit.size)?, hit)));
+            if let Some((range, hit)) = hit {
                 ctx.request = Some(request);
-                if let Err(e) = direct.send_hit(&hit).await {
+                if let Err(e) = direct.send_hit(&hit, &range).await {
                     // Part of the answer may be out: the connection cannot carry another one.
                     session.set_keepalive(None);
                     return Err(Error::because(ErrorType::WriteError, "sending a cached object", e).into_down());
                 }
-                ctx.direct_served = true;
+                ctx.direct_served = range != direct::HitRange::Unsatisfiable;
                 self.metrics.cache_hits.inc();
                 return Ok(true);
             }
@@ -339,7 +342,10 @@ impl ProxyHttp for EdgeProxy {
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut EdgeCtx) {
         // A viewer is someone actually watching: playlists and parts that were served. Counting
         // failed requests would let made-up channel ids fill the counter.
-        let served = ctx.direct_served || session.response_written().is_some_and(|r| r.status == http::StatusCode::OK);
+        let served = ctx.direct_served
+            || session
+                .response_written()
+                .is_some_and(|r| r.status == http::StatusCode::OK || r.status == http::StatusCode::PARTIAL_CONTENT);
         if let Some(request) = ctx.request.as_ref().filter(|_| served) {
             if matches!(request.kind, ObjectKind::Part | ObjectKind::BlockingPlaylist | ObjectKind::Playlist) {
                 let agent = session.req_header().headers.get(header::USER_AGENT).map_or(&b""[..], |v| v.as_bytes());
