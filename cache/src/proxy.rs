@@ -6,7 +6,7 @@
 //! request for the same key waits on that lock and then reads the same fill as it arrives. Only
 //! 200 answers are cached (never a 404, which for a hinted part turns into a 200 a moment later).
 //! When the origin fails, parts and segments already held are served stale; anything else gets
-//! a 502 or 504 with the API's JSON error body.
+//! a 502 or 504 with the API's JSON error body, whose message names no origin (the log does).
 //! A fresh part, segment or init segment asked for with a plain GET on a plain-TCP keep-alive
 //! connection is answered in `request_filter` by `direct`, before pingora's cache phases.
 
@@ -316,23 +316,29 @@ impl ProxyHttp for EdgeProxy {
         Ok(())
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut EdgeCtx) -> FailToProxy {
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut EdgeCtx) -> FailToProxy {
+        // The viewer gets a fixed message: the error itself names origin addresses (the cluster's
+        // internal layout), which go to the log only.
         let (status, code, message) = match e.etype() {
             ErrorType::HTTPStatus(404) => {
                 (404, "not_live", e.context.as_ref().map_or("not live".into(), |c| c.as_str().to_owned()))
             }
             ErrorType::HTTPStatus(code) => (*code, "origin_error", format!("origin answered {code}")),
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
-                (504, "origin_timeout", format!("the origin did not answer in time: {e}"))
+                (504, "origin_timeout", "the origin did not answer in time".to_owned())
             }
             _ => match e.esource() {
-                ErrorSource::Upstream => (502, "origin_unavailable", format!("no origin could be reached: {e}")),
+                ErrorSource::Upstream => (502, "origin_unavailable", "no origin could be reached".to_owned()),
                 ErrorSource::Downstream => {
                     return FailToProxy { error_code: 0, can_reuse_downstream: false };
                 }
-                _ => (500, "internal", e.to_string()),
+                _ => (500, "internal", "internal error".to_owned()),
             },
         };
+        if status >= 500 {
+            let path = ctx.request.as_ref().map_or("", |r| r.key.as_str());
+            tracing::warn!(status, path, error = %e, "edge: answering with an error");
+        }
         if let Err(write) = respond_json_error(session, status, code, &message).await {
             tracing::debug!(error = %write, "could not send the edge error response");
         }

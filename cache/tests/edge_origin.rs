@@ -349,13 +349,16 @@ async fn origin_down_stale_parts_served_new_requests_fail_cleanly_then_recovery(
         assert_eq!(&resp.bytes().await.unwrap(), body);
     }
     assert!(metric(&edge.registry, "bitriver_edge_stale_served_total", None) >= 2.0);
-    // Something never fetched fails cleanly.
+    // Something never fetched fails cleanly, without telling where the origin is.
     let resp = get("/hls/ch/v/seg2.m4s").await.unwrap();
     assert_eq!(resp.status(), 502);
-    let body: serde_json::Value = resp.json().await.unwrap();
+    let body = resp.text().await.unwrap();
+    assert_no_address(&body, origin.addr);
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(body["error"]["code"], "origin_unavailable");
     let resp = get("/hls/ch/v/index.m3u8").await.unwrap();
     assert_eq!(resp.status(), 502);
+    assert_no_address(&resp.text().await.unwrap(), origin.addr);
 
     // The origin comes back on the same address: the edge serves again.
     let _back = TestOrigin::start(origin.state.clone(), origin.addr).await;
@@ -384,8 +387,16 @@ async fn an_origin_slower_than_the_timeout_gets_a_504() {
     let edge = start_edge(vec![origin.addr], EdgeConfig { timeouts, ..EdgeConfig::default() }).await;
     let resp = client().get(format!("{}/hls/ch/v/part9.0.m4s", edge.url)).send().await.unwrap();
     assert_eq!(resp.status(), 504);
-    let body: serde_json::Value = resp.json().await.unwrap();
+    let body = resp.text().await.unwrap();
+    assert_no_address(&body, origin.addr);
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(body["error"]["code"], "origin_timeout");
+}
+
+/// An error body the edge sends a viewer must not name the origin (its address or port).
+fn assert_no_address(body: &str, origin: SocketAddr) {
+    assert!(!body.contains(&origin.ip().to_string()), "the body names the origin's address: {body}");
+    assert!(!body.contains(&origin.port().to_string()), "the body names the origin's port: {body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
