@@ -178,13 +178,14 @@ impl ProxyHttp for EdgeProxy {
             let hit = hit.and_then(|hit| Some((direct::hit_range(session.req_header(), hit.status, hit.size)?, hit)));
             if let Some((range, hit)) = hit {
                 ctx.request = Some(request);
+                // Before sending: once the viewer has the answer, the count must include it.
+                self.metrics.cache_hits.inc();
                 if let Err(e) = direct.send_hit(&hit, &range).await {
                     // Part of the answer may be out: the connection cannot carry another one.
                     session.set_keepalive(None);
                     return Err(Error::because(ErrorType::WriteError, "sending a cached object", e).into_down());
                 }
                 ctx.direct_served = range != direct::HitRange::Unsatisfiable;
-                self.metrics.cache_hits.inc();
                 return Ok(true);
             }
         }
