@@ -355,8 +355,7 @@ impl ProxyHttp for EdgeProxy {
                 .is_some_and(|r| r.status == http::StatusCode::OK || r.status == http::StatusCode::PARTIAL_CONTENT);
         if let Some(request) = ctx.request.as_ref().filter(|_| served) {
             if matches!(request.kind, ObjectKind::Part | ObjectKind::BlockingPlaylist | ObjectKind::Playlist) {
-                let agent = session.req_header().headers.get(header::USER_AGENT).map_or(&b""[..], |v| v.as_bytes());
-                self.viewers.seen(&request.channel, ctx.client, agent, Instant::now());
+                self.viewers.seen(&request.channel, ctx.client, Instant::now());
             }
         }
         if session.cache.enabled() && session.cache.lock_duration().is_some() && !session.cache.is_cache_lock_writer() {

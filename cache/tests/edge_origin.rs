@@ -436,18 +436,33 @@ async fn serves_https_when_given_a_certificate() {
 async fn counts_unique_viewers_of_served_playlists_and_parts() {
     let origin = TestOrigin::new().await;
     let edge = start_edge(vec![origin.addr], EdgeConfig::default()).await;
-    let http = client();
-    for round in 0..5 {
-        for agent in ["a", "b", "c"] {
-            for path in [format!("/hls/ch/v/index.m3u8?r={round}"), format!("/hls/ch/v/part{round}.0.m4s")] {
-                let resp = http.get(format!("{}{path}", edge.url)).header("user-agent", agent).send().await.unwrap();
-                assert_eq!(resp.status(), 200);
+    // One client rotating its user agent on every request, then a second one from another
+    // loopback address.
+    for (client_addr, agents) in [([127, 0, 0, 1], ["a", "b", "c"]), ([127, 0, 0, 2], ["a", "a", "a"])] {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .local_address(std::net::IpAddr::from(client_addr))
+            .build()
+            .unwrap();
+        for round in 0..5 {
+            for agent in agents {
+                for path in [format!("/hls/ch/v/index.m3u8?r={round}"), format!("/hls/ch/v/part{round}.0.m4s")] {
+                    let resp = http
+                        .get(format!("{}{path}", edge.url))
+                        .header("user-agent", format!("{agent}{round}"))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(resp.status(), 200);
+                }
             }
         }
+        let viewers = if client_addr == [127, 0, 0, 1] { 1 } else { 2 };
+        assert_eq!(edge.edge.viewers().counts(std::time::Instant::now()), [("ch".to_owned(), viewers)]);
     }
     // Failed requests are nobody's viewing.
-    http.get(format!("{}/hls/offline/v/index.m3u8", edge.url)).send().await.unwrap();
-    assert_eq!(edge.edge.viewers().counts(std::time::Instant::now()), [("ch".to_owned(), 3)]);
+    client().get(format!("{}/hls/offline/v/index.m3u8", edge.url)).send().await.unwrap();
+    assert_eq!(edge.edge.viewers().counts(std::time::Instant::now()), [("ch".to_owned(), 2)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
