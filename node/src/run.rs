@@ -137,7 +137,7 @@ pub async fn run(
         catalog: catalog.clone(),
         registry: registry.clone(),
         mode: config.mode,
-        data_dir: config.data_dir.clone(),
+        storage: Arc::new(http::StorageProbe::new(config.data_dir.clone())),
         listeners: Arc::new(listener_names),
         transcode: Arc::new(transcode.health.clone()),
         edge_cache: edge.as_ref().map(|e| e.storage),
