@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# Builds and runs every cargo-fuzz target (media/fuzz, cache/fuzz, bench/fuzz) for SECONDS each (default 20), on the
+# Builds and runs every cargo-fuzz target (media/fuzz, cache/fuzz, bench/fuzz) for SECONDS each, on the
 # stable toolchain. Exits non-zero if any target crashes, printing the crashing input's path.
 #
-#   scripts/fuzz.sh [SECONDS]
+#   scripts/fuzz.sh [SECONDS]        the long run: 20 s per target unless told otherwise
+#   FUZZ_SECONDS=3 scripts/fuzz.sh   the short run scripts/test.sh does in CI (step "fuzz")
 #
 # Environment:
+#   FUZZ_SECONDS    seconds per target when no argument is given (default 20)
 #   FUZZ_TARGETS    space-separated subset of targets to run (default: all, from `cargo fuzz list`
 #                   in each fuzzed crate)
 #   FUZZ_SANITIZER  cargo-fuzz --sanitizer value (default: address; `none` if ASan cannot link)
-#   CARGO_TARGET_DIR  default /var/cache/bitriver-fuzz-target, kept apart from the normal build
-#                   cache because every crate is rebuilt with coverage instrumentation.
+#   BITRIVER_FUZZ_TARGET_DIR  where the instrumented build goes. Default: $CARGO_TARGET_DIR/fuzz
+#                   when CARGO_TARGET_DIR is set (so CI's cached target dir keeps it warm), else
+#                   /var/cache/bitriver-fuzz-target. Apart from the normal build because every
+#                   crate is rebuilt with coverage instrumentation.
 #
-# Not part of scripts/test.sh: the first build instruments the whole dependency tree (minutes).
+# cargo-fuzz is installed when missing. The first build instruments the whole dependency tree
+# (minutes); later runs rebuild only what changed. The fuzz crates are their own workspaces; they
+# start from the main Cargo.lock so they build the same dependency versions as the main build.
 # Corpora grow in <crate>/fuzz/corpus/<target>/ and crashes land in <crate>/fuzz/artifacts/<target>/
 # (both gitignored). Reproduce a crash with:
 #   RUSTC_BOOTSTRAP=1 cargo fuzz run <target> <artifact path>   (from that crate's directory)
@@ -19,9 +25,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$PWD
 
-secs=${1:-20}
+secs=${1:-${FUZZ_SECONDS:-20}}
 if ! [[ $secs =~ ^[0-9]+$ ]] || ((secs == 0)); then
-  echo "usage: scripts/fuzz.sh [SECONDS]" >&2
+  echo "usage: scripts/fuzz.sh [SECONDS] (or FUZZ_SECONDS=N)" >&2
   exit 2
 fi
 
@@ -32,7 +38,16 @@ fi
 
 # cargo-fuzz passes -Z flags (e.g. -Zsanitizer); RUSTC_BOOTSTRAP lets stable rustc accept them.
 export RUSTC_BOOTSTRAP=1
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/bitriver-fuzz-target}
+if [[ -n ${BITRIVER_FUZZ_TARGET_DIR:-} ]]; then
+  fuzz_target_dir=$BITRIVER_FUZZ_TARGET_DIR
+elif [[ -n ${CARGO_TARGET_DIR:-} ]]; then
+  fuzz_target_dir=$CARGO_TARGET_DIR/fuzz
+else
+  fuzz_target_dir=/var/cache/bitriver-fuzz-target
+fi
+# Absolute: cargo runs from each fuzzed crate's directory.
+[[ $fuzz_target_dir == /* ]] || fuzz_target_dir=$root/$fuzz_target_dir
+export CARGO_TARGET_DIR=$fuzz_target_dir
 # Any crate reaching rocksdb links Debian's librocksdb like the main build does.
 export ROCKSDB_LIB_DIR=${ROCKSDB_LIB_DIR:-/usr/lib/x86_64-linux-gnu}
 sanitizer=${FUZZ_SANITIZER:-address}
@@ -62,6 +77,8 @@ fuzz_crate() {
     targets=("${all[@]}")
   fi
   ((${#targets[@]} > 0)) || return 0
+  # The same dependency versions as the main build (and no registry lookups for new ones).
+  [[ -f fuzz/Cargo.lock ]] || cp "$root/Cargo.lock" fuzz/Cargo.lock
   echo "fuzz: building ${#targets[@]} targets of $crate (sanitizer: $sanitizer)" >&2
   if [[ -n ${FUZZ_TARGETS:-} ]]; then
     for t in "${targets[@]}"; do cargo fuzz build "${build_flags[@]}" "$t"; done
@@ -103,6 +120,6 @@ done
 end=$(date +%s)
 
 echo
-echo "fuzz: ${secs}s per target; total $((end - start))s (builds included)"
+echo "fuzz: ${secs}s per target; total $((end - start))s (builds included; target dir $CARGO_TARGET_DIR)"
 printf '  %s\n' "${summary[@]}"
 exit "$failed"

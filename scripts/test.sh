@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs dependencies if needed, then checks formatting, lints and runs every test.
-# BITRIVER_SKIP_LINT=1 skips rustfmt and clippy.
+# Installs dependencies if needed, then checks formatting, lints, runs every test, and fuzzes every
+# parser of untrusted bytes for a few seconds per target (a crash fails the run).
+# BITRIVER_SKIP_LINT=1 skips rustfmt and clippy; BITRIVER_SKIP_FUZZ=1 skips the fuzz step.
+# The longer fuzz run is separate: scripts/fuzz.sh [SECONDS].
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -52,6 +54,12 @@ step tests cargo nextest run --workspace --no-fail-fast
 step k6-logic node --test bench/k6
 # ansible/ and terraform/ checks, and the playbooks and installer on systemd-nspawn machines.
 step deploy ./scripts/deploy-test.sh
+if [[ "${BITRIVER_SKIP_FUZZ:-0}" == "1" ]]; then
+  results+=("skip   fuzz (BITRIVER_SKIP_FUZZ=1)")
+else
+  # Instrumented build kept in $CARGO_TARGET_DIR/fuzz, so a warm CI cache rebuilds little.
+  step fuzz env FUZZ_SECONDS="${FUZZ_SECONDS:-3}" ./scripts/fuzz.sh
+fi
 
 echo >&2
 echo "== summary ==" >&2

@@ -4,19 +4,23 @@
 //! none of pingora's cache phases (no lock, no revalidation, no stale decision). For those, on a
 //! plain-TCP HTTP/1.1 keep-alive connection, the edge writes a pre-serialized head and then
 //! `sendfile`s the body from its memfd ([`crate::storage::BodyFile`]): one copy of the bytes less
-//! than writing them from user space, and none of pingora's per-chunk body machinery. Anything
-//! else (TLS, HEAD, conditional or range requests, playlists, stale or filling objects, misses)
-//! goes through pingora as before.
+//! than writing them from user space, and none of pingora's per-chunk body machinery. A single
+//! byte range is answered here too (206, or 416 past the end), by the same rules as pingora's
+//! hit path ([`hit_range`]). Anything else (TLS, HEAD, conditional requests, several ranges,
+//! playlists, stale or filling objects, misses) goes through pingora as before.
 //!
 //! The socket is reached through a duplicate of its descriptor taken at accept time
 //! ([`DirectSocket`]), registered with the runtime for write readiness only.
 
 use std::io;
+use std::ops::Range;
 use std::os::fd::AsFd;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use pingora_http::ResponseHeader;
+use http::{header, StatusCode};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::RangeType;
 use rustix::io::Errno;
 use rustix::net::SendFlags;
 use tokio::io::Interest;
@@ -79,37 +83,39 @@ impl DirectSocket {
         Ok(())
     }
 
-    /// Send a fresh hit: its head (with `age`) and its whole body. Returns how the body went
-    /// ([`SENDFILE`] or [`MEMORY`]), for the metrics.
-    pub(crate) async fn send_hit(&self, hit: &FreshHit) -> io::Result<&'static str> {
-        let mut head = BytesMut::with_capacity(hit.head.len() + 32);
-        head.put_slice(&hit.head);
-        head.put_slice(b"age: ");
-        head.put_slice(hit.age_secs.to_string().as_bytes());
-        head.put_slice(b"\r\n\r\n");
+    /// Send a fresh hit: its head (with `age`) and the bytes of its body that `range` names.
+    /// Returns how the body went ([`SENDFILE`] or [`MEMORY`]), for the metrics.
+    pub(crate) async fn send_hit(&self, hit: &FreshHit, range: &HitRange) -> io::Result<&'static str> {
+        let mut head = hit_response_head(hit, range);
+        let bytes = match range {
+            HitRange::Whole => 0..hit.size,
+            HitRange::Part(part) => part.clone(),
+            HitRange::Unsatisfiable => 0..0,
+        };
         match &hit.body {
             Body::Memory(chunks) => {
-                let len: usize = chunks.iter().map(Bytes::len).sum();
-                if len <= 64 * 1024 {
+                let slices: Vec<Bytes> = slice_chunks(chunks, bytes.clone()).collect();
+                if bytes.len() <= 64 * 1024 {
                     // Small: head and body in one send.
-                    for chunk in chunks.iter() {
-                        head.put_slice(chunk);
+                    for slice in &slices {
+                        head.put_slice(slice);
                     }
                     self.send_all(&head, false).await?;
                 } else {
                     self.send_all(&head, true).await?;
-                    for (i, chunk) in chunks.iter().enumerate() {
-                        self.send_all(chunk, i + 1 < chunks.len()).await?;
+                    for (i, slice) in slices.iter().enumerate() {
+                        self.send_all(slice, i + 1 < slices.len()).await?;
                     }
                 }
                 Ok(MEMORY)
             }
             Body::File(body) => {
                 // MSG_MORE: the head leaves in the same segment as the start of the body.
-                self.send_all(&head, true).await?;
-                let mut offset = 0u64;
-                while offset < body.len as u64 {
-                    let left = body.len - offset as usize;
+                self.send_all(&head, !bytes.is_empty()).await?;
+                let end = bytes.end.min(body.len) as u64;
+                let mut offset = bytes.start as u64;
+                while offset < end {
+                    let left = (end - offset) as usize;
                     let n =
                         self.when_writable(|fd| rustix::fs::sendfile(fd, &body.file, Some(&mut offset), left)).await?;
                     if n == 0 {
@@ -122,21 +128,109 @@ impl DirectSocket {
     }
 }
 
-/// The HTTP/1.1 head of a hit on an object with this origin header and body size: status line
-/// and headers, with the edge's `content-length` and `x-cache: HIT`, without `age` and without
-/// the blank line that ends it.
-pub(crate) fn hit_head(header: &ResponseHeader, size: usize) -> Bytes {
-    let mut out = BytesMut::with_capacity(256);
+/// Which bytes of a fresh hit go out, from the request's `Range` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum HitRange {
+    /// No (usable) range: 200 with the whole body.
+    Whole,
+    /// One satisfiable range: 206 with these bytes.
+    Part(Range<usize>),
+    /// A range that starts past the end: 416, no body.
+    Unsatisfiable,
+}
+
+/// Ranges per request at most, as pingora's default range filter allows.
+const MAX_RANGES: usize = 200;
+
+/// What `req`'s `Range` header asks of a stored answer with `status` and a body of `size` bytes,
+/// by pingora's own range rules, so that a hit sent here and one sent by pingora's hit path
+/// agree. `None` for several ranges: the multipart answer is left to pingora's hit path.
+pub(crate) fn hit_range(req: &RequestHeader, status: StatusCode, size: usize) -> Option<HitRange> {
+    if !req.headers.contains_key(header::RANGE) {
+        return Some(HitRange::Whole);
+    }
+    let mut resp = ResponseHeader::build(status, Some(1)).ok()?;
+    resp.insert_header(header::CONTENT_LENGTH, size).ok()?;
+    match pingora_proxy::range_header_filter(req, &mut resp, Some(MAX_RANGES)) {
+        RangeType::None => Some(HitRange::Whole),
+        RangeType::Single(part) => Some(HitRange::Part(part)),
+        RangeType::Invalid => Some(HitRange::Unsatisfiable),
+        RangeType::Multi(_) => None,
+    }
+}
+
+/// The pieces of `chunks` (a body cut in consecutive chunks) that fall in `range`.
+fn slice_chunks(chunks: &[Bytes], range: Range<usize>) -> impl Iterator<Item = Bytes> + '_ {
+    let mut offset = 0;
+    chunks.iter().filter_map(move |chunk| {
+        let (start, end) = (offset, offset + chunk.len());
+        offset = end;
+        let from = range.start.max(start);
+        let to = range.end.min(end);
+        (from < to).then(|| chunk.slice(from - start..to - start))
+    })
+}
+
+/// The whole HTTP/1.1 head of a fresh hit answered with `range`, blank line included.
+fn hit_response_head(hit: &FreshHit, range: &HitRange) -> BytesMut {
+    let mut head = BytesMut::with_capacity(hit.head.len() + 128);
+    let age = hit.age_secs.to_string();
+    let size = hit.size.to_string();
+    match range {
+        HitRange::Whole => {
+            put_status_line(&mut head, hit.status);
+            head.put_slice(&hit.head);
+            head.put_slice(b"accept-ranges: bytes\r\ncontent-length: ");
+            head.put_slice(size.as_bytes());
+        }
+        HitRange::Part(part) => {
+            put_status_line(&mut head, StatusCode::PARTIAL_CONTENT);
+            head.put_slice(&hit.head);
+            head.put_slice(b"content-length: ");
+            head.put_slice(part.len().to_string().as_bytes());
+            // The range end is inclusive on the wire.
+            let content_range = format!("bytes {}-{}/{size}", part.start, part.end.saturating_sub(1));
+            head.put_slice(b"\r\ncontent-range: ");
+            head.put_slice(content_range.as_bytes());
+        }
+        HitRange::Unsatisfiable => {
+            // No body, so none of the object's own headers (type, caching) apply.
+            put_status_line(&mut head, StatusCode::RANGE_NOT_SATISFIABLE);
+            head.put_slice(b"x-cache: HIT\r\ncontent-length: 0\r\ncontent-range: bytes */");
+            head.put_slice(size.as_bytes());
+        }
+    }
+    head.put_slice(b"\r\nage: ");
+    head.put_slice(age.as_bytes());
+    head.put_slice(b"\r\n\r\n");
+    head
+}
+
+fn put_status_line(out: &mut BytesMut, status: StatusCode) {
     out.put_slice(b"HTTP/1.1 ");
-    out.put_slice(header.status.as_str().as_bytes());
+    out.put_slice(status.as_str().as_bytes());
     out.put_slice(b" ");
-    out.put_slice(header.status.canonical_reason().unwrap_or("").as_bytes());
+    out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.put_slice(b"\r\n");
+}
+
+/// The headers of a hit on an object with this origin header, for [`hit_response_head`]: the
+/// origin's headers and `x-cache: HIT`, without the status line, framing (`content-length` is
+/// per answer, with its range) and `age`.
+pub(crate) fn hit_headers(header: &ResponseHeader) -> Bytes {
+    let mut out = BytesMut::with_capacity(256);
     for (name, value) in &header.headers {
         // Framing and hop-by-hop headers are the edge's own; age is added per hit.
         if matches!(
             name.as_str(),
-            "content-length" | "transfer-encoding" | "connection" | "keep-alive" | "age" | "x-cache"
+            "content-length"
+                | "transfer-encoding"
+                | "connection"
+                | "keep-alive"
+                | "age"
+                | "x-cache"
+                | "accept-ranges"
+                | "content-range"
         ) {
             continue;
         }
@@ -145,8 +239,6 @@ pub(crate) fn hit_head(header: &ResponseHeader, size: usize) -> Bytes {
         out.put_slice(value.as_bytes());
         out.put_slice(b"\r\n");
     }
-    out.put_slice(b"content-length: ");
-    out.put_slice(size.to_string().as_bytes());
-    out.put_slice(b"\r\nx-cache: HIT\r\n");
+    out.put_slice(b"x-cache: HIT\r\n");
     out.freeze()
 }

@@ -6,7 +6,7 @@
 //! request for the same key waits on that lock and then reads the same fill as it arrives. Only
 //! 200 answers are cached (never a 404, which for a hinted part turns into a 200 a moment later).
 //! When the origin fails, parts and segments already held are served stale; anything else gets
-//! a 502 or 504 with the API's JSON error body.
+//! a 502 or 504 with the API's JSON error body, whose message names no origin (the log does).
 //! A fresh part, segment or init segment asked for with a plain GET on a plain-TCP keep-alive
 //! connection is answered in `request_filter` by `direct`, before pingora's cache phases.
 
@@ -26,7 +26,7 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use crate::direct::DirectSocket;
+use crate::direct::{self, DirectSocket};
 use crate::metrics::EdgeMetrics;
 use crate::policy::{self, Freshness, HlsRequest, NotServed, ObjectKind};
 use crate::storage::MokaStorage;
@@ -90,7 +90,7 @@ pub struct EdgeCtx {
     client: Option<IpAddr>,
     /// The viewer's socket, on plain-TCP connections: fresh immutable hits go straight to it.
     direct: Option<Arc<DirectSocket>>,
-    /// This request was answered by [`DirectSocket::send_hit`].
+    /// This request got (some of) an object from [`DirectSocket::send_hit`].
     direct_served: bool,
 }
 
@@ -119,16 +119,16 @@ pub(crate) async fn respond_json_error(session: &mut Session, status: u16, code:
     session.write_response_body(Some(body), true).await
 }
 
-/// Whether a request may be answered by [`DirectSocket::send_hit`]: a plain GET of an immutable
-/// object on a connection that stays open (no conditional, range or 1.0 semantics to honour,
-/// which pingora's hit path handles).
+/// Whether a request may be answered by [`DirectSocket::send_hit`]: a GET of an immutable object
+/// on a connection that stays open, at most with a `Range` (no conditional or 1.0 semantics to
+/// honour, which pingora's hit path handles).
 fn wants_direct(session: &Session, request: &HlsRequest) -> bool {
     let req = session.req_header();
     request.kind.is_immutable()
         && req.method == http::Method::GET
         && req.version == http::Version::HTTP_11
         && session.get_keepalive().is_some()
-        && [header::RANGE, header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE, header::IF_MATCH, header::IF_RANGE]
+        && [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE, header::IF_MATCH, header::IF_RANGE]
             .iter()
             .all(|h| !req.headers.contains_key(h))
 }
@@ -180,9 +180,14 @@ impl ProxyHttp for EdgeProxy {
         ctx.client = client_ip(session);
         if let Some(direct) = ctx.direct.clone().filter(|_| wants_direct(session, &request)) {
             let key = CacheKey::new(request.key.as_str(), "").combined();
-            if let Some(hit) = self.cache.storage.fresh_hit(&key, SystemTime::now()) {
+            let hit = self.cache.storage.fresh_hit(&key, SystemTime::now());
+            // Several ranges make a multipart answer: pingora's hit path writes those.
+            let hit = hit.and_then(|hit| Some((direct::hit_range(session.req_header(), hit.status, hit.size)?, hit)));
+            if let Some((range, hit)) = hit {
                 ctx.request = Some(request);
-                let body = match direct.send_hit(&hit).await {
+                // Before sending: once the viewer has the answer, the count must include it.
+                self.metrics.cache_hits.inc();
+                let body = match direct.send_hit(&hit, &range).await {
                     Ok(body) => body,
                     Err(e) => {
                         // Part of the answer may be out: the connection cannot carry another one.
@@ -191,8 +196,7 @@ impl ProxyHttp for EdgeProxy {
                     }
                 };
                 self.metrics.direct_sends.with_label_values(&[body]).inc();
-                ctx.direct_served = true;
-                self.metrics.cache_hits.inc();
+                ctx.direct_served = range != direct::HitRange::Unsatisfiable;
                 return Ok(true);
             }
         }
@@ -324,23 +328,29 @@ impl ProxyHttp for EdgeProxy {
         Ok(())
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut EdgeCtx) -> FailToProxy {
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut EdgeCtx) -> FailToProxy {
+        // The viewer gets a fixed message: the error itself names origin addresses (the cluster's
+        // internal layout), which go to the log only.
         let (status, code, message) = match e.etype() {
             ErrorType::HTTPStatus(404) => {
                 (404, "not_live", e.context.as_ref().map_or("not live".into(), |c| c.as_str().to_owned()))
             }
             ErrorType::HTTPStatus(code) => (*code, "origin_error", format!("origin answered {code}")),
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
-                (504, "origin_timeout", format!("the origin did not answer in time: {e}"))
+                (504, "origin_timeout", "the origin did not answer in time".to_owned())
             }
             _ => match e.esource() {
-                ErrorSource::Upstream => (502, "origin_unavailable", format!("no origin could be reached: {e}")),
+                ErrorSource::Upstream => (502, "origin_unavailable", "no origin could be reached".to_owned()),
                 ErrorSource::Downstream => {
                     return FailToProxy { error_code: 0, can_reuse_downstream: false };
                 }
-                _ => (500, "internal", e.to_string()),
+                _ => (500, "internal", "internal error".to_owned()),
             },
         };
+        if status >= 500 {
+            let path = ctx.request.as_ref().map_or("", |r| r.key.as_str());
+            tracing::warn!(status, path, error = %e, "edge: answering with an error");
+        }
         if let Err(write) = respond_json_error(session, status, code, &message).await {
             tracing::debug!(error = %write, "could not send the edge error response");
         }
@@ -350,11 +360,13 @@ impl ProxyHttp for EdgeProxy {
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut EdgeCtx) {
         // A viewer is someone actually watching: playlists and parts that were served. Counting
         // failed requests would let made-up channel ids fill the counter.
-        let served = ctx.direct_served || session.response_written().is_some_and(|r| r.status == http::StatusCode::OK);
+        let served = ctx.direct_served
+            || session
+                .response_written()
+                .is_some_and(|r| r.status == http::StatusCode::OK || r.status == http::StatusCode::PARTIAL_CONTENT);
         if let Some(request) = ctx.request.as_ref().filter(|_| served) {
             if matches!(request.kind, ObjectKind::Part | ObjectKind::BlockingPlaylist | ObjectKind::Playlist) {
-                let agent = session.req_header().headers.get(header::USER_AGENT).map_or(&b""[..], |v| v.as_bytes());
-                self.viewers.seen(&request.channel, ctx.client, agent, Instant::now());
+                self.viewers.seen(&request.channel, ctx.client, Instant::now());
             }
         }
         if session.cache.enabled() && session.cache.lock_duration().is_some() && !session.cache.is_cache_lock_writer() {

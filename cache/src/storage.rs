@@ -84,16 +84,23 @@ struct Stored {
     size: usize,
 }
 
-/// A complete object's header: the parts of its meta, and the HTTP/1.1 head a fresh hit sends.
+/// A complete object's header: the parts of its meta, and the HTTP/1.1 headers a fresh hit sends.
 struct StoredHead {
     meta: StoredMeta,
-    /// Status line and headers, without `age` and the blank line that ends the head.
+    /// Header lines, without the status line, framing and `age` (see [`crate::direct`]).
     wire: Bytes,
 }
 
 impl StoredHead {
-    fn new(meta: StoredMeta, size: usize) -> Self {
-        let wire = crate::direct::hit_head(&meta.header, size);
+    fn new(mut meta: StoredMeta, size: usize) -> Self {
+        // The size is known now, whatever framing the origin used: pingora's hit path answers
+        // range requests only when the stored header has a content-length.
+        if !meta.header.headers.contains_key(http::header::CONTENT_LENGTH) {
+            meta.header.remove_header(&http::header::TRANSFER_ENCODING);
+            // A number is always a valid header value.
+            let _ = meta.header.insert_header(http::header::CONTENT_LENGTH, size);
+        }
+        let wire = crate::direct::hit_headers(&meta.header);
         StoredHead { meta, wire }
     }
 }
@@ -124,9 +131,11 @@ impl Drop for BodyFile {
 
 /// A fresh complete object, for [`crate::direct`] to send without pingora's hit path.
 pub(crate) struct FreshHit {
-    /// The head without `age` and the final blank line.
+    pub(crate) status: http::StatusCode,
+    /// The header lines, without the status line, framing and `age`.
     pub(crate) head: Bytes,
     pub(crate) age_secs: u64,
+    pub(crate) size: usize,
     pub(crate) body: Body,
 }
 
@@ -219,7 +228,13 @@ impl MokaStorage {
             return None;
         }
         let age_secs = now.duration_since(head.meta.created).map_or(0, |d| d.as_secs());
-        Some(FreshHit { head: head.wire.clone(), age_secs, body: object.body.clone() })
+        Some(FreshHit {
+            status: head.meta.header.status,
+            head: head.wire.clone(),
+            age_secs,
+            size: object.size,
+            body: object.body.clone(),
+        })
     }
 
     /// Bytes of complete objects held, bodies plus a fixed overhead each. Evictions are applied
@@ -249,7 +264,13 @@ impl MokaStorage {
     }
 
     fn fill_hit(fill: &Fill) -> (CacheMeta, HitHandler) {
-        let hit = FillHit { chunks: fill.chunks.clone(), state: fill.state.subscribe(), read: 0 };
+        let hit = FillHit {
+            chunks: fill.chunks.clone(),
+            state: fill.state.subscribe(),
+            read: 0,
+            offset: 0,
+            range: 0..usize::MAX,
+        };
         (fill.meta.to_meta(), Box::new(hit))
     }
 }
@@ -265,7 +286,7 @@ impl Storage for MokaStorage {
         }
         Ok(self.objects.get(&hash).map(|object| {
             let meta = object.meta.read().map(|m| m.meta.to_meta()).unwrap_or_else(|p| p.into_inner().meta.to_meta());
-            let hit: HitHandler = Box::new(StoredHit { body: object.body.clone(), next: 0, size: object.size });
+            let hit: HitHandler = Box::new(StoredHit::new(object.body.clone(), object.size));
             (meta, hit)
         }))
     }
@@ -354,30 +375,77 @@ fn combined(key: &CompactCacheKey) -> String {
     key.combined()
 }
 
-/// Reads a complete object, chunk by chunk.
+/// Reads a complete object, chunk by chunk, or the byte range pingora seeks to.
 struct StoredHit {
     body: Body,
+    /// The next chunk to read.
     next: usize,
+    /// Byte offset of that chunk in the body.
+    offset: usize,
     size: usize,
+    /// The bytes to read (the whole body unless seeking).
+    range: std::ops::Range<usize>,
+}
+
+impl StoredHit {
+    fn new(body: Body, size: usize) -> Self {
+        StoredHit { body, next: 0, offset: 0, size, range: 0..size }
+    }
+}
+
+/// `start..end` of a body of `size` bytes as pingora's `seek` means it: `end` `None` is the end
+/// of the body, an end past it is cut to it, a start at or past it is an error.
+fn seek_range(start: usize, end: Option<usize>, size: usize) -> Result<std::ops::Range<usize>> {
+    if start >= size {
+        return Error::e_explain(ErrorType::InternalError, format!("seek to {start} in a {size}-byte body"));
+    }
+    Ok(start..end.map_or(size, |end| end.min(size)))
 }
 
 #[async_trait]
 impl HandleHit for StoredHit {
     async fn read_body(&mut self) -> Result<Option<Bytes>> {
-        let chunk = match &self.body {
-            Body::Memory(chunks) => chunks.get(self.next).cloned(),
-            // pingora's own hit path (TLS, HEAD, stale answers) gets a copy of the pages.
-            Body::File(body) if self.next == 0 && body.len > 0 => {
-                let mut buf = vec![0u8; body.len];
-                body.file
-                    .read_exact_at(&mut buf, 0)
-                    .map_err(|e| Error::because(ErrorType::ReadError, "reading a cached body", e))?;
-                Some(Bytes::from(buf))
+        loop {
+            if self.offset >= self.range.end {
+                return Ok(None);
             }
-            Body::File(_) => None,
-        };
-        self.next += 1;
-        Ok(chunk)
+            let chunk = match &self.body {
+                Body::Memory(chunks) => chunks.get(self.next).cloned(),
+                // pingora's own hit path (TLS, HEAD, stale answers) gets a copy of the pages it sends.
+                Body::File(body) if self.next == 0 && self.range.start < self.range.end => {
+                    let end = self.range.end.min(body.len);
+                    let mut buf = vec![0u8; end.saturating_sub(self.range.start)];
+                    body.file
+                        .read_exact_at(&mut buf, self.range.start as u64)
+                        .map_err(|e| Error::because(ErrorType::ReadError, "reading a cached body", e))?;
+                    self.next = 1;
+                    self.offset = self.range.end;
+                    return Ok(Some(Bytes::from(buf)));
+                }
+                Body::File(_) => None,
+            };
+            let Some(chunk) = chunk else { return Ok(None) };
+            let (start, end) = (self.offset, self.offset + chunk.len());
+            self.next += 1;
+            self.offset = end;
+            let from = self.range.start.max(start);
+            let to = self.range.end.min(end);
+            if from < to {
+                return Ok(Some(chunk.slice(from - start..to - start)));
+            }
+        }
+    }
+
+    fn can_seek(&self) -> bool {
+        true
+    }
+
+    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        self.range = seek_range(start, end, self.size)?;
+        // Seeking again (multipart ranges) reads from the start of the body again.
+        self.next = 0;
+        self.offset = 0;
+        Ok(())
     }
 
     async fn finish(
@@ -402,11 +470,16 @@ impl HandleHit for StoredHit {
     }
 }
 
-/// Reads an object while it is still arriving.
+/// Reads an object while it is still arriving, whole or the byte range pingora seeks to.
 struct FillHit {
     chunks: Arc<RwLock<Vec<Bytes>>>,
     state: watch::Receiver<FillState>,
+    /// Chunks read so far.
     read: usize,
+    /// Byte offset of the next chunk in the body.
+    offset: usize,
+    /// The bytes to read; the end is not known before the fill completes.
+    range: std::ops::Range<usize>,
 }
 
 #[async_trait]
@@ -421,11 +494,20 @@ impl HandleHit for FillHit {
                 FillState::Complete(n) if n == self.read => return Ok(None),
                 FillState::Complete(n) | FillState::Partial(n) => n,
             };
+            if self.offset >= self.range.end {
+                return Ok(None);
+            }
             if available > self.read {
                 let chunk = self.chunks.read().ok().and_then(|c| c.get(self.read).cloned());
                 self.read += 1;
                 if let Some(chunk) = chunk {
-                    return Ok(Some(chunk));
+                    let (start, end) = (self.offset, self.offset + chunk.len());
+                    self.offset = end;
+                    let from = self.range.start.max(start);
+                    let to = self.range.end.min(end);
+                    if from < to {
+                        return Ok(Some(chunk.slice(from - start..to - start)));
+                    }
                 }
                 continue;
             }
@@ -449,6 +531,19 @@ impl HandleHit for FillHit {
 
     fn should_count_access(&self) -> bool {
         false
+    }
+
+    fn can_seek(&self) -> bool {
+        true
+    }
+
+    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        // pingora seeks only within the content-length it checked the range against; the body
+        // may not have arrived that far yet, so the start is not checked against it here.
+        self.range = start..end.unwrap_or(usize::MAX).max(start);
+        self.read = 0;
+        self.offset = 0;
+        Ok(())
     }
 
     fn as_any(&self) -> &(dyn Any + Send + Sync) {
@@ -599,14 +694,26 @@ mod tests {
         writer.write_body(Bytes::from_static(b"abc"), false).await.unwrap();
         let (_, mut reader) = storage.lookup(&key, &span).await.unwrap().unwrap();
         assert_eq!(reader.read_body().await.unwrap().unwrap(), "abc");
+        // A reader of the fill that seeks gets only its range, across chunks, as they arrive.
+        let (_, mut ranged) = storage.lookup(&key, &span).await.unwrap().unwrap();
+        ranged.seek(1, Some(5)).unwrap();
+        assert_eq!(ranged.read_body().await.unwrap().unwrap(), "bc");
+        let ranged = tokio::spawn(async move {
+            let next = ranged.read_body().await.unwrap();
+            (next, ranged.read_body().await.unwrap())
+        });
         let pending = tokio::spawn(async move { reader.read_body().await.unwrap() });
         writer.write_body(Bytes::from_static(b"def"), true).await.unwrap();
         assert_eq!(pending.await.unwrap().unwrap(), "def");
+        assert_eq!(ranged.await.unwrap(), (Some(Bytes::from_static(b"de")), None));
         writer.finish().await.unwrap();
         assert_eq!(storage.filling_count(), 0);
         // Stored as one contiguous body.
         let (_, mut hit) = storage.lookup(&key, &span).await.unwrap().unwrap();
         assert_eq!(hit.read_body().await.unwrap().unwrap(), "abcdef");
+        assert!(hit.read_body().await.unwrap().is_none());
+        hit.seek(4, None).unwrap();
+        assert_eq!(hit.read_body().await.unwrap().unwrap(), "ef");
         assert!(hit.read_body().await.unwrap().is_none());
     }
 
@@ -628,14 +735,20 @@ mod tests {
         assert!(hit.read_body().await.unwrap().is_none());
         let fresh = storage.fresh_hit(&key.combined(), SystemTime::now()).unwrap();
         assert!(matches!(&fresh.body, Body::File(f) if f.len == body.len()));
+        assert_eq!((fresh.status, fresh.size), (http::StatusCode::OK, body.len()));
         let head = String::from_utf8(fresh.head.to_vec()).unwrap();
-        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-        assert!(head.contains(&format!("content-length: {}\r\n", body.len())), "{head}");
+        assert!(head.ends_with("x-cache: HIT\r\n") && !head.contains("content-length"), "{head}");
+        // pingora's hit path may seek (range requests): it gets just those bytes.
+        let (_, mut ranged) = storage.lookup(&key, &span).await.unwrap().unwrap();
+        assert!(ranged.can_seek());
+        ranged.seek(100, Some(20_100)).unwrap();
+        assert_eq!(ranged.read_body().await.unwrap().unwrap(), body[100..20_100]);
+        assert!(ranged.read_body().await.unwrap().is_none());
+        assert!(ranged.seek(body.len(), None).is_err());
         // Stale objects are left to pingora (stale-if-error, revalidation).
         assert!(storage.fresh_hit(&key.combined(), SystemTime::now() + std::time::Duration::from_secs(120)).is_none());
         // Evicted: the memfd is closed once no reader holds it.
-        drop(fresh);
-        drop(hit);
+        drop((fresh, hit, ranged));
         storage.purge(PurgeTarget::Active(&key.to_compact()), PurgeType::Invalidation, &span).await.unwrap();
         storage.run_pending_tasks();
         assert_eq!(storage.file_count(), 0);

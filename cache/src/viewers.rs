@@ -1,14 +1,14 @@
 //! Unique viewers per channel over a sliding window.
 //!
-//! A viewer is a client address plus user agent, hashed: HLS players carry no session, and
-//! counting requests would count a viewer once per part. Each request refreshes its viewer's
-//! last-seen time; [`ViewerCounter::counts`] forgets viewers not seen within the window and says
-//! how many remain per channel.
+//! A viewer is a client address: HLS players carry no session, and counting requests would
+//! count a viewer once per part. Nothing the client sends (user agent, query parameters) is part
+//! of it, or one client could pose as any number of viewers by varying it; an IPv6 client counts
+//! by its /64, which one host may rotate through freely. Viewers behind one NAT count once.
+//! Each request refreshes its viewer's last-seen time; [`ViewerCounter::counts`] forgets viewers
+//! not seen within the window and says how many remain per channel.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -18,10 +18,18 @@ const MAX_VIEWERS_PER_CHANNEL: usize = 1_000_000;
 /// Channels tracked at most.
 const MAX_CHANNELS: usize = 100_000;
 
-/// Last-seen times of viewers, per channel.
+/// Last-seen times of viewers (client addresses, see the module docs), per channel.
 pub struct ViewerCounter {
     window: Duration,
-    channels: Mutex<HashMap<String, HashMap<u64, Instant>>>,
+    channels: Mutex<HashMap<String, HashMap<Option<IpAddr>, Instant>>>,
+}
+
+/// The viewer a client address stands for: the address itself for IPv4, the /64 for IPv6.
+fn viewer(addr: Option<IpAddr>) -> Option<IpAddr> {
+    addr.map(|addr| match addr.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(v6.to_bits() & !u128::from(u64::MAX))),
+    })
 }
 
 impl ViewerCounter {
@@ -34,12 +42,9 @@ impl ViewerCounter {
         self.window
     }
 
-    /// Note a request of `channel` by the viewer at `addr` with `user_agent`.
-    pub fn seen(&self, channel: &str, addr: Option<IpAddr>, user_agent: &[u8], now: Instant) {
-        let mut hasher = DefaultHasher::new();
-        addr.hash(&mut hasher);
-        user_agent.hash(&mut hasher);
-        let viewer = hasher.finish();
+    /// Note a request of `channel` by the client at `addr` (`None`: not an IP connection).
+    pub fn seen(&self, channel: &str, addr: Option<IpAddr>, now: Instant) {
+        let viewer = viewer(addr);
         let Ok(mut channels) = self.channels.lock() else { return };
         if let Some(viewers) = channels.get_mut(channel) {
             if viewers.len() < MAX_VIEWERS_PER_CHANNEL || viewers.contains_key(&viewer) {
@@ -67,6 +72,7 @@ impl ViewerCounter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     #[test]
     fn counts_unique_viewers_in_the_window() {
@@ -75,17 +81,32 @@ mod tests {
         let a = Some(IpAddr::from([10, 0, 0, 1]));
         let b = Some(IpAddr::from([10, 0, 0, 2]));
         for _ in 0..10 {
-            counter.seen("ch", a, b"hls.js", t0);
+            counter.seen("ch", a, t0);
         }
-        counter.seen("ch", a, b"other player", t0);
-        counter.seen("ch", b, b"hls.js", t0 + Duration::from_secs(20));
-        counter.seen("other", b, b"hls.js", t0);
+        counter.seen("ch", b, t0 + Duration::from_secs(20));
+        counter.seen("other", b, t0);
         let mut counts = counter.counts(t0 + Duration::from_secs(25));
         counts.sort();
-        assert_eq!(counts, [("ch".to_owned(), 3), ("other".to_owned(), 1)]);
+        assert_eq!(counts, [("ch".to_owned(), 2), ("other".to_owned(), 1)]);
         let mut counts = counter.counts(t0 + Duration::from_secs(45));
         counts.sort();
         assert_eq!(counts, [("ch".to_owned(), 1), ("other".to_owned(), 0)]);
         assert_eq!(counter.counts(t0 + Duration::from_secs(45)), [("ch".to_owned(), 1)]);
+    }
+
+    #[test]
+    fn one_host_counts_once_however_it_varies_its_ipv6_address() {
+        let counter = ViewerCounter::new(Duration::from_secs(30));
+        let t0 = Instant::now();
+        let host: u128 = 0x2001_0db8_0001_0002 << 64;
+        for interface_id in 0..100u128 {
+            counter.seen("ch", Some(IpAddr::V6(Ipv6Addr::from(host | (interface_id * 7919)))), t0);
+        }
+        // Another /64 is another viewer; an IPv4-mapped address is its IPv4 viewer.
+        counter.seen("ch", Some(IpAddr::V6(Ipv6Addr::from(host + (1 << 64)))), t0);
+        counter.seen("ch", Some(IpAddr::from([10, 0, 0, 1])), t0);
+        counter.seen("ch", Some(IpAddr::V6(Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped())), t0);
+        counter.seen("ch", None, t0);
+        assert_eq!(counter.counts(t0), [("ch".to_owned(), 4)]);
     }
 }

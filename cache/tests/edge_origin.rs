@@ -67,14 +67,19 @@ async fn object(
     if file.starts_with("part") && state.hold_parts.load(Ordering::SeqCst) {
         state.released.notified().await;
     }
-    let size = *state.object_size.lock().unwrap();
-    let fill = file.bytes().fold(0u8, |a, b| a.wrapping_add(b));
-    let body = vec![fill; size];
+    let body = object_body(&file, *state.object_size.lock().unwrap());
     (
         [(header::CACHE_CONTROL, "public, max-age=31536000, immutable"), (header::CONTENT_TYPE, "video/iso.segment")],
         body,
     )
         .into_response()
+}
+
+/// The body the test origin serves for `file`: different per file and per byte position, so
+/// that a range cut at the wrong offset shows.
+fn object_body(file: &str, size: usize) -> Vec<u8> {
+    let fill = file.bytes().fold(0u8, |a, b| a.wrapping_add(b));
+    (0..size).map(|i| fill.wrapping_add((i % 251) as u8)).collect()
 }
 
 /// A running test origin; dropping the handle's task stops it.
@@ -351,13 +356,16 @@ async fn origin_down_stale_parts_served_new_requests_fail_cleanly_then_recovery(
         assert_eq!(&resp.bytes().await.unwrap(), body);
     }
     assert!(metric(&edge.registry, "bitriver_edge_stale_served_total", None) >= 2.0);
-    // Something never fetched fails cleanly.
+    // Something never fetched fails cleanly, without telling where the origin is.
     let resp = get("/hls/ch/v/seg2.m4s").await.unwrap();
     assert_eq!(resp.status(), 502);
-    let body: serde_json::Value = resp.json().await.unwrap();
+    let body = resp.text().await.unwrap();
+    assert_no_address(&body, origin.addr);
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(body["error"]["code"], "origin_unavailable");
     let resp = get("/hls/ch/v/index.m3u8").await.unwrap();
     assert_eq!(resp.status(), 502);
+    assert_no_address(&resp.text().await.unwrap(), origin.addr);
 
     // The origin comes back on the same address: the edge serves again.
     let _back = TestOrigin::start(origin.state.clone(), origin.addr).await;
@@ -386,8 +394,16 @@ async fn an_origin_slower_than_the_timeout_gets_a_504() {
     let edge = start_edge(vec![origin.addr], EdgeConfig { timeouts, ..EdgeConfig::default() }).await;
     let resp = client().get(format!("{}/hls/ch/v/part9.0.m4s", edge.url)).send().await.unwrap();
     assert_eq!(resp.status(), 504);
-    let body: serde_json::Value = resp.json().await.unwrap();
+    let body = resp.text().await.unwrap();
+    assert_no_address(&body, origin.addr);
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(body["error"]["code"], "origin_timeout");
+}
+
+/// An error body the edge sends a viewer must not name the origin (its address or port).
+fn assert_no_address(body: &str, origin: SocketAddr) {
+    assert!(!body.contains(&origin.ip().to_string()), "the body names the origin's address: {body}");
+    assert!(!body.contains(&origin.port().to_string()), "the body names the origin's port: {body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -427,16 +443,113 @@ async fn serves_https_when_given_a_certificate() {
 async fn counts_unique_viewers_of_served_playlists_and_parts() {
     let origin = TestOrigin::new().await;
     let edge = start_edge(vec![origin.addr], EdgeConfig::default()).await;
-    let http = client();
-    for round in 0..5 {
-        for agent in ["a", "b", "c"] {
-            for path in [format!("/hls/ch/v/index.m3u8?r={round}"), format!("/hls/ch/v/part{round}.0.m4s")] {
-                let resp = http.get(format!("{}{path}", edge.url)).header("user-agent", agent).send().await.unwrap();
-                assert_eq!(resp.status(), 200);
+    // One client rotating its user agent on every request, then a second one from another
+    // loopback address.
+    for (client_addr, agents) in [([127, 0, 0, 1], ["a", "b", "c"]), ([127, 0, 0, 2], ["a", "a", "a"])] {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .local_address(std::net::IpAddr::from(client_addr))
+            .build()
+            .unwrap();
+        for round in 0..5 {
+            for agent in agents {
+                for path in [format!("/hls/ch/v/index.m3u8?r={round}"), format!("/hls/ch/v/part{round}.0.m4s")] {
+                    let resp = http
+                        .get(format!("{}{path}", edge.url))
+                        .header("user-agent", format!("{agent}{round}"))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(resp.status(), 200);
+                }
             }
         }
+        let viewers = if client_addr == [127, 0, 0, 1] { 1 } else { 2 };
+        assert_eq!(edge.edge.viewers().counts(std::time::Instant::now()), [("ch".to_owned(), viewers)]);
     }
     // Failed requests are nobody's viewing.
-    http.get(format!("{}/hls/offline/v/index.m3u8", edge.url)).send().await.unwrap();
-    assert_eq!(edge.edge.viewers().counts(std::time::Instant::now()), [("ch".to_owned(), 3)]);
+    client().get(format!("{}/hls/offline/v/index.m3u8", edge.url)).send().await.unwrap();
+    assert_eq!(edge.edge.viewers().counts(std::time::Instant::now()), [("ch".to_owned(), 2)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_requests_get_206_on_misses_and_hits_on_both_hit_paths() {
+    let origin = TestOrigin::new().await;
+    // direct_hits on: fresh hits on this keep-alive connection go out from `direct`; off: from
+    // pingora's hit path. Large bodies live in memfds, small ones in memory.
+    for (direct_hits, file, size) in [
+        (true, "part3.0.m4s", 300_000),
+        (true, "seg3.m4s", 1000),
+        (false, "part3.0.m4s", 300_000),
+        (false, "seg3.m4s", 1000),
+    ] {
+        let what = format!("direct_hits {direct_hits}, {file}");
+        *origin.state.object_size.lock().unwrap() = size;
+        let edge = start_edge(vec![origin.addr], EdgeConfig { direct_hits, ..EdgeConfig::default() }).await;
+        let url = format!("{}/hls/ch{direct_hits}/v/{file}", edge.url);
+        let full = object_body(file, size);
+        let http = reqwest::Client::new();
+        let get = |range: &str| http.get(&url).header(header::RANGE, range).send();
+
+        let miss = get("bytes=100-199").await.unwrap();
+        assert_eq!(miss.status(), StatusCode::PARTIAL_CONTENT, "{what}");
+        assert_eq!(miss.headers()["x-cache"], "MISS", "{what}");
+        assert_eq!(miss.headers()[header::CONTENT_RANGE], format!("bytes 100-199/{size}"), "{what}");
+        assert_eq!(miss.bytes().await.unwrap(), full[100..200], "{what}");
+
+        let tail = format!("bytes={}-", size - 5);
+        for (range, bytes) in
+            [("bytes=100-199", 100..200), ("bytes=-10", size - 10..size), (tail.as_str(), size - 5..size)]
+        {
+            let hit = get(range).await.unwrap();
+            assert_eq!(hit.status(), StatusCode::PARTIAL_CONTENT, "{what}: {range}");
+            assert_eq!(hit.headers()["x-cache"], "HIT", "{what}: {range}");
+            let content_range = format!("bytes {}-{}/{size}", bytes.start, bytes.end - 1);
+            assert_eq!(hit.headers()[header::CONTENT_RANGE], content_range, "{what}: {range}");
+            assert_eq!(hit.headers()[header::CONTENT_LENGTH], bytes.len().to_string(), "{what}: {range}");
+            assert_eq!(hit.headers()[header::CONTENT_TYPE], "video/iso.segment", "{what}: {range}");
+            assert_eq!(hit.bytes().await.unwrap(), full[bytes], "{what}: {range}");
+        }
+        // Past the end: 416 with the size, no body; the connection serves on.
+        let unsatisfiable = get(&format!("bytes={size}-")).await.unwrap();
+        assert_eq!(unsatisfiable.status(), StatusCode::RANGE_NOT_SATISFIABLE, "{what}");
+        assert_eq!(unsatisfiable.headers()[header::CONTENT_RANGE], format!("bytes */{size}"), "{what}");
+        assert!(unsatisfiable.bytes().await.unwrap().is_empty(), "{what}");
+        let whole = http.get(&url).send().await.unwrap();
+        assert_eq!(whole.status(), StatusCode::OK, "{what}");
+        assert_eq!(whole.headers()["x-cache"], "HIT", "{what}");
+        assert_eq!(whole.headers()[header::ACCEPT_RANGES], "bytes", "{what}");
+        assert_eq!(whole.bytes().await.unwrap(), full, "{what}");
+        assert_eq!(origin.state.count(&format!("/hls/ch{direct_hits}/v/{file}")), 1, "{what}");
+    }
+
+    // Viewers waiting on the cache lock for a part not published yet read it from the fill.
+    *origin.state.object_size.lock().unwrap() = 100_000;
+    origin.state.hold_parts.store(true, Ordering::SeqCst);
+    let edge = start_edge(vec![origin.addr], EdgeConfig::default()).await;
+    let http = client();
+    let mut viewers = Vec::new();
+    for i in 0..10usize {
+        let (url, http) = (format!("{}/hls/ch/v/part9.0.m4s", edge.url), http.clone());
+        let bytes = i * 9000..i * 9000 + 5000;
+        viewers.push(tokio::spawn(async move {
+            let range = format!("bytes={}-{}", bytes.start, bytes.end - 1);
+            let resp = http.get(url).header(header::RANGE, range).send().await.unwrap();
+            let content_range = resp.headers().get(header::CONTENT_RANGE).cloned();
+            (resp.status(), content_range, resp.bytes().await.unwrap(), bytes)
+        }));
+    }
+    until(|| origin.state.count("/hls/ch/v/part9.0.m4s") >= 1).await;
+    until(|| metric(&edge.registry, "bitriver_edge_requests_total", None) >= 10.0).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    origin.state.released.notify_waiters();
+    let full = object_body("part9.0.m4s", 100_000);
+    for viewer in viewers {
+        let (status, content_range, body, bytes) = viewer.await.unwrap();
+        assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+        let expected = format!("bytes {}-{}/100000", bytes.start, bytes.end - 1);
+        assert_eq!(content_range.unwrap(), expected.as_str());
+        assert_eq!(body, full[bytes]);
+    }
+    assert_eq!(origin.state.count("/hls/ch/v/part9.0.m4s"), 1);
 }

@@ -8,7 +8,9 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
@@ -32,7 +34,8 @@ pub struct NodeHttp {
     pub catalog: Catalog,
     pub registry: Registry,
     pub mode: Mode,
-    pub data_dir: PathBuf,
+    /// The storage component of `/healthz`.
+    pub storage: Arc<StorageProbe>,
     /// Listeners this node runs, by name, for `/healthz`.
     pub listeners: Arc<Vec<(String, SocketAddr)>>,
     /// The transcode component of `/healthz`: on or off, ladder, encoders found.
@@ -219,9 +222,7 @@ async fn remove_node(
 async fn healthz(State(state): State<NodeHttp>) -> Response {
     let status = state.catalog.local_status();
     let leader_ok = status.leader_id.is_some();
-    let data_dir = state.data_dir.clone();
-    let storage =
-        tokio::task::spawn_blocking(move || probe_storage(&data_dir)).await.unwrap_or_else(|e| Err(e.to_string()));
+    let storage = state.storage.check().await;
     let listeners: serde_json::Map<String, serde_json::Value> = state
         .listeners
         .iter()
@@ -266,6 +267,53 @@ async fn healthz(State(state): State<NodeHttp>) -> Response {
     }
     let code = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, Json(body)).into_response()
+}
+
+/// The storage check of `/healthz`: the data dir's disk is writable and not full. The probe
+/// writes and syncs a file, so it runs at most once per interval and calls in between get its
+/// last result: `/healthz` is unauthenticated, and a sync per call would let anyone who reaches
+/// it keep the disk busy (and health checkers poll it often anyway).
+pub struct StorageProbe {
+    data_dir: PathBuf,
+    interval: Duration,
+    /// When the last probe finished, and its result. Held across a probe, so that concurrent
+    /// calls wait for that one probe instead of starting their own.
+    last: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
+    probes: AtomicU64,
+}
+
+impl StorageProbe {
+    /// How long a probe's result is reused.
+    pub const INTERVAL: Duration = Duration::from_secs(1);
+
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self::with_interval(data_dir, Self::INTERVAL)
+    }
+
+    pub fn with_interval(data_dir: PathBuf, interval: Duration) -> Self {
+        StorageProbe { data_dir, interval, last: tokio::sync::Mutex::new(None), probes: AtomicU64::new(0) }
+    }
+
+    /// The storage's health: the last probe's result if it is recent, else a new probe's.
+    pub async fn check(&self) -> Result<(), String> {
+        let mut last = self.last.lock().await;
+        if let Some((at, result)) = &*last {
+            if at.elapsed() < self.interval {
+                return result.clone();
+            }
+        }
+        self.probes.fetch_add(1, Ordering::Relaxed);
+        let data_dir = self.data_dir.clone();
+        let result =
+            tokio::task::spawn_blocking(move || probe_storage(&data_dir)).await.unwrap_or_else(|e| Err(e.to_string()));
+        *last = Some((Instant::now(), result.clone()));
+        result
+    }
+
+    /// Probes run so far.
+    pub fn probes(&self) -> u64 {
+        self.probes.load(Ordering::Relaxed)
+    }
 }
 
 /// Write and sync a small file in the data dir: the disk is writable and not full.
@@ -319,5 +367,62 @@ pub async fn serve(
             .await
             .context("http server"),
         Some(files) => crate::tls::serve_https(listener, make_service, &files, stop).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt as _;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_healthz_calls_probe_the_disk_once_per_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(raft::metrics::CatalogMetrics::unregistered());
+        let catalog = Catalog::start_with_metrics(raft::CatalogConfig::local(&dir.path().join("catalog")), metrics)
+            .await
+            .unwrap();
+        catalog.wait_ready(Duration::from_secs(30)).await.unwrap();
+        // An interval no test run outlasts: every call below falls in the first one.
+        let storage = Arc::new(StorageProbe::with_interval(dir.path().to_owned(), Duration::from_secs(3600)));
+        let state = NodeHttp {
+            catalog: catalog.clone(),
+            registry: Registry::new(),
+            mode: Mode::Development,
+            storage: storage.clone(),
+            origins: Arc::new(control::same_origin::OriginPolicy::default()),
+            listeners: Arc::new(Vec::new()),
+            transcode: Arc::new(json!({"status": "off"})),
+            edge_cache: None,
+        };
+        let app = router(state);
+        let calls = (0..100).map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let resp = app.oneshot(Request::get("/healthz").body(Body::empty()).unwrap()).await.unwrap();
+                let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+                serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+            })
+        });
+        for call in calls.collect::<Vec<_>>() {
+            let body = call.await.unwrap();
+            assert_eq!(body["components"]["storage"]["status"], "ok", "{body}");
+        }
+        assert_eq!(storage.probes(), 1);
+        assert!(dir.path().join(".healthz").exists());
+        catalog.shutdown().await;
+
+        // A zero interval probes on every call; a failing disk is reported (and reused as well).
+        let every = StorageProbe::with_interval(dir.path().to_owned(), Duration::ZERO);
+        for _ in 0..3 {
+            every.check().await.unwrap();
+        }
+        assert_eq!(every.probes(), 3);
+        let missing = StorageProbe::with_interval(dir.path().join("gone"), Duration::from_secs(3600));
+        assert!(missing.check().await.unwrap_err().contains("gone"));
+        assert!(missing.check().await.is_err());
+        assert_eq!(missing.probes(), 1);
     }
 }

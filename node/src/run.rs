@@ -160,7 +160,7 @@ pub async fn run(
         catalog: catalog.clone(),
         registry: registry.clone(),
         mode: config.mode,
-        data_dir: config.data_dir.clone(),
+        storage: Arc::new(http::StorageProbe::new(config.data_dir.clone())),
         listeners: Arc::new(names.into_iter().map(|(name, addr)| (name.to_owned(), addr)).collect()),
         transcode: Arc::new(transcode.health.clone()),
         edge_cache,

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::extract::connect_info::IntoMakeServiceWithConnectInfo;
@@ -39,13 +40,21 @@ pub(crate) async fn serve_https(
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config(files)?));
+    let mut backoff = AcceptBackoff::default();
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(a) => a,
+                Ok(a) => {
+                    backoff.on_success();
+                    a
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
+                    let pause = backoff.on_error();
+                    tracing::warn!(error = %e, ?pause, "accept failed; pausing");
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => continue,
+                        () = stop.cancelled() => return Ok(()),
+                    }
                 }
             },
             () = stop.cancelled() => return Ok(()),
@@ -54,7 +63,7 @@ pub(crate) async fn serve_https(
         // `IntoMakeServiceWithConnectInfo` is always ready and infallible.
         let Ok(service) = make_service.call(peer).await;
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await {
+            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -69,5 +78,51 @@ pub(crate) async fn serve_https(
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
+    }
+}
+
+/// How long the accept loop pauses after a failed accept. The usual failures (out of file
+/// descriptors, out of memory) last until something else lets go, and `accept` fails again at
+/// once: retrying without a pause spins a core and floods the log. The pause doubles per failure
+/// in a row, from [`AcceptBackoff::FIRST`] up to [`AcceptBackoff::MAX`]; an accept that succeeds
+/// starts over.
+#[derive(Debug, Default)]
+pub(crate) struct AcceptBackoff {
+    failures: u32,
+}
+
+impl AcceptBackoff {
+    const FIRST: Duration = Duration::from_millis(5);
+    const MAX: Duration = Duration::from_secs(1);
+
+    /// An accept failed: the pause before the next one.
+    #[must_use]
+    pub(crate) fn on_error(&mut self) -> Duration {
+        let pause = Self::FIRST.saturating_mul(1 << self.failures.min(16)).min(Self::MAX);
+        self.failures = self.failures.saturating_add(1);
+        pause
+    }
+
+    /// An accept succeeded.
+    pub(crate) fn on_success(&mut self) {
+        self.failures = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_failures_back_off_up_to_a_second_and_success_starts_over() {
+        let mut backoff = AcceptBackoff::default();
+        let pauses: Vec<u64> = (0..12).map(|_| backoff.on_error().as_millis() as u64).collect();
+        assert_eq!(pauses, [5, 10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000, 1000]);
+        // However long the failures go on.
+        for _ in 0..100 {
+            assert_eq!(backoff.on_error(), AcceptBackoff::MAX);
+        }
+        backoff.on_success();
+        assert_eq!(backoff.on_error(), AcceptBackoff::FIRST);
     }
 }

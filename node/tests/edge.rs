@@ -175,12 +175,19 @@ async fn unique_viewers_at_the_edge_reach_live_viewers_in_analytics() {
     let path = format!("/hls/{id}/source/index.m3u8");
     wait_for_body(&node, &path, "#EXTINF", Instant::now(), Duration::from_secs(25)).await;
     let playlist = node.edge_url(&path).await;
-    let client = reqwest::Client::new();
+    // Three players on three loopback addresses; each varies its user agent, which must not make
+    // it count as more than one viewer.
+    let players: Vec<reqwest::Client> = (1..=3u8)
+        .map(|n| reqwest::Client::builder().local_address(std::net::IpAddr::from([127, 0, 0, n])).build().unwrap())
+        .collect();
     let started = Instant::now();
     let deadline = started + Duration::from_secs(40);
+    let mut poll = 0;
     loop {
-        // Three players (one address, three user agents) polling, each many times.
-        for agent in ["player-a", "player-b", "player-c"] {
+        // Each player polls many times.
+        poll += 1;
+        for (player, client) in players.iter().enumerate() {
+            let agent = format!("player-{player}-{poll}");
             let resp = client.get(&playlist).header("user-agent", agent).send().await.unwrap();
             assert_eq!(resp.status(), 200);
         }

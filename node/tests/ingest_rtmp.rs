@@ -301,3 +301,159 @@ async fn rtmp_publish_is_served_as_hls_and_survives_intruders() {
     h.stop.cancel();
     tokio::time::timeout(Duration::from_secs(10), &mut h.ingest).await.expect("ingest stopped").unwrap();
 }
+
+/// An RTMP connection past the handshake, as a raw client: C0+C1 out, S0+S1+S2 in, C2 out.
+async fn rtmp_handshake(rtmp: SocketAddr) -> tokio::net::TcpStream {
+    const SIZE: usize = 1536;
+    let mut stream = tokio::net::TcpStream::connect(rtmp).await.unwrap();
+    let mut c0c1 = vec![3u8];
+    c0c1.extend((0..SIZE).map(|i| (i * 7 % 256) as u8));
+    stream.write_all(&c0c1).await.unwrap();
+    let mut s0s1s2 = vec![0u8; 1 + 2 * SIZE];
+    stream.read_exact(&mut s0s1s2).await.unwrap();
+    stream.write_all(&s0s1s2[1..1 + SIZE]).await.unwrap();
+    stream
+}
+
+/// The `connect` command for application `live`, in chunks of the default size.
+fn rtmp_connect() -> Vec<u8> {
+    use media::rtmp::amf0::{encode_all, Amf0Value};
+    use media::rtmp::chunk::{message_type, ChunkEncoder, RtmpMessage};
+    let command = encode_all(&[
+        Amf0Value::from("connect"),
+        Amf0Value::Number(1.0),
+        Amf0Value::Object(vec![("app".into(), Amf0Value::from("live"))]),
+    ]);
+    let msg = RtmpMessage {
+        csid: 3,
+        timestamp: 0,
+        type_id: message_type::COMMAND_AMF0,
+        stream_id: 0,
+        payload: command.into(),
+    };
+    let mut out = Vec::new();
+    ChunkEncoder::new().encode(&msg, &mut out).unwrap();
+    out
+}
+
+/// A fmt 0 chunk header on `csid` declaring a message of `len` bytes of `type_id`.
+fn chunk_header(csid: u8, len: u32, type_id: u8) -> Vec<u8> {
+    let l = len.to_be_bytes();
+    vec![csid, 0, 0, 0, l[1], l[2], l[3], type_id, 1, 0, 0, 0]
+}
+
+/// Peak resident memory of this process, in KiB.
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_messages_before_the_stream_key_is_accepted_are_refused_and_ingest_stays_up() {
+    use media::rtmp::chunk::{message_type, ChunkDecoder, ChunkEncoder, RtmpMessage};
+    const MESSAGE: u32 = 0xff_ffff; // the largest length a chunk header can declare
+    let h = Harness::start().await;
+    let rss_before = peak_rss_kib();
+
+    // Eight strangers at once, each trying to make the node hold 16 MiB (or, spread over chunk
+    // streams, 2 MiB) before showing a stream key.
+    let mut flooders = Vec::new();
+    for i in 0..8usize {
+        let rtmp = h.rtmp;
+        flooders.push(tokio::spawn(async move {
+            let mut stream = rtmp_handshake(rtmp).await;
+            let mut wire = Vec::new();
+            // Chunks of 128 bytes after the first: fmt 3 basic header (csid 3) + payload.
+            let fmt3_chunks: Vec<u8> = (0..512).flat_map(|_| std::iter::once(0xc3).chain([0u8; 128])).collect();
+            let mut body = Vec::new();
+            match i % 4 {
+                // A huge command after connect.
+                0 => {
+                    wire.extend(rtmp_connect());
+                    wire.extend(chunk_header(3, MESSAGE, message_type::COMMAND_AMF0));
+                    wire.extend([0u8; 128]);
+                    body = fmt3_chunks;
+                }
+                // A huge video message before connect.
+                1 => {
+                    wire.extend(chunk_header(3, MESSAGE, message_type::VIDEO));
+                    wire.extend([0u8; 128]);
+                    body = fmt3_chunks;
+                }
+                // A 16 MiB chunk size, then one chunk of 16 MiB.
+                2 => {
+                    wire.extend(rtmp_connect());
+                    ChunkEncoder::new().encode(&RtmpMessage::set_chunk_size(1 << 24), &mut wire).unwrap();
+                    wire.extend(chunk_header(4, MESSAGE, message_type::VIDEO));
+                    body = vec![0u8; 64 * 1024];
+                }
+                // Messages within the size limit on every chunk stream, each held half-sent.
+                _ => {
+                    wire.extend(rtmp_connect());
+                    ChunkEncoder::new().encode(&RtmpMessage::set_chunk_size(32 * 1024), &mut wire).unwrap();
+                    for csid in 4..64u8 {
+                        wire.extend(chunk_header(csid, 64 * 1024, message_type::DATA_AMF0));
+                        wire.extend(std::iter::repeat_n(0u8, 32 * 1024));
+                    }
+                }
+            }
+            let mut sent = 0usize;
+            if stream.write_all(&wire).await.is_ok() {
+                sent += wire.len();
+                while !body.is_empty() && sent < MESSAGE as usize {
+                    if stream.write_all(&body).await.is_err() {
+                        break;
+                    }
+                    sent += body.len();
+                }
+            }
+            // The node closes the connection (it may have done so while we were still writing).
+            let mut buf = vec![0u8; 64 * 1024];
+            let closed = tokio::time::timeout(Duration::from_secs(60), async {
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            })
+            .await;
+            assert!(closed.is_ok(), "flooder {i} still connected after 60 s");
+            sent
+        }));
+    }
+    for flooder in flooders {
+        flooder.await.unwrap();
+    }
+    let logs = log_text();
+    // Refused for their size, not let through until some timeout.
+    assert_eq!(logs.matches("exceeds the limit of 65536").count(), 6, "{logs}");
+    assert_eq!(logs.matches("more than 262144 bytes in partly received messages").count(), 2, "{logs}");
+    let rejected = |reason: &str| h.metrics.rejected.with_label_values(&[reason]).get();
+    assert_eq!((rejected("protocol"), rejected("timeout")), (8, 0));
+    let grown_mib = peak_rss_kib().saturating_sub(rss_before) / 1024;
+    println!("peak memory grew by {grown_mib} MiB during the flood");
+    assert!(grown_mib < 48, "the flood made the node hold {grown_mib} MiB");
+
+    // The ingest is still up: a new client gets through the handshake and `connect`.
+    assert!(!h.ingest.is_finished());
+    let mut stream = rtmp_handshake(h.rtmp).await;
+    stream.write_all(&rtmp_connect()).await.unwrap();
+    let mut decoder = ChunkDecoder::new(1 << 20, 0);
+    let mut buf = vec![0u8; 8192];
+    let result = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before answering connect");
+            decoder.handle_input(&buf[..n]);
+            while let Some(msg) = decoder.poll_message().unwrap() {
+                if msg.type_id == message_type::COMMAND_AMF0 {
+                    return media::rtmp::amf0::decode_all(&msg.payload).unwrap();
+                }
+            }
+        }
+    })
+    .await
+    .expect("no answer to connect");
+    assert_eq!(result[0], media::rtmp::amf0::Amf0Value::from("_result"), "{result:?}");
+}

@@ -10,9 +10,12 @@
 //! [`ChunkEncoder`] writes our messages: fmt 0 for the first chunk of a message, fmt 3 for the
 //! rest. We send few messages, so header compression would buy nothing.
 //!
-//! Limits: message size ([`ChunkDecoder::new`]), chunk size (1..=[`MAX_CHUNK_SIZE`]), number of
-//! chunk streams with state ([`MAX_CHUNK_STREAMS`]), bytes held in partly received messages
-//! ([`MAX_PENDING_BYTES`]). Buffered input is at most one chunk.
+//! Limits ([`ChunkLimits`]): message size, chunk size, bytes held in partly received messages
+//! across all chunk streams, and the number of chunk streams with state ([`MAX_CHUNK_STREAMS`]).
+//! Buffered input is at most one chunk. Before a publisher is authenticated the session holds
+//! the decoder to [`ChunkLimits::PRE_PUBLISH`] (commands are small), so a connection that has not
+//! shown a stream key costs a few hundred KiB at most; once the key is accepted it raises them
+//! ([`ChunkDecoder::set_limits`]) for media.
 
 use std::collections::HashMap;
 
@@ -31,6 +34,32 @@ pub const MAX_CHUNK_STREAMS: usize = 64;
 pub const MAX_PENDING_BYTES: usize = 32 * 1024 * 1024;
 /// Largest chunk stream id that can be written (3-byte basic header).
 pub const MAX_CSID: u32 = 65_599;
+
+/// How much a [`ChunkDecoder`] accepts from its peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkLimits {
+    /// Largest message, by the length its header declares.
+    pub max_message_size: u32,
+    /// Largest chunk size the peer may set (1..=[`MAX_CHUNK_SIZE`]).
+    pub max_chunk_size: u32,
+    /// Most bytes held across all partly received messages.
+    pub max_pending_bytes: usize,
+}
+
+impl ChunkLimits {
+    /// Before the stream key is accepted: `connect`, `createStream` and `publish` are a few
+    /// hundred bytes, encoders set chunk sizes of 4 KiB or so, and none sends media before
+    /// `NetStream.Publish.Start` (ffmpeg and OBS wait for it).
+    pub const PRE_PUBLISH: ChunkLimits =
+        ChunkLimits { max_message_size: 64 * 1024, max_chunk_size: 64 * 1024, max_pending_bytes: 256 * 1024 };
+
+    /// A publisher's media: keyframes of several MiB.
+    pub const PUBLISHING: ChunkLimits = ChunkLimits {
+        max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+        max_chunk_size: MAX_CHUNK_SIZE,
+        max_pending_bytes: MAX_PENDING_BYTES,
+    };
+}
 
 /// RTMP message type ids.
 pub mod message_type {
@@ -122,10 +151,12 @@ pub enum ChunkError {
     MessageTooLarge { csid: u32, size: u32, max: u32 },
     #[error("invalid chunk size {0} (must be 1..={MAX_CHUNK_SIZE})")]
     InvalidChunkSize(u32),
+    #[error("chunk size {size} exceeds the limit of {max}")]
+    ChunkSizeTooLarge { size: u32, max: u32 },
     #[error("more than {MAX_CHUNK_STREAMS} chunk streams in use")]
     TooManyChunkStreams,
-    #[error("more than {MAX_PENDING_BYTES} bytes in partly received messages")]
-    TooManyPendingBytes,
+    #[error("more than {max} bytes in partly received messages")]
+    TooManyPendingBytes { max: usize },
     #[error("protocol control message type {type_id} with a {len}-byte payload")]
     InvalidControlMessage { type_id: u8, len: usize },
     #[error("chunk stream id {0} cannot be written")]
@@ -153,7 +184,7 @@ struct ChunkStreamState {
 pub struct ChunkDecoder {
     buf: BytesMut,
     chunk_size: u32,
-    max_message_size: u32,
+    limits: ChunkLimits,
     streams: HashMap<u32, ChunkStreamState>,
     pending_bytes: usize,
     bytes_received: u64,
@@ -162,13 +193,19 @@ pub struct ChunkDecoder {
 }
 
 impl ChunkDecoder {
-    /// `max_message_size` caps single messages; `ack_window` is how many received bytes to
-    /// acknowledge at a time until the peer sends its own Window Acknowledgement Size.
+    /// `max_message_size` caps single messages (the other limits are [`ChunkLimits::PUBLISHING`]'s);
+    /// `ack_window` is how many received bytes to acknowledge at a time until the peer sends its
+    /// own Window Acknowledgement Size.
     pub fn new(max_message_size: u32, ack_window: u32) -> Self {
+        Self::with_limits(ChunkLimits { max_message_size, ..ChunkLimits::PUBLISHING }, ack_window)
+    }
+
+    /// A decoder held to `limits`; `ack_window` as for [`ChunkDecoder::new`].
+    pub fn with_limits(limits: ChunkLimits, ack_window: u32) -> Self {
         ChunkDecoder {
             buf: BytesMut::new(),
             chunk_size: DEFAULT_CHUNK_SIZE,
-            max_message_size,
+            limits,
             streams: HashMap::new(),
             pending_bytes: 0,
             bytes_received: 0,
@@ -180,6 +217,22 @@ impl ChunkDecoder {
     /// Current incoming chunk size.
     pub fn chunk_size(&self) -> u32 {
         self.chunk_size
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> ChunkLimits {
+        self.limits
+    }
+
+    /// Change the limits for the chunks that follow (raised once the publisher is
+    /// authenticated). Messages and a chunk size already accepted stay as they are.
+    pub fn set_limits(&mut self, limits: ChunkLimits) {
+        self.limits = limits;
+    }
+
+    /// Bytes held for the peer: unparsed input plus partly received messages.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buf.len() + self.pending_bytes
     }
 
     /// Bytes of chunk stream received so far (the handshake is not counted).
@@ -226,7 +279,13 @@ impl ChunkDecoder {
             Ok(u32::from_be_bytes([p[0], p[1], p[2], p[3]]))
         };
         match msg.type_id {
-            message_type::SET_CHUNK_SIZE => self.chunk_size = validate_chunk_size(value()?)?,
+            message_type::SET_CHUNK_SIZE => {
+                let size = validate_chunk_size(value()?)?;
+                if size > self.limits.max_chunk_size {
+                    return Err(ChunkError::ChunkSizeTooLarge { size, max: self.limits.max_chunk_size });
+                }
+                self.chunk_size = size;
+            }
             message_type::ABORT => {
                 if let Some(s) = self.streams.get_mut(&value()?) {
                     if let Some(p) = s.partial.take() {
@@ -323,14 +382,14 @@ impl ChunkDecoder {
                 }
             }
         }
-        if next.length > self.max_message_size {
-            return Err(ChunkError::MessageTooLarge { csid, size: next.length, max: self.max_message_size });
+        if next.length > self.limits.max_message_size {
+            return Err(ChunkError::MessageTooLarge { csid, size: next.length, max: self.limits.max_message_size });
         }
         let received = prev.and_then(|p| p.partial.as_ref()).map_or(0, BytesMut::len);
         let take = (next.length as usize - received).min(self.chunk_size as usize);
         let Some(payload) = buf.get(pos..pos + take) else { return Ok(None) };
-        if self.pending_bytes + take > MAX_PENDING_BYTES {
-            return Err(ChunkError::TooManyPendingBytes);
+        if self.pending_bytes + take > self.limits.max_pending_bytes {
+            return Err(ChunkError::TooManyPendingBytes { max: self.limits.max_pending_bytes });
         }
 
         // Commit.
@@ -592,7 +651,69 @@ mod tests {
                 break;
             }
         }
-        assert_eq!(result, Err(ChunkError::TooManyPendingBytes));
+        assert_eq!(result, Err(ChunkError::TooManyPendingBytes { max: MAX_PENDING_BYTES }));
+    }
+
+    /// A fmt 0 header on `csid` declaring a message of `len` bytes of `type_id`.
+    fn header(csid: u8, len: u32, type_id: u8) -> Vec<u8> {
+        let l = len.to_be_bytes();
+        vec![csid, 0, 0, 0, l[1], l[2], l[3], type_id, 0, 0, 0, 0]
+    }
+
+    #[test]
+    fn pre_publish_limits_refuse_large_messages_chunk_sizes_and_pending_bytes() {
+        let limits = ChunkLimits::PRE_PUBLISH;
+        let poll = |wire: &[u8], limits: ChunkLimits| {
+            let mut dec = ChunkDecoder::with_limits(limits, 0);
+            dec.handle_input(wire);
+            loop {
+                match dec.poll_message() {
+                    Ok(Some(_)) => continue,
+                    other => return (other.map(|_| ()), dec),
+                }
+            }
+        };
+        // A command just under the message limit is read; one byte more is refused at its header.
+        let max = limits.max_message_size;
+        let mut w = Vec::new();
+        ChunkEncoder::new().encode(&msg(3, 0, message_type::COMMAND_AMF0, &vec![5; max as usize]), &mut w).unwrap();
+        assert_eq!(poll(&w, limits).0, Ok(()));
+        let (result, dec) = poll(&header(3, max + 1, message_type::COMMAND_AMF0), limits);
+        assert_eq!(result, Err(ChunkError::MessageTooLarge { csid: 3, size: max + 1, max }));
+        assert_eq!(dec.buffered_bytes(), 12);
+        // The same header is fine once publishing.
+        assert_eq!(poll(&header(3, max + 1, message_type::VIDEO), ChunkLimits::PUBLISHING).0, Ok(()));
+
+        // Set Chunk Size: up to the limit, not beyond; any valid size once publishing.
+        let set = |size: u32| {
+            let mut w = Vec::new();
+            ChunkEncoder::new().encode(&RtmpMessage::set_chunk_size(size), &mut w).unwrap();
+            w
+        };
+        assert_eq!(poll(&set(limits.max_chunk_size), limits).0, Ok(()));
+        assert_eq!(
+            poll(&set(MAX_CHUNK_SIZE), limits).0,
+            Err(ChunkError::ChunkSizeTooLarge { size: MAX_CHUNK_SIZE, max: limits.max_chunk_size })
+        );
+        let (result, dec) = poll(&set(MAX_CHUNK_SIZE), ChunkLimits::PUBLISHING);
+        assert_eq!((result, dec.chunk_size()), (Ok(()), MAX_CHUNK_SIZE));
+
+        // Half-sent messages across many chunk streams: bounded in total, not per stream.
+        let mut w = set(max / 2);
+        for csid in 3..40u8 {
+            w.extend(header(csid, max, message_type::COMMAND_AMF0));
+            w.extend(std::iter::repeat_n(0, max as usize / 2));
+        }
+        let (result, dec) = poll(&w, limits);
+        assert_eq!(result, Err(ChunkError::TooManyPendingBytes { max: limits.max_pending_bytes }));
+        assert!(dec.pending_bytes <= limits.max_pending_bytes);
+
+        // Raised limits apply to what follows.
+        let mut dec = ChunkDecoder::with_limits(limits, 0);
+        dec.set_limits(ChunkLimits::PUBLISHING);
+        assert_eq!(dec.limits(), ChunkLimits::PUBLISHING);
+        dec.handle_input(&header(3, 1 << 20, message_type::VIDEO));
+        assert_eq!(dec.poll_message(), Ok(None));
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //! stream key publish? — to the application: `publish` becomes [`Event::PublishRequested`] and
 //! the application calls [`ServerSession::accept_publish`] or [`ServerSession::reject_publish`].
 //! Audio and video arrive only after acceptance, as raw FLV tag bodies (parse them with
-//! [`crate::flv`]).
+//! [`crate::flv`]). Until then the peer is a stranger: its chunk stream is held to
+//! [`SessionConfig::pre_publish_limits`] (small messages and chunks), raised to
+//! [`SessionConfig::max_message_size`] when the publish is accepted.
 
 use std::collections::VecDeque;
 
@@ -21,7 +23,8 @@ use thiserror::Error;
 
 use super::amf0::{self, Amf0Error, Amf0Value};
 use super::chunk::{
-    message_type, user_control, ChunkDecoder, ChunkEncoder, ChunkError, RtmpMessage, DEFAULT_MAX_MESSAGE_SIZE,
+    message_type, user_control, ChunkDecoder, ChunkEncoder, ChunkError, ChunkLimits, RtmpMessage,
+    DEFAULT_MAX_MESSAGE_SIZE,
 };
 use super::handshake::{Handshake, HandshakeError, HandshakeStatus};
 use crate::flv::{self, FlvError};
@@ -43,8 +46,11 @@ pub struct SessionConfig {
     pub window_ack_size: u32,
     /// Set Peer Bandwidth we announce (dynamic).
     pub peer_bandwidth: u32,
-    /// Largest RTMP message accepted.
+    /// Largest RTMP message accepted once a publish is accepted.
     pub max_message_size: u32,
+    /// Limits on the chunk stream before a publish is accepted: a peer that has not shown a
+    /// valid stream key gets to hold little memory.
+    pub pre_publish_limits: ChunkLimits,
     /// Seed for the handshake's filler bytes; vary it per connection.
     pub handshake_seed: u64,
 }
@@ -57,6 +63,7 @@ impl Default for SessionConfig {
             window_ack_size: 2_500_000,
             peer_bandwidth: 2_500_000,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            pre_publish_limits: ChunkLimits::PRE_PUBLISH,
             handshake_seed: 0x9e37_79b9_7f4a_7c15,
         }
     }
@@ -280,7 +287,7 @@ impl ServerSession {
         ServerSession {
             phase: Phase::Handshake,
             handshake: Handshake::new(config.handshake_seed),
-            decoder: ChunkDecoder::new(config.max_message_size, config.window_ack_size),
+            decoder: ChunkDecoder::with_limits(config.pre_publish_limits, config.window_ack_size),
             encoder: ChunkEncoder::new(),
             out: Vec::new(),
             events: VecDeque::new(),
@@ -349,6 +356,11 @@ impl ServerSession {
                 self.send(RtmpMessage::user_control(user_control::STREAM_BEGIN, PUBLISH_STREAM_ID));
                 let description = format!("{stream_key} is now published.");
                 self.send_on_status("status", "NetStream.Publish.Start", &description);
+                // The key is good: media may come in large messages and chunks from here on.
+                self.decoder.set_limits(ChunkLimits {
+                    max_message_size: self.config.max_message_size,
+                    ..ChunkLimits::PUBLISHING
+                });
                 self.publish = Publish::Publishing { stream_key };
                 Ok(())
             }
@@ -1113,6 +1125,52 @@ mod tests {
             closed_reason(&mut server),
             CloseReason::Protocol(SessionError::Chunk(ChunkError::InvalidChunkSize(0)))
         );
+    }
+
+    #[test]
+    fn small_limits_hold_until_the_stream_key_is_accepted() {
+        let limits = ChunkLimits::PRE_PUBLISH;
+        let big = vec![0x27; limits.max_message_size as usize + 1];
+        // Connected, not publishing: a large message of any type, or a large chunk size, closes.
+        for type_id in [message_type::COMMAND_AMF0, message_type::VIDEO, message_type::DATA_AMF0] {
+            let (mut server, client) = connected_session();
+            server.handle_input(&client.message(6, 0, type_id, 1, big.clone()));
+            assert_eq!(
+                closed_reason(&mut server),
+                CloseReason::Protocol(SessionError::Chunk(ChunkError::MessageTooLarge {
+                    csid: 6,
+                    size: big.len() as u32,
+                    max: limits.max_message_size
+                }))
+            );
+        }
+        let (mut server, mut client) = connected_session();
+        server.handle_input(&client.set_chunk_size(1 << 20));
+        assert!(matches!(
+            closed_reason(&mut server),
+            CloseReason::Protocol(SessionError::Chunk(ChunkError::ChunkSizeTooLarge { size: 0x10_0000, .. }))
+        ));
+        // Publish requested but not yet answered: still a stranger.
+        let mut server = ServerSession::new(SessionConfig::default());
+        let mut client = TestClient::new();
+        connect_and_publish(&mut server, &mut client, 3);
+        server.handle_input(&client.message(6, 0, message_type::VIDEO, 1, big.clone()));
+        assert!(matches!(
+            closed_reason(&mut server),
+            CloseReason::Protocol(SessionError::Chunk(ChunkError::MessageTooLarge { .. }))
+        ));
+
+        // Accepted: a keyframe of several MiB in large chunks arrives whole.
+        let mut server = ServerSession::new(SessionConfig::default());
+        let mut client = TestClient::new();
+        let id = connect_and_publish(&mut server, &mut client, 3);
+        server.accept_publish(id).unwrap();
+        let mut w = client.set_chunk_size(1 << 20);
+        let keyframe = vec![0x17; 3 << 20];
+        w.extend(client.message(6, 40, message_type::VIDEO, 1, keyframe.clone()));
+        let (events, _) = feed(&mut server, &mut client, &w, 5);
+        assert_eq!(events, vec![Event::Video { timestamp_ms: 40, payload: keyframe.into() }]);
+        assert!(!server.is_closed());
     }
 
     #[test]
