@@ -10,6 +10,8 @@
 #   FUZZ_TARGETS    space-separated subset of targets to run (default: all, from `cargo fuzz list`
 #                   in each fuzzed crate)
 #   FUZZ_SANITIZER  cargo-fuzz --sanitizer value (default: address; `none` if ASan cannot link)
+#   FUZZ_DEV=1      build the targets unoptimised (cargo-fuzz --dev): a cold build in a fraction
+#                   of the time, fewer executions per second; what the short CI run uses
 #   BITRIVER_FUZZ_TARGET_DIR  where the instrumented build goes. Default: $CARGO_TARGET_DIR/fuzz
 #                   when CARGO_TARGET_DIR is set (so CI's cached target dir keeps it warm), else
 #                   /var/cache/bitriver-fuzz-target. Apart from the normal build because every
@@ -59,6 +61,9 @@ fi
 
 # -a: debug assertions and overflow checks on, so arithmetic overflow is a crash too.
 build_flags=(--sanitizer "$sanitizer" --debug-assertions)
+if [[ ${FUZZ_DEV:-0} == 1 ]]; then
+  build_flags+=(--dev)
+fi
 start=$(date +%s)
 logs=$(mktemp -d)
 declare -a summary=()
