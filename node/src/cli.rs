@@ -67,7 +67,12 @@ async fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
 }
 
 /// A catalog write, so it goes through the running node's admin socket like `user create`.
-async fn set_draining(data: &Path, node_id: u64, draining: bool) -> anyhow::Result<()> {
+async fn set_draining(data: &Path, node_id: Option<u64>, draining: bool) -> anyhow::Result<()> {
+    let node_id = match node_id {
+        Some(id) => id,
+        None => stored_node_id(data)
+            .with_context(|| format!("no node id in {}: give NODE_ID or the node's --data", data.display()))?,
+    };
     let request = Request::Propose(raft::Command::SetDraining { node_id, draining });
     let reply = admin_call(data, &request)
         .await

@@ -128,12 +128,13 @@ pub enum ClusterCommand {
     Undrain(ClusterDrainArgs),
 }
 
-/// `bitriver cluster drain|undrain NODE_ID --data DIR`
+/// `bitriver cluster drain|undrain [NODE_ID] --data DIR`
 #[derive(Debug, Clone, Args)]
 pub struct ClusterDrainArgs {
-    /// Id of the node (as shown by `bitriver cluster status`).
+    /// Id of the node (as shown by `bitriver cluster status`); the node of `--data` if omitted,
+    /// which is what a rolling upgrade runs on each host.
     #[arg(value_name = "NODE_ID", value_parser = clap::value_parser!(u64).range(1..))]
-    pub node_id: u64,
+    pub node_id: Option<u64>,
 
     #[command(flatten)]
     pub data: DataDirArg,

@@ -271,6 +271,13 @@ async fn a_restarted_node_ends_the_broadcast_it_crashed_in_and_drain_is_reported
     let resp = reqwest::Client::new().post(node.url(&format!("/api/cluster/nodes/{node_id}/undrain"))).send().await;
     assert_eq!(resp.unwrap().status(), 200);
     assert_eq!(get_json(&node, "/healthz").await["status"], "ok");
+    // Without NODE_ID the CLI drains the node of --data (what rolling-upgrade.yml runs).
+    let (code, out, err) = cli(&["cluster", "drain", "--data", &data]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(get_json(&node, "/healthz").await["status"], "draining");
+    let (code, out, err) = cli(&["cluster", "undrain", "--data", &data]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(get_json(&node, "/healthz").await["status"], "ok");
     let resp = reqwest::Client::new().post(node.url("/api/cluster/nodes/99/drain")).send().await.unwrap();
     assert_eq!(resp.status(), 404, "an unknown node");
     tokio::time::sleep(Duration::from_secs(2)).await;
