@@ -101,6 +101,9 @@ pub fn command_allowed(subject: &CertSubject, command: &Command) -> Result<(), R
         {
             Ok(())
         }
+        // A node may drain itself (what `bitriver cluster drain` runs on each host of a rolling
+        // upgrade); draining another node is for control nodes and admins.
+        Command::SetDraining { node_id, .. } if *node_id == id => Ok(()),
         Command::ReportLoad(report) if report.node_id == id => Ok(()),
         Command::ReportLoad(report) => refuse(format!("a load report for node {}", report.node_id)),
         Command::RenewIngestLeases { holder, .. } if *holder == id && subject.has_role(INGEST_ROLE) => Ok(()),
@@ -200,6 +203,7 @@ mod tests {
         authorize(&edge, &Request::Propose(load(4))).unwrap();
         authorize(&ingest, &Request::Propose(renew(5))).unwrap();
         authorize(&ingest, &Request::Propose(end.clone())).unwrap();
+        authorize(&edge, &Request::Propose(Command::SetDraining { node_id: 4, draining: true })).unwrap();
         for (caller, command) in [
             (&edge, load(5)),
             (&edge, renew(4)),
