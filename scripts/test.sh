@@ -49,6 +49,9 @@ else
   step fmt cargo fmt --all -- --check
   step clippy cargo clippy --workspace --all-targets -- -D warnings
 fi
+# node/tests/load.rs runs the bitriver-load binary beside bitriver: build it first (nextest builds
+# only the binaries of the packages whose tests need them).
+step load-binary cargo build -q -p bitriver-bench --bin bitriver-load
 step tests cargo nextest run --workspace --no-fail-fast
 # The k6 scenarios' logic (bench/k6/lib), with node's own test runner; node comes from browser-setup.sh.
 step k6-logic node --test bench/k6
