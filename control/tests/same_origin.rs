@@ -24,19 +24,7 @@ async fn send(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut req = api.client.request(method.parse().unwrap(), api.url(path));
-    for (name, value) in headers {
-        req = req.header(*name, *value);
-    }
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    api.call_with(method, path, headers, token, body).await
 }
 
 async fn channel_count(api: &TestApi) -> usize {

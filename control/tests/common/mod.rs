@@ -47,7 +47,22 @@ impl TestApi {
 
     /// Send a request; returns (status, JSON body or Null).
     pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        self.call_with(method, path, &[], token, body).await
+    }
+
+    /// [`TestApi::call`] with extra request headers (`Origin`, `Host`, ...).
+    pub async fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut req = self.client.request(method.parse().unwrap(), self.url(path));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
