@@ -302,34 +302,14 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
+    use crate::state::replica::Replica;
     use crate::types::{Channel, User};
 
-    /// Applies commands at increasing indexes in term `term`, keeps the records, and checks the
-    /// tables against a reload of them after every command.
-    #[derive(Default)]
-    struct Replica {
-        state: CatalogState,
-        records: BTreeMap<Vec<u8>, Vec<u8>>,
-        index: u64,
-        term: u64,
-    }
-
     impl Replica {
-        fn apply(&mut self, command: Command) -> ApplyResult {
-            self.index += 1;
-            let (result, mutations) = self.state.apply_in_term(self.term, self.index, &command);
-            for m in mutations {
-                match m.value {
-                    Some(v) => self.records.insert(m.key, v),
-                    None => self.records.remove(&m.key),
-                };
-            }
-            let reloaded = CatalogState::load(self.records.iter().map(|(k, v)| (k.as_slice(), v.as_slice()))).unwrap();
-            assert_eq!(reloaded, self.state, "tables differ from their records after {command:?}");
-            result
+        /// The answer alone.
+        fn run(&mut self, command: Command) -> ApplyResult {
+            self.apply(command).0
         }
 
         /// Position (token or version) of the last applied command.
@@ -340,7 +320,7 @@ mod tests {
 
     fn replica() -> Replica {
         let mut r = Replica { term: 3, ..Replica::default() };
-        r.apply(Command::CreateUser(User {
+        r.run(Command::CreateUser(User {
             id: "u1".into(),
             display_name: "U".into(),
             email: "u@example.com".into(),
@@ -349,7 +329,7 @@ mod tests {
             created_at: 1,
         }))
         .unwrap();
-        r.apply(Command::CreateChannel(Channel {
+        r.run(Command::CreateChannel(Channel {
             id: "c1".into(),
             owner_id: "u1".into(),
             title: "C".into(),
@@ -385,51 +365,51 @@ mod tests {
     #[test]
     fn a_publish_holds_the_lease_and_renewals_name_its_token() {
         let mut r = replica();
-        r.apply(Command::StartSession(session("s1", Some(2), 1_000))).unwrap();
+        r.run(Command::StartSession(session("s1", Some(2), 1_000))).unwrap();
         let lease = r.state.ingest_lease("c1").cloned().expect("StartSession grants the lease");
         assert_eq!((lease.holder, lease.session_id.as_str(), lease.term), (2, "s1", 3));
         assert_eq!((lease.token, lease.version, lease.renewed_at), (r.seq(), r.seq(), 1_000));
 
-        assert_eq!(r.apply(renew(2, lease.token, 2_000)), Ok(Response::LostLeases(vec![])));
+        assert_eq!(r.run(renew(2, lease.token, 2_000)), Ok(Response::LostLeases(vec![])));
         let renewed = r.state.ingest_lease("c1").unwrap().clone();
         assert_eq!((renewed.renewed_at, renewed.version), (2_000, r.seq()));
         // A delayed renewal does not move the last-seen time backwards.
-        r.apply(renew(2, lease.token, 1_500)).unwrap();
+        r.run(renew(2, lease.token, 1_500)).unwrap();
         assert_eq!(r.state.ingest_lease("c1").unwrap().renewed_at, 2_000);
 
         // Another node, or a stale token: not the holder.
-        assert_eq!(r.apply(renew(3, lease.token, 2_100)), Ok(Response::LostLeases(vec!["c1".into()])));
-        assert_eq!(r.apply(renew(2, lease.token + 1, 2_100)), Ok(Response::LostLeases(vec!["c1".into()])));
+        assert_eq!(r.run(renew(3, lease.token, 2_100)), Ok(Response::LostLeases(vec!["c1".into()])));
+        assert_eq!(r.run(renew(2, lease.token + 1, 2_100)), Ok(Response::LostLeases(vec!["c1".into()])));
 
         // A second publisher anywhere is refused while the lease is held.
         assert!(matches!(
-            r.apply(Command::StartSession(session("s2", Some(3), 2_200))),
+            r.run(Command::StartSession(session("s2", Some(3), 2_200))),
             Err(CatalogError::AlreadyLive { .. })
         ));
 
         // The publish ends normally: the lease goes; the old holder's next renewal learns it.
-        r.apply(Command::EndSession { channel_id: "c1".into(), ended_at: 3_000, peak_concurrent: None }).unwrap();
+        r.run(Command::EndSession { channel_id: "c1".into(), ended_at: 3_000, peak_concurrent: None }).unwrap();
         assert!(r.state.ingest_lease("c1").is_none());
-        assert_eq!(r.apply(renew(2, lease.token, 3_100)), Ok(Response::LostLeases(vec!["c1".into()])));
+        assert_eq!(r.run(renew(2, lease.token, 3_100)), Ok(Response::LostLeases(vec!["c1".into()])));
     }
 
     #[test]
     fn an_expired_lease_ends_the_session_at_the_last_renewal() {
         let mut r = replica();
-        r.apply(Command::StartSession(session("s1", Some(2), 1_000))).unwrap();
+        r.run(Command::StartSession(session("s1", Some(2), 1_000))).unwrap();
         let token = r.state.ingest_lease("c1").unwrap().token;
-        r.apply(renew(2, token, 4_000)).unwrap();
+        r.run(renew(2, token, 4_000)).unwrap();
         let judged = r.state.ingest_lease("c1").unwrap().version;
 
         // A renewal that got into the log before the expiry wins: the expiry is refused.
-        r.apply(renew(2, token, 5_000)).unwrap();
+        r.run(renew(2, token, 5_000)).unwrap();
         let stale = Command::ExpireIngestLease { channel_id: "c1".into(), version: judged };
-        assert!(matches!(r.apply(stale), Err(CatalogError::Invalid { .. })));
+        assert!(matches!(r.run(stale), Err(CatalogError::Invalid { .. })));
         assert_eq!(r.state.channel("c1").unwrap().live_state, LiveState::Live);
 
         // No renewal since: the expiry ends the session at 5 000, the holder's last sign of life.
         let version = r.state.ingest_lease("c1").unwrap().version;
-        let Ok(Response::Session(ended)) = r.apply(Command::ExpireIngestLease { channel_id: "c1".into(), version })
+        let Ok(Response::Session(ended)) = r.run(Command::ExpireIngestLease { channel_id: "c1".into(), version })
         else {
             panic!("the expiry answers with the ended session")
         };
@@ -440,14 +420,14 @@ mod tests {
         assert_eq!(r.state.session("s1").unwrap().ended_at, Some(5_000));
 
         // The dead holder's late renewal is refused; the channel can go live from elsewhere.
-        assert_eq!(r.apply(renew(2, token, 9_000)), Ok(Response::LostLeases(vec!["c1".into()])));
+        assert_eq!(r.run(renew(2, token, 9_000)), Ok(Response::LostLeases(vec!["c1".into()])));
         r.term = 4;
-        r.apply(Command::StartSession(session("s2", Some(3), 9_500))).unwrap();
+        r.run(Command::StartSession(session("s2", Some(3), 9_500))).unwrap();
         let lease = r.state.ingest_lease("c1").unwrap();
         assert_eq!((lease.holder, lease.term), (3, 4));
         assert!(lease.token > token, "a later grant has a larger fencing token");
         let again = Command::ExpireIngestLease { channel_id: "c1".into(), version };
-        assert!(r.apply(again).is_err(), "an expiry of the old lease does not touch the new one");
+        assert!(r.run(again).is_err(), "an expiry of the old lease does not touch the new one");
     }
 
     #[test]
@@ -458,18 +438,18 @@ mod tests {
             session_id: session.into(),
             ended_at: at,
         };
-        r.apply(Command::StartSession(session("s1", Some(2), 1_000))).unwrap();
+        r.run(Command::StartSession(session("s1", Some(2), 1_000))).unwrap();
         // Node 2 is cut off; its lease expires and the channel goes live on node 3.
         let version = r.state.ingest_lease("c1").unwrap().version;
-        r.apply(Command::ExpireIngestLease { channel_id: "c1".into(), version }).unwrap();
-        r.apply(Command::StartSession(session("s2", Some(3), 8_000))).unwrap();
+        r.run(Command::ExpireIngestLease { channel_id: "c1".into(), version }).unwrap();
+        r.run(Command::StartSession(session("s2", Some(3), 8_000))).unwrap();
         // Node 2's publish ends and its end finally gets through: refused, s2 stays live.
-        assert_eq!(r.apply(end("s1", 9_000)), Err(CatalogError::NotLive { channel_id: "c1".into() }));
+        assert_eq!(r.run(end("s1", 9_000)), Err(CatalogError::NotLive { channel_id: "c1".into() }));
         let channel = r.state.channel("c1").unwrap();
         assert_eq!((channel.live_state, channel.current_session_id.as_deref()), (LiveState::Live, Some("s2")));
         assert_eq!(r.state.ingest_lease("c1").unwrap().holder, 3);
         // Node 3's own end does end it, and releases the lease.
-        let Ok(Response::Session(ended)) = r.apply(end("s2", 9_500)) else { panic!("s2 ends") };
+        let Ok(Response::Session(ended)) = r.run(end("s2", 9_500)) else { panic!("s2 ends") };
         assert_eq!(ended.ended_at, Some(9_500));
         assert!(r.state.ingest_lease("c1").is_none());
         assert_eq!(r.state.channel("c1").unwrap().live_state, LiveState::Offline);
@@ -478,9 +458,9 @@ mod tests {
     #[test]
     fn sessions_without_an_ingest_node_hold_no_lease() {
         let mut r = replica();
-        r.apply(Command::StartSession(session("s1", None, 1_000))).unwrap();
+        r.run(Command::StartSession(session("s1", None, 1_000))).unwrap();
         assert!(r.state.ingest_lease("c1").is_none());
         let missing = Command::ExpireIngestLease { channel_id: "c1".into(), version: 1 };
-        assert!(matches!(r.apply(missing), Err(CatalogError::NotFound { .. })));
+        assert!(matches!(r.run(missing), Err(CatalogError::NotFound { .. })));
     }
 }

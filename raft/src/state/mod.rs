@@ -13,6 +13,8 @@ use crate::types::{AuthSession, Channel, ChatMessage, LiveState, NodeId, NodeInf
 
 pub mod access;
 pub mod community;
+#[cfg(test)]
+pub(crate) mod replica;
 
 /// Chat lines kept per channel; older lines are dropped as new ones arrive.
 pub const CHAT_HISTORY_PER_CHANNEL: usize = 1000;
@@ -656,33 +658,11 @@ fn chat_key(channel_id: &str, seq: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::replica::Replica;
     use super::*;
     use crate::types::NodeLoad;
 
-    /// Applies commands at increasing log indexes and keeps the records the mutations describe,
-    /// the way the store does, so tests can check the tables against a reload of the records.
-    #[derive(Default)]
-    struct Replica {
-        state: CatalogState,
-        records: BTreeMap<Vec<u8>, Vec<u8>>,
-        index: u64,
-    }
-
     impl Replica {
-        fn apply(&mut self, command: Command) -> (ApplyResult, Vec<Mutation>) {
-            self.index += 1;
-            let (result, mutations) = self.state.apply(self.index, &command);
-            for m in &mutations {
-                match &m.value {
-                    Some(v) => self.records.insert(m.key.clone(), v.clone()),
-                    None => self.records.remove(&m.key),
-                };
-            }
-            let reloaded = CatalogState::load(self.records.iter().map(|(k, v)| (k.as_slice(), v.as_slice()))).unwrap();
-            assert_eq!(reloaded, self.state, "tables differ from their records after {command:?}");
-            (result, mutations)
-        }
-
         fn ok(&mut self, command: Command) -> Response {
             let (result, _) = self.apply(command.clone());
             result.unwrap_or_else(|e| panic!("{command:?} refused: {e}"))
