@@ -139,6 +139,17 @@ pub(crate) enum HitRange {
     Unsatisfiable,
 }
 
+impl HitRange {
+    /// Body bytes this answer carries for an object of `size` bytes.
+    pub(crate) fn body_len(&self, size: usize) -> usize {
+        match self {
+            HitRange::Whole => size,
+            HitRange::Part(part) => part.len(),
+            HitRange::Unsatisfiable => 0,
+        }
+    }
+}
+
 /// Ranges per request at most, as pingora's default range filter allows.
 const MAX_RANGES: usize = 200;
 

@@ -29,6 +29,9 @@ pub struct EdgeMetrics {
     /// socket by `crate::direct`, bypassing pingora's hit path; `body="sendfile"` for bodies sent
     /// from their memfd, `body="memory"` for small ones. Tests read it to prove the fast path ran.
     pub direct_sends: IntCounterVec,
+    /// `bitriver_edge_body_bytes_total`: response body bytes sent to viewers, on every path
+    /// (pingora's and the direct one), so load tests can check their byte counts at the edge.
+    pub body_bytes: IntCounter,
 }
 
 impl EdgeMetrics {
@@ -58,6 +61,10 @@ impl EdgeMetrics {
                 ),
                 &["body"],
             )?,
+            body_bytes: IntCounter::new(
+                "bitriver_edge_body_bytes_total",
+                "Response body bytes the edge sent to viewers",
+            )?,
         };
         registry.register(Box::new(metrics.requests.clone()))?;
         registry.register(Box::new(metrics.cache_hits.clone()))?;
@@ -68,6 +75,7 @@ impl EdgeMetrics {
         registry.register(Box::new(metrics.collapsed_waiters.clone()))?;
         registry.register(Box::new(metrics.connections.clone()))?;
         registry.register(Box::new(metrics.direct_sends.clone()))?;
+        registry.register(Box::new(metrics.body_bytes.clone()))?;
         // Every kind shows from the start, at 0.
         for kind in [ObjectKind::Playlist, ObjectKind::Part, ObjectKind::Segment, ObjectKind::Init] {
             metrics.origin_requests.with_label_values(&[kind.label()]);

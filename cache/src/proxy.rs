@@ -92,6 +92,8 @@ pub struct EdgeCtx {
     direct: Option<Arc<DirectSocket>>,
     /// This request got (some of) an object from [`DirectSocket::send_hit`].
     direct_served: bool,
+    /// Body bytes the direct path sent (pingora counts its own: `Session::body_bytes_sent`).
+    direct_body_bytes: usize,
 }
 
 impl EdgeProxy {
@@ -150,6 +152,7 @@ impl ProxyHttp for EdgeProxy {
             client: None,
             direct: None,
             direct_served: false,
+            direct_body_bytes: 0,
         }
     }
 
@@ -197,6 +200,7 @@ impl ProxyHttp for EdgeProxy {
                 };
                 self.metrics.direct_sends.with_label_values(&[body]).inc();
                 ctx.direct_served = range != direct::HitRange::Unsatisfiable;
+                ctx.direct_body_bytes = range.body_len(hit.size);
                 return Ok(true);
             }
         }
@@ -369,6 +373,8 @@ impl ProxyHttp for EdgeProxy {
                 self.viewers.seen(&request.channel, ctx.client, Instant::now());
             }
         }
+        let body_bytes = if ctx.direct_served { ctx.direct_body_bytes } else { session.body_bytes_sent() };
+        self.metrics.body_bytes.inc_by(body_bytes as u64);
         if session.cache.enabled() && session.cache.lock_duration().is_some() && !session.cache.is_cache_lock_writer() {
             self.metrics.collapsed_waiters.inc();
         }

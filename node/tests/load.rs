@@ -110,6 +110,7 @@ async fn viewers_play_through_the_edge_and_stall_when_the_node_stops_answering()
     assert!((origin_bytes - bytes).abs() <= bytes * 0.05, "bytes: ours {bytes}, origin {origin_bytes}\n{stdout}");
 
     let edge_before = node.metric("bitriver_edge_requests_total").await.unwrap();
+    let edge_bytes_before = node.metric("bitriver_edge_body_bytes_total").await.unwrap();
     let report = dir.path().join("report");
     let viewers = 4;
     let (json, stdout) = run_load(
@@ -134,6 +135,7 @@ async fn viewers_play_through_the_edge_and_stall_when_the_node_stops_answering()
     )
     .await;
     let edge_after = node.metric("bitriver_edge_requests_total").await.unwrap();
+    let edge_bytes = node.metric("bitriver_edge_body_bytes_total").await.unwrap() - edge_bytes_before;
     let sum = &json["summary"];
     assert_eq!(sum["errors"], 0, "{stdout}");
     assert_eq!(sum["playing"], viewers, "{stdout}");
@@ -151,6 +153,14 @@ async fn viewers_play_through_the_edge_and_stall_when_the_node_stops_answering()
     let ours = sum["requests"].as_f64().unwrap();
     let edges = edge_after - edge_before;
     assert!((edges - ours).abs() <= ours * 0.05 + 2.0 * viewers as f64, "ours {ours}, edge {edges}\n{stdout}");
+    // And our bytes match the body bytes the edge sent (sendfile hits and pingora's answers
+    // alike), up to those requests in flight: a part or a playlist each, well under 128 KB.
+    let our_bytes = sum["bytes"].as_f64().unwrap();
+    eprintln!("viewers through the edge: {our_bytes} bytes received, edge sent {edge_bytes}");
+    assert!(
+        (edge_bytes - our_bytes).abs() <= our_bytes * 0.05 + 2.0 * viewers as f64 * 128_000.0,
+        "bytes: ours {our_bytes}, edge {edge_bytes}\n{stdout}"
+    );
     // The node's CPU came through /metrics, and the report has its charts.
     assert!(json["timeline"].as_array().unwrap().iter().any(|p| p["target_cpu"].is_number()), "{json}");
     for file in ["index.html", "requests.svg", "egress.svg", "latency.svg", "stalls.svg", "cpu.svg"] {
