@@ -15,18 +15,6 @@ use tokio_tungstenite::tungstenite::Error as WsError;
 
 const EVIL: &str = "http://evil.example";
 
-/// A request with extra headers; returns (status, JSON body or Null).
-async fn send(
-    api: &TestApi,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value) {
-    api.call_with(method, path, headers, token, body).await
-}
-
 async fn channel_count(api: &TestApi) -> usize {
     let (status, list) = api.get("/api/channels", None).await;
     assert_eq!(status, 200, "{list}");
@@ -42,24 +30,25 @@ async fn writes_from_a_foreign_origin_are_refused_and_change_nothing() {
 
     // The development admin (loopback, no token) from a page on another site: refused.
     let (status, body) =
-        send(&api, "POST", "/api/channels", &[("origin", EVIL)], None, Some(new_channel.clone())).await;
+        api.call_with("POST", "/api/channels", &[("origin", EVIL)], None, Some(new_channel.clone())).await;
     assert_eq!((status, code(&body)), (403, "cross_origin"), "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("--allowed-origins"), "{body}");
     // The same with the user's session, as a browser would attach it.
     let (status, body) =
-        send(&api, "POST", "/api/channels", &[("origin", EVIL)], Some(&token), Some(new_channel.clone())).await;
+        api.call_with("POST", "/api/channels", &[("origin", EVIL)], Some(&token), Some(new_channel.clone())).await;
     assert_eq!((status, code(&body)), (403, "cross_origin"), "{body}");
     // An opaque origin (`null`: sandboxed frames, some redirects) is foreign too.
-    let (status, _) = send(&api, "POST", "/api/channels", &[("origin", "null")], None, Some(new_channel.clone())).await;
+    let (status, _) =
+        api.call_with("POST", "/api/channels", &[("origin", "null")], None, Some(new_channel.clone())).await;
     assert_eq!(status, 403);
     assert_eq!(channel_count(&api).await, 0, "a refused write changed nothing");
 
     // The node's own pages pass, and so do clients that send no Origin (curl, the CLI).
     let (status, created) =
-        send(&api, "POST", "/api/channels", &[("origin", &own)], None, Some(new_channel.clone())).await;
+        api.call_with("POST", "/api/channels", &[("origin", &own)], None, Some(new_channel.clone())).await;
     assert_eq!(status, 201, "{created}");
     let id = created["id"].as_str().unwrap().to_owned();
-    let (status, _) = send(&api, "POST", "/api/channels", &[], None, Some(new_channel)).await;
+    let (status, _) = api.call_with("POST", "/api/channels", &[], None, Some(new_channel)).await;
     assert_eq!(status, 201);
 
     // The CORS-simple writes the issue names, and a delete, from the foreign page: refused.
@@ -69,13 +58,13 @@ async fn writes_from_a_foreign_origin_are_refused_and_change_nothing() {
         ("POST", format!("/api/channels/{id}/stream-key/rotate")),
         ("DELETE", format!("/api/channels/{id}")),
     ] {
-        let (status, body) = send(&api, method, &path, &[("origin", EVIL)], None, None).await;
+        let (status, body) = api.call_with(method, &path, &[("origin", EVIL)], None, None).await;
         assert_eq!((status, code(&body)), (403, "cross_origin"), "{method} {path}: {body}");
     }
     let (status, channel) = api.get(&format!("/api/channels/{id}"), None).await;
     assert_eq!((status, &channel["liveState"]), (200, &json!("offline")), "{channel}");
     // Reads are not writes: a foreign page may read what is public anyway.
-    assert_eq!(send(&api, "GET", "/api/channels", &[("origin", EVIL)], None, None).await.0, 200);
+    assert_eq!(api.call_with("GET", "/api/channels", &[("origin", EVIL)], None, None).await.0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,14 +77,14 @@ async fn listed_origins_may_write() {
     let (owner, _) = api.user("Owner", &["creator"]).await;
     let body = json!({"ownerId": owner, "title": "From the studio"});
     let (status, created) =
-        send(&api, "POST", "/api/channels", &[("origin", "https://studio.example")], None, Some(body.clone())).await;
+        api.call_with("POST", "/api/channels", &[("origin", "https://studio.example")], None, Some(body.clone())).await;
     assert_eq!(status, 201, "{created}");
     // Scheme and port are part of the origin.
     let (status, _) =
-        send(&api, "POST", "/api/channels", &[("origin", "http://studio.example")], None, Some(body.clone())).await;
+        api.call_with("POST", "/api/channels", &[("origin", "http://studio.example")], None, Some(body.clone())).await;
     assert_eq!(status, 403);
     let (status, _) =
-        send(&api, "POST", "/api/channels", &[("origin", "https://studio.example:8443")], None, Some(body)).await;
+        api.call_with("POST", "/api/channels", &[("origin", "https://studio.example:8443")], None, Some(body)).await;
     assert_eq!(status, 403);
 }
 
@@ -109,24 +98,24 @@ async fn loopback_is_admin_only_when_the_host_is_loopback() {
     let rebound_origin = format!("http://evil.example:{port}");
     let user = json!({"displayName": "Rebound", "email": "rebound@example.com", "roles": ["admin"]});
 
-    let (status, body) = send(&api, "POST", "/api/users", &[("host", &rebound)], None, Some(user.clone())).await;
+    let (status, body) = api.call_with("POST", "/api/users", &[("host", &rebound)], None, Some(user.clone())).await;
     assert_eq!((status, code(&body)), (401, "unauthorized"), "{body}");
     let headers = [("host", rebound.as_str()), ("origin", rebound_origin.as_str())];
-    let (status, body) = send(&api, "POST", "/api/users", &headers, None, Some(user.clone())).await;
+    let (status, body) = api.call_with("POST", "/api/users", &headers, None, Some(user.clone())).await;
     assert_eq!(status, 401, "same-origin with itself, but still not the admin: {body}");
-    let (_, who) = send(&api, "GET", "/api/auth/whoami", &[("host", &rebound)], None, None).await;
+    let (_, who) = api.call_with("GET", "/api/auth/whoami", &[("host", &rebound)], None, None).await;
     assert_eq!(who["admin"], false, "{who}");
-    let (status, _) = send(&api, "GET", "/api/users", &[("host", &rebound)], None, None).await;
+    let (status, _) = api.call_with("GET", "/api/users", &[("host", &rebound)], None, None).await;
     assert_eq!(status, 401);
     let (status, _) = api.get("/api/users", None).await;
     assert_eq!(status, 200, "nothing was created above, and the list is readable by the real admin");
 
     // Loopback names and addresses are local: the admin, as documented for curl.
     for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}"), format!("127.0.0.2:{port}")] {
-        let (_, who) = send(&api, "GET", "/api/auth/whoami", &[("host", &host)], None, None).await;
+        let (_, who) = api.call_with("GET", "/api/auth/whoami", &[("host", &host)], None, None).await;
         assert_eq!(who["admin"], true, "{host}: {who}");
     }
-    let (status, body) = send(&api, "POST", "/api/users", &[("host", "localhost")], None, Some(user)).await;
+    let (status, body) = api.call_with("POST", "/api/users", &[("host", "localhost")], None, Some(user)).await;
     assert_eq!(status, 201, "{body}");
 }
 
