@@ -325,10 +325,12 @@ struct CreateChannelBody {
     /// Defaults to the caller; only admins may name someone else.
     #[schema(required = false)]
     owner_id: Option<String>,
+    #[schema(min_length = 1, max_length = 140)]
     title: String,
     #[serde(default)]
+    #[schema(max_items = 10)]
     tags: Vec<String>,
-    #[schema(required = false)]
+    #[schema(required = false, max_length = 64)]
     category: Option<String>,
 }
 
