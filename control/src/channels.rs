@@ -108,6 +108,9 @@ pub struct ChannelView {
     /// players should load.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub edge_playback_url: Option<String>,
+    /// Where the channel's broadcasts are ingested and served from (see `raft::home`); none until
+    /// the owner sets one or the channel is first published.
+    pub home_region: Option<String>,
     pub followers: u64,
     pub subscribers: u64,
     #[schema(value_type = i64)]
@@ -132,6 +135,7 @@ impl ChannelView {
             moderators: channel.moderators.clone(),
             playback_url: playback_url(&channel.id),
             edge_playback_url: None,
+            home_region: None,
             followers: followers as u64,
             subscribers: subscribers as u64,
             created_at: channel.created_at,
@@ -142,7 +146,9 @@ impl ChannelView {
 
     /// The view of one channel with its counts read from `state`.
     pub fn read(state: &raft::state::CatalogState, channel: &Channel) -> Self {
-        Self::new(channel, state.followers(&channel.id), state.subscribers(&channel.id))
+        let mut view = Self::new(channel, state.followers(&channel.id), state.subscribers(&channel.id));
+        view.home_region = state.home_region(&channel.id).map(str::to_owned);
+        view
     }
 }
 
@@ -161,7 +167,7 @@ pub(crate) async fn load_channel(state: &ApiState, id: &str) -> ApiResult<Channe
     state.catalog.read_linearizable(find).await?.ok_or_else(|| ApiError::not_found("channel", id))
 }
 
-fn require_owner_or_admin(caller: &Caller, channel: &Channel, action: &str) -> ApiResult<()> {
+pub(crate) fn require_owner_or_admin(caller: &Caller, channel: &Channel, action: &str) -> ApiResult<()> {
     caller.require_authenticated()?;
     if caller.is_admin() || caller.user_id() == Some(channel.owner_id.as_str()) {
         Ok(())
@@ -309,7 +315,9 @@ async fn list_channels(
             .filter(|c| query.owner_id.as_ref().is_none_or(|owner| &c.owner_id == owner))
             .map(|c| {
                 let count = |m: &std::collections::BTreeMap<&str, usize>| m.get(c.id.as_str()).copied().unwrap_or(0);
-                ChannelView::new(c, count(&followers), count(&subscribers))
+                let mut view = ChannelView::new(c, count(&followers), count(&subscribers));
+                view.home_region = s.home_region(&c.id).map(str::to_owned);
+                view
             })
             .collect()
     });
@@ -430,6 +438,11 @@ struct UpdateChannelBody {
     /// User ids; replaces the list.
     #[schema(required = false)]
     moderators: Option<Vec<String>>,
+    /// A region some node of the cluster is in (`--region`); `null` clears it, and the next
+    /// publish sets it to the region of the ingest node that takes it.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(required = false)]
+    home_region: Option<Option<String>>,
 }
 
 #[utoipa::path(
@@ -482,10 +495,25 @@ async fn update_channel(
         }
         patch.moderators = Some(out);
     }
+    let home = match &body.home_region {
+        Some(Some(region)) => {
+            let region = region.trim();
+            let known = state.catalog.read(|s| s.nodes().any(|n| n.region == region));
+            if !raft::home::valid_region(region) || !known {
+                return Err(ApiError::invalid("homeRegion", format!("no node of the cluster is in region {region:?}")));
+            }
+            Some(Command::SetHomeRegion { channel_id: channel.id.clone(), region: Some(region.to_owned()) })
+        }
+        Some(None) => Some(Command::SetHomeRegion { channel_id: channel.id.clone(), region: None }),
+        None => None,
+    };
     let updated = match state.catalog.propose(Command::UpdateChannel(patch)).await? {
         Response::Channel(c) => c,
         other => return Err(unexpected(other)),
     };
+    if let Some(home) = home {
+        state.catalog.propose(home).await?;
+    }
     Ok(Json(state.catalog.read(|s| ChannelView::read(s, &updated))))
 }
 

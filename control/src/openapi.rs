@@ -51,6 +51,7 @@ pub(crate) fn api_routes() -> OpenApiRouter<ApiState> {
         .merge(crate::whoami::routes())
         .merge(crate::chat::routes())
         .merge(crate::channels::routes())
+        .merge(crate::ingest_point::routes())
         .merge(crate::directory::routes())
         .merge(crate::profiles::routes())
         .merge(crate::analytics::routes())

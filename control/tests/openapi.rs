@@ -203,6 +203,7 @@ async fn every_documented_operation_is_routed_and_nothing_else() {
     })
     .await;
     let (admin, token) = api.user("Admin", &["admin", "creator"]).await;
+    let reports = api.report_as_ingest_node().await; // for GET /api/channels/{id}/ingest
     let hash = control::auth::hash_password("viewer-password").unwrap();
     let (viewer, _) = api.user_with("viewer-1", "Viewer", &["viewer"], Some(&hash)).await;
     let t = Some(token.as_str());
@@ -263,6 +264,7 @@ async fn every_documented_operation_is_routed_and_nothing_else() {
         );
         assert_eq!(served_count(&registry, path, method), before + 1, "{method} {path} not routed to its template");
     }
+    reports.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -141,9 +141,8 @@ fn member_health(
     load: Option<&raft::LoadReport>,
     now: raft::UnixMillis,
 ) -> &'static str {
-    const STALE_AFTER_MS: i64 = 5 * crate::fleet::LOAD_REPORT_EVERY.as_millis() as i64;
     const LAG_ENTRIES: u64 = 1_000;
-    let fresh = load.is_some_and(|l| now - l.at < STALE_AFTER_MS);
+    let fresh = load.is_some_and(|l| now - l.at < raft::load::REPORT_STALE_AFTER_MS);
     match (member.last_applied, leader_applied) {
         (Some(applied), Some(leader)) if leader.saturating_sub(applied) > LAG_ENTRIES => "lagging",
         (None, _) if !fresh => "unknown",

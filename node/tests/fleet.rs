@@ -380,3 +380,102 @@ async fn one_publisher_per_channel_fleet_wide_even_when_its_holder_is_cut_off() 
     drop((control, a, b));
     drop(net);
 }
+
+/// Regional ingest sharding: `GET /api/channels/{id}/ingest` names a ready ingest node of the
+/// channel's home region at its advertised (non-loopback) address; the owner sets the home, the
+/// first publish sets it when nobody did, and a draining node is no longer named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_names_the_home_regions_ingest_node() {
+    if media_missing() {
+        return;
+    }
+    let Some(mut net) = Net::new() else { return };
+    let spaces: Vec<_> = ["control", "ingest-eu", "ingest-us"].iter().map(|l| net.add(l)).collect();
+    let root = tempfile::tempdir().unwrap();
+    let mut control = net.node(&spaces[0], root.path(), "control");
+    control.args.extend(["--roles", "control,origin", "--region", "eu"].map(String::from));
+    control.start();
+    control.wait_healthy(Duration::from_secs(30)).await;
+    let token = admin_token(&control).await;
+    let (id, key) = channel_as_admin(&control, &token).await;
+    let mut nodes = Vec::new();
+    for (ns, region) in [(&spaces[1], "eu"), (&spaces[2], "us")] {
+        let mut node = net.node(ns, root.path(), &format!("ingest-{region}"));
+        node.args.extend(join_args(&control, "ingest,origin"));
+        node.args.extend(["--region", region].map(String::from));
+        node.start();
+        node.wait_healthy(Duration::from_secs(30)).await;
+        nodes.push(node);
+    }
+    let ingest_url = control.url(&format!("/api/channels/{id}/ingest"));
+    let channel_url = control.url(&format!("/api/channels/{id}"));
+    let (eu_ip, us_ip) = (spaces[1].ip.to_string(), spaces[2].ip.to_string());
+    // Until both ingest nodes have reported their load, one may be missing from the answer: wait
+    // for the expected node, or (with `None`) for an answer that lists both.
+    let point = |expect_ip: Option<String>| {
+        let (url, token) = (ingest_url.clone(), token.clone());
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let (status, body) = call("GET", &url, &token, None).await;
+                let ip = body["rtmpUrl"]
+                    .as_str()
+                    .and_then(|u| u.strip_prefix("rtmp://"))
+                    .map(|u| u.split(':').next().unwrap().to_owned());
+                let both = body["alternatives"].as_array().is_some_and(|a| a.len() == 1);
+                if status == 200 && ip.is_some() && (if expect_ip.is_none() { both } else { ip == expect_ip }) {
+                    return body;
+                }
+                assert!(Instant::now() < deadline, "GET {url}: {status} {body} (expected {expect_ip:?})");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+
+    // No home yet: some ingest node, at its machine's address, with the other as the alternative.
+    let first = point(None).await;
+    assert!(first["homeRegion"].is_null(), "{first}");
+    let rtmp = first["rtmpUrl"].as_str().unwrap();
+    assert!(rtmp == format!("rtmp://{eu_ip}:1935/live") || rtmp == format!("rtmp://{us_ip}:1935/live"), "{first}");
+    assert!(first["srtUrl"].as_str().unwrap().ends_with(":9000"), "{first}");
+    assert_eq!(first["alternatives"].as_array().map(Vec::len), Some(1), "{first}");
+    let (status, _) = call("GET", &ingest_url, "not-a-token", None).await;
+    assert_eq!(status, 401);
+
+    // The owner sets the home region: the answer follows. Unknown or malformed regions are refused.
+    let (status, body) = call("PATCH", &channel_url, &token, Some(json!({"homeRegion": "us"}))).await;
+    assert_eq!((status, &body["homeRegion"]), (200, &json!("us")), "{body}");
+    let us = point(Some(us_ip.clone())).await;
+    assert_eq!((&us["homeRegion"], &us["region"]), (&json!("us"), &json!("us")), "{us}");
+    for bad in ["mars", "Not A Region"] {
+        let (status, body) = call("PATCH", &channel_url, &token, Some(json!({"homeRegion": bad}))).await;
+        assert_eq!(status, 422, "{bad}: {body}");
+    }
+    let (status, body) = call("PATCH", &channel_url, &token, Some(json!({"homeRegion": null}))).await;
+    assert_eq!((status, &body["homeRegion"]), (200, &Value::Null), "{body}");
+
+    // The first publish, into eu's ingest node, makes eu the home.
+    let mut publisher = publish(
+        "flv",
+        &format!("rtmp://{eu_ip}:1935/live/{key}"),
+        120,
+        Encoding::ZeroLatency,
+        &root.path().join("ff.log"),
+    );
+    wait_url_body(&channel_url, "\"live\"", Duration::from_secs(40), &[&control, &nodes[0]]).await;
+    let channel = get_json(&control, &format!("/api/channels/{id}")).await;
+    assert_eq!(channel["homeRegion"], "eu", "{channel}");
+    let eu = point(Some(eu_ip.clone())).await;
+    assert_eq!(eu["region"], "eu", "{eu}");
+
+    // eu's node drains: the answer moves to the next choice (us), where a reconnect would land.
+    let eu_id = eu["nodeId"].as_u64().unwrap();
+    let (status, body) = call("POST", &control.url(&format!("/api/cluster/nodes/{eu_id}/drain")), &token, None).await;
+    assert_eq!(status, 200, "{body}");
+    let moved = point(Some(us_ip)).await;
+    assert_eq!(moved["homeRegion"], "eu", "the home stays: {moved}");
+
+    let _ = publisher.kill().await;
+    drop((control, nodes));
+    drop(net);
+}

@@ -157,6 +157,11 @@ pub enum Command {
         user_id: String,
         keep: Option<String>,
     },
+    /// Set (or, with `None`, clear) a channel's home region (see [`crate::home`]).
+    SetHomeRegion {
+        channel_id: String,
+        region: Option<String>,
+    },
 }
 
 /// Most commands one [`Command::Batch`] may carry (the position in the batch is part of `seq`).

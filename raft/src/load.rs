@@ -25,6 +25,10 @@ mod key {
     pub(super) const DRAIN: &str = "drain/";
 }
 
+/// A load report older than this (five report periods of half a second) means the node is not
+/// reaching the catalog: it may be dead, partitioned or hung. Judged on the reader's clock.
+pub const REPORT_STALE_AFTER_MS: UnixMillis = 2_500;
+
 /// A node's load as it measured it. Figures are coarse on purpose: placement compares nodes, it
 /// does not account.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +86,11 @@ impl CatalogState {
     /// The node's last load report, if it sent one.
     pub fn load_of(&self, node_id: NodeId) -> Option<&LoadReport> {
         self.load.reports.get(&node_id)
+    }
+
+    /// Whether the node's last load report is less than [`REPORT_STALE_AFTER_MS`] old at `now`.
+    pub fn reports_fresh(&self, node_id: NodeId, now: UnixMillis) -> bool {
+        self.load_of(node_id).is_some_and(|l| now - l.at < REPORT_STALE_AFTER_MS)
     }
 
     /// Whether the node is draining: placement and edges choose it only when nothing else fits.

@@ -123,6 +123,8 @@ fn command() -> impl Strategy<Value = Command> {
                 })
             }),
         1 => channel_id().prop_map(|id| Command::DeleteChannel { id }),
+        1 => (channel_id(), of(select(vec!["eu", "us-east", "Bad Region"]).prop_map(str::to_owned)))
+            .prop_map(|(channel_id, region)| Command::SetHomeRegion { channel_id, region }),
         2 => (channel_id(), key_hash(), at())
             .prop_map(|(channel_id, stream_key_hash, at)| Command::SetStreamKey { channel_id, stream_key_hash, at }),
         4 => (session_id(), channel_id(), at(), of(at())).prop_map(

@@ -14,9 +14,15 @@
 //                              URL directly, as a player on another site would, so CORS counts
 //   PLAY_SCREENSHOT=FILE.png   screenshot of the page at the end
 //   PLAY_ALLOW_NON_LOOPBACK=1  play a URL whose host is not loopback (refused by default)
+//   PLAY_STARTED_FILE=PATH     created once playback has started (lets a test start another
+//                              player on the same stream at the same moment)
 //   PLAY_SWITCH_LEVEL=N        after 1 s of playback force hls.js to level N (hls.currentLevel);
 //                              success then also needs the switch to N and 1 s played after it
 //                              (summary: switchLevel, playedAfterSwitch)
+//
+// summary.pdtLatencyMs: latency to live as a wall clock sees it, sampled at every poll after 2 s
+// of playback: the page's Date.now() minus hls.playingDate (the EXT-X-PROGRAM-DATE-TIME of the
+// frame on screen), as {count, min, median, max}. bitriver-load measures the same quantity.
 import http from 'node:http';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -64,7 +70,19 @@ const summary = {
   browserVersion: null,
   switchLevel: SWITCH_LEVEL,
   playedAfterSwitch: null,
+  pdtLatencyMs: null,
+  bufferAheadMs: null,
 };
+const pdtLatencies = [];
+const buffersAhead = [];
+
+function spread(values) {
+  if (!values.length) return null;
+  const v = [...values].sort((a, b) => a - b);
+  const mid = v.length >> 1;
+  const median = v.length % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
+  return { count: v.length, min: v[0], median, max: v[v.length - 1] };
+}
 
 let finished = false;
 function finish(code, reason) {
@@ -233,6 +251,8 @@ async function readState(page) {
       // Before a media playlist has loaded hls.js reports 0: no latency known yet.
       latency: h && p.levels && Number.isFinite(h.latency) ? h.latency : null,
       targetLatency: h && p.levels && Number.isFinite(h.targetLatency) ? h.targetLatency : null,
+      // Read together, so the difference is the latency at one instant.
+      pdtLatencyMs: h && h.playingDate && v && !v.paused ? Date.now() - h.playingDate.getTime() : null,
       hlsVersion: p.hlsVersion ?? null,
       errors: p.errors || [],
       levelSwitches: p.levelSwitches || 0,
@@ -310,10 +330,23 @@ try {
       if (step <= wall * 1.25 + 0.1) played += step;
     }
     if (cur > 0 && summary.startCurrentTime === null) summary.startCurrentTime = cur;
-    if (played > 0 && summary.timeToFirstProgressMs === null) summary.timeToFirstProgressMs = now - started;
+    if (played > 0 && summary.timeToFirstProgressMs === null) {
+      summary.timeToFirstProgressMs = now - started;
+      summary.firstEvents = st.events;
+      if (process.env.PLAY_STARTED_FILE) fs.writeFileSync(process.env.PLAY_STARTED_FILE, `${now}\n`);
+    }
     last = cur;
     lastWall = now;
     summary.playedSeconds = Number(played.toFixed(3));
+    // After the start-up catch-up, like bitriver-load's samples.
+    if (played >= 2 && st.pdtLatencyMs !== null) {
+      pdtLatencies.push(st.pdtLatencyMs);
+      summary.pdtLatencyMs = spread(pdtLatencies);
+      if (st.video && st.video.buffered) {
+        buffersAhead.push(Math.round((st.video.buffered[1] - cur) * 1000));
+        summary.bufferAheadMs = spread(buffersAhead);
+      }
+    }
     if (SWITCH_LEVEL !== null) {
       if (!switchRequested && played >= 1) {
         await page.evaluate((level) => { window.__hls.currentLevel = level; }, SWITCH_LEVEL);

@@ -41,6 +41,30 @@ impl TestApi {
         TestApi { base: format!("http://{addr}"), addr, catalog, client: reqwest::Client::new(), _dir: dir, server }
     }
 
+    /// Makes this catalog's node an ingest node with an RTMP address and keeps its load reports
+    /// fresh (what a running node's fleet task does), so placement answers name it. Stops when
+    /// the handle is dropped or aborted.
+    pub async fn report_as_ingest_node(&self) -> tokio::task::JoinHandle<()> {
+        let catalog = self.catalog.clone();
+        let id = catalog.node_id();
+        let node = raft::NodeInfo {
+            id,
+            region: "local".into(),
+            roles: vec!["ingest".into()],
+            addresses: vec![("rtmp".into(), "127.0.0.1:1935".into())],
+            load: raft::NodeLoad::default(),
+            updated_at: raft::now_millis(),
+        };
+        catalog.propose(raft::Command::UpsertNode(node)).await.unwrap();
+        tokio::spawn(async move {
+            loop {
+                let report = raft::LoadReport { node_id: id, at: raft::now_millis(), ..raft::LoadReport::default() };
+                let _ = catalog.propose(raft::Command::ReportLoad(report)).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

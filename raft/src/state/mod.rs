@@ -56,6 +56,8 @@ pub struct CatalogState {
     pub(crate) load: crate::load::LoadTable,
     /// Ingest leases: see [`crate::lease`].
     pub(crate) leases: crate::lease::LeaseTable,
+    /// Channels' home regions: see [`crate::home`].
+    pub(crate) homes: crate::home::HomeTable,
     // Derived indexes.
     user_by_email: HashMap<String, String>,
     channel_by_key_hash: HashMap<String, String>,
@@ -102,8 +104,9 @@ impl CatalogState {
                 // A community record.
             } else if state.load.load_record(&key, v).map_err(wrap)?
                 || state.leases.load_record(&key, v).map_err(wrap)?
+                || state.homes.load_record(&key, v).map_err(wrap)?
             {
-                // A load, drain or lease record.
+                // A load, drain, lease or home region record.
             } else if state.access.load_record(&key, v).map_err(wrap)? {
                 // A revocation or a join-token use.
             } else if key == key::NEXT_NODE_ID {
@@ -302,6 +305,7 @@ impl CatalogState {
             Command::StartSession(session) => {
                 let started = self.start_session(session, out)?;
                 self.grant_ingest_lease(index, session, out);
+                self.settle_home(session, out);
                 Ok(started)
             }
             Command::EndSession { channel_id, ended_at, peak_concurrent } => {
@@ -367,6 +371,7 @@ impl CatalogState {
                 Ok(Response::Session(session))
             }
             Command::ReportLoad(_) | Command::SetDraining { .. } => self.apply_load(command, out),
+            Command::SetHomeRegion { .. } => self.apply_home(command, out),
             Command::EndIngestSession { channel_id, session_id, ended_at } => {
                 let current = self.channel(channel_id).and_then(|c| c.current_session_id.as_deref());
                 if current != Some(session_id.as_str()) {
@@ -584,6 +589,7 @@ impl CatalogState {
             }
         }
         self.community.remove_channel(&channel.id, out);
+        self.forget_home(&channel.id, out);
     }
 
     fn put_node(&mut self, node: NodeInfo, out: &mut Vec<Mutation>) {

@@ -17,6 +17,8 @@ const ctx = {
   /** Stream keys are only in create/rotate answers: kept in memory for this page only. */
   keys: new Map(),
   rtmpBase: null,
+  /** Channel id -> the answer of GET /api/channels/{id}/ingest (the node to stream to). */
+  ingest: new Map(),
 };
 
 function section(id, title, ...body) {
@@ -118,13 +120,21 @@ function keyBox(channel) {
       actionButton('Rotate key', () => rotateKey(channel), { class: 'small secondary', 'data-action': 'rotate-key',
         'aria-label': `Rotate key of ${channel.title}` }));
   }
-  const ingest = ctx.rtmpBase ? `${ctx.rtmpBase}${key}` : null;
+  // The ingest point arrives after the row is drawn: read it when the button is pressed.
+  const ingestUrl = () => {
+    const point = ctx.ingest.get(channel.id);
+    if (point && point.rtmpUrl) return `${point.rtmpUrl}/${key}`;
+    return ctx.rtmpBase ? `${ctx.rtmpBase}${key}` : null;
+  };
   return h('div', { class: 'key-box' },
     h('code', { 'data-stream-key': channel.id }, key),
     h('button', { type: 'button', class: 'small', 'data-action': 'copy-key', 'aria-label': `Copy key of ${channel.title}`,
       onclick: () => copyText(key, 'Stream key') }, 'Copy key'),
-    ingest ? h('button', { type: 'button', class: 'small secondary', 'aria-label': `Copy RTMP URL of ${channel.title}`,
-      onclick: () => copyText(ingest, 'RTMP URL') }, 'Copy RTMP URL') : null,
+    h('button', { type: 'button', class: 'small secondary', 'aria-label': `Copy RTMP URL of ${channel.title}`,
+      onclick: () => {
+        const url = ingestUrl();
+        if (url) copyText(url, 'RTMP URL'); else toast('No ingest node is known yet', true);
+      } }, 'Copy RTMP URL'),
     actionButton('Rotate key', () => rotateKey(channel), { class: 'small secondary', 'data-action': 'rotate-key',
       'aria-label': `Rotate key of ${channel.title}` }));
 }
@@ -179,6 +189,18 @@ function confirmButton(text, confirmText, action, attrs = {}) {
   return button;
 }
 
+/** Where to stream: the best ingest node of the channel's home region, as the API names it. */
+function ingestLine(channel) {
+  const line = h('p', { class: 'muted', 'data-ingest-point': channel.id }, 'Ingest: finding the best node…');
+  get(`/api/channels/${enc(channel.id)}/ingest`).then((p) => {
+    ctx.ingest.set(channel.id, p);
+    const where = `node ${p.nodeId}, region ${p.region}${p.homeRegion ? ` (home ${p.homeRegion})` : ''}`;
+    fill(line, 'Stream to ', p.rtmpUrl ? h('code', { 'data-rtmp-url': '' }, p.rtmpUrl) : null,
+      p.srtUrl ? [' or SRT ', h('code', { 'data-srt-url': '' }, p.srtUrl)] : null, ` · ${where}`);
+  }).catch((e) => fill(line, `Ingest: ${e.message}`));
+  return line;
+}
+
 function channelRow(channel) {
   const live = channel.liveState === 'live';
   const row = h('li', { class: 'card', 'data-channel-id': channel.id },
@@ -188,6 +210,7 @@ function channelRow(channel) {
     h('p', { class: 'muted' }, [channel.category, channel.tags.map((t) => `#${t}`).join(' ')].filter(Boolean).join(' · ') || 'No category or tags',
       ` · ${channel.followers} followers · ${channel.subscribers} subscribers`),
     keyBox(channel),
+    ingestLine(channel),
     h('div', { class: 'row actions' },
       h('button', { type: 'button', class: 'small secondary', onclick: () => channelEditForm(channel, row) }, 'Edit'),
       actionButton(live ? 'Stop stream' : 'Start stream', async () => {
