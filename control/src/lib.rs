@@ -22,6 +22,7 @@ pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod profiles;
+pub mod routing;
 pub mod same_origin;
 pub mod users;
 pub mod whoami;
@@ -57,6 +58,8 @@ pub struct ApiState {
     pub edge_playback: Option<channels::EdgePlayback>,
     /// Which browsers' pages may send writes and open chat sockets ([`same_origin`]).
     pub origins: Arc<same_origin::OriginPolicy>,
+    /// Which edge a viewer gets ([`routing`]): `/play`, steering and `edgePlaybackUrl`.
+    pub routing: Arc<routing::Routing>,
 }
 
 impl ApiState {
@@ -87,6 +90,7 @@ impl ApiState {
             }))),
             edge_playback: None,
             origins: Arc::default(),
+            routing: Arc::default(),
         }
     }
 }

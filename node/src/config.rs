@@ -339,6 +339,21 @@ pub struct Config {
     #[arg(long, value_name = "LIST", env = "BITRIVER_LIVE_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
+    /// A request header the operator's load balancer or GeoDNS front sets to the viewer's region
+    /// (e.g. X-Client-Region); believed only from --trusted-proxies.
+    #[arg(long, value_name = "NAME", env = "BITRIVER_LIVE_CLIENT_REGION_HEADER")]
+    pub client_region_header: Option<String>,
+
+    /// Comma-separated networks (CIDR) of the operator's proxies: their --client-region-header
+    /// and X-Forwarded-For are believed. Empty: every peer is a viewer.
+    #[arg(long, value_name = "CIDR,...", env = "BITRIVER_LIVE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+
+    /// A MaxMind-format GeoIP database (GeoLite2-Country or -City): viewers whose address is in no
+    /// region's networks are placed by country or continent (see PUT /api/regions/{region}).
+    #[arg(long, value_name = "FILE", env = "BITRIVER_LIVE_GEOIP_DB")]
+    pub geoip_db: Option<PathBuf>,
+
     /// Testing only: accept partition requests on the admin socket.
     #[arg(long, env = "BITRIVER_LIVE_FAULT_INJECTION", hide = true)]
     pub fault_injection: bool,
@@ -671,6 +686,12 @@ pub struct ValidatedConfig {
     pub raft_keep_logs: u64,
     /// Origins allowed to send state-changing requests besides the node's own.
     pub allowed_origins: Vec<control::same_origin::Origin>,
+    /// `--client-region-header`, lower-cased.
+    pub client_region_header: Option<axum::http::HeaderName>,
+    /// `--trusted-proxies`.
+    pub trusted_proxies: Vec<raft::state::regions::Cidr>,
+    /// `--geoip-db`, opened and checked.
+    pub geoip: Option<crate::geoip::GeoIpDb>,
     pub fault_injection: bool,
 }
 
@@ -791,6 +812,36 @@ impl Config {
         let transcode = transcode_ladder(self.transcode_ladder.as_deref(), &self.roles, roles)?;
         let allowed_origins = control::same_origin::parse_list(self.allowed_origins.iter().map(String::as_str))
             .map_err(|e| ConfigError::invalid("--allowed-origins", &e.0, e.to_string()))?;
+        let client_region_header = match self.client_region_header.as_deref() {
+            None => None,
+            Some(name) => Some(axum::http::HeaderName::try_from(name.trim()).map_err(|_| {
+                ConfigError::invalid("--client-region-header", name, "not an HTTP header name")
+            })?),
+        };
+        let trusted_proxies = self
+            .trusted_proxies
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| s.parse().map_err(|e: raft::state::regions::CidrError| {
+                ConfigError::invalid("--trusted-proxies", s, e.reason)
+            }))
+            .collect::<Result<Vec<_>, _>>()?;
+        if client_region_header.is_some() && trusted_proxies.is_empty() {
+            return Err(ConfigError::missing(
+                "--trusted-proxies",
+                "required with --client-region-header (the header is believed only from them)",
+            ));
+        }
+        let geoip = match &self.geoip_db {
+            None => None,
+            Some(path) => {
+                check_readable_file("--geoip-db", path)?;
+                Some(
+                    crate::geoip::GeoIpDb::open(path)
+                        .map_err(|e| ConfigError::invalid("--geoip-db", path.display().to_string(), e))?,
+                )
+            }
+        };
         let config = ValidatedConfig {
             mode,
             addr,
@@ -816,6 +867,9 @@ impl Config {
             raft_snapshot_every: self.raft_snapshot_every.max(1),
             raft_keep_logs: self.raft_keep_logs,
             allowed_origins,
+            client_region_header,
+            trusted_proxies,
+            geoip,
             fault_injection: self.fault_injection,
         };
         config.check_listener_clashes()?;
