@@ -232,7 +232,12 @@ async fn every_documented_operation_is_routed_and_nothing_else() {
     };
     let concrete = |path: &str| {
         let id = if path.starts_with("/api/users/") { &viewer } else { &channel };
-        path.replace("{id}", id).replace("{user_id}", &viewer).replace("{message_id}", &message)
+        path.replace("{id}", id)
+            .replace("{user_id}", &viewer)
+            .replace("{message_id}", &message)
+            // The catalog's own node is in region `local`; the steering manifest is `{id}.json`.
+            .replace("{region}", "local")
+            .replace("{file}", &format!("{channel}.json"))
     };
     // Everything but deletes first; then deletes, innermost records first, signing out last.
     let documented = documented(&doc_json());

@@ -1531,6 +1531,31 @@ mod tests {
     }
 
     #[test]
+    fn routing_flags_are_parsed_and_bad_ones_named() {
+        let c = validate(&[]).unwrap();
+        assert!(c.client_region_header.is_none() && c.trusted_proxies.is_empty() && c.geoip.is_none());
+        let c = validate(&["--client-region-header", "X-Client-Region", "--trusted-proxies", "10.0.0.0/8, 192.0.2.1"])
+            .unwrap();
+        assert_eq!(c.client_region_header.as_ref().map(|h| h.as_str()), Some("x-client-region"));
+        let shown: Vec<String> = c.trusted_proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["10.0.0.0/8", "192.0.2.1/32"]);
+        for (args, flag) in [
+            (&["--trusted-proxies", "10.0.0.0/33"][..], "--trusted-proxies"),
+            (&["--trusted-proxies", "10.0.0.1/8"][..], "--trusted-proxies"),
+            (&["--client-region-header", "X-Region"][..], "--trusted-proxies"),
+            (&["--client-region-header", "bad header", "--trusted-proxies", "10.0.0.0/8"][..], "--client-region-header"),
+            (&["--geoip-db", "/nonexistent/country.mmdb"][..], "--geoip-db"),
+        ] {
+            assert_eq!(validate(args).unwrap_err().flag(), flag, "{args:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let bogus = dir.path().join("bogus.mmdb");
+        std::fs::write(&bogus, b"not a database").unwrap();
+        let e = validate(&["--geoip-db", bogus.to_str().unwrap()]).unwrap_err();
+        assert!(e.flag() == "--geoip-db" && e.to_string().contains("MaxMind"), "{e}");
+    }
+
+    #[test]
     fn allowed_origins_are_parsed_and_bad_ones_named() {
         assert!(validate(&[]).unwrap().allowed_origins.is_empty());
         let c = validate(&["--allowed-origins", "https://Live.Example.com,http://127.0.0.1:3000"]).unwrap();

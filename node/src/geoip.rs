@@ -35,19 +35,19 @@ impl Eq for GeoIpDb {}
 
 /// The fields read from a record; everything else in it is ignored.
 #[derive(Deserialize)]
-struct Record<'a> {
-    #[serde(borrow, default)]
-    country: Option<Code<'a>>,
-    #[serde(borrow, default)]
-    continent: Option<Code<'a>>,
+struct Record {
+    #[serde(default)]
+    country: Option<Code>,
+    #[serde(default)]
+    continent: Option<Code>,
 }
 
 #[derive(Deserialize)]
-struct Code<'a> {
+struct Code {
     #[serde(default)]
-    iso_code: Option<&'a str>,
+    iso_code: Option<String>,
     #[serde(default)]
-    code: Option<&'a str>,
+    code: Option<String>,
 }
 
 impl GeoIpDb {
@@ -61,9 +61,9 @@ impl GeoIpDb {
 impl GeoLookup for GeoIpDb {
     fn lookup(&self, ip: IpAddr) -> Option<GeoAnswer> {
         // Not found, an IPv6 address in an IPv4 database, or a record of another shape: no answer.
-        let record: Record<'_> = self.reader.lookup(ip).ok()?.decode().ok()??;
-        let country = record.country.and_then(|c| c.iso_code).map(str::to_owned);
-        let continent = record.continent.and_then(|c| c.code).map(str::to_owned);
+        let record: Record = self.reader.lookup(ip).ok()?.decode().ok()??;
+        let country = record.country.and_then(|c| c.iso_code);
+        let continent = record.continent.and_then(|c| c.code);
         (country.is_some() || continent.is_some()).then_some(GeoAnswer { country, continent })
     }
 }

@@ -322,6 +322,44 @@ async fn viewers_get_an_edge_of_their_region_from_play_channel_answers_and_steer
     assert_eq!(location(&geo), b_master, "{geo:?}");
     assert_eq!(geo.header("x-bitriver-region"), Some("b; source=geoip"));
 
+    // Figures: routing answers per second from one control node (8 concurrent keep-alive
+    // clients behind the trusted proxy, each request from a viewer in a by X-Forwarded-For), and
+    // the share of those viewers on the channel's first edge.
+    for (what, path) in [("/play", format!("/play/{id}")), ("steering", format!("/steering/{id}.json"))] {
+        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let url = control.url(&path);
+        let started = Instant::now();
+        let workers: Vec<_> = (0..8)
+            .map(|_| {
+                let (client, url, xff, first) = (client.clone(), url.clone(), client_a.ip.to_string(), a_master.clone());
+                tokio::spawn(async move {
+                    let mut on_first = 0;
+                    for _ in 0..250 {
+                        let resp = client.get(&url).header("X-Forwarded-For", &xff).send().await.unwrap();
+                        assert!(resp.status().is_success() || resp.status().is_redirection());
+                        on_first += usize::from(resp.headers().get("location").is_some_and(|l| l == first.as_str()));
+                        let _ = resp.bytes().await;
+                    }
+                    on_first
+                })
+            })
+            .collect();
+        let mut on_first = 0;
+        for worker in workers {
+            on_first += worker.await.unwrap();
+        }
+        let took = started.elapsed();
+        eprintln!(
+            "routing bench: 2000 {what} answers in {} ms = {:.0}/s{}",
+            took.as_millis(),
+            2000.0 / took.as_secs_f64(),
+            if what == "/play" { format!("; {:.1}% of region a's viewers on the channel's first edge", on_first as f64 / 20.0) } else { String::new() }
+        );
+        if what == "/play" {
+            assert_eq!(on_first, 2000, "even load: every viewer of a on the same edge");
+        }
+    }
+
     // Drain a's chosen edge: new viewers in a get the other one within seconds, and never the
     // drained one again.
     let drained_id = ids[&a_first];

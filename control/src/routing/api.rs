@@ -1,7 +1,7 @@
 //! The routing endpoints, each registered once with its OpenAPI operation:
 //!
-//! - `GET /play/{channelId}`: `302` to `master.m3u8` on the viewer's edge;
-//! - `GET /play/{channelId}/master.m3u8`: the steered multivariant playlist (every variant once
+//! - `GET /play/{id}`: `302` to `master.m3u8` on the viewer's edge;
+//! - `GET /play/{id}/master.m3u8`: the steered multivariant playlist (every variant once
 //!   per edge, see [`super::steering`]), served by control nodes from the live session's
 //!   renditions in the catalog;
 //! - `GET /steering/{channelId}.json`: the steering manifest for this viewer;
@@ -121,14 +121,14 @@ fn no_edge() -> ApiError {
 
 #[utoipa::path(
     get,
-    path = "/play/{channelId}",
+    path = "/play/{id}",
     tag = "playback",
     security(()),
-    params(("channelId" = String, Path, description = "Channel id")),
+    params(("id" = String, Path, description = "Channel id")),
     responses(
-        (status = 302, description = "To `master.m3u8` on the viewer's edge (`Location`); never cached"),
+        (status = 302, description = "To `master.m3u8` on the viewer's edge (`Location`), or to this node's \
+            `/hls/{id}/master.m3u8` when no edge is up; never cached"),
         (status = 404, description = "No such channel"),
-        (status = 503, description = "No edge is up"),
     )
 )]
 async fn play(
@@ -139,7 +139,8 @@ async fn play(
 ) -> ApiResult<Response> {
     let channel = load_channel(&state, &channel_id).await?;
     let chosen = state.catalog.read(|s| state.choose(s, &channel.id, peer, &headers));
-    let url = state.playback_from(&chosen, &headers, &channel.id).ok_or_else(no_edge)?;
+    // No edge up: the origin path, as `playbackUrl` gives it (served by origin nodes).
+    let url = state.playback_from(&chosen, &headers, &channel.id).unwrap_or_else(|| playback_url(&channel.id));
     let location = HeaderValue::from_str(&url).map_err(|_| no_edge())?;
     let response = (StatusCode::FOUND, [(header::LOCATION, location)]).into_response();
     Ok(personal(response, &state.routing, &chosen.viewer))
@@ -147,16 +148,17 @@ async fn play(
 
 #[utoipa::path(
     get,
-    path = "/play/{channelId}/master.m3u8",
+    path = "/play/{id}/master.m3u8",
     tag = "playback",
     security(()),
-    params(("channelId" = String, Path, description = "Channel id")),
+    params(("id" = String, Path, description = "Channel id")),
     responses(
         (status = 200, description = "The steered multivariant playlist: every rendition once per edge \
             (`PATHWAY-ID` = `edge-{nodeId}`, absolute URIs), `EXT-X-CONTENT-STEERING` naming \
             `/steering/{channelId}.json`; never cached", content_type = "application/vnd.apple.mpegurl", body = String),
-        (status = 404, description = "No such channel, or it is not live"),
-        (status = 503, description = "No edge is up"),
+        (status = 404, description = "No such channel"),
+        (status = 409, description = "The channel is not live (its renditions are not known yet)", body = crate::error::Body),
+        (status = 503, description = "No edge is up", body = crate::error::Body),
     )
 )]
 async fn steered_master(
@@ -173,7 +175,9 @@ async fn steered_master(
             .map(|session| session.renditions.clone());
         (state.choose(s, &channel.id, peer, &headers), renditions)
     });
-    let renditions = renditions.ok_or_else(|| ApiError::not_found("live channel", &channel.id))?;
+    let renditions = renditions
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| ApiError::conflict("not_live", format!("channel {} is not live", channel.id)))?;
     let mut pathways = chosen.pathways.clone();
     if pathways.is_empty() {
         // No edge in the directory is up: this node's own edge, if it runs one.
@@ -304,7 +308,7 @@ fn region_refusal(e: CatalogError) -> ApiError {
     responses(
         (status = 200, description = "The region as stored (canonical networks)", body = RegionView),
         (status = 400, description = "Unknown region or neighbour, malformed or overlapping network, bad GeoIP code; \
-            `error.field` names it; nothing is stored"),
+            `error.field` names it; nothing is stored", body = crate::error::Body),
         (status = 401, description = "Not signed in"),
         (status = 403, description = "Not an admin"),
     )

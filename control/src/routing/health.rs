@@ -98,24 +98,25 @@ mod tests {
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         let mut health = EdgeHealth::default();
         assert_eq!(health.state(7, t0), EdgeState::Dead, "never seen");
-        // Reports every 500 ms.
+        // A report every 500 ms, each with a new stamp.
         let mut stamp = 0;
         let mut report = |health: &mut EdgeHealth, ms: u64| {
             stamp += 500;
             health.handle_report(7, stamp, at(ms));
             health.handle_tick(at(ms), |_| true);
+            stamp
         };
         for ms in (0..=4500).step_by(500) {
             report(&mut health, ms);
             assert_eq!(health.state(7, at(ms)), EdgeState::Warming, "at {ms} ms");
         }
-        report(&mut health, 5000);
+        let last = report(&mut health, 5000);
         assert_eq!(health.state(7, at(5000)), EdgeState::Usable);
 
         // Silence: the same stamp seen again and again does not keep it alive.
-        health.handle_report(7, stamp, at(6000));
-        health.handle_tick(at(7000), |_| true);
-        assert_eq!(health.state(7, at(7000)), EdgeState::Dead);
+        health.handle_report(7, last, at(6000));
+        health.handle_tick(at(7100), |_| true);
+        assert_eq!(health.state(7, at(7100)), EdgeState::Dead);
 
         // Back: warming for the hold, then usable.
         report(&mut health, 9000);

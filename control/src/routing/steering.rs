@@ -137,7 +137,7 @@ mod tests {
         assert_eq!(estimate("1080p"), (6_000_000, Some((1920, 1080))));
         assert_eq!(estimate("1080p60"), (6_000_000, Some((1920, 1080))));
         assert_eq!(estimate("360p"), (1_200_000, Some((640, 360))));
-        assert_eq!(estimate("240p").1, Some((428, 240)));
+        assert_eq!(estimate("240p").1, Some((426, 240)));
         assert_eq!(estimate("source").1, None);
         assert_eq!(estimate("99999p").1, None);
         assert_eq!(estimate("p").1, None);
