@@ -403,3 +403,80 @@ fn a_geoip_db_that_is_not_one_stops_the_node_naming_the_flag() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--trusted-proxies"), "{err}");
 }
+
+/// hls.js in Chromium plays the steered playlist of a real broadcast, and keeps playing when the
+/// edge it plays from is killed (-9): the steering answer leaves the dead edge out and hls.js
+/// moves to the other pathway. Prints the stall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hls_js_plays_through_steering_and_survives_its_edge_being_killed() {
+    let tools = [common::live::MEDIA_TOOLS, testkit::tools::BROWSER, &["curl"]].concat();
+    if !testkit::require_tools(&tools) {
+        return;
+    }
+    let Some(mut net) = Net::new() else { return };
+    let (ns_origin, ns_e1, ns_e2) = (net.add("org"), net.add("e1"), net.add("e2"));
+    let root = tempfile::tempdir().unwrap();
+
+    let mut origin = net.node(&ns_origin, root.path(), "origin");
+    origin.args.extend(["--roles", "control,ingest,origin", "--region", "a"].map(String::from));
+    origin.start();
+    origin.wait_healthy(Duration::from_secs(30)).await;
+    let token = admin_token(&origin).await;
+    let mut edges = Vec::new();
+    for ns in [&ns_e1, &ns_e2] {
+        let mut edge = net.node(ns, root.path(), &format!("edge-{}", ns.ip));
+        edge.args.extend(join_args(&origin, "edge"));
+        edge.args.extend(["--region", "a"].map(String::from));
+        edge.start();
+        edges.push(edge);
+    }
+    for edge in &mut edges {
+        edge.wait_healthy(Duration::from_secs(30)).await;
+    }
+    let ids = edge_ids(&origin, &token, &[&ns_e1, &ns_e2]).await;
+
+    let user = json!({"displayName": "Streamer", "email": "streamer@example.com", "roles": ["creator"]});
+    let (_, user) = call("POST", &origin.url("/api/users"), &token, Some(user)).await;
+    let channel = json!({"ownerId": user["id"], "title": "Steered", "tags": []});
+    let (_, channel) = call("POST", &origin.url("/api/channels"), &token, Some(channel)).await;
+    let (id, key) = (channel["id"].as_str().unwrap().to_owned(), channel["streamKey"].as_str().unwrap().to_owned());
+    let rtmp = format!("rtmp://{}:1935/live/{key}", ns_origin.ip);
+    let log = root.path().join("ffmpeg.log");
+    let mut publisher =
+        common::live::publish("flv", &rtmp, 120, common::live::Encoding::ZeroLatency, &log);
+    for ns in [&ns_e1, &ns_e2] {
+        let url = format!("http://{}:8081/hls/{id}/source/index.m3u8", ns.ip);
+        common::live::wait_url_body(&url, "#EXTINF", Duration::from_secs(40), &[&origin]).await;
+    }
+    // Past the hold, so both edges are usable pathways.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let steered = origin.url(&format!("/play/{id}/master.m3u8"));
+    let body = reqwest::get(&steered).await.unwrap().text().await.unwrap();
+    assert!(body.contains("#EXT-X-CONTENT-STEERING") && body.matches("PATHWAY-ID").count() >= 3, "{body}");
+    let manifest: Value = reqwest::get(origin.url(&format!("/steering/{id}.json"))).await.unwrap().json().await.unwrap();
+    let first = manifest["PATHWAY-PRIORITY"][0].as_str().unwrap().to_owned();
+    let victim = if first == format!("edge-{}", ids[&ns_e1.ip]) { 0 } else { 1 };
+
+    // The player: 25 s of real playback; its first edge dies 8 s in.
+    std::env::set_var("PLAY_ALLOW_NON_LOOPBACK", "1");
+    std::env::set_var("PLAY_TIMEOUT_S", "70");
+    let url = steered.clone();
+    let player = tokio::task::spawn_blocking(move || common::browser::play_in_chromium(&url, 25.0));
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    edges[victim].kill9();
+    let summary = player.await.unwrap().unwrap_or_else(|e| panic!("hls.js did not keep playing: {e}\n{}", origin.log_text()));
+    let played = summary["playedSeconds"].as_f64().unwrap_or(0.0);
+    assert!(played >= 25.0, "{summary}");
+    let elapsed = summary["elapsedMs"].as_f64().unwrap_or(0.0);
+    let start = summary["timeToFirstProgressMs"].as_f64().unwrap_or(0.0);
+    eprintln!(
+        "steering failover: played {played:.1} s; stalls {}; time not playing after the start ≈ {:.0} ms (kill -9 of edge-{})",
+        summary["stalls"],
+        (elapsed - start - played * 1000.0).max(0.0),
+        ids[&if victim == 0 { ns_e1.ip } else { ns_e2.ip }],
+    );
+    let _ = publisher.kill().await;
+    drop(edges);
+    drop(origin);
+    drop(net);
+}
