@@ -814,17 +814,20 @@ impl Config {
             .map_err(|e| ConfigError::invalid("--allowed-origins", &e.0, e.to_string()))?;
         let client_region_header = match self.client_region_header.as_deref() {
             None => None,
-            Some(name) => Some(axum::http::HeaderName::try_from(name.trim()).map_err(|_| {
-                ConfigError::invalid("--client-region-header", name, "not an HTTP header name")
-            })?),
+            Some(name) => Some(
+                axum::http::HeaderName::try_from(name.trim())
+                    .map_err(|_| ConfigError::invalid("--client-region-header", name, "not an HTTP header name"))?,
+            ),
         };
         let trusted_proxies = self
             .trusted_proxies
             .iter()
             .filter(|s| !s.trim().is_empty())
-            .map(|s| s.parse().map_err(|e: raft::state::regions::CidrError| {
-                ConfigError::invalid("--trusted-proxies", s, e.reason)
-            }))
+            .map(|s| {
+                s.parse().map_err(|e: raft::state::regions::CidrError| {
+                    ConfigError::invalid("--trusted-proxies", s, e.reason)
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         if client_region_header.is_some() && trusted_proxies.is_empty() {
             return Err(ConfigError::missing(
@@ -1543,7 +1546,10 @@ mod tests {
             (&["--trusted-proxies", "10.0.0.0/33"][..], "--trusted-proxies"),
             (&["--trusted-proxies", "10.0.0.1/8"][..], "--trusted-proxies"),
             (&["--client-region-header", "X-Region"][..], "--trusted-proxies"),
-            (&["--client-region-header", "bad header", "--trusted-proxies", "10.0.0.0/8"][..], "--client-region-header"),
+            (
+                &["--client-region-header", "bad header", "--trusted-proxies", "10.0.0.0/8"][..],
+                "--client-region-header",
+            ),
             (&["--geoip-db", "/nonexistent/country.mmdb"][..], "--geoip-db"),
         ] {
             assert_eq!(validate(args).unwrap_err().flag(), flag, "{args:?}");

@@ -232,11 +232,18 @@ async fn viewers_get_an_edge_of_their_region_from_play_channel_answers_and_steer
     }
     let (status, listed) = call("GET", &regions, &token, None).await;
     assert_eq!(status, 200);
-    let listed: Vec<(String, Value)> =
-        listed["regions"].as_array().unwrap().iter().map(|r| (r["name"].as_str().unwrap().to_owned(), r["networks"].clone())).collect();
+    let listed: Vec<(String, Value)> = listed["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap().to_owned(), r["networks"].clone()))
+        .collect();
     assert_eq!(
         listed,
-        [("a".to_owned(), json!([format!("{}/32", client_a.ip)])), ("b".to_owned(), json!([format!("{}/32", client_b.ip)]))],
+        [
+            ("a".to_owned(), json!([format!("{}/32", client_a.ip)])),
+            ("b".to_owned(), json!([format!("{}/32", client_b.ip)]))
+        ],
         "bad maps stored nothing"
     );
     // Not an admin: no map.
@@ -251,7 +258,8 @@ async fn viewers_get_an_edge_of_their_region_from_play_channel_answers_and_steer
     assert_eq!(status, 201, "{channel}");
     let id = channel["id"].as_str().unwrap().to_owned();
     let start = json!({"renditions": ["source", "720p"]});
-    let (status, body) = call("POST", &control.url(&format!("/api/channels/{id}/stream/start")), &token, Some(start)).await;
+    let (status, body) =
+        call("POST", &control.url(&format!("/api/channels/{id}/stream/start")), &token, Some(start)).await;
     assert!(status == 200 || status == 201, "{body}");
 
     // A viewer in b gets b's edge everywhere.
@@ -286,7 +294,10 @@ async fn viewers_get_an_edge_of_their_region_from_play_channel_answers_and_steer
     assert_eq!(answer.header("cache-control"), Some("no-store"));
     let playlist = &answer.body;
     assert!(
-        playlist.contains(&format!("#EXT-X-CONTENT-STEERING:SERVER-URI=\"/steering/{id}.json\",PATHWAY-ID=\"{}\"", pathway(a_first))),
+        playlist.contains(&format!(
+            "#EXT-X-CONTENT-STEERING:SERVER-URI=\"/steering/{id}.json\",PATHWAY-ID=\"{}\"",
+            pathway(a_first)
+        )),
         "{playlist}"
     );
     assert_eq!(playlist.matches("#EXT-X-STREAM-INF").count(), 6, "{playlist}");
@@ -295,7 +306,10 @@ async fn viewers_get_an_edge_of_their_region_from_play_channel_answers_and_steer
             let uri = format!("http://{ip}:8081/hls/{id}/{rendition}/index.m3u8");
             assert_eq!(playlist.lines().filter(|l| *l == uri).count(), 1, "{uri} once:\n{playlist}");
         }
-        assert_eq!(playlist.matches(&format!("PATHWAY-ID=\"{}\"", pathway(ip))).count(), 2 + usize::from(ip == a_first));
+        assert_eq!(
+            playlist.matches(&format!("PATHWAY-ID=\"{}\"", pathway(ip))).count(),
+            2 + usize::from(ip == a_first)
+        );
     }
 
     // The load balancer's header wins from the trusted proxy; X-Forwarded-For names the viewer.
@@ -313,7 +327,8 @@ async fn viewers_get_an_edge_of_their_region_from_play_channel_answers_and_steer
     let resp = from_proxy(&[("X-Forwarded-For", format!("203.0.113.7, {}", client_a.ip))]).send().await.unwrap();
     assert_eq!(resp.headers()["location"], a_master.as_str(), "the viewer behind the proxy is in a");
     // From an untrusted viewer the header is ignored, and so is its X-Forwarded-For.
-    let spoofed = play(&client_a, &control, &id, &[&format!("{REGION_HEADER}: b"), &format!("X-Forwarded-For: {}", client_b.ip)]);
+    let spoofed =
+        play(&client_a, &control, &id, &[&format!("{REGION_HEADER}: b"), &format!("X-Forwarded-For: {}", client_b.ip)]);
     assert_eq!(location(&spoofed), a_master);
     assert_eq!(spoofed.header("x-bitriver-region"), Some("a; source=network"));
 
@@ -331,7 +346,8 @@ async fn viewers_get_an_edge_of_their_region_from_play_channel_answers_and_steer
         let started = Instant::now();
         let workers: Vec<_> = (0..8)
             .map(|_| {
-                let (client, url, xff, first) = (client.clone(), url.clone(), client_a.ip.to_string(), a_master.clone());
+                let (client, url, xff, first) =
+                    (client.clone(), url.clone(), client_a.ip.to_string(), a_master.clone());
                 tokio::spawn(async move {
                     let mut on_first = 0;
                     for _ in 0..250 {
@@ -353,7 +369,11 @@ async fn viewers_get_an_edge_of_their_region_from_play_channel_answers_and_steer
             "routing bench: 2000 {what} answers in {} ms = {:.0}/s{}",
             took.as_millis(),
             2000.0 / took.as_secs_f64(),
-            if what == "/play" { format!("; {:.1}% of region a's viewers on the channel's first edge", on_first as f64 / 20.0) } else { String::new() }
+            if what == "/play" {
+                format!("; {:.1}% of region a's viewers on the channel's first edge", on_first as f64 / 20.0)
+            } else {
+                String::new()
+            }
         );
         if what == "/play" {
             assert_eq!(on_first, 2000, "even load: every viewer of a on the same edge");
@@ -363,11 +383,15 @@ async fn viewers_get_an_edge_of_their_region_from_play_channel_answers_and_steer
     // Drain a's chosen edge: new viewers in a get the other one within seconds, and never the
     // drained one again.
     let drained_id = ids[&a_first];
-    let (status, body) = call("POST", &control.url(&format!("/api/cluster/nodes/{drained_id}/drain")), &token, None).await;
+    let (status, body) =
+        call("POST", &control.url(&format!("/api/cluster/nodes/{drained_id}/drain")), &token, None).await;
     assert_eq!(status, 200, "{body}");
     let other_master = master_on(a_other, &id);
     let (_, took) =
-        wait_play(&client_a, &control, &id, "a's viewers off the drained edge", Duration::from_secs(5), |l| l == other_master).await;
+        wait_play(&client_a, &control, &id, "a's viewers off the drained edge", Duration::from_secs(5), |l| {
+            l == other_master
+        })
+        .await;
     eprintln!("drain: new viewers moved off the drained edge after {} ms", took.as_millis());
     for _ in 0..10 {
         assert_eq!(location(&play(&client_a, &control, &id, &[])), other_master);
@@ -376,10 +400,11 @@ async fn viewers_get_an_edge_of_their_region_from_play_channel_answers_and_steer
 
     // Kill b's edge: b's viewers go to their neighbour a within a few seconds.
     edges[2].kill9();
-    let (_, took) = wait_play(&client_b, &control, &id, "b's viewers on a neighbour's edge", Duration::from_secs(6), |l| {
-        l == other_master
-    })
-    .await;
+    let (_, took) =
+        wait_play(&client_b, &control, &id, "b's viewers on a neighbour's edge", Duration::from_secs(6), |l| {
+            l == other_master
+        })
+        .await;
     eprintln!("kill -9: viewers moved off the dead edge after {} ms", took.as_millis());
     assert_eq!(steering(&client_b, &control, &id), [pathway(a_other)]);
 
@@ -442,8 +467,7 @@ async fn hls_js_plays_through_steering_and_survives_its_edge_being_killed() {
     let (id, key) = (channel["id"].as_str().unwrap().to_owned(), channel["streamKey"].as_str().unwrap().to_owned());
     let rtmp = format!("rtmp://{}:1935/live/{key}", ns_origin.ip);
     let log = root.path().join("ffmpeg.log");
-    let mut publisher =
-        common::live::publish("flv", &rtmp, 120, common::live::Encoding::ZeroLatency, &log);
+    let mut publisher = common::live::publish("flv", &rtmp, 120, common::live::Encoding::ZeroLatency, &log);
     for ns in [&ns_e1, &ns_e2] {
         let url = format!("http://{}:8081/hls/{id}/source/index.m3u8", ns.ip);
         common::live::wait_url_body(&url, "#EXTINF", Duration::from_secs(40), &[&origin]).await;
@@ -453,7 +477,8 @@ async fn hls_js_plays_through_steering_and_survives_its_edge_being_killed() {
     let steered = origin.url(&format!("/play/{id}/master.m3u8"));
     let body = reqwest::get(&steered).await.unwrap().text().await.unwrap();
     assert!(body.contains("#EXT-X-CONTENT-STEERING") && body.matches("PATHWAY-ID").count() >= 3, "{body}");
-    let manifest: Value = reqwest::get(origin.url(&format!("/steering/{id}.json"))).await.unwrap().json().await.unwrap();
+    let manifest: Value =
+        reqwest::get(origin.url(&format!("/steering/{id}.json"))).await.unwrap().json().await.unwrap();
     let first = manifest["PATHWAY-PRIORITY"][0].as_str().unwrap().to_owned();
     let victim = if first == format!("edge-{}", ids[&ns_e1.ip]) { 0 } else { 1 };
 
@@ -464,7 +489,8 @@ async fn hls_js_plays_through_steering_and_survives_its_edge_being_killed() {
     let player = tokio::task::spawn_blocking(move || common::browser::play_in_chromium(&url, 25.0));
     tokio::time::sleep(Duration::from_secs(8)).await;
     edges[victim].kill9();
-    let summary = player.await.unwrap().unwrap_or_else(|e| panic!("hls.js did not keep playing: {e}\n{}", origin.log_text()));
+    let summary =
+        player.await.unwrap().unwrap_or_else(|e| panic!("hls.js did not keep playing: {e}\n{}", origin.log_text()));
     let played = summary["playedSeconds"].as_f64().unwrap_or(0.0);
     assert!(played >= 25.0, "{summary}");
     let elapsed = summary["elapsedMs"].as_f64().unwrap_or(0.0);

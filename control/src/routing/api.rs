@@ -183,7 +183,9 @@ async fn steered_master(
         // No edge in the directory is up: this node's own edge, if it runs one.
         let local = state.edge_playback.as_ref().and_then(|edge| edge.url(&headers, &channel.id));
         let base = local.as_deref().and_then(|url| url.strip_suffix(&playback_url(&channel.id)));
-        pathways.extend(base.map(|base| Pathway { id: steering::pathway_id(state.catalog.node_id()), base_url: base.to_owned() }));
+        pathways.extend(
+            base.map(|base| Pathway { id: steering::pathway_id(state.catalog.node_id()), base_url: base.to_owned() }),
+        );
     }
     let text = steering::steered_playlist(&channel.id, &renditions, &pathways).ok_or_else(no_edge)?;
     let response = ([(header::CONTENT_TYPE, "application/vnd.apple.mpegurl")], text).into_response();
@@ -266,7 +268,8 @@ async fn list_regions(State(state): State<ApiState>, caller: Caller) -> ApiResul
         names
             .into_iter()
             .map(|name| {
-                let record = s.region_map().region(&name).cloned().unwrap_or(RegionRecord { name, ..Default::default() });
+                let record =
+                    s.region_map().region(&name).cloned().unwrap_or(RegionRecord { name, ..Default::default() });
                 region_view(s, record)
             })
             .collect()

@@ -167,7 +167,8 @@ mod tests {
     struct Geo;
     impl GeoLookup for Geo {
         fn lookup(&self, ip: IpAddr) -> Option<GeoAnswer> {
-            (ip == IpAddr::from([192, 0, 2, 1])).then(|| GeoAnswer { country: Some("JP".into()), continent: Some("AS".into()) })
+            (ip == IpAddr::from([192, 0, 2, 1]))
+                .then(|| GeoAnswer { country: Some("JP".into()), continent: Some("AS".into()) })
         }
     }
 

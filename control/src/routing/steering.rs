@@ -91,7 +91,8 @@ pub fn steered_playlist(channel: &str, renditions: &[String], pathways: &[Pathwa
         return None;
     }
     let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n");
-    let _ = writeln!(out, "#EXT-X-CONTENT-STEERING:SERVER-URI=\"/steering/{channel}.json\",PATHWAY-ID=\"{}\"", first.id);
+    let _ =
+        writeln!(out, "#EXT-X-CONTENT-STEERING:SERVER-URI=\"/steering/{channel}.json\",PATHWAY-ID=\"{}\"", first.id);
     for pathway in pathways {
         for rendition in &renditions {
             let (bandwidth, resolution) = estimate(rendition);
@@ -121,8 +122,12 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "#EXTM3U");
         assert_eq!(lines[3], "#EXT-X-CONTENT-STEERING:SERVER-URI=\"/steering/ch1.json\",PATHWAY-ID=\"edge-3\"");
-        let variants: Vec<(&str, &str)> =
-            lines.iter().zip(lines.iter().skip(1)).filter(|(l, _)| l.starts_with("#EXT-X-STREAM-INF")).map(|(a, b)| (*a, *b)).collect();
+        let variants: Vec<(&str, &str)> = lines
+            .iter()
+            .zip(lines.iter().skip(1))
+            .filter(|(l, _)| l.starts_with("#EXT-X-STREAM-INF"))
+            .map(|(a, b)| (*a, *b))
+            .collect();
         assert_eq!(variants.len(), 4, "two renditions (the bad name left out) times two pathways:\n{text}");
         assert_eq!(variants[0].0, "#EXT-X-STREAM-INF:BANDWIDTH=8000000,PATHWAY-ID=\"edge-3\"");
         assert_eq!(variants[0].1, "http://10.0.0.3:8081/hls/ch1/source/index.m3u8");
@@ -146,6 +151,9 @@ mod tests {
     #[test]
     fn the_manifest_has_the_specs_keys() {
         let json = serde_json::to_value(SteeringManifest::new(vec!["edge-2".into(), "edge-1".into()])).unwrap();
-        assert_eq!(json, serde_json::json!({"VERSION": 1, "TTL": STEERING_TTL_SECS, "PATHWAY-PRIORITY": ["edge-2", "edge-1"]}));
+        assert_eq!(
+            json,
+            serde_json::json!({"VERSION": 1, "TTL": STEERING_TTL_SECS, "PATHWAY-PRIORITY": ["edge-2", "edge-1"]})
+        );
     }
 }

@@ -212,7 +212,8 @@ impl RegionMap {
 
     /// The region a GeoIP answer maps to: the country first, then the continent.
     pub fn region_of_geo(&self, country: Option<&str>, continent: Option<&str>) -> Option<&str> {
-        let find = |code: &str| self.regions.values().find(|r| r.geo.iter().any(|g| g == code)).map(|r| r.name.as_str());
+        let find =
+            |code: &str| self.regions.values().find(|r| r.geo.iter().any(|g| g == code)).map(|r| r.name.as_str());
         country
             .and_then(|c| find(&c.to_ascii_uppercase()))
             .or_else(|| continent.and_then(|c| find(&format!("{CONTINENT_PREFIX}{}", c.to_ascii_uppercase()))))
@@ -266,9 +267,14 @@ impl CatalogState {
         }
         let mut parsed: Vec<Cidr> = Vec::with_capacity(record.networks.len());
         for (i, text) in record.networks.iter().enumerate() {
-            let cidr: Cidr = text.parse().map_err(|e: CidrError| CatalogError::invalid(&format!("networks[{i}]"), &e.to_string()))?;
+            let cidr: Cidr = text
+                .parse()
+                .map_err(|e: CidrError| CatalogError::invalid(&format!("networks[{i}]"), &e.to_string()))?;
             if let Some(other) = parsed.iter().find(|p| p.overlaps(&cidr)) {
-                return Err(CatalogError::invalid(&format!("networks[{i}]"), &format!("{cidr} overlaps {other} of the same list")));
+                return Err(CatalogError::invalid(
+                    &format!("networks[{i}]"),
+                    &format!("{cidr} overlaps {other} of the same list"),
+                ));
             }
             if let Some((other, region)) =
                 self.regions.networks.iter().find(|(c, region)| *region != record.name && c.overlaps(&cidr))
@@ -290,7 +296,10 @@ impl CatalogState {
                 return Err(CatalogError::invalid(&field, "a region is not its own neighbour"));
             }
             if !valid_region_name(name) || !self.region_known(name) {
-                return Err(CatalogError::invalid(&field, &format!("unknown region {:?}", name.chars().take(64).collect::<String>())));
+                return Err(CatalogError::invalid(
+                    &field,
+                    &format!("unknown region {:?}", name.chars().take(64).collect::<String>()),
+                ));
             }
             if !neighbours.contains(name) {
                 neighbours.push(name.clone());
@@ -302,9 +311,11 @@ impl CatalogState {
         let mut geo: Vec<String> = Vec::new();
         for (i, code) in record.geo.iter().enumerate() {
             let field = format!("geo[{i}]");
-            let code = normalize_geo(code)
-                .ok_or_else(|| CatalogError::invalid(&field, "a two-letter country code (FR) or continent:XX (continent:EU)"))?;
-            if let Some(other) = self.regions.regions.values().find(|r| r.name != record.name && r.geo.contains(&code)) {
+            let code = normalize_geo(code).ok_or_else(|| {
+                CatalogError::invalid(&field, "a two-letter country code (FR) or continent:XX (continent:EU)")
+            })?;
+            if let Some(other) = self.regions.regions.values().find(|r| r.name != record.name && r.geo.contains(&code))
+            {
                 return Err(CatalogError::invalid(&field, &format!("{code} already maps to region {}", other.name)));
             }
             if !geo.contains(&code) {
@@ -361,7 +372,18 @@ mod tests {
         assert_eq!(cidr(" 10.1.2.3 ").to_string(), "10.1.2.3/32");
         assert_eq!(cidr("2001:db8::/32").to_string(), "2001:db8::/32");
         assert_eq!(cidr("0.0.0.0/0").to_string(), "0.0.0.0/0");
-        for bad in ["", "10.1.0.0/", "10.1.0.0/33", "10.1.0.0/-1", "10.1.0.0/+8", "10.1.2.3/16", "host/8", "::/129", "10.0.0.0/1000", "1.2.3.4/8/9"] {
+        for bad in [
+            "",
+            "10.1.0.0/",
+            "10.1.0.0/33",
+            "10.1.0.0/-1",
+            "10.1.0.0/+8",
+            "10.1.2.3/16",
+            "host/8",
+            "::/129",
+            "10.0.0.0/1000",
+            "1.2.3.4/8/9",
+        ] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad:?} parsed");
         }
     }
