@@ -84,13 +84,6 @@ impl EdgePlayback {
     }
 }
 
-impl ApiState {
-    /// The absolute playback URL through this node's edge, if it runs one.
-    pub fn edge_playback_url(&self, headers: &HeaderMap, channel_id: &str) -> Option<String> {
-        self.edge_playback.as_ref().and_then(|edge| edge.url(headers, channel_id))
-    }
-}
-
 /// A channel as the API shows it: the record without its key hash, plus playback and audience.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -104,13 +97,18 @@ pub struct ChannelView {
     pub current_session_id: Option<String>,
     pub moderators: Vec<String>,
     pub playback_url: String,
-    /// The same playlist through this node's edge (absolute), when the node runs one: what
-    /// players should load.
+    /// The same playlist through the caller's nearest edge (absolute; see `crate::routing`),
+    /// or this node's own edge when it is the choice or no edge is up: what players should load.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub edge_playback_url: Option<String>,
     /// Where the channel's broadcasts are ingested and served from (see `raft::home`); none until
     /// the owner sets one or the channel is first published.
     pub home_region: Option<String>,
+    /// The control node's steered multivariant playlist (`/play/{id}/master.m3u8`: every
+    /// variant once per edge, with HLS Content Steering), in single-channel answers when edges
+    /// other than this node's are up: what hls.js players should load to survive an edge's loss.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steered_playback_url: Option<String>,
     pub followers: u64,
     pub subscribers: u64,
     #[schema(value_type = i64)]
@@ -136,6 +134,7 @@ impl ChannelView {
             playback_url: playback_url(&channel.id),
             edge_playback_url: None,
             home_region: None,
+            steered_playback_url: None,
             followers: followers as u64,
             subscribers: subscribers as u64,
             created_at: channel.created_at,
@@ -305,6 +304,7 @@ struct ListQuery {
 )]
 async fn list_channels(
     State(state): State<ApiState>,
+    crate::audit::Peer(peer): crate::audit::Peer,
     headers: HeaderMap,
     Query(query): Query<ListQuery>,
 ) -> Json<Vec<ChannelView>> {
@@ -322,7 +322,7 @@ async fn list_channels(
             .collect()
     });
     for view in &mut channels {
-        view.edge_playback_url = state.edge_playback_url(&headers, &view.id);
+        view.edge_playback_url = state.edge_playback_url(&headers, peer, &view.id);
     }
     Json(channels)
 }
@@ -416,12 +416,13 @@ async fn create_channel(
 )]
 async fn get_channel(
     State(state): State<ApiState>,
+    crate::audit::Peer(peer): crate::audit::Peer,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ChannelView>> {
     let channel = load_channel(&state, &id).await?;
     let mut view = state.catalog.read(|s| ChannelView::read(s, &channel));
-    view.edge_playback_url = state.edge_playback_url(&headers, &view.id);
+    (view.edge_playback_url, view.steered_playback_url) = state.playback_urls(&headers, peer, &view.id);
     Ok(Json(view))
 }
 

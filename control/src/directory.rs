@@ -196,12 +196,13 @@ pub fn search(state: &CatalogState, query: &DirectoryQuery) -> ApiResult<Directo
 )]
 async fn directory(
     State(state): State<ApiState>,
+    crate::audit::Peer(peer): crate::audit::Peer,
     headers: HeaderMap,
     Query(query): Query<DirectoryQuery>,
 ) -> ApiResult<Json<DirectoryPage>> {
     let mut page = state.catalog.read(|s| search(s, &query))?;
     for item in &mut page.items {
-        item.edge_playback_url = state.edge_playback_url(&headers, &item.id);
+        item.edge_playback_url = state.edge_playback_url(&headers, peer, &item.id);
     }
     Ok(Json(page))
 }

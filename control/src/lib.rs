@@ -23,6 +23,7 @@ pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod profiles;
+pub mod routing;
 pub mod same_origin;
 pub mod users;
 pub mod whoami;
@@ -58,6 +59,8 @@ pub struct ApiState {
     pub edge_playback: Option<channels::EdgePlayback>,
     /// Which browsers' pages may send writes and open chat sockets ([`same_origin`]).
     pub origins: Arc<same_origin::OriginPolicy>,
+    /// Which edge a viewer gets ([`routing`]): `/play`, steering and `edgePlaybackUrl`.
+    pub routing: Arc<routing::Routing>,
 }
 
 impl ApiState {
@@ -88,6 +91,7 @@ impl ApiState {
             }))),
             edge_playback: None,
             origins: Arc::default(),
+            routing: Arc::default(),
         }
     }
 }

@@ -56,6 +56,7 @@ pub(crate) fn api_routes() -> OpenApiRouter<ApiState> {
         .merge(crate::profiles::routes())
         .merge(crate::analytics::routes())
         .merge(crate::export::routes())
+        .merge(crate::routing::api::routes())
         .routes(routes!(openapi_json))
 }
 
@@ -83,6 +84,8 @@ pub(crate) fn api_routes() -> OpenApiRouter<ApiState> {
         (name = "profiles", description = "Streamer profiles"),
         (name = "analytics", description = "Audience figures (admins)"),
         (name = "export", description = "Catalog snapshot (admins)"),
+        (name = "playback", description = "Viewers at the nearest edge: redirects and HLS Content Steering"),
+        (name = "regions", description = "The operator's network map of regions (admins)"),
         (name = "meta", description = "This document"),
     ),
 )]

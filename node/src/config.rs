@@ -339,6 +339,21 @@ pub struct Config {
     #[arg(long, value_name = "LIST", env = "BITRIVER_LIVE_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
+    /// A request header the operator's load balancer or GeoDNS front sets to the viewer's region
+    /// (e.g. X-Client-Region); believed only from --trusted-proxies.
+    #[arg(long, value_name = "NAME", env = "BITRIVER_LIVE_CLIENT_REGION_HEADER")]
+    pub client_region_header: Option<String>,
+
+    /// Comma-separated networks (CIDR) of the operator's proxies: their --client-region-header
+    /// and X-Forwarded-For are believed. Empty: every peer is a viewer.
+    #[arg(long, value_name = "CIDR,...", env = "BITRIVER_LIVE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+
+    /// A MaxMind-format GeoIP database (GeoLite2-Country or -City): viewers whose address is in no
+    /// region's networks are placed by country or continent (see PUT /api/regions/{region}).
+    #[arg(long, value_name = "FILE", env = "BITRIVER_LIVE_GEOIP_DB")]
+    pub geoip_db: Option<PathBuf>,
+
     /// Testing only: accept partition requests on the admin socket.
     #[arg(long, env = "BITRIVER_LIVE_FAULT_INJECTION", hide = true)]
     pub fault_injection: bool,
@@ -671,6 +686,12 @@ pub struct ValidatedConfig {
     pub raft_keep_logs: u64,
     /// Origins allowed to send state-changing requests besides the node's own.
     pub allowed_origins: Vec<control::same_origin::Origin>,
+    /// `--client-region-header`, lower-cased.
+    pub client_region_header: Option<axum::http::HeaderName>,
+    /// `--trusted-proxies`.
+    pub trusted_proxies: Vec<raft::state::regions::Cidr>,
+    /// `--geoip-db`, opened and checked.
+    pub geoip: Option<crate::geoip::GeoIpDb>,
     pub fault_injection: bool,
 }
 
@@ -791,6 +812,39 @@ impl Config {
         let transcode = transcode_ladder(self.transcode_ladder.as_deref(), &self.roles, roles)?;
         let allowed_origins = control::same_origin::parse_list(self.allowed_origins.iter().map(String::as_str))
             .map_err(|e| ConfigError::invalid("--allowed-origins", &e.0, e.to_string()))?;
+        let client_region_header = match self.client_region_header.as_deref() {
+            None => None,
+            Some(name) => Some(
+                axum::http::HeaderName::try_from(name.trim())
+                    .map_err(|_| ConfigError::invalid("--client-region-header", name, "not an HTTP header name"))?,
+            ),
+        };
+        let trusted_proxies = self
+            .trusted_proxies
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| {
+                s.parse().map_err(|e: raft::state::regions::CidrError| {
+                    ConfigError::invalid("--trusted-proxies", s, e.reason)
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if client_region_header.is_some() && trusted_proxies.is_empty() {
+            return Err(ConfigError::missing(
+                "--trusted-proxies",
+                "required with --client-region-header (the header is believed only from them)",
+            ));
+        }
+        let geoip = match &self.geoip_db {
+            None => None,
+            Some(path) => {
+                check_readable_file("--geoip-db", path)?;
+                Some(
+                    crate::geoip::GeoIpDb::open(path)
+                        .map_err(|e| ConfigError::invalid("--geoip-db", path.display().to_string(), e))?,
+                )
+            }
+        };
         let config = ValidatedConfig {
             mode,
             addr,
@@ -816,6 +870,9 @@ impl Config {
             raft_snapshot_every: self.raft_snapshot_every.max(1),
             raft_keep_logs: self.raft_keep_logs,
             allowed_origins,
+            client_region_header,
+            trusted_proxies,
+            geoip,
             fault_injection: self.fault_injection,
         };
         config.check_listener_clashes()?;
@@ -1474,6 +1531,34 @@ mod tests {
         assert!(!u.admin);
         assert_eq!((u.display_name.as_deref(), u.roles), (Some("B"), vec!["creator".to_owned()]));
         assert!(parse(&["user", "create", "--admin"]).is_err(), "--email is required");
+    }
+
+    #[test]
+    fn routing_flags_are_parsed_and_bad_ones_named() {
+        let c = validate(&[]).unwrap();
+        assert!(c.client_region_header.is_none() && c.trusted_proxies.is_empty() && c.geoip.is_none());
+        let c = validate(&["--client-region-header", "X-Client-Region", "--trusted-proxies", "10.0.0.0/8, 192.0.2.1"])
+            .unwrap();
+        assert_eq!(c.client_region_header.as_ref().map(|h| h.as_str()), Some("x-client-region"));
+        let shown: Vec<String> = c.trusted_proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["10.0.0.0/8", "192.0.2.1/32"]);
+        for (args, flag) in [
+            (&["--trusted-proxies", "10.0.0.0/33"][..], "--trusted-proxies"),
+            (&["--trusted-proxies", "10.0.0.1/8"][..], "--trusted-proxies"),
+            (&["--client-region-header", "X-Region"][..], "--trusted-proxies"),
+            (
+                &["--client-region-header", "bad header", "--trusted-proxies", "10.0.0.0/8"][..],
+                "--client-region-header",
+            ),
+            (&["--geoip-db", "/nonexistent/country.mmdb"][..], "--geoip-db"),
+        ] {
+            assert_eq!(validate(args).unwrap_err().flag(), flag, "{args:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let bogus = dir.path().join("bogus.mmdb");
+        std::fs::write(&bogus, b"not a database").unwrap();
+        let e = validate(&["--geoip-db", bogus.to_str().unwrap()]).unwrap_err();
+        assert!(e.flag() == "--geoip-db" && e.to_string().contains("MaxMind"), "{e}");
     }
 
     #[test]

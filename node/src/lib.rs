@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod edge;
 pub mod fleet;
+pub mod geoip;
 pub mod http;
 pub mod ingest_gate;
 pub mod run;

@@ -174,6 +174,16 @@ pub async fn run(
     api.origins = origins;
     api.edge_playback =
         edge_addr.map(|addr| control::channels::EdgePlayback { port: addr.port(), https: config.tls.is_some() });
+    // Which edge a viewer gets (`/play`, steering, `edgePlaybackUrl`): this node's view of edge
+    // health, fed from the catalog's load reports.
+    let routing = Arc::new(control::routing::Routing::new(control::routing::RoutingConfig {
+        client_region_header: config.client_region_header.clone(),
+        trusted_proxies: config.trusted_proxies.clone(),
+        geoip: config.geoip.clone().map(|db| Arc::new(db) as Arc<dyn control::routing::client::GeoLookup>),
+        https: config.tls.is_some(),
+    }));
+    api.routing = routing.clone();
+    let routing_watch = tokio::spawn(control::routing::watch_edges(routing, catalog.clone(), services.stop()));
     // Chat sockets are long-lived: they close on the stop signal so the HTTP drain does not wait on them.
     api.chat = Arc::new(control::chat::ChatHub::default().with_shutdown(services.stop()));
     let mut app = http::router(state).merge(control::router(api));
@@ -204,6 +214,7 @@ pub async fn run(
     for task in fleet {
         task.abort();
     }
+    routing_watch.abort();
     // Blocked playlist requests answer at once instead of holding the HTTP drain.
     live.shutdown();
     services.shut_down(how, GRACE).await;

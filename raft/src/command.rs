@@ -162,6 +162,9 @@ pub enum Command {
         channel_id: String,
         region: Option<String>,
     },
+    /// Create or replace a region of the operator's network map (see [`crate::state::regions`]);
+    /// refused for an unknown region, a malformed or overlapping network, an unknown neighbour.
+    SetRegion(crate::state::regions::RegionRecord),
 }
 
 /// Most commands one [`Command::Batch`] may carry (the position in the batch is part of `seq`).
@@ -207,6 +210,8 @@ pub enum Response {
     Batch(Vec<ApplyResult>),
     /// Channels whose ingest lease a renewal did not hold (any longer).
     LostLeases(Vec<String>),
+    /// A region of the network map as stored (canonical networks).
+    Region(crate::state::regions::RegionRecord),
 }
 
 /// Why the state machine refused a command. Deterministic: every replica refuses the same way.

@@ -38,7 +38,9 @@ impl TestApi {
         let server = tokio::spawn(async move {
             axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap();
         });
-        TestApi { base: format!("http://{addr}"), addr, catalog, client: reqwest::Client::new(), _dir: dir, server }
+        // Redirects are answers to check (`/play`), not to follow.
+        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        TestApi { base: format!("http://{addr}"), addr, catalog, client, _dir: dir, server }
     }
 
     /// Makes this catalog's node an ingest node with an RTMP address and keeps its load reports

@@ -144,6 +144,46 @@ impl Net {
     }
 }
 
+/// One HTTP answer seen by a client in a namespace.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub status: u16,
+    /// Header names lower-cased, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Fetched {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+impl Netns {
+    /// `GET url` with curl from inside this namespace (a viewer on this "machine"), with extra
+    /// `headers` ("Name: value"); redirects are not followed. `None` when curl cannot connect.
+    pub fn curl(&self, url: &str, headers: &[&str]) -> Option<Fetched> {
+        let mut cmd = Command::new(IP);
+        cmd.args(["netns", "exec", &self.name, "curl", "-s", "-i", "--max-time", "10"]);
+        for h in headers {
+            cmd.args(["-H", h]);
+        }
+        let out = cmd.arg(url).stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("curl: {e}"));
+        if !out.status.success() {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+        let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
+        let mut lines = head.lines();
+        let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        Some(Fetched { status, headers, body: body.to_owned() })
+    }
+}
+
 impl Drop for Net {
     fn drop(&mut self) {
         // Best effort: deleting a namespace removes its end of the veth pair, and with it the

@@ -13,6 +13,7 @@ use crate::types::{AuthSession, Channel, ChatMessage, LiveState, NodeId, NodeInf
 
 pub mod access;
 pub mod community;
+pub mod regions;
 #[cfg(test)]
 pub(crate) mod replica;
 
@@ -58,6 +59,8 @@ pub struct CatalogState {
     pub(crate) leases: crate::lease::LeaseTable,
     /// Channels' home regions: see [`crate::home`].
     pub(crate) homes: crate::home::HomeTable,
+    /// The operator's network map: see [`regions`].
+    pub(crate) regions: regions::RegionMap,
     // Derived indexes.
     user_by_email: HashMap<String, String>,
     channel_by_key_hash: HashMap<String, String>,
@@ -107,6 +110,8 @@ impl CatalogState {
                 || state.homes.load_record(&key, v).map_err(wrap)?
             {
                 // A load, drain, lease or home region record.
+            } else if state.regions.load_record(&key, v).map_err(wrap)? {
+                // A region of the network map.
             } else if state.access.load_record(&key, v).map_err(wrap)? {
                 // A revocation or a join-token use.
             } else if key == key::NEXT_NODE_ID {
@@ -401,6 +406,7 @@ impl CatalogState {
                 }
                 Ok(Response::Removed(revoked.len() as u64))
             }
+            Command::SetRegion(_) => self.apply_region(command, out),
             other => self.apply_community(other, out),
         }
     }

@@ -100,6 +100,33 @@ function chatPanel(channel, who, relation) {
     who.user ? form : h('p', {}, h('a', { href: `/signup?next=${enc(location.pathname)}` }, 'Sign in to chat')));
 }
 
+/**
+ * The embed code for third-party sites: hls.js plays the steered playlist (HLS Content Steering
+ * keeps the viewer on a live edge), browsers with their own HLS follow the `/play` redirect to the
+ * nearest edge. Both are answered by this control node, for the viewer's own address.
+ */
+function embedSnippet(channel) {
+  const base = location.origin;
+  const id = encodeURIComponent(channel.id);
+  const code = `<video id="bitriver-${id}" controls muted autoplay playsinline style="width:100%"></video>
+<script src="https://cdn.jsdelivr.net/npm/hls.js@1"></script>
+<script>
+(function () {
+  var video = document.getElementById('bitriver-${id}');
+  if (window.Hls && Hls.isSupported()) {
+    var hls = new Hls({ lowLatencyMode: true });
+    hls.loadSource('${base}/play/${id}/master.m3u8');
+    hls.attachMedia(video);
+  } else {
+    video.src = '${base}/play/${id}';
+  }
+})();
+</script>`;
+  const area = h('textarea', { id: 'embed-code', readonly: true, rows: 8, 'aria-label': 'Embed code' });
+  area.value = code;
+  return h('details', { class: 'embed' }, h('summary', {}, 'Embed this channel'), area);
+}
+
 export async function render(main, channelId) {
   let channel;
   try {
@@ -129,12 +156,14 @@ export async function render(main, channelId) {
         meta,
         relationButtons(channel, who, relation)),
       chatPanel(channel, who, relation),
-      h('div', { class: 'channel-about' }, profileSlot)));
+      h('div', { class: 'channel-about' }, profileSlot, embedSnippet(channel))));
   showMeta();
 
   const apply = () => {
     fill(badge, liveBadge(channel.liveState));
-    if (channel.liveState === 'live') player.play(channel.edgePlaybackUrl || channel.playbackUrl);
+    if (channel.liveState === 'live') {
+      player.play(channel.edgePlaybackUrl || channel.playbackUrl, channel.steeredPlaybackUrl || null);
+    }
     else player.stop('Offline. The player starts when the stream goes live.');
   };
   apply();

@@ -34,9 +34,16 @@ export class Player {
     this.overlay.hidden = !text;
   }
 
-  /** Play `playbackUrl` (relative URLs resolve against this page, absolute ones may name an edge). */
-  async play(playbackUrl) {
-    const url = new URL(playbackUrl, location.origin).href;
+  /**
+   * Play `playbackUrl` (relative URLs resolve against this page, absolute ones may name an edge).
+   * With hls.js, `steeredUrl` (the control node's `/play/{id}/master.m3u8`, every variant once
+   * per edge, with HLS Content Steering) is played instead when given: hls.js then moves between
+   * edges on the steering server's word, without a reload, when an edge dies or drains.
+   */
+  async play(playbackUrl, steeredUrl = null) {
+    const Hls0 = await loadHls();
+    const chosen = steeredUrl && Hls0 && Hls0.isSupported() ? steeredUrl : playbackUrl;
+    const url = new URL(chosen, location.origin).href;
     if (this.url === url) return;
     this.stop();
     this.url = url;
