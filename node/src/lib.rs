@@ -8,6 +8,8 @@ pub mod edge;
 pub mod fleet;
 pub mod http;
 pub mod ingest_gate;
+pub mod placement;
+pub mod relay;
 pub mod run;
 pub mod service;
 mod tls;

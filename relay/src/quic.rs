@@ -336,7 +336,14 @@ pub async fn subscribe(
     metrics: &RelayMetrics,
     live: &mut Option<LiveHandle>,
 ) -> Result<(), RelayError> {
-    let stream_error = |reason: String| RelayError::Stream { channel: channel.to_owned(), reason };
+    // A refused or closed connection says why in its close reason, not in the stream's error.
+    let stream_error = |reason: String| {
+        let reason = match conn.close_reason() {
+            Some(closed) => format!("{reason} ({closed})"),
+            None => reason,
+        };
+        RelayError::Stream { channel: channel.to_owned(), reason }
+    };
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| stream_error(e.to_string()))?;
     let subscribe = encode_to_bytes(&Frame::Subscribe {
         channel: channel.to_owned(),

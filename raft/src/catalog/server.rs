@@ -58,7 +58,7 @@ mod close {
 }
 
 /// Concurrent relay subscriptions (one stream each) on one member's connection.
-pub const RELAY_STREAMS: u32 = 1024;
+const RELAY_STREAMS: u32 = 1024;
 
 /// QUIC listener configuration: the node's TLS identity and the pre-authentication limits.
 pub(super) fn server_config(identity: &tls::NodeIdentity) -> anyhow::Result<quinn::ServerConfig> {
