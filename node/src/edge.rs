@@ -67,8 +67,7 @@ pub fn resolve_origins(
         Some(Origin { addr, tls, verify_tls: true })
     };
     if let Some(placement) = crate::placement::place(s, &channel.id).filter(|p| !p.origins.is_empty()) {
-        let ingest_packages =
-            s.node(placement.ingest).is_some_and(|n| n.roles.iter().any(|r| r == "origin"));
+        let ingest_packages = s.node(placement.ingest).is_some_and(|n| n.roles.iter().any(|r| r == "origin"));
         let mut nodes = placement.origins;
         if ingest_packages && !nodes.contains(&placement.ingest) {
             nodes.push(placement.ingest);

@@ -91,7 +91,9 @@ async fn follow(catalog: Catalog, addr: String, channel: String, live: LiveRegis
     let mut handle: Option<LiveHandle> = None;
     loop {
         let outcome = match catalog.connect_relay(&addr).await {
-            Ok(conn) => relay::quic::subscribe(&conn, &channel, &live, &metrics, &mut handle).await.map_err(|e| e.to_string()),
+            Ok(conn) => {
+                relay::quic::subscribe(&conn, &channel, &live, &metrics, &mut handle).await.map_err(|e| e.to_string())
+            }
             Err(e) => Err(e.to_string()),
         };
         match outcome {

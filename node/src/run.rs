@@ -141,7 +141,11 @@ pub async fn run(
     }
     // Origin: package the live channels placed here that another node ingests.
     if config.roles.contains(Role::Origin) {
-        relay_tasks.push(tokio::spawn(crate::relay::manage_subscriptions(catalog.clone(), live.clone(), relay_metrics)));
+        relay_tasks.push(tokio::spawn(crate::relay::manage_subscriptions(
+            catalog.clone(),
+            live.clone(),
+            relay_metrics,
+        )));
     }
     // Load reports, and the ingest leases of what this node publishes.
     let fleet = crate::fleet::start(&catalog, &registry, gate.as_deref(), &live);

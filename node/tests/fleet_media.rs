@@ -121,7 +121,11 @@ async fn an_edge_keeps_playing_from_the_standby_origin_when_the_primary_is_kille
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let node_of = |ip: &str| -> u64 {
-        let m = cluster["members"].as_array().unwrap().iter().find(|m| m["addr"].as_str().unwrap().starts_with(&format!("{ip}:")));
+        let m = cluster["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["addr"].as_str().unwrap().starts_with(&format!("{ip}:")));
         m.unwrap_or_else(|| panic!("no member at {ip}: {cluster}"))["nodeId"].as_u64().unwrap()
     };
     let (o1, o2) = (node_of(&spaces[2].ip.to_string()), node_of(&spaces[3].ip.to_string()));
@@ -145,9 +149,13 @@ async fn an_edge_keeps_playing_from_the_standby_origin_when_the_primary_is_kille
     assert_eq!((width, height), (640, 360));
 
     // Both origins package the relayed track and name and write the same segments.
-    let standby_playlist =
-        wait_url_body(&format!("http://{standby_ip}:8080/hls/{id}/source/index.m3u8"), "#EXTINF", Duration::from_secs(20), &all)
-            .await;
+    let standby_playlist = wait_url_body(
+        &format!("http://{standby_ip}:8080/hls/{id}/source/index.m3u8"),
+        "#EXTINF",
+        Duration::from_secs(20),
+        &all,
+    )
+    .await;
     let (_, Some(newest), _) = playlist_facts(&standby_playlist) else { panic!("{standby_playlist}") };
     let segment = |ip| format!("http://{ip}:8080/hls/{id}/source/seg{newest}.m4s");
     let a = reqwest::get(segment(primary_ip)).await.unwrap();
@@ -155,7 +163,8 @@ async fn an_edge_keeps_playing_from_the_standby_origin_when_the_primary_is_kille
     assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200), "segment {newest} on both origins");
     let (a, b) = (a.bytes().await.unwrap(), b.bytes().await.unwrap());
     assert!(a.len() > 1000 && a == b, "segment {newest}: {} vs {} bytes, same content: {}", a.len(), b.len(), a == b);
-    let init = |p: &str| p.lines().find_map(|l| l.split("URI=\"").nth(1).map(|r| r.split('"').next().unwrap().to_owned()));
+    let init =
+        |p: &str| p.lines().find_map(|l| l.split("URI=\"").nth(1).map(|r| r.split('"').next().unwrap().to_owned()));
     let primary_playlist = reqwest::get(format!("http://{primary_ip}:8080/hls/{id}/source/index.m3u8"))
         .await
         .unwrap()
@@ -200,7 +209,10 @@ async fn an_edge_keeps_playing_from_the_standby_origin_when_the_primary_is_kille
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let after = *sequences.last().expect("playlists were read");
-    eprintln!("before the kill {before_kill:?}, at the end {after:?}, {errors} failed reads of {}", sequences.len() + errors);
+    eprintln!(
+        "before the kill {before_kill:?}, at the end {after:?}, {errors} failed reads of {}",
+        sequences.len() + errors
+    );
     assert!(after.1 >= before_kill.1 + 5, "playback went on after the kill: {before_kill:?} -> {after:?}");
     assert!(errors <= 2, "{errors} playlist reads failed through the edge");
     let failovers = edge.metric("bitriver_edge_origin_failovers_total").await.unwrap_or(0.0);

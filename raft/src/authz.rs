@@ -257,7 +257,8 @@ mod tests {
 
     #[test]
     fn only_origin_and_transcode_certificates_may_subscribe_to_relayed_media() {
-        let subject = |roles: &[&str]| CertSubject { node_id: 7, roles: Some(roles.iter().map(|r| r.to_string()).collect()) };
+        let subject =
+            |roles: &[&str]| CertSubject { node_id: 7, roles: Some(roles.iter().map(|r| r.to_string()).collect()) };
         may_subscribe(&subject(&["origin"])).unwrap();
         may_subscribe(&subject(&["edge", "transcode"])).unwrap();
         for roles in [&["edge"][..], &["ingest"], &["control"], &["control", "ingest", "edge"]] {

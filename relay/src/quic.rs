@@ -250,11 +250,8 @@ impl TrackTap for RelayHub {
             max_part_bytes: u32::try_from(c.max_part_bytes).unwrap_or(u32::MAX),
         };
         let cache = TrackCache::new(source.session_id, packaging, source.video.cloned(), source.audio.cloned());
-        let published = Arc::new(Mutex::new(Published {
-            session: source.session_id.to_owned(),
-            cache,
-            subscribers: Vec::new(),
-        }));
+        let published =
+            Arc::new(Mutex::new(Published { session: source.session_id.to_owned(), cache, subscribers: Vec::new() }));
         let previous = self
             .channels
             .lock()

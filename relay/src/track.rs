@@ -52,12 +52,7 @@ pub struct TrackCache {
 
 impl TrackCache {
     /// A track whose Tracks frame is `tracks` (session, packaging, configs).
-    pub fn new(
-        session: &str,
-        packaging: Packaging,
-        video: Option<VideoConfig>,
-        audio: Option<AudioConfig>,
-    ) -> Self {
+    pub fn new(session: &str, packaging: Packaging, video: Option<VideoConfig>, audio: Option<AudioConfig>) -> Self {
         let audio_rate = audio.as_ref().map_or(1, |a| a.sample_rate.max(1));
         let tracks = encode_to_bytes(&Frame::Tracks { session: session.to_owned(), packaging, video, audio });
         TrackCache {
@@ -84,10 +79,12 @@ impl TrackCache {
                 // A new join point: audio already sent that the packager queued for this
                 // segment (dts at or after the keyframe) moves behind the keyframe.
                 let rate = u128::from(self.audio_rate);
-                let starts_after = |dts: u64| u128::from(dts) * u128::from(VIDEO_TIMESCALE) >= u128::from(sample.dts) * rate;
+                let starts_after =
+                    |dts: u64| u128::from(dts) * u128::from(VIDEO_TIMESCALE) >= u128::from(sample.dts) * rate;
                 let carried: Vec<Entry> =
                     self.replay.drain(..).filter(|e| e.audio_dts.is_some_and(starts_after)).collect();
-                self.replay = vec![Entry { frame: marker, audio_dts: None }, Entry { frame: frame.clone(), audio_dts: None }];
+                self.replay =
+                    vec![Entry { frame: marker, audio_dts: None }, Entry { frame: frame.clone(), audio_dts: None }];
                 self.replay.extend(carried);
                 self.replay_bytes = self.replay.iter().map(|e| e.frame.len()).sum();
                 self.outbox.push_back(frame);
@@ -165,12 +162,25 @@ impl TrackCache {
 pub enum TrackEvent {
     /// Open the rendition (replacing an earlier stream of the channel): it starts at
     /// `config.first_msn` with `config.epoch_msn` the broadcast's epoch.
-    Open { session: String, config: RenditionConfig, video: Option<VideoConfig>, audio: Option<AudioConfig> },
-    Video { sample: Sample, now: i64 },
-    Audio { sample: Sample, now: i64 },
+    Open {
+        session: String,
+        config: RenditionConfig,
+        video: Option<VideoConfig>,
+        audio: Option<AudioConfig>,
+    },
+    Video {
+        sample: Sample,
+        now: i64,
+    },
+    Audio {
+        sample: Sample,
+        now: i64,
+    },
     /// After pushing the next video sample, the rendition's open segment should be `msn`; if it
     /// is not, this packager diverged from the publisher's (logged and counted by the driver).
-    ExpectSegment { msn: u64 },
+    ExpectSegment {
+        msn: u64,
+    },
     /// The broadcast finished: finish the rendition.
     End,
 }
@@ -228,7 +238,9 @@ impl Subscription {
                 self.tracks = Some((session, config, video, audio));
             }
             Frame::Segment { msn } => {
-                let Some((session, config, video, audio)) = &self.tracks else { return Err(SubscriptionError::NoTracks) };
+                let Some((session, config, video, audio)) = &self.tracks else {
+                    return Err(SubscriptionError::NoTracks);
+                };
                 if self.opened {
                     self.events.push_back(TrackEvent::ExpectSegment { msn });
                 } else if msn >= config.first_msn {

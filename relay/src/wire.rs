@@ -457,18 +457,31 @@ mod tests {
             playlist_segments: 8,
             max_part_bytes: 8 << 20,
         };
-        let audio = AudioConfig { asc: vec![0x12, 0x10], sample_rate: 48_000, channels: 2, codec_string: "mp4a.40.2".into() };
+        let audio =
+            AudioConfig { asc: vec![0x12, 0x10], sample_rate: 48_000, channels: 2, codec_string: "mp4a.40.2".into() };
         vec![
             Frame::Subscribe { channel: "c1".into(), rendition: "source".into() },
             Frame::Tracks { session: "s1".into(), packaging, video: Some(video_config()), audio: Some(audio) },
             Frame::Tracks { session: "s2".into(), packaging, video: None, audio: None },
             Frame::Segment { msn: 42 },
             Frame::Video {
-                sample: Sample { dts: 9000, pts_offset: -3000, duration: 3000, keyframe: true, data: Bytes::from_static(b"\0\0\0\x01e") },
+                sample: Sample {
+                    dts: 9000,
+                    pts_offset: -3000,
+                    duration: 3000,
+                    keyframe: true,
+                    data: Bytes::from_static(b"\0\0\0\x01e"),
+                },
                 now: 1_790_000_000_123,
             },
             Frame::Audio {
-                sample: Sample { dts: 1024, pts_offset: 0, duration: 1024, keyframe: true, data: Bytes::from_static(b"aac") },
+                sample: Sample {
+                    dts: 1024,
+                    pts_offset: 0,
+                    duration: 1024,
+                    keyframe: true,
+                    data: Bytes::from_static(b"aac"),
+                },
                 now: -1,
             },
             Frame::End,
@@ -540,7 +553,10 @@ mod tests {
             (kind::SEGMENT, &[0, 0, 0, 0, 0, 0, 0, 1, 9]),
             (kind::VIDEO, &[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 7, 0, 0, 0, 0, 0, 0, 0, 0]),
             (kind::TRACKS, &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]),
-            (kind::TRACKS, &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 33]),
+            (
+                kind::TRACKS,
+                &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 33],
+            ),
         ];
         for (kind, payload) in cases {
             let mut wire = vec![kind];

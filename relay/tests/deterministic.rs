@@ -142,7 +142,8 @@ fn a_late_subscriber_names_and_writes_every_common_part_and_segment_alike() {
             late_joined = true;
         }
         let open_before = publisher.partial_segment().map(|s| s.msn);
-        let pushed = if video { publisher.push_video(sample.clone(), now) } else { publisher.push_audio(sample.clone(), now) };
+        let pushed =
+            if video { publisher.push_video(sample.clone(), now) } else { publisher.push_audio(sample.clone(), now) };
         if matches!(pushed, Ok(Pushed::Buffered | Pushed::Published(_))) {
             if video {
                 let open_after = publisher.partial_segment().map(|s| s.msn);
@@ -185,7 +186,13 @@ fn a_late_subscriber_names_and_writes_every_common_part_and_segment_alike() {
             let Some(bytes) = origin.segment(segment.msn) else { continue };
             assert_eq!(bytes, segment.bytes, "segment {} differs", segment.msn);
             for part in &segment.parts {
-                assert_eq!(origin.part(part.msn, part.index).as_ref(), Some(&part.bytes), "part {}.{}", part.msn, part.index);
+                assert_eq!(
+                    origin.part(part.msn, part.index).as_ref(),
+                    Some(&part.bytes),
+                    "part {}.{}",
+                    part.msn,
+                    part.index
+                );
             }
             compared += 1;
         }

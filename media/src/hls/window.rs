@@ -650,7 +650,10 @@ const PARTS_PER_SEGMENT_SEQUENCE: u32 = 4096;
 /// the broadcast, as CMAF asks, until it wraps after 2^20 segments (days), like any 32-bit count.
 fn fragment_sequence(segment: u64, index: u32) -> u32 {
     let segment = (segment & u64::from(u32::MAX)) as u32;
-    segment.wrapping_mul(PARTS_PER_SEGMENT_SEQUENCE).wrapping_add(index.min(PARTS_PER_SEGMENT_SEQUENCE - 1)).wrapping_add(1)
+    segment
+        .wrapping_mul(PARTS_PER_SEGMENT_SEQUENCE)
+        .wrapping_add(index.min(PARTS_PER_SEGMENT_SEQUENCE - 1))
+        .wrapping_add(1)
 }
 
 /// The first 64 bits of SHA-256 over the broadcast's first msn and the header.

@@ -22,8 +22,8 @@ use tokio::time::Instant;
 
 use super::gate::{Protocol, StreamRefused};
 use super::ladder::{Ladder, LadderRun, LadderSource};
-use super::tap::{TapRun, TapSource, TrackTap};
 use super::packager_feed::FeedOutput;
+use super::tap::{TapRun, TapSource, TrackTap};
 use super::{IngestConfig, IngestMetrics};
 use crate::clock::{now_millis, UnixMillis};
 use crate::cmaf::{AudioConfig, VideoConfig};

@@ -258,8 +258,7 @@ impl Catalog {
             return Ok(conn);
         }
         let socket = crate::transport::resolve(addr).await?;
-        let connect_err =
-            |reason: String| crate::transport::TransportError::Connect { addr: addr.to_owned(), reason };
+        let connect_err = |reason: String| crate::transport::TransportError::Connect { addr: addr.to_owned(), reason };
         let conn = self
             .inner
             .endpoint
