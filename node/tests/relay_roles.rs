@@ -69,12 +69,12 @@ async fn only_a_node_with_the_origin_role_may_subscribe_to_a_relayed_track() {
         dts: i * 3000,
         pts_offset: 0,
         duration: 3000,
-        keyframe: i % 30 == 0,
+        keyframe: i.is_multiple_of(30),
         data: Bytes::from(vec![i as u8; 400]),
     };
     // Two seconds of video, segments opening at frames 0 and 30 (msn 5000 and 5001).
-    for i in 0..60 {
-        let opened = (i % 30 == 0).then_some(5_000 + i / 30);
+    for i in 0..60u64 {
+        let opened = i.is_multiple_of(30).then_some(5_000 + i / 30);
         run.video(&frame(i), raft::now_millis(), opened);
     }
 
@@ -96,8 +96,8 @@ async fn only_a_node_with_the_origin_role_may_subscribe_to_a_relayed_track() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(live.session("c1").as_deref(), Some("s1"));
-    for i in 60..120 {
-        let opened = (i % 30 == 0).then_some(5_000 + i / 30);
+    for i in 60..120u64 {
+        let opened = i.is_multiple_of(30).then_some(5_000 + i / 30);
         run.video(&frame(i), raft::now_millis(), opened);
     }
     drop(run);
