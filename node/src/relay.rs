@@ -23,12 +23,34 @@ const RECONCILE_EVERY: Duration = Duration::from_millis(250);
 /// Pause before re-subscribing after a failed subscription.
 const RETRY_AFTER: Duration = Duration::from_millis(300);
 
+/// How often a subscriber's connection is checked against the catalog's revocations.
+const REVOCATION_CHECK: Duration = Duration::from_secs(1);
+
 /// Starts serving relay connections into `hub` (the ingest role). Returns the accept task.
 pub fn serve(catalog: &Catalog, hub: RelayHub) -> Option<JoinHandle<()>> {
     let mut connections = catalog.serve_relay()?;
+    let catalog = catalog.clone();
     Some(tokio::spawn(async move {
-        while let Some(conn) = connections.recv().await {
-            tokio::spawn(hub.clone().serve_connection(conn));
+        while let Some((conn, node_id)) = connections.recv().await {
+            // The listener checked revocation when the connection came; a subscription lives
+            // long, so a revocation later must cut it too.
+            let (catalog, hub) = (catalog.clone(), hub.clone());
+            let watched = conn.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = hub.serve_connection(conn) => {}
+                    () = async {
+                        loop {
+                            tokio::time::sleep(REVOCATION_CHECK).await;
+                            if catalog.read(|s| s.access().is_revoked(node_id)) {
+                                tracing::warn!(node_id, "relay subscriber revoked; closing its connection");
+                                watched.close(2u32.into(), b"this node's certificate is revoked");
+                                return;
+                            }
+                        }
+                    } => {}
+                }
+            });
         }
     }))
 }

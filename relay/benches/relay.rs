@@ -283,7 +283,7 @@ fn registry() -> LiveRegistry {
 fn serve_relay(catalog: &Catalog, hub: RelayHub) -> Option<tokio::task::JoinHandle<()>> {
     let mut connections = catalog.serve_relay()?;
     Some(tokio::spawn(async move {
-        while let Some(conn) = connections.recv().await {
+        while let Some((conn, _node)) = connections.recv().await {
             tokio::spawn(hub.clone().serve_connection(conn));
         }
     }))

@@ -81,7 +81,7 @@ struct Inner {
     /// Proposals on their way into the log: see [`run_batcher`].
     batcher: mpsc::Sender<Proposal>,
     /// Where authorised relay connections go (set by [`Catalog::serve_relay`]).
-    relay: std::sync::OnceLock<mpsc::Sender<quinn::Connection>>,
+    relay: std::sync::OnceLock<mpsc::Sender<(quinn::Connection, NodeId)>>,
     /// Dialing side of the relay: TLS on the relay ALPN, and one connection per publisher.
     relay_client: quinn::ClientConfig,
     relay_connections: Mutex<std::collections::HashMap<String, quinn::Connection>>,
@@ -242,9 +242,10 @@ impl Catalog {
     }
 
     /// Makes this node a relay publisher: connections from members allowed to subscribe (see
-    /// [`crate::authz::may_subscribe`]) arrive on the returned queue, authenticated, checked
-    /// against revocations and within the per-member connection limit. Once per catalog.
-    pub fn serve_relay(&self) -> Option<mpsc::Receiver<quinn::Connection>> {
+    /// [`crate::authz::may_subscribe`]) arrive on the returned queue with the subscriber's node
+    /// id, authenticated, checked against revocations and within the per-member connection
+    /// limit. Once per catalog.
+    pub fn serve_relay(&self) -> Option<mpsc::Receiver<(quinn::Connection, NodeId)>> {
         let (tx, rx) = mpsc::channel(64);
         self.inner.relay.set(tx).ok()?;
         Some(rx)

@@ -306,7 +306,7 @@ pub(super) async fn serve_cluster(catalog: Catalog, endpoint: quinn::Endpoint) {
                     // Subscribers send one small frame per stream: the pre-authentication window
                     // stays; only the stream count is raised.
                     conn.set_max_concurrent_bi_streams(RELAY_STREAMS.into());
-                    if relay.try_send(conn.clone()).is_err() {
+                    if relay.try_send((conn.clone(), subject.node_id)).is_err() {
                         conn.close(close::TOO_MANY.into(), b"relay busy");
                         return;
                     }
