@@ -16,6 +16,9 @@ pub struct EdgeMetrics {
     pub origin_requests: IntCounterVec,
     /// `bitriver_edge_origin_errors_total`: origin requests that failed (connect, timeout, broken).
     pub origin_errors: IntCounter,
+    /// `bitriver_edge_origin_failovers_total`: requests retried on the channel's next origin
+    /// after the one before it failed (the primary origin down: the standby answers).
+    pub origin_failovers: IntCounter,
     /// `bitriver_edge_stale_served_total`: stale objects served because the origin failed.
     pub stale_served: IntCounter,
     /// `bitriver_edge_cache_bytes`: bytes of complete objects held.
@@ -44,6 +47,10 @@ impl EdgeMetrics {
                 &["kind"],
             )?,
             origin_errors: IntCounter::new("bitriver_edge_origin_errors_total", "Failed edge requests to origins")?,
+            origin_failovers: IntCounter::new(
+                "bitriver_edge_origin_failovers_total",
+                "Edge requests retried on the channel's next origin after one failed",
+            )?,
             stale_served: IntCounter::new(
                 "bitriver_edge_stale_served_total",
                 "Stale objects served because the origin failed",
@@ -70,6 +77,7 @@ impl EdgeMetrics {
         registry.register(Box::new(metrics.cache_hits.clone()))?;
         registry.register(Box::new(metrics.origin_requests.clone()))?;
         registry.register(Box::new(metrics.origin_errors.clone()))?;
+        registry.register(Box::new(metrics.origin_failovers.clone()))?;
         registry.register(Box::new(metrics.stale_served.clone()))?;
         registry.register(Box::new(metrics.cache_bytes.clone()))?;
         registry.register(Box::new(metrics.collapsed_waiters.clone()))?;

@@ -97,6 +97,14 @@ pub struct EdgeCtx {
 }
 
 impl EdgeProxy {
+    /// Counts and logs a retry on the channel's next origin (`ctx.attempt` already moved to it).
+    fn failover(&self, ctx: &EdgeCtx, error: &Error) {
+        self.metrics.origin_failovers.inc();
+        let channel = ctx.request.as_ref().map_or("", |r| r.channel.as_str());
+        let (from, to) = (&ctx.origins[ctx.attempt - 1], &ctx.origins[ctx.attempt % ctx.origins.len()]);
+        tracing::warn!(channel, from = %from.addr, to = %to.addr, %error, "origin failed; trying the channel's next origin");
+    }
+
     fn peer(&self, origin: &Origin) -> HttpPeer {
         let mut peer = HttpPeer::new(origin.addr, origin.tls, origin.addr.ip().to_string());
         peer.options.connection_timeout = Some(self.timeouts.connect);
@@ -261,6 +269,7 @@ impl ProxyHttp for EdgeProxy {
         // Another origin of the channel may be up: try the next one, once each.
         if ctx.attempt + 1 < ctx.origins.len() {
             ctx.attempt += 1;
+            self.failover(ctx, &e);
             e.set_retry(true);
         }
         e
@@ -278,6 +287,7 @@ impl ProxyHttp for EdgeProxy {
         let mut e = e.more_context(format!("origin {peer}"));
         if ctx.attempt + 1 < ctx.origins.len() && session.req_header().method.is_idempotent() {
             ctx.attempt += 1;
+            self.failover(ctx, &e);
             e.set_retry(true);
         } else {
             e.retry.decide_reuse(client_reused);

@@ -40,10 +40,12 @@ impl OriginResolver for CatalogOrigins {
     }
 }
 
-/// The origins of a live channel, best first. A channel is served by the node that packages it
-/// (media does not cross nodes yet, so today that is the one candidate); among several, the
-/// ones not draining come first, least loaded first, and draining ones are kept only when no
-/// other origin is left, so that the viewers of a draining node's channels are never cut off.
+/// The origins of a live channel, best first. When the channel is placed on origin nodes
+/// ([`crate::placement`]), those, primary first then standby (the edge fails over along the
+/// list), then the ingest node if it packages with the origin role too. Otherwise, as on an
+/// all-in-one node, the node that ingests (and so packages) it; among several such candidates,
+/// the ones not draining come first, least loaded first, and draining ones are kept only when
+/// no other origin is left, so that the viewers of a draining node's channels are never cut off.
 pub fn resolve_origins(
     s: &CatalogState,
     channel: &str,
@@ -52,6 +54,26 @@ pub fn resolve_origins(
     tls: bool,
 ) -> Vec<Origin> {
     let Some(channel) = s.channel(channel).filter(|c| c.live_state == LiveState::Live) else { return Vec::new() };
+    let origin_of = |node: NodeId| -> Option<Origin> {
+        if node == me {
+            return Some(Origin { addr: local_origin?, tls, verify_tls: false });
+        }
+        let addr = s
+            .node(node)?
+            .addresses
+            .iter()
+            .find(|(name, _)| name == "http")
+            .and_then(|(_, addr)| addr.parse::<SocketAddr>().ok())?;
+        Some(Origin { addr, tls, verify_tls: true })
+    };
+    if let Some(placement) = crate::placement::place(s, &channel.id).filter(|p| !p.origins.is_empty()) {
+        let ingest_packages = s.node(placement.ingest).is_some_and(|n| n.roles.iter().any(|r| r == "origin"));
+        let mut nodes = placement.origins;
+        if ingest_packages && !nodes.contains(&placement.ingest) {
+            nodes.push(placement.ingest);
+        }
+        return nodes.into_iter().filter_map(origin_of).collect();
+    }
     let packager = channel.current_session_id.as_deref().and_then(|id| s.session(id)).and_then(|s| s.ingest_node);
     // Live without a packaging node recorded (started without ingest): this node's own origin.
     let candidates: Vec<NodeId> = packager.into_iter().collect();
@@ -61,17 +83,7 @@ pub fn resolve_origins(
     let ranked: Vec<(bool, u32, u32, Origin)> = candidates
         .into_iter()
         .filter_map(|node| {
-            let origin = if node == me {
-                Origin { addr: local_origin?, tls, verify_tls: false }
-            } else {
-                let addr = s
-                    .node(node)?
-                    .addresses
-                    .iter()
-                    .find(|(name, _)| name == "http")
-                    .and_then(|(_, addr)| addr.parse::<SocketAddr>().ok())?;
-                Origin { addr, tls, verify_tls: true }
-            };
+            let origin = origin_of(node)?;
             let load = s.load_of(node);
             let (streams, cpu) = load.map_or((0, 0), |l| (l.streams, l.cpu_permille));
             Some((s.is_draining(node), streams, cpu, origin))

@@ -9,6 +9,8 @@ pub mod fleet;
 pub mod geoip;
 pub mod http;
 pub mod ingest_gate;
+pub mod placement;
+pub mod relay;
 pub mod run;
 pub mod service;
 mod tls;

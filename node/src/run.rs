@@ -119,9 +119,12 @@ pub async fn run(
     let http_addr = listeners.http.local_addr()?;
     let advertised = crate::advertise::plan(&config, &listeners.bound()?)?;
     let catalog = Catalog::start(catalog_config(&config, &advertised), &registry).await?;
-    // Live windows of the channels this node packages. Ingest feeds it; the origin serves it. An
-    // ingest-only node still packages locally: shipping media to a remote origin is not wired yet.
+    // Live windows of the channels this node packages. Ingest feeds it (and still packages
+    // locally on an ingest-only node: that packager is what the relay's join points follow);
+    // relayed tracks feed it on an origin; the origin serves it.
     let live = LiveRegistry::new(RegistryConfig::default(), OriginMetrics::new(&registry)?);
+    let relay_metrics = relay::quic::RelayMetrics::new(&registry)?;
+    let mut relay_tasks = Vec::new();
     // The ladder runs inside ingest (one decode per publish, on its own threads).
     let transcode = crate::transcode::setup(&config, &registry)?;
     let mut services = Services::default();
@@ -129,8 +132,20 @@ pub async fn run(
     // Ingest: RTMP and SRT publishers, packaged into `live`.
     let mut gate = None;
     if let (Some(rtmp), Some(srt)) = (listeners.rtmp, listeners.srt) {
-        let ingest = IngestConfig { ladder: transcode.ladder.clone(), ..ingest_config(&config) };
+        // Each publish's source track is also served to the origins the channel is placed on.
+        let hub = relay::quic::RelayHub::new(relay_metrics.clone());
+        relay_tasks.extend(crate::relay::serve(&catalog, hub.clone()));
+        let tap: Arc<dyn media::ingest::TrackTap> = Arc::new(hub);
+        let ingest = IngestConfig { ladder: transcode.ladder.clone(), tap: Some(tap), ..ingest_config(&config) };
         gate = Some(spawn_ingest(&mut services, rtmp, srt, &catalog, &live, ingest, &registry)?);
+    }
+    // Origin: package the live channels placed here that another node ingests.
+    if config.roles.contains(Role::Origin) {
+        relay_tasks.push(tokio::spawn(crate::relay::manage_subscriptions(
+            catalog.clone(),
+            live.clone(),
+            relay_metrics,
+        )));
     }
     // Load reports, and the ingest leases of what this node publishes.
     let fleet = crate::fleet::start(&catalog, &registry, gate.as_deref(), &live);
@@ -211,7 +226,7 @@ pub async fn run(
     );
 
     let (how, result) = services.serve_until(shutdown).await;
-    for task in fleet {
+    for task in fleet.into_iter().chain(relay_tasks) {
         task.abort();
     }
     routing_watch.abort();

@@ -17,6 +17,29 @@ use crate::tls::CertSubject;
 /// The ingest role's name (it records the sessions it starts).
 pub const INGEST_ROLE: &str = "ingest";
 
+/// The roles that package or transcode media, and so may subscribe to relayed tracks.
+pub const ORIGIN_ROLE: &str = "origin";
+pub const TRANSCODE_ROLE: &str = "transcode";
+
+/// Whether a member may subscribe to the media tracks this node relays: only a certificate that
+/// names the origin or transcode role (or one from before roles were recorded). Control nodes
+/// are not let in by their role alone: the relay carries broadcasters' media, which only the
+/// nodes that package or transcode it need.
+pub fn may_subscribe(subject: &CertSubject) -> Result<(), Refused> {
+    let allowed = match &subject.roles {
+        None => true,
+        Some(roles) => roles.iter().any(|r| r == ORIGIN_ROLE || r == TRANSCODE_ROLE),
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(Refused(format!(
+            "relay subscription from node {}: its certificate names neither the origin nor the transcode role",
+            subject.node_id
+        )))
+    }
+}
+
 /// Who sent a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
@@ -230,5 +253,18 @@ mod tests {
         authorize(&legacy, &Request::Dump).unwrap();
         assert!(authorize(&Caller::Anonymous, &Request::Status).is_err());
         assert!(authorize(&Caller::Anonymous, &Request::Propose(Command::Noop { payload: vec![] })).is_err());
+    }
+
+    #[test]
+    fn only_origin_and_transcode_certificates_may_subscribe_to_relayed_media() {
+        let subject =
+            |roles: &[&str]| CertSubject { node_id: 7, roles: Some(roles.iter().map(|r| r.to_string()).collect()) };
+        may_subscribe(&subject(&["origin"])).unwrap();
+        may_subscribe(&subject(&["edge", "transcode"])).unwrap();
+        for roles in [&["edge"][..], &["ingest"], &["control"], &["control", "ingest", "edge"]] {
+            let refused = may_subscribe(&subject(roles)).unwrap_err();
+            assert!(refused.0.contains("node 7"), "{refused}");
+        }
+        may_subscribe(&CertSubject { node_id: 1, roles: None }).unwrap();
     }
 }

@@ -42,6 +42,9 @@ pub const SERVER_NAME: &str = "node.bitriver.cluster";
 pub const ALPN: &[u8] = b"bitriver-cluster/1";
 /// ALPN of enrolment: no client certificate, one small request (see [`crate::transport::PRE_AUTH_WINDOW`]).
 pub const ENROL_ALPN: &[u8] = b"bitriver-enrol/1";
+/// ALPN of the media relay between members (client certificate required; only roles that
+/// package or transcode may subscribe, see [`crate::authz::may_subscribe`]).
+pub const RELAY_ALPN: &[u8] = b"bitriver-relay/1";
 
 const TOKEN_PREFIX: &str = "brj2";
 /// Prefix of the organizational unit that lists a node certificate's roles.
@@ -498,7 +501,7 @@ impl NodeIdentity {
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
             .with_single_cert(self.chain(), self.private_key()?)?;
-        config.alpn_protocols = vec![ALPN.to_vec(), ENROL_ALPN.to_vec()];
+        config.alpn_protocols = vec![ALPN.to_vec(), ENROL_ALPN.to_vec(), RELAY_ALPN.to_vec()];
         Ok(config)
     }
 
@@ -509,6 +512,13 @@ impl NodeIdentity {
             .with_root_certificates(self.roots()?)
             .with_client_auth_cert(self.chain(), self.private_key()?)?;
         config.alpn_protocols = vec![ALPN.to_vec()];
+        Ok(config)
+    }
+
+    /// Client side of the media relay: as [`NodeIdentity::client_config`], on [`RELAY_ALPN`].
+    pub fn relay_client_config(&self) -> Result<rustls::ClientConfig, TlsError> {
+        let mut config = self.client_config()?;
+        config.alpn_protocols = vec![RELAY_ALPN.to_vec()];
         Ok(config)
     }
 }

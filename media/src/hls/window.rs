@@ -65,6 +65,11 @@ pub struct RenditionConfig {
     /// URLs, so a new broadcast of a channel must not reuse the numbers of an earlier one (caches
     /// would serve the old bytes). Default 0.
     pub first_msn: u64,
+    /// First media sequence number of the broadcast, when this packager joins it later than its
+    /// start (an origin subscribing to a relayed track at a segment boundary): the init segment's
+    /// name and the fragments' sequence numbers derive from it, so every packager of one
+    /// broadcast writes the same bytes under the same names. `None`: `first_msn`.
+    pub epoch_msn: Option<u64>,
 }
 
 impl Default for RenditionConfig {
@@ -76,6 +81,7 @@ impl Default for RenditionConfig {
             playlist_segments: 8,
             max_part_bytes: 8 << 20,
             first_msn: 0,
+            epoch_msn: None,
         }
     }
 }
@@ -97,6 +103,8 @@ impl RenditionConfig {
             "playlist_segments must be at least 3"
         } else if self.max_part_bytes < 1024 {
             "max_part_bytes must be at least 1024"
+        } else if self.epoch_msn.is_some_and(|epoch| epoch > self.first_msn) {
+            "epoch_msn must not be above first_msn"
         } else {
             return Ok(());
         };
@@ -225,7 +233,8 @@ pub struct Rendition {
     /// Audio waiting for a video part (video-led renditions only).
     queued_audio: VecDeque<Sample>,
     last_dts: [Option<u64>; 2],
-    sequence: u32,
+    /// The broadcast's first msn (see [`RenditionConfig::epoch_msn`]).
+    epoch_msn: u64,
     longest_segment: Duration,
     pdt_anchor: Option<(UnixMillis, u64)>,
     finished: bool,
@@ -244,6 +253,7 @@ impl Rendition {
     ) -> Result<Self, RenditionError> {
         config.validate()?;
         let first_msn = config.first_msn;
+        let epoch_msn = config.epoch_msn.unwrap_or(first_msn);
         let init = cmaf::init_segment(video.as_ref(), audio.as_ref())
             .map_err(|source| RenditionError::Cmaf { rendition: config.name.clone(), source })?;
         let (lead, lead_timescale) = match (&video, &audio) {
@@ -256,7 +266,7 @@ impl Rendition {
             config,
             video,
             audio,
-            init_id: init_id(first_msn, &init),
+            init_id: init_id(epoch_msn, &init),
             init,
             lead,
             lead_timescale,
@@ -269,7 +279,7 @@ impl Rendition {
             pending_bytes: 0,
             queued_audio: VecDeque::new(),
             last_dts: [None, None],
-            sequence: 0,
+            epoch_msn,
             longest_segment: Duration::ZERO,
             pdt_anchor: None,
             finished: false,
@@ -432,10 +442,10 @@ impl Rendition {
         if let Some(first_audio) = audio.first() {
             runs.push(TrackRun { track_id: AUDIO_TRACK_ID, base_media_decode_time: first_audio.dts, samples: &audio });
         }
-        self.sequence = self.sequence.wrapping_add(1);
-        let bytes = cmaf::fragment(self.sequence, &runs)
-            .map_err(|source| RenditionError::Cmaf { rendition: self.config.name.clone(), source })?;
         let index = u32::try_from(open.parts.len()).unwrap_or(u32::MAX);
+        let sequence = fragment_sequence(open.msn.saturating_sub(self.epoch_msn), index);
+        let bytes = cmaf::fragment(sequence, &runs)
+            .map_err(|source| RenditionError::Cmaf { rendition: self.config.name.clone(), source })?;
         self.open_bytes += bytes.len();
         open.parts.push(Part {
             msn: open.msn,
@@ -628,6 +638,22 @@ impl Rendition {
         let total = self.segments.iter().map(|s| s.duration).sum();
         Some((peak, rate(bytes, total)))
     }
+}
+
+/// Parts a segment may have before [`fragment_sequence`] stops telling them apart: a segment is
+/// at most [`FORCED_CUT_TARGETS`] x 30 s long and a part at least 50 ms, so 2400 at most.
+const PARTS_PER_SEGMENT_SEQUENCE: u32 = 4096;
+
+/// The `mfhd` sequence number of part `index` of the segment `segment` places after the
+/// broadcast's first: a function of the part's name alone rather than a count of fragments
+/// written, so a packager that joined the broadcast later writes the same bytes. Increasing along
+/// the broadcast, as CMAF asks, until it wraps after 2^20 segments (days), like any 32-bit count.
+fn fragment_sequence(segment: u64, index: u32) -> u32 {
+    let segment = (segment & u64::from(u32::MAX)) as u32;
+    segment
+        .wrapping_mul(PARTS_PER_SEGMENT_SEQUENCE)
+        .wrapping_add(index.min(PARTS_PER_SEGMENT_SEQUENCE - 1))
+        .wrapping_add(1)
 }
 
 /// The first 64 bits of SHA-256 over the broadcast's first msn and the header.

@@ -30,6 +30,7 @@ pub mod packager_feed;
 pub mod publish;
 pub mod rtmp;
 pub mod srt;
+pub mod tap;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +46,7 @@ pub use packager_feed::{FeedError, FeedOutput, Handled, PackagerFeed};
 pub use publish::{LivePublish, SOURCE_RENDITION};
 pub use rtmp::serve_rtmp;
 pub use srt::{serve_srt, SrtConfig};
+pub use tap::{TapRun, TapSource, TrackTap};
 
 /// Settings of the RTMP ingest.
 #[derive(Debug, Clone)]
@@ -65,6 +67,8 @@ pub struct IngestConfig {
     pub shutdown_grace: Duration,
     /// Adds renditions beside `source` (the transcode ladder). Default none: passthrough.
     pub ladder: Option<Arc<dyn Ladder>>,
+    /// Sends each publish's `source` track to other nodes (the relay). Default none.
+    pub tap: Option<Arc<dyn TrackTap>>,
 }
 
 impl Default for IngestConfig {
@@ -77,6 +81,7 @@ impl Default for IngestConfig {
             rendition: RenditionConfig::default(),
             shutdown_grace: Duration::from_secs(5),
             ladder: None,
+            tap: None,
         }
     }
 }

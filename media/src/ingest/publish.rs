@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use super::gate::{Protocol, StreamRefused};
 use super::ladder::{Ladder, LadderRun, LadderSource};
 use super::packager_feed::FeedOutput;
+use super::tap::{TapRun, TapSource, TrackTap};
 use super::{IngestConfig, IngestMetrics};
 use crate::clock::{now_millis, UnixMillis};
 use crate::cmaf::{AudioConfig, VideoConfig};
@@ -42,7 +43,10 @@ pub struct LivePublish {
     registry: LiveRegistry,
     rendition: RenditionConfig,
     ladder_hook: Option<std::sync::Arc<dyn Ladder>>,
+    tap_hook: Option<std::sync::Arc<dyn TrackTap>>,
     live: Option<LiveHandle>,
+    /// The relay of this publish's `source` track, fed what `source` accepts.
+    tap: Option<Box<dyn TapRun>>,
     /// The transcode of this publish, fed what `source` accepts.
     ladder: Option<Box<dyn LadderRun>>,
     /// The renditions served once the ladder joined, until taken.
@@ -75,7 +79,9 @@ impl LivePublish {
             registry,
             rendition: config.rendition.clone(),
             ladder_hook: config.ladder.clone(),
+            tap_hook: config.tap.clone(),
             live: None,
+            tap: None,
             ladder: None,
             renditions: None,
             accepted_at: Instant::now(),
@@ -121,19 +127,30 @@ impl LivePublish {
         // Tracks always come first; without a stream there is nothing to feed.
         let Some(live) = &self.live else { return Ok(()) };
         let now = now_millis();
-        // The ladder gets what `source` accepted, so every rendition starts at the same keyframe.
-        let copy = self.ladder.is_some().then(|| sample.clone());
+        // The ladder and the relay get what `source` accepted, so every rendition and every
+        // remote packager starts at the same keyframe.
+        let copy = (self.ladder.is_some() || self.tap.is_some()).then(|| sample.clone());
         let opened_before = if copy.is_some() && video && sample.keyframe { live.open_segment(0) } else { None };
         let pushed = if video { live.push_video(0, sample, now) } else { live.push_audio(0, sample, now) };
-        if let (Some(ladder), Some(copy), Ok(Pushed::Buffered | Pushed::Published(_))) =
-            (&mut self.ladder, copy, &pushed)
-        {
-            if video {
-                let opened =
-                    if copy.keyframe { live.open_segment(0).filter(|&msn| Some(msn) != opened_before) } else { None };
-                ladder.video(&copy, now, opened);
+        if let (Some(copy), Ok(Pushed::Buffered | Pushed::Published(_))) = (copy, &pushed) {
+            let opened = if video && copy.keyframe {
+                live.open_segment(0).filter(|&msn| Some(msn) != opened_before)
             } else {
-                ladder.audio(&copy, now);
+                None
+            };
+            if let Some(tap) = &mut self.tap {
+                if video {
+                    tap.video(&copy, now, opened);
+                } else {
+                    tap.audio(&copy, now);
+                }
+            }
+            if let Some(ladder) = &mut self.ladder {
+                if video {
+                    ladder.video(&copy, now, opened);
+                } else {
+                    ladder.audio(&copy, now);
+                }
             }
         }
         match pushed {
@@ -197,6 +214,15 @@ impl LivePublish {
                 }
             }
         }
+        let tap = self.tap_hook.as_ref().and_then(|tap| {
+            tap.start(&TapSource {
+                channel_id: &self.channel_id,
+                session_id: &self.session_id,
+                video: video.as_ref(),
+                audio: audio.as_ref(),
+                packaging: &config,
+            })
+        });
         let opened = Rendition::new(config, video, audio).map_err(|e| e.to_string()).and_then(|r| {
             renditions.insert(0, LiveRendition::new(r));
             self.registry.open(&self.channel_id, &self.session_id, renditions).map_err(|e| e.to_string())
@@ -209,6 +235,7 @@ impl LivePublish {
                     self.renditions = Some(names);
                 }
                 self.ladder = ladder;
+                self.tap = tap;
                 self.live = Some(live);
                 Ok(())
             }
@@ -226,6 +253,7 @@ impl LivePublish {
     /// registry's retention.
     pub fn finish(&mut self) {
         self.ladder = None;
+        self.tap = None;
         if let Some(live) = self.live.take() {
             live.finish();
         }

@@ -80,6 +80,11 @@ struct Inner {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Proposals on their way into the log: see [`run_batcher`].
     batcher: mpsc::Sender<Proposal>,
+    /// Where authorised relay connections go (set by [`Catalog::serve_relay`]).
+    relay: std::sync::OnceLock<mpsc::Sender<(quinn::Connection, NodeId)>>,
+    /// Dialing side of the relay: TLS on the relay ALPN, and one connection per publisher.
+    relay_client: quinn::ClientConfig,
+    relay_connections: Mutex<std::collections::HashMap<String, quinn::Connection>>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -117,6 +122,12 @@ impl Catalog {
         let bound = endpoint.local_addr()?;
         let advertise = advertise_addr(config.cluster_advertise.as_deref(), bound);
         let client = Arc::new(ClusterClient::new(endpoint.clone(), identity.client_config()?)?);
+        let relay_client = {
+            let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(identity.relay_client_config()?)?;
+            let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+            config.transport_config(Arc::new(crate::transport::client_transport_config()));
+            config
+        };
 
         let raft_config = openraft::Config {
             cluster_name: "bitriver".into(),
@@ -151,6 +162,9 @@ impl Catalog {
                 ca,
                 tasks: Mutex::new(Vec::new()),
                 batcher,
+                relay: std::sync::OnceLock::new(),
+                relay_client,
+                relay_connections: Mutex::default(),
             }),
         };
         catalog.spawn(run_batcher(catalog.inner.raft.clone(), proposals));
@@ -225,6 +239,36 @@ impl Catalog {
     pub fn dump_records(&self) -> Result<Vec<crate::store::Record>, ProposeError> {
         let records = self.inner.db.state_records().map_err(|e| ProposeError::Fatal(e.to_string()))?;
         Ok(records.into_iter().filter(|(k, _)| !k.starts_with(b"~raft/")).collect())
+    }
+
+    /// Makes this node a relay publisher: connections from members allowed to subscribe (see
+    /// [`crate::authz::may_subscribe`]) arrive on the returned queue with the subscriber's node
+    /// id, authenticated, checked against revocations and within the per-member connection
+    /// limit. Once per catalog.
+    pub fn serve_relay(&self) -> Option<mpsc::Receiver<(quinn::Connection, NodeId)>> {
+        let (tx, rx) = mpsc::channel(64);
+        self.inner.relay.set(tx).ok()?;
+        Some(rx)
+    }
+
+    /// A relay connection to the member whose cluster listener is at `addr` (reused while it is
+    /// open). A publisher that refuses us closes it with the reason.
+    pub async fn connect_relay(&self, addr: &str) -> Result<quinn::Connection, crate::transport::TransportError> {
+        let pooled = self.inner.relay_connections.lock().unwrap_or_else(|p| p.into_inner()).get(addr).cloned();
+        if let Some(conn) = pooled.filter(|c| c.close_reason().is_none()) {
+            return Ok(conn);
+        }
+        let socket = crate::transport::resolve(addr).await?;
+        let connect_err = |reason: String| crate::transport::TransportError::Connect { addr: addr.to_owned(), reason };
+        let conn = self
+            .inner
+            .endpoint
+            .connect_with(self.inner.relay_client.clone(), socket, crate::tls::SERVER_NAME)
+            .map_err(|e| connect_err(e.to_string()))?
+            .await
+            .map_err(|e| connect_err(e.to_string()))?;
+        self.inner.relay_connections.lock().unwrap_or_else(|p| p.into_inner()).insert(addr.to_owned(), conn.clone());
+        Ok(conn)
     }
 
     /// Stop Raft and the listeners. In-flight RPCs are cut.

@@ -53,7 +53,12 @@ mod close {
     pub(super) const TOO_MANY: u32 = 3;
     pub(super) const BAD_ALPN: u32 = 4;
     pub(super) const ENROL_OVER: u32 = 5;
+    pub(super) const REFUSED: u32 = 6;
+    pub(super) const NO_RELAY: u32 = 7;
 }
+
+/// Concurrent relay subscriptions (one stream each) on one member's connection.
+const RELAY_STREAMS: u32 = 1024;
 
 /// QUIC listener configuration: the node's TLS identity and the pre-authentication limits.
 pub(super) fn server_config(identity: &tls::NodeIdentity) -> anyhow::Result<quinn::ServerConfig> {
@@ -267,6 +272,46 @@ pub(super) async fn serve_cluster(catalog: Catalog, endpoint: quinn::Endpoint) {
                     conn.set_max_concurrent_bi_streams(transport::MEMBER_STREAMS.into());
                     conn.set_receive_window(transport::MEMBER_WINDOW.into());
                     serve_member(catalog, conn, subject, peer).await;
+                }
+                Some(tls::RELAY_ALPN) => {
+                    let Some(subject) = peer_subject(&conn) else {
+                        catalog.inner.metrics.refused_peers.inc();
+                        tracing::warn!(peer, "refused relay connection without a certificate");
+                        conn.close(close::UNAUTHENTICATED.into(), b"a cluster certificate is required");
+                        return;
+                    };
+                    drop(pending);
+                    if catalog.read(|s| s.access().is_revoked(subject.node_id)) {
+                        catalog.inner.metrics.refused_peers.inc();
+                        tracing::warn!(peer, node_id = subject.node_id, "refused a revoked node");
+                        conn.close(close::REVOKED.into(), b"this node's certificate is revoked");
+                        return;
+                    }
+                    if let Err(refused) = authz::may_subscribe(&subject) {
+                        catalog.inner.metrics.refused_peers.inc();
+                        tracing::warn!(peer, node_id = subject.node_id, reason = %refused, "refused relay connection");
+                        conn.close(close::REFUSED.into(), refused.0.as_bytes());
+                        return;
+                    }
+                    let Some(_member) = limits.members.take(subject.node_id) else {
+                        catalog.inner.metrics.refused_peers.inc();
+                        tracing::warn!(peer, node_id = subject.node_id, "refused relay connection: too many");
+                        conn.close(close::TOO_MANY.into(), b"too many connections from this node");
+                        return;
+                    };
+                    let Some(relay) = catalog.inner.relay.get() else {
+                        conn.close(close::NO_RELAY.into(), b"this node relays no media");
+                        return;
+                    };
+                    // Subscribers send one small frame per stream: the pre-authentication window
+                    // stays; only the stream count is raised.
+                    conn.set_max_concurrent_bi_streams(RELAY_STREAMS.into());
+                    if relay.try_send((conn.clone(), subject.node_id)).is_err() {
+                        conn.close(close::TOO_MANY.into(), b"relay busy");
+                        return;
+                    }
+                    // Hold the connection's slots until it closes.
+                    conn.closed().await;
                 }
                 _ => conn.close(close::BAD_ALPN.into(), b"unknown protocol"),
             }

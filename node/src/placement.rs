@@ -1,0 +1,205 @@
+//! Where a live channel is packaged: the origins of its ingest node's region, ranked for it.
+//!
+//! Every node computes the same answer from its catalog replica, with no coordination: the
+//! candidates are the origin-role nodes of the region of the node that holds the channel's
+//! ingest session, not draining and healthy (their last load report is no more than
+//! [`HEALTHY_WITHIN_MILLIS`] older than the newest report anyone made, so the test uses
+//! replicated figures only, never the local clock), ranked by rendezvous hashing of
+//! (channel, node). The first [`ORIGINS_PER_CHANNEL`] package it: the primary, then the standby;
+//! both subscribe to the track, so either can serve at any moment. Rendezvous hashing keeps a
+//! channel where it is when other nodes come and go: only channels placed on a node that left
+//! move.
+
+use raft::state::CatalogState;
+use raft::{LiveState, NodeId};
+
+/// Primary and standby.
+pub const ORIGINS_PER_CHANNEL: usize = 2;
+/// A node whose last load report is this much older than the newest one is not placed on (it
+/// reports every 500 ms).
+pub const HEALTHY_WITHIN_MILLIS: i64 = 3_000;
+const ORIGIN_ROLE: &str = "origin";
+
+/// Who ingests and who packages one live channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// The node holding the channel's ingest session (it publishes the source track).
+    pub ingest: NodeId,
+    pub session: String,
+    /// The origins of the channel, primary first; may include `ingest` itself when it has the
+    /// origin role (it then packages in-process).
+    pub origins: Vec<NodeId>,
+}
+
+/// The placement of live channel `channel_id`; `None` when it is not live or has no ingest node.
+pub fn place(s: &CatalogState, channel_id: &str) -> Option<Placement> {
+    let channel = s.channel(channel_id).filter(|c| c.live_state == LiveState::Live)?;
+    let session = s.session(channel.current_session_id.as_deref()?)?;
+    let ingest = session.ingest_node?;
+    let region = s.node(ingest).map(|n| n.region.clone()).unwrap_or_default();
+    let newest = s.nodes().filter_map(|n| s.load_of(n.id)).map(|l| l.at).max().unwrap_or(0);
+    let candidates: Vec<NodeId> = s
+        .nodes()
+        .filter(|n| n.region == region && n.roles.iter().any(|r| r == ORIGIN_ROLE))
+        .filter(|n| !s.is_draining(n.id))
+        .filter(|n| s.load_of(n.id).is_some_and(|l| newest - l.at <= HEALTHY_WITHIN_MILLIS))
+        .map(|n| n.id)
+        .collect();
+    let mut origins = rank(channel_id, &candidates);
+    origins.truncate(ORIGINS_PER_CHANNEL);
+    Some(Placement { ingest, session: session.id.clone(), origins })
+}
+
+/// `nodes` in rendezvous order for `channel_id`, best first: how [`place`] ranks the eligible
+/// origins (public so tests and tools can tell which origin is a channel's primary).
+pub fn rank(channel_id: &str, nodes: &[NodeId]) -> Vec<NodeId> {
+    let mut scored: Vec<(u64, NodeId)> = nodes.iter().map(|&n| (rendezvous(channel_id, n), n)).collect();
+    scored.sort_by(|a, b| b.cmp(a));
+    scored.into_iter().map(|(_, n)| n).collect()
+}
+
+/// The live channels this node should subscribe to: placed on it, ingested elsewhere.
+/// `(channel id, placement)`.
+pub fn subscriptions_of(s: &CatalogState, me: NodeId) -> Vec<(String, Placement)> {
+    s.channels()
+        .filter(|c| c.live_state == LiveState::Live)
+        .filter_map(|c| Some((c.id.clone(), place(s, &c.id)?)))
+        .filter(|(_, p)| p.ingest != me && p.origins.contains(&me))
+        .collect()
+}
+
+/// Rendezvous (highest random weight) score of `node` for `channel`: FNV-1a over both, then a
+/// 64-bit finaliser so nearby node ids spread. Stable across builds and platforms (every node of
+/// a fleet mid-upgrade must rank alike), unlike `std`'s hasher.
+fn rendezvous(channel: &str, node: NodeId) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in channel.bytes().chain([0xff]).chain(node.to_be_bytes()) {
+        h ^= u64::from(byte);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    // splitmix64's finaliser.
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::{Channel, Command, LoadReport, NodeInfo, NodeLoad, StreamSession, User};
+
+    fn node(id: u64, region: &str, roles: &[&str]) -> Command {
+        Command::UpsertNode(NodeInfo {
+            id,
+            region: region.into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            addresses: vec![("http".into(), format!("10.0.0.{id}:8080"))],
+            load: NodeLoad::default(),
+            updated_at: 1,
+        })
+    }
+
+    fn report(id: u64, at: i64) -> Command {
+        Command::ReportLoad(LoadReport { node_id: id, at, ..LoadReport::default() })
+    }
+
+    /// Node 1 ingests `c1`..`c40` in eu; nodes 2..=5 are eu origins, 6 a us origin, 7 an eu edge.
+    fn replica() -> CatalogState {
+        let mut s = CatalogState::default();
+        let mut commands = vec![
+            node(1, "eu", &["ingest"]),
+            node(2, "eu", &["origin"]),
+            node(3, "eu", &["origin", "edge"]),
+            node(4, "eu", &["origin"]),
+            node(5, "eu", &["origin"]),
+            node(6, "us", &["origin"]),
+            node(7, "eu", &["edge"]),
+            Command::CreateUser(User {
+                id: "u1".into(),
+                display_name: "U".into(),
+                email: "u@example.com".into(),
+                roles: vec![],
+                password_hash: None,
+                created_at: 1,
+            }),
+        ];
+        for id in 1..=7 {
+            commands.push(report(id, 10_000));
+        }
+        for i in 1..=40 {
+            commands.push(Command::CreateChannel(Channel {
+                id: format!("c{i}"),
+                owner_id: "u1".into(),
+                title: "C".into(),
+                category: None,
+                tags: vec![],
+                stream_key_hash: format!("k{i}"),
+                live_state: LiveState::Offline,
+                current_session_id: None,
+                moderators: vec![],
+                created_at: 1,
+                updated_at: 1,
+            }));
+            commands.push(Command::StartSession(StreamSession {
+                id: format!("s{i}"),
+                channel_id: format!("c{i}"),
+                started_at: 10,
+                ended_at: None,
+                renditions: vec![],
+                peak_concurrent: 0,
+                ingest_node: Some(1),
+            }));
+        }
+        for (i, command) in commands.into_iter().enumerate() {
+            s.apply(i as u64 + 1, &command).0.unwrap();
+        }
+        s
+    }
+
+    #[test]
+    fn two_healthy_origins_of_the_ingest_region_spread_by_channel() {
+        let s = replica();
+        let mut primaries = std::collections::BTreeMap::new();
+        for i in 1..=40 {
+            let p = place(&s, &format!("c{i}")).unwrap();
+            assert_eq!(p.ingest, 1);
+            assert_eq!(p.origins.len(), 2, "{p:?}");
+            assert!(p.origins.iter().all(|o| (2..=5).contains(o)), "eu origins only: {p:?}");
+            assert_ne!(p.origins[0], p.origins[1]);
+            *primaries.entry(p.origins[0]).or_insert(0) += 1;
+        }
+        assert_eq!(primaries.len(), 4, "every origin is primary for some channel: {primaries:?}");
+        assert!(place(&s, "nope").is_none());
+    }
+
+    #[test]
+    fn a_silent_or_draining_origin_loses_only_its_own_channels() {
+        let mut s = replica();
+        let before: Vec<_> = (1..=40).map(|i| place(&s, &format!("c{i}")).unwrap().origins).collect();
+        // Node 2 stops reporting while the others go on: after 3 s it is no longer placed on.
+        let mut index = 1000;
+        for id in [1, 3, 4, 5, 6, 7] {
+            index += 1;
+            s.apply(index, &report(id, 13_500)).0.unwrap();
+        }
+        let after: Vec<_> = (1..=40).map(|i| place(&s, &format!("c{i}")).unwrap().origins).collect();
+        for (b, a) in before.iter().zip(&after) {
+            assert!(!a.contains(&2), "{a:?}");
+            if !b.contains(&2) {
+                assert_eq!(a, b, "channels not on node 2 stay where they were");
+            } else {
+                let kept: Vec<_> = b.iter().filter(|&&o| o != 2).collect();
+                assert_eq!(a[0], *kept[0], "the standby takes over as primary");
+            }
+        }
+        s.apply(index + 1, &Command::SetDraining { node_id: 3, draining: true }).0.unwrap();
+        for i in 1..=40 {
+            assert!(!place(&s, &format!("c{i}")).unwrap().origins.contains(&3));
+        }
+        let subs = subscriptions_of(&s, 4);
+        assert!(!subs.is_empty() && subs.iter().all(|(_, p)| p.origins.contains(&4)));
+        assert!(subscriptions_of(&s, 1).is_empty(), "the ingest node does not subscribe to itself");
+    }
+}

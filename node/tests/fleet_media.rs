@@ -1,0 +1,229 @@
+//! Media between nodes with real `bitriver` processes, each in a network namespace of its own
+//! (see `common::netns`): ffmpeg publishes RTMP into an ingest-only node; two origin nodes of
+//! the region subscribe to the channel's track over the cluster's QUIC and package it
+//! themselves; an edge plays it from the primary origin, and keeps playing when that origin is
+//! killed with SIGKILL mid-stream (same media sequence numbers from the standby, no
+//! discontinuity, the failover counted).
+//!
+//! Needs ffmpeg and ffprobe (fails naming them unless BITRIVER_ALLOW_SKIP=1) and `ip`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::live::{publish, wait_url_body, Encoding};
+use common::netns::Net;
+use common::{cli, cli_with_stdin, NodeProc};
+use serde_json::{json, Value};
+
+const PASSWORD: &str = "fleet-media-admin-password";
+
+fn media_missing() -> bool {
+    !testkit::require_tools(common::live::MEDIA_TOOLS)
+}
+
+/// Creates an admin on `node` with the CLI and logs in over HTTP; returns the bearer token.
+async fn admin_token(node: &NodeProc) -> String {
+    let data = node.data.to_str().unwrap();
+    let (code, _, err) = cli_with_stdin(
+        &["user", "create", "--admin", "--email", "admin@example.com", "--data", data],
+        &format!("{PASSWORD}\n"),
+    );
+    assert_eq!(code, 0, "{err}");
+    let resp = reqwest::Client::new()
+        .post(node.url("/api/auth/login"))
+        .json(&json!({"email": "admin@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let session: Value = resp.json().await.unwrap();
+    session["token"].as_str().expect("a token").to_owned()
+}
+
+async fn call(method: &str, url: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    let mut request = reqwest::Client::new().request(method.parse().unwrap(), url).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let resp = request.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+fn join_args(seed: &NodeProc, roles: &str) -> Vec<String> {
+    let (code, token, err) = cli(&["cluster", "token", "--data", seed.data.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    ["--roles", roles, "--join", &seed.cluster_addr(), "--join-token", token.trim(), "--region", "a"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// The playlist's `EXT-X-MEDIA-SEQUENCE`, its newest segment's msn, and whether it has a
+/// discontinuity.
+fn playlist_facts(playlist: &str) -> (u64, Option<u64>, bool) {
+    let sequence = playlist
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no media sequence in {playlist}"));
+    let newest = playlist
+        .lines()
+        .filter_map(|l| l.strip_prefix("seg").and_then(|r| r.strip_suffix(".m4s")))
+        .filter_map(|n| n.parse().ok())
+        .max();
+    (sequence, newest, playlist.contains("#EXT-X-DISCONTINUITY"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_keeps_playing_from_the_standby_origin_when_the_primary_is_killed() {
+    if media_missing() {
+        return;
+    }
+    let Some(mut net) = Net::new() else { return };
+    let labels = ["control", "ingest", "origin1", "origin2", "edge"];
+    let spaces: Vec<_> = labels.iter().map(|l| net.add(l)).collect();
+    let root = tempfile::tempdir().unwrap();
+
+    let mut control = net.node(&spaces[0], root.path(), "control");
+    control.args.extend(["--roles", "control", "--region", "a"].map(String::from));
+    control.start();
+    control.wait_healthy(Duration::from_secs(30)).await;
+    let token = admin_token(&control).await;
+    let user = json!({"displayName": "Streamer", "email": "streamer@example.com", "roles": ["creator"]});
+    let (status, user) = call("POST", &control.url("/api/users"), &token, Some(user)).await;
+    assert_eq!(status, 201, "{user}");
+    let channel = json!({"ownerId": user["id"], "title": "Relayed", "tags": []});
+    let (status, channel) = call("POST", &control.url("/api/channels"), &token, Some(channel)).await;
+    assert_eq!(status, 201, "{channel}");
+    let (id, key) = (channel["id"].as_str().unwrap().to_owned(), channel["streamKey"].as_str().unwrap().to_owned());
+
+    let mut nodes = Vec::new();
+    for (i, roles) in [(1, "ingest"), (2, "origin"), (3, "origin"), (4, "edge")] {
+        let mut node = net.node(&spaces[i], root.path(), labels[i]);
+        node.args.extend(join_args(&control, roles));
+        node.start();
+        nodes.push(node);
+    }
+    for node in &mut nodes {
+        node.wait_healthy(Duration::from_secs(30)).await;
+    }
+    let [ingest, origin1, origin2, edge] = &mut nodes[..] else { unreachable!() };
+    // Every member reports load (placement only picks origins that do).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let cluster = loop {
+        let (status, body) = call("GET", &control.url("/api/cluster"), &token, None).await;
+        let members = body["members"].as_array().map_or(&[][..], |m| m.as_slice());
+        if status == 200 && members.len() == 5 && members.iter().all(|m| m["load"]["at"].as_i64().unwrap_or(0) > 0) {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "members never all reported: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let node_of = |ip: &str| -> u64 {
+        let m = cluster["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["addr"].as_str().unwrap().starts_with(&format!("{ip}:")));
+        m.unwrap_or_else(|| panic!("no member at {ip}: {cluster}"))["nodeId"].as_u64().unwrap()
+    };
+    let (o1, o2) = (node_of(&spaces[2].ip.to_string()), node_of(&spaces[3].ip.to_string()));
+    let primary_id = bitriver_node::placement::rank(&id, &[o1, o2])[0];
+    let (primary, standby, primary_ip, standby_ip) = if primary_id == o1 {
+        (origin1, origin2, spaces[2].ip, spaces[3].ip)
+    } else {
+        (origin2, origin1, spaces[3].ip, spaces[2].ip)
+    };
+
+    let rtmp = format!("rtmp://{}:1935/live/{key}", spaces[1].ip);
+    let mut publisher = publish("flv", &rtmp, 120, Encoding::ZeroLatency, &root.path().join("ffmpeg.log"));
+    let edge_ip = spaces[4].ip;
+    let playlist_url = format!("http://{edge_ip}:8081/hls/{id}/source/index.m3u8");
+    let all = [&control, &*ingest, &*primary, &*standby, &*edge];
+    let playlist = wait_url_body(&playlist_url, "#EXTINF", Duration::from_secs(40), &all).await;
+    assert!(!playlist.contains("#EXT-X-DISCONTINUITY"), "{playlist}");
+
+    // ffprobe reads the channel through the edge.
+    let (width, height) = testkit::ffmpeg::probe_size(&format!("http://{edge_ip}:8081/hls/{id}/master.m3u8")).await;
+    assert_eq!((width, height), (640, 360));
+
+    // Both origins package the relayed track and name and write the same segments.
+    let standby_playlist = wait_url_body(
+        &format!("http://{standby_ip}:8080/hls/{id}/source/index.m3u8"),
+        "#EXTINF",
+        Duration::from_secs(20),
+        &all,
+    )
+    .await;
+    let (_, Some(newest), _) = playlist_facts(&standby_playlist) else { panic!("{standby_playlist}") };
+    let segment = |ip| format!("http://{ip}:8080/hls/{id}/source/seg{newest}.m4s");
+    let a = reqwest::get(segment(primary_ip)).await.unwrap();
+    let b = reqwest::get(segment(standby_ip)).await.unwrap();
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200), "segment {newest} on both origins");
+    let (a, b) = (a.bytes().await.unwrap(), b.bytes().await.unwrap());
+    assert!(a.len() > 1000 && a == b, "segment {newest}: {} vs {} bytes, same content: {}", a.len(), b.len(), a == b);
+    let init =
+        |p: &str| p.lines().find_map(|l| l.split("URI=\"").nth(1).map(|r| r.split('"').next().unwrap().to_owned()));
+    let primary_playlist = reqwest::get(format!("http://{primary_ip}:8080/hls/{id}/source/index.m3u8"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(init(&primary_playlist), init(&standby_playlist), "one init segment name");
+
+    // Poll through the edge, kill -9 the primary, keep polling.
+    let failovers_before = edge.metric("bitriver_edge_origin_failovers_total").await.unwrap_or(0.0);
+    let mut before_kill = (0, 0);
+    let mut sequences = Vec::new();
+    let mut killed_at = None;
+    let started = Instant::now();
+    let mut errors = 0;
+    while started.elapsed() < Duration::from_secs(14) {
+        if killed_at.is_none() && started.elapsed() >= Duration::from_secs(3) {
+            primary.kill9();
+            killed_at = Some(sequences.len());
+        }
+        match testkit::http::get(&playlist_url).await {
+            Some((200, body)) => {
+                let (sequence, newest, discontinuity) = playlist_facts(&body);
+                assert!(!discontinuity, "a discontinuity after {:?}: {body}", started.elapsed());
+                let newest = newest.unwrap_or(sequence);
+                if let Some(&(last_sequence, last_newest)) = sequences.last() {
+                    assert!(
+                        sequence >= last_sequence && newest + 1 >= last_newest,
+                        "the playlist went back: ({last_sequence}, {last_newest}) then ({sequence}, {newest}): {body}"
+                    );
+                }
+                if killed_at.is_none() {
+                    before_kill = (sequence, newest);
+                }
+                sequences.push((sequence, newest));
+            }
+            other => {
+                errors += 1;
+                eprintln!("playlist through the edge: {other:?} at {:?}", started.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after = *sequences.last().expect("playlists were read");
+    eprintln!(
+        "before the kill {before_kill:?}, at the end {after:?}, {errors} failed reads of {}",
+        sequences.len() + errors
+    );
+    assert!(after.1 >= before_kill.1 + 5, "playback went on after the kill: {before_kill:?} -> {after:?}");
+    assert!(errors <= 2, "{errors} playlist reads failed through the edge");
+    let failovers = edge.metric("bitriver_edge_origin_failovers_total").await.unwrap_or(0.0);
+    assert!(failovers > failovers_before, "the edge counted a failover ({failovers_before} -> {failovers})");
+    assert!(edge.log_text().contains("trying the channel's next origin"), "{}", edge.log_text());
+    // The segments after the kill come from the standby, under the numbers the primary used.
+    let last = reqwest::get(format!("http://{edge_ip}:8081/hls/{id}/source/seg{}.m4s", after.1)).await.unwrap();
+    assert_eq!(last.status(), 200);
+
+    let _ = publisher.kill().await;
+    drop(nodes);
+    drop(control);
+    drop(net);
+}

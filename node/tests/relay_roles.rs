@@ -1,0 +1,126 @@
+//! The relay between real catalogs over QUIC on loopback: an origin-role node subscribes to a
+//! track an ingest node publishes and packages it; a node whose certificate lacks the origin
+//! (and transcode) role is refused by the publisher's listener, whatever it asks.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use media::cmaf::{AudioConfig, Sample, VideoCodec, VideoConfig};
+use media::hls::RenditionConfig;
+use media::ingest::{TapSource, TrackTap};
+use media::origin::{LiveRegistry, OriginMetrics, RegistryConfig};
+use raft::metrics::CatalogMetrics;
+use raft::tls::{ClusterCa, TlsPaths};
+use raft::{Catalog, CatalogConfig, JoinConfig};
+use relay::quic::{RelayHub, RelayMetrics};
+
+const READY: Duration = Duration::from_secs(30);
+
+async fn start(dir: &Path, roles: &[&str], join: Option<(&Catalog, &Path)>) -> Catalog {
+    let mut config = CatalogConfig::local(dir);
+    config.roles = roles.iter().map(|r| r.to_string()).collect();
+    config.join = join.map(|(member, data)| JoinConfig {
+        addr: member.cluster_addr().to_owned(),
+        token: ClusterCa::load(&TlsPaths::new(data)).unwrap().join_token(raft::now_millis() / 1000 + 600, 1),
+    });
+    let catalog = Catalog::start_with_metrics(config, Arc::new(CatalogMetrics::unregistered())).await.unwrap();
+    catalog.wait_ready(READY).await.unwrap();
+    catalog
+}
+
+fn video_config() -> VideoConfig {
+    VideoConfig {
+        codec: VideoCodec::Avc1,
+        sps: vec![vec![0x67, 0x42, 0xc0, 0x1e]],
+        pps: vec![vec![0x68, 0xce]],
+        width: 640,
+        height: 360,
+        codec_string: "avc1.42c01e".into(),
+    }
+}
+
+fn audio_config() -> AudioConfig {
+    AudioConfig { asc: vec![0x11, 0x90], sample_rate: 48_000, channels: 2, codec_string: "mp4a.40.2".into() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_node_with_the_origin_role_may_subscribe_to_a_relayed_track() {
+    let root = tempfile::tempdir().unwrap();
+    let (d1, d2, d3) = (root.path().join("ingest"), root.path().join("origin"), root.path().join("edge"));
+    let ingest = start(&d1, &["control", "ingest"], None).await;
+    let hub = RelayHub::new(RelayMetrics::unregistered().unwrap());
+    let _served = bitriver_node::relay::serve(&ingest, hub.clone()).expect("the relay is served once");
+
+    // A broadcast published into the hub, as an ingest's LivePublish does.
+    let packaging = RenditionConfig { first_msn: 5_000, ..RenditionConfig::default() };
+    let (video, audio) = (video_config(), audio_config());
+    let mut run = hub
+        .start(&TapSource {
+            channel_id: "c1",
+            session_id: "s1",
+            video: Some(&video),
+            audio: Some(&audio),
+            packaging: &packaging,
+        })
+        .expect("the hub relays every publish");
+    let frame = |i: u64| Sample {
+        dts: i * 3000,
+        pts_offset: 0,
+        duration: 3000,
+        keyframe: i.is_multiple_of(30),
+        data: Bytes::from(vec![i as u8; 400]),
+    };
+    // Two seconds of video, segments opening at frames 0 and 30 (msn 5000 and 5001).
+    for i in 0..60u64 {
+        let opened = i.is_multiple_of(30).then_some(5_000 + i / 30);
+        run.video(&frame(i), raft::now_millis(), opened);
+    }
+
+    // An origin joins the cluster, subscribes and packages the track from the newest segment start.
+    let origin = start(&d2, &["origin"], Some((&ingest, &d1))).await;
+    let live = LiveRegistry::new(RegistryConfig::default(), OriginMetrics::unregistered());
+    let metrics = RelayMetrics::unregistered().unwrap();
+    let conn = origin.connect_relay(ingest.cluster_addr()).await.unwrap();
+    let subscription = tokio::spawn({
+        let (live, metrics) = (live.clone(), metrics.clone());
+        async move {
+            let mut handle = None;
+            relay::quic::subscribe(&conn, "c1", &live, &metrics, &mut handle).await
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !live.is_live("c1") {
+        assert!(Instant::now() < deadline, "the origin never opened the relayed channel");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(live.session("c1").as_deref(), Some("s1"));
+    for i in 60..120u64 {
+        let opened = i.is_multiple_of(30).then_some(5_000 + i / 30);
+        run.video(&frame(i), raft::now_millis(), opened);
+    }
+    drop(run);
+    let ended = tokio::time::timeout(Duration::from_secs(10), subscription).await.expect("the subscription ends");
+    ended.unwrap().expect("a clean end of the broadcast");
+    assert_eq!(metrics.diverged.get(), 0);
+    assert!(metrics.bytes.with_label_values(&["received"]).get() > 60 * 400);
+
+    // An edge-only node is a member too, but its certificate names no origin role: refused.
+    let edge = start(&d3, &["edge"], Some((&ingest, &d1))).await;
+    let conn = edge.connect_relay(ingest.cluster_addr()).await.unwrap();
+    let mut handle = None;
+    let refused = relay::quic::subscribe(&conn, "c1", &live, &metrics, &mut handle).await.unwrap_err().to_string();
+    assert!(refused.contains("neither the origin nor the transcode role"), "{refused}");
+    assert!(handle.is_none());
+    // ... and it stays refused on the next try.
+    let conn = edge.connect_relay(ingest.cluster_addr()).await;
+    if let Ok(conn) = conn {
+        let again = relay::quic::subscribe(&conn, "c1", &live, &metrics, &mut handle).await;
+        assert!(again.is_err());
+    }
+
+    for catalog in [edge, origin, ingest] {
+        catalog.shutdown().await;
+    }
+}

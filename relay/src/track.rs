@@ -1,0 +1,290 @@
+//! The two ends of a relayed track as state machines, without sockets.
+//!
+//! - [`TrackCache`] (the publishing node): every event of the source track in, encoded frames
+//!   out for the current subscribers ([`TrackCache::poll_transmit`]), and for a subscriber that
+//!   joins now, the frames it needs to start packaging at the newest segment that began with a
+//!   keyframe ([`TrackCache::join`]).
+//! - [`Subscription`] (an origin): frames in, packager events out ([`Subscription::poll_event`]):
+//!   open the rendition at the segment it joined with the broadcast's epoch, then push samples.
+//!
+//! Why replay from a segment start, and why audio moves: a packager that starts a segment on the
+//! same keyframe, in the same state, cuts every later part exactly as the publisher's packager
+//! did ([`media::hls::Rendition`]'s cuts are a function of the samples since the segment start).
+//! That state at a segment start is empty but for one thing: audio frames that arrived before the
+//! keyframe with a timestamp at or after it, which the packager queued for the new segment. The
+//! replay therefore sends them right after the keyframe, where a fresh packager queues them the
+//! same way.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::Bytes;
+use media::cmaf::{AudioConfig, Sample, VideoConfig, VIDEO_TIMESCALE};
+use media::hls::RenditionConfig;
+
+use crate::wire::{encode_to_bytes, Frame, Packaging};
+
+/// Bytes of media a cache keeps for joiners; past this (a GOP far longer than any sane segment)
+/// joiners wait for the next keyframe segment instead.
+pub const MAX_REPLAY_BYTES: usize = 64 << 20;
+
+/// One frame of the replay, with what the next segment start needs to know about it.
+#[derive(Debug, Clone)]
+struct Entry {
+    frame: Bytes,
+    /// For an audio frame, its dts (sample-rate ticks).
+    audio_dts: Option<u64>,
+}
+
+/// The publishing side of one track. Feed it with `handle_*`; after each, drain
+/// [`TrackCache::poll_transmit`] to every current subscriber.
+#[derive(Debug)]
+pub struct TrackCache {
+    tracks: Bytes,
+    audio_rate: u32,
+    /// Frames since the newest segment that began with a keyframe, its Segment frame first;
+    /// empty while there is no join point.
+    replay: Vec<Entry>,
+    replay_bytes: usize,
+    outbox: VecDeque<Bytes>,
+    ended: bool,
+}
+
+impl TrackCache {
+    /// A track whose Tracks frame is `tracks` (session, packaging, configs).
+    pub fn new(session: &str, packaging: Packaging, video: Option<VideoConfig>, audio: Option<AudioConfig>) -> Self {
+        let audio_rate = audio.as_ref().map_or(1, |a| a.sample_rate.max(1));
+        let tracks = encode_to_bytes(&Frame::Tracks { session: session.to_owned(), packaging, video, audio });
+        TrackCache {
+            outbox: VecDeque::from([tracks.clone()]),
+            tracks,
+            audio_rate,
+            replay: Vec::new(),
+            replay_bytes: 0,
+            ended: false,
+        }
+    }
+
+    /// A video sample the publisher's packager accepted; `segment_start` when this keyframe
+    /// opened segment `msn` there.
+    pub fn handle_video(&mut self, sample: &Sample, now: i64, segment_start: Option<u64>) {
+        if self.ended {
+            return;
+        }
+        let frame = encode_to_bytes(&Frame::Video { sample: sample.clone(), now });
+        if let Some(msn) = segment_start {
+            let marker = encode_to_bytes(&Frame::Segment { msn });
+            self.outbox.push_back(marker.clone());
+            if sample.keyframe {
+                // A new join point: audio already sent that the packager queued for this
+                // segment (dts at or after the keyframe) moves behind the keyframe.
+                let rate = u128::from(self.audio_rate);
+                let starts_after =
+                    |dts: u64| u128::from(dts) * u128::from(VIDEO_TIMESCALE) >= u128::from(sample.dts) * rate;
+                let carried: Vec<Entry> =
+                    self.replay.drain(..).filter(|e| e.audio_dts.is_some_and(starts_after)).collect();
+                self.replay =
+                    vec![Entry { frame: marker, audio_dts: None }, Entry { frame: frame.clone(), audio_dts: None }];
+                self.replay.extend(carried);
+                self.replay_bytes = self.replay.iter().map(|e| e.frame.len()).sum();
+                self.outbox.push_back(frame);
+                return;
+            }
+        }
+        self.remember(Entry { frame: frame.clone(), audio_dts: None });
+        self.outbox.push_back(frame);
+    }
+
+    /// An audio sample the publisher's packager accepted.
+    pub fn handle_audio(&mut self, sample: &Sample, now: i64) {
+        if self.ended {
+            return;
+        }
+        let frame = encode_to_bytes(&Frame::Audio { sample: sample.clone(), now });
+        self.remember(Entry { frame: frame.clone(), audio_dts: Some(sample.dts) });
+        self.outbox.push_back(frame);
+    }
+
+    /// The broadcast finished.
+    pub fn handle_end(&mut self) {
+        if !self.ended {
+            self.ended = true;
+            self.replay.clear();
+            self.outbox.push_back(encode_to_bytes(&Frame::End));
+        }
+    }
+
+    fn remember(&mut self, entry: Entry) {
+        if self.replay.is_empty() {
+            return;
+        }
+        self.replay_bytes += entry.frame.len();
+        self.replay.push(entry);
+        if self.replay_bytes > MAX_REPLAY_BYTES {
+            self.replay.clear();
+            self.replay_bytes = 0;
+        }
+    }
+
+    /// The next frame for every current subscriber.
+    #[must_use = "send every frame to the subscribers"]
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        self.outbox.pop_front()
+    }
+
+    /// What a subscriber joining now is sent before the live frames: the Tracks frame, then the
+    /// replay from the newest keyframe segment start (nothing while there is none: it then
+    /// starts at the next Segment frame of the live stream). Drain `poll_transmit` first, so the
+    /// joiner gets neither a frame twice nor a gap.
+    pub fn join(&self) -> Vec<Bytes> {
+        let mut frames = vec![self.tracks.clone()];
+        frames.extend(self.replay.iter().map(|e| e.frame.clone()));
+        if self.ended {
+            frames.push(encode_to_bytes(&Frame::End));
+        }
+        frames
+    }
+
+    /// Whether the broadcast finished.
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Bytes held for joiners.
+    pub fn replay_bytes(&self) -> usize {
+        self.replay_bytes
+    }
+}
+
+/// What a subscriber's packager does next.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum TrackEvent {
+    /// Open the rendition (replacing an earlier stream of the channel): it starts at
+    /// `config.first_msn` with `config.epoch_msn` the broadcast's epoch.
+    Open {
+        session: String,
+        config: RenditionConfig,
+        video: Option<VideoConfig>,
+        audio: Option<AudioConfig>,
+    },
+    Video {
+        sample: Sample,
+        now: i64,
+    },
+    Audio {
+        sample: Sample,
+        now: i64,
+    },
+    /// After pushing the next video sample, the rendition's open segment should be `msn`; if it
+    /// is not, this packager diverged from the publisher's (logged and counted by the driver).
+    ExpectSegment {
+        msn: u64,
+    },
+    /// The broadcast finished: finish the rendition.
+    End,
+}
+
+/// Why a subscription cannot go on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubscriptionError {
+    #[error("the publisher refused the subscription: {0}")]
+    Refused(String),
+    #[error("media before the tracks")]
+    NoTracks,
+    #[error("the tracks' packaging settings are invalid: {0}")]
+    BadPackaging(String),
+    #[error("unexpected frame from the publisher")]
+    Unexpected,
+}
+
+/// The subscribing side of one track: feed every decoded frame to
+/// [`Subscription::handle_frame`], then drain [`Subscription::poll_event`] into the packager.
+#[derive(Debug)]
+pub struct Subscription {
+    rendition: String,
+    tracks: Option<(String, RenditionConfig, Option<VideoConfig>, Option<AudioConfig>)>,
+    opened: bool,
+    events: VecDeque<TrackEvent>,
+}
+
+impl Subscription {
+    /// A subscription to rendition `rendition` (its name in the origin).
+    pub fn new(rendition: &str) -> Self {
+        Subscription { rendition: rendition.to_owned(), tracks: None, opened: false, events: VecDeque::new() }
+    }
+
+    /// Whether the packager has been opened (the subscription joined at a segment start).
+    pub fn is_open(&self) -> bool {
+        self.opened
+    }
+
+    pub fn handle_frame(&mut self, frame: Frame) -> Result<(), SubscriptionError> {
+        match frame {
+            Frame::Tracks { session, packaging, video, audio } => {
+                let config = RenditionConfig {
+                    name: self.rendition.clone(),
+                    part_target: Duration::from_micros(packaging.part_target_us.into()),
+                    segment_target: Duration::from_micros(packaging.segment_target_us.into()),
+                    playlist_segments: packaging.playlist_segments.into(),
+                    max_part_bytes: usize::try_from(packaging.max_part_bytes).unwrap_or(usize::MAX),
+                    first_msn: packaging.epoch_msn,
+                    epoch_msn: Some(packaging.epoch_msn),
+                };
+                config.validate().map_err(|e| SubscriptionError::BadPackaging(e.to_string()))?;
+                // A new session of the channel (same connection): start over at its next segment.
+                self.opened = false;
+                self.tracks = Some((session, config, video, audio));
+            }
+            Frame::Segment { msn } => {
+                let Some((session, config, video, audio)) = &self.tracks else {
+                    return Err(SubscriptionError::NoTracks);
+                };
+                if self.opened {
+                    self.events.push_back(TrackEvent::ExpectSegment { msn });
+                } else if msn >= config.first_msn {
+                    let config = RenditionConfig { first_msn: msn, ..config.clone() };
+                    self.events.push_back(TrackEvent::Open {
+                        session: session.clone(),
+                        config,
+                        video: video.clone(),
+                        audio: audio.clone(),
+                    });
+                    self.opened = true;
+                }
+            }
+            Frame::Video { sample, now } => {
+                if self.tracks.is_none() {
+                    return Err(SubscriptionError::NoTracks);
+                }
+                if self.opened {
+                    self.events.push_back(TrackEvent::Video { sample, now });
+                }
+            }
+            Frame::Audio { sample, now } => {
+                if self.tracks.is_none() {
+                    return Err(SubscriptionError::NoTracks);
+                }
+                if self.opened {
+                    self.events.push_back(TrackEvent::Audio { sample, now });
+                }
+            }
+            Frame::End => {
+                if self.opened {
+                    self.events.push_back(TrackEvent::End);
+                }
+                self.opened = false;
+                self.tracks = None;
+            }
+            Frame::Refused { reason } => return Err(SubscriptionError::Refused(reason)),
+            _ => return Err(SubscriptionError::Unexpected),
+        }
+        Ok(())
+    }
+
+    #[must_use = "apply every event to the packager"]
+    pub fn poll_event(&mut self) -> Option<TrackEvent> {
+        self.events.pop_front()
+    }
+}
