@@ -58,11 +58,15 @@ impl TestApi {
             updated_at: raft::now_millis(),
         };
         catalog.propose(raft::Command::UpsertNode(node)).await.unwrap();
+        let report = move || {
+            raft::Command::ReportLoad(raft::LoadReport { node_id: id, at: raft::now_millis(), ..Default::default() })
+        };
+        // The first one before returning, so the node is ready from the first call on.
+        catalog.propose(report()).await.unwrap();
         tokio::spawn(async move {
             loop {
-                let report = raft::LoadReport { node_id: id, at: raft::now_millis(), ..raft::LoadReport::default() };
-                let _ = catalog.propose(raft::Command::ReportLoad(report)).await;
                 tokio::time::sleep(Duration::from_millis(500)).await;
+                let _ = catalog.propose(report()).await;
             }
         })
     }
