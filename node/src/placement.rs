@@ -68,21 +68,10 @@ pub fn subscriptions_of(s: &CatalogState, me: NodeId) -> Vec<(String, Placement)
         .collect()
 }
 
-/// Rendezvous (highest random weight) score of `node` for `channel`: FNV-1a over both, then a
-/// 64-bit finaliser so nearby node ids spread. Stable across builds and platforms (every node of
-/// a fleet mid-upgrade must rank alike), unlike `std`'s hasher.
+/// Rendezvous (highest random weight) score of `node` for `channel`: the catalog's one hash
+/// ([`raft::placement::rendezvous_score`]), so every node of a fleet ranks alike.
 fn rendezvous(channel: &str, node: NodeId) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in channel.bytes().chain([0xff]).chain(node.to_be_bytes()) {
-        h ^= u64::from(byte);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    // splitmix64's finaliser.
-    h ^= h >> 30;
-    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h ^= h >> 27;
-    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^ (h >> 31)
+    raft::placement::rendezvous_score(channel, node)
 }
 
 #[cfg(test)]

@@ -42,20 +42,10 @@ pub fn spare_capacity(load: Option<&LoadReport>) -> f64 {
     ((spare * 10.0).ceil() / 10.0).max(0.1)
 }
 
-/// 64-bit FNV-1a of the channel and the node id, finished with a SplitMix64 mix so nearby ids
-/// spread over the whole range. Fixed here (not `std`'s hasher, which may change between
-/// releases) because every control node must agree.
+/// The channel's affinity to a node: the catalog's one stable rendezvous hash
+/// ([`raft::placement::rendezvous_score`]), so every control node agrees.
 pub fn affinity_hash(channel: &str, node_id: NodeId) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in channel.bytes().chain([0xff]).chain(node_id.to_le_bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h ^= h >> 30;
-    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h ^= h >> 27;
-    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^ (h >> 31)
+    raft::placement::rendezvous_score(channel, node_id)
 }
 
 /// The weighted rendezvous score of `edge` for `channel`: higher wins.
