@@ -10,49 +10,16 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::fleet::{admin_token, call, join_args};
 use common::live::{create_channel, publish, rtmp_url, start_with_rtmp, wait_url_body, Encoding};
 use common::netns::Net;
-use common::{cli, cli_with_stdin, get_json, NodeProc};
+use common::{cli, get_json, NodeProc};
 use serde_json::{json, Value};
-
-const PASSWORD: &str = "fleet-admin-password";
 
 /// Fails (or, with `BITRIVER_ALLOW_SKIP=1`, skips) like the other media tests when ffmpeg or
 /// ffprobe is missing.
 fn media_missing() -> bool {
     !testkit::require_tools(common::live::MEDIA_TOOLS)
-}
-
-/// Creates an admin on `node` with the CLI and logs in over HTTP; returns the bearer token.
-/// (Requests from the test reach namespaced nodes from the bridge, not from loopback, so the
-/// development-mode loopback admin does not apply.)
-async fn admin_token(node: &NodeProc) -> String {
-    let data = node.data.to_str().unwrap();
-    let (code, _, err) = cli_with_stdin(
-        &["user", "create", "--admin", "--email", "admin@example.com", "--data", data],
-        &format!("{PASSWORD}\n"),
-    );
-    assert_eq!(code, 0, "{err}");
-    let resp = reqwest::Client::new()
-        .post(node.url("/api/auth/login"))
-        .json(&json!({"email": "admin@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let session: Value = resp.json().await.unwrap();
-    session["token"].as_str().expect("a token").to_owned()
-}
-
-async fn call(method: &str, url: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-    let client = reqwest::Client::new();
-    let mut request = client.request(method.parse().unwrap(), url).bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let resp = request.send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
 }
 
 /// A creator and a channel made with the admin token; returns (channel id, stream key).
@@ -64,12 +31,6 @@ async fn channel_as_admin(node: &NodeProc, token: &str) -> (String, String) {
     let (status, channel) = call("POST", &node.url("/api/channels"), token, Some(channel)).await;
     assert_eq!(status, 201, "{channel}");
     (channel["id"].as_str().unwrap().to_owned(), channel["streamKey"].as_str().unwrap().to_owned())
-}
-
-fn join_args(seed: &NodeProc, roles: &str) -> Vec<String> {
-    let (code, token, err) = cli(&["cluster", "token", "--data", seed.data.to_str().unwrap()]);
-    assert_eq!(code, 0, "{err}");
-    ["--roles", roles, "--join", &seed.cluster_addr(), "--join-token", token.trim()].map(String::from).to_vec()
 }
 
 /// Polls `/api/cluster` on `node` until `check` accepts it; returns it.

@@ -11,52 +11,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::fleet::{admin_token, call, join_args};
 use common::live::{publish, wait_url_body, Encoding};
 use common::netns::Net;
-use common::{cli, cli_with_stdin, NodeProc};
-use serde_json::{json, Value};
-
-const PASSWORD: &str = "fleet-media-admin-password";
+use serde_json::json;
 
 fn media_missing() -> bool {
     !testkit::require_tools(common::live::MEDIA_TOOLS)
-}
-
-/// Creates an admin on `node` with the CLI and logs in over HTTP; returns the bearer token.
-async fn admin_token(node: &NodeProc) -> String {
-    let data = node.data.to_str().unwrap();
-    let (code, _, err) = cli_with_stdin(
-        &["user", "create", "--admin", "--email", "admin@example.com", "--data", data],
-        &format!("{PASSWORD}\n"),
-    );
-    assert_eq!(code, 0, "{err}");
-    let resp = reqwest::Client::new()
-        .post(node.url("/api/auth/login"))
-        .json(&json!({"email": "admin@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let session: Value = resp.json().await.unwrap();
-    session["token"].as_str().expect("a token").to_owned()
-}
-
-async fn call(method: &str, url: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-    let mut request = reqwest::Client::new().request(method.parse().unwrap(), url).bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let resp = request.send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
-fn join_args(seed: &NodeProc, roles: &str) -> Vec<String> {
-    let (code, token, err) = cli(&["cluster", "token", "--data", seed.data.to_str().unwrap()]);
-    assert_eq!(code, 0, "{err}");
-    ["--roles", roles, "--join", &seed.cluster_addr(), "--join-token", token.trim(), "--region", "a"]
-        .map(String::from)
-        .to_vec()
 }
 
 /// The playlist's `EXT-X-MEDIA-SEQUENCE`, its newest segment's msn, and whether it has a

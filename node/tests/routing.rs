@@ -17,48 +17,12 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use common::fleet::{admin_token, call, join_args};
 use common::netns::{Fetched, Net, Netns};
-use common::{cli, cli_with_stdin, NodeProc};
+use common::{cli, NodeProc};
 use serde_json::{json, Value};
 
-const PASSWORD: &str = "routing-admin-password";
 const REGION_HEADER: &str = "X-Client-Region";
-
-/// Creates an admin with the CLI and logs in over HTTP; returns the bearer token.
-async fn admin_token(node: &NodeProc) -> String {
-    let data = node.data.to_str().unwrap();
-    let (code, _, err) = cli_with_stdin(
-        &["user", "create", "--admin", "--email", "admin@example.com", "--data", data],
-        &format!("{PASSWORD}\n"),
-    );
-    assert_eq!(code, 0, "{err}");
-    let resp = reqwest::Client::new()
-        .post(node.url("/api/auth/login"))
-        .json(&json!({"email": "admin@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let session: Value = resp.json().await.unwrap();
-    session["token"].as_str().expect("a token").to_owned()
-}
-
-async fn call(method: &str, url: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-    let client = reqwest::Client::new();
-    let mut request = client.request(method.parse().unwrap(), url).bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let resp = request.send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
-fn join_args(seed: &NodeProc, roles: &str) -> Vec<String> {
-    let (code, token, err) = cli(&["cluster", "token", "--data", seed.data.to_str().unwrap()]);
-    assert_eq!(code, 0, "{err}");
-    ["--roles", roles, "--join", &seed.cluster_addr(), "--join-token", token.trim()].map(String::from).to_vec()
-}
 
 /// A small MaxMind-format database: `ip` is in Japan (continent AS).
 fn geoip_db(path: &std::path::Path, ip: Ipv4Addr) {

@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
 pub mod browser;
+pub mod fleet;
 pub mod live;
 pub mod netns;
 

@@ -1,0 +1,46 @@
+//! Helpers of the multi-node tests (nodes in network namespaces, reached from the bridge, not from
+//! loopback, so the development-mode loopback admin does not apply): an admin token, JSON calls
+//! with it, and the flags that join a node to a cluster.
+
+use serde_json::{json, Value};
+
+use super::{cli, cli_with_stdin, NodeProc};
+
+const PASSWORD: &str = "fleet-admin-password";
+
+/// Creates an admin on `node` with the CLI and logs in over HTTP; returns the bearer token.
+pub async fn admin_token(node: &NodeProc) -> String {
+    let data = node.data.to_str().unwrap();
+    let (code, _, err) = cli_with_stdin(
+        &["user", "create", "--admin", "--email", "admin@example.com", "--data", data],
+        &format!("{PASSWORD}\n"),
+    );
+    assert_eq!(code, 0, "{err}");
+    let resp = reqwest::Client::new()
+        .post(node.url("/api/auth/login"))
+        .json(&json!({"email": "admin@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let session: Value = resp.json().await.unwrap();
+    session["token"].as_str().expect("a token").to_owned()
+}
+
+/// `method url` with the bearer `token` and an optional JSON body; (status, JSON or Null).
+pub async fn call(method: &str, url: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    let mut request = reqwest::Client::new().request(method.parse().unwrap(), url).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let resp = request.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// The flags that join a new node with `roles` to `seed`'s cluster (a fresh one-use token).
+pub fn join_args(seed: &NodeProc, roles: &str) -> Vec<String> {
+    let (code, token, err) = cli(&["cluster", "token", "--data", seed.data.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    ["--roles", roles, "--join", &seed.cluster_addr(), "--join-token", token.trim()].map(String::from).to_vec()
+}
