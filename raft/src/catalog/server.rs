@@ -250,19 +250,7 @@ pub(super) async fn serve_cluster(catalog: Catalog, endpoint: quinn::Endpoint) {
                     drop(pending);
                 }
                 Some(tls::ALPN) => {
-                    let Some(subject) = peer_subject(&conn) else {
-                        catalog.inner.metrics.refused_peers.inc();
-                        tracing::warn!(peer, "refused cluster connection without a certificate");
-                        conn.close(close::UNAUTHENTICATED.into(), b"a cluster certificate is required");
-                        return;
-                    };
-                    drop(pending);
-                    if catalog.read(|s| s.access().is_revoked(subject.node_id)) {
-                        catalog.inner.metrics.refused_peers.inc();
-                        tracing::warn!(peer, node_id = subject.node_id, "refused a revoked node");
-                        conn.close(close::REVOKED.into(), b"this node's certificate is revoked");
-                        return;
-                    }
+                    let Some(subject) = authenticated_peer(&catalog, &conn, &peer, "cluster", pending) else { return };
                     let Some(_member) = limits.members.take(subject.node_id) else {
                         catalog.inner.metrics.refused_peers.inc();
                         tracing::warn!(peer, node_id = subject.node_id, "refused cluster connection: too many");
@@ -274,19 +262,7 @@ pub(super) async fn serve_cluster(catalog: Catalog, endpoint: quinn::Endpoint) {
                     serve_member(catalog, conn, subject, peer).await;
                 }
                 Some(tls::RELAY_ALPN) => {
-                    let Some(subject) = peer_subject(&conn) else {
-                        catalog.inner.metrics.refused_peers.inc();
-                        tracing::warn!(peer, "refused relay connection without a certificate");
-                        conn.close(close::UNAUTHENTICATED.into(), b"a cluster certificate is required");
-                        return;
-                    };
-                    drop(pending);
-                    if catalog.read(|s| s.access().is_revoked(subject.node_id)) {
-                        catalog.inner.metrics.refused_peers.inc();
-                        tracing::warn!(peer, node_id = subject.node_id, "refused a revoked node");
-                        conn.close(close::REVOKED.into(), b"this node's certificate is revoked");
-                        return;
-                    }
+                    let Some(subject) = authenticated_peer(&catalog, &conn, &peer, "relay", pending) else { return };
                     if let Err(refused) = authz::may_subscribe(&subject) {
                         catalog.inner.metrics.refused_peers.inc();
                         tracing::warn!(peer, node_id = subject.node_id, reason = %refused, "refused relay connection");
@@ -324,6 +300,32 @@ fn alpn(conn: &quinn::Connection) -> Option<Vec<u8>> {
 }
 
 /// The node a connection's client certificate names (rustls already checked it chains to the CA).
+/// The certificate subject of a connection on a members' protocol (`what`: `cluster` or `relay`),
+/// or `None` once it is refused and closed: no certificate, or a revoked node. A presented
+/// certificate frees the connection's unauthenticated slot, `pending`, before the revocation check.
+fn authenticated_peer<P>(
+    catalog: &Catalog,
+    conn: &quinn::Connection,
+    peer: &str,
+    what: &str,
+    pending: P,
+) -> Option<CertSubject> {
+    let Some(subject) = peer_subject(conn) else {
+        catalog.inner.metrics.refused_peers.inc();
+        tracing::warn!(peer, "refused {what} connection without a certificate");
+        conn.close(close::UNAUTHENTICATED.into(), b"a cluster certificate is required");
+        return None;
+    };
+    drop(pending);
+    if catalog.read(|s| s.access().is_revoked(subject.node_id)) {
+        catalog.inner.metrics.refused_peers.inc();
+        tracing::warn!(peer, node_id = subject.node_id, "refused a revoked node");
+        conn.close(close::REVOKED.into(), b"this node's certificate is revoked");
+        return None;
+    }
+    Some(subject)
+}
+
 fn peer_subject(conn: &quinn::Connection) -> Option<CertSubject> {
     let chain = conn.peer_identity()?.downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>().ok()?;
     tls::cert_subject(chain.first()?).ok()
