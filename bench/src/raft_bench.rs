@@ -27,6 +27,7 @@ use raft::metrics::CatalogMetrics;
 use raft::tls::{ClusterCa, TlsPaths};
 use raft::{Catalog, CatalogConfig, Command, JoinConfig};
 use tempfile::TempDir;
+use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -41,6 +42,10 @@ const WARM_UP_PROPOSERS: usize = 32;
 const OPEN_LOOP_MAX_IN_FLIGHT: usize = 4096;
 /// How long the open loop waits for its last proposals after it stops issuing.
 const OPEN_LOOP_DRAIN: Duration = Duration::from_secs(15);
+/// Voters of the learner runs: what a fleet's control nodes are.
+const VOTERS: usize = 3;
+/// Learners one run may start in this process (each is a RocksDB and a QUIC endpoint).
+const MAX_LEARNERS: usize = 256;
 
 /// Flags of `raft-bench`. Every flag has an environment twin.
 #[derive(Debug, Parser)]
@@ -67,6 +72,11 @@ struct Args {
     /// Cluster sizes to measure, comma-separated (1 and/or 3).
     #[arg(long, env = "RAFT_BENCH_NODES", value_delimiter = ',', default_values_t = [1, 3])]
     nodes: Vec<usize>,
+    /// Learner counts to measure beside three voters, comma-separated (e.g. `0,8,32`): commit
+    /// latency at `--rate`, how far behind the leader each learner applies, and process CPU per
+    /// commit. Empty (the default) skips the learner runs.
+    #[arg(long, env = "RAFT_BENCH_LEARNERS", value_delimiter = ',')]
+    learners: Vec<usize>,
     /// Directory for the nodes' data dirs and the fsync reference file: the disk under test.
     /// Defaults to the system temp dir.
     #[arg(long, env = "RAFT_BENCH_DIR")]
@@ -82,6 +92,7 @@ struct Plan {
     rate: u32,
     payload: usize,
     nodes: Vec<usize>,
+    learners: Vec<usize>,
     dir: PathBuf,
 }
 
@@ -101,6 +112,11 @@ impl Args {
             "--nodes takes 1 and/or 3, not {:?}",
             self.nodes
         );
+        anyhow::ensure!(
+            self.learners.iter().all(|&n| n <= MAX_LEARNERS),
+            "--learners takes counts up to {MAX_LEARNERS}, not {:?}",
+            self.learners
+        );
         let dir = self.dir.unwrap_or_else(std::env::temp_dir);
         anyhow::ensure!(dir.is_dir(), "--dir {} is not a directory", dir.display());
         Ok(Plan {
@@ -110,6 +126,7 @@ impl Args {
             rate: self.rate,
             payload: self.payload,
             nodes: self.nodes,
+            learners: self.learners,
             dir,
         })
     }
@@ -137,6 +154,14 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
     }
 
     print_report(&plan, &reference, &rows, started.elapsed());
+
+    if !plan.learners.is_empty() {
+        let mut learner_rows = Vec::new();
+        for &learners in &plan.learners {
+            learner_rows.push(learners::bench(learners, &plan).await?);
+        }
+        learners::print(&plan, &learner_rows);
+    }
     Ok(())
 }
 
@@ -234,9 +259,15 @@ struct Cluster {
 impl Cluster {
     /// Bootstrap one node, then enrol and join the others through it with a join token.
     async fn start(size: usize, base: &Path) -> anyhow::Result<Cluster> {
+        Cluster::start_on(size, base, None).await
+    }
+
+    /// [`Cluster::start`], with the first node (the leader) on `leader_runtime` when given, so its
+    /// threads' CPU can be told apart from the other nodes'.
+    async fn start_on(size: usize, base: &Path, leader_runtime: Option<&Handle>) -> anyhow::Result<Cluster> {
         let mut cluster =
             Cluster { nodes: Vec::new(), dirs: Vec::new(), snapshots: Arc::default(), watchers: Vec::new() };
-        match cluster.grow(size, base).await {
+        match cluster.grow(size, base, leader_runtime).await {
             Ok(()) => Ok(cluster),
             Err(e) => {
                 cluster.shutdown().await;
@@ -245,9 +276,13 @@ impl Cluster {
         }
     }
 
-    async fn grow(&mut self, size: usize, base: &Path) -> anyhow::Result<()> {
+    async fn grow(&mut self, size: usize, base: &Path, leader_runtime: Option<&Handle>) -> anyhow::Result<()> {
         let dir = new_data_dir(base)?;
-        let first = start_node(CatalogConfig::local(dir.path())).await?;
+        let config = CatalogConfig::local(dir.path());
+        let first = match leader_runtime {
+            Some(runtime) => runtime.spawn(start_node(config)).await.context("leader start-up task")??,
+            None => start_node(config).await?,
+        };
         self.dirs.push(dir);
         self.add(first.clone());
         first.wait_ready(READY_TIMEOUT).await.context("waiting for the first node to lead")?;
@@ -256,7 +291,7 @@ impl Cluster {
         }
 
         let ca = ClusterCa::load(&TlsPaths::new(self.dirs[0].path())).context("loading the first node's cluster CA")?;
-        let token = ca.join_token(raft::now_millis() / 1000 + 3600, (size - 1) as u32);
+        let token = ca.join_token(raft::now_millis() / 1000 + 3600, u32::try_from(size - 1).unwrap_or(u32::MAX));
         for _ in 1..size {
             // One at a time: each enrolment reserves a node id through the log.
             let dir = new_data_dir(base)?;
@@ -267,12 +302,19 @@ impl Cluster {
             self.add(node);
         }
 
+        let voters = size.min(VOTERS);
         first
             .raft()
             .wait(Some(READY_TIMEOUT))
-            .metrics(|m| m.membership_config.membership().voter_ids().count() == size, "all nodes are voters")
+            .metrics(
+                |m| {
+                    let membership = m.membership_config.membership();
+                    membership.voter_ids().count() == voters && membership.nodes().count() == size
+                },
+                "every node a member, the first three voters",
+            )
             .await
-            .with_context(|| format!("waiting for {size} voters"))?;
+            .with_context(|| format!("waiting for {voters} voters among {size} members"))?;
         let last_index = first.raft().metrics().borrow().last_log_index;
         for node in &self.nodes {
             node.wait_ready(READY_TIMEOUT)
@@ -348,6 +390,9 @@ async fn start_node(config: CatalogConfig) -> anyhow::Result<Catalog> {
         .await
         .with_context(|| format!("starting a node in {}", dir.display()))
 }
+
+#[path = "raft_bench/learners.rs"]
+mod learners;
 
 fn noop(payload: usize) -> Command {
     Command::Noop { payload: vec![0u8; payload] }
