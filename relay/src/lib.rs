@@ -37,6 +37,12 @@
 //!   rebuild of a large dependency tree.
 //! - **Measured overhead** of our framing: 5 bytes per frame, plus 25 (video) or 20 (audio)
 //!   bytes of sample header: about 1% of a 1 Mbit/s stream at 30 fps with 48 kHz AAC.
+//! - **Measured cost** (`cargo bench -p bitriver-relay --bench relay`, loopback QUIC + mTLS,
+//!   optimised build, 2-core VM): a part reaches the origin 0.00/0.08/0.32 ms (min/median/max)
+//!   after the ingest node packaged it (a part lasts 200 ms); CPU per stream for ingest packaging +
+//!   relay both ends + origin packaging 0.53/0.56/0.59% of a core beside 0.22% for packaging in
+//!   process on an all-in-one node (3 alternated runs of 4 streams): the relay and the second
+//!   packager add ~0.34% per stream per origin.
 //!
 //! What would move us to MoQ: relaying to third parties (browsers over WebTransport), or
 //! fan-out trees of relays, where MoQ's caching and prioritisation earn their keep. The
