@@ -36,6 +36,15 @@ fn playlist_facts(playlist: &str) -> (u64, Option<u64>, bool) {
     (sequence, newest, playlist.contains("#EXT-X-DISCONTINUITY"))
 }
 
+/// The URI of the playlist's newest `EXT-X-PART`.
+fn newest_part(playlist: &str) -> Option<String> {
+    let line = playlist.lines().rev().find(|l| l.starts_with("#EXT-X-PART:"))?;
+    Some(line.split("URI=\"").nth(1)?.split('"').next()?.to_owned())
+}
+
+/// How often the test reads the playlist through the edge.
+const POLL_EVERY: Duration = Duration::from_millis(50);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_keeps_playing_from_the_standby_origin_when_the_primary_is_killed() {
     if media_missing() {
@@ -134,17 +143,19 @@ async fn an_edge_keeps_playing_from_the_standby_origin_when_the_primary_is_kille
         .unwrap();
     assert_eq!(init(&primary_playlist), init(&standby_playlist), "one init segment name");
 
-    // Poll through the edge, kill -9 the primary, keep polling.
+    // Poll through the edge, kill -9 the primary, keep polling. Each new part's arrival time gives
+    // the gap a player sees (printed: a benchmark figure, not asserted).
     let failovers_before = edge.metric("bitriver_edge_origin_failovers_total").await.unwrap_or(0.0);
     let mut before_kill = (0, 0);
     let mut sequences = Vec::new();
-    let mut killed_at = None;
+    let mut killed_at: Option<Instant> = None;
+    let mut parts: Vec<(Instant, String)> = Vec::new();
     let started = Instant::now();
     let mut errors = 0;
     while started.elapsed() < Duration::from_secs(14) {
         if killed_at.is_none() && started.elapsed() >= Duration::from_secs(3) {
             primary.kill9();
-            killed_at = Some(sequences.len());
+            killed_at = Some(Instant::now());
         }
         match testkit::http::get(&playlist_url).await {
             Some((200, body)) => {
@@ -161,13 +172,35 @@ async fn an_edge_keeps_playing_from_the_standby_origin_when_the_primary_is_kille
                     before_kill = (sequence, newest);
                 }
                 sequences.push((sequence, newest));
+                if let Some(part) = newest_part(&body) {
+                    if parts.last().is_none_or(|(_, last)| *last != part) {
+                        parts.push((Instant::now(), part));
+                    }
+                }
             }
             other => {
                 errors += 1;
                 eprintln!("playlist through the edge: {other:?} at {:?}", started.elapsed());
             }
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+    let killed_at = killed_at.expect("the primary was killed");
+    // The longest wait between two new parts from just before the kill to 5 s after it.
+    let around: Vec<Instant> = parts
+        .iter()
+        .map(|(at, _)| *at)
+        .filter(|at| *at + Duration::from_secs(1) >= killed_at && *at <= killed_at + Duration::from_secs(5))
+        .collect();
+    let gap = around.windows(2).map(|w| w[1] - w[0]).max();
+    if let Some(gap) = gap {
+        eprintln!(
+            "failover gap seen by a player: {:.0} ms, the longest wait for a new part from 1 s before the kill \
+             to 5 s after ({} parts; a part lasts 200 ms; playlist polled every {} ms through the edge)",
+            gap.as_secs_f64() * 1e3,
+            around.len(),
+            POLL_EVERY.as_millis()
+        );
     }
     let after = *sequences.last().expect("playlists were read");
     eprintln!(
@@ -175,7 +208,8 @@ async fn an_edge_keeps_playing_from_the_standby_origin_when_the_primary_is_kille
         sequences.len() + errors
     );
     assert!(after.1 >= before_kill.1 + 5, "playback went on after the kill: {before_kill:?} -> {after:?}");
-    assert!(errors <= 2, "{errors} playlist reads failed through the edge");
+    // At most 400 ms of failed reads.
+    assert!(errors <= 8, "{errors} playlist reads failed through the edge");
     let failovers = edge.metric("bitriver_edge_origin_failovers_total").await.unwrap_or(0.0);
     assert!(failovers > failovers_before, "the edge counted a failover ({failovers_before} -> {failovers})");
     assert!(edge.log_text().contains("trying the channel's next origin"), "{}", edge.log_text());
