@@ -381,3 +381,59 @@ async fn origin_totals(node: &NodeProc) -> (f64, f64) {
     };
     (sum("bitriver_origin_requests_total"), sum("bitriver_origin_bytes_total"))
 }
+
+/// bitriver-load's latency to live against hls.js's in headless Chromium, on the same stream:
+/// bitriver-load starts the moment hls.js starts playing (play.mjs's `PLAY_STARTED_FILE`), so
+/// both join at the same live edge, and both take the wall clock minus the
+/// `EXT-X-PROGRAM-DATE-TIME` of what is playing (hls.js: `Date.now() - hls.playingDate`). The
+/// stream has a keyframe every part (200 ms), so where a player starts does not depend on where
+/// in a GOP it joined: both start `PART-HOLD-BACK` behind the edge they saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_latency_to_live_matches_hls_js_in_chromium() {
+    if !testkit::require_tools(&[MEDIA_TOOLS, testkit::tools::BROWSER].concat()) {
+        return;
+    }
+    let Some(load) = load_binary() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = NodeProc::new(dir.path(), "load-latency");
+    let rtmp_port = start_with_rtmp(&mut node, &[]).await;
+    let (id, key) = create_channel(&node, "Latency").await;
+    let pattern =
+        testkit::ffmpeg::TestPattern { gop: 6, seconds: Some(90), ..testkit::ffmpeg::TestPattern::new(640, 360) };
+    let mut publisher = pattern.publish("flv", &rtmp_url(rtmp_port, &key), &dir.path().join("ffmpeg.log"));
+    let edge = node.edge_url(&format!("/hls/{id}")).await;
+    let master = format!("{edge}/master.m3u8");
+    wait_url_body(&format!("{edge}/source/index.m3u8"), "#EXT-X-PART", Duration::from_secs(25), &[&node]).await;
+
+    let started_file = dir.path().join("hls-js-playing");
+    let env = [("PLAY_STARTED_FILE", started_file.display().to_string())];
+    let url = master.clone();
+    let browser = tokio::task::spawn_blocking(move || common::browser::play_in_chromium_env(&url, 14.0, &env));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !started_file.exists() {
+        assert!(Instant::now() < deadline && !browser.is_finished(), "hls.js never started playing");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let args =
+        [s("viewers"), s("--url"), master.clone(), s("--viewers"), s(3), s("--ramp"), s(0), s("--duration"), s(12)];
+    let (json, stdout) = run_load(&load, dir.path(), "latency", &args).await;
+    let played = browser.await.unwrap().unwrap_or_else(|e| panic!("hls.js: {e}"));
+    let _ = publisher.kill().await;
+
+    let ours = &json["summary"]["latency_ms"];
+    let theirs = &played["pdtLatencyMs"];
+    eprintln!(
+        "latency to live, ms: bitriver-load {ours}; hls.js in Chromium {theirs} (hls.latency {} s)",
+        played["latency"]
+    );
+    eprintln!(
+        "hls.js start: currentTime {} after {} ms, first events {}",
+        played["startCurrentTime"], played["timeToFirstProgressMs"], played["firstEvents"]
+    );
+    assert_eq!(json["summary"]["errors"], 0, "{stdout}");
+    let (ours, theirs) = (ours["p50"].as_f64().unwrap(), theirs["median"].as_f64().unwrap());
+    assert!(
+        (ours - theirs).abs() <= 300.0,
+        "bitriver-load's median latency to live {ours:.0} ms, hls.js's {theirs:.0} ms: more than 0.3 s apart\n{stdout}\n{played}"
+    );
+}

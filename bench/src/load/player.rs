@@ -201,6 +201,10 @@ pub(crate) struct Player {
     /// Program date-time (ms) minus media time at the last appended media.
     pdt_offset: Option<f64>,
     playing: bool,
+    /// Time from the first media loaded to the first frame shown (ms); see [`Player::with_startup_ms`].
+    startup_ms: f64,
+    /// When playback begins: the first append plus `startup_ms` (mono ms).
+    plays_from: Option<f64>,
     stalled_since: Option<f64>,
     last_advance: Option<f64>,
     started_at: Option<f64>,
@@ -228,12 +232,23 @@ impl Player {
             buffer_end: 0.0,
             pdt_offset: None,
             playing: false,
+            startup_ms: 0.0,
+            plays_from: None,
             stalled_since: None,
             last_advance: None,
             started_at: None,
             ended: false,
             stats: PlayerStats::default(),
         }
+    }
+
+    /// A browser does not show the first frame the moment the first part is loaded: the media
+    /// pipeline (MSE append, decoder start, the element reaching `HAVE_ENOUGH_DATA`) takes a
+    /// while, and hls.js keeps the start position meanwhile, so that time adds to the latency to
+    /// live for as long as the viewer watches. `ms` of it (0 by default).
+    pub(crate) fn with_startup_ms(mut self, ms: f64) -> Self {
+        self.startup_ms = ms.max(0.0);
+        self
     }
 
     pub(crate) fn stats(&self) -> &PlayerStats {
@@ -566,9 +581,9 @@ impl Player {
             self.pdt_offset = Some(start - self.buffer_end);
         }
         self.buffer_end += duration;
-        if !self.playing {
-            self.playing = true;
-            self.stats.startup_ms = self.started_at.map(|t| now.mono_ms - t);
+        if !self.playing && self.plays_from.is_none() {
+            self.plays_from = Some(now.mono_ms + self.startup_ms);
+            self.advance(now);
         }
         // After a stall, playback resumes once two part targets are buffered (a rebuffering
         // goal, as players keep): resuming on every part that arrives just in time would count
@@ -584,6 +599,19 @@ impl Player {
 
     /// Moves the playhead to `now`; running out of buffer starts a stall.
     fn advance(&mut self, now: Clock) {
+        if !self.playing {
+            match self.plays_from {
+                Some(at) if now.mono_ms >= at => {
+                    self.playing = true;
+                    self.stats.startup_ms = self.started_at.map(|t| at - t);
+                    self.last_advance = Some(at);
+                }
+                _ => {
+                    self.last_advance = Some(now.mono_ms);
+                    return;
+                }
+            }
+        }
         let last = self.last_advance.replace(now.mono_ms).unwrap_or(now.mono_ms);
         let dt = (now.mono_ms - last).max(0.0);
         if !self.playing || self.stalled_since.is_some() {
@@ -805,6 +833,24 @@ mod tests {
         let s = p.sample(Clock { mono_ms: 1100.0, wall_ms: wall + 100.0 });
         // The playhead moved 100 ms into the part: 104.1 s, wall 105.6 s.
         assert!((s.latency_ms.unwrap() - 1500.0).abs() < 1e-6, "{s:?}");
+    }
+
+    #[test]
+    fn start_up_time_holds_the_playhead_and_adds_to_the_latency() {
+        let mut p = joined(100_000_000).with_startup_ms(250.0);
+        p.poll(at(0.0));
+        p.on_response(Lane::Media, MEDIA_OK, at(0.0)); // init
+        p.poll(at(0.0));
+        // Part 14.0 (PDT 104 s) arrives at wall 105.5 s; the first frame shows 250 ms later.
+        let wall = 105_500.0;
+        p.on_response(Lane::Media, MEDIA_OK, Clock { mono_ms: 1000.0, wall_ms: wall });
+        let s = p.sample(Clock { mono_ms: 1100.0, wall_ms: wall + 100.0 });
+        assert_eq!(s.latency_ms, None, "not playing yet: {s:?}");
+        let s = p.sample(Clock { mono_ms: 1350.0, wall_ms: wall + 350.0 });
+        // Playing since mono 1250 ms: the playhead is 100 ms into the part, 250 ms later than
+        // without start-up time.
+        assert!((s.latency_ms.unwrap() - 1750.0).abs() < 1e-6, "{s:?}");
+        assert_eq!(p.stats().startup_ms, Some(1250.0));
     }
 
     #[test]

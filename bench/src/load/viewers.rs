@@ -41,6 +41,12 @@ pub(crate) struct ViewersArgs {
     /// source addresses, as the fleet tests' network namespaces do).
     #[arg(long, env = "BITRIVER_LOAD_SOURCE_ADDR", value_delimiter = ',')]
     pub(crate) source_addr: Vec<IpAddr>,
+    /// Milliseconds from a viewer's first loaded part to its first frame shown (a browser's media
+    /// pipeline start-up, which adds to its latency to live). The default is what hls.js in
+    /// headless Chromium takes on this project's test machine (first part loaded -> playing:
+    /// 0.26-0.27 s, `node/tests/load.rs`); 0 models a player that shows the first frame at once.
+    #[arg(long, env = "BITRIVER_LOAD_STARTUP_MS", default_value_t = 250.0)]
+    pub(crate) startup_ms: f64,
     /// Seconds a request may take (connect to last byte) before it counts as an error; blocking
     /// playlist reloads are held by the server for up to three target durations.
     #[arg(long, env = "BITRIVER_LOAD_TIMEOUT", default_value_t = 10.0)]
@@ -54,6 +60,11 @@ pub(crate) async fn run(args: ViewersArgs) -> anyhow::Result<()> {
     anyhow::ensure!(!args.bandwidth.is_empty(), "--bandwidth needs at least one value");
     anyhow::ensure!(args.ramp >= 0.0 && args.ramp.is_finite(), "--ramp must be a number of seconds");
     anyhow::ensure!(args.timeout > 0.0 && args.timeout.is_finite(), "--timeout must be positive");
+    anyhow::ensure!(
+        (0.0..=10_000.0).contains(&args.startup_ms),
+        "--startup-ms must be 0..=10000, not {}",
+        args.startup_ms
+    );
     args.common.validate()?;
     let master = Url::parse(&args.url).map_err(|e| anyhow::anyhow!("--url {}: {e}", args.url))?;
     let target = http::resolve(&master).await?;
@@ -69,10 +80,11 @@ pub(crate) async fn run(args: ViewersArgs) -> anyhow::Result<()> {
         let start = epoch + ramp.mul_f64(i as f64 / args.viewers as f64);
         let bandwidth = args.bandwidth[i % args.bandwidth.len()];
         let source = (!args.source_addr.is_empty()).then(|| args.source_addr[i % args.source_addr.len()]);
-        let (master, counters) = (master.clone(), counters.clone());
+        let player = Player::new(master.clone(), bandwidth).with_startup_ms(args.startup_ms);
+        let counters = counters.clone();
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until(start.into()).await;
-            viewer(master, bandwidth, target, source, stop_at, timeout, counters, epoch).await
+            viewer(player, target, source, stop_at, timeout, counters, epoch).await
         }));
     }
     let metrics_url = args.common.metrics_url(&master);
@@ -95,10 +107,8 @@ fn clock(epoch: Instant) -> Clock {
 }
 
 /// One viewer until `stop_at`; its counters at the end and the connections it opened.
-#[allow(clippy::too_many_arguments)]
 async fn viewer(
-    master: Url,
-    bandwidth: u64,
+    mut player: Player,
     target: SocketAddr,
     source: Option<IpAddr>,
     stop_at: Instant,
@@ -106,7 +116,6 @@ async fn viewer(
     c: Arc<Counters>,
     epoch: Instant,
 ) -> (PlayerStats, u64) {
-    let mut player = Player::new(master, bandwidth);
     let connects = Arc::new(AtomicU64::new(0));
     let mut lanes = [
         Some(http::Lane::new(target, source, connects.clone())),

@@ -45,11 +45,26 @@ pub fn play_in_chromium_switching(hls_url: &str, min_seconds: f64, level: usize)
     play_with(hls_url, min_seconds, false, Some(level))
 }
 
+/// [`play_in_chromium`] with extra environment for play.mjs (e.g. `PLAY_STARTED_FILE`).
+pub fn play_in_chromium_env(hls_url: &str, min_seconds: f64, env: &[(&str, String)]) -> Result<Value, String> {
+    play_with_env(hls_url, min_seconds, false, None, env)
+}
+
 fn play(hls_url: &str, min_seconds: f64, same_origin: bool) -> Result<Value, String> {
     play_with(hls_url, min_seconds, same_origin, None)
 }
 
 fn play_with(hls_url: &str, min_seconds: f64, same_origin: bool, switch_level: Option<usize>) -> Result<Value, String> {
+    play_with_env(hls_url, min_seconds, same_origin, switch_level, &[])
+}
+
+fn play_with_env(
+    hls_url: &str,
+    min_seconds: f64,
+    same_origin: bool,
+    switch_level: Option<usize>,
+    env: &[(&str, String)],
+) -> Result<Value, String> {
     let timeout_s: u64 = std::env::var("PLAY_TIMEOUT_S").ok().and_then(|s| s.parse().ok()).unwrap_or(45);
     let child = Command::new("node")
         .arg(PLAY_MJS)
@@ -57,6 +72,7 @@ fn play_with(hls_url: &str, min_seconds: f64, same_origin: bool, switch_level: O
         .arg(min_seconds.to_string())
         .env("PLAY_SAME_ORIGIN", if same_origin { "1" } else { "0" })
         .env("PLAY_SWITCH_LEVEL", switch_level.map(|l| l.to_string()).unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
