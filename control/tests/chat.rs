@@ -509,7 +509,9 @@ async fn slow_mode_and_word_filter() {
         )
         .await;
     assert_eq!(status, 200);
-    assert_eq!(settings, json!({ "slowModeSecs": 0, "blockedWords": ["darn"], "filterMode": "mask" }));
+    let chat_fields = json!({ "slowModeSecs": settings["slowModeSecs"], "blockedWords": settings["blockedWords"], "filterMode": settings["filterMode"] });
+    assert_eq!(chat_fields, json!({ "slowModeSecs": 0, "blockedWords": ["darn"], "filterMode": "mask" }));
+    assert_eq!(settings["blockLinks"], false, "automod stays off unless asked: {settings}");
     let (status, msg) = say(&api, "c1", &viewer_token, "what a DARN shame").await;
     assert_eq!((status, msg["text"].as_str()), (201, Some("what a **** shame")), "{msg}");
     loop {
@@ -702,4 +704,117 @@ async fn one_address_gets_only_its_share_of_the_chat_sockets() {
     assert_eq!(state.chat.open_sockets(), 4);
     other.close(None).await.unwrap();
     wait_until("the other address holds nothing", || state.chat.sockets_of("127.0.0.2".parse().unwrap()) == 0).await;
+}
+
+/// A user whose account is `age_ms` old, with a session: (id, bearer token).
+async fn user_aged(api: &TestApi, id: &str, age_ms: i64) -> (String, String) {
+    let now = now_millis();
+    api.catalog
+        .propose(Command::CreateUser(raft::User {
+            id: id.into(),
+            display_name: format!("{id} display"),
+            email: format!("{id}@example.com"),
+            roles: vec!["viewer".into()],
+            password_hash: None,
+            created_at: now - age_ms,
+        }))
+        .await
+        .unwrap();
+    let token = control::auth::new_token();
+    let session = raft::AuthSession {
+        token_hash: control::auth::token_hash(&token),
+        user_id: id.into(),
+        created_at: now,
+        expires_at: now + 3_600_000,
+    };
+    api.catalog.propose(Command::CreateAuthSession(session)).await.unwrap();
+    (id.into(), token)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn automod_blocks_links_and_spam_and_holds_new_accounts_for_review() {
+    let (api, _) = start(Mode::Development, roomy()).await;
+    let (owner, owner_token) = user(&api, "owner").await;
+    let (_, regular_token) = user_aged(&api, "regular", 24 * 3_600_000).await;
+    let (_, newbie_token) = user_aged(&api, "newbie", 60_000).await;
+    channel(&api, "c1", &owner, &[]).await;
+    let settings_path = "/api/channels/c1/chat/settings";
+
+    for (body, field) in [
+        (json!({ "allowedLinkDomains": ["not a domain"] }), "allowedLinkDomains[0]"),
+        (json!({ "allowedLinkDomains": vec!["a.com"; 101] }), "allowedLinkDomains"),
+        (json!({ "repeatWindowSecs": 3601 }), "repeatWindowSecs"),
+        (json!({ "capsMaxPercent": 101 }), "capsMaxPercent"),
+        (json!({ "maxEmotes": -1 }), "maxEmotes"),
+        (json!({ "newAccountHoldMinutes": 10081 }), "newAccountHoldMinutes"),
+        // One bad field refuses the whole change, automod and chat fields alike.
+        (json!({ "blockLinks": true, "slowModeSecs": -1 }), "slowModeSecs"),
+    ] {
+        let (status, resp) = api.call("PUT", settings_path, Some(&owner_token), Some(body.clone())).await;
+        assert_eq!((status, &resp["error"]["field"]), (422, &json!(field)), "{body}: {resp}");
+    }
+    let (_, settings) = api.get(settings_path, Some(&owner_token)).await;
+    assert_eq!(settings["blockLinks"], false, "nothing changed: {settings}");
+
+    let rules = json!({
+        "blockLinks": true,
+        "allowedLinkDomains": ["*.Example.com"],
+        "repeatWindowSecs": 60,
+        "capsMaxPercent": 70,
+        "maxEmotes": 3,
+        "newAccountHoldMinutes": 10,
+    });
+    let (status, settings) = api.call("PUT", settings_path, Some(&owner_token), Some(rules)).await;
+    assert_eq!(status, 200, "{settings}");
+    assert_eq!(settings["allowedLinkDomains"], json!(["example.com"]));
+    assert_eq!(settings["newAccountHoldMinutes"], 10);
+
+    // Links: a blocked domain is refused, an allowed one (and its subdomains) passes.
+    let (status, body) = say(&api, "c1", &regular_token, "free stuff at https://spam.test/win").await;
+    assert_eq!((status, &body["error"]["field"]), (422, &json!("text")), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("links are not allowed"), "{body}");
+    assert_eq!(say(&api, "c1", &regular_token, "clip: https://clips.example.com/42").await.0, 201);
+    // Spam limits: the same line twice, shouting, an emote flood.
+    assert_eq!(say(&api, "c1", &regular_token, "hype hype").await.0, 201);
+    assert_eq!(say(&api, "c1", &regular_token, "HYPE   hype").await.0, 422, "a repeat within the window");
+    assert_eq!(say(&api, "c1", &regular_token, "WHY IS NOBODY LISTENING TO ME").await.0, 422);
+    assert_eq!(say(&api, "c1", &regular_token, "🎉🎉🎉🎉🎉").await.0, 422);
+    assert_eq!(say(&api, "c1", &regular_token, "🎉 nice one").await.0, 201);
+    // The owner (a moderator) is exempt.
+    assert_eq!(say(&api, "c1", &owner_token, "https://spam.test is fine from me").await.0, 201);
+
+    // A new account's message is held: 202, not in the history, not on sockets, in the queue.
+    let mut owner_ws = connect(&api, "c1", Some(&owner_token), "?history=0").await;
+    let mut newbie_ws = connect(&api, "c1", Some(&newbie_token), "?history=0").await;
+    let (status, held) = say(&api, "c1", &newbie_token, "hello, first time here").await;
+    assert_eq!((status, &held["held"]), (202, &json!(true)), "{held}");
+    let held_id = held["message"]["id"].as_str().unwrap().to_owned();
+    let (_, history) = api.get("/api/channels/c1/chat?limit=50", None).await;
+    assert!(!history.to_string().contains(&held_id), "held messages are not posted: {history}");
+    assert_quiet(&mut owner_ws, Duration::from_millis(300)).await;
+    send_text(&mut newbie_ws, r#"{"type":"message","text":"anyone there?"}"#).await;
+    let frame = next_of(&mut newbie_ws, "held").await;
+    assert!(frame["reason"].as_str().unwrap().contains("10 minutes"), "{frame}");
+
+    assert_eq!(api.get("/api/channels/c1/chat/held", Some(&regular_token)).await.0, 403);
+    let (status, queue) = api.get("/api/channels/c1/chat/held", Some(&owner_token)).await;
+    assert_eq!(status, 200);
+    let ids: Vec<&str> =
+        queue["messages"].as_array().unwrap().iter().map(|h| h["message"]["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 2, "{queue}");
+    assert_eq!(ids[0], held_id, "oldest first");
+
+    // Approval posts it (sockets see it), rejection drops the other; both leave the queue.
+    let approve = format!("/api/channels/c1/chat/held/{held_id}/approve");
+    assert_eq!(api.post(&approve, Some(&regular_token), json!({})).await.0, 403);
+    let (status, posted) = api.post(&approve, Some(&owner_token), json!({})).await;
+    assert_eq!((status, posted["id"].as_str()), (200, Some(held_id.as_str())), "{posted}");
+    assert_eq!(next_of(&mut owner_ws, "message").await["message"]["id"], json!(held_id));
+    assert_eq!(api.post(&approve, Some(&owner_token), json!({})).await.0, 404, "already decided");
+    let reject = format!("/api/channels/c1/chat/held/{}/reject", ids[1]);
+    assert_eq!(api.post(&reject, Some(&owner_token), json!({})).await.0, 204);
+    let (_, queue) = api.get("/api/channels/c1/chat/held", Some(&owner_token)).await;
+    assert_eq!(queue["messages"], json!([]));
+    let (_, history) = api.get("/api/channels/c1/chat?limit=50", None).await;
+    assert!(history.to_string().contains(&held_id) && !history.to_string().contains(ids[1]), "{history}");
 }

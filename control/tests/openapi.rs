@@ -215,6 +215,26 @@ async fn every_documented_operation_is_routed_and_nothing_else() {
     let (status, message) = api.post(&format!("/api/channels/{channel}/chat"), t, json!({"text": "hello"})).await;
     assert_eq!(status, 201, "{message}");
     let message = message["id"].as_str().unwrap().to_owned();
+    // Two messages of the viewer (a new account) held by automod: one to approve, one to reject.
+    let (_, viewer_token) = api
+        .call(
+            "POST",
+            "/api/auth/login",
+            None,
+            Some(json!({"email": "viewer-1@example.com", "password": "viewer-password"})),
+        )
+        .await;
+    let viewer_token = viewer_token["token"].as_str().map(str::to_owned);
+    let settings = json!({"newAccountHoldMinutes": 10});
+    let (status, answer) = api.call("PUT", &format!("/api/channels/{channel}/chat/settings"), t, Some(settings)).await;
+    assert_eq!(status, 200, "{answer}");
+    let mut held = Vec::new();
+    for text in ["first", "second"] {
+        let path = format!("/api/channels/{channel}/chat");
+        let (status, answer) = api.post(&path, viewer_token.as_deref(), json!({"text": text})).await;
+        assert_eq!(status, 202, "{answer}");
+        held.push(answer["message"]["id"].as_str().unwrap().to_owned());
+    }
 
     let body = |method: &str, path: &str| -> Option<Value> {
         Some(match (method, path) {
@@ -235,9 +255,14 @@ async fn every_documented_operation_is_routed_and_nothing_else() {
     };
     let concrete = |path: &str| {
         let id = if path.starts_with("/api/users/") { &viewer } else { &channel };
+        let message = match path {
+            p if p.ends_with("/approve") => &held[0],
+            p if p.ends_with("/reject") => &held[1],
+            _ => &message,
+        };
         path.replace("{id}", id)
             .replace("{user_id}", &viewer)
-            .replace("{message_id}", &message)
+            .replace("{message_id}", message)
             // The catalog's own node is in region `local`; the steering manifest is `{id}.json`.
             .replace("{region}", "local")
             .replace("{file}", &format!("{channel}.json"))
@@ -399,7 +424,7 @@ async fn schemas_have_the_fields_real_answers_have() {
     let (_, bans) = api.get(&format!("/api/channels/{channel}/chat/bans"), None).await;
     check("BanList", &bans);
     let (_, settings) = api.get(&format!("/api/channels/{channel}/chat/settings"), None).await;
-    check("ChatSettings", &settings);
+    check("SettingsView", &settings);
 
     let (status, followed) = api.post(&format!("/api/channels/{channel}/follow"), Some(&river_token), json!({})).await;
     assert_eq!(status, 200, "{followed}");

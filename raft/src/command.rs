@@ -165,6 +165,17 @@ pub enum Command {
     /// Create or replace a region of the operator's network map (see [`crate::state::regions`]);
     /// refused for an unknown region, a malformed or overlapping network, an unknown neighbour.
     SetRegion(crate::state::regions::RegionRecord),
+    /// Replace a channel's automod rules.
+    SetAutomod {
+        channel_id: String,
+        rules: crate::state::automod::Automod,
+    },
+    /// A moderator's decision on a held chat message: approved (posted now) or rejected.
+    ReviewHeldMessage {
+        channel_id: String,
+        message_id: String,
+        approve: bool,
+    },
 }
 
 /// Most commands one [`Command::Batch`] may carry (the position in the batch is part of `seq`).
@@ -212,6 +223,9 @@ pub enum Response {
     LostLeases(Vec<String>),
     /// A region of the network map as stored (canonical networks).
     Region(crate::state::regions::RegionRecord),
+    /// A chat message automod held for review instead of posting.
+    ChatHeld(crate::state::automod::HeldMessage),
+    Automod(crate::state::automod::Automod),
 }
 
 /// Why the state machine refused a command. Deterministic: every replica refuses the same way.

@@ -34,7 +34,8 @@ pub(crate) enum ChatEvent {
 pub(crate) fn chat_event(applied: &AppliedEvent) -> Option<(&str, ChatEvent)> {
     let response = applied.result.as_ref().ok()?;
     match (&applied.command, response) {
-        (Command::PostChat(_), Response::Chat(message)) => {
+        // A post, or a held message a moderator approved.
+        (Command::PostChat(_) | Command::ReviewHeldMessage { .. }, Response::Chat(message)) => {
             Some((message.channel_id.as_str(), ChatEvent::Message(message.clone())))
         }
         (Command::DeleteChat { channel_id, message_id }, _) => {
@@ -148,6 +149,11 @@ pub(crate) enum ServerFrame {
     },
     Settings {
         settings: SettingsView,
+    },
+    /// To its author only: automod held this message for a moderator's review.
+    Held {
+        reason: String,
+        message: MessageView,
     },
     /// This socket fell behind and `missed` events were skipped; refetch history to resync.
     Lagged {

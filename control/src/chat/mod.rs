@@ -19,6 +19,7 @@
 //!   `GET|PUT /api/channels/{id}/chat/settings`: see [`moderation`].
 //! - `GET /api/channels/{id}/chat/ws`: the live socket, see [`ws`].
 
+pub mod automod;
 pub mod event;
 mod fanout;
 pub mod limiter;
@@ -255,6 +256,9 @@ pub(crate) fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(moderation::list_bans, moderation::ban))
         .routes(routes!(moderation::unban))
         .routes(routes!(moderation::get_settings, moderation::put_settings))
+        .routes(routes!(automod::list_held))
+        .routes(routes!(automod::approve_held))
+        .routes(routes!(automod::reject_held))
         .routes(routes!(delete_message))
 }
 
@@ -363,9 +367,11 @@ struct PostBody {
     request_body = PostBody,
     responses(
         (status = 201, description = "The posted message (as stored: masked if the word filter masked it)", body = MessageView),
+        (status = 202, description = "Held by automod for a moderator's review (a new account)", body = automod::HeldView),
         (status = 401, description = "Not signed in"),
         (status = 403, description = "Banned or timed out, or posting as someone else"),
         (status = 404, description = "No such channel"),
+        (status = 422, description = "Invalid text, a blocked word, or refused by automod (links, repeats, capitals, emotes)", body = crate::error::Body),
         (status = 429, description = "Too fast, or slow mode", body = crate::error::Body),
     )
 )]
@@ -374,10 +380,13 @@ async fn post_message(
     Path(channel_id): Path<String>,
     caller: Caller,
     ApiJson(body): ApiJson<PostBody>,
-) -> ApiResult<(StatusCode, Json<MessageView>)> {
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse as _;
     let text = pick_text(body.text, body.message)?;
-    let message = post(&state, &channel_id, &caller, text, body.user_id).await?;
-    Ok((StatusCode::CREATED, Json(message)))
+    Ok(match post(&state, &channel_id, &caller, text, body.user_id).await? {
+        Posted::Message(message) => (StatusCode::CREATED, Json(message)).into_response(),
+        Posted::Held(held) => (StatusCode::ACCEPTED, Json(held)).into_response(),
+    })
 }
 
 /// `text` or its alias `message` (both may be given only if equal).
@@ -410,6 +419,13 @@ fn validate_text(text: &str) -> ApiResult<String> {
     Ok(trimmed.to_owned())
 }
 
+/// What became of a post: posted, or held by automod for a moderator's review.
+#[derive(Debug)]
+pub(crate) enum Posted {
+    Message(MessageView),
+    Held(automod::HeldView),
+}
+
 /// Post a message as the caller (REST and sockets share this).
 pub(crate) async fn post(
     state: &ApiState,
@@ -417,7 +433,7 @@ pub(crate) async fn post(
     caller: &Caller,
     text: String,
     user_id: Option<String>,
-) -> ApiResult<MessageView> {
+) -> ApiResult<Posted> {
     let author = match caller {
         Caller::Anonymous => return Err(ApiError::unauthorized("sign in to chat")),
         Caller::User { user, .. } => {
@@ -454,8 +470,9 @@ pub(crate) async fn post(
     match state.catalog.propose(Command::PostChat(message)).await.map_err(chat_error)? {
         Response::Chat(message) => {
             state.metrics.chat_messages_in.inc();
-            Ok(state.catalog.read(|s| MessageView::new(message, s)))
+            Ok(Posted::Message(state.catalog.read(|s| MessageView::new(message, s))))
         }
+        Response::ChatHeld(held) => Ok(Posted::Held(state.catalog.read(|s| automod::HeldView::new(held, s)))),
         other => Err(ApiError::internal(format!("unexpected catalog answer to a chat post: {other:?}"))),
     }
 }

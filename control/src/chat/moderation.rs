@@ -7,12 +7,15 @@
 //!   a ban, with one a timeout (201, the ban record).
 //! - `DELETE /api/channels/{id}/chat/bans/{userId}` (204), `GET /api/channels/{id}/chat/bans`
 //!   (bans and timeouts in force).
-//! - `GET|PUT /api/channels/{id}/chat/settings` `{slowModeSecs, blockedWords, filterMode}`; a PUT
-//!   changes the fields it gives and keeps the others.
+//! - `GET|PUT /api/channels/{id}/chat/settings` `{slowModeSecs, blockedWords, filterMode}` and
+//!   automod's rules `{blockLinks, allowedLinkDomains, repeatWindowSecs, capsMaxPercent,
+//!   maxEmotes, newAccountHoldMinutes}` (see `raft::state::automod`; held messages: [`super::automod`]);
+//!   a PUT changes the fields it gives and keeps the others.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
+use raft::state::automod::Automod;
 use raft::{now_millis, ChatBan, ChatSettings, Command, Response, WordFilterMode};
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +31,44 @@ pub const MAX_REASON_CHARS: usize = 500;
 pub const MAX_SLOW_MODE_SECS: i64 = 3600;
 pub const MAX_BLOCKED_WORDS: usize = 200;
 pub const MAX_BLOCKED_WORD_CHARS: usize = 64;
+pub const MAX_ALLOWED_LINK_DOMAINS: usize = 100;
+pub const MAX_DOMAIN_CHARS: usize = 253;
+pub const MAX_REPEAT_WINDOW_SECS: i64 = 3600;
+pub const MAX_EMOTES_LIMIT: i64 = 100;
+/// A week.
+pub const MAX_NEW_ACCOUNT_HOLD_MINUTES: i64 = 7 * 24 * 60;
+
+/// A channel's chat settings: slow mode, the word filter and automod's rules (see
+/// [`SettingsBody`] for what each means).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct SettingsView {
+    slow_mode_secs: u32,
+    blocked_words: Vec<String>,
+    filter_mode: WordFilterMode,
+    block_links: bool,
+    allowed_link_domains: Vec<String>,
+    repeat_window_secs: u32,
+    caps_max_percent: u8,
+    max_emotes: u32,
+    new_account_hold_minutes: u32,
+}
+
+impl SettingsView {
+    fn new(chat: ChatSettings, automod: Automod) -> Self {
+        SettingsView {
+            slow_mode_secs: chat.slow_mode_secs,
+            blocked_words: chat.blocked_words,
+            filter_mode: chat.filter_mode,
+            block_links: automod.block_links,
+            allowed_link_domains: automod.allowed_link_domains,
+            repeat_window_secs: automod.repeat_window_secs,
+            caps_max_percent: automod.caps_max_percent,
+            max_emotes: automod.max_emotes,
+            new_account_hold_minutes: automod.new_account_hold_minutes,
+        }
+    }
+}
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -154,7 +195,7 @@ pub(super) async fn list_bans(
     tag = "chat",
     params(("id" = String, Path, description = "Channel id")),
     responses(
-        (status = 200, description = "Slow mode and the word filter", body = ChatSettings),
+        (status = 200, description = "Slow mode, the word filter and automod", body = SettingsView),
         (status = 401, description = "Not signed in"),
         (status = 403, description = "Not a moderator of this channel"),
         (status = 404, description = "No such channel"),
@@ -164,9 +205,9 @@ pub(super) async fn get_settings(
     State(state): State<ApiState>,
     Path(channel_id): Path<String>,
     caller: Caller,
-) -> ApiResult<Json<ChatSettings>> {
+) -> ApiResult<Json<SettingsView>> {
     require_moderator(&state, &channel_id, &caller).await?;
-    Ok(Json(state.catalog.read(|s| s.chat_settings(&channel_id))))
+    Ok(Json(state.catalog.read(|s| SettingsView::new(s.chat_settings(&channel_id), s.automod(&channel_id)))))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -180,6 +221,24 @@ pub(super) struct SettingsBody {
     /// `block` or `mask`.
     #[schema(required = false)]
     filter_mode: Option<String>,
+    /// Refuse messages with links, except to `allowedLinkDomains`.
+    #[schema(required = false)]
+    block_links: Option<bool>,
+    /// Domains whose links pass (subdomains too), at most 100.
+    #[schema(required = false)]
+    allowed_link_domains: Option<Vec<String>>,
+    /// Refuse the same message again from one user within this many seconds: 0 (off) to 3600.
+    #[schema(required = false)]
+    repeat_window_secs: Option<i64>,
+    /// Refuse messages of 10+ letters with more than this percent of capitals: 0 (off) to 100.
+    #[schema(required = false)]
+    caps_max_percent: Option<i64>,
+    /// Most emotes (emoji, `:name:`) per message: 0 (no limit) to 100.
+    #[schema(required = false)]
+    max_emotes: Option<i64>,
+    /// Hold messages from accounts younger than this many minutes for review: 0 (off) to 10080.
+    #[schema(required = false)]
+    new_account_hold_minutes: Option<i64>,
 }
 
 #[utoipa::path(
@@ -189,7 +248,7 @@ pub(super) struct SettingsBody {
     params(("id" = String, Path, description = "Channel id")),
     request_body(content = SettingsBody, description = "Fields left out keep their value"),
     responses(
-        (status = 200, description = "The settings now in force", body = ChatSettings),
+        (status = 200, description = "The settings now in force", body = SettingsView),
         (status = 401, description = "Not signed in"),
         (status = 403, description = "Not a moderator of this channel"),
         (status = 404, description = "No such channel"),
@@ -200,14 +259,95 @@ pub(super) async fn put_settings(
     Path(channel_id): Path<String>,
     caller: Caller,
     ApiJson(body): ApiJson<SettingsBody>,
-) -> ApiResult<Json<ChatSettings>> {
+) -> ApiResult<Json<SettingsView>> {
     require_moderator(&state, &channel_id, &caller).await?;
-    let mut settings = state.catalog.read(|s| s.chat_settings(&channel_id));
+    let (mut settings, mut rules) = state.catalog.read(|s| (s.chat_settings(&channel_id), s.automod(&channel_id)));
+    let rules_given = apply_automod(&mut rules, &body)?;
     apply_settings(&mut settings, body)?;
-    match state.catalog.propose(Command::SetChatSettings { channel_id, settings }).await.map_err(chat_error)? {
-        Response::ChatSettings(settings) => Ok(Json(settings)),
-        other => Err(ApiError::internal(format!("unexpected catalog answer to chat settings: {other:?}"))),
+    let command = Command::SetChatSettings { channel_id: channel_id.clone(), settings };
+    let chat = match state.catalog.propose(command).await.map_err(chat_error)? {
+        Response::ChatSettings(settings) => settings,
+        other => return Err(ApiError::internal(format!("unexpected catalog answer to chat settings: {other:?}"))),
+    };
+    let automod = if rules_given {
+        match state.catalog.propose(Command::SetAutomod { channel_id, rules }).await.map_err(chat_error)? {
+            Response::Automod(rules) => rules,
+            other => return Err(ApiError::internal(format!("unexpected catalog answer to automod rules: {other:?}"))),
+        }
+    } else {
+        rules
+    };
+    Ok(Json(SettingsView::new(chat, automod)))
+}
+
+/// Validate the automod fields of a settings change and merge them into `rules`; whether any
+/// was given. Nothing is merged unless all are valid.
+fn apply_automod(rules: &mut Automod, body: &SettingsBody) -> ApiResult<bool> {
+    let ranged = |field: &str, value: Option<i64>, max: i64, what: &str| -> ApiResult<Option<i64>> {
+        match value {
+            Some(v) if !(0..=max).contains(&v) => {
+                Err(ApiError::invalid(field, format!("{field} must be from 0 ({what}) to {max}")))
+            }
+            other => Ok(other),
+        }
+    };
+    let repeat = ranged("repeatWindowSecs", body.repeat_window_secs, MAX_REPEAT_WINDOW_SECS, "off")?;
+    let caps = ranged("capsMaxPercent", body.caps_max_percent, 100, "off")?;
+    let emotes = ranged("maxEmotes", body.max_emotes, MAX_EMOTES_LIMIT, "no limit")?;
+    let hold = ranged("newAccountHoldMinutes", body.new_account_hold_minutes, MAX_NEW_ACCOUNT_HOLD_MINUTES, "off")?;
+    let domains = match &body.allowed_link_domains {
+        None => None,
+        Some(list) if list.len() > MAX_ALLOWED_LINK_DOMAINS => {
+            return Err(ApiError::invalid(
+                "allowedLinkDomains",
+                format!("at most {MAX_ALLOWED_LINK_DOMAINS} domains (got {})", list.len()),
+            ))
+        }
+        Some(list) => {
+            let mut cleaned = Vec::with_capacity(list.len());
+            for (i, domain) in list.iter().enumerate() {
+                let d = domain.trim().trim_start_matches("*.").trim_matches('.').to_lowercase();
+                let valid = !d.is_empty()
+                    && d.len() <= MAX_DOMAIN_CHARS
+                    && d.contains('.')
+                    && d.split('.').all(|l| !l.is_empty() && l.chars().all(|c| c.is_alphanumeric() || c == '-'));
+                if !valid {
+                    return Err(ApiError::invalid(
+                        &format!("allowedLinkDomains[{i}]"),
+                        format!("{domain:?} is not a domain name like example.com"),
+                    ));
+                }
+                cleaned.push(d);
+            }
+            Some(cleaned)
+        }
+    };
+    let given = body.block_links.is_some()
+        || domains.is_some()
+        || repeat.is_some()
+        || caps.is_some()
+        || emotes.is_some()
+        || hold.is_some();
+    if let Some(v) = body.block_links {
+        rules.block_links = v;
     }
+    if let Some(v) = domains {
+        rules.allowed_link_domains = v;
+    }
+    // The ranges were checked above, so the narrowing casts hold.
+    if let Some(v) = repeat {
+        rules.repeat_window_secs = v as u32;
+    }
+    if let Some(v) = caps {
+        rules.caps_max_percent = v as u8;
+    }
+    if let Some(v) = emotes {
+        rules.max_emotes = v as u32;
+    }
+    if let Some(v) = hold {
+        rules.new_account_hold_minutes = v as u32;
+    }
+    Ok(given)
 }
 
 /// Validate a settings change and merge it into `settings`.

@@ -45,7 +45,7 @@ use tokio::time::{interval_at, Instant, MissedTickBehavior};
 
 use super::event::{ErrorView, MessageView, ServerFrame};
 use super::fanout::ChannelFrame;
-use super::{pick_text, post, read_or_catch_up, SocketSlot};
+use super::{pick_text, post, read_or_catch_up, Posted, SocketSlot};
 use crate::audit::{self, Peer};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -288,10 +288,20 @@ impl ChatSocket {
             Err(e) => Err(e),
         };
         // A post over the socket is a write like the REST one: audited with the status that would have had.
-        let status = result.as_ref().map_or_else(|e| e.status.as_u16(), |_| StatusCode::CREATED.as_u16());
+        let status = match &result {
+            Err(e) => e.status,
+            Ok(Posted::Message(_)) => StatusCode::CREATED,
+            Ok(Posted::Held(_)) => StatusCode::ACCEPTED,
+        };
         let path = format!("/api/channels/{}/chat/ws", self.channel_id);
-        audit::record(&self.caller.audit_name(), &"WS", &path, status, self.peer);
-        result.err().map(error_frame)
+        audit::record(&self.caller.audit_name(), &"WS", &path, status.as_u16(), self.peer);
+        match result {
+            Err(e) => Some(error_frame(e)),
+            Ok(Posted::Message(_)) => None,
+            Ok(Posted::Held(held)) => {
+                Some(ServerFrame::Held { reason: held.reason, message: held.message }.to_message())
+            }
+        }
     }
 }
 

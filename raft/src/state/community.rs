@@ -223,13 +223,14 @@ impl CatalogState {
 
     // ----- apply -----
 
-    /// Enforce bans, timeouts, slow mode and the word filter on a chat message (may mask its text).
-    pub(crate) fn check_chat_rules(&self, message: &mut ChatMessage) -> Result<(), CatalogError> {
+    /// Enforce bans, timeouts, slow mode, the word filter and automod on a chat message (may mask
+    /// its text). `Ok(Some(reason))`: automod holds it for review.
+    pub(crate) fn check_chat_rules(&self, message: &mut ChatMessage) -> Result<Option<String>, CatalogError> {
         if let Some(ban) = self.chat_ban(&message.channel_id, &message.user_id, message.sent_at) {
             return Err(CatalogError::ChatBanned { until: ban.until });
         }
         if self.can_moderate(&message.channel_id, &message.user_id) {
-            return Ok(());
+            return Ok(None);
         }
         let settings = self.chat_settings(&message.channel_id);
         if settings.slow_mode_secs > 0 {
@@ -251,7 +252,11 @@ impl CatalogState {
                 }
             }
         }
-        Ok(())
+        match self.automod_verdict(message) {
+            super::automod::Verdict::Post => Ok(None),
+            super::automod::Verdict::Refuse(reason) => Err(CatalogError::invalid("text", &reason)),
+            super::automod::Verdict::Hold(reason) => Ok(Some(reason)),
+        }
     }
 
     /// Count a posted message for the daily totals (called by `post_chat`).

@@ -12,6 +12,7 @@ use crate::command::{ApplyResult, CatalogError, ChannelPatch, Command, Response,
 use crate::types::{AuthSession, Channel, ChatMessage, LiveState, NodeId, NodeInfo, StreamSession, User};
 
 pub mod access;
+pub mod automod;
 pub mod community;
 pub mod regions;
 #[cfg(test)]
@@ -51,6 +52,8 @@ pub struct CatalogState {
     pub(crate) next_node_id: NodeId,
     /// Follows, subscriptions, profiles, chat rules and viewer samples: see [`community`].
     pub(crate) community: community::Community,
+    /// Automod rules and held chat messages: see [`automod`].
+    pub(crate) automod: automod::AutomodTables,
     /// Revoked nodes and join-token uses: see [`access`].
     pub(crate) access: access::Access,
     /// Load reports and draining nodes: see [`crate::load`].
@@ -103,8 +106,10 @@ impl CatalogState {
             } else if key.starts_with(key::CHAT) {
                 let m: ChatMessage = codec::decode(v).map_err(wrap)?;
                 state.chat.entry(m.channel_id.clone()).or_default().insert(m.seq, m);
-            } else if state.community.load_record(&key, v).map_err(wrap)? {
-                // A community record.
+            } else if state.community.load_record(&key, v).map_err(wrap)?
+                || state.automod.load_record(&key, v).map_err(wrap)?
+            {
+                // A community or automod record.
             } else if state.load.load_record(&key, v).map_err(wrap)?
                 || state.leases.load_record(&key, v).map_err(wrap)?
                 || state.homes.load_record(&key, v).map_err(wrap)?
@@ -342,9 +347,12 @@ impl CatalogState {
             }
             Command::PostChat(message) => {
                 let mut message = message.clone();
-                self.check_chat_rules(&mut message)?;
+                if let Some(reason) = self.check_chat_rules(&mut message)? {
+                    return self.hold_message(message, reason, out);
+                }
                 self.post_chat(index, &message, out)
             }
+            Command::SetAutomod { .. } | Command::ReviewHeldMessage { .. } => self.apply_automod(index, command, out),
             Command::DeleteChat { channel_id, message_id } => {
                 let history =
                     self.chat.get_mut(channel_id).ok_or_else(|| CatalogError::not_found("message", message_id))?;
@@ -477,6 +485,7 @@ impl CatalogState {
             out.push(delete(auth_key(&hash)));
         }
         self.community.remove_user(id, out);
+        self.automod.remove_user(id, out);
         self.user_by_email.remove(&user.email);
         self.users.remove(id);
         out.push(delete(user_key(id)));
@@ -557,7 +566,7 @@ impl CatalogState {
         Ok(Response::Session(session))
     }
 
-    fn post_chat(&mut self, index: u64, message: &ChatMessage, out: &mut Vec<Mutation>) -> ApplyResult {
+    pub(crate) fn post_chat(&mut self, index: u64, message: &ChatMessage, out: &mut Vec<Mutation>) -> ApplyResult {
         if !self.channels.contains_key(&message.channel_id) {
             return Err(CatalogError::not_found("channel", &message.channel_id));
         }
@@ -595,6 +604,7 @@ impl CatalogState {
             }
         }
         self.community.remove_channel(&channel.id, out);
+        self.automod.remove_channel(&channel.id, out);
         self.forget_home(&channel.id, out);
     }
 
@@ -859,6 +869,50 @@ mod tests {
         assert!(r.state.chat("c1").all(|m| m.id != "m500"));
         let err = r.err(Command::DeleteChat { channel_id: "c1".into(), message_id: "m500".into() });
         assert!(matches!(err, CatalogError::NotFound { .. }));
+    }
+
+    #[test]
+    fn automod_holds_a_new_accounts_message_until_a_moderator_approves_it() {
+        // `Replica::apply` compares against a reload after every command.
+        let mut r = with_channel();
+        r.ok(Command::CreateUser(user("u2", "brook@example.com")));
+        let rules = automod::Automod { block_links: true, new_account_hold_minutes: 10, ..Default::default() };
+        r.ok(Command::SetAutomod { channel_id: "c1".into(), rules });
+        // u2's account is 190 ms old at the message: held, not posted.
+        let held = r.ok(Command::PostChat(chat("m1", "c1", "u2")));
+        assert!(matches!(held, Response::ChatHeld(ref h) if h.message.id == "m1"), "{held:?}");
+        assert_eq!(r.state.chat("c1").count(), 0);
+        assert_eq!(r.state.held_messages("c1").len(), 1);
+        // Links are refused outright, held or not; the owner (a moderator) is exempt.
+        let spam = ChatMessage { text: "buy at https://spam.io".into(), ..chat("m2", "c1", "u2") };
+        assert!(matches!(r.err(Command::PostChat(spam.clone())), CatalogError::Invalid { .. }));
+        r.ok(Command::PostChat(ChatMessage { user_id: "u1".into(), ..spam }));
+        // Approval posts it under its own id; a second review finds nothing.
+        let review = |approve| Command::ReviewHeldMessage { channel_id: "c1".into(), message_id: "m1".into(), approve };
+        assert!(matches!(r.ok(review(true)), Response::Chat(m) if m.id == "m1"));
+        assert!(r.state.held_messages("c1").is_empty());
+        assert_eq!(r.state.chat("c1").count(), 2);
+        assert!(matches!(r.err(review(false)), CatalogError::NotFound { .. }));
+        // Rejection drops it; deleting the channel drops rules and held messages.
+        r.ok(Command::PostChat(chat("m3", "c1", "u2")));
+        r.ok(Command::ReviewHeldMessage { channel_id: "c1".into(), message_id: "m3".into(), approve: false });
+        assert_eq!(r.state.chat("c1").count(), 2);
+        r.ok(Command::PostChat(chat("m4", "c1", "u2")));
+        // The author banned meanwhile: approval is refused and changes nothing.
+        let ban = crate::types::ChatBan {
+            channel_id: "c1".into(),
+            user_id: "u2".into(),
+            by: "u1".into(),
+            at: 0,
+            until: None,
+            reason: None,
+        };
+        r.ok(Command::BanFromChat(ban));
+        let approve = Command::ReviewHeldMessage { channel_id: "c1".into(), message_id: "m4".into(), approve: true };
+        assert!(matches!(r.err(approve), CatalogError::ChatBanned { .. }));
+        r.ok(Command::DeleteChannel { id: "c1".into() });
+        assert!(r.state.held_messages("c1").is_empty());
+        assert_eq!(r.state.automod("c1"), automod::Automod::default());
     }
 
     #[test]
