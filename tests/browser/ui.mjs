@@ -268,6 +268,30 @@ async function chat() {
   expect(!left.some((t) => t.includes(tag)), `deleted messages came back after a reload: ${left}`);
   step('after a reload the deleted messages stay hidden');
 
+  // Automod from the Control Center: links blocked, new accounts held. The viewer signed up
+  // minutes ago, so its next message waits until the admin approves it.
+  await adminPage.selectOption('#automod-form [name=channelId]', channel.id);
+  await adminPage.waitForSelector(`#automod-form[data-loaded-for="${channel.id}"]`);
+  await adminPage.check('#automod-form [name=blockLinks]');
+  await adminPage.fill('#automod-form [name=newAccountHoldMinutes]', '10');
+  await adminPage.click('#automod-form button[type=submit]');
+  await adminPage.waitForSelector('text=Automod saved');
+  await viewerPage.fill('#chat-input', 'win big at https://spam.example.net');
+  await viewerPage.press('#chat-input', 'Enter');
+  await viewerPage.waitForSelector('#chat-status:has-text("links are not allowed")');
+  const held = `held message ${tag}`;
+  await viewerPage.fill('#chat-input', held);
+  await viewerPage.press('#chat-input', 'Enter');
+  await viewerPage.waitForSelector('#chat-status:has-text("waiting for a moderator")');
+  const inHeld = adminPage.locator('#held-list li', { hasText: held });
+  await inHeld.waitFor();
+  expect(await ownerPage.locator('#chat-log li', { hasText: held }).count() === 0, 'a held message reached the chat');
+  await inHeld.locator('[data-action=approve-held]').click();
+  await ownerPage.locator('#chat-log li', { hasText: held }).waitFor();
+  await viewerPage.locator('#chat-log li', { hasText: held }).waitFor();
+  await inHeld.waitFor({ state: 'detached' });
+  step('automod: a link was refused, a new account was held, the admin approved it from the Control Center');
+
   // Channel metadata and a manual start/stop from the Control Center (no viewers left: a channel
   // started by hand has no media to play).
   await ownerPage.close();

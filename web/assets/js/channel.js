@@ -83,6 +83,7 @@ function chatPanel(channel, who, relation) {
     onHistory: (messages) => { log.replaceChildren(); shown.clear(); messages.forEach(add); log.scrollTop = log.scrollHeight; },
     onMessage: add,
     onDeleted: (id) => { log.querySelector(`[data-message-id="${CSS.escape(id)}"]`)?.remove(); },
+    onHeld: (held) => { status.textContent = `Your message is waiting for a moderator: ${held.reason}.`; },
     onError: (err) => { status.textContent = err.message; },
     onStatus: (text) => { status.textContent = text; },
   });

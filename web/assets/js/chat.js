@@ -1,11 +1,14 @@
 // Chat over the channel's WebSocket (`/api/channels/{id}/chat/ws`). Frames: `history`, `message`,
 // `deleted` (a moderator removed it: hide it everywhere), `ban`, `unban`, `settings`, `lagged`
-// (refetch), `error`. The session cookie authenticates the upgrade; anonymous sockets only read.
+// (refetch), `held` (to its author only: automod keeps the message for a moderator), `error`. The session cookie authenticates the upgrade; anonymous sockets only read.
 import { api, chatSocketUrl } from './api.js';
 import { h, toast } from './dom.js';
 
 export class ChatConnection {
-  /** `handlers`: onHistory(messages), onMessage(m), onDeleted(id), onError(err), onStatus(text). */
+  /**
+   * `handlers`: onHistory(messages), onMessage(m), onDeleted(id), onHeld({reason, message}),
+   * onError(err), onStatus(text).
+   */
   constructor(channelId, handlers, history = 50) {
     this.channelId = channelId;
     this.handlers = handlers;
@@ -40,6 +43,7 @@ export class ChatConnection {
       case 'history': on.onHistory && on.onHistory(frame.messages); break;
       case 'message': on.onMessage && on.onMessage(frame.message); break;
       case 'deleted': on.onDeleted && on.onDeleted(frame.messageId); break;
+      case 'held': on.onHeld && on.onHeld(frame); break;
       case 'lagged': this.resync(); break;
       case 'error': on.onError && on.onError(frame.error); break;
       default: break;

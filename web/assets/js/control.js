@@ -357,7 +357,89 @@ function renderModeration(slot) {
     h('p', { class: 'muted' }, channels.length
       ? `Live chat of ${channels.length} channel${channels.length === 1 ? '' : 's'}, newest first. Deleting a message removes it for every viewer.`
       : 'No channels to moderate.'),
-    log, post);
+    log, post, heldPanel(channels), automodForm(channels));
+}
+
+// ----- automod: held messages and rules -----
+
+let heldTimer = null;
+/** Messages automod held (new accounts), every channel's, refreshed every few seconds. */
+function heldPanel(channels) {
+  clearInterval(heldTimer);
+  if (!channels.length) return null;
+  const list = h('ul', { class: 'moderation-log', id: 'held-list', 'aria-label': 'Messages held for review' });
+  const titleOf = (id) => (channels.find((c) => c.id === id) || {}).title || id;
+  const decide = async (held, action) => {
+    try {
+      await api('POST', `/api/channels/${enc(held.message.channelId)}/chat/held/${enc(held.message.id)}/${action}`);
+      toast(action === 'approve' ? 'Message approved and posted' : 'Message rejected');
+    } catch (err) { toast(err.message, true); }
+    refresh();
+  };
+  const refresh = async () => {
+    const all = [];
+    for (const channel of channels) {
+      try { all.push(...(await get(`/api/channels/${enc(channel.id)}/chat/held`)).messages); } catch { /* not a moderator of it */ }
+    }
+    fill(list, ...(all.length ? all.map((held) => h('li', { 'data-message-id': held.message.id },
+      h('span', { class: 'badge' }, titleOf(held.message.channelId)), ' ',
+      h('strong', {}, held.message.userDisplayName), ': ', held.message.text, ' ',
+      h('span', { class: 'muted' }, `(${held.reason})`), ' ',
+      actionButton('Approve', () => decide(held, 'approve'), { 'data-action': 'approve-held', class: 'small' }),
+      actionButton('Reject', () => decide(held, 'reject'), { 'data-action': 'reject-held', class: 'small secondary' })))
+      : [h('li', { class: 'muted' }, 'Nothing is waiting for review.')]));
+  };
+  refresh();
+  heldTimer = setInterval(refresh, 3000);
+  return h('div', {}, h('h3', {}, 'Held for review'), list);
+}
+
+/** A channel's automod rules (they live in its chat settings). */
+function automodForm(channels) {
+  if (!channels.length) return null;
+  const form = h('form', { id: 'automod-form', 'aria-labelledby': 'automod-title' },
+    h('h3', { id: 'automod-title' }, 'Automod'),
+    h('div', { class: 'grid-2' },
+      selectField('Channel', { name: 'channelId' }, channels.map((c) => [c.id, c.title])),
+      h('label', {}, h('input', { type: 'checkbox', name: 'blockLinks' }), ' Block links'),
+      field('Allowed link domains', { name: 'allowedLinkDomains', placeholder: 'example.com, clips.example.org' }),
+      field('Same message again within (s, 0 = off)', { name: 'repeatWindowSecs', type: 'number', min: 0, max: 3600 }),
+      field('Most capitals (%, 0 = off)', { name: 'capsMaxPercent', type: 'number', min: 0, max: 100 }),
+      field('Most emotes per message (0 = no limit)', { name: 'maxEmotes', type: 'number', min: 0, max: 100 }),
+      field('Hold messages of accounts younger than (minutes, 0 = off)', { name: 'newAccountHoldMinutes', type: 'number', min: 0, max: 10080 })),
+    h('button', { type: 'submit' }, 'Save automod'));
+  const load = async () => {
+    const id = form.querySelector('[name=channelId]').value;
+    try {
+      const s = await get(`/api/channels/${enc(id)}/chat/settings`);
+      form.querySelector('[name=blockLinks]').checked = s.blockLinks;
+      form.querySelector('[name=allowedLinkDomains]').value = s.allowedLinkDomains.join(', ');
+      for (const name of ['repeatWindowSecs', 'capsMaxPercent', 'maxEmotes', 'newAccountHoldMinutes']) {
+        form.querySelector(`[name=${name}]`).value = s[name];
+      }
+      form.dataset.loadedFor = id;
+    } catch (err) { toast(err.message, true); }
+  };
+  form.querySelector('[name=channelId]').addEventListener('change', load);
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const data = new FormData(form);
+    const number = (name) => Number(data.get(name) || 0);
+    const body = {
+      blockLinks: data.get('blockLinks') === 'on',
+      allowedLinkDomains: String(data.get('allowedLinkDomains') || '').split(/[\s,]+/).filter(Boolean),
+      repeatWindowSecs: number('repeatWindowSecs'),
+      capsMaxPercent: number('capsMaxPercent'),
+      maxEmotes: number('maxEmotes'),
+      newAccountHoldMinutes: number('newAccountHoldMinutes'),
+    };
+    try {
+      await api('PUT', `/api/channels/${enc(data.get('channelId'))}/chat/settings`, body);
+      toast('Automod saved');
+    } catch (err) { toast(err.message, true); }
+  });
+  load();
+  return form;
 }
 
 // ----- users -----
