@@ -23,6 +23,7 @@ pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod profiles;
+pub mod reports;
 pub mod routing;
 pub mod same_origin;
 pub mod users;

@@ -56,6 +56,7 @@ pub(crate) fn api_routes() -> OpenApiRouter<ApiState> {
         .merge(crate::profiles::routes())
         .merge(crate::analytics::routes())
         .merge(crate::export::routes())
+        .merge(crate::reports::routes())
         .merge(crate::routing::api::routes())
         .routes(routes!(openapi_json))
 }
@@ -83,6 +84,7 @@ pub(crate) fn api_routes() -> OpenApiRouter<ApiState> {
         (name = "directory", description = "Browse and search channels"),
         (name = "profiles", description = "Streamer profiles"),
         (name = "analytics", description = "Audience figures (admins)"),
+        (name = "reports", description = "Reports of messages, channels and users; appeals of chat bans"),
         (name = "export", description = "Catalog snapshot (admins)"),
         (name = "playback", description = "Viewers at the nearest edge: redirects and HLS Content Steering"),
         (name = "regions", description = "The operator's network map of regions (admins)"),

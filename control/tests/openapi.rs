@@ -250,11 +250,31 @@ async fn every_documented_operation_is_routed_and_nothing_else() {
             ("POST", "/api/channels/{id}/chat/bans") => json!({"userId": viewer}),
             ("PUT", "/api/channels/{id}/chat/settings") => json!({"slowModeSecs": 0}),
             ("PUT", "/api/profiles/{user_id}") => json!({"bio": "hi"}),
+            ("POST", "/api/reports") => json!({"targetType": "user", "targetId": viewer, "reason": "spam"}),
+            ("POST", "/api/reports/{id}/resolve") => json!({"action": "dismiss"}),
+            ("POST", "/api/appeals") => json!({"channelId": channel, "text": "please"}),
+            ("POST", "/api/appeals/{id}/decide") => json!({"lift": false}),
             _ => return None,
         })
     };
+    // A report to decide, and an appeal of the viewer's ban in the channel.
+    let (status, report) =
+        api.post("/api/reports", t, json!({"targetType": "user", "targetId": viewer, "reason": "spam"})).await;
+    assert_eq!(status, 201, "{report}");
+    let report = report["id"].as_str().unwrap().to_owned();
+    let (status, answer) = api.post(&format!("/api/channels/{channel}/chat/bans"), t, json!({"userId": viewer})).await;
+    assert_eq!(status, 201, "{answer}");
+    let (status, appeal) =
+        api.post("/api/appeals", viewer_token.as_deref(), json!({"channelId": channel, "text": "sorry"})).await;
+    assert_eq!(status, 201, "{appeal}");
+    let appeal = appeal["id"].as_str().unwrap().to_owned();
     let concrete = |path: &str| {
-        let id = if path.starts_with("/api/users/") { &viewer } else { &channel };
+        let id = match path {
+            p if p.starts_with("/api/users/") => &viewer,
+            p if p.starts_with("/api/reports/") => &report,
+            p if p.starts_with("/api/appeals/") => &appeal,
+            _ => &channel,
+        };
         let message = match path {
             p if p.ends_with("/approve") => &held[0],
             p if p.ends_with("/reject") => &held[1],

@@ -176,6 +176,20 @@ pub enum Command {
         message_id: String,
         approve: bool,
     },
+    /// A user reports a message, a channel or a user (see [`crate::state::reports`]).
+    FileReport(Box<crate::state::reports::Report>),
+    /// A moderator's decision on a report; its action (delete, timeout, ban) applies with it.
+    ResolveReport {
+        id: String,
+        resolution: crate::state::reports::Resolution,
+    },
+    /// A banned user appeals the ban (once per ban).
+    FileAppeal(Box<crate::state::reports::Appeal>),
+    /// Someone other than the banning moderator upholds or lifts the ban.
+    DecideAppeal {
+        id: String,
+        decision: crate::state::reports::AppealDecision,
+    },
 }
 
 /// Most commands one [`Command::Batch`] may carry (the position in the batch is part of `seq`).
@@ -226,6 +240,8 @@ pub enum Response {
     /// A chat message automod held for review instead of posting.
     ChatHeld(crate::state::automod::HeldMessage),
     Automod(crate::state::automod::Automod),
+    Report(crate::state::reports::Report),
+    Appeal(crate::state::reports::Appeal),
 }
 
 /// Why the state machine refused a command. Deterministic: every replica refuses the same way.

@@ -5,6 +5,7 @@
 //! applied to its own sockets (through [`super::fanout`]), so a message posted on any node reaches
 //! sockets on every node.
 
+use raft::state::reports::ReportAction;
 use raft::store::AppliedEvent;
 use raft::{ChatMessage, ChatSettings, Command, Response, UnixMillis, WordFilterMode};
 use serde::Serialize;
@@ -51,6 +52,26 @@ pub(crate) fn chat_event(applied: &AppliedEvent) -> Option<(&str, ChatEvent)> {
             Some((channel_id, ChatEvent::Settings(settings.clone())))
         }
         (Command::DeleteChannel { id }, _) => Some((id, ChatEvent::ChannelDeleted)),
+        // A report's decision and an appeal's lift act on the chat like the moderation commands.
+        (Command::ResolveReport { .. }, Response::Report(report)) => {
+            let channel = report.channel_id.as_deref()?;
+            match &report.resolution.as_ref()?.action {
+                ReportAction::Delete => Some((channel, ChatEvent::Deleted { message_id: report.target_id.clone() })),
+                ReportAction::Ban => {
+                    Some((channel, ChatEvent::Ban { user_id: report.subject_user_id.clone(), until: None }))
+                }
+                ReportAction::Timeout { duration_seconds } => {
+                    let until = report.resolution.as_ref().map(|r| r.at + duration_seconds * 1000);
+                    Some((channel, ChatEvent::Ban { user_id: report.subject_user_id.clone(), until }))
+                }
+                ReportAction::Dismiss => None,
+            }
+        }
+        (Command::DecideAppeal { .. }, Response::Appeal(appeal))
+            if appeal.decision.as_ref().is_some_and(|d| d.lift) =>
+        {
+            Some((&appeal.channel_id, ChatEvent::Unban { user_id: appeal.user_id.clone() }))
+        }
         _ => None,
     }
 }

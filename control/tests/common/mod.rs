@@ -49,6 +49,13 @@ impl TestApi {
     pub async fn report_as_ingest_node(&self) -> tokio::task::JoinHandle<()> {
         let catalog = self.catalog.clone();
         let id = catalog.node_id();
+        // The catalog publishes its own directory entry (no roles) once at start; ours must land
+        // after it, or that one would take the ingest role away again.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while catalog.read(|s| s.node(id).is_none()) {
+            assert!(std::time::Instant::now() < deadline, "the catalog never registered itself");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let node = raft::NodeInfo {
             id,
             region: "local".into(),

@@ -17,6 +17,7 @@ pub mod community;
 pub mod regions;
 #[cfg(test)]
 pub(crate) mod replica;
+pub mod reports;
 
 /// Chat lines kept per channel; older lines are dropped as new ones arrive.
 pub const CHAT_HISTORY_PER_CHANNEL: usize = 1000;
@@ -54,6 +55,8 @@ pub struct CatalogState {
     pub(crate) community: community::Community,
     /// Automod rules and held chat messages: see [`automod`].
     pub(crate) automod: automod::AutomodTables,
+    /// Reports and appeals: see [`reports`].
+    pub(crate) reports: reports::ReportTables,
     /// Revoked nodes and join-token uses: see [`access`].
     pub(crate) access: access::Access,
     /// Load reports and draining nodes: see [`crate::load`].
@@ -108,8 +111,9 @@ impl CatalogState {
                 state.chat.entry(m.channel_id.clone()).or_default().insert(m.seq, m);
             } else if state.community.load_record(&key, v).map_err(wrap)?
                 || state.automod.load_record(&key, v).map_err(wrap)?
+                || state.reports.load_record(&key, v).map_err(wrap)?
             {
-                // A community or automod record.
+                // A community, automod, report or appeal record.
             } else if state.load.load_record(&key, v).map_err(wrap)?
                 || state.leases.load_record(&key, v).map_err(wrap)?
                 || state.homes.load_record(&key, v).map_err(wrap)?
@@ -353,6 +357,10 @@ impl CatalogState {
                 self.post_chat(index, &message, out)
             }
             Command::SetAutomod { .. } | Command::ReviewHeldMessage { .. } => self.apply_automod(index, command, out),
+            Command::FileReport(_)
+            | Command::ResolveReport { .. }
+            | Command::FileAppeal(_)
+            | Command::DecideAppeal { .. } => self.apply_reports(index, command, out),
             Command::DeleteChat { channel_id, message_id } => {
                 let history =
                     self.chat.get_mut(channel_id).ok_or_else(|| CatalogError::not_found("message", message_id))?;
@@ -913,6 +921,61 @@ mod tests {
         r.ok(Command::DeleteChannel { id: "c1".into() });
         assert!(r.state.held_messages("c1").is_empty());
         assert_eq!(r.state.automod("c1"), automod::Automod::default());
+    }
+
+    #[test]
+    fn a_report_acts_with_its_decision_and_an_appeal_goes_to_someone_else() {
+        use reports::{Appeal, AppealDecision, Report, ReportAction, ReportTarget, Resolution};
+        let mut r = with_channel();
+        r.ok(Command::CreateUser(user("u2", "brook@example.com")));
+        r.ok(Command::CreateUser(user("u3", "cole@example.com")));
+        r.ok(Command::PostChat(ChatMessage { text: "rude".into(), ..chat("m1", "c1", "u2") }));
+        let report = Report {
+            id: "r1".into(),
+            reporter_id: "u3".into(),
+            target_type: ReportTarget::Message,
+            target_id: "m1".into(),
+            channel_id: Some("c1".into()),
+            subject_user_id: "u2".into(),
+            excerpt: Some("rude".into()),
+            reason: "harassment".into(),
+            note: None,
+            created_at: 300,
+            resolution: None,
+        };
+        r.ok(Command::FileReport(Box::new(report.clone())));
+        assert!(matches!(r.err(Command::FileReport(Box::new(report))), CatalogError::AlreadyExists { .. }));
+        // Banning from the report deletes nothing else, bans in the same entry, records who did it.
+        let ban = |action| Resolution { by: "u1".into(), at: 400, action, note: Some("see chat".into()) };
+        r.ok(Command::ResolveReport { id: "r1".into(), resolution: ban(ReportAction::Ban) });
+        assert_eq!(r.state.chat_ban("c1", "u2", 500).map(|b| b.by.as_str()), Some("u1"));
+        assert_eq!(r.state.report("r1").unwrap().resolution.as_ref().map(|x| x.at), Some(400));
+        let again = Command::ResolveReport { id: "r1".into(), resolution: ban(ReportAction::Dismiss) };
+        assert!(matches!(r.err(again), CatalogError::Invalid { .. }), "decided once");
+
+        // One appeal per ban; not decided by the banning moderator nor by the appellant.
+        let appeal = Appeal {
+            id: "a1".into(),
+            user_id: "u2".into(),
+            channel_id: "c1".into(),
+            ban_by: "u1".into(),
+            ban_at: 400,
+            text: "sorry".into(),
+            created_at: 600,
+            decision: None,
+        };
+        r.ok(Command::FileAppeal(Box::new(appeal.clone())));
+        let second = Appeal { id: "a2".into(), ..appeal };
+        assert!(matches!(r.err(Command::FileAppeal(Box::new(second))), CatalogError::Invalid { .. }));
+        let decide = |by: &str, lift| Command::DecideAppeal {
+            id: "a1".into(),
+            decision: AppealDecision { by: by.into(), at: 700, lift, note: None },
+        };
+        assert!(matches!(r.err(decide("u1", true)), CatalogError::Invalid { .. }), "the banning moderator");
+        assert!(matches!(r.err(decide("u2", true)), CatalogError::Invalid { .. }), "the appellant");
+        r.ok(decide("u3", true));
+        assert!(r.state.chat_ban("c1", "u2", 800).is_none(), "lifted with the decision");
+        assert!(matches!(r.err(decide("u3", false)), CatalogError::Invalid { .. }), "decided once");
     }
 
     #[test]
