@@ -22,6 +22,7 @@ pub mod json;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
+pub mod privacy;
 pub mod profiles;
 pub mod reports;
 pub mod routing;

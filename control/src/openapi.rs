@@ -57,6 +57,7 @@ pub(crate) fn api_routes() -> OpenApiRouter<ApiState> {
         .merge(crate::analytics::routes())
         .merge(crate::export::routes())
         .merge(crate::reports::routes())
+        .merge(crate::privacy::routes())
         .merge(crate::routing::api::routes())
         .routes(routes!(openapi_json))
 }

@@ -185,6 +185,12 @@ pub enum Command {
     },
     /// A banned user appeals the ban (once per ban).
     FileAppeal(Box<crate::state::reports::Appeal>),
+    /// A user deletes their account ([`Command::DeleteUser`], and with `delete_chat` their chat
+    /// lines go too instead of staying under "deleted user").
+    EraseUser {
+        id: String,
+        delete_chat: bool,
+    },
     /// Someone other than the banning moderator upholds or lifts the ban.
     DecideAppeal {
         id: String,

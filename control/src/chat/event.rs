@@ -94,8 +94,11 @@ pub struct MessageView {
 
 impl MessageView {
     pub(crate) fn new(message: ChatMessage, state: &raft::state::CatalogState) -> Self {
-        let user_display_name =
-            state.user(&message.user_id).map(|u| u.display_name.clone()).unwrap_or_else(|| message.user_id.clone());
+        let user_display_name = match state.user(&message.user_id) {
+            Some(u) => u.display_name.clone(),
+            None if message.user_id == raft::state::DELETED_USER => "Deleted user".to_owned(),
+            None => message.user_id.clone(),
+        };
         MessageView {
             id: message.id,
             channel_id: message.channel_id,

@@ -26,6 +26,16 @@ mod key {
     pub(super) const VIEWERS: &str = "view/";
 }
 
+/// What the community tables hold about one user (see [`CatalogState::community_of`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommunityOfUser {
+    /// (channel, since).
+    pub follows: Vec<(String, UnixMillis)>,
+    pub subscriptions: Vec<(String, UnixMillis)>,
+    pub bans_received: Vec<ChatBan>,
+    pub bans_made: Vec<ChatBan>,
+}
+
 /// Community tables. `(channel, user)` pairs order by channel first, so per-channel reads are ranges.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Community {
@@ -107,6 +117,14 @@ impl Community {
         }
     }
 
+    /// Bans a deleted moderator made stay, naming [`super::DELETED_USER`] as who made them.
+    pub(crate) fn forget_moderator(&mut self, user: &str, out: &mut Vec<Mutation>) {
+        for ban in self.bans.values_mut().filter(|b| b.by == user) {
+            ban.by = super::DELETED_USER.to_owned();
+            out.push(put(pair_key(key::BAN, &ban.channel_id, &ban.user_id), codec::encode(&*ban)));
+        }
+    }
+
     pub(crate) fn remove_user(&mut self, user: &str, out: &mut Vec<Mutation>) {
         if self.profiles.remove(user).is_some() {
             out.push(delete(format!("{}{user}", key::PROFILE)));
@@ -169,6 +187,19 @@ impl CatalogState {
     }
     pub fn is_following(&self, channel_id: &str, user_id: &str) -> bool {
         self.community.follows.contains_key(&(channel_id.to_owned(), user_id.to_owned()))
+    }
+    /// Everything the community tables hold about `user_id`, for their data export: follows and
+    /// subscriptions (channel, since), bans they received, bans they made.
+    pub fn community_of(&self, user_id: &str) -> CommunityOfUser {
+        let pairs = |table: &BTreeMap<(String, String), UnixMillis>| {
+            table.iter().filter(|((_, u), _)| u == user_id).map(|((c, _), at)| (c.clone(), *at)).collect()
+        };
+        CommunityOfUser {
+            follows: pairs(&self.community.follows),
+            subscriptions: pairs(&self.community.subscriptions),
+            bans_received: self.community.bans.values().filter(|b| b.user_id == user_id).cloned().collect(),
+            bans_made: self.community.bans.values().filter(|b| b.by == user_id).cloned().collect(),
+        }
     }
     pub fn followed_by(&self, user_id: &str) -> Vec<String> {
         self.community.follows.keys().filter(|(_, u)| u == user_id).map(|(c, _)| c.clone()).collect()

@@ -72,6 +72,9 @@ pub struct CatalogState {
     channel_by_key_hash: HashMap<String, String>,
 }
 
+/// Who a deleted account's kept chat lines, reports and bans name instead of it.
+pub const DELETED_USER: &str = "deleted-user";
+
 /// Errors loading persisted records.
 #[derive(Debug, thiserror::Error)]
 #[error("record {key}: {source}")]
@@ -151,6 +154,10 @@ impl CatalogState {
     }
     pub fn user_by_email(&self, email: &str) -> Option<&User> {
         self.user_by_email.get(&email.to_lowercase()).and_then(|id| self.users.get(id))
+    }
+    /// The login sessions of `user_id`.
+    pub fn auth_sessions_of<'a>(&'a self, user_id: &'a str) -> impl Iterator<Item = &'a AuthSession> + 'a {
+        self.auth_sessions.values().filter(move |s| s.user_id == user_id)
     }
     pub fn auth_session(&self, token_hash: &str) -> Option<&AuthSession> {
         self.auth_sessions.get(token_hash)
@@ -252,7 +259,8 @@ impl CatalogState {
             }
             Command::CreateUser(user) => self.create_user(user, out),
             Command::UpdateUser(patch) => self.update_user(patch, out),
-            Command::DeleteUser { id } => self.delete_user(id, out),
+            Command::DeleteUser { id } => self.delete_user(id, false, out),
+            Command::EraseUser { id, delete_chat } => self.delete_user(id, *delete_chat, out),
             Command::CreateAuthSession(session) => {
                 if !self.users.contains_key(&session.user_id) {
                     return Err(CatalogError::not_found("user", &session.user_id));
@@ -474,7 +482,10 @@ impl CatalogState {
         Ok(Response::User(user))
     }
 
-    fn delete_user(&mut self, id: &str, out: &mut Vec<Mutation>) -> ApplyResult {
+    /// Deletes a user and what is theirs; what others keep (chat lines, reports, bans they made)
+    /// stops naming them: the author or moderator becomes [`DELETED_USER`]. With `delete_chat`
+    /// their chat lines go too.
+    fn delete_user(&mut self, id: &str, delete_chat: bool, out: &mut Vec<Mutation>) -> ApplyResult {
         let user = self.users.get(id).ok_or_else(|| CatalogError::not_found("user", id))?.clone();
         if let Some(live) = self.channels.values().find(|c| c.owner_id == id && c.live_state == LiveState::Live) {
             return Err(CatalogError::AlreadyLive {
@@ -494,10 +505,37 @@ impl CatalogState {
         }
         self.community.remove_user(id, out);
         self.automod.remove_user(id, out);
+        self.forget_chat_author(id, delete_chat, out);
+        self.reports.forget_user(id, out);
+        self.community.forget_moderator(id, out);
+        let moderated: Vec<Channel> =
+            self.channels.values().filter(|c| c.moderators.iter().any(|m| m == id)).cloned().collect();
+        for mut channel in moderated {
+            channel.moderators.retain(|m| m != id);
+            self.put_channel(channel, out);
+        }
         self.user_by_email.remove(&user.email);
         self.users.remove(id);
         out.push(delete(user_key(id)));
         Ok(Response::Done)
+    }
+
+    /// The chat lines of a user being deleted: removed, or kept under [`DELETED_USER`].
+    fn forget_chat_author(&mut self, id: &str, delete_chat: bool, out: &mut Vec<Mutation>) {
+        for (channel, history) in self.chat.iter_mut() {
+            let theirs: Vec<u64> = history.values().filter(|m| m.user_id == id).map(|m| m.seq).collect();
+            for seq in theirs {
+                if delete_chat {
+                    history.remove(&seq);
+                    out.push(delete(chat_key(channel, seq)));
+                } else if let Some(message) = history.get_mut(&seq) {
+                    message.user_id = DELETED_USER.to_owned();
+                    out.push(put(chat_key(channel, seq), codec::encode(&*message)));
+                }
+            }
+        }
+        // `load` never creates empty histories.
+        self.chat.retain(|_, history| !history.is_empty());
     }
 
     fn create_channel(&mut self, channel: &Channel, out: &mut Vec<Mutation>) -> ApplyResult {
@@ -976,6 +1014,22 @@ mod tests {
         r.ok(decide("u3", true));
         assert!(r.state.chat_ban("c1", "u2", 800).is_none(), "lifted with the decision");
         assert!(matches!(r.err(decide("u3", false)), CatalogError::Invalid { .. }), "decided once");
+    }
+
+    #[test]
+    fn an_erased_users_chat_lines_stay_anonymous_or_go() {
+        let mut r = with_channel();
+        r.ok(Command::CreateUser(user("u2", "brook@example.com")));
+        r.ok(Command::CreateUser(user("u3", "cole@example.com")));
+        r.ok(Command::PostChat(chat("m1", "c1", "u2")));
+        r.ok(Command::PostChat(chat("m2", "c1", "u3")));
+        r.ok(Command::PostChat(chat("m3", "c1", "u1")));
+        r.ok(Command::EraseUser { id: "u2".into(), delete_chat: false });
+        let authors: Vec<&str> = r.state.chat("c1").map(|m| m.user_id.as_str()).collect();
+        assert_eq!(authors, [DELETED_USER, "u3", "u1"]);
+        r.ok(Command::EraseUser { id: "u3".into(), delete_chat: true });
+        let left: Vec<&str> = r.state.chat("c1").map(|m| m.id.as_str()).collect();
+        assert_eq!(left, ["m1", "m3"]);
     }
 
     #[test]

@@ -138,6 +138,54 @@ impl ReportTables {
     }
 }
 
+impl ReportTables {
+    /// A deleted user's appeals go; reports they filed or that are about them stay for the
+    /// record, naming [`super::DELETED_USER`] instead (and without the reported text), as do
+    /// decisions they made.
+    pub(crate) fn forget_user(&mut self, user: &str, out: &mut Vec<Mutation>) {
+        let gone = super::DELETED_USER;
+        for (id, _) in self.appeals.extract_if(.., |_, a| a.user_id == user) {
+            out.push(super::delete(appeal_key(&id)));
+        }
+        for appeal in self.appeals.values_mut() {
+            let mut changed = false;
+            if appeal.ban_by == user {
+                appeal.ban_by = gone.to_owned();
+                changed = true;
+            }
+            if let Some(d) = appeal.decision.as_mut().filter(|d| d.by == user) {
+                d.by = gone.to_owned();
+                changed = true;
+            }
+            if changed {
+                out.push(put(appeal_key(&appeal.id), codec::encode(&*appeal)));
+            }
+        }
+        for report in self.reports.values_mut() {
+            let mut changed = false;
+            if report.reporter_id == user {
+                report.reporter_id = gone.to_owned();
+                changed = true;
+            }
+            if report.subject_user_id == user {
+                report.subject_user_id = gone.to_owned();
+                report.excerpt = None;
+                if report.target_type != ReportTarget::Channel {
+                    report.target_id = gone.to_owned();
+                }
+                changed = true;
+            }
+            if let Some(r) = report.resolution.as_mut().filter(|r| r.by == user) {
+                r.by = gone.to_owned();
+                changed = true;
+            }
+            if changed {
+                out.push(put(report_key(&report.id), codec::encode(&*report)));
+            }
+        }
+    }
+}
+
 fn report_key(id: &str) -> String {
     format!("{}{id}", key::REPORT)
 }
