@@ -292,6 +292,24 @@ async function chat() {
   await inHeld.waitFor({ state: 'detached' });
   step('automod: a link was refused, a new account was held, the admin approved it from the Control Center');
 
+  // Reports: the viewer reports the owner's line from the channel page; the admin decides it in
+  // the Control Center.
+  const ownerLine = `owner line ${tag}`;
+  await ownerPage.fill('#chat-input', ownerLine);
+  await ownerPage.press('#chat-input', 'Enter');
+  const toReport = viewerPage.locator('#chat-log li', { hasText: ownerLine });
+  await toReport.waitFor();
+  viewerPage.once('dialog', (dialog) => dialog.accept('spam'));
+  await toReport.locator('[data-action=report-message]').click();
+  await viewerPage.waitForSelector('text=Reported to the moderators');
+  await adminPage.reload();
+  const reportRow = adminPage.locator('#reports-table tr', { hasText: ownerLine });
+  await reportRow.waitFor();
+  await reportRow.locator('select[name=action]').selectOption('dismiss');
+  await reportRow.locator('button[type=submit]').click();
+  await adminPage.locator('#reports-table tr', { hasText: 'dismiss by' }).waitFor();
+  step('a viewer reported a chat line from the channel page; the admin dismissed it in the Control Center');
+
   // Channel metadata and a manual start/stop from the Control Center (no viewers left: a channel
   // started by hand has no media to play).
   await ownerPage.close();

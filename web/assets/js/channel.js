@@ -76,7 +76,7 @@ function chatPanel(channel, who, relation) {
     if (shown.has(m.id)) return;
     shown.add(m.id);
     const nearBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
-    log.append(messageItem(m, moderate));
+    log.append(messageItem(m, moderate, null, Boolean(who.user) && !moderate && m.userId !== who.user.id));
     if (nearBottom) log.scrollTop = log.scrollHeight;
   };
   const connection = new ChatConnection(channel.id, {

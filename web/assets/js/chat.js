@@ -76,8 +76,16 @@ export async function deleteMessage(channelId, messageId) {
   toast('Message deleted');
 }
 
-/** One chat line; `moderate` adds a Delete button. */
-export function messageItem(message, moderate, extra = null) {
+/** Report a message to the channel's moderators (asks for the reason). */
+export async function reportMessage(message) {
+  const reason = window.prompt('Why are you reporting this message? (harassment, spam, ...)');
+  if (!reason || !reason.trim()) return;
+  await api('POST', '/api/reports', { targetType: 'message', targetId: message.id, reason: reason.trim().slice(0, 200) });
+  toast('Reported to the moderators');
+}
+
+/** One chat line; `moderate` adds a Delete button, `reportable` a Report one. */
+export function messageItem(message, moderate, extra = null, reportable = false) {
   return h('li', { 'data-message-id': message.id },
     extra,
     h('span', { class: 'author' }, message.userDisplayName || message.userId),
@@ -87,5 +95,10 @@ export function messageItem(message, moderate, extra = null) {
         'aria-label': `Delete message from ${message.userDisplayName || message.userId}: ${message.text.slice(0, 40)}`,
         onclick: (e) => { e.currentTarget.disabled = true; deleteMessage(message.channelId, message.id).catch((err) => { e.target.disabled = false; toast(err.message, true); }); } },
       'Delete')
+      : null,
+    reportable
+      ? h('button', { type: 'button', class: 'small secondary', 'data-action': 'report-message',
+        'aria-label': `Report message from ${message.userDisplayName || message.userId}`,
+        onclick: () => reportMessage(message).catch((err) => toast(err.message, true)) }, 'Report')
       : null);
 }

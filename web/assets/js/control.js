@@ -520,6 +520,82 @@ function renderUsers(slot) {
       h('tbody', {}, rows))));
 }
 
+// ----- reports and appeals -----
+
+/** Reports the caller may see (filed, or about channels they moderate) and appeals to decide. */
+async function renderReports(slot) {
+  const [{ reports }, { appeals }] = await Promise.all([get('/api/reports'), get('/api/appeals')]);
+  const me = ctx.who.user && ctx.who.user.id;
+  const mayDecide = (channelId) => ctx.who.admin || ctx.channels.some((c) => c.id === channelId);
+  const refresh = () => renderReports(slot).catch((e) => fill(slot, errorLine(e)));
+  const resolve = (report) => {
+    const form = h('form', { class: 'row', 'aria-label': `Decide report ${report.id}` },
+      selectField('Action', { name: 'action' }, [['dismiss', 'Dismiss'], ...(report.targetType === 'message' ? [['delete', 'Delete the message']] : []),
+        ...(report.channelId ? [['timeout', 'Time out 10 minutes'], ['ban', 'Ban from the chat']] : [])]),
+      field('Note', { name: 'note', maxlength: 2000 }),
+      h('button', { type: 'submit', class: 'small' }, 'Decide'));
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      const data = new FormData(form);
+      const body = { action: data.get('action'), note: data.get('note') || undefined };
+      if (body.action === 'timeout') body.durationSeconds = 600;
+      try { await api('POST', `/api/reports/${enc(report.id)}/resolve`, body); toast('Report decided'); refresh(); } catch (err) { toast(err.message, true); }
+    });
+    return form;
+  };
+  const actionText = (a) => (typeof a === 'string' ? a : a.timeout ? `timeout ${a.timeout.durationSeconds} s` : JSON.stringify(a));
+  const reportRows = reports.map((r) => h('tr', { 'data-report-id': r.id },
+    h('td', {}, r.targetType), h('td', {}, r.excerpt || r.targetId), h('td', {}, r.reason + (r.note ? ` (${r.note})` : '')),
+    h('td', {}, formatTime(r.createdAt)),
+    h('td', {}, r.resolution
+      ? `${actionText(r.resolution.action)} by ${userName(r.resolution.by)}${r.resolution.note ? `: ${r.resolution.note}` : ''}`
+      : (r.reporterId !== me && (mayDecide(r.channelId) || ctx.who.admin) ? resolve(r) : 'open'))));
+  const decide = (appeal) => h('div', { class: 'row' },
+    actionButton('Lift the ban', async () => { await api('POST', `/api/appeals/${enc(appeal.id)}/decide`, { lift: true }); toast('Ban lifted'); refresh(); }, { class: 'small', 'data-action': 'lift' }),
+    actionButton('Uphold', async () => { await api('POST', `/api/appeals/${enc(appeal.id)}/decide`, { lift: false }); toast('Ban upheld'); refresh(); }, { class: 'small secondary', 'data-action': 'uphold' }));
+  const appealRows = appeals.map((a) => h('tr', { 'data-appeal-id': a.id },
+    h('td', {}, userName(a.userId)), h('td', {}, a.text), h('td', {}, `banned by ${userName(a.banBy)}`),
+    h('td', {}, a.decision
+      ? `${a.decision.lift ? 'lifted' : 'upheld'} by ${userName(a.decision.by)}`
+      // Someone other than the banning moderator decides, never the appellant.
+      : (a.userId !== me && a.banBy !== me && mayDecide(a.channelId) ? decide(a) : 'waiting'))));
+  const table = (id, caption, head, rows, empty) => (rows.length
+    ? h('div', { class: 'table-wrap' }, h('table', { id },
+      h('caption', { class: 'visually-hidden' }, caption),
+      h('thead', {}, h('tr', {}, head.map((t) => h('th', { scope: 'col' }, t)))),
+      h('tbody', {}, rows)))
+    : h('p', { class: 'muted' }, empty));
+  fill(slot,
+    h('h3', {}, 'Reports'),
+    table('reports-table', 'Reports', ['About', 'What', 'Reason', 'Filed', 'Decision'], reportRows, 'No reports.'),
+    h('h3', {}, 'Appeals'),
+    table('appeals-table', 'Appeals', ['Who', 'Appeal', 'Ban', 'Decision'], appealRows, 'No appeals.'));
+}
+
+// ----- your data -----
+
+function renderMyData(slot) {
+  if (!ctx.who.user) { fill(slot, h('p', { class: 'muted' }, 'Sign in as a user to export or delete your data.')); return; }
+  fill(slot,
+    h('p', {}, 'Download everything stored about you, or delete your account. Your chat lines stay as "Deleted user" unless you remove them too.'),
+    h('div', { class: 'row' },
+      actionButton('Download my data', async () => {
+        const res = await fetch('/api/me/export', { credentials: 'same-origin' });
+        if (!res.ok) throw new Error(`export failed (${res.status})`);
+        const link = h('a', { href: URL.createObjectURL(await res.blob()), download: 'bitriver-my-data.json' });
+        document.body.append(link);
+        link.click();
+        link.remove();
+        toast('Your data is downloaded');
+      }, { id: 'my-data-button' }),
+      h('label', {}, h('input', { type: 'checkbox', id: 'delete-chat-too' }), ' Also delete my chat messages'),
+      confirmButton('Delete my account', 'Confirm: delete my account', async () => {
+        const chat = document.getElementById('delete-chat-too').checked ? 'delete' : 'keep';
+        await api('DELETE', `/api/me?chat=${chat}`);
+        location.href = '/signup';
+      }, { id: 'delete-account' })));
+}
+
 // ----- export -----
 
 function renderExport(slot) {
@@ -555,13 +631,16 @@ export async function render(main) {
     channels: h('div', {}),
     sessions: h('div', {}, h('p', { class: 'muted' }, 'Loading…')),
     moderation: h('div', {}),
+    reports: h('div', {}, h('p', { class: 'muted' }, 'Loading…')),
     profiles: h('div', {}),
     users: h('div', {}),
     export: h('div', {}),
+    mydata: h('div', {}),
   };
   const sections = [
     ['overview', 'Overview'], ['channels', 'Channels'], ['sessions', 'Live sessions'], ['moderation', 'Chat moderation'],
-    ['profiles', 'Streamer profile'], ['users', who.admin ? 'Users' : 'Your account'], ...(who.admin ? [['export', 'Export']] : []),
+    ['reports', 'Reports and appeals'], ['profiles', 'Streamer profile'], ['users', who.admin ? 'Users' : 'Your account'],
+    ...(who.admin ? [['export', 'Export']] : []), ['mydata', 'Your data'],
   ];
   fill(main,
     h('h1', {}, 'Control Center'),
@@ -573,6 +652,8 @@ export async function render(main) {
   renderChannels(slots.channels);
   renderSessions(slots.sessions).catch((e) => fill(slots.sessions, errorLine(e)));
   renderModeration(slots.moderation);
+  renderReports(slots.reports).catch((e) => fill(slots.reports, errorLine(e)));
+  renderMyData(slots.mydata);
   profilesSlot = slots.profiles;
   profileForm(slots.profiles, ctx).catch((e) => fill(slots.profiles, errorLine(e)));
   renderUsers(slots.users);
