@@ -137,7 +137,8 @@ async fn fuzz(fuzzer: &Fuzzer<'_>) {
     // 1. Operations without ids (not signing out yet: the admin's session is needed until the end).
     let mut collections = vec!["--exclude-path-regex", "\\{"];
     if signed_in {
-        collections.extend(["--exclude-operation-id", "logout"]);
+        // Signing out and deleting the admin's own account end the fuzzer's identity: last.
+        collections.extend(["--exclude-operation-id", "logout", "--exclude-operation-id", "delete_me"]);
     }
     let report = fuzzer.pass("collections", &collections);
     for operation in ["GET /api/users", "GET /api/export", "GET /api/analytics/overview"] {
@@ -199,6 +200,7 @@ async fn fuzz(fuzzer: &Fuzzer<'_>) {
     fuzzer.pass("delete-user", &["--include-operation-id", "delete_user", "--set-path", &set_id]);
     fuzzer.call("GET", &format!("/api/users/{viewer}"), None, 404).await;
     if signed_in {
+        fuzzer.pass("delete-me", &["--include-operation-id", "delete_me"]);
         fuzzer.pass("sign-out", &["--include-operation-id", "logout"]);
         fuzzer.call("GET", "/api/auth/session", None, 401).await;
     }
