@@ -412,6 +412,7 @@ async fn create_channel(
     responses(
         (status = 200, description = "The channel", body = ChannelView),
         (status = 404, description = "No such channel"),
+        (status = 451, description = "Hidden by a copyright notice (its owner and admins still see it)", body = crate::error::Body),
     )
 )]
 async fn get_channel(
@@ -419,8 +420,17 @@ async fn get_channel(
     crate::audit::Peer(peer): crate::audit::Peer,
     headers: HeaderMap,
     Path(id): Path<String>,
+    caller: Caller,
 ) -> ApiResult<Json<ChannelView>> {
     let channel = load_channel(&state, &id).await?;
+    let owner = caller.is_admin() || caller.user_id() == Some(channel.owner_id.as_str());
+    if !owner && state.catalog.read(|s| s.is_taken_down(&channel.id)) {
+        return Err(ApiError::new(
+            StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
+            "unavailable_for_legal_reasons",
+            "this channel is hidden following a copyright notice",
+        ));
+    }
     let mut view = state.catalog.read(|s| ChannelView::read(s, &channel));
     (view.edge_playback_url, view.steered_playback_url) = state.playback_urls(&headers, peer, &view.id);
     Ok(Json(view))

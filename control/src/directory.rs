@@ -138,6 +138,8 @@ pub fn search(state: &CatalogState, query: &DirectoryQuery) -> ApiResult<Directo
     let followers = state.follower_counts();
     let mut hits: Vec<(SortKey, &raft::Channel)> = state
         .channels()
+        // Hidden by a takedown notice: not listed.
+        .filter(|c| !state.is_taken_down(&c.id))
         .filter(|c| {
             let title = c.title.to_lowercase();
             let category = c.category.as_deref().map(str::to_lowercase);

@@ -27,6 +27,7 @@ pub mod profiles;
 pub mod reports;
 pub mod routing;
 pub mod same_origin;
+pub mod takedowns;
 pub mod users;
 pub mod whoami;
 

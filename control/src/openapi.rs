@@ -58,6 +58,7 @@ pub(crate) fn api_routes() -> OpenApiRouter<ApiState> {
         .merge(crate::export::routes())
         .merge(crate::reports::routes())
         .merge(crate::privacy::routes())
+        .merge(crate::takedowns::routes())
         .merge(crate::routing::api::routes())
         .routes(routes!(openapi_json))
 }
@@ -85,6 +86,7 @@ pub(crate) fn api_routes() -> OpenApiRouter<ApiState> {
         (name = "directory", description = "Browse and search channels"),
         (name = "profiles", description = "Streamer profiles"),
         (name = "analytics", description = "Audience figures (admins)"),
+        (name = "legal", description = "Terms, Privacy and DMCA pages; copyright takedown notices"),
         (name = "reports", description = "Reports of messages, channels and users; appeals of chat bans"),
         (name = "export", description = "Catalog snapshot (admins)"),
         (name = "playback", description = "Viewers at the nearest edge: redirects and HLS Content Steering"),

@@ -254,6 +254,13 @@ async fn every_documented_operation_is_routed_and_nothing_else() {
             ("POST", "/api/reports/{id}/resolve") => json!({"action": "dismiss"}),
             ("POST", "/api/appeals") => json!({"channelId": channel, "text": "please"}),
             ("POST", "/api/appeals/{id}/decide") => json!({"lift": false}),
+            ("PUT", "/api/pages/{name}") => json!({"text": "Be kind."}),
+            ("POST", "/api/takedowns") => {
+                json!({"channelId": channel, "claimantName": "R", "claimantEmail": "r@example.com",
+                "work": "W", "infringingUrl": "https://example.com", "statement": "S"})
+            }
+            ("POST", "/api/takedowns/{id}/counter") => json!({"text": "it is mine"}),
+            ("POST", "/api/takedowns/{id}/decide") => json!({"restore": true}),
             _ => return None,
         })
     };
@@ -268,11 +275,17 @@ async fn every_documented_operation_is_routed_and_nothing_else() {
         api.post("/api/appeals", viewer_token.as_deref(), json!({"channelId": channel, "text": "sorry"})).await;
     assert_eq!(status, 201, "{appeal}");
     let appeal = appeal["id"].as_str().unwrap().to_owned();
+    let notice = json!({"channelId": channel, "claimantName": "Rights", "claimantEmail": "legal@example.com",
+        "work": "Song", "infringingUrl": "https://example.com/c", "statement": "good faith"});
+    let (status, notice) = api.post("/api/takedowns", t, notice).await;
+    assert_eq!(status, 201, "{notice}");
+    let notice = notice["id"].as_str().unwrap().to_owned();
     let concrete = |path: &str| {
         let id = match path {
             p if p.starts_with("/api/users/") => &viewer,
             p if p.starts_with("/api/reports/") => &report,
             p if p.starts_with("/api/appeals/") => &appeal,
+            p if p.starts_with("/api/takedowns/") => &notice,
             _ => &channel,
         };
         let message = match path {
@@ -282,6 +295,7 @@ async fn every_documented_operation_is_routed_and_nothing_else() {
         };
         path.replace("{id}", id)
             .replace("{user_id}", &viewer)
+            .replace("{name}", "terms")
             .replace("{message_id}", message)
             // The catalog's own node is in region `local`; the steering manifest is `{id}.json`.
             .replace("{region}", "local")

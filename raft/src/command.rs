@@ -185,6 +185,15 @@ pub enum Command {
     },
     /// A banned user appeals the ban (once per ban).
     FileAppeal(Box<crate::state::reports::Appeal>),
+    /// An admin sets a legal page's text (see [`crate::state::takedowns`]).
+    SetLegalPage(crate::state::takedowns::LegalPage),
+    /// An admin records a copyright notice: the channel is hidden (and its broadcast ends).
+    FileTakedown(Box<crate::state::takedowns::Takedown>),
+    /// The owner's counter-notice (`counter`), or an admin's `restored` / `removed`.
+    StepTakedown {
+        id: String,
+        event: crate::state::takedowns::TakedownEvent,
+    },
     /// A user deletes their account ([`Command::DeleteUser`], and with `delete_chat` their chat
     /// lines go too instead of staying under "deleted user").
     EraseUser {
@@ -248,6 +257,7 @@ pub enum Response {
     Automod(crate::state::automod::Automod),
     Report(crate::state::reports::Report),
     Appeal(crate::state::reports::Appeal),
+    Takedown(Box<crate::state::takedowns::Takedown>),
 }
 
 /// Why the state machine refused a command. Deterministic: every replica refuses the same way.

@@ -42,6 +42,7 @@ const ASSETS: &[(&str, &[u8])] = &[
     ("js/chat.js", include_bytes!("../assets/js/chat.js")),
     ("js/control.js", include_bytes!("../assets/js/control.js")),
     ("js/directory.js", include_bytes!("../assets/js/directory.js")),
+    ("js/legal.js", include_bytes!("../assets/js/legal.js")),
     ("js/dom.js", include_bytes!("../assets/js/dom.js")),
     ("js/player.js", include_bytes!("../assets/js/player.js")),
     ("js/profile-form.js", include_bytes!("../assets/js/profile-form.js")),
@@ -51,7 +52,7 @@ const ASSETS: &[(&str, &[u8])] = &[
 ];
 
 /// Paths of the pages (each answers the shell).
-pub const PAGES: &[&str] = &["/", "/channels", "/signup", "/c/{channel_id}"];
+pub const PAGES: &[&str] = &["/", "/channels", "/signup", "/c/{channel_id}", "/terms", "/privacy", "/dmca"];
 
 /// Content Security Policy of the pages: scripts and styles only from this origin. Media and API
 /// calls may go elsewhere (`playbackUrl` can point at an edge), and avatars are remote images;

@@ -18,6 +18,7 @@ pub mod regions;
 #[cfg(test)]
 pub(crate) mod replica;
 pub mod reports;
+pub mod takedowns;
 
 /// Chat lines kept per channel; older lines are dropped as new ones arrive.
 pub const CHAT_HISTORY_PER_CHANNEL: usize = 1000;
@@ -57,6 +58,8 @@ pub struct CatalogState {
     pub(crate) automod: automod::AutomodTables,
     /// Reports and appeals: see [`reports`].
     pub(crate) reports: reports::ReportTables,
+    /// Legal pages and takedown notices: see [`takedowns`].
+    pub(crate) takedowns: takedowns::TakedownTables,
     /// Revoked nodes and join-token uses: see [`access`].
     pub(crate) access: access::Access,
     /// Load reports and draining nodes: see [`crate::load`].
@@ -115,6 +118,7 @@ impl CatalogState {
             } else if state.community.load_record(&key, v).map_err(wrap)?
                 || state.automod.load_record(&key, v).map_err(wrap)?
                 || state.reports.load_record(&key, v).map_err(wrap)?
+                || state.takedowns.load_record(&key, v).map_err(wrap)?
             {
                 // A community, automod, report or appeal record.
             } else if state.load.load_record(&key, v).map_err(wrap)?
@@ -325,6 +329,9 @@ impl CatalogState {
                 Ok(Response::Channel(channel))
             }
             Command::StartSession(session) => {
+                if self.is_taken_down(&session.channel_id) {
+                    return Err(CatalogError::invalid("channelId", "this channel is hidden by a takedown notice"));
+                }
                 let started = self.start_session(session, out)?;
                 self.grant_ingest_lease(index, session, out);
                 self.settle_home(session, out);
@@ -369,6 +376,9 @@ impl CatalogState {
             | Command::ResolveReport { .. }
             | Command::FileAppeal(_)
             | Command::DecideAppeal { .. } => self.apply_reports(index, command, out),
+            Command::SetLegalPage(_) | Command::FileTakedown(_) | Command::StepTakedown { .. } => {
+                self.apply_takedowns(index, command, out)
+            }
             Command::DeleteChat { channel_id, message_id } => {
                 let history =
                     self.chat.get_mut(channel_id).ok_or_else(|| CatalogError::not_found("message", message_id))?;
@@ -1030,6 +1040,38 @@ mod tests {
         r.ok(Command::EraseUser { id: "u3".into(), delete_chat: true });
         let left: Vec<&str> = r.state.chat("c1").map(|m| m.id.as_str()).collect();
         assert_eq!(left, ["m1", "m3"]);
+    }
+
+    #[test]
+    fn a_takedown_hides_a_channel_until_an_admin_restores_it() {
+        use takedowns::{Takedown, TakedownEvent, TakedownStatus};
+        let mut r = with_channel();
+        r.ok(Command::StartSession(session("s1", "c1")));
+        let event = |at, by: &str, what: &str| TakedownEvent { at, by: by.into(), what: what.into(), text: None };
+        let notice = Takedown {
+            id: "t1".into(),
+            channel_id: "c1".into(),
+            owner_id: "u1".into(),
+            claimant_name: "Rights Holder".into(),
+            claimant_email: "legal@example.com".into(),
+            work: "Song".into(),
+            infringing_url: "https://bitriver.example/c/c1".into(),
+            statement: "good faith".into(),
+            status: TakedownStatus::Hidden,
+            history: vec![event(500, "admin", "notice")],
+        };
+        r.ok(Command::FileTakedown(Box::new(notice)));
+        assert!(r.state.is_taken_down("c1"));
+        assert_eq!(r.state.session("s1").and_then(|s| s.ended_at), Some(500), "the broadcast ended with the notice");
+        assert!(matches!(r.err(Command::StartSession(session("s2", "c1"))), CatalogError::Invalid { .. }));
+        let step = |what: &str| Command::StepTakedown { id: "t1".into(), event: event(600, "u1", what) };
+        r.ok(step("counter"));
+        assert!(matches!(r.err(step("counter")), CatalogError::Invalid { .. }), "one counter-notice");
+        r.ok(step("restored"));
+        assert!(!r.state.is_taken_down("c1"));
+        assert!(matches!(r.err(step("removed")), CatalogError::Invalid { .. }), "decided once");
+        assert_eq!(r.state.takedown("t1").unwrap().history.len(), 3);
+        r.ok(Command::StartSession(session("s2", "c1")));
     }
 
     #[test]

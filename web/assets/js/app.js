@@ -65,6 +65,8 @@ async function route() {
     } else if (path.startsWith('/c/')) {
       markNav('channels');
       (await import('./channel.js')).render(main, decodeURIComponent(path.slice(3)));
+    } else if (['/terms', '/privacy', '/dmca'].includes(path)) {
+      (await import('./legal.js')).render(main, path.slice(1));
     } else if (path === '/signup') {
       document.title = 'Sign up or sign in · BitRiver Live';
       (await import('./signup.js')).render(main);
