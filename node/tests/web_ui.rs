@@ -120,5 +120,5 @@ async fn pages_have_no_serious_accessibility_violations() {
     let dir = tempfile::tempdir().unwrap();
     let (node, rtmp_port) = start_node(dir.path()).await;
     let summary = tokio::task::spawn_blocking(move || run_scenario("a11y", &node, rtmp_port)).await.unwrap();
-    assert_eq!(summary["axe"].as_object().map(|o| o.len()), Some(8), "{summary}");
+    assert_eq!(summary["axe"].as_object().map(|o| o.len()), Some(10), "{summary}");
 }

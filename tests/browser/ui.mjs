@@ -349,7 +349,8 @@ async function a11y() {
   const page = await context.newPage();
   const report = {};
   const pages = [
-    ['/', '#users-table'], ['/channels', '#directory-list li'], [`/c/${channel.id}`, '#donations'], ['/signup', '#login-form'],
+    ['/', '#takedowns-table, #reports-table, #users-table'], ['/channels', '#directory-list li'], [`/c/${channel.id}`, '#donations'], ['/signup', '#login-form'],
+    ['/terms', '#legal-form'],
   ];
   for (const theme of ['dark', 'light']) {
     for (const [p, ready] of pages) {

@@ -572,6 +572,58 @@ async function renderReports(slot) {
     table('appeals-table', 'Appeals', ['Who', 'Appeal', 'Ban', 'Decision'], appealRows, 'No appeals.'));
 }
 
+// ----- copyright notices -----
+
+/** Notices against the caller's channels (how owners are told), with the counter-notice form;
+ *  admins file notices, decide them and export the trail. */
+async function renderNotices(slot) {
+  const { takedowns } = await get('/api/takedowns');
+  const refresh = () => renderNotices(slot).catch((e) => fill(slot, errorLine(e)));
+  const titleOf = (id) => (ctx.channels.find((c) => c.id === id) || {}).title || id;
+  const me = ctx.who.user && ctx.who.user.id;
+  const rows = takedowns.map((t) => {
+    let act = t.status;
+    if (t.status === 'hidden' && t.ownerId === me) {
+      const form = h('form', { class: 'row', 'aria-label': `Counter-notice for ${titleOf(t.channelId)}` },
+        field('Counter-notice', { name: 'text', required: true, maxlength: 2000 }), h('button', { type: 'submit', class: 'small' }, 'Send'));
+      form.addEventListener('submit', async (e) => {
+        e.preventDefault();
+        try { await api('POST', `/api/takedowns/${enc(t.id)}/counter`, { text: new FormData(form).get('text') }); toast('Counter-notice sent'); refresh(); } catch (err) { toast(err.message, true); }
+      });
+      act = form;
+    } else if (ctx.who.admin && (t.status === 'hidden' || t.status === 'countered')) {
+      act = h('div', { class: 'row' }, `${t.status}: `,
+        actionButton('Restore', async () => { await api('POST', `/api/takedowns/${enc(t.id)}/decide`, { restore: true }); refresh(); }, { class: 'small' }),
+        actionButton('Remove', async () => { await api('POST', `/api/takedowns/${enc(t.id)}/decide`, { restore: false }); refresh(); }, { class: 'small secondary' }));
+    }
+    return h('tr', { 'data-takedown-id': t.id },
+      h('td', {}, titleOf(t.channelId)), h('td', {}, `${t.claimantName} <${t.claimantEmail}>`), h('td', {}, t.work),
+      h('td', {}, t.history.map((e) => `${e.what} ${formatTime(e.at)}${e.text ? `: ${e.text}` : ''}`).join('; ')), h('td', {}, act));
+  });
+  let file = null;
+  if (ctx.who.admin && ctx.channels.length) {
+    file = h('form', { id: 'takedown-form', 'aria-labelledby': 'takedown-title' },
+      h('h3', { id: 'takedown-title' }, 'Record a notice'),
+      h('div', { class: 'grid-2' },
+        selectField('Channel', { name: 'channelId' }, ctx.channels.map((c) => [c.id, c.title])),
+        field('Claimant', { name: 'claimantName', required: true }), field('Claimant email', { name: 'claimantEmail', type: 'email', required: true }),
+        field('Work', { name: 'work', required: true }), field('Where it was seen', { name: 'infringingUrl', required: true }),
+        field('Statement', { name: 'statement', required: true })),
+      h('button', { type: 'submit' }, 'Hide the channel'));
+    file.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      try { await api('POST', '/api/takedowns', Object.fromEntries(new FormData(file))); toast('Notice recorded; the channel is hidden'); refresh(); } catch (err) { toast(err.message, true); }
+    });
+  }
+  fill(slot,
+    takedowns.length ? h('div', { class: 'table-wrap' }, h('table', { id: 'takedowns-table' },
+      h('caption', { class: 'visually-hidden' }, 'Copyright notices'),
+      h('thead', {}, h('tr', {}, ['Channel', 'Claimant', 'Work', 'History', 'Status'].map((x) => h('th', { scope: 'col' }, x)))),
+      h('tbody', {}, rows))) : h('p', { class: 'muted' }, 'No copyright notices.'),
+    file,
+    ctx.who.admin ? h('p', {}, h('a', { href: '/api/takedowns/export', download: 'bitriver-takedowns.json' }, 'Export the notices and their history')) : null);
+}
+
 // ----- your data -----
 
 function renderMyData(slot) {
@@ -632,6 +684,7 @@ export async function render(main) {
     sessions: h('div', {}, h('p', { class: 'muted' }, 'Loading…')),
     moderation: h('div', {}),
     reports: h('div', {}, h('p', { class: 'muted' }, 'Loading…')),
+    notices: h('div', {}, h('p', { class: 'muted' }, 'Loading…')),
     profiles: h('div', {}),
     users: h('div', {}),
     export: h('div', {}),
@@ -639,7 +692,7 @@ export async function render(main) {
   };
   const sections = [
     ['overview', 'Overview'], ['channels', 'Channels'], ['sessions', 'Live sessions'], ['moderation', 'Chat moderation'],
-    ['reports', 'Reports and appeals'], ['profiles', 'Streamer profile'], ['users', who.admin ? 'Users' : 'Your account'],
+    ['reports', 'Reports and appeals'], ['notices', 'Copyright notices'], ['profiles', 'Streamer profile'], ['users', who.admin ? 'Users' : 'Your account'],
     ...(who.admin ? [['export', 'Export']] : []), ['mydata', 'Your data'],
   ];
   fill(main,
@@ -653,6 +706,7 @@ export async function render(main) {
   renderSessions(slots.sessions).catch((e) => fill(slots.sessions, errorLine(e)));
   renderModeration(slots.moderation);
   renderReports(slots.reports).catch((e) => fill(slots.reports, errorLine(e)));
+  renderNotices(slots.notices).catch((e) => fill(slots.notices, errorLine(e)));
   renderMyData(slots.mydata);
   profilesSlot = slots.profiles;
   profileForm(slots.profiles, ctx).catch((e) => fill(slots.profiles, errorLine(e)));
