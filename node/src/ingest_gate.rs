@@ -147,7 +147,17 @@ impl PublishGate for CatalogGate {
             ingest_node: Some(catalog.node_id()),
         };
         match propose(catalog, Command::StartSession(session)).await {
-            Ok(()) => {}
+            Ok(()) => {
+                let (home, here) = catalog.read(|s| {
+                    (s.home_region(&channel_id).map(str::to_owned), s.node(catalog.node_id()).map(|n| n.region.clone()))
+                });
+                if let (Some(home), Some(here)) = (home, here) {
+                    if home != here {
+                        tracing::info!(%peer, channel = %channel_id, %home, region = %here,
+                            "{protocol_name} publish arrives in region {here}; the channel's home is {home}: relaying it to {home}'s origins");
+                    }
+                }
+            }
             Err(ProposeError::Rejected(CatalogError::AlreadyLive { .. })) => return already_live(),
             Err(error) => {
                 tracing::warn!(%peer, channel = %channel_id, %error,

@@ -1,8 +1,9 @@
-//! Where a live channel is packaged: the origins of its ingest node's region, ranked for it.
+//! Where a live channel is packaged: the origins of its home region, ranked for it.
 //!
 //! Every node computes the same answer from its catalog replica, with no coordination: the
-//! candidates are the origin-role nodes of the region of the node that holds the channel's
-//! ingest session, not draining and healthy (their last load report is no more than
+//! candidates are the origin-role nodes of the channel's home region (a publish that arrived at
+//! an ingest node of another region is relayed home), or of the ingest node's region when the
+//! home region has none, not draining and healthy (their last load report is no more than
 //! [`HEALTHY_WITHIN_MILLIS`] older than the newest report anyone made, so the test uses
 //! replicated figures only, never the local clock), ranked by rendezvous hashing of
 //! (channel, node). The first [`ORIGINS_PER_CHANNEL`] package it: the primary, then the standby;
@@ -36,15 +37,22 @@ pub fn place(s: &CatalogState, channel_id: &str) -> Option<Placement> {
     let channel = s.channel(channel_id).filter(|c| c.live_state == LiveState::Live)?;
     let session = s.session(channel.current_session_id.as_deref()?)?;
     let ingest = session.ingest_node?;
-    let region = s.node(ingest).map(|n| n.region.clone()).unwrap_or_default();
+    let ingest_region = s.node(ingest).map(|n| n.region.clone()).unwrap_or_default();
     let newest = s.nodes().filter_map(|n| s.load_of(n.id)).map(|l| l.at).max().unwrap_or(0);
-    let candidates: Vec<NodeId> = s
-        .nodes()
-        .filter(|n| n.region == region && n.roles.iter().any(|r| r == ORIGIN_ROLE))
-        .filter(|n| !s.is_draining(n.id))
-        .filter(|n| s.load_of(n.id).is_some_and(|l| newest - l.at <= HEALTHY_WITHIN_MILLIS))
-        .map(|n| n.id)
-        .collect();
+    let origins_in = |region: &str| -> Vec<NodeId> {
+        s.nodes()
+            .filter(|n| n.region == region && n.roles.iter().any(|r| r == ORIGIN_ROLE))
+            .filter(|n| !s.is_draining(n.id))
+            .filter(|n| s.load_of(n.id).is_some_and(|l| newest - l.at <= HEALTHY_WITHIN_MILLIS))
+            .map(|n| n.id)
+            .collect()
+    };
+    let candidates = s
+        .home_region(channel_id)
+        .filter(|home| *home != ingest_region)
+        .map(origins_in)
+        .filter(|home_origins| !home_origins.is_empty())
+        .unwrap_or_else(|| origins_in(&ingest_region));
     let mut origins = rank(channel_id, &candidates);
     origins.truncate(ORIGINS_PER_CHANNEL);
     Some(Placement { ingest, session: session.id.clone(), origins })
@@ -161,6 +169,18 @@ mod tests {
         }
         assert_eq!(primaries.len(), 4, "every origin is primary for some channel: {primaries:?}");
         assert!(place(&s, "nope").is_none());
+    }
+
+    #[test]
+    fn a_publish_outside_the_home_region_is_packaged_at_home() {
+        let mut s = replica();
+        // c1's owner moves it to us (node 6 is the one us origin); it is still ingested in eu.
+        s.apply(900, &Command::SetHomeRegion { channel_id: "c1".into(), region: Some("us".into()) }).0.unwrap();
+        assert_eq!(place(&s, "c1").unwrap().origins, [6]);
+        // A home region without a ready origin: packaged where it is ingested.
+        s.apply(901, &node(8, "ap", &["ingest"])).0.unwrap();
+        s.apply(902, &Command::SetHomeRegion { channel_id: "c2".into(), region: Some("ap".into()) }).0.unwrap();
+        assert!(place(&s, "c2").unwrap().origins.iter().all(|o| (2..=5).contains(o)));
     }
 
     #[test]

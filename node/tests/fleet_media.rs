@@ -222,3 +222,64 @@ async fn an_edge_keeps_playing_from_the_standby_origin_when_the_primary_is_kille
     drop(control);
     drop(net);
 }
+
+/// A publish that arrives at an ingest node of region `b` for a channel whose home is region `a`
+/// is accepted, said so in the ingest node's log, and packaged by `a`'s origin (over the relay),
+/// not by an origin of `b`; an edge plays it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_in_another_region_is_relayed_to_the_home_regions_origin() {
+    if media_missing() {
+        return;
+    }
+    let Some(mut net) = Net::new() else { return };
+    let labels = ["control", "origin-a", "ingest-b", "origin-b", "edge-b"];
+    let spaces: Vec<_> = labels.iter().map(|l| net.add(l)).collect();
+    let root = tempfile::tempdir().unwrap();
+    let mut control = net.node(&spaces[0], root.path(), "control");
+    control.args.extend(["--roles", "control", "--region", "a"].map(String::from));
+    control.start();
+    control.wait_healthy(Duration::from_secs(30)).await;
+    let token = admin_token(&control).await;
+    let user = json!({"displayName": "Streamer", "email": "streamer@example.com", "roles": ["creator"]});
+    let (status, user) = call("POST", &control.url("/api/users"), &token, Some(user)).await;
+    assert_eq!(status, 201, "{user}");
+    let channel = json!({"ownerId": user["id"], "title": "Homebound", "tags": []});
+    let (status, channel) = call("POST", &control.url("/api/channels"), &token, Some(channel)).await;
+    assert_eq!(status, 201, "{channel}");
+    let (id, key) = (channel["id"].as_str().unwrap().to_owned(), channel["streamKey"].as_str().unwrap().to_owned());
+
+    let mut nodes = Vec::new();
+    for (i, roles, region) in [(1, "origin", "a"), (2, "ingest", "b"), (3, "origin", "b"), (4, "edge", "b")] {
+        let mut node = net.node(&spaces[i], root.path(), labels[i]);
+        node.args.extend(join_args(&control, roles));
+        node.args.extend(["--region", region].map(String::from));
+        node.start();
+        nodes.push(node);
+    }
+    for node in &mut nodes {
+        node.wait_healthy(Duration::from_secs(30)).await;
+    }
+    let (status, body) =
+        call("PATCH", &control.url(&format!("/api/channels/{id}")), &token, Some(json!({"homeRegion": "a"}))).await;
+    assert_eq!(status, 200, "{body}");
+
+    let rtmp = format!("rtmp://{}:1935/live/{key}", spaces[2].ip);
+    let mut publisher = publish("flv", &rtmp, 60, Encoding::ZeroLatency, &root.path().join("ffmpeg.log"));
+    let [origin_a, ingest_b, origin_b, edge_b] = &mut nodes[..] else { unreachable!() };
+    let all = [&control, &*origin_a, &*ingest_b, &*origin_b, &*edge_b];
+    // Region a's origin packages it; region b's origin does not.
+    let home = format!("http://{}:8080/hls/{id}/source/index.m3u8", spaces[1].ip);
+    wait_url_body(&home, "#EXTINF", Duration::from_secs(40), &all).await;
+    let away = testkit::http::get(&format!("http://{}:8080/hls/{id}/source/index.m3u8", spaces[3].ip)).await;
+    assert!(away.as_ref().is_none_or(|(status, _)| *status == 404), "region b's origin packages it: {away:?}");
+    // Played through region b's edge, from a's origin.
+    let edge = format!("http://{}:8081/hls/{id}/source/index.m3u8", spaces[4].ip);
+    wait_url_body(&edge, "#EXTINF", Duration::from_secs(20), &all).await;
+    let log = ingest_b.log_text();
+    assert!(log.contains("the channel's home is a: relaying it to a's origins"), "{log}");
+
+    let _ = publisher.kill().await;
+    drop(nodes);
+    drop(control);
+    drop(net);
+}
