@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::fleet::{admin_token, call, join_args};
+use common::fleet::{admin_token, call, channel_as_admin, join_args};
 use common::live::{create_channel, publish, rtmp_url, start_with_rtmp, wait_url_body, Encoding};
 use common::netns::Net;
 use common::{cli, get_json, NodeProc};
@@ -20,17 +20,6 @@ use serde_json::{json, Value};
 /// ffprobe is missing.
 fn media_missing() -> bool {
     !testkit::require_tools(common::live::MEDIA_TOOLS)
-}
-
-/// A creator and a channel made with the admin token; returns (channel id, stream key).
-async fn channel_as_admin(node: &NodeProc, token: &str) -> (String, String) {
-    let user = json!({"displayName": "Streamer", "email": "streamer@example.com", "roles": ["creator"]});
-    let (status, user) = call("POST", &node.url("/api/users"), token, Some(user)).await;
-    assert_eq!(status, 201, "{user}");
-    let channel = json!({"ownerId": user["id"], "title": "Fleet", "tags": []});
-    let (status, channel) = call("POST", &node.url("/api/channels"), token, Some(channel)).await;
-    assert_eq!(status, 201, "{channel}");
-    (channel["id"].as_str().unwrap().to_owned(), channel["streamKey"].as_str().unwrap().to_owned())
 }
 
 /// Polls `/api/cluster` on `node` until `check` accepts it; returns it.

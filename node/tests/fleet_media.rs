@@ -11,7 +11,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::fleet::{admin_token, call, join_args};
+use common::fleet::{admin_token, call, channel_as_admin, join_args};
 use common::live::{publish, wait_url_body, Encoding};
 use common::netns::Net;
 use serde_json::json;
@@ -60,13 +60,7 @@ async fn an_edge_keeps_playing_from_the_standby_origin_when_the_primary_is_kille
     control.start();
     control.wait_healthy(Duration::from_secs(30)).await;
     let token = admin_token(&control).await;
-    let user = json!({"displayName": "Streamer", "email": "streamer@example.com", "roles": ["creator"]});
-    let (status, user) = call("POST", &control.url("/api/users"), &token, Some(user)).await;
-    assert_eq!(status, 201, "{user}");
-    let channel = json!({"ownerId": user["id"], "title": "Relayed", "tags": []});
-    let (status, channel) = call("POST", &control.url("/api/channels"), &token, Some(channel)).await;
-    assert_eq!(status, 201, "{channel}");
-    let (id, key) = (channel["id"].as_str().unwrap().to_owned(), channel["streamKey"].as_str().unwrap().to_owned());
+    let (id, key) = channel_as_admin(&control, &token).await;
 
     let mut nodes = Vec::new();
     for (i, roles) in [(1, "ingest"), (2, "origin"), (3, "origin"), (4, "edge")] {
@@ -240,13 +234,7 @@ async fn a_publish_in_another_region_is_relayed_to_the_home_regions_origin() {
     control.start();
     control.wait_healthy(Duration::from_secs(30)).await;
     let token = admin_token(&control).await;
-    let user = json!({"displayName": "Streamer", "email": "streamer@example.com", "roles": ["creator"]});
-    let (status, user) = call("POST", &control.url("/api/users"), &token, Some(user)).await;
-    assert_eq!(status, 201, "{user}");
-    let channel = json!({"ownerId": user["id"], "title": "Homebound", "tags": []});
-    let (status, channel) = call("POST", &control.url("/api/channels"), &token, Some(channel)).await;
-    assert_eq!(status, 201, "{channel}");
-    let (id, key) = (channel["id"].as_str().unwrap().to_owned(), channel["streamKey"].as_str().unwrap().to_owned());
+    let (id, key) = channel_as_admin(&control, &token).await;
 
     let mut nodes = Vec::new();
     for (i, roles, region) in [(1, "origin", "a"), (2, "ingest", "b"), (3, "origin", "b"), (4, "edge", "b")] {
@@ -277,6 +265,127 @@ async fn a_publish_in_another_region_is_relayed_to_the_home_regions_origin() {
     wait_url_body(&edge, "#EXTINF", Duration::from_secs(20), &all).await;
     let log = ingest_b.log_text();
     assert!(log.contains("the channel's home is a: relaying it to a's origins"), "{log}");
+
+    let _ = publisher.kill().await;
+    drop(nodes);
+    drop(control);
+    drop(net);
+}
+
+/// Every `bitriver_origin_requests_total{kind=...}` of `node`, summed.
+async fn origin_requests(node: &common::NodeProc) -> f64 {
+    let Some((_, body)) = node.get("/metrics").await else { return 0.0 };
+    body.lines()
+        .filter(|l| l.starts_with("bitriver_origin_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Draining the primary origin of a channel that plays through an edge: the edge stops asking it
+/// (its request counter stands still), playback goes on from the other origins without a reset or
+/// a discontinuity, and its `/healthz` says `drained` once it packages nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_origin_is_left_without_a_stop_in_playback() {
+    if media_missing() {
+        return;
+    }
+    let Some(mut net) = Net::new() else { return };
+    let labels = ["control", "ingest", "origin1", "origin2", "origin3", "edge"];
+    let spaces: Vec<_> = labels.iter().map(|l| net.add(l)).collect();
+    let root = tempfile::tempdir().unwrap();
+    let mut control = net.node(&spaces[0], root.path(), "control");
+    control.args.extend(["--roles", "control", "--region", "a"].map(String::from));
+    control.start();
+    control.wait_healthy(Duration::from_secs(30)).await;
+    let token = admin_token(&control).await;
+    let (id, key) = channel_as_admin(&control, &token).await;
+    let mut nodes = Vec::new();
+    for (i, roles) in [(1, "ingest"), (2, "origin"), (3, "origin"), (4, "origin"), (5, "edge")] {
+        let mut node = net.node(&spaces[i], root.path(), labels[i]);
+        node.args.extend(join_args(&control, roles));
+        node.start();
+        nodes.push(node);
+    }
+    for node in &mut nodes {
+        node.wait_healthy(Duration::from_secs(30)).await;
+    }
+    // Every member reports load before the publish, so placement sees all three origins.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let cluster = loop {
+        let (status, body) = call("GET", &control.url("/api/cluster"), &token, None).await;
+        let members = body["members"].as_array().map_or(&[][..], |m| m.as_slice());
+        if status == 200 && members.len() == 6 && members.iter().all(|m| m["load"]["at"].as_i64().unwrap_or(0) > 0) {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "members never all reported: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let node_at = |i: usize| -> u64 {
+        let ip = spaces[i].ip.to_string();
+        let m = cluster["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["addr"].as_str().unwrap().starts_with(&format!("{ip}:")));
+        m.unwrap_or_else(|| panic!("no member at {ip}: {cluster}"))["nodeId"].as_u64().unwrap()
+    };
+    let origin_ids = [node_at(2), node_at(3), node_at(4)];
+    let primary_id = bitriver_node::placement::rank(&id, &origin_ids)[0];
+    let primary_at = 2 + origin_ids.iter().position(|&o| o == primary_id).unwrap();
+
+    let rtmp = format!("rtmp://{}:1935/live/{key}", spaces[1].ip);
+    let mut publisher = publish("flv", &rtmp, 120, Encoding::ZeroLatency, &root.path().join("ffmpeg.log"));
+    let playlist_url = format!("http://{}:8081/hls/{id}/source/index.m3u8", spaces[5].ip);
+    {
+        let all: Vec<&common::NodeProc> = std::iter::once(&control).chain(nodes.iter()).collect();
+        wait_url_body(&playlist_url, "#EXTINF", Duration::from_secs(40), &all).await;
+    }
+    let primary = &nodes[primary_at - 1];
+    assert!(origin_requests(primary).await > 0.0, "the edge asked the primary first");
+
+    let drain = control.url(&format!("/api/cluster/nodes/{primary_id}/drain"));
+    let (status, body) = call("POST", &drain, &token, None).await;
+    assert!(status < 300, "drain: {status} {body}");
+    let drained_at = Instant::now();
+    let mut last: Option<(u64, u64)> = None;
+    let mut settled: Option<f64> = None;
+    while drained_at.elapsed() < Duration::from_secs(10) {
+        let (status, body) = testkit::http::get(&playlist_url).await.unwrap_or((0, String::new()));
+        assert_eq!(status, 200, "playlist through the edge after the drain: {status} {body}");
+        let (sequence, newest, discontinuity) = playlist_facts(&body);
+        assert!(!discontinuity, "a discontinuity after the drain: {body}");
+        let newest = newest.unwrap_or(sequence);
+        if let Some((s0, n0)) = last {
+            assert!(
+                sequence >= s0 && newest + 1 >= n0,
+                "the playlist went back: ({s0}, {n0}) then ({sequence}, {newest})"
+            );
+        }
+        last = Some((sequence, newest));
+        // Give in-flight blocking requests 3 s to end; from then on the drained node gets none.
+        if drained_at.elapsed() >= Duration::from_secs(3) && settled.is_none() {
+            settled = Some(origin_requests(primary).await);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (before, after) = (settled.expect("sampled"), origin_requests(primary).await);
+    assert_eq!(before, after, "the edge kept asking the drained origin");
+    let (_, newest_after) = last.unwrap();
+    // Health: draining until it packages nothing, then drained.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let health = primary.get("/healthz").await.map(|(_, b)| b).unwrap_or_default();
+        if health.contains("\"drained\"") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the drained origin never said drained: {health}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // And playback is still going.
+    let body =
+        wait_url_body(&playlist_url, &format!("seg{}.m4s", newest_after + 2), Duration::from_secs(10), &[&control])
+            .await;
+    assert!(!body.contains("#EXT-X-DISCONTINUITY"), "{body}");
 
     let _ = publisher.kill().await;
     drop(nodes);

@@ -44,3 +44,14 @@ pub fn join_args(seed: &NodeProc, roles: &str) -> Vec<String> {
     assert_eq!(code, 0, "{err}");
     ["--roles", roles, "--join", &seed.cluster_addr(), "--join-token", token.trim()].map(String::from).to_vec()
 }
+
+/// A creator and a channel of theirs made by the admin: (channel id, stream key).
+pub async fn channel_as_admin(node: &NodeProc, token: &str) -> (String, String) {
+    let user = json!({"displayName": "Streamer", "email": "streamer@example.com", "roles": ["creator"]});
+    let (status, user) = call("POST", &node.url("/api/users"), token, Some(user)).await;
+    assert_eq!(status, 201, "{user}");
+    let channel = json!({"ownerId": user["id"], "title": "Fleet", "tags": []});
+    let (status, channel) = call("POST", &node.url("/api/channels"), token, Some(channel)).await;
+    assert_eq!(status, 201, "{channel}");
+    (channel["id"].as_str().unwrap().to_owned(), channel["streamKey"].as_str().unwrap().to_owned())
+}
