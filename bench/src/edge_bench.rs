@@ -72,7 +72,7 @@ struct FixedOrigin(SocketAddr);
 
 impl OriginResolver for FixedOrigin {
     fn origins(&self, _channel: &str) -> Vec<Origin> {
-        vec![Origin { addr: self.0, tls: false, verify_tls: false }]
+        vec![Origin { addr: self.0, tls: false, verify_tls: false, shield: false }]
     }
 }
 

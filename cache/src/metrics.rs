@@ -14,6 +14,9 @@ pub struct EdgeMetrics {
     pub cache_hits: IntCounter,
     /// `bitriver_edge_origin_requests_total{kind}`: requests sent to an origin.
     pub origin_requests: IntCounterVec,
+    /// `bitriver_edge_upstream_requests_total{tier}`: requests sent upstream, `tier="shield"` to
+    /// the region's shield edge, `tier="origin"` to an origin.
+    pub upstream_requests: IntCounterVec,
     /// `bitriver_edge_origin_errors_total`: origin requests that failed (connect, timeout, broken).
     pub origin_errors: IntCounter,
     /// `bitriver_edge_origin_failovers_total`: requests retried on the channel's next origin
@@ -45,6 +48,13 @@ impl EdgeMetrics {
             origin_requests: IntCounterVec::new(
                 Opts::new("bitriver_edge_origin_requests_total", "Requests the edge sent to origins, by object kind"),
                 &["kind"],
+            )?,
+            upstream_requests: IntCounterVec::new(
+                Opts::new(
+                    "bitriver_edge_upstream_requests_total",
+                    "Requests the edge sent upstream, by tier (shield, origin)",
+                ),
+                &["tier"],
             )?,
             origin_errors: IntCounter::new("bitriver_edge_origin_errors_total", "Failed edge requests to origins")?,
             origin_failovers: IntCounter::new(
@@ -78,6 +88,7 @@ impl EdgeMetrics {
         registry.register(Box::new(metrics.origin_requests.clone()))?;
         registry.register(Box::new(metrics.origin_errors.clone()))?;
         registry.register(Box::new(metrics.origin_failovers.clone()))?;
+        registry.register(Box::new(metrics.upstream_requests.clone()))?;
         registry.register(Box::new(metrics.stale_served.clone()))?;
         registry.register(Box::new(metrics.cache_bytes.clone()))?;
         registry.register(Box::new(metrics.collapsed_waiters.clone()))?;

@@ -40,7 +40,14 @@ pub struct Origin {
     pub tls: bool,
     /// Check its certificate (off only for this node itself, reached on loopback).
     pub verify_tls: bool,
+    /// Another edge of this region (the channel's regional shield) rather than an origin: asked
+    /// first so that each object crosses regions once per region. Requests that come from an
+    /// edge ([`VIA_EDGE`]) skip shields, so two edges never ask each other in a loop.
+    pub shield: bool,
 }
+
+/// Request header an edge sets on what it asks a shield edge: that edge then goes to origins.
+pub const VIA_EDGE: &str = "x-bitriver-via-edge";
 
 /// Finds the origins serving a channel. `node/` implements it from the catalog replica, so this
 /// crate knows nothing of the catalog.
@@ -229,10 +236,13 @@ impl ProxyHttp for EdgeProxy {
         Ok(CacheKey::new(key, ""))
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut EdgeCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut EdgeCtx) -> Result<Box<HttpPeer>> {
         if ctx.origins.is_empty() {
             let channel = ctx.request.as_ref().map_or("", |r| r.channel.as_str());
             ctx.origins = self.resolver.origins(channel);
+            if session.req_header().headers.contains_key(VIA_EDGE) {
+                ctx.origins.retain(|o| !o.shield);
+            }
             if ctx.origins.is_empty() {
                 return Error::e_explain(ErrorType::HTTPStatus(404), format!("channel {channel} is not live"));
             }
@@ -255,6 +265,11 @@ impl ProxyHttp for EdgeProxy {
             self.metrics.origin_requests.with_label_values(&[request.kind.label()]).inc();
         }
         upstream.remove_header(&header::RANGE);
+        let shield = !ctx.origins.is_empty() && ctx.origins[ctx.attempt % ctx.origins.len()].shield;
+        if shield {
+            upstream.insert_header(VIA_EDGE, "1")?;
+        }
+        self.metrics.upstream_requests.with_label_values(&[if shield { "shield" } else { "origin" }]).inc();
         Ok(())
     }
 

@@ -133,7 +133,7 @@ impl OriginResolver for Fixed {
 }
 
 fn origin(addr: SocketAddr) -> Origin {
-    Origin { addr, tls: false, verify_tls: false }
+    Origin { addr, tls: false, verify_tls: false, shield: false }
 }
 
 struct TestEdge {

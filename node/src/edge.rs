@@ -56,29 +56,35 @@ pub fn resolve_origins(
     let Some(channel) = s.channel(channel).filter(|c| c.live_state == LiveState::Live) else { return Vec::new() };
     let origin_of = |node: NodeId| -> Option<Origin> {
         if node == me {
-            return Some(Origin { addr: local_origin?, tls, verify_tls: false });
+            return Some(Origin { addr: local_origin?, tls, verify_tls: false, shield: false });
         }
-        let addr = s
-            .node(node)?
-            .addresses
-            .iter()
-            .find(|(name, _)| name == "http")
-            .and_then(|(_, addr)| addr.parse::<SocketAddr>().ok())?;
-        Some(Origin { addr, tls, verify_tls: true })
+        let addr = listener(s, node, "http")?;
+        Some(Origin { addr, tls, verify_tls: true, shield: false })
     };
     if let Some(placement) = crate::placement::place(s, &channel.id).filter(|p| !p.origins.is_empty()) {
         let ingest_packages = s.node(placement.ingest).is_some_and(|n| n.roles.iter().any(|r| r == "origin"));
+        let origins_region = s.node(placement.origins[0]).map(|n| n.region.clone());
         let mut nodes = placement.origins;
         if ingest_packages && !nodes.contains(&placement.ingest) {
             nodes.push(placement.ingest);
         }
-        return nodes.into_iter().filter_map(origin_of).collect();
+        let mut origins: Vec<Origin> = nodes.into_iter().filter_map(origin_of).collect();
+        // Outside the origins' region, ask the region's shield edge first (unless this is it);
+        // the origins stay behind it in the list, for when the shield fails.
+        let my_region = s.node(me).map(|n| n.region.clone());
+        if let Some(region) = my_region.filter(|r| Some(r) != origins_region.as_ref()) {
+            let shield = crate::placement::shield(s, &channel.id, &region).filter(|&n| n != me);
+            if let Some(addr) = shield.and_then(|n| listener(s, n, "edge")) {
+                origins.insert(0, Origin { addr, tls, verify_tls: true, shield: true });
+            }
+        }
+        return origins;
     }
     let packager = channel.current_session_id.as_deref().and_then(|id| s.session(id)).and_then(|s| s.ingest_node);
     // Live without a packaging node recorded (started without ingest): this node's own origin.
     let candidates: Vec<NodeId> = packager.into_iter().collect();
     if candidates.is_empty() {
-        return local_origin.map(|addr| Origin { addr, tls, verify_tls: false }).into_iter().collect();
+        return local_origin.map(|addr| Origin { addr, tls, verify_tls: false, shield: false }).into_iter().collect();
     }
     let ranked: Vec<(bool, u32, u32, Origin)> = candidates
         .into_iter()
@@ -90,6 +96,11 @@ pub fn resolve_origins(
         })
         .collect();
     rank_origins(ranked)
+}
+
+/// The advertised address of `node`'s listener `name` (`http`, `edge`).
+fn listener(s: &CatalogState, node: NodeId, name: &str) -> Option<SocketAddr> {
+    s.node(node)?.addresses.iter().find(|(n, _)| n == name).and_then(|(_, addr)| addr.parse::<SocketAddr>().ok())
 }
 
 /// Orders `(draining, streams, cpu per mille, origin)` candidates: not draining first, then by
@@ -190,7 +201,7 @@ mod tests {
     use raft::{Channel, NodeInfo, NodeLoad, StreamSession, User};
 
     fn origin(port: u16) -> Origin {
-        Origin { addr: SocketAddr::from(([10, 0, 0, 1], port)), tls: false, verify_tls: true }
+        Origin { addr: SocketAddr::from(([10, 0, 0, 1], port)), tls: false, verify_tls: true, shield: false }
     }
 
     #[test]
@@ -262,7 +273,10 @@ mod tests {
         let remote = SocketAddr::from(([10, 0, 0, 2], 8080));
         let loopback = SocketAddr::from(([127, 0, 0, 1], 8080));
         let local = Some(loopback);
-        assert_eq!(resolve_origins(&s, "c1", 1, local, false), [Origin { addr: remote, tls: false, verify_tls: true }]);
+        assert_eq!(
+            resolve_origins(&s, "c1", 1, local, false),
+            [Origin { addr: remote, tls: false, verify_tls: true, shield: false }]
+        );
         // On the packaging node itself: its own origin, on loopback.
         assert_eq!(resolve_origins(&s, "c1", 2, local, false)[0].addr, loopback);
         assert!(resolve_origins(&s, "nope", 1, local, false).is_empty());

@@ -20,6 +20,7 @@ pub const ORIGINS_PER_CHANNEL: usize = 2;
 /// reports every 500 ms).
 pub const HEALTHY_WITHIN_MILLIS: i64 = 3_000;
 const ORIGIN_ROLE: &str = "origin";
+const EDGE_ROLE: &str = "edge";
 
 /// Who ingests and who packages one live channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +65,23 @@ pub fn rank(channel_id: &str, nodes: &[NodeId]) -> Vec<NodeId> {
     let mut scored: Vec<(u64, NodeId)> = nodes.iter().map(|&n| (rendezvous(channel_id, n), n)).collect();
     scored.sort_by(|a, b| b.cmp(a));
     scored.into_iter().map(|(_, n)| n).collect()
+}
+
+/// The regional shield of `channel_id` in `region`: the edge of that region that fetches the
+/// channel from its origins for the region's other edges, so each object crosses regions once per
+/// region. Ready edges only (reporting, not draining), ranked by the same rendezvous hash as
+/// origins, so every node of the region names the same one and a channel keeps it.
+pub fn shield(s: &CatalogState, channel_id: &str, region: &str) -> Option<NodeId> {
+    let newest = s.nodes().filter_map(|n| s.load_of(n.id)).map(|l| l.at).max().unwrap_or(0);
+    let edges: Vec<NodeId> = s
+        .nodes()
+        .filter(|n| n.region == region && n.roles.iter().any(|r| r == EDGE_ROLE))
+        .filter(|n| n.addresses.iter().any(|(name, _)| name == "edge"))
+        .filter(|n| !s.is_draining(n.id))
+        .filter(|n| s.load_of(n.id).is_some_and(|l| newest - l.at <= HEALTHY_WITHIN_MILLIS))
+        .map(|n| n.id)
+        .collect();
+    rank(channel_id, &edges).first().copied()
 }
 
 /// The live channels this node should subscribe to: placed on it, ingested elsewhere.
