@@ -10,7 +10,7 @@ use common::TestApi;
 use control::chat::{ChatConfig, ChatHub};
 use control::{ApiState, Mode};
 use futures::{SinkExt, StreamExt};
-use raft::{now_millis, Channel, Command, LiveState};
+use raft::{now_millis, Command};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -25,26 +25,6 @@ const WAIT: Duration = Duration::from_secs(10);
 /// A user with a live session: (id, bearer token).
 async fn user(api: &TestApi, id: &str) -> (String, String) {
     api.user_with(id, &format!("{id} display"), &["viewer"], None).await
-}
-
-async fn channel(api: &TestApi, id: &str, owner: &str, moderators: &[&str]) {
-    let now = now_millis();
-    api.catalog
-        .propose(Command::CreateChannel(Channel {
-            id: id.into(),
-            owner_id: owner.into(),
-            title: format!("{id} title"),
-            category: None,
-            tags: vec![],
-            stream_key_hash: control::auth::token_hash(id),
-            live_state: LiveState::Offline,
-            current_session_id: None,
-            moderators: moderators.iter().map(|m| m.to_string()).collect(),
-            created_at: now,
-            updated_at: now,
-        }))
-        .await
-        .unwrap();
 }
 
 /// Start with a chat configuration (and keep a handle on the state for metrics and shutdown).
@@ -155,7 +135,7 @@ async fn post_and_page_history_with_the_cursor() {
     let (api, _) = start(Mode::Development, roomy()).await;
     let (owner, _) = user(&api, "owner").await;
     let (viewer, token) = user(&api, "viewer").await;
-    channel(&api, "c1", &owner, &[]).await;
+    api.channel("c1", &owner, &[]).await;
 
     let mut ids = vec![];
     for i in 1..=7 {
@@ -243,7 +223,7 @@ async fn post_and_page_history_with_the_cursor() {
 async fn production_requires_a_session_to_post_but_not_to_read() {
     let (api, _) = start(Mode::Production, roomy()).await;
     let (owner, token) = user(&api, "owner").await;
-    channel(&api, "c1", &owner, &[]).await;
+    api.channel("c1", &owner, &[]).await;
     let (status, body) = api.post("/api/channels/c1/chat", None, json!({ "text": "hi", "userId": owner })).await;
     assert_eq!(status, 401, "{body}");
     assert_eq!(say(&api, "c1", &token, "hi").await.0, 201);
@@ -264,8 +244,8 @@ async fn sockets_receive_posts_and_deletions_of_their_channel_only() {
     let (owner, owner_token) = user(&api, "owner").await;
     let (viewer, viewer_token) = user(&api, "viewer").await;
     let (_, other_token) = user(&api, "other").await;
-    channel(&api, "c1", &owner, &[]).await;
-    channel(&api, "c2", &owner, &[]).await;
+    api.channel("c1", &owner, &[]).await;
+    api.channel("c2", &owner, &[]).await;
     assert_eq!(say(&api, "c1", &viewer_token, "before anyone connected").await.0, 201);
 
     let mut a = connect(&api, "c1", Some(&viewer_token), "").await;
@@ -327,9 +307,9 @@ async fn busy_channels_do_not_reach_sockets_of_other_channels() {
     let (api, state) = start(Mode::Development, config).await;
     let (owner, _) = user(&api, "owner").await;
     let (_, token) = user(&api, "viewer").await;
-    channel(&api, "ca", &owner, &[]).await;
-    channel(&api, "cb", &owner, &[]).await;
-    channel(&api, "cc", &owner, &[]).await;
+    api.channel("ca", &owner, &[]).await;
+    api.channel("cb", &owner, &[]).await;
+    api.channel("cc", &owner, &[]).await;
     let mut quiet = connect(&api, "ca", None, "?history=0").await;
     let mut busy = connect(&api, "cb", None, "?history=0").await;
     assert_eq!(state.chat.watched_channels(), 2, "one broadcast per channel with sockets");
@@ -389,7 +369,7 @@ async fn bans_and_timeouts() {
     let (troll, troll_token) = user(&api, "troll").await;
     let (sleepy, sleepy_token) = user(&api, "sleepy").await;
     let (_, viewer_token) = user(&api, "viewer").await;
-    channel(&api, "c1", &owner, &["moddy"]).await;
+    api.channel("c1", &owner, &["moddy"]).await;
     let mut ws = connect(&api, "c1", None, "?history=0").await;
 
     // Non-moderators can't ban or see bans.
@@ -461,7 +441,7 @@ async fn slow_mode_and_word_filter() {
     let (api, _) = start(Mode::Development, roomy()).await;
     let (owner, owner_token) = user(&api, "owner").await;
     let (_, viewer_token) = user(&api, "viewer").await;
-    channel(&api, "c1", &owner, &[]).await;
+    api.channel("c1", &owner, &[]).await;
     let settings_path = "/api/channels/c1/chat/settings";
 
     assert_eq!(api.get(settings_path, Some(&viewer_token)).await.0, 403);
@@ -538,7 +518,7 @@ async fn per_user_flood_limit() {
     let (api, _) = start(Mode::Development, ChatConfig::default()).await;
     let (owner, owner_token) = user(&api, "owner").await;
     let (_, chatty_token) = user(&api, "chatty").await;
-    channel(&api, "c1", &owner, &[]).await;
+    api.channel("c1", &owner, &[]).await;
     for i in 0..5 {
         assert_eq!(say(&api, "c1", &chatty_token, &format!("m{i}")).await.0, 201);
     }
@@ -560,7 +540,7 @@ async fn socket_clients_send_and_bad_frames_only_hurt_their_sender() {
     let (api, _) = start(Mode::Development, roomy()).await;
     let (owner, _) = user(&api, "owner").await;
     let (viewer, viewer_token) = user(&api, "viewer").await;
-    channel(&api, "c1", &owner, &[]).await;
+    api.channel("c1", &owner, &[]).await;
     let mut sender = connect(&api, "c1", Some(&viewer_token), "?history=0").await;
     let mut watcher = connect(&api, "c1", None, "?history=0").await;
 
@@ -612,7 +592,7 @@ async fn socket_clients_send_and_bad_frames_only_hurt_their_sender() {
 async fn upgrade_rules_history_and_shutdown() {
     let (api, state) = start(Mode::Development, roomy()).await;
     let (owner, token) = user(&api, "owner").await;
-    channel(&api, "c1", &owner, &[]).await;
+    api.channel("c1", &owner, &[]).await;
     for i in 0..60 {
         api.post("/api/channels/c1/chat", None, json!({ "text": format!("m{i}"), "userId": owner })).await;
     }
@@ -642,7 +622,7 @@ async fn upgrade_rules_history_and_shutdown() {
     assert_eq!((status, &body["error"]["code"]), (426, &json!("websocket_required")), "{body}");
 
     // Deleting the channel closes its sockets normally.
-    channel(&api, "c2", &owner, &[]).await;
+    api.channel("c2", &owner, &[]).await;
     let mut doomed = connect(&api, "c2", None, "?history=0").await;
     api.catalog.propose(Command::DeleteChannel { id: "c2".into() }).await.unwrap();
     assert_eq!(close_code(&mut doomed).await, Some(CloseCode::Normal));
@@ -674,7 +654,7 @@ async fn one_address_gets_only_its_share_of_the_chat_sockets() {
     let config = ChatConfig { max_sockets: 10, max_sockets_per_client: 3, ..roomy() };
     let (api, state) = start(Mode::Development, config).await;
     let (owner, _) = user(&api, "owner").await;
-    channel(&api, "c1", &owner, &[]).await;
+    api.channel("c1", &owner, &[]).await;
     let url = format!("ws://{}/api/channels/c1/chat/ws?history=0", api.addr);
     let local: std::net::IpAddr = "127.0.0.1".parse().unwrap();
 
@@ -737,7 +717,7 @@ async fn automod_blocks_links_and_spam_and_holds_new_accounts_for_review() {
     let (owner, owner_token) = user(&api, "owner").await;
     let (_, regular_token) = user_aged(&api, "regular", 24 * 3_600_000).await;
     let (_, newbie_token) = user_aged(&api, "newbie", 60_000).await;
-    channel(&api, "c1", &owner, &[]).await;
+    api.channel("c1", &owner, &[]).await;
     let settings_path = "/api/channels/c1/chat/settings";
 
     for (body, field) in [

@@ -5,28 +5,7 @@
 mod common;
 
 use common::TestApi;
-use raft::{now_millis, Channel, Command, LiveState};
 use serde_json::{json, Value};
-
-async fn channel(api: &TestApi, id: &str, owner: &str, moderators: &[&str]) {
-    let now = now_millis();
-    api.catalog
-        .propose(Command::CreateChannel(Channel {
-            id: id.into(),
-            owner_id: owner.into(),
-            title: format!("{id} title"),
-            category: None,
-            tags: vec![],
-            stream_key_hash: control::auth::token_hash(id),
-            live_state: LiveState::Offline,
-            current_session_id: None,
-            moderators: moderators.iter().map(|m| m.to_string()).collect(),
-            created_at: now,
-            updated_at: now,
-        }))
-        .await
-        .unwrap();
-}
 
 fn ids(list: &Value, key: &str) -> Vec<String> {
     list[key].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect()
@@ -40,7 +19,7 @@ async fn report_action_appeal_and_decision_by_someone_else() {
     let (troll, troll_t) = api.user_with("troll", "Troll", &["viewer"], None).await;
     let (_, reporter_t) = api.user_with("reporter", "Reporter", &["viewer"], None).await;
     let (_, other_t) = api.user_with("other", "Other", &["viewer"], None).await;
-    channel(&api, "c1", &owner, &[&moderator]).await;
+    api.channel("c1", &owner, &[&moderator]).await;
     let (status, message) =
         api.post("/api/channels/c1/chat", Some(&troll_t), json!({"text": "you are all awful"})).await;
     assert_eq!(status, 201, "{message}");

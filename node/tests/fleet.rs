@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::fleet::{admin_token, call, channel_as_admin, join_args};
+use common::fleet::{admin_token, call, channel_as_admin, join_args, wait_cluster};
 use common::live::{create_channel, publish, rtmp_url, start_with_rtmp, wait_url_body, Encoding};
 use common::netns::Net;
 use common::{cli, get_json, NodeProc};
@@ -20,19 +20,6 @@ use serde_json::{json, Value};
 /// ffprobe is missing.
 fn media_missing() -> bool {
     !testkit::require_tools(common::live::MEDIA_TOOLS)
-}
-
-/// Polls `/api/cluster` on `node` until `check` accepts it; returns it.
-async fn wait_cluster(node: &NodeProc, token: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, body) = call("GET", &node.url("/api/cluster"), token, None).await;
-        if status == 200 && check(&body) {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "/api/cluster never showed {what}: {body}\n{}", node.log_text());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 fn member(cluster: &Value, node_id: u64) -> &Value {

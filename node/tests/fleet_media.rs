@@ -11,7 +11,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::fleet::{admin_token, call, channel_as_admin, join_args};
+use common::fleet::{admin_token, all_reported, call, channel_as_admin, join_args, member_at};
 use common::live::{publish, wait_url_body, Encoding};
 use common::netns::Net;
 use serde_json::json;
@@ -73,26 +73,8 @@ async fn an_edge_keeps_playing_from_the_standby_origin_when_the_primary_is_kille
         node.wait_healthy(Duration::from_secs(30)).await;
     }
     let [ingest, origin1, origin2, edge] = &mut nodes[..] else { unreachable!() };
-    // Every member reports load (placement only picks origins that do).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let cluster = loop {
-        let (status, body) = call("GET", &control.url("/api/cluster"), &token, None).await;
-        let members = body["members"].as_array().map_or(&[][..], |m| m.as_slice());
-        if status == 200 && members.len() == 5 && members.iter().all(|m| m["load"]["at"].as_i64().unwrap_or(0) > 0) {
-            break body;
-        }
-        assert!(Instant::now() < deadline, "members never all reported: {body}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let node_of = |ip: &str| -> u64 {
-        let m = cluster["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["addr"].as_str().unwrap().starts_with(&format!("{ip}:")));
-        m.unwrap_or_else(|| panic!("no member at {ip}: {cluster}"))["nodeId"].as_u64().unwrap()
-    };
-    let (o1, o2) = (node_of(&spaces[2].ip.to_string()), node_of(&spaces[3].ip.to_string()));
+    let cluster = all_reported(&control, &token, 5).await;
+    let (o1, o2) = (member_at(&cluster, spaces[2].ip), member_at(&cluster, spaces[3].ip));
     let primary_id = bitriver_node::placement::rank(&id, &[o1, o2])[0];
     let (primary, standby, primary_ip, standby_ip) = if primary_id == o1 {
         (origin1, origin2, spaces[2].ip, spaces[3].ip)
@@ -310,25 +292,8 @@ async fn a_drained_origin_is_left_without_a_stop_in_playback() {
         node.wait_healthy(Duration::from_secs(30)).await;
     }
     // Every member reports load before the publish, so placement sees all three origins.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let cluster = loop {
-        let (status, body) = call("GET", &control.url("/api/cluster"), &token, None).await;
-        let members = body["members"].as_array().map_or(&[][..], |m| m.as_slice());
-        if status == 200 && members.len() == 6 && members.iter().all(|m| m["load"]["at"].as_i64().unwrap_or(0) > 0) {
-            break body;
-        }
-        assert!(Instant::now() < deadline, "members never all reported: {body}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let node_at = |i: usize| -> u64 {
-        let ip = spaces[i].ip.to_string();
-        let m = cluster["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["addr"].as_str().unwrap().starts_with(&format!("{ip}:")));
-        m.unwrap_or_else(|| panic!("no member at {ip}: {cluster}"))["nodeId"].as_u64().unwrap()
-    };
+    let cluster = all_reported(&control, &token, 6).await;
+    let node_at = |i: usize| member_at(&cluster, spaces[i].ip);
     let origin_ids = [node_at(2), node_at(3), node_at(4)];
     let primary_id = bitriver_node::placement::rank(&id, &origin_ids)[0];
     let primary_at = 2 + origin_ids.iter().position(|&o| o == primary_id).unwrap();

@@ -12,7 +12,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::fleet::{admin_token, call, channel_as_admin, join_args};
+use common::fleet::{admin_token, all_reported, channel_as_admin, join_args, member_at};
 use common::live::{publish, wait_url_body, Encoding};
 use common::netns::Net;
 use common::NodeProc;
@@ -83,22 +83,8 @@ async fn region_b_edges_fetch_each_object_from_region_a_once_through_their_shiel
         node.wait_healthy(Duration::from_secs(30)).await;
     }
     // Both edges report before the publish, so every node names the same shield.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let cluster = loop {
-        let (status, body) = call("GET", &control.url("/api/cluster"), &token, None).await;
-        let members = body["members"].as_array().map_or(&[][..], |m| m.as_slice());
-        if status == 200 && members.len() == 5 && members.iter().all(|m| m["load"]["at"].as_i64().unwrap_or(0) > 0) {
-            break body;
-        }
-        assert!(Instant::now() < deadline, "members never all reported: {body}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let node_at = |i: usize| -> u64 {
-        let ip = spaces[i].ip.to_string();
-        let members = cluster["members"].as_array().unwrap();
-        let m = members.iter().find(|m| m["addr"].as_str().unwrap().starts_with(&format!("{ip}:")));
-        m.unwrap_or_else(|| panic!("no member at {ip}: {cluster}"))["nodeId"].as_u64().unwrap()
-    };
+    let cluster = all_reported(&control, &token, 5).await;
+    let node_at = |i: usize| member_at(&cluster, spaces[i].ip);
     let (b1, b2) = (node_at(3), node_at(4));
     let shield_id = bitriver_node::placement::rank(&id, &[b1, b2])[0];
     let (shield_at, other_at) = if shield_id == b1 { (3, 4) } else { (4, 3) };

@@ -161,6 +161,28 @@ impl TestApi {
         (id.to_owned(), token)
     }
 
+    /// A channel `id` owned by `owner` with `moderators`, straight into the catalog (its stream
+    /// key hash is that of `id`).
+    pub async fn channel(&self, id: &str, owner: &str, moderators: &[&str]) {
+        let now = raft::now_millis();
+        self.catalog
+            .propose(raft::Command::CreateChannel(raft::Channel {
+                id: id.into(),
+                owner_id: owner.into(),
+                title: format!("{id} title"),
+                category: None,
+                tags: vec![],
+                stream_key_hash: control::auth::token_hash(id),
+                live_state: raft::LiveState::Offline,
+                current_session_id: None,
+                moderators: moderators.iter().map(|m| m.to_string()).collect(),
+                created_at: now,
+                updated_at: now,
+            }))
+            .await
+            .unwrap();
+    }
+
     /// A user named `name` (id derived from it plus random bits) with `roles` and a token.
     pub async fn user(&self, name: &str, roles: &[&str]) -> (String, String) {
         let id = format!("{}-{}", name.to_lowercase().replace(' ', "-"), hex::encode(rand::random::<[u8; 4]>()));

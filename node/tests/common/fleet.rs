@@ -55,3 +55,34 @@ pub async fn channel_as_admin(node: &NodeProc, token: &str) -> (String, String) 
     assert_eq!(status, 201, "{channel}");
     (channel["id"].as_str().unwrap().to_owned(), channel["streamKey"].as_str().unwrap().to_owned())
 }
+
+/// Polls `/api/cluster` on `node` until `check` accepts it; returns it.
+pub async fn wait_cluster(node: &NodeProc, token: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, body) = call("GET", &node.url("/api/cluster"), token, None).await;
+        if status == 200 && check(&body) {
+            return body;
+        }
+        assert!(std::time::Instant::now() < deadline, "/api/cluster never showed {what}: {body}\n{}", node.log_text());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// `/api/cluster` once all `members` members have reported their load (placement only picks
+/// nodes that do).
+pub async fn all_reported(node: &NodeProc, token: &str, members: usize) -> Value {
+    wait_cluster(node, token, &format!("{members} members all reporting"), |body| {
+        let list = body["members"].as_array().map_or(&[][..], |m| m.as_slice());
+        list.len() == members && list.iter().all(|m| m["load"]["at"].as_i64().unwrap_or(0) > 0)
+    })
+    .await
+}
+
+/// The node id of the member whose cluster address is at `ip`.
+pub fn member_at(cluster: &Value, ip: impl std::fmt::Display) -> u64 {
+    let prefix = format!("{ip}:");
+    let members = cluster["members"].as_array().unwrap();
+    let m = members.iter().find(|m| m["addr"].as_str().unwrap().starts_with(&prefix));
+    m.unwrap_or_else(|| panic!("no member at {ip}: {cluster}"))["nodeId"].as_u64().unwrap()
+}
