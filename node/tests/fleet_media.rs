@@ -11,7 +11,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::fleet::{admin_token, all_reported, call, channel_as_admin, join_args, member_at};
+use common::fleet::{all_reported, call, channel_as_admin, member_at, start_fleet, Fleet};
 use common::live::{publish, wait_url_body, Encoding};
 use common::netns::Net;
 use serde_json::json;
@@ -51,27 +51,11 @@ async fn an_edge_keeps_playing_from_the_standby_origin_when_the_primary_is_kille
         return;
     }
     let Some(mut net) = Net::new() else { return };
-    let labels = ["control", "ingest", "origin1", "origin2", "edge"];
-    let spaces: Vec<_> = labels.iter().map(|l| net.add(l)).collect();
     let root = tempfile::tempdir().unwrap();
-
-    let mut control = net.node(&spaces[0], root.path(), "control");
-    control.args.extend(["--roles", "control", "--region", "a"].map(String::from));
-    control.start();
-    control.wait_healthy(Duration::from_secs(30)).await;
-    let token = admin_token(&control).await;
+    let members =
+        [("ingest", "ingest", "a"), ("origin1", "origin", "a"), ("origin2", "origin", "a"), ("edge", "edge", "a")];
+    let Fleet { spaces, control, token, mut nodes } = start_fleet(&mut net, root.path(), &members).await;
     let (id, key) = channel_as_admin(&control, &token).await;
-
-    let mut nodes = Vec::new();
-    for (i, roles) in [(1, "ingest"), (2, "origin"), (3, "origin"), (4, "edge")] {
-        let mut node = net.node(&spaces[i], root.path(), labels[i]);
-        node.args.extend(join_args(&control, roles));
-        node.start();
-        nodes.push(node);
-    }
-    for node in &mut nodes {
-        node.wait_healthy(Duration::from_secs(30)).await;
-    }
     let [ingest, origin1, origin2, edge] = &mut nodes[..] else { unreachable!() };
     let cluster = all_reported(&control, &token, 5).await;
     let (o1, o2) = (member_at(&cluster, spaces[2].ip), member_at(&cluster, spaces[3].ip));
@@ -208,27 +192,15 @@ async fn a_publish_in_another_region_is_relayed_to_the_home_regions_origin() {
         return;
     }
     let Some(mut net) = Net::new() else { return };
-    let labels = ["control", "origin-a", "ingest-b", "origin-b", "edge-b"];
-    let spaces: Vec<_> = labels.iter().map(|l| net.add(l)).collect();
     let root = tempfile::tempdir().unwrap();
-    let mut control = net.node(&spaces[0], root.path(), "control");
-    control.args.extend(["--roles", "control", "--region", "a"].map(String::from));
-    control.start();
-    control.wait_healthy(Duration::from_secs(30)).await;
-    let token = admin_token(&control).await;
+    let members = [
+        ("origin-a", "origin", "a"),
+        ("ingest-b", "ingest", "b"),
+        ("origin-b", "origin", "b"),
+        ("edge-b", "edge", "b"),
+    ];
+    let Fleet { spaces, control, token, mut nodes } = start_fleet(&mut net, root.path(), &members).await;
     let (id, key) = channel_as_admin(&control, &token).await;
-
-    let mut nodes = Vec::new();
-    for (i, roles, region) in [(1, "origin", "a"), (2, "ingest", "b"), (3, "origin", "b"), (4, "edge", "b")] {
-        let mut node = net.node(&spaces[i], root.path(), labels[i]);
-        node.args.extend(join_args(&control, roles));
-        node.args.extend(["--region", region].map(String::from));
-        node.start();
-        nodes.push(node);
-    }
-    for node in &mut nodes {
-        node.wait_healthy(Duration::from_secs(30)).await;
-    }
     let (status, body) =
         call("PATCH", &control.url(&format!("/api/channels/{id}")), &token, Some(json!({"homeRegion": "a"}))).await;
     assert_eq!(status, 200, "{body}");
@@ -272,25 +244,16 @@ async fn a_drained_origin_is_left_without_a_stop_in_playback() {
         return;
     }
     let Some(mut net) = Net::new() else { return };
-    let labels = ["control", "ingest", "origin1", "origin2", "origin3", "edge"];
-    let spaces: Vec<_> = labels.iter().map(|l| net.add(l)).collect();
     let root = tempfile::tempdir().unwrap();
-    let mut control = net.node(&spaces[0], root.path(), "control");
-    control.args.extend(["--roles", "control", "--region", "a"].map(String::from));
-    control.start();
-    control.wait_healthy(Duration::from_secs(30)).await;
-    let token = admin_token(&control).await;
+    let members = [
+        ("ingest", "ingest", "a"),
+        ("origin1", "origin", "a"),
+        ("origin2", "origin", "a"),
+        ("origin3", "origin", "a"),
+        ("edge", "edge", "a"),
+    ];
+    let Fleet { spaces, control, token, nodes } = start_fleet(&mut net, root.path(), &members).await;
     let (id, key) = channel_as_admin(&control, &token).await;
-    let mut nodes = Vec::new();
-    for (i, roles) in [(1, "ingest"), (2, "origin"), (3, "origin"), (4, "origin"), (5, "edge")] {
-        let mut node = net.node(&spaces[i], root.path(), labels[i]);
-        node.args.extend(join_args(&control, roles));
-        node.start();
-        nodes.push(node);
-    }
-    for node in &mut nodes {
-        node.wait_healthy(Duration::from_secs(30)).await;
-    }
     // Every member reports load before the publish, so placement sees all three origins.
     let cluster = all_reported(&control, &token, 6).await;
     let node_at = |i: usize| member_at(&cluster, spaces[i].ip);

@@ -12,7 +12,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::fleet::{admin_token, all_reported, channel_as_admin, join_args, member_at};
+use common::fleet::{all_reported, channel_as_admin, member_at, start_fleet, Fleet};
 use common::live::{publish, wait_url_body, Encoding};
 use common::netns::Net;
 use common::NodeProc;
@@ -62,26 +62,11 @@ async fn region_b_edges_fetch_each_object_from_region_a_once_through_their_shiel
         return;
     }
     let Some(mut net) = Net::new() else { return };
-    let labels = ["control", "ingest-a", "origin-a", "edge-b1", "edge-b2"];
-    let spaces: Vec<_> = labels.iter().map(|l| net.add(l)).collect();
     let root = tempfile::tempdir().unwrap();
-    let mut control = net.node(&spaces[0], root.path(), "control");
-    control.args.extend(["--roles", "control", "--region", "a"].map(String::from));
-    control.start();
-    control.wait_healthy(Duration::from_secs(30)).await;
-    let token = admin_token(&control).await;
+    let members =
+        [("ingest-a", "ingest", "a"), ("origin-a", "origin", "a"), ("edge-b1", "edge", "b"), ("edge-b2", "edge", "b")];
+    let Fleet { spaces, control, token, nodes } = start_fleet(&mut net, root.path(), &members).await;
     let (id, key) = channel_as_admin(&control, &token).await;
-    let mut nodes = Vec::new();
-    for (i, roles, region) in [(1, "ingest", "a"), (2, "origin", "a"), (3, "edge", "b"), (4, "edge", "b")] {
-        let mut node = net.node(&spaces[i], root.path(), labels[i]);
-        node.args.extend(join_args(&control, roles));
-        node.args.extend(["--region", region].map(String::from));
-        node.start();
-        nodes.push(node);
-    }
-    for node in &mut nodes {
-        node.wait_healthy(Duration::from_secs(30)).await;
-    }
     // Both edges report before the publish, so every node names the same shield.
     let cluster = all_reported(&control, &token, 5).await;
     let node_at = |i: usize| member_at(&cluster, spaces[i].ip);

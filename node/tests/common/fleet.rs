@@ -86,3 +86,35 @@ pub fn member_at(cluster: &Value, ip: impl std::fmt::Display) -> u64 {
     let m = members.iter().find(|m| m["addr"].as_str().unwrap().starts_with(&prefix));
     m.unwrap_or_else(|| panic!("no member at {ip}: {cluster}"))["nodeId"].as_u64().unwrap()
 }
+
+/// A fleet on `net`: a control node in region `a`, then one node per `(label, roles, region)`,
+/// each in a namespace of its own, all healthy. `spaces[0]` is the control node's namespace,
+/// `spaces[i]` that of `nodes[i - 1]`.
+pub struct Fleet {
+    pub spaces: Vec<super::netns::Netns>,
+    pub control: NodeProc,
+    pub token: String,
+    pub nodes: Vec<NodeProc>,
+}
+
+pub async fn start_fleet(net: &mut super::netns::Net, root: &std::path::Path, members: &[(&str, &str, &str)]) -> Fleet {
+    let wait = std::time::Duration::from_secs(30);
+    let spaces: Vec<_> = std::iter::once("control").chain(members.iter().map(|m| m.0)).map(|l| net.add(l)).collect();
+    let mut control = net.node(&spaces[0], root, "control");
+    control.args.extend(["--roles", "control", "--region", "a"].map(String::from));
+    control.start();
+    control.wait_healthy(wait).await;
+    let token = admin_token(&control).await;
+    let mut nodes = Vec::new();
+    for (i, (label, roles, region)) in members.iter().enumerate() {
+        let mut node = net.node(&spaces[i + 1], root, label);
+        node.args.extend(join_args(&control, roles));
+        node.args.extend(["--region", region].map(String::from));
+        node.start();
+        nodes.push(node);
+    }
+    for node in &mut nodes {
+        node.wait_healthy(wait).await;
+    }
+    Fleet { spaces, control, token, nodes }
+}
