@@ -17,6 +17,7 @@ pub mod chat;
 pub mod directory;
 pub mod error;
 pub mod export;
+pub mod health;
 pub mod ingest_point;
 pub mod json;
 pub mod limits;

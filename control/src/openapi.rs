@@ -59,6 +59,7 @@ pub(crate) fn api_routes() -> OpenApiRouter<ApiState> {
         .merge(crate::reports::routes())
         .merge(crate::privacy::routes())
         .merge(crate::takedowns::routes())
+        .merge(crate::health::routes())
         .merge(crate::routing::api::routes())
         .routes(routes!(openapi_json))
 }

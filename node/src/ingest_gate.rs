@@ -24,6 +24,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use media::ingest::health::HealthMeter;
 use media::ingest::{
     key_prefix, FeedOutput, IngestConfig, IngestMetrics, LivePublish, Protocol, PublishGate, PublishSink, Refusal,
     StreamRefused, SOURCE_RENDITION,
@@ -174,7 +175,7 @@ impl PublishGate for CatalogGate {
             peer,
             protocol,
         );
-        Ok(CatalogPublish { live, reservation })
+        Ok(CatalogPublish { live, reservation, health: HealthMeter::new(0) })
     }
 }
 
@@ -211,6 +212,8 @@ impl Drop for Reservation {
 pub struct CatalogPublish {
     live: LivePublish,
     reservation: Reservation,
+    /// What the encoder sends, measured for the streamer's health view.
+    health: HealthMeter,
 }
 
 impl CatalogPublish {
@@ -230,6 +233,29 @@ impl CatalogPublish {
     }
 }
 
+impl CatalogPublish {
+    /// Sends a health sample to the catalog in the background (a lost one is a gap in a chart).
+    fn record_health(&self, sample: media::ingest::health::HealthSample) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let catalog = self.reservation.shared.catalog.clone();
+        let session_id = self.live.session_id().to_owned();
+        let sample = raft::state::health::HealthSample {
+            at: sample.at,
+            video_kbps: sample.video_kbps,
+            audio_kbps: sample.audio_kbps,
+            fps: sample.fps,
+            keyframe_interval_ms: sample.keyframe_interval_ms,
+            since_keyframe_ms: sample.since_keyframe_ms,
+            av_drift_ms: sample.av_drift_ms,
+        };
+        runtime.spawn(async move {
+            if let Err(error) = propose(&catalog, Command::ReportHealth { session_id, sample }).await {
+                tracing::debug!(%error, "could not record a health sample");
+            }
+        });
+    }
+}
+
 impl PublishSink for CatalogPublish {
     fn channel_id(&self) -> &str {
         self.live.channel_id()
@@ -240,6 +266,17 @@ impl PublishSink for CatalogPublish {
     }
 
     fn handle_output(&mut self, output: FeedOutput) -> Result<(), StreamRefused> {
+        let now = now_millis();
+        match &output {
+            FeedOutput::Tracks { audio, .. } => {
+                self.health = HealthMeter::new(audio.as_ref().map_or(0, |a| a.sample_rate))
+            }
+            FeedOutput::Video(sample) => self.health.video(sample, now),
+            FeedOutput::Audio(sample) => self.health.audio(sample, now),
+        }
+        if let Some(sample) = self.health.poll(now) {
+            self.record_health(sample);
+        }
         let handled = self.live.handle_output(output);
         if let Some(renditions) = self.live.take_renditions() {
             self.record_renditions(renditions);

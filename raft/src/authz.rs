@@ -119,7 +119,10 @@ pub fn command_allowed(subject: &CertSubject, command: &Command) -> Result<(), R
         },
         Command::ReportViewers(sample) if sample.node_id == id => Ok(()),
         Command::ReportViewers(sample) => refuse(format!("viewer counts for node {}", sample.node_id)),
-        Command::StartSession(_) | Command::EndSession { .. } | Command::SetSessionRenditions { .. }
+        Command::StartSession(_)
+        | Command::EndSession { .. }
+        | Command::SetSessionRenditions { .. }
+        | Command::ReportHealth { .. }
             if subject.has_role(INGEST_ROLE) =>
         {
             Ok(())

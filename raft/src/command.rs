@@ -194,6 +194,11 @@ pub enum Command {
         id: String,
         event: crate::state::takedowns::TakedownEvent,
     },
+    /// An ingest node's health sample of a broadcast it ingests (see [`crate::state::health`]).
+    ReportHealth {
+        session_id: String,
+        sample: crate::state::health::HealthSample,
+    },
     /// A user deletes their account ([`Command::DeleteUser`], and with `delete_chat` their chat
     /// lines go too instead of staying under "deleted user").
     EraseUser {

@@ -25,6 +25,7 @@
 
 pub mod flv_input;
 pub mod gate;
+pub mod health;
 pub mod ladder;
 pub mod packager_feed;
 pub mod publish;

@@ -14,6 +14,7 @@ use crate::types::{AuthSession, Channel, ChatMessage, LiveState, NodeId, NodeInf
 pub mod access;
 pub mod automod;
 pub mod community;
+pub mod health;
 pub mod regions;
 #[cfg(test)]
 pub(crate) mod replica;
@@ -58,6 +59,8 @@ pub struct CatalogState {
     pub(crate) automod: automod::AutomodTables,
     /// Reports and appeals: see [`reports`].
     pub(crate) reports: reports::ReportTables,
+    /// Stream health samples per session: see [`health`].
+    pub(crate) health: health::HealthTable,
     /// Legal pages and takedown notices: see [`takedowns`].
     pub(crate) takedowns: takedowns::TakedownTables,
     /// Revoked nodes and join-token uses: see [`access`].
@@ -119,6 +122,7 @@ impl CatalogState {
                 || state.automod.load_record(&key, v).map_err(wrap)?
                 || state.reports.load_record(&key, v).map_err(wrap)?
                 || state.takedowns.load_record(&key, v).map_err(wrap)?
+                || state.health.load_record(&key, v).map_err(wrap)?
             {
                 // A community, automod, report or appeal record.
             } else if state.load.load_record(&key, v).map_err(wrap)?
@@ -376,6 +380,7 @@ impl CatalogState {
             | Command::ResolveReport { .. }
             | Command::FileAppeal(_)
             | Command::DecideAppeal { .. } => self.apply_reports(index, command, out),
+            Command::ReportHealth { .. } => self.apply_health(command, out),
             Command::SetLegalPage(_) | Command::FileTakedown(_) | Command::StepTakedown { .. } => {
                 self.apply_takedowns(index, command, out)
             }
