@@ -148,10 +148,10 @@ pub fn overview(state: &CatalogState, now: UnixMillis) -> Overview {
 }
 
 /// One channel's samples, per node, oldest first.
-struct SamplesByNode(BTreeMap<u64, Vec<(UnixMillis, u64)>>);
+pub(crate) struct SamplesByNode(BTreeMap<u64, Vec<(UnixMillis, u64)>>);
 
 impl SamplesByNode {
-    fn new(samples: Vec<(UnixMillis, u64, u64)>) -> Self {
+    pub(crate) fn new(samples: Vec<(UnixMillis, u64, u64)>) -> Self {
         let mut by_node: BTreeMap<u64, Vec<(UnixMillis, u64)>> = BTreeMap::new();
         for (at, node, viewers) in samples {
             by_node.entry(node).or_default().push((at, viewers));
@@ -160,6 +160,21 @@ impl SamplesByNode {
             list.sort_unstable();
         }
         SamplesByNode(by_node)
+    }
+
+    /// Σ over nodes of their latest sample at or before `t`, if taken within 60 s of it.
+    pub(crate) fn at(&self, t: UnixMillis) -> u64 {
+        self.0
+            .values()
+            .filter_map(|list| list.iter().rev().find(|(at, _)| *at <= t))
+            .filter(|(at, _)| *at >= t.saturating_sub(SAMPLE_VALIDITY_MS))
+            .map(|(_, viewers)| viewers)
+            .sum()
+    }
+
+    /// Every sample time, oldest first.
+    pub(crate) fn times(&self) -> std::collections::BTreeSet<UnixMillis> {
+        self.0.values().flatten().map(|(at, _)| *at).collect()
     }
 
     /// Σ over nodes of the latest sample taken within the last 60 s.

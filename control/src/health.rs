@@ -50,6 +50,15 @@ pub struct Health {
     /// Oldest first.
     pub samples: Vec<HealthSample>,
     pub warnings: Vec<Warning>,
+    /// Concurrent viewers the edges reported during the broadcast, oldest first.
+    pub viewers: Vec<ViewerPoint>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ViewerPoint {
+    #[schema(value_type = i64)]
+    pub at: raft::UnixMillis,
+    pub viewers: u64,
 }
 
 /// What the samples call for: the keyframe interval over the last 20 s, the newest video bitrate
@@ -122,12 +131,21 @@ pub(crate) async fn health(
                 .or_else(|| s.sessions_of_channel(&channel_id).max_by_key(|x| x.started_at)),
         };
         let samples = session.map(|x| s.health_samples(&x.id)).unwrap_or_default();
+        let viewers = session
+            .map(|x| {
+                let end = x.ended_at.unwrap_or(raft::UnixMillis::MAX);
+                let by_node = crate::analytics::SamplesByNode::new(s.viewer_samples(&channel_id, x.started_at));
+                let times = by_node.times();
+                times.into_iter().filter(|t| *t <= end).map(|at| ViewerPoint { at, viewers: by_node.at(at) }).collect()
+            })
+            .unwrap_or_default();
         Ok(Json(Health {
             channel_id: channel_id.clone(),
             session_id: session.map(|x| x.id.clone()),
             live: session.is_some_and(|x| x.ended_at.is_none()),
             warnings: warnings(&samples),
             samples,
+            viewers,
         }))
     })
 }

@@ -180,6 +180,14 @@ async function live() {
   const exported = JSON.parse(fs.readFileSync(await download.path(), 'utf8'));
   expect(exported.channels.some((c) => c.id === channelId), 'the export lacks the channel');
   step(`exported the JSON snapshot (${download.suggestedFilename()})`);
+  // Stream health: the creator's charts fill in from the ingest node's 5 s samples.
+  await page.selectOption('#health-channel', channelId);
+  // `attached`: a flat line (a steady 30 fps) has no height, which Playwright counts as hidden.
+  await page.waitForSelector('#health-chart-video polyline', { timeout: 30000, state: 'attached' });
+  await page.waitForSelector('#health-chart-fps polyline', { state: 'attached' });
+  const healthLabel = await page.getAttribute('#health-chart-video', 'aria-label');
+  expect(/latest \d+ kbit\/s/.test(healthLabel), `video bitrate chart: ${healthLabel}`);
+  step(`stream health charts drawn in the Control Center (${healthLabel})`);
   for (const width of [1280, 390]) shots.push(await screenshot(page, 'control-center-creator', width));
   summary.screenshots = shots;
   for (const s of shots) expect(s.overflow <= 0, `${path.basename(s.file)} scrolls sideways by ${s.overflow}px`);

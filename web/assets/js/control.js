@@ -572,6 +572,76 @@ async function renderReports(slot) {
     table('appeals-table', 'Appeals', ['Who', 'Appeal', 'Ban', 'Decision'], appealRows, 'No appeals.'));
 }
 
+// ----- stream health -----
+
+const SVG = 'http://www.w3.org/2000/svg';
+function svg(tag, attrs = {}, ...children) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+  el.append(...children);
+  return el;
+}
+
+/** A line chart of `points` ([t ms, value]) drawn by the page: no chart library. */
+function lineChart(id, title, unit, points) {
+  const [w, hgt, pad] = [560, 140, 30];
+  const values = points.map((p) => p[1]);
+  const max = Math.max(1, ...values);
+  const t0 = points.length ? points[0][0] : 0;
+  const span = Math.max(1, (points.length ? points[points.length - 1][0] : 1) - t0);
+  const xy = points.map(([t, v]) => `${(pad + ((t - t0) / span) * (w - 2 * pad)).toFixed(1)},${(hgt - pad - (v / max) * (hgt - 2 * pad)).toFixed(1)}`);
+  const last = values.length ? values[values.length - 1] : null;
+  const label = `${title}: ${points.length} samples, latest ${last === null ? 'none' : `${Math.round(last)} ${unit}`}, peak ${Math.round(max)} ${unit}`;
+  return h('figure', { class: 'chart' },
+    svg('svg', { id, viewBox: `0 0 ${w} ${hgt}`, role: 'img', 'aria-label': label, width: '100%' },
+      svg('line', { x1: pad, y1: hgt - pad, x2: w - pad, y2: hgt - pad, stroke: 'currentColor', 'stroke-opacity': '0.4' }),
+      svg('text', { x: 2, y: pad - 8, 'font-size': 11, fill: 'currentColor' }, `${Math.round(max)} ${unit}`),
+      svg('text', { x: 2, y: hgt - pad + 14, 'font-size': 11, fill: 'currentColor' }, `0`),
+      points.length > 1 ? svg('polyline', { points: xy.join(' '), fill: 'none', stroke: 'currentColor', 'stroke-width': 2 }) : ''),
+    h('figcaption', {}, label));
+}
+
+let healthTimer = null;
+/** Bitrate, frame rate and viewers of a channel's current or past broadcast, with warnings. */
+function renderHealth(slot) {
+  clearInterval(healthTimer);
+  if (!ctx.channels.length) { fill(slot, h('p', { class: 'muted' }, 'No channels yet.')); return; }
+  const channelSelect = selectField('Channel', { name: 'channelId', id: 'health-channel' }, ctx.channels.map((c) => [c.id, c.title]));
+  const sessionSlot = h('div', {});
+  const view = h('div', { id: 'health-view', 'aria-live': 'polite' });
+  let session = '';
+  const draw = async () => {
+    const id = channelSelect.querySelector('select').value;
+    try {
+      const health = await get(`/api/channels/${enc(id)}/health${session ? `?sessionId=${enc(session)}` : ''}`);
+      const pts = (key) => health.samples.map((s) => [s.at, s[key]]);
+      fill(view,
+        health.warnings.length
+          ? h('ul', { class: 'warnings', id: 'health-warnings' }, health.warnings.map((w) => h('li', { class: 'error-text', 'data-code': w.code }, w.message)))
+          : h('p', { class: 'muted' }, health.samples.length ? 'No warnings.' : 'No health samples for this broadcast yet.'),
+        lineChart('health-chart-video', 'Video bitrate', 'kbit/s', pts('videoKbps')),
+        lineChart('health-chart-fps', 'Frame rate', 'fps', pts('fps')),
+        lineChart('health-chart-viewers', 'Viewers', 'viewers', health.viewers.map((p) => [p.at, p.viewers])));
+    } catch (err) { fill(view, errorLine(err)); }
+  };
+  const loadSessions = async () => {
+    const id = channelSelect.querySelector('select').value;
+    session = '';
+    try {
+      const sessions = await get(`/api/channels/${enc(id)}/sessions`);
+      const select = selectField('Broadcast', { name: 'sessionId', id: 'health-session' },
+        [['', 'Current or latest'], ...sessions.map((x) => [x.id, `${formatTime(x.startedAt)}${x.endedAt ? '' : ' (live)'}`])]);
+      select.querySelector('select').addEventListener('change', (e) => { session = e.target.value; draw(); });
+      fill(sessionSlot, select);
+    } catch { fill(sessionSlot); }
+    draw();
+  };
+  channelSelect.querySelector('select').addEventListener('change', loadSessions);
+  fill(slot, h('div', { class: 'grid-2' }, channelSelect, sessionSlot), view);
+  loadSessions();
+  healthTimer = setInterval(() => { if (!document.hidden) draw(); }, 5000);
+}
+
 // ----- copyright notices -----
 
 /** Notices against the caller's channels (how owners are told), with the counter-notice form;
@@ -685,13 +755,14 @@ export async function render(main) {
     moderation: h('div', {}),
     reports: h('div', {}, h('p', { class: 'muted' }, 'Loading…')),
     notices: h('div', {}, h('p', { class: 'muted' }, 'Loading…')),
+    health: h('div', {}),
     profiles: h('div', {}),
     users: h('div', {}),
     export: h('div', {}),
     mydata: h('div', {}),
   };
   const sections = [
-    ['overview', 'Overview'], ['channels', 'Channels'], ['sessions', 'Live sessions'], ['moderation', 'Chat moderation'],
+    ['overview', 'Overview'], ['channels', 'Channels'], ['sessions', 'Live sessions'], ['health', 'Stream health'], ['moderation', 'Chat moderation'],
     ['reports', 'Reports and appeals'], ['notices', 'Copyright notices'], ['profiles', 'Streamer profile'], ['users', who.admin ? 'Users' : 'Your account'],
     ...(who.admin ? [['export', 'Export']] : []), ['mydata', 'Your data'],
   ];
@@ -705,6 +776,7 @@ export async function render(main) {
   renderChannels(slots.channels);
   renderSessions(slots.sessions).catch((e) => fill(slots.sessions, errorLine(e)));
   renderModeration(slots.moderation);
+  renderHealth(slots.health);
   renderReports(slots.reports).catch((e) => fill(slots.reports, errorLine(e)));
   renderNotices(slots.notices).catch((e) => fill(slots.notices, errorLine(e)));
   renderMyData(slots.mydata);
