@@ -198,7 +198,7 @@ async function chat() {
   const tag = unique('');
   const owner = await api(base, 'POST', '/api/users',
     { displayName: 'Chat Owner', email: `owner${tag}@example.com`, roles: ['creator'], password: 'owner password 1' });
-  await api(base, 'POST', '/api/users',
+  const viewerUser = await api(base, 'POST', '/api/users',
     { displayName: 'Chat Viewer', email: `viewer${tag}@example.com`, roles: ['viewer'], password: 'viewer password 1' });
   const channel = await api(base, 'POST', '/api/channels', { ownerId: owner.id, title: 'Chat room', tags: ['talk'] });
   const next = `/c/${channel.id}`;
@@ -290,6 +290,8 @@ async function chat() {
   const held = `held message ${tag}`;
   await viewerPage.fill('#chat-input', held);
   await viewerPage.press('#chat-input', 'Enter');
+  await viewerPage.waitForTimeout(1500);
+  log(`status after the lift: ${await viewerPage.textContent('#chat-status')}`);
   await viewerPage.waitForSelector('#chat-status:has-text("waiting for a moderator")');
   const inHeld = adminPage.locator('#held-list li', { hasText: held });
   await inHeld.waitFor();
@@ -317,6 +319,27 @@ async function chat() {
   await reportRow.locator('button[type=submit]').click();
   await adminPage.locator('#reports-table tr', { hasText: 'dismiss by' }).waitFor();
   step('a viewer reported a chat line from the channel page; the admin dismissed it in the Control Center');
+
+  // Appeals: an admin bans the viewer; the viewer appeals from the channel page; the owner (not
+  // the one who banned) lifts the ban in the Control Center and the viewer chats again.
+  await api(base, 'POST', `/api/channels/${channel.id}/chat/bans`, { userId: viewerUser.id, reason: 'spam' });
+  await viewerPage.fill('#chat-input', 'am I banned?');
+  await viewerPage.press('#chat-input', 'Enter');
+  await viewerPage.waitForSelector('#chat-status [data-action=appeal-ban]');
+  viewerPage.once('dialog', (dialog) => dialog.accept('I will keep it on topic'));
+  await viewerPage.click('#chat-status [data-action=appeal-ban]');
+  await viewerPage.waitForSelector('text=Appeal sent to the moderators');
+  await ownerPage.goto(`${base}/`);
+  const appealRow = ownerPage.locator('#appeals-table tr', { hasText: 'I will keep it on topic' });
+  await appealRow.locator('[data-action=lift]').click();
+  await ownerPage.locator('#appeals-table tr', { hasText: 'lifted by' }).waitFor();
+  // Unbanned: the next line is no longer refused (automod still holds this new account's lines).
+  // The flood limit (5 lines per 10 s) counted this viewer's refused tries: let it pass first.
+  await viewerPage.waitForTimeout(10000);
+  await viewerPage.fill('#chat-input', `back on topic ${tag}`);
+  await viewerPage.press('#chat-input', 'Enter');
+  await viewerPage.waitForSelector('#chat-status:has-text("waiting for a moderator")');
+  step('the banned viewer appealed from the channel page; the owner lifted the ban in the Control Center');
 
   // Channel metadata and a manual start/stop from the Control Center (no viewers left: a channel
   // started by hand has no media to play).

@@ -84,7 +84,19 @@ function chatPanel(channel, who, relation) {
     onMessage: add,
     onDeleted: (id) => { log.querySelector(`[data-message-id="${CSS.escape(id)}"]`)?.remove(); },
     onHeld: (held) => { status.textContent = `Your message is waiting for a moderator: ${held.reason}.`; },
-    onError: (err) => { status.textContent = err.message; },
+    onError: (err) => {
+      // A banned viewer may appeal (once per ban); a moderator other than the one who banned decides.
+      if (err.code === 'chat_banned') {
+        fill(status, err.message, ' ', actionButton('Appeal this ban', async () => {
+          const text = window.prompt('Why should the ban be lifted?');
+          if (!text || !text.trim()) return;
+          await api('POST', '/api/appeals', { channelId: channel.id, text: text.trim().slice(0, 2000) });
+          toast('Appeal sent to the moderators');
+        }, { class: 'small', 'data-action': 'appeal-ban' }));
+      } else {
+        status.textContent = err.message;
+      }
+    },
     onStatus: (text) => { status.textContent = text; },
   });
   const form = h('form', { 'aria-label': 'Send a chat message' },
