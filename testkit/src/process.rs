@@ -9,16 +9,43 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 pub use rustix::process::Signal;
 
-/// A free TCP (or UDP) port on loopback (racy by nature, good enough for tests).
+/// Where test ports come from: below the kernel's ephemeral range (32768-60999 by default), so
+/// the outgoing sockets of other tests running at the same time (QUIC clients, ffmpeg, browsers)
+/// never take a port between the moment it is chosen and the moment a node binds it.
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A loopback port free for both TCP and UDP, chosen at random from [`TEST_PORTS`] and reserved
+/// for the life of this process: an advisory lock on `$TMPDIR/bitriver-test-ports/PORT` keeps
+/// every other test process (and later calls here) off it until this process exits, so the nodes
+/// a test starts seconds later still find it free. `udp` only says which protocol the caller means.
 pub fn free_port(udp: bool) -> std::io::Result<u16> {
-    if udp {
-        std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr().map(|a| a.port())
-    } else {
-        std::net::TcpListener::bind("127.0.0.1:0")?.local_addr().map(|a| a.port())
+    use std::hash::{BuildHasher as _, Hasher as _};
+    static HELD: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+    let _ = udp;
+    let dir = std::env::temp_dir().join("bitriver-test-ports");
+    std::fs::create_dir_all(&dir)?;
+    let span = u64::from(TEST_PORTS.end - TEST_PORTS.start);
+    for attempt in 0u64..2_000 {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(attempt);
+        hasher.write_u32(std::process::id());
+        let port = TEST_PORTS.start + (hasher.finish() % span) as u16;
+        let lock =
+            std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(port.to_string()))?;
+        if lock.try_lock().is_err() {
+            continue;
+        }
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+        if tcp.is_ok() && udp.is_ok() {
+            HELD.lock().unwrap_or_else(|e| e.into_inner()).push(lock);
+            return Ok(port);
+        }
     }
+    Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "no free test port in 20000-32000"))
 }
 
-/// A free TCP port and a free UDP port on loopback.
+/// Two different free loopback ports (see [`free_port`]): conventionally a TCP one and a UDP one.
 pub fn free_ports() -> (u16, u16) {
     (free_port(false).expect("a free TCP port"), free_port(true).expect("a free UDP port"))
 }
