@@ -15,3 +15,4 @@ pub mod run;
 pub mod service;
 mod tls;
 pub mod transcode;
+pub mod transcode_worker;

@@ -21,6 +21,7 @@ pub const ORIGINS_PER_CHANNEL: usize = 2;
 pub const HEALTHY_WITHIN_MILLIS: i64 = 3_000;
 const ORIGIN_ROLE: &str = "origin";
 const EDGE_ROLE: &str = "edge";
+const TRANSCODE_ROLE: &str = "transcode";
 
 /// Who ingests and who packages one live channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +32,9 @@ pub struct Placement {
     /// The origins of the channel, primary first; may include `ingest` itself when it has the
     /// origin role (it then packages in-process).
     pub origins: Vec<NodeId>,
+    /// The node running the channel's ladder (publishing its rungs): `ingest` itself when it
+    /// transcodes, else a transcode node of its region; `None`: `source` only.
+    pub transcoder: Option<NodeId>,
 }
 
 /// The placement of live channel `channel_id`; `None` when it is not live or has no ingest node.
@@ -40,14 +44,15 @@ pub fn place(s: &CatalogState, channel_id: &str) -> Option<Placement> {
     let ingest = session.ingest_node?;
     let ingest_region = s.node(ingest).map(|n| n.region.clone()).unwrap_or_default();
     let newest = s.nodes().filter_map(|n| s.load_of(n.id)).map(|l| l.at).max().unwrap_or(0);
-    let origins_in = |region: &str| -> Vec<NodeId> {
+    let ready_in = |region: &str, role: &str| -> Vec<NodeId> {
         s.nodes()
-            .filter(|n| n.region == region && n.roles.iter().any(|r| r == ORIGIN_ROLE))
+            .filter(|n| n.region == region && n.roles.iter().any(|r| r == role))
             .filter(|n| !s.is_draining(n.id))
             .filter(|n| s.load_of(n.id).is_some_and(|l| newest - l.at <= HEALTHY_WITHIN_MILLIS))
             .map(|n| n.id)
             .collect()
     };
+    let origins_in = |region: &str| ready_in(region, ORIGIN_ROLE);
     let candidates = s
         .home_region(channel_id)
         .filter(|home| *home != ingest_region)
@@ -56,7 +61,13 @@ pub fn place(s: &CatalogState, channel_id: &str) -> Option<Placement> {
         .unwrap_or_else(|| origins_in(&ingest_region));
     let mut origins = rank(channel_id, &candidates);
     origins.truncate(ORIGINS_PER_CHANNEL);
-    Some(Placement { ingest, session: session.id.clone(), origins })
+    let transcodes_itself = s.node(ingest).is_some_and(|n| n.roles.iter().any(|r| r == TRANSCODE_ROLE));
+    let transcoder = if transcodes_itself {
+        Some(ingest)
+    } else {
+        rank(channel_id, &ready_in(&ingest_region, TRANSCODE_ROLE)).first().copied()
+    };
+    Some(Placement { ingest, session: session.id.clone(), origins, transcoder })
 }
 
 /// `nodes` in rendezvous order for `channel_id`, best first: how [`place`] ranks the eligible
@@ -91,6 +102,15 @@ pub fn subscriptions_of(s: &CatalogState, me: NodeId) -> Vec<(String, Placement)
         .filter(|c| c.live_state == LiveState::Live)
         .filter_map(|c| Some((c.id.clone(), place(s, &c.id)?)))
         .filter(|(_, p)| p.ingest != me && p.origins.contains(&me))
+        .collect()
+}
+
+/// The live channels whose ladder this node should run for another ingest node.
+pub fn transcodes_of(s: &CatalogState, me: NodeId) -> Vec<(String, Placement)> {
+    s.channels()
+        .filter(|c| c.live_state == LiveState::Live)
+        .filter_map(|c| Some((c.id.clone(), place(s, &c.id)?)))
+        .filter(|(_, p)| p.ingest != me && p.transcoder == Some(me))
         .collect()
 }
 
@@ -226,7 +246,39 @@ mod tests {
             assert!(!place(&s, &format!("c{i}")).unwrap().origins.contains(&3));
         }
         let subs = subscriptions_of(&s, 4);
+        assert!(place(&s, "c1").unwrap().transcoder.is_none(), "no transcode node, no ladder");
         assert!(!subs.is_empty() && subs.iter().all(|(_, p)| p.origins.contains(&4)));
         assert!(subscriptions_of(&s, 1).is_empty(), "the ingest node does not subscribe to itself");
+    }
+
+    #[test]
+    fn the_ladder_runs_on_the_ingest_node_or_on_a_transcode_node_of_its_region() {
+        let mut s = replica();
+        let mut index = 2000;
+        let mut apply = |s: &mut CatalogState, command: Command| {
+            index += 1;
+            s.apply(index, &command).0.unwrap();
+        };
+        apply(&mut s, node(8, "eu", &["transcode"]));
+        apply(&mut s, node(9, "eu", &["transcode"]));
+        apply(&mut s, node(10, "us", &["transcode"]));
+        for id in [8, 9, 10] {
+            apply(&mut s, report(id, 10_000));
+        }
+        let before: Vec<_> = (1..=40).map(|i| place(&s, &format!("c{i}")).unwrap().transcoder).collect();
+        assert!(before.iter().all(|t| matches!(t, Some(8 | 9))), "eu transcoders only: {before:?}");
+        assert!(before.contains(&Some(8)) && before.contains(&Some(9)), "spread by channel: {before:?}");
+        let on_8 = transcodes_of(&s, 8).len();
+        assert_eq!(on_8, before.iter().filter(|t| **t == Some(8)).count());
+        // Node 8 goes silent: its channels move to 9, the others stay.
+        for id in [1, 2, 3, 4, 5, 6, 7, 9, 10] {
+            apply(&mut s, report(id, 14_000));
+        }
+        assert!((1..=40).all(|i| place(&s, &format!("c{i}")).unwrap().transcoder == Some(9)));
+        assert!(transcodes_of(&s, 8).is_empty());
+        // An ingest node that transcodes keeps its ladder in-process.
+        apply(&mut s, node(1, "eu", &["ingest", "transcode"]));
+        assert!((1..=40).all(|i| place(&s, &format!("c{i}")).unwrap().transcoder == Some(1)));
+        assert!(transcodes_of(&s, 9).is_empty() && transcodes_of(&s, 1).is_empty());
     }
 }

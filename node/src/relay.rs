@@ -1,19 +1,29 @@
-//! The relay's wiring: an ingest node publishes its channels' source tracks; an origin node
-//! subscribes to the channels placed on it ([`crate::placement`]) and packages them locally.
+//! The relay's wiring: an ingest node publishes its channels' source tracks (and the rungs of
+//! its ladder, if it runs one); a transcode node publishes the rungs of the ladders placed on it
+//! ([`crate::transcode_worker`]); an origin node subscribes to the tracks of the channels placed
+//! on it ([`crate::placement`]) and packages them into one stream.
 //!
 //! ```text
-//! ingest node: LivePublish ─ TapRun ─▶ relay::RelayHub ◀─ QUIC (relay ALPN, checked by the catalog's listener)
-//! origin node: manage_subscriptions (every 250 ms, from the catalog replica)
-//!                └─ one task per placed channel: connect_relay(ingest's cluster address)
-//!                   ─ relay::subscribe ─▶ LiveRegistry (served by this node's origin routes)
+//! ingest node:    LivePublish ─ taps ─▶ relay::RelayHub ◀─ QUIC (relay ALPN, checked by the catalog's listener)
+//! transcode node: transcode_worker ─ taps ─▶ relay::RelayHub ◀─ QUIC
+//! origin node:    manage_subscriptions (every 250 ms, from the catalog replica)
+//!                   └─ one task per placed channel and plan: relay::receive of `source` (ingest)
+//!                      and of each rung (transcoder) ─▶ one stream in LiveRegistry (served by
+//!                      this node's origin routes)
 //! ```
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use media::cmaf::{AudioConfig, VideoConfig};
+use media::hls::{Rendition, RenditionConfig};
+use media::ingest::SOURCE_RENDITION;
 use media::origin::{LiveHandle, LiveRegistry};
 use raft::Catalog;
 use relay::quic::{RelayHub, RelayMetrics};
+use relay::track::TrackEvent;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::placement;
@@ -55,79 +65,353 @@ pub fn serve(catalog: &Catalog, hub: RelayHub) -> Option<JoinHandle<()>> {
     }))
 }
 
-/// Keeps one subscription per live channel placed on this node and ingested elsewhere, for as
-/// long as it stays placed here (the origin role). Never returns; abort it to stop.
+/// What an origin follows for one channel: where `source` comes from and, while a ladder runs,
+/// which node publishes which rungs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Plan {
+    source: String,
+    ladder: Option<(String, Vec<String>)>,
+}
+
+/// A channel followed by this origin: the task of its current plan, and the stream, which
+/// outlives a change of plan (a new transcode node) so viewers see no end.
+struct Following {
+    plan: Plan,
+    task: JoinHandle<()>,
+    stream: Stream,
+}
+
+/// The channel's packaged stream, shared by the successive tasks that feed it.
+type Stream = Arc<Mutex<Option<LiveHandle>>>;
+
+/// Keeps one subscription per live channel placed on this node and ingested elsewhere (its
+/// `source`, and the rungs of its ladder wherever that runs), for as long as it stays placed
+/// here (the origin role). Never returns; abort it to stop.
 pub async fn manage_subscriptions(catalog: Catalog, live: LiveRegistry, metrics: RelayMetrics) {
     let me = catalog.node_id();
-    // (channel, session) → its task; aborted with this one.
+    // (channel, session) → what follows it; aborted with this one.
     let mut running = Running::default();
     let running = &mut running.0;
     let mut tick = tokio::time::interval(RECONCILE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let wanted: HashMap<(String, String), String> = catalog.read(|s| {
+        let wanted: HashMap<(String, String), Plan> = catalog.read(|s| {
+            let cluster_addr = |node| {
+                s.node(node)
+                    .and_then(|n| n.addresses.iter().find(|(name, _)| name == "cluster"))
+                    .map(|(_, a)| a.clone())
+            };
             placement::subscriptions_of(s, me)
                 .into_iter()
                 .filter_map(|(channel, p)| {
-                    let addr = s.node(p.ingest)?.addresses.iter().find(|(n, _)| n == "cluster")?.1.clone();
-                    Some(((channel, p.session), addr))
+                    let rungs: Vec<String> = s
+                        .session(&p.session)
+                        .map(|session| session.renditions.iter().filter(|r| *r != SOURCE_RENDITION).cloned().collect())
+                        .unwrap_or_default();
+                    let ladder = p.transcoder.and_then(cluster_addr).filter(|_| !rungs.is_empty()).map(|a| (a, rungs));
+                    Some(((channel, p.session), Plan { source: cluster_addr(p.ingest)?, ladder }))
                 })
                 .collect()
         });
-        running.retain(|key, task| {
-            let keep = wanted.contains_key(key) && !task.is_finished();
+        running.retain(|key, following| {
+            let keep = wanted.contains_key(key) && !following.task.is_finished();
             if !keep {
-                task.abort();
+                following.task.abort();
             }
             keep
         });
-        for (key, addr) in wanted {
-            if running.contains_key(&key) {
-                continue;
-            }
+        for (key, plan) in wanted {
             let (channel, session) = key.clone();
-            tracing::info!(%channel, %session, ingest = %addr, "subscribing to a relayed channel");
-            let task = tokio::spawn(follow(catalog.clone(), addr, channel, live.clone(), metrics.clone()));
-            running.insert(key, task);
+            let stream = match running.get_mut(&key) {
+                Some(following) if following.plan == plan => continue,
+                Some(following) => {
+                    tracing::info!(%channel, %session, from = ?following.plan, to = ?plan, "following a new plan");
+                    following.task.abort();
+                    following.stream.clone()
+                }
+                None => {
+                    tracing::info!(%channel, %session, ?plan, "subscribing to a relayed channel");
+                    Stream::default()
+                }
+            };
+            let task = tokio::spawn(follow(
+                catalog.clone(),
+                plan.clone(),
+                channel,
+                live.clone(),
+                metrics.clone(),
+                stream.clone(),
+            ));
+            running.insert(key, Following { plan, task, stream });
         }
     }
 }
 
-/// The subscription tasks, stopped when the manager stops.
+/// The followed channels, whose tasks stop when the manager stops (and whose streams end when
+/// they are dropped).
 #[derive(Default)]
-struct Running(HashMap<(String, String), JoinHandle<()>>);
+struct Running(HashMap<(String, String), Following>);
 
 impl Drop for Running {
     fn drop(&mut self) {
-        for task in self.0.values() {
-            task.abort();
+        for following in self.0.values() {
+            following.task.abort();
         }
     }
 }
 
-/// Subscribes to `channel` at the ingest node at `addr` until the broadcast ends, re-subscribing
-/// after failures. The packaged stream outlives a failed subscription (no end is written while
-/// the channel is still placed here); it ends when the broadcast does or this task is aborted.
-async fn follow(catalog: Catalog, addr: String, channel: String, live: LiveRegistry, metrics: RelayMetrics) {
-    let mut handle: Option<LiveHandle> = None;
+/// Follows `channel` by `plan` until the broadcast ends, subscribing again after failures. The
+/// packaged stream outlives a failed subscription (no end is written while the channel is still
+/// placed here); it ends when the broadcast does or the manager drops `stream`.
+async fn follow(
+    catalog: Catalog,
+    plan: Plan,
+    channel: String,
+    live: LiveRegistry,
+    metrics: RelayMetrics,
+    stream: Stream,
+) {
     loop {
-        let outcome = match catalog.connect_relay(&addr).await {
-            Ok(conn) => {
-                relay::quic::subscribe(&conn, &channel, &live, &metrics, &mut handle).await.map_err(|e| e.to_string())
-            }
-            Err(e) => Err(e.to_string()),
-        };
-        match outcome {
+        match follow_once(&catalog, &plan, &channel, &live, &metrics, &stream).await {
             Ok(()) => {
                 metrics.subscriptions.with_label_values(&["ended"]).inc();
                 return;
             }
             Err(error) => {
                 metrics.subscriptions.with_label_values(&["failed"]).inc();
-                tracing::warn!(%channel, ingest = %addr, %error, "relay subscription failed; retrying");
+                tracing::warn!(%channel, ingest = %plan.source, %error, "relay subscription failed; retrying");
                 tokio::time::sleep(RETRY_AFTER).await;
             }
         }
     }
+}
+
+/// How long after `source` joined the stream waits for the rungs to join before it opens
+/// without the missing ones.
+const RUNGS_GRACE: Duration = Duration::from_secs(3);
+/// Events held while the stream waits for its rungs; past this it opens with what has joined.
+const MAX_HELD: usize = 20_000;
+
+/// One track's event, or why its subscription stopped.
+type TrackMessage = (usize, Result<TrackEvent, String>);
+
+/// One subscription to every track of the plan, packaged into one stream: `source` first, then
+/// the rungs that joined within [`RUNGS_GRACE`]. A rung that fails is unlisted and subscribed to
+/// again (it rejoins at its next segment start); `Err` when `source` fails or a rung joins that
+/// the stream was opened without (the next attempt opens with it).
+async fn follow_once(
+    catalog: &Catalog,
+    plan: &Plan,
+    channel: &str,
+    live: &LiveRegistry,
+    metrics: &RelayMetrics,
+    stream: &Stream,
+) -> Result<(), String> {
+    let mut tracks = vec![(SOURCE_RENDITION.to_owned(), plan.source.clone())];
+    if let Some((addr, rungs)) = &plan.ladder {
+        tracks.extend(rungs.iter().map(|r| (r.clone(), addr.clone())));
+    }
+    let (tx, mut rx) = mpsc::channel::<TrackMessage>(4096);
+    let mut subscriptions = tokio::task::JoinSet::new();
+    for (index, (rendition, addr)) in tracks.iter().enumerate() {
+        let (catalog, tx, metrics) = (catalog.clone(), tx.clone(), metrics.clone());
+        let (channel, rendition, addr) = (channel.to_owned(), rendition.clone(), addr.clone());
+        subscriptions.spawn(async move {
+            loop {
+                let outcome = match catalog.connect_relay(&addr).await {
+                    Ok(conn) => relay::quic::receive(&conn, &channel, &rendition, &metrics, |event| {
+                        tx.try_send((index, Ok(event))).map_err(|_| relay::quic::RelayError::Stream {
+                            channel: channel.clone(),
+                            reason: "this origin fell behind the track".into(),
+                        })
+                    })
+                    .await
+                    .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                match outcome {
+                    // `source` ended: the broadcast did (End was handed over).
+                    Ok(()) if index == 0 => return,
+                    Ok(()) => {}
+                    Err(error) => {
+                        if tx.send((index, Err(error))).await.is_err() || index == 0 {
+                            return;
+                        }
+                    }
+                }
+                // A rung's track ended or failed: its transcode moved or restarts; try again.
+                tokio::time::sleep(RETRY_AFTER * 3).await;
+            }
+        });
+    }
+    drop(tx);
+    let mut opening = Opening::new(tracks.iter().map(|(r, _)| r.clone()).collect());
+    loop {
+        let message = match opening.deadline.filter(|_| !opening.is_open()) {
+            Some(deadline) => tokio::select! {
+                message = rx.recv() => message,
+                () = tokio::time::sleep_until(deadline) => {
+                    opening.open(channel, live, metrics, stream)?;
+                    continue;
+                }
+            },
+            None => rx.recv().await,
+        };
+        let Some((index, event)) = message else { return Err("every track stopped".into()) };
+        let event = match event {
+            Ok(event) => event,
+            Err(error) if index == 0 => return Err(error),
+            Err(error) => {
+                tracing::warn!(channel, rendition = %tracks[index].0, transcoder = %tracks[index].1, %error,
+                    "rung subscription failed; unlisted until it rejoins");
+                opening.unlist(index, stream);
+                continue;
+            }
+        };
+        if !opening.is_open() {
+            opening.hold(index, event);
+            if opening.ready() {
+                opening.open(channel, live, metrics, stream)?;
+            }
+            continue;
+        }
+        if opening.apply(index, event, metrics, stream)? {
+            tracing::info!(channel, "relayed broadcast ended");
+            return Ok(());
+        }
+    }
+}
+
+/// The tracks' joins, the events held until the stream opens, then where each track goes.
+struct Opening {
+    names: Vec<String>,
+    opens: Vec<Option<(String, RenditionConfig, Option<VideoConfig>, Option<AudioConfig>)>>,
+    held: Vec<(usize, TrackEvent)>,
+    /// Track → rendition index in the stream, once open.
+    slots: Option<Vec<Option<usize>>>,
+    expected: Vec<Option<u64>>,
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl Opening {
+    fn new(names: Vec<String>) -> Self {
+        let n = names.len();
+        Opening { names, opens: vec![None; n], held: Vec::new(), slots: None, expected: vec![None; n], deadline: None }
+    }
+
+    fn is_open(&self) -> bool {
+        self.slots.is_some()
+    }
+
+    /// Every track joined, or too much is held to wait longer.
+    fn ready(&self) -> bool {
+        self.opens[0].is_some() && (self.opens.iter().all(Option::is_some) || self.held.len() >= MAX_HELD)
+    }
+
+    fn hold(&mut self, index: usize, event: TrackEvent) {
+        match event {
+            TrackEvent::Open { session, config, video, audio } => {
+                if index == 0 {
+                    self.deadline = Some(tokio::time::Instant::now() + RUNGS_GRACE);
+                }
+                // A track joins once per attempt; a second join restarts its held events.
+                self.held.retain(|(i, _)| *i != index);
+                self.opens[index] = Some((session, config, video, audio));
+            }
+            event => self.held.push((index, event)),
+        }
+    }
+
+    /// Opens the stream with `source` and the rungs that joined, then plays the held events in.
+    fn open(
+        &mut self,
+        channel: &str,
+        live: &LiveRegistry,
+        metrics: &RelayMetrics,
+        stream: &Stream,
+    ) -> Result<(), String> {
+        let Some((session, ..)) = self.opens[0].clone() else { return Err("source never joined".into()) };
+        let mut renditions = Vec::new();
+        let mut slots = vec![None; self.names.len()];
+        for (index, open) in self.opens.iter().enumerate() {
+            let Some((_, config, video, audio)) = open.clone() else { continue };
+            match Rendition::new(config, video, audio) {
+                Ok(r) => {
+                    slots[index] = Some(renditions.len());
+                    renditions.push(r);
+                }
+                Err(error) if index == 0 => return Err(error.to_string()),
+                Err(error) => tracing::warn!(channel, rendition = %self.names[index], %error, "rung not packaged"),
+            }
+        }
+        let joined: Vec<&str> =
+            slots.iter().zip(&self.names).filter(|(s, _)| s.is_some()).map(|(_, n)| n.as_str()).collect();
+        let handle = live.open(channel, &session, renditions).map_err(|e| e.to_string())?;
+        tracing::info!(channel, session, renditions = ?joined, first_msn = ?self.opens[0].as_ref().map(|o| o.1.first_msn),
+            "packaging relayed tracks");
+        *lock(stream) = Some(handle);
+        self.slots = Some(slots);
+        for (index, event) in std::mem::take(&mut self.held) {
+            self.apply(index, event, metrics, stream)?;
+        }
+        Ok(())
+    }
+
+    /// Feeds one event of an open stream. `Ok(true)`: the broadcast ended.
+    fn apply(
+        &mut self,
+        index: usize,
+        event: TrackEvent,
+        metrics: &RelayMetrics,
+        stream: &Stream,
+    ) -> Result<bool, String> {
+        let slot = self.slots.as_ref().and_then(|s| s[index]);
+        let guard = lock(stream);
+        let Some(handle) = guard.as_ref() else { return Ok(false) };
+        match (event, slot) {
+            (TrackEvent::Open { config, .. }, Some(slot)) if index > 0 => {
+                // A rung back from a new transcode: it starts afresh at the segment it joined at.
+                let feed = handle.feed();
+                feed.restart(slot, config.first_msn).map_err(|e| e.to_string())?;
+                feed.set_listed(slot, true);
+                self.expected[index] = None;
+                tracing::info!(channel = handle.channel_id(), rendition = %self.names[index], first_msn = config.first_msn,
+                    "rung rejoined");
+            }
+            (TrackEvent::Open { .. }, _) => {
+                return Err(format!("{} joined after the stream opened without it", self.names[index]));
+            }
+            (TrackEvent::Video { sample, now }, Some(slot)) => {
+                relay::quic::push_checked(handle, slot, sample, now, &mut self.expected[index], metrics);
+            }
+            (TrackEvent::Audio { sample, now }, Some(slot)) => {
+                if let Err(error) = handle.push_audio(slot, sample, now) {
+                    tracing::debug!(channel = handle.channel_id(), %error, "relayed sample refused");
+                }
+            }
+            (TrackEvent::ExpectSegment { msn }, Some(_)) => self.expected[index] = Some(msn),
+            (TrackEvent::End, _) if index == 0 => {
+                drop(guard);
+                if let Some(handle) = lock(stream).take() {
+                    handle.finish();
+                }
+                return Ok(true);
+            }
+            (TrackEvent::End, Some(slot)) => handle.feed().set_listed(slot, false),
+            _ => {}
+        }
+        Ok(false)
+    }
+
+    /// A rung's subscription failed: viewers are pointed at the others until it rejoins.
+    fn unlist(&mut self, index: usize, stream: &Stream) {
+        if let (Some(slot), Some(handle)) = (self.slots.as_ref().and_then(|s| s[index]), lock(stream).as_ref()) {
+            handle.feed().set_listed(slot, false);
+        }
+    }
+}
+
+fn lock(stream: &Stream) -> std::sync::MutexGuard<'_, Option<LiveHandle>> {
+    stream.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -81,7 +81,14 @@ fn catalog_config(config: &ValidatedConfig, advertised: &crate::advertise::Adver
         join: config.join.as_ref().map(|j| JoinConfig { addr: j.peer.to_string(), token: j.token.expose().to_owned() }),
         voters: config.voters,
         region: config.region.clone(),
-        roles: config.roles.iter().map(|r: Role| r.as_str().to_owned()).collect(),
+        // The directory lists transcode only for a node with a ladder: placement reads it as
+        // "runs ladders" (an all-in-one node lists the role but stays passthrough by default).
+        roles: config
+            .roles
+            .iter()
+            .filter(|&r: &Role| r != Role::Transcode || config.transcode.is_some())
+            .map(|r: Role| r.as_str().to_owned())
+            .collect(),
         addresses: advertised.listeners.clone(),
         tuning: RaftTuning {
             snapshot_every: config.raft_snapshot_every,
@@ -129,12 +136,27 @@ pub async fn run(
     let transcode = crate::transcode::setup(&config, &registry)?;
     let mut services = Services::default();
 
+    // The tracks this node publishes to others: what it ingests, and the rungs of its ladders.
+    let ingests = listeners.rtmp.is_some() && listeners.srt.is_some();
+    let hub = (ingests || transcode.ladder.is_some()).then(|| relay::quic::RelayHub::new(relay_metrics.clone()));
+    if let Some(hub) = &hub {
+        relay_tasks.extend(crate::relay::serve(&catalog, hub.clone()));
+    }
+    // Transcode: the ladders of channels ingested elsewhere that placement gives this node.
+    if let (Some(ladder), Some(hub)) = (&transcode.ladder, &hub) {
+        relay_tasks.push(tokio::spawn(crate::transcode_worker::manage_transcodes(
+            catalog.clone(),
+            ladder.clone(),
+            hub.clone(),
+            relay_metrics.clone(),
+            ingest_config(&config),
+        )));
+    }
+
     // Ingest: RTMP and SRT publishers, packaged into `live`.
     let mut gate = None;
-    if let (Some(rtmp), Some(srt)) = (listeners.rtmp, listeners.srt) {
-        // Each publish's source track is also served to the origins the channel is placed on.
-        let hub = relay::quic::RelayHub::new(relay_metrics.clone());
-        relay_tasks.extend(crate::relay::serve(&catalog, hub.clone()));
+    if let (Some(rtmp), Some(srt), Some(hub)) = (listeners.rtmp, listeners.srt, hub) {
+        // Each publish's tracks are also served to the origins the channel is placed on.
         let tap: Arc<dyn media::ingest::TrackTap> = Arc::new(hub);
         let ingest = IngestConfig { ladder: transcode.ladder.clone(), tap: Some(tap), ..ingest_config(&config) };
         gate = Some(spawn_ingest(&mut services, rtmp, srt, &catalog, &live, ingest, &registry)?);

@@ -60,6 +60,7 @@ async fn only_a_node_with_the_origin_role_may_subscribe_to_a_relayed_track() {
         .start(&TapSource {
             channel_id: "c1",
             session_id: "s1",
+            rendition: "source",
             video: Some(&video),
             audio: Some(&audio),
             packaging: &packaging,

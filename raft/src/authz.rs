@@ -127,6 +127,8 @@ pub fn command_allowed(subject: &CertSubject, command: &Command) -> Result<(), R
         {
             Ok(())
         }
+        // A transcode node running a channel's ladder records the renditions it publishes.
+        Command::SetSessionRenditions { .. } if subject.has_role(TRANSCODE_ROLE) => Ok(()),
         // A node may drain itself (what `bitriver cluster drain` runs on each host of a rolling
         // upgrade); draining another node is for control nodes and admins.
         Command::SetDraining { node_id, .. } if *node_id == id => Ok(()),
@@ -191,6 +193,15 @@ mod tests {
         ] {
             assert!(authorize(&edge, &request).is_err(), "an edge was allowed {request:?}");
         }
+    }
+
+    #[test]
+    fn a_transcode_node_names_the_renditions_it_publishes_and_nothing_else() {
+        let renditions = Command::SetSessionRenditions { session_id: "s".into(), renditions: vec!["source".into()] };
+        let end = Command::EndSession { channel_id: "c".into(), ended_at: 0, peak_concurrent: None };
+        authorize(&member(6, &["transcode"]), &Request::Propose(renditions.clone())).unwrap();
+        assert!(authorize(&member(6, &["transcode"]), &Request::Propose(end)).is_err());
+        assert!(authorize(&member(4, &["edge"]), &Request::Propose(renditions)).is_err());
     }
 
     #[test]

@@ -128,22 +128,31 @@ fn lock(p: &Shared) -> std::sync::MutexGuard<'_, Published> {
 /// The server side: the tracks this node publishes. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct RelayHub {
-    channels: Arc<Mutex<HashMap<String, Shared>>>,
+    /// (channel, rendition) → its track.
+    tracks: Arc<Mutex<HashMap<(String, String), Shared>>>,
     metrics: RelayMetrics,
 }
 
 impl RelayHub {
     pub fn new(metrics: RelayMetrics) -> Self {
-        RelayHub { channels: Arc::default(), metrics }
+        RelayHub { tracks: Arc::default(), metrics }
     }
 
     pub fn metrics(&self) -> &RelayMetrics {
         &self.metrics
     }
 
-    /// Channels published here now.
+    /// Channels published here now (any rendition).
     pub fn channels(&self) -> Vec<String> {
-        self.channels.lock().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect()
+        let tracks = self.tracks.lock().unwrap_or_else(PoisonError::into_inner);
+        let channels: std::collections::BTreeSet<String> = tracks.keys().map(|(c, _)| c.clone()).collect();
+        channels.into_iter().collect()
+    }
+
+    /// Renditions of `channel` published here now.
+    pub fn renditions(&self, channel: &str) -> Vec<String> {
+        let tracks = self.tracks.lock().unwrap_or_else(PoisonError::into_inner);
+        tracks.keys().filter(|(c, _)| c == channel).map(|(_, r)| r.clone()).collect()
     }
 
     /// Serves the relay streams of one authenticated, authorised connection until it closes.
@@ -171,9 +180,10 @@ impl RelayHub {
                 return Err("no subscribe within the deadline".into());
             }
         };
-        let published = self.channels.lock().unwrap_or_else(PoisonError::into_inner).get(&channel).cloned();
+        let key = (channel.clone(), rendition.clone());
+        let published = self.tracks.lock().unwrap_or_else(PoisonError::into_inner).get(&key).cloned();
         let refuse = |reason: &str| encode_to_bytes(&Frame::Refused { reason: reason.to_owned() });
-        let Some(published) = published.filter(|_| rendition == media::ingest::SOURCE_RENDITION) else {
+        let Some(published) = published else {
             send.write_all(&refuse("not published here")).await.map_err(|e| e.to_string())?;
             let _ = send.finish();
             return Ok(());
@@ -196,7 +206,7 @@ impl RelayHub {
             return Ok(());
         };
         self.metrics.subscribers.inc();
-        tracing::info!(%channel, %session, "relay subscriber joined");
+        tracing::info!(%channel, %rendition, %session, "relay subscriber joined");
         let result = async {
             for frame in join {
                 send.write_all(&frame).await.map_err(|e| e.to_string())?;
@@ -252,11 +262,9 @@ impl TrackTap for RelayHub {
         let cache = TrackCache::new(source.session_id, packaging, source.video.cloned(), source.audio.cloned());
         let published =
             Arc::new(Mutex::new(Published { session: source.session_id.to_owned(), cache, subscribers: Vec::new() }));
-        let previous = self
-            .channels
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(source.channel_id.to_owned(), published.clone());
+        let key = (source.channel_id.to_owned(), source.rendition.to_owned());
+        let previous =
+            self.tracks.lock().unwrap_or_else(PoisonError::into_inner).insert(key.clone(), published.clone());
         if let Some(previous) = previous {
             // A new session replaces the old one: its subscribers see it end and re-subscribe.
             let mut p = lock(&previous);
@@ -264,14 +272,14 @@ impl TrackTap for RelayHub {
             p.flush(&self.metrics);
             p.subscribers.clear();
         }
-        Some(Box::new(HubRun { hub: self.clone(), channel: source.channel_id.to_owned(), published }))
+        Some(Box::new(HubRun { hub: self.clone(), key, published }))
     }
 }
 
 /// One publish's track in the hub.
 struct HubRun {
     hub: RelayHub,
-    channel: String,
+    key: (String, String),
     published: Shared,
 }
 
@@ -298,9 +306,9 @@ impl Drop for HubRun {
             // Dropping the senders ends every subscriber's stream after the End frame.
             p.subscribers.clear();
         }
-        let mut channels = self.hub.channels.lock().unwrap_or_else(PoisonError::into_inner);
-        if channels.get(&self.channel).is_some_and(|p| Arc::ptr_eq(p, &self.published)) {
-            channels.remove(&self.channel);
+        let mut tracks = self.hub.tracks.lock().unwrap_or_else(PoisonError::into_inner);
+        if tracks.get(&self.key).is_some_and(|p| Arc::ptr_eq(p, &self.published)) {
+            tracks.remove(&self.key);
         }
     }
 }
@@ -333,6 +341,78 @@ pub async fn subscribe(
     metrics: &RelayMetrics,
     live: &mut Option<LiveHandle>,
 ) -> Result<(), RelayError> {
+    let mut expected: Option<u64> = None;
+    receive(conn, channel, media::ingest::SOURCE_RENDITION, metrics, |event| {
+        match event {
+            TrackEvent::Open { session, config, video, audio } => {
+                let first = config.first_msn;
+                let rendition = Rendition::new(config, video, audio)
+                    .map_err(|e| RelayError::Origin { channel: channel.to_owned(), reason: e.to_string() })?;
+                let handle = registry
+                    .open(channel, &session, vec![rendition])
+                    .map_err(|e| RelayError::Origin { channel: channel.to_owned(), reason: e.to_string() })?;
+                tracing::info!(channel, session, first_msn = first, "packaging a relayed track");
+                *live = Some(handle);
+            }
+            TrackEvent::Video { sample, now } => {
+                let Some(handle) = live.as_ref() else { return Ok(()) };
+                push_checked(handle, 0, sample, now, &mut expected, metrics);
+            }
+            TrackEvent::Audio { sample, now } => {
+                if let Some(handle) = live.as_ref() {
+                    if let Err(error) = handle.push_audio(0, sample, now) {
+                        tracing::debug!(channel, %error, "relayed sample refused");
+                    }
+                }
+            }
+            TrackEvent::ExpectSegment { msn } => expected = Some(msn),
+            TrackEvent::End => {
+                if let Some(handle) = live.take() {
+                    handle.finish();
+                }
+                tracing::info!(channel, "relayed broadcast ended");
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Pushes a relayed video sample into rendition `index` of `handle`; after an
+/// [`TrackEvent::ExpectSegment`] (`expected`), checks that the packager opened that segment, and
+/// counts and logs it when it did not (it should never happen: packaging is deterministic).
+pub fn push_checked(
+    handle: &LiveHandle,
+    index: usize,
+    sample: Sample,
+    now: UnixMillis,
+    expected: &mut Option<u64>,
+    metrics: &RelayMetrics,
+) {
+    let channel = handle.channel_id();
+    if let Err(error) = handle.push_video(index, sample, now) {
+        tracing::debug!(channel, %error, "relayed sample refused");
+    }
+    if let Some(msn) = expected.take() {
+        let open = handle.open_segment(index);
+        if open != Some(msn) {
+            metrics.diverged.inc();
+            tracing::warn!(channel, rendition = index, expected = msn, packaged = ?open,
+                "relayed packaging diverged from the publisher's segment numbers");
+        }
+    }
+}
+
+/// Subscribes to track `rendition` of `channel` on `conn` and hands every event to `on_event`,
+/// in order, until the track ends (`Ok`, after [`TrackEvent::End`] was handed over), the
+/// subscription fails or `on_event` fails (`Err`).
+pub async fn receive(
+    conn: &quinn::Connection,
+    channel: &str,
+    rendition: &str,
+    metrics: &RelayMetrics,
+    mut on_event: impl FnMut(TrackEvent) -> Result<(), RelayError>,
+) -> Result<(), RelayError> {
     // A refused or closed connection says why in its close reason, not in the stream's error.
     let stream_error = |reason: String| {
         let reason = match conn.close_reason() {
@@ -342,16 +422,12 @@ pub async fn subscribe(
         RelayError::Stream { channel: channel.to_owned(), reason }
     };
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| stream_error(e.to_string()))?;
-    let subscribe = encode_to_bytes(&Frame::Subscribe {
-        channel: channel.to_owned(),
-        rendition: media::ingest::SOURCE_RENDITION.to_owned(),
-    });
+    let subscribe = encode_to_bytes(&Frame::Subscribe { channel: channel.to_owned(), rendition: rendition.to_owned() });
     send.write_all(&subscribe).await.map_err(|e| stream_error(e.to_string()))?;
     let _ = send.finish();
 
     let mut decoder = Decoder::for_subscriber();
-    let mut subscription = Subscription::new(media::ingest::SOURCE_RENDITION);
-    let mut expected: Option<u64> = None;
+    let mut subscription = Subscription::new(rendition);
     let mut buf = vec![0u8; 64 << 10];
     let received = metrics.bytes.with_label_values(&["received"]);
     loop {
@@ -374,46 +450,10 @@ pub async fn subscribe(
                 .handle_frame(frame)
                 .map_err(|source| RelayError::Track { channel: channel.to_owned(), source })?;
             while let Some(event) = subscription.poll_event() {
-                match event {
-                    TrackEvent::Open { session, config, video, audio } => {
-                        let first = config.first_msn;
-                        let rendition = Rendition::new(config, video, audio)
-                            .map_err(|e| RelayError::Origin { channel: channel.to_owned(), reason: e.to_string() })?;
-                        let handle = registry
-                            .open(channel, &session, vec![rendition])
-                            .map_err(|e| RelayError::Origin { channel: channel.to_owned(), reason: e.to_string() })?;
-                        tracing::info!(channel, session, first_msn = first, "packaging a relayed track");
-                        *live = Some(handle);
-                    }
-                    TrackEvent::Video { sample, now } => {
-                        let Some(handle) = live.as_ref() else { continue };
-                        if let Err(error) = handle.push_video(0, sample, now) {
-                            tracing::debug!(channel, %error, "relayed sample refused");
-                        }
-                        if let Some(msn) = expected.take() {
-                            let open = handle.open_segment(0);
-                            if open != Some(msn) {
-                                metrics.diverged.inc();
-                                tracing::warn!(channel, expected = msn, packaged = ?open,
-                                    "relayed packaging diverged from the publisher's segment numbers");
-                            }
-                        }
-                    }
-                    TrackEvent::Audio { sample, now } => {
-                        if let Some(handle) = live.as_ref() {
-                            if let Err(error) = handle.push_audio(0, sample, now) {
-                                tracing::debug!(channel, %error, "relayed sample refused");
-                            }
-                        }
-                    }
-                    TrackEvent::ExpectSegment { msn } => expected = Some(msn),
-                    TrackEvent::End => {
-                        if let Some(handle) = live.take() {
-                            handle.finish();
-                        }
-                        tracing::info!(channel, "relayed broadcast ended");
-                        return Ok(());
-                    }
+                let end = matches!(event, TrackEvent::End);
+                on_event(event)?;
+                if end {
+                    return Ok(());
                 }
             }
         }

@@ -18,6 +18,8 @@ use super::packager_feed::FeedOutput;
 pub enum Protocol {
     Rtmp,
     Srt,
+    /// A `source` track relayed from the ingest node (what a transcode node re-packages).
+    Relay,
 }
 
 impl Protocol {
@@ -26,6 +28,7 @@ impl Protocol {
         match self {
             Protocol::Rtmp => "RTMP",
             Protocol::Srt => "SRT",
+            Protocol::Relay => "relay",
         }
     }
 }

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use super::gate::{Protocol, StreamRefused};
 use super::ladder::{Ladder, LadderRun, LadderSource};
 use super::packager_feed::FeedOutput;
-use super::tap::{TapRun, TapSource, TrackTap};
+use super::tap::{TapSource, TrackTap};
 use super::{IngestConfig, IngestMetrics};
 use crate::clock::{now_millis, UnixMillis};
 use crate::cmaf::{AudioConfig, VideoConfig};
@@ -45,13 +45,14 @@ pub struct LivePublish {
     ladder_hook: Option<std::sync::Arc<dyn Ladder>>,
     tap_hook: Option<std::sync::Arc<dyn TrackTap>>,
     live: Option<LiveHandle>,
-    /// The relay of this publish's `source` track, fed what `source` accepts.
-    tap: Option<Box<dyn TapRun>>,
     /// The transcode of this publish, fed what `source` accepts.
     ladder: Option<Box<dyn LadderRun>>,
     /// The renditions served once the ladder joined, until taken.
     renditions: Option<Vec<String>>,
     accepted_at: Instant,
+    /// The broadcast's first media sequence number when it is not this publish's to choose (a
+    /// relayed source joined mid-broadcast, see [`LivePublish::starting_at`]).
+    first_msn: Option<u64>,
     first_part_published: bool,
     dropped: IntCounter,
     rejected_origin: IntCounter,
@@ -81,12 +82,20 @@ impl LivePublish {
             ladder_hook: config.ladder.clone(),
             tap_hook: config.tap.clone(),
             live: None,
-            tap: None,
             ladder: None,
             renditions: None,
             accepted_at: Instant::now(),
+            first_msn: None,
             first_part_published: false,
         }
+    }
+
+    /// Packages from media sequence number `msn` instead of one derived from the clock: a
+    /// transcode node re-packaging a relayed `source` from the segment it joined at, so its
+    /// renditions are numbered as the ingest node numbers `source`.
+    pub fn starting_at(mut self, msn: u64) -> Self {
+        self.first_msn = Some(msn);
+        self
     }
 
     pub fn channel_id(&self) -> &str {
@@ -119,6 +128,12 @@ impl LivePublish {
     /// Moves one output of the feed into the origin. Err: the origin takes no more of this
     /// stream (logged); the publish should end.
     pub fn handle_output(&mut self, output: FeedOutput) -> Result<(), StreamRefused> {
+        self.handle_output_at(output, now_millis())
+    }
+
+    /// [`LivePublish::handle_output`] with the wall clock the sample is dated with: a relayed
+    /// sample keeps the one the ingest node gave it.
+    pub fn handle_output_at(&mut self, output: FeedOutput, now: UnixMillis) -> Result<(), StreamRefused> {
         let (video, sample) = match output {
             FeedOutput::Tracks { video, audio } => return self.open_live(video, audio),
             FeedOutput::Video(sample) => (true, sample),
@@ -126,10 +141,9 @@ impl LivePublish {
         };
         // Tracks always come first; without a stream there is nothing to feed.
         let Some(live) = &self.live else { return Ok(()) };
-        let now = now_millis();
-        // The ladder and the relay get what `source` accepted, so every rendition and every
-        // remote packager starts at the same keyframe.
-        let copy = (self.ladder.is_some() || self.tap.is_some()).then(|| sample.clone());
+        // The ladder gets what `source` accepted, so every rendition starts at the same keyframe
+        // (the relay's taps are fed by the registry itself, see `LiveFeed::set_tap`).
+        let copy = self.ladder.is_some().then(|| sample.clone());
         let opened_before = if copy.is_some() && video && sample.keyframe { live.open_segment(0) } else { None };
         let pushed = if video { live.push_video(0, sample, now) } else { live.push_audio(0, sample, now) };
         if let (Some(copy), Ok(Pushed::Buffered | Pushed::Published(_))) = (copy, &pushed) {
@@ -138,13 +152,6 @@ impl LivePublish {
             } else {
                 None
             };
-            if let Some(tap) = &mut self.tap {
-                if video {
-                    tap.video(&copy, now, opened);
-                } else {
-                    tap.audio(&copy, now);
-                }
-            }
             if let Some(ladder) = &mut self.ladder {
                 if video {
                     ladder.video(&copy, now, opened);
@@ -185,7 +192,7 @@ impl LivePublish {
         );
         let config = RenditionConfig {
             name: SOURCE_RENDITION.to_owned(),
-            first_msn: first_msn_at(now_millis()),
+            first_msn: self.first_msn.unwrap_or_else(|| first_msn_at(now_millis())),
             ..self.rendition.clone()
         };
         let mut ladder = match (&self.ladder_hook, &video) {
@@ -214,28 +221,38 @@ impl LivePublish {
                 }
             }
         }
-        let tap = self.tap_hook.as_ref().and_then(|tap| {
-            tap.start(&TapSource {
-                channel_id: &self.channel_id,
-                session_id: &self.session_id,
-                video: video.as_ref(),
-                audio: audio.as_ref(),
-                packaging: &config,
-            })
-        });
-        let opened = Rendition::new(config, video, audio).map_err(|e| e.to_string()).and_then(|r| {
+        // What the relay publishes: every rendition, each with its own video track.
+        let tracks: Vec<(String, Option<VideoConfig>)> = std::iter::once((SOURCE_RENDITION.to_owned(), video.clone()))
+            .chain(renditions.iter().map(|r| (r.rendition.name().to_owned(), r.rendition.video_config().cloned())))
+            .collect();
+        let packaging = config.clone();
+        let opened = Rendition::new(config, video, audio.clone()).map_err(|e| e.to_string()).and_then(|r| {
             renditions.insert(0, LiveRendition::new(r));
             self.registry.open(&self.channel_id, &self.session_id, renditions).map_err(|e| e.to_string())
         });
         match opened {
             Ok(live) => {
                 tracing::info!(channel = %self.channel_id, tracks = %describe, "packaging started");
+                if let Some(hook) = &self.tap_hook {
+                    for (index, (name, video)) in tracks.iter().enumerate() {
+                        let tap = hook.start(&TapSource {
+                            channel_id: &self.channel_id,
+                            session_id: &self.session_id,
+                            rendition: name,
+                            video: video.as_ref(),
+                            audio: audio.as_ref(),
+                            packaging: &RenditionConfig { name: name.clone(), ..packaging.clone() },
+                        });
+                        if let Some(tap) = tap {
+                            live.feed().set_tap(index, tap);
+                        }
+                    }
+                }
                 if let Some(ladder) = &mut ladder {
                     ladder.attach(live.feed());
                     self.renditions = Some(names);
                 }
                 self.ladder = ladder;
-                self.tap = tap;
                 self.live = Some(live);
                 Ok(())
             }
@@ -253,7 +270,6 @@ impl LivePublish {
     /// registry's retention.
     pub fn finish(&mut self) {
         self.ladder = None;
-        self.tap = None;
         if let Some(live) = self.live.take() {
             live.finish();
         }

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use super::metrics::OriginMetrics;
 use crate::cmaf::{Sample, VIDEO_TIMESCALE};
 use crate::hls::{Latest, Pushed, Rendition, RenditionError, TrackKind};
+use crate::ingest::TapRun;
 
 /// Limits of the registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +138,17 @@ pub(crate) struct RenditionSlot {
     listed: AtomicBool,
     state: Mutex<RenditionState>,
     progress: watch::Sender<Progress>,
+    /// Where what this rendition accepts also goes (the relay, for nodes that package elsewhere).
+    tap: Mutex<Option<SlotTap>>,
+}
+
+/// A rendition's tap; a newtype only so the slot stays `Debug`.
+struct SlotTap(Box<dyn TapRun>);
+
+impl std::fmt::Debug for SlotTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SlotTap")
+    }
 }
 
 impl RenditionSlot {
@@ -206,6 +218,8 @@ impl LiveChannel {
                 state.rendition.latest()
             };
             slot.progress.send_replace(Progress { latest, ended: true });
+            // The tap's track ends with the stream (its subscribers are told).
+            drop(slot.tap.lock().unwrap_or_else(PoisonError::into_inner).take());
         }
         true
     }
@@ -255,7 +269,8 @@ impl LiveRegistry {
             let progress = watch::Sender::new(Progress { latest: rendition.latest(), ended: false });
             let state = Mutex::new(RenditionState { rendition, video_frames: 0, video_ticks: 0 });
             let listed = AtomicBool::new(true);
-            slots.push(RenditionSlot { name, bitrate, frame_rate, listed, state, progress });
+            let tap = Mutex::new(None);
+            slots.push(RenditionSlot { name, bitrate, frame_rate, listed, state, progress, tap });
         }
         let live = Arc::new(LiveChannel {
             id: channel.clone(),
@@ -445,6 +460,16 @@ impl LiveFeed {
         self.channel.ended_at().is_none()
     }
 
+    /// Sends every sample rendition `rendition` accepts from now on to `tap` too, in push order,
+    /// with the wall clock it was pushed with and, for a keyframe that opened a segment, that
+    /// segment's msn (what a remote packager needs to cut the same parts). Replaces (drops) an
+    /// earlier tap; the tap is dropped when the stream is.
+    pub fn set_tap(&self, rendition: usize, tap: Box<dyn TapRun>) {
+        if let Some(slot) = self.channel.renditions.get(rendition) {
+            *slot.tap.lock().unwrap_or_else(PoisonError::into_inner) = Some(SlotTap(tap));
+        }
+    }
+
     /// Lists or unlists rendition `rendition` in the multivariant playlist (its media playlist
     /// stays servable either way).
     pub fn set_listed(&self, rendition: usize, listed: bool) {
@@ -499,16 +524,39 @@ fn push(
     let duration = u64::from(sample.duration);
     let (result, latest, forced) = {
         let mut state = slot.lock();
+        let mut tap = slot.tap.lock().unwrap_or_else(PoisonError::into_inner);
+        // The tap sees what was accepted, in push order (both locks held), with the segment a
+        // keyframe opened: a copy of the sample (its data is shared, not copied).
+        let copy = tap.is_some().then(|| sample.clone());
+        let opened_before = match &copy {
+            Some(c) if track == TrackKind::Video && c.keyframe => state.rendition.partial_segment().map(|p| p.msn),
+            _ => None,
+        };
         let cuts_before = state.rendition.forced_cuts();
         let result = match track {
             TrackKind::Video => state.rendition.push_video(sample, now),
             TrackKind::Audio => state.rendition.push_audio(sample, now),
         };
         let forced = state.rendition.forced_cuts() > cuts_before;
-        if track == TrackKind::Video && matches!(result, Ok(Pushed::Buffered | Pushed::Published(_))) {
+        let accepted = matches!(result, Ok(Pushed::Buffered | Pushed::Published(_)));
+        if track == TrackKind::Video && accepted {
             state.video_frames += 1;
             state.video_ticks = state.video_ticks.saturating_add(duration);
         }
+        if let (Some(SlotTap(tap)), Some(copy), true) = (tap.as_mut(), copy, accepted) {
+            match track {
+                TrackKind::Video => {
+                    let opened = if copy.keyframe {
+                        state.rendition.partial_segment().map(|p| p.msn).filter(|&msn| Some(msn) != opened_before)
+                    } else {
+                        None
+                    };
+                    tap.video(&copy, now, opened);
+                }
+                TrackKind::Audio => tap.audio(&copy, now),
+            }
+        }
+        drop(tap);
         // Not only `Published`: a keyframe that closes a segment whose last part was already
         // out publishes nothing new, yet completes the segment (and moves the preload hint),
         // which `_HLS_msn` requests and hinted-part requests are waiting for.

@@ -45,6 +45,16 @@ pub fn play_in_chromium_switching(hls_url: &str, min_seconds: f64, level: usize)
     play_with(hls_url, min_seconds, false, Some(level))
 }
 
+/// [`play_in_chromium_switching`] with extra environment for play.mjs.
+pub fn play_in_chromium_switching_env(
+    hls_url: &str,
+    min_seconds: f64,
+    level: usize,
+    env: &[(&str, String)],
+) -> Result<Value, String> {
+    play_with_env(hls_url, min_seconds, false, Some(level), env)
+}
+
 /// [`play_in_chromium`] with extra environment for play.mjs (e.g. `PLAY_STARTED_FILE`).
 pub fn play_in_chromium_env(hls_url: &str, min_seconds: f64, env: &[(&str, String)]) -> Result<Value, String> {
     play_with_env(hls_url, min_seconds, false, None, env)

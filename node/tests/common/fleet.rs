@@ -98,6 +98,16 @@ pub struct Fleet {
 }
 
 pub async fn start_fleet(net: &mut super::netns::Net, root: &std::path::Path, members: &[(&str, &str, &str)]) -> Fleet {
+    start_fleet_with(net, root, members, &[]).await
+}
+
+/// [`start_fleet`] with extra flags for some members, by label.
+pub async fn start_fleet_with(
+    net: &mut super::netns::Net,
+    root: &std::path::Path,
+    members: &[(&str, &str, &str)],
+    extra: &[(&str, &[&str])],
+) -> Fleet {
     let wait = std::time::Duration::from_secs(30);
     let spaces: Vec<_> = std::iter::once("control").chain(members.iter().map(|m| m.0)).map(|l| net.add(l)).collect();
     let mut control = net.node(&spaces[0], root, "control");
@@ -110,6 +120,9 @@ pub async fn start_fleet(net: &mut super::netns::Net, root: &std::path::Path, me
         let mut node = net.node(&spaces[i + 1], root, label);
         node.args.extend(join_args(&control, roles));
         node.args.extend(["--region", region].map(String::from));
+        for (_, args) in extra.iter().filter(|(l, _)| l == label) {
+            node.args.extend(args.iter().map(|a| a.to_string()));
+        }
         node.start();
         nodes.push(node);
     }
