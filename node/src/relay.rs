@@ -82,7 +82,24 @@ struct Following {
 }
 
 /// The channel's packaged stream, shared by the successive tasks that feed it.
-type Stream = Arc<Mutex<Option<LiveHandle>>>;
+type Stream = Arc<Mutex<StreamState>>;
+
+/// What an origin packages for one channel, across plans and publishes.
+#[derive(Debug, Default)]
+struct StreamState {
+    handle: Option<LiveHandle>,
+    /// The session whose tracks feed it now (a new one after a reconnect continues it).
+    session: Option<String>,
+    /// Added to the publisher's media sequence numbers: where this window's numbering and the
+    /// publish's part ways after a reconnect (0 when the new ingest node continued the numbers
+    /// itself, see `ingest_gate`).
+    offset: i64,
+}
+
+/// How long an origin keeps a broadcast's stream open after its session ended without an end
+/// of stream (its ingest node died): a publisher that reconnects within it continues the same
+/// stream after one discontinuity, and players never see an end.
+pub const RECONNECT_GRACE: Duration = Duration::from_secs(20);
 
 /// Keeps one subscription per live channel placed on this node and ingested elsewhere (its
 /// `source`, and the rungs of its ladder wherever that runs), for as long as it stays placed
@@ -92,10 +109,20 @@ pub async fn manage_subscriptions(catalog: Catalog, live: LiveRegistry, metrics:
     // (channel, session) → what follows it; aborted with this one.
     let mut running = Running::default();
     let running = &mut running.0;
+    // Channels whose session ended without an end of stream: channel → (stream, until when).
+    let mut lingering: HashMap<String, (Stream, tokio::time::Instant)> = HashMap::new();
     let mut tick = tokio::time::interval(RECONCILE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        let now = tokio::time::Instant::now();
+        lingering.retain(|channel, (_, until)| {
+            let keep = *until > now;
+            if !keep {
+                tracing::info!(%channel, "no reconnect within the grace; ending the stream");
+            }
+            keep
+        });
         let wanted: HashMap<(String, String), Plan> = catalog.read(|s| {
             let cluster_addr = |node| {
                 s.node(node)
@@ -114,13 +141,27 @@ pub async fn manage_subscriptions(catalog: Catalog, live: LiveRegistry, metrics:
                 })
                 .collect()
         });
+        let mut gone = Vec::new();
         running.retain(|key, following| {
             let keep = wanted.contains_key(key) && !following.task.is_finished();
             if !keep {
                 following.task.abort();
+                if !wanted.contains_key(key) {
+                    gone.push((key.0.clone(), key.1.clone(), following.stream.clone()));
+                }
             }
             keep
         });
+        for (channel, session, stream) in gone {
+            // Still open and its session over: the broadcast stopped without an end (its ingest
+            // node died); wait a while for the publisher to come back through another one. (A
+            // channel whose session goes on elsewhere, e.g. off a drained node, just ends here.)
+            let session_over = catalog.read(|s| placement::place(s, &channel).is_none_or(|p| p.session != session));
+            if session_over && lock(&stream).handle.as_ref().is_some_and(LiveHandle::is_live) {
+                tracing::info!(%channel, grace = ?RECONNECT_GRACE, "session over without an end; holding the stream for a reconnect");
+                lingering.insert(channel, (stream, now + RECONNECT_GRACE));
+            }
+        }
         for (key, plan) in wanted {
             let (channel, session) = key.clone();
             let stream = match running.get_mut(&key) {
@@ -132,7 +173,7 @@ pub async fn manage_subscriptions(catalog: Catalog, live: LiveRegistry, metrics:
                 }
                 None => {
                     tracing::info!(%channel, %session, ?plan, "subscribing to a relayed channel");
-                    Stream::default()
+                    lingering.remove(&channel).map(|(stream, _)| stream).unwrap_or_default()
                 }
             };
             let task = tokio::spawn(follow(
@@ -291,13 +332,23 @@ struct Opening {
     /// Track → rendition index in the stream, once open.
     slots: Option<Vec<Option<usize>>>,
     expected: Vec<Option<u64>>,
+    /// Per track, added to the publisher's msns (see [`StreamState::offset`]).
+    offsets: Vec<i64>,
     deadline: Option<tokio::time::Instant>,
 }
 
 impl Opening {
     fn new(names: Vec<String>) -> Self {
         let n = names.len();
-        Opening { names, opens: vec![None; n], held: Vec::new(), slots: None, expected: vec![None; n], deadline: None }
+        Opening {
+            names,
+            opens: vec![None; n],
+            held: Vec::new(),
+            slots: None,
+            expected: vec![None; n],
+            offsets: vec![0; n],
+            deadline: None,
+        }
     }
 
     fn is_open(&self) -> bool {
@@ -324,6 +375,8 @@ impl Opening {
     }
 
     /// Opens the stream with `source` and the rungs that joined, then plays the held events in.
+    /// A stream still open from an earlier session of the channel (the publisher reconnected
+    /// after its ingest node died) is continued instead: same window, one discontinuity.
     fn open(
         &mut self,
         channel: &str,
@@ -332,25 +385,62 @@ impl Opening {
         stream: &Stream,
     ) -> Result<(), String> {
         let Some((session, ..)) = self.opens[0].clone() else { return Err("source never joined".into()) };
-        let mut renditions = Vec::new();
+        let mut state = lock(stream);
+        let continuing = state.handle.as_ref().is_some_and(LiveHandle::is_live)
+            && state.session.as_ref().is_some_and(|s| *s != session);
         let mut slots = vec![None; self.names.len()];
-        for (index, open) in self.opens.iter().enumerate() {
-            let Some((_, config, video, audio)) = open.clone() else { continue };
-            match Rendition::new(config, video, audio) {
-                Ok(r) => {
-                    slots[index] = Some(renditions.len());
-                    renditions.push(r);
+        if continuing {
+            let handle = state.handle.as_ref().expect("checked above");
+            let feed = handle.feed();
+            let mut listed = vec![false; self.names.len()];
+            for (index, open) in self.opens.iter().enumerate() {
+                let Some((_, config, video, audio)) = open.clone() else { continue };
+                let Some(slot) = handle.rendition_index(&self.names[index]) else { continue };
+                match feed.resume(slot, video, audio) {
+                    Ok(next) => {
+                        self.offsets[index] = next as i64 - config.first_msn as i64;
+                        slots[index] = Some(slot);
+                        listed[index] = true;
+                    }
+                    Err(error) if index == 0 => return Err(error.to_string()),
+                    Err(error) => tracing::warn!(channel, rendition = %self.names[index], %error, "rung not resumed"),
                 }
-                Err(error) if index == 0 => return Err(error.to_string()),
-                Err(error) => tracing::warn!(channel, rendition = %self.names[index], %error, "rung not packaged"),
             }
+            // Renditions of the earlier publish that this one does not bring are unlisted.
+            for name in self.names.iter().zip(&listed).filter(|(_, l)| !**l).map(|(n, _)| n) {
+                if let Some(slot) = handle.rendition_index(name) {
+                    feed.set_listed(slot, false);
+                }
+            }
+            state.offset = self.offsets[0];
+            tracing::info!(channel, session, previous = ?state.session, offset = state.offset,
+                "the publisher reconnected: continuing the stream after a discontinuity");
+            state.session = Some(session);
+        } else {
+            // The same session again (a new subscription): its numbers, as this window had them.
+            let offset = if state.session.as_ref() == Some(&session) { state.offset } else { 0 };
+            let mut renditions = Vec::new();
+            for (index, open) in self.opens.iter().enumerate() {
+                let Some((_, mut config, video, audio)) = open.clone() else { continue };
+                config.first_msn = shift(config.first_msn, offset);
+                match Rendition::new(config, video, audio) {
+                    Ok(r) => {
+                        slots[index] = Some(renditions.len());
+                        self.offsets[index] = offset;
+                        renditions.push(r);
+                    }
+                    Err(error) if index == 0 => return Err(error.to_string()),
+                    Err(error) => tracing::warn!(channel, rendition = %self.names[index], %error, "rung not packaged"),
+                }
+            }
+            let joined: Vec<&str> =
+                slots.iter().zip(&self.names).filter(|(s, _)| s.is_some()).map(|(_, n)| n.as_str()).collect();
+            let handle = live.open(channel, &session, renditions).map_err(|e| e.to_string())?;
+            tracing::info!(channel, session, renditions = ?joined, offset,
+                first_msn = ?self.opens[0].as_ref().map(|o| shift(o.1.first_msn, offset)), "packaging relayed tracks");
+            *state = StreamState { handle: Some(handle), session: Some(session), offset };
         }
-        let joined: Vec<&str> =
-            slots.iter().zip(&self.names).filter(|(s, _)| s.is_some()).map(|(_, n)| n.as_str()).collect();
-        let handle = live.open(channel, &session, renditions).map_err(|e| e.to_string())?;
-        tracing::info!(channel, session, renditions = ?joined, first_msn = ?self.opens[0].as_ref().map(|o| o.1.first_msn),
-            "packaging relayed tracks");
-        *lock(stream) = Some(handle);
+        drop(state);
         self.slots = Some(slots);
         for (index, event) in std::mem::take(&mut self.held) {
             self.apply(index, event, metrics, stream)?;
@@ -368,12 +458,15 @@ impl Opening {
     ) -> Result<bool, String> {
         let slot = self.slots.as_ref().and_then(|s| s[index]);
         let guard = lock(stream);
-        let Some(handle) = guard.as_ref() else { return Ok(false) };
+        let Some(handle) = guard.handle.as_ref() else { return Ok(false) };
+        // A rung joins with the stream's numbering of the session.
+        let offset = if index > 0 { guard.offset } else { self.offsets[index] };
         match (event, slot) {
             (TrackEvent::Open { config, .. }, Some(slot)) if index > 0 => {
                 // A rung back from a new transcode: it starts afresh at the segment it joined at.
                 let feed = handle.feed();
-                feed.restart(slot, config.first_msn).map_err(|e| e.to_string())?;
+                self.offsets[index] = offset;
+                feed.restart(slot, shift(config.first_msn, offset)).map_err(|e| e.to_string())?;
                 feed.set_listed(slot, true);
                 self.expected[index] = None;
                 tracing::info!(channel = handle.channel_id(), rendition = %self.names[index], first_msn = config.first_msn,
@@ -390,10 +483,12 @@ impl Opening {
                     tracing::debug!(channel = handle.channel_id(), %error, "relayed sample refused");
                 }
             }
-            (TrackEvent::ExpectSegment { msn }, Some(_)) => self.expected[index] = Some(msn),
+            (TrackEvent::ExpectSegment { msn }, Some(_)) => {
+                self.expected[index] = Some(shift(msn, self.offsets[index]));
+            }
             (TrackEvent::End, _) if index == 0 => {
                 drop(guard);
-                if let Some(handle) = lock(stream).take() {
+                if let Some(handle) = lock(stream).handle.take() {
                     handle.finish();
                 }
                 return Ok(true);
@@ -406,12 +501,17 @@ impl Opening {
 
     /// A rung's subscription failed: viewers are pointed at the others until it rejoins.
     fn unlist(&mut self, index: usize, stream: &Stream) {
-        if let (Some(slot), Some(handle)) = (self.slots.as_ref().and_then(|s| s[index]), lock(stream).as_ref()) {
+        if let (Some(slot), Some(handle)) = (self.slots.as_ref().and_then(|s| s[index]), lock(stream).handle.as_ref()) {
             handle.feed().set_listed(slot, false);
         }
     }
 }
 
-fn lock(stream: &Stream) -> std::sync::MutexGuard<'_, Option<LiveHandle>> {
+/// `msn` moved by `offset` (see [`StreamState::offset`]).
+fn shift(msn: u64, offset: i64) -> u64 {
+    msn.saturating_add_signed(offset)
+}
+
+fn lock(stream: &Stream) -> std::sync::MutexGuard<'_, StreamState> {
     stream.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -320,3 +320,105 @@ async fn a_drained_origin_is_left_without_a_stop_in_playback() {
     drop(control);
     drop(net);
 }
+
+/// The host of the RTMP URL `GET /api/channels/{id}/ingest` names now.
+async fn named_ingest(control: &common::NodeProc, token: &str, id: &str) -> Option<String> {
+    let (status, body) = call("GET", &control.url(&format!("/api/channels/{id}/ingest")), token, None).await;
+    let host = body["rtmpUrl"].as_str()?.strip_prefix("rtmp://")?.split(':').next()?.to_owned();
+    (status == 200).then_some(host)
+}
+
+/// kill -9 of the ingest node mid-broadcast; the publisher reconnects (as OBS does, retrying
+/// while the dead node's lease still holds the channel) to the ingest node the API names now:
+/// the origin continues the same stream, so a player reading through the edge sees the media
+/// sequence numbers go on and exactly one `EXT-X-DISCONTINUITY`, never an end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_that_reconnects_to_another_ingest_node_continues_after_one_discontinuity() {
+    if media_missing() {
+        return;
+    }
+    let Some(mut net) = Net::new() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let members =
+        [("ingest1", "ingest", "a"), ("ingest2", "ingest", "a"), ("origin", "origin", "a"), ("edge", "edge", "a")];
+    let Fleet { spaces, control, token, mut nodes } = start_fleet(&mut net, root.path(), &members).await;
+    let (id, key) = channel_as_admin(&control, &token).await;
+    all_reported(&control, &token, 5).await;
+    let first_host = named_ingest(&control, &token, &id).await.expect("an ingest URL");
+    let first_at = if first_host == spaces[1].ip.to_string() { 1 } else { 2 };
+    let second_host = spaces[3 - first_at].ip.to_string();
+
+    let mut publisher = publish(
+        "flv",
+        &format!("rtmp://{first_host}:1935/live/{key}"),
+        120,
+        Encoding::ZeroLatency,
+        &root.path().join("ff1.log"),
+    );
+    let edge_ip = spaces[4].ip;
+    let playlist_url = format!("http://{edge_ip}:8081/hls/{id}/source/index.m3u8");
+    {
+        let all: Vec<&common::NodeProc> = std::iter::once(&control).chain(nodes.iter()).collect();
+        wait_url_body(&playlist_url, "#EXTINF", Duration::from_secs(40), &all).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = playlist_facts(&testkit::http::get(&playlist_url).await.unwrap().1);
+
+    nodes[first_at - 1].kill9();
+    let _ = publisher.kill().await;
+    let killed = Instant::now();
+    // The API stops naming the dead node once its load reports go stale.
+    loop {
+        if named_ingest(&control, &token, &id).await.as_deref() == Some(second_host.as_str()) {
+            break;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(20), "the API still names the dead ingest node");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Reconnect there, retrying while the channel is refused (the dead node's lease lasts 5 s).
+    let rtmp = format!("rtmp://{second_host}:1935/live/{key}");
+    let mut attempt = 0;
+    let mut publisher = loop {
+        attempt += 1;
+        let mut p =
+            publish("flv", &rtmp, 120, Encoding::ZeroLatency, &root.path().join(format!("ff-retry{attempt}.log")));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if p.try_wait().unwrap().is_none() {
+            break p;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(40), "the reconnect was never accepted");
+    };
+    let reconnected = killed.elapsed();
+
+    // Through the edge: the numbers go on, one discontinuity, no end.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        if let Some((200, body)) = testkit::http::get(&playlist_url).await {
+            assert!(!body.contains("#EXT-X-ENDLIST"), "the stream ended for viewers: {body}");
+            let facts = playlist_facts(&body);
+            assert!(facts.0 >= before.0, "the playlist went back: {before:?} then {facts:?}: {body}");
+            if facts.1.unwrap_or(0) >= before.1.unwrap_or(0) + 4 && facts.2 {
+                break body;
+            }
+        }
+        assert!(Instant::now() < deadline, "playback did not resume after the reconnect:\n{}", nodes[2].log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(after.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{after}");
+    assert!(!after.contains("#EXT-X-DISCONTINUITY-SEQUENCE"), "{after}");
+    let origin = &nodes[2];
+    assert!(origin.log_text().contains("the publisher reconnected: continuing the stream"), "{}", origin.log_text());
+    eprintln!(
+        "reconnect accepted {:.1} s after the kill ({attempt} attempts); playlist {before:?} -> {:?}",
+        reconnected.as_secs_f64(),
+        playlist_facts(&after)
+    );
+    // ffprobe reads the stream across the discontinuity (and its new header).
+    let (width, height) = testkit::ffmpeg::probe_size(&format!("http://{edge_ip}:8081/hls/{id}/master.m3u8")).await;
+    assert_eq!((width, height), (640, 360));
+
+    let _ = publisher.kill().await;
+    drop(nodes);
+    drop(control);
+    drop(net);
+}

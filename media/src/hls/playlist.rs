@@ -12,7 +12,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use hls_names::{PlaylistParams, RenditionFile};
+use hls_names::{InitId, PlaylistParams, RenditionFile};
 
 use crate::clock::UnixMillis;
 
@@ -75,8 +75,22 @@ pub fn media_playlist(rendition: &Rendition, skip: bool, reports: &[RenditionRep
     );
     let _ = writeln!(out, "#EXT-X-PART-INF:PART-TARGET={}", seconds_ms(part_target));
     let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", rendition.media_sequence());
-    let _ =
-        writeln!(out, "#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-MAP:URI=\"{}\"", RenditionFile::Init(rendition.init_id()));
+    let discontinuity_sequence = rendition.discontinuity_sequence();
+    if discontinuity_sequence > 0 {
+        let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{discontinuity_sequence}");
+    }
+    let mut init = rendition.first_listed_init();
+    let _ = writeln!(out, "#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-MAP:URI=\"{}\"", RenditionFile::Init(init));
+    // A resumed publish: a new timeline, and a new header if its tracks changed.
+    let mut boundary = |out: &mut String, discontinuity: bool, segment_init: InitId| {
+        if discontinuity {
+            out.push_str("#EXT-X-DISCONTINUITY\n");
+        }
+        if segment_init != init {
+            init = segment_init;
+            let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", RenditionFile::Init(init));
+        }
+    };
     if skipped > 0 {
         let _ = writeln!(out, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}");
     }
@@ -87,6 +101,7 @@ pub fn media_playlist(rendition: &Rendition, skip: bool, reports: &[RenditionRep
         if i < skipped {
             continue;
         }
+        boundary(&mut out, segment.discontinuity, segment.init_id);
         let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", iso8601(segment.program_date_time));
         if segment_end > parts_from {
             for part in &segment.parts {
@@ -96,6 +111,7 @@ pub fn media_playlist(rendition: &Rendition, skip: bool, reports: &[RenditionRep
         let _ = writeln!(out, "#EXTINF:{},\n{}", seconds(segment.duration), RenditionFile::Segment(segment.msn));
     }
     if let Some(partial) = partial.filter(|p| !p.parts.is_empty()) {
+        boundary(&mut out, partial.discontinuity, partial.init_id);
         let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", iso8601(partial.program_date_time));
         for part in &partial.parts {
             write_part(&mut out, part.msn, part.index, part.duration, part.independent);

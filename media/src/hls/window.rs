@@ -136,6 +136,10 @@ pub struct Part {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Segment {
     pub msn: u64,
+    /// The first segment after a resumed publish: `EXT-X-DISCONTINUITY` (new timeline).
+    pub discontinuity: bool,
+    /// The header its samples need (`EXT-X-MAP`); a resumed publish may bring a new one.
+    pub init_id: InitId,
     pub duration: Duration,
     /// Wall-clock time of the first sample (`EXT-X-PROGRAM-DATE-TIME`).
     pub program_date_time: UnixMillis,
@@ -148,6 +152,9 @@ pub struct Segment {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartialSegment {
     pub msn: u64,
+    /// See [`Segment::discontinuity`].
+    pub discontinuity: bool,
+    pub init_id: InitId,
     pub program_date_time: UnixMillis,
     pub parts: Vec<Part>,
 }
@@ -216,6 +223,12 @@ pub struct Rendition {
     audio: Option<AudioConfig>,
     init: Bytes,
     init_id: InitId,
+    /// Headers of earlier publishes that segments in the window still name (after a resume).
+    earlier_inits: Vec<(InitId, Bytes)>,
+    /// The next segment starts a new timeline (see [`Rendition::resume`]).
+    discontinuity_next: bool,
+    /// Discontinuities among the segments dropped from the window (`EXT-X-DISCONTINUITY-SEQUENCE`).
+    dropped_discontinuities: u64,
     lead: TrackKind,
     lead_timescale: u32,
     part_target_ticks: u64,
@@ -268,6 +281,9 @@ impl Rendition {
             audio,
             init_id: init_id(epoch_msn, &init),
             init,
+            earlier_inits: Vec::new(),
+            discontinuity_next: false,
+            dropped_discontinuities: 0,
             lead,
             lead_timescale,
             segments: VecDeque::new(),
@@ -396,7 +412,14 @@ impl Rendition {
     fn start_segment(&mut self, dts: u64, now: UnixMillis) {
         self.open_bytes = 0;
         let program_date_time = self.program_date_time(dts, now);
-        self.open = Some(PartialSegment { msn: self.next_msn, program_date_time, parts: Vec::new() });
+        let discontinuity = std::mem::take(&mut self.discontinuity_next);
+        self.open = Some(PartialSegment {
+            msn: self.next_msn,
+            discontinuity,
+            init_id: self.init_id,
+            program_date_time,
+            parts: Vec::new(),
+        });
         self.open_start_dts = dts;
     }
 
@@ -483,6 +506,8 @@ impl Rendition {
         self.longest_segment = self.longest_segment.max(duration);
         self.segments.push_back(Segment {
             msn: open.msn,
+            discontinuity: open.discontinuity,
+            init_id: open.init_id,
             duration,
             program_date_time: open.program_date_time,
             parts,
@@ -490,7 +515,79 @@ impl Rendition {
         });
         self.next_msn = open.msn + 1;
         while self.segments.len() > self.config.playlist_segments + RETAINED_BEYOND_PLAYLIST {
-            self.segments.pop_front();
+            if self.segments.pop_front().is_some_and(|s| s.discontinuity) {
+                self.dropped_discontinuities += 1;
+            }
+        }
+        // Headers no segment in the window names any more.
+        let named: Vec<InitId> = self.segments.iter().map(|s| s.init_id).collect();
+        self.earlier_inits.retain(|(id, _)| named.contains(id));
+    }
+
+    /// Continues the rendition with a new publish of the same broadcast (the publisher reconnected,
+    /// maybe to another ingest node): the segment being built is closed as it is, and the next
+    /// one (the msn returned: the one after the last this window holds) starts a new timeline
+    /// (`EXT-X-DISCONTINUITY`, fresh timestamps and program date-times) and, if the tracks
+    /// changed, names a new header. The window before it stays listed.
+    pub fn resume(&mut self, video: Option<VideoConfig>, audio: Option<AudioConfig>) -> Result<u64, RenditionError> {
+        let invalid = |reason| RenditionError::InvalidConfig { rendition: self.config.name.clone(), reason };
+        if self.finished {
+            return Err(RenditionError::Finished { rendition: self.config.name.clone() });
+        }
+        let lead = match (&video, &audio) {
+            (None, Some(_)) => TrackKind::Audio,
+            (None, None) => return Err(invalid("a resumed publish has no track")),
+            _ => TrackKind::Video,
+        };
+        if lead != self.lead {
+            return Err(invalid("a resumed publish changes the leading track"));
+        }
+        self.close_part()?;
+        self.close_segment();
+        self.open = None;
+        let first_msn = self.next_msn;
+        self.pending.clear();
+        self.pending_ticks = 0;
+        self.pending_bytes = 0;
+        self.queued_audio.clear();
+        self.last_dts = [None, None];
+        self.pdt_anchor = None;
+        self.discontinuity_next = true;
+        if video != self.video || audio != self.audio {
+            let init = cmaf::init_segment(video.as_ref(), audio.as_ref())
+                .map_err(|source| RenditionError::Cmaf { rendition: self.config.name.clone(), source })?;
+            let id = init_id(first_msn, &init);
+            let old = (self.init_id, std::mem::replace(&mut self.init, init));
+            self.earlier_inits.push(old);
+            self.init_id = id;
+            self.video = video;
+            self.audio = audio;
+        }
+        Ok(first_msn)
+    }
+
+    /// The header called `init-{id}.mp4`: the current one, or an earlier one that segments in the
+    /// window still name.
+    pub fn init_named(&self, id: InitId) -> Option<Bytes> {
+        if id == self.init_id {
+            return Some(self.init.clone());
+        }
+        self.earlier_inits.iter().find(|(i, _)| *i == id).map(|(_, b)| b.clone())
+    }
+
+    /// `EXT-X-DISCONTINUITY-SEQUENCE`: discontinuities before the first listed segment.
+    pub fn discontinuity_sequence(&self) -> u64 {
+        let unlisted = self.segments.len().saturating_sub(self.config.playlist_segments);
+        let hidden = self.segments.iter().take(unlisted).filter(|s| s.discontinuity).count() as u64;
+        // The first listed segment's own tag counts from it on, not before it.
+        self.dropped_discontinuities + hidden
+    }
+
+    /// The header the first listed segment needs (the playlist's first `EXT-X-MAP`).
+    pub fn first_listed_init(&self) -> InitId {
+        match self.playlist_segments().next() {
+            Some(s) => s.init_id,
+            None => self.open.as_ref().map_or(self.init_id, |o| o.init_id),
         }
     }
 
@@ -932,5 +1029,49 @@ mod hostile_input {
         let _ = r.finish();
         let _ = super::super::media_playlist(&r, true, &[]);
         let _ = r.push_video(Sample { dts: 1, pts_offset: 0, duration: 1, keyframe: true, data: Bytes::new() }, T0);
+    }
+
+    /// A publisher that reconnects (to another ingest node, with a new timeline from dts 0 and a
+    /// new encoder header) continues the same window: the next msn after the last one held, one
+    /// discontinuity, both headers servable while the window names them, the sequence counted
+    /// once the discontinuity leaves the window.
+    #[test]
+    fn a_resumed_publish_continues_the_window_after_one_discontinuity() {
+        use crate::test_support::{frame, now_of, video_config, video_rendition};
+        let mut r = video_rendition("source", 100, 30);
+        let before = r.latest().unwrap();
+        let first_init = r.init_id();
+        let next = r.resume(Some(crate::test_support::video_config_of(1280, 720)), None).unwrap();
+        assert_eq!(next, before.msn + 1, "the segment being built was closed as it was");
+        assert_ne!(r.init_id(), first_init, "new tracks, new header name");
+        // The new publish starts its timestamps over, 5 s later.
+        for i in 0..100 {
+            let now = now_of(i) + 5_000 + (100 * 100 / 3);
+            let _ = r.push_video(frame(i, 30), now).unwrap();
+        }
+        let text = crate::hls::media_playlist(&r, false, &[]);
+        assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{text}");
+        assert_eq!(text.matches("#EXT-X-MAP:").count(), 2, "{text}");
+        assert!(!text.contains("#EXT-X-DISCONTINUITY-SEQUENCE"), "{text}");
+        let msns: Vec<u64> = r.playlist_segments().map(|s| s.msn).collect();
+        assert!(msns.windows(2).all(|w| w[1] == w[0] + 1), "contiguous: {msns:?}");
+        assert!(msns.contains(&next) && msns.contains(&before.msn), "{msns:?}");
+        assert!(r.init_named(first_init).is_some() && r.init_named(r.init_id()).is_some());
+        // The new timeline's date follows the old one's (never backwards).
+        let dates: Vec<_> = r.playlist_segments().map(|s| s.program_date_time).collect();
+        assert!(dates.windows(2).all(|w| w[1] >= w[0]), "{dates:?}");
+
+        // Long after, the discontinuity and the old header have left the window.
+        for i in 100..1000 {
+            let now = now_of(i) + 5_000 + (100 * 100 / 3);
+            let _ = r.push_video(frame(i, 30), now).unwrap();
+        }
+        let text = crate::hls::media_playlist(&r, false, &[]);
+        assert!(text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{text}");
+        assert!(!text.contains("#EXT-X-DISCONTINUITY\n"), "{text}");
+        assert!(r.init_named(first_init).is_none(), "the old header is no longer named");
+        // A finished rendition does not resume.
+        let _ = r.finish().unwrap();
+        assert!(r.resume(Some(video_config()), None).is_err());
     }
 }

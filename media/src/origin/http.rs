@@ -189,12 +189,10 @@ async fn rendition_file(
     match file {
         RenditionFile::Playlist => playlist(&origin, client, &live, slot, query.as_deref().unwrap_or("")).await,
         RenditionFile::Init(id) => {
-            // Only the current broadcast's header answers to its name: an old name is a 404, so no
-            // player or cache ever gets this header under a URL that meant another one.
-            let init = {
-                let state = slot.lock();
-                (state.rendition.init_id() == id).then(|| state.rendition.init())
-            };
+            // Only the headers the window names answer (the current one, and an earlier one while
+            // segments of a resumed publish's first part of the window need it): an old name is
+            // a 404, so no player or cache ever gets a header under a URL that meant another one.
+            let init = slot.lock().rendition.init_named(id);
             match init {
                 Some(init) => object(&origin, Kind::Init, init, INIT_TYPE, IMMUTABLE),
                 None => not_found(format!("{file} is not the header of {channel}/{rendition} now")),

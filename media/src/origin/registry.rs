@@ -478,6 +478,38 @@ impl LiveFeed {
         }
     }
 
+    /// Continues rendition `rendition` with a new publish of the broadcast (see
+    /// [`Rendition::resume`]): same window, one discontinuity, maybe a new header. Returns the
+    /// msn the new publish's first segment gets.
+    pub fn resume(
+        &self,
+        rendition: usize,
+        video: Option<crate::cmaf::VideoConfig>,
+        audio: Option<crate::cmaf::AudioConfig>,
+    ) -> Result<u64, OriginError> {
+        let channel = &self.channel;
+        let slot = channel
+            .renditions
+            .get(rendition)
+            .ok_or_else(|| OriginError::UnknownRendition { channel: channel.id.clone(), index: rendition })?;
+        let (next, latest) = {
+            let mut state = slot.lock();
+            let next = state.rendition.resume(video, audio).map_err(|source| match source {
+                RenditionError::Finished { .. } => {
+                    OriginError::Ended { channel: channel.id.clone(), session: channel.session.clone() }
+                }
+                source => OriginError::Rendition { channel: channel.id.clone(), source },
+            })?;
+            (next, state.rendition.latest())
+        };
+        slot.progress.send_if_modified(|p| {
+            let changed = p.latest != latest;
+            p.latest = latest;
+            changed
+        });
+        Ok(next)
+    }
+
     /// Starts rendition `rendition` afresh at media sequence number `first_msn` (same settings
     /// and tracks, empty window): how a rendition that stopped being fed rejoins the others at a
     /// segment boundary without a gap in its numbering.
