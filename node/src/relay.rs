@@ -324,10 +324,13 @@ async fn follow_once(
     }
 }
 
+/// A track's join: its session, packaging and tracks (a [`TrackEvent::Open`]).
+type Joined = (String, RenditionConfig, Option<VideoConfig>, Option<AudioConfig>);
+
 /// The tracks' joins, the events held until the stream opens, then where each track goes.
 struct Opening {
     names: Vec<String>,
-    opens: Vec<Option<(String, RenditionConfig, Option<VideoConfig>, Option<AudioConfig>)>>,
+    opens: Vec<Option<Joined>>,
     held: Vec<(usize, TrackEvent)>,
     /// Track → rendition index in the stream, once open.
     slots: Option<Vec<Option<usize>>>,
