@@ -5,7 +5,9 @@
 //! of it, or one client could pose as any number of viewers by varying it; an IPv6 client counts
 //! by its /64, which one host may rotate through freely. Viewers behind one NAT count once.
 //! Each request refreshes its viewer's last-seen time; [`ViewerCounter::counts`] forgets viewers
-//! not seen within the window and says how many remain per channel.
+//! not seen within the window and says how many remain per channel. A viewer forgotten so leaves
+//! its watch time (first to last request) behind, which [`ViewerCounter::take_watches`] hands
+//! over for the audience analytics (average watch time, retention).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -17,12 +19,20 @@ use std::time::{Duration, Instant};
 const MAX_VIEWERS_PER_CHANNEL: usize = 1_000_000;
 /// Channels tracked at most.
 const MAX_CHANNELS: usize = 100_000;
+/// Finished watches held per channel until taken; more are dropped (reports come every 10 s).
+const MAX_WATCHES_PER_CHANNEL: usize = 100_000;
 
 /// Last-seen times of viewers (client addresses, see the module docs), per channel.
 pub struct ViewerCounter {
     window: Duration,
-    channels: Mutex<HashMap<String, HashMap<Option<IpAddr>, Instant>>>,
+    /// channel → viewer → (first seen, last seen).
+    channels: Mutex<HashMap<String, Viewers>>,
+    /// channel → seconds watched by each viewer who left, until taken.
+    watches: Mutex<HashMap<String, Vec<u32>>>,
 }
+
+/// A channel's viewers: (first request, last request) by viewer.
+type Viewers = HashMap<Option<IpAddr>, (Instant, Instant)>;
 
 /// The viewer a client address stands for: the address itself for IPv4, the /64 for IPv6.
 fn viewer(addr: Option<IpAddr>) -> Option<IpAddr> {
@@ -34,7 +44,7 @@ fn viewer(addr: Option<IpAddr>) -> Option<IpAddr> {
 
 impl ViewerCounter {
     pub fn new(window: Duration) -> Self {
-        ViewerCounter { window, channels: Mutex::default() }
+        ViewerCounter { window, channels: Mutex::default(), watches: Mutex::default() }
     }
 
     /// The window viewers are counted over.
@@ -47,11 +57,13 @@ impl ViewerCounter {
         let viewer = viewer(addr);
         let Ok(mut channels) = self.channels.lock() else { return };
         if let Some(viewers) = channels.get_mut(channel) {
-            if viewers.len() < MAX_VIEWERS_PER_CHANNEL || viewers.contains_key(&viewer) {
-                viewers.insert(viewer, now);
+            if let Some(seen) = viewers.get_mut(&viewer) {
+                seen.1 = now;
+            } else if viewers.len() < MAX_VIEWERS_PER_CHANNEL {
+                viewers.insert(viewer, (now, now));
             }
         } else if channels.len() < MAX_CHANNELS {
-            channels.insert(channel.to_owned(), HashMap::from([(viewer, now)]));
+            channels.insert(channel.to_owned(), HashMap::from([(viewer, (now, now))]));
         }
     }
 
@@ -60,12 +72,37 @@ impl ViewerCounter {
     pub fn counts(&self, now: Instant) -> Vec<(String, u64)> {
         let Ok(mut channels) = self.channels.lock() else { return Vec::new() };
         let mut out = Vec::with_capacity(channels.len());
+        let mut left: Vec<(String, u32)> = Vec::new();
         channels.retain(|channel, viewers| {
-            viewers.retain(|_, seen| now.saturating_duration_since(*seen) <= self.window);
+            viewers.retain(|_, (first, last)| {
+                let stays = now.saturating_duration_since(*last) <= self.window;
+                if !stays {
+                    // At least one second: a player that fetched once watched something.
+                    let seconds = last.saturating_duration_since(*first).as_secs_f64().round().max(1.0);
+                    left.push((channel.clone(), seconds.min(f64::from(u32::MAX)) as u32));
+                }
+                stays
+            });
             out.push((channel.clone(), viewers.len() as u64));
             !viewers.is_empty()
         });
+        drop(channels);
+        if !left.is_empty() {
+            let Ok(mut watches) = self.watches.lock() else { return out };
+            for (channel, seconds) in left {
+                let list = watches.entry(channel).or_default();
+                if list.len() < MAX_WATCHES_PER_CHANNEL {
+                    list.push(seconds);
+                }
+            }
+        }
         out
+    }
+
+    /// The watch times (seconds from a viewer's first request to its last) of the viewers who
+    /// left each channel since the last call, as [`ViewerCounter::counts`] found them gone.
+    pub fn take_watches(&self) -> HashMap<String, Vec<u32>> {
+        self.watches.lock().map(|mut w| std::mem::take(&mut *w)).unwrap_or_default()
     }
 }
 
@@ -92,6 +129,23 @@ mod tests {
         counts.sort();
         assert_eq!(counts, [("ch".to_owned(), 1), ("other".to_owned(), 0)]);
         assert_eq!(counter.counts(t0 + Duration::from_secs(45)), [("ch".to_owned(), 1)]);
+    }
+
+    #[test]
+    fn a_viewer_who_leaves_leaves_its_watch_time() {
+        let counter = ViewerCounter::new(Duration::from_secs(30));
+        let t0 = Instant::now();
+        let (a, b) = (Some(IpAddr::from([10, 0, 0, 1])), Some(IpAddr::from([10, 0, 0, 2])));
+        for second in 0..=90 {
+            counter.seen("ch", a, t0 + Duration::from_secs(second));
+        }
+        counter.seen("ch", b, t0 + Duration::from_secs(10));
+        // b's last request was at 10 s: gone at 41 s, having watched one fetch's worth.
+        let _ = counter.counts(t0 + Duration::from_secs(41));
+        assert_eq!(counter.take_watches(), HashMap::from([("ch".to_owned(), vec![1])]));
+        assert!(counter.take_watches().is_empty(), "taken once");
+        let _ = counter.counts(t0 + Duration::from_secs(121));
+        assert_eq!(counter.take_watches(), HashMap::from([("ch".to_owned(), vec![90])]));
     }
 
     #[test]

@@ -282,7 +282,13 @@ mod tests {
         }
 
         fn sample(&mut self, channel: &str, node: u64, at: i64, viewers: u64) {
-            self.apply(Command::ReportViewers(ViewerSample { channel_id: channel.into(), node_id: node, viewers, at }));
+            self.apply(Command::ReportViewers(ViewerSample {
+                channel_id: channel.into(),
+                node_id: node,
+                viewers,
+                at,
+                watched_seconds: vec![],
+            }));
         }
 
         fn chat(&mut self, channel: &str, at: i64) {

@@ -1,6 +1,7 @@
 //! `GET /api/channels/{id}/health?sessionId=`: a broadcast's health as its ingest node measured
 //! it (samples every 5 s: bitrates, frame rate, keyframe interval, A/V drift), with warnings a
-//! streamer can act on. The channel's owner, its moderators and admins; the current broadcast, or
+//! streamer can act on, and its audience: concurrent viewers over time, average watch time and
+//! the retention curve (see `raft::state::audience`). The channel's owner, its moderators and admins; the current broadcast, or
 //! the latest one, unless `sessionId` names another of the channel's.
 
 use axum::extract::{Path, Query, State};
@@ -52,6 +53,28 @@ pub struct Health {
     pub warnings: Vec<Warning>,
     /// Concurrent viewers the edges reported during the broadcast, oldest first.
     pub viewers: Vec<ViewerPoint>,
+    /// How long the broadcast's viewers watched (those who left so far).
+    pub audience: Audience,
+}
+
+/// Watch times of a broadcast's viewers, as the edges saw them leave.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Audience {
+    /// Viewers who left (an edge counts a viewer gone one viewer window after its last request).
+    pub viewers_left: u64,
+    /// Mean seconds from a viewer's first request to its last.
+    pub average_watch_seconds: f64,
+    /// Share of those viewers who watched at least `atSeconds`, every 30 s from 0.
+    pub retention: Vec<RetentionPoint>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionPoint {
+    pub at_seconds: u32,
+    /// 0 to 1.
+    pub share: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -139,7 +162,18 @@ pub(crate) async fn health(
                 times.into_iter().filter(|t| *t <= end).map(|at| ViewerPoint { at, viewers: by_node.at(at) }).collect()
             })
             .unwrap_or_default();
+        let watched = session.map(|x| s.watch_stats(&x.id)).unwrap_or_default();
+        let audience = Audience {
+            viewers_left: watched.viewers,
+            average_watch_seconds: (watched.average_seconds() * 10.0).round() / 10.0,
+            retention: watched
+                .retention()
+                .into_iter()
+                .map(|(at_seconds, share)| RetentionPoint { at_seconds, share })
+                .collect(),
+        };
         Ok(Json(Health {
+            audience,
             channel_id: channel_id.clone(),
             session_id: session.map(|x| x.id.clone()),
             live: session.is_some_and(|x| x.ended_at.is_none()),

@@ -21,7 +21,7 @@ async fn user(api: &TestApi, name: &str, roles: &[&str]) -> (String, String) {
 const MIN: i64 = 60_000;
 
 async fn sample(api: &TestApi, channel: &str, node: u64, at: i64, viewers: u64) {
-    let sample = ViewerSample { channel_id: channel.to_owned(), node_id: node, viewers, at };
+    let sample = ViewerSample { channel_id: channel.to_owned(), node_id: node, viewers, at, watched_seconds: vec![] };
     api.catalog.propose(Command::ReportViewers(sample)).await.unwrap();
 }
 

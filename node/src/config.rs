@@ -275,6 +275,10 @@ pub struct Config {
     #[arg(long, value_name = "ADDR", env = "BITRIVER_LIVE_RTMP_ADDR", default_value = ":1935")]
     pub rtmp_addr: String,
 
+    /// RTMPS ingest listen address (ingest role, when --tls-cert/--tls-key are given).
+    #[arg(long, value_name = "ADDR", env = "BITRIVER_LIVE_RTMPS_ADDR", default_value = ":1936")]
+    pub rtmps_addr: String,
+
     /// SRT ingest listen address, UDP (ingest role).
     #[arg(long, value_name = "ADDR", env = "BITRIVER_LIVE_SRT_ADDR", default_value = ":9000")]
     pub srt_addr: String,
@@ -286,6 +290,11 @@ pub struct Config {
     /// Bytes of LL-HLS objects the edge cache may hold in memory (edge role; at least 1 MiB).
     #[arg(long, value_name = "BYTES", env = "BITRIVER_LIVE_EDGE_CACHE_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub edge_cache_bytes: u64,
+
+    /// Seconds without a request after which an edge counts a viewer as gone (its watch time then
+    /// goes into the audience analytics); 5 to 600.
+    #[arg(long, value_name = "SECONDS", env = "BITRIVER_LIVE_VIEWER_WINDOW_SECS", default_value_t = 30)]
+    pub viewer_window_secs: u64,
 
     /// Log format; auto means json in production and text in development.
     #[arg(
@@ -672,10 +681,14 @@ pub struct ValidatedConfig {
     /// Number of Raft voters to keep, 1..=9.
     pub voters: usize,
     pub rtmp_addr: SocketAddr,
+    /// RTMPS ingest: bound when the ingest role is on and TLS is configured.
+    pub rtmps_addr: Option<SocketAddr>,
     pub srt_addr: SocketAddr,
     pub edge_addr: SocketAddr,
     /// Memory budget of the edge cache.
     pub edge_cache_bytes: u64,
+    /// See `--viewer-window-secs`.
+    pub viewer_window: Duration,
     pub log_format: LogFormat,
     /// LL-HLS part and segment duration targets.
     pub part_target: Duration,
@@ -780,6 +793,7 @@ impl Config {
         }
 
         let rtmp_addr = parse_listen_addr("--rtmp-addr", &self.rtmp_addr)?;
+        let rtmps_addr = parse_listen_addr("--rtmps-addr", &self.rtmps_addr)?;
         let srt_addr = parse_listen_addr("--srt-addr", &self.srt_addr)?;
         let edge_addr = parse_listen_addr("--edge-addr", &self.edge_addr)?;
         if self.edge_cache_bytes < 1024 * 1024 {
@@ -795,6 +809,13 @@ impl Config {
             (LogFormatArg::Text, _) | (LogFormatArg::Auto, Mode::Development) => LogFormat::Text,
         };
 
+        if !(5..=600).contains(&self.viewer_window_secs) {
+            return Err(ConfigError::invalid(
+                "--viewer-window-secs",
+                self.viewer_window_secs.to_string(),
+                "must be between 5 and 600",
+            ));
+        }
         if !(50..=2000).contains(&self.part_target_ms) {
             return Err(ConfigError::invalid(
                 "--part-target-ms",
@@ -845,6 +866,7 @@ impl Config {
                 )
             }
         };
+        let rtmps_addr = Some(rtmps_addr).filter(|_| tls.is_some() && roles.contains(Role::Ingest));
         let config = ValidatedConfig {
             mode,
             addr,
@@ -860,9 +882,11 @@ impl Config {
             join,
             voters: self.voters as usize,
             rtmp_addr,
+            rtmps_addr,
             srt_addr,
             edge_addr,
             edge_cache_bytes: self.edge_cache_bytes,
+            viewer_window: Duration::from_secs(self.viewer_window_secs),
             log_format,
             part_target: Duration::from_millis(self.part_target_ms),
             segment_target: Duration::from_millis(self.segment_target_ms),
@@ -920,6 +944,9 @@ impl ValidatedConfig {
             vec![("--addr", Transport::Tcp, self.addr), ("--cluster-addr", Transport::Udp, self.cluster_addr)];
         if self.roles.contains(Role::Ingest) {
             out.push(("--rtmp-addr", Transport::Tcp, self.rtmp_addr));
+            if let Some(addr) = self.rtmps_addr {
+                out.push(("--rtmps-addr", Transport::Tcp, addr));
+            }
             out.push(("--srt-addr", Transport::Udp, self.srt_addr));
         }
         if self.roles.contains(Role::Edge) {

@@ -129,6 +129,7 @@ pub fn edge_config(config: &ValidatedConfig) -> EdgeConfig {
         cache_bytes: config.edge_cache_bytes,
         freshness,
         timeouts: UpstreamTimeouts { connect: Duration::from_secs(2), read: hold + Duration::from_secs(5) },
+        viewer_window: config.viewer_window,
         ..EdgeConfig::default()
     }
 }
@@ -181,12 +182,15 @@ pub async fn report_viewers(catalog: Catalog, viewers: Arc<ViewerCounter>) {
     loop {
         tick.tick().await;
         let node_id = catalog.node_id();
-        for (channel_id, count) in viewers.counts(Instant::now()) {
+        let counts = viewers.counts(Instant::now());
+        let mut watches = viewers.take_watches();
+        for (channel_id, count) in counts {
             // Only channels the catalog knows: a report for anything else would be refused anyway.
             if !catalog.read(|s| s.channel(&channel_id).is_some()) {
                 continue;
             }
-            let sample = ViewerSample { channel_id, node_id, viewers: count, at: raft::now_millis() };
+            let watched_seconds = watches.remove(&channel_id).unwrap_or_default();
+            let sample = ViewerSample { channel_id, node_id, viewers: count, at: raft::now_millis(), watched_seconds };
             let channel = sample.channel_id.clone();
             if let Err(error) = catalog.propose(Command::ReportViewers(sample)).await {
                 tracing::debug!(%error, channel, "viewer report not accepted");

@@ -24,6 +24,8 @@ pub struct Listeners {
     pub http: TcpListener,
     /// RTMP ingest; bound when the `ingest` role is on.
     pub rtmp: Option<TcpListener>,
+    /// RTMPS ingest; bound when the `ingest` role is on and TLS is configured.
+    pub rtmps: Option<TcpListener>,
     /// SRT ingest (UDP); bound when the `ingest` role is on.
     pub srt: Option<UdpSocket>,
     /// The edge (LL-HLS cache); bound when the `edge` role is on.
@@ -42,13 +44,17 @@ impl Listeners {
         } else {
             (None, None)
         };
+        let rtmps = match config.rtmps_addr {
+            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("binding --rtmps-addr {addr}"))?),
+            None => None,
+        };
         let edge = if config.roles.contains(Role::Edge) {
             let addr = config.edge_addr;
             Some(TcpListener::bind(addr).await.with_context(|| format!("binding --edge-addr {addr}"))?)
         } else {
             None
         };
-        Ok(Listeners { http, rtmp, srt, edge })
+        Ok(Listeners { http, rtmp, rtmps, srt, edge })
     }
 
     /// `(name, bound address)` of each listener, as the node directory names them.
@@ -56,6 +62,9 @@ impl Listeners {
         let mut bound = vec![("http", self.http.local_addr()?)];
         if let Some(rtmp) = &self.rtmp {
             bound.push(("rtmp", rtmp.local_addr()?));
+        }
+        if let Some(rtmps) = &self.rtmps {
+            bound.push(("rtmps", rtmps.local_addr()?));
         }
         if let Some(srt) = &self.srt {
             bound.push(("srt", srt.local_addr()?));
@@ -160,6 +169,18 @@ pub async fn run(
         let tap: Arc<dyn media::ingest::TrackTap> = Arc::new(hub);
         let ingest = IngestConfig { ladder: transcode.ladder.clone(), tap: Some(tap), ..ingest_config(&config) };
         gate = Some(spawn_ingest(&mut services, rtmp, srt, &catalog, &live, ingest, &registry)?);
+        // RTMPS: the same publish path behind a TLS handshake.
+        if let (Some(rtmps), Some(tls), Some(gate)) = (listeners.rtmps, &config.tls, &gate) {
+            let transport = Arc::new(crate::tls::RtmpsTransport::new(tls)?);
+            let (ingest, metrics) = (gate.config().clone(), gate.metrics().clone());
+            let addr = rtmps.local_addr()?;
+            let served =
+                media::ingest::serve_rtmp_over(rtmps, transport, gate.clone(), ingest, metrics, services.stop());
+            services.spawn("rtmps", addr, async move {
+                served.await;
+                Ok(())
+            });
+        }
     }
     // Origin: package the live channels placed here that another node ingests.
     if config.roles.contains(Role::Origin) {

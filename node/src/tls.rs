@@ -17,6 +17,30 @@ use tower::Service;
 
 use crate::config::TlsFiles;
 
+/// RTMPS: RTMP inside TLS with the node's certificate (`--rtmps-addr`).
+pub(crate) struct RtmpsTransport(tokio_rustls::TlsAcceptor);
+
+impl RtmpsTransport {
+    pub(crate) fn new(files: &TlsFiles) -> anyhow::Result<Self> {
+        let mut config = server_config(files)?;
+        // Encoders offer no ALPN for RTMPS.
+        config.alpn_protocols.clear();
+        Ok(RtmpsTransport(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+    }
+}
+
+impl media::ingest::RtmpTransport for RtmpsTransport {
+    type Stream = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+    fn name(&self) -> &'static str {
+        "RTMPS"
+    }
+
+    async fn open(&self, tcp: tokio::net::TcpStream) -> std::io::Result<Self::Stream> {
+        self.0.accept(tcp).await
+    }
+}
+
 fn server_config(files: &TlsFiles) -> anyhow::Result<rustls::ServerConfig> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
         .with_context(|| format!("--tls-cert {}", files.cert.display()))?

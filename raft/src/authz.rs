@@ -171,8 +171,15 @@ mod tests {
     #[test]
     fn an_edge_reports_viewers_but_cannot_change_users_dump_or_vote() {
         let edge = member(4, &["edge"]);
-        let viewers =
-            |node_id| Command::ReportViewers(ViewerSample { channel_id: "c".into(), node_id, viewers: 1, at: 0 });
+        let viewers = |node_id| {
+            Command::ReportViewers(ViewerSample {
+                channel_id: "c".into(),
+                node_id,
+                viewers: 1,
+                at: 0,
+                watched_seconds: vec![],
+            })
+        };
         authorize(&edge, &Request::Propose(viewers(4))).unwrap();
         authorize(&edge, &Request::Status).unwrap();
         authorize(&edge, &Request::ReadIndex).unwrap();

@@ -201,4 +201,8 @@ pub struct ViewerSample {
     pub node_id: NodeId,
     pub viewers: u64,
     pub at: UnixMillis,
+    /// Seconds watched by each viewer who left since the node's last sample (see
+    /// [`crate::state::audience`]).
+    #[serde(default)]
+    pub watched_seconds: Vec<u32>,
 }

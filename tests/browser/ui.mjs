@@ -187,7 +187,9 @@ async function live() {
   await page.waitForSelector('#health-chart-fps polyline', { state: 'attached' });
   const healthLabel = await page.getAttribute('#health-chart-video', 'aria-label');
   expect(/latest \d+ kbit\/s/.test(healthLabel), `video bitrate chart: ${healthLabel}`);
-  step(`stream health charts drawn in the Control Center (${healthLabel})`);
+  await page.waitForSelector('#health-audience', { state: 'attached' });
+  await page.waitForSelector('#health-chart-retention', { state: 'attached' });
+  step(`stream health charts drawn in the Control Center (${healthLabel}), audience: ${await page.textContent('#health-audience')}`);
   for (const width of [1280, 390]) shots.push(await screenshot(page, 'control-center-creator', width));
   summary.screenshots = shots;
   for (const s of shots) expect(s.overflow <= 0, `${path.basename(s.file)} scrolls sideways by ${s.overflow}px`);

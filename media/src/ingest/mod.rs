@@ -45,7 +45,7 @@ pub use gate::{Protocol, PublishGate, PublishSink, Refusal, StreamRefused};
 pub use ladder::{Ladder, LadderRendition, LadderRun, LadderSource};
 pub use packager_feed::{FeedError, FeedOutput, Handled, PackagerFeed};
 pub use publish::{LivePublish, SOURCE_RENDITION};
-pub use rtmp::serve_rtmp;
+pub use rtmp::{serve_rtmp, serve_rtmp_over, Plain, RtmpTransport};
 pub use srt::{serve_srt, SrtConfig};
 pub use tap::{TapRun, TapSource, TrackTap};
 

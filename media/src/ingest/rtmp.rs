@@ -9,6 +9,10 @@
 //! that. A publish is accepted when the gate accepts the key (the node's gate: the key's hash names
 //! a channel that is not live, and the catalog commits a `StartSession` for it); the sink is ended
 //! however the publish stops: unpublish, disconnect, timeout, protocol error or node shutdown.
+//!
+//! RTMPS is the same driver over a [`RtmpTransport`] that first completes a TLS handshake (the node's
+//! `--rtmps-addr`), within the same handshake timeout; a client that does not speak TLS there is
+//! closed, counted (`rejected{reason="tls"}`) and logged.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,7 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use prometheus::IntCounter;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -33,14 +37,52 @@ use crate::rtmp::{CloseReason, Event, PublishRequestId, RejectReason, ServerSess
 pub const APP: &str = "live";
 const READ_BUFFER: usize = 64 * 1024;
 
+/// How an accepted TCP connection becomes the byte stream RTMP runs on: as it is ([`Plain`]), or
+/// after a TLS handshake (RTMPS; the node supplies it, media knows no TLS library).
+pub trait RtmpTransport: Send + Sync + 'static {
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// `RTMP` or `RTMPS`, as logs name the listener.
+    fn name(&self) -> &'static str;
+    /// Opens the stream (runs inside the connection's handshake timeout).
+    fn open(&self, tcp: TcpStream) -> impl std::future::Future<Output = std::io::Result<Self::Stream>> + Send;
+}
+
+/// Plain RTMP over TCP.
+#[derive(Debug, Clone, Copy)]
+pub struct Plain;
+
+impl RtmpTransport for Plain {
+    type Stream = TcpStream;
+
+    fn name(&self) -> &'static str {
+        "RTMP"
+    }
+
+    async fn open(&self, tcp: TcpStream) -> std::io::Result<TcpStream> {
+        Ok(tcp)
+    }
+}
+
+/// [`serve_rtmp_over`] plain RTMP.
+pub async fn serve_rtmp<G: PublishGate>(
+    listener: TcpListener,
+    gate: Arc<G>,
+    config: IngestConfig,
+    metrics: IngestMetrics,
+    shutdown: CancellationToken,
+) {
+    serve_rtmp_over(listener, Arc::new(Plain), gate, config, metrics, shutdown).await;
+}
+
 /// Accepts RTMP publishers on `listener` until `shutdown` is cancelled, then winds the publishes down
 /// (each sink ended) for at most [`IngestConfig::shutdown_grace`]. `gate` decides the publishes;
 /// the node shares it with its other ingest protocols (so that one channel has one publisher,
 /// whatever the protocol).
 ///
 /// Accept errors (e.g. out of file descriptors) are logged and retried; they never end the loop.
-pub async fn serve_rtmp<G: PublishGate>(
+pub async fn serve_rtmp_over<G: PublishGate, T: RtmpTransport>(
     listener: TcpListener,
+    transport: Arc<T>,
     gate: Arc<G>,
     config: IngestConfig,
     metrics: IngestMetrics,
@@ -72,10 +114,22 @@ pub async fn serve_rtmp<G: PublishGate>(
         };
         let _ = stream.set_nodelay(true);
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let connection = Connection::new(shared.clone(), stream, peer, seed);
-        let stop = stop_rx.clone();
+        let (shared, transport, stop) = (shared.clone(), transport.clone(), stop_rx.clone());
         tasks.spawn(async move {
-            connection.run(stop).await;
+            let handshake = shared.config.handshake_timeout;
+            match tokio::time::timeout(handshake, transport.open(stream)).await {
+                Ok(Ok(stream)) => Connection::new(shared, stream, peer, seed).run(stop).await,
+                Ok(Err(error)) => {
+                    shared.metrics.rejected.with_label_values(&["tls"]).inc();
+                    tracing::warn!(%peer, %error, "{} connection refused: TLS handshake failed (not a TLS client?)",
+                        transport.name());
+                }
+                Err(_) => {
+                    shared.metrics.rejected.with_label_values(&["timeout"]).inc();
+                    tracing::warn!(%peer, timeout = ?handshake, "{} connection refused: no TLS handshake in time",
+                        transport.name());
+                }
+            }
             drop(permit);
         });
     }
@@ -164,16 +218,16 @@ impl<P: PublishSink> Publishing<P> {
 /// A publish refused: the metric label, what the encoder is told.
 struct Refused(&'static str, RejectReason);
 
-struct Connection<G: PublishGate> {
+struct Connection<G: PublishGate, S> {
     shared: Arc<Shared<G>>,
-    stream: TcpStream,
+    stream: S,
     peer: SocketAddr,
     session: ServerSession,
     publish: Option<Publishing<G::Publish>>,
 }
 
-impl<G: PublishGate> Connection<G> {
-    fn new(shared: Arc<Shared<G>>, stream: TcpStream, peer: SocketAddr, seed: u64) -> Self {
+impl<G: PublishGate, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<G, S> {
+    fn new(shared: Arc<Shared<G>>, stream: S, peer: SocketAddr, seed: u64) -> Self {
         let session =
             ServerSession::new(SessionConfig { app: APP.to_owned(), handshake_seed: seed, ..Default::default() });
         Connection { shared, stream, peer, session, publish: None }

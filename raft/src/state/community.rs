@@ -413,6 +413,7 @@ impl CatalogState {
         let c = sample.channel_id.clone();
         self.community.viewers.insert((c.clone(), sample.at, sample.node_id), sample.viewers);
         out.push(put(viewer_key(&c, sample.at, sample.node_id), codec::encode(sample)));
+        self.record_watches(sample, out);
         let horizon = sample.at - VIEWER_SAMPLE_RETENTION_MS;
         for ((ch, at, node), _) in self.community.viewers.extract_if(.., |k, _| k.0 == c && k.1 < horizon) {
             out.push(delete(viewer_key(&ch, at, node)));

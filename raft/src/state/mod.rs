@@ -12,6 +12,7 @@ use crate::command::{ApplyResult, CatalogError, ChannelPatch, Command, Response,
 use crate::types::{AuthSession, Channel, ChatMessage, LiveState, NodeId, NodeInfo, StreamSession, User};
 
 pub mod access;
+pub mod audience;
 pub mod automod;
 pub mod community;
 pub mod health;
@@ -61,6 +62,8 @@ pub struct CatalogState {
     pub(crate) reports: reports::ReportTables,
     /// Stream health samples per session: see [`health`].
     pub(crate) health: health::HealthTable,
+    /// Watch times per session: see [`audience`].
+    pub(crate) audience: audience::AudienceTable,
     /// Legal pages and takedown notices: see [`takedowns`].
     pub(crate) takedowns: takedowns::TakedownTables,
     /// Revoked nodes and join-token uses: see [`access`].
@@ -123,6 +126,7 @@ impl CatalogState {
                 || state.reports.load_record(&key, v).map_err(wrap)?
                 || state.takedowns.load_record(&key, v).map_err(wrap)?
                 || state.health.load_record(&key, v).map_err(wrap)?
+                || state.audience.load_record(&key, v).map_err(wrap)?
             {
                 // A community, automod, report or appeal record.
             } else if state.load.load_record(&key, v).map_err(wrap)?

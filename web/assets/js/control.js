@@ -601,6 +601,12 @@ function lineChart(id, title, unit, points) {
     h('figcaption', {}, label));
 }
 
+/** `83` → `1 min 23 s`. */
+function watchTime(seconds) {
+  const s = Math.round(seconds);
+  return s < 60 ? `${s} s` : `${Math.floor(s / 60)} min ${s % 60} s`;
+}
+
 let healthTimer = null;
 /** Bitrate, frame rate and viewers of a channel's current or past broadcast, with warnings. */
 function renderHealth(slot) {
@@ -621,7 +627,12 @@ function renderHealth(slot) {
           : h('p', { class: 'muted' }, health.samples.length ? 'No warnings.' : 'No health samples for this broadcast yet.'),
         lineChart('health-chart-video', 'Video bitrate', 'kbit/s', pts('videoKbps')),
         lineChart('health-chart-fps', 'Frame rate', 'fps', pts('fps')),
-        lineChart('health-chart-viewers', 'Viewers', 'viewers', health.viewers.map((p) => [p.at, p.viewers])));
+        lineChart('health-chart-viewers', 'Viewers', 'viewers', health.viewers.map((p) => [p.at, p.viewers])),
+        h('p', { id: 'health-audience' }, health.audience.viewersLeft
+          ? `Average watch time ${watchTime(health.audience.averageWatchSeconds)} over ${health.audience.viewersLeft} viewers who left.`
+          : 'No viewer has left this broadcast yet: watch times come as viewers leave.'),
+        lineChart('health-chart-retention', 'Retention', '% of viewers still watching',
+          health.audience.retention.map((p) => [p.atSeconds * 1000, p.share * 100])));
     } catch (err) { fill(view, errorLine(err)); }
   };
   const loadSessions = async () => {
