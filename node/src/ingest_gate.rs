@@ -166,17 +166,81 @@ impl PublishGate for CatalogGate {
                 return Err(Refusal::SessionNotStarted);
             }
         }
-        let live = LivePublish::new(
+        let mut live = LivePublish::new(
             shared.registry.clone(),
             &shared.config,
             &shared.metrics,
-            channel_id,
+            channel_id.clone(),
             session_id,
             peer,
             protocol,
         );
+        // A reconnect after the channel's ingest node died: number on from where the origins'
+        // window stopped, so every packager of the channel agrees (see `continuing_msn`).
+        if let Some(msn) = continuing_msn(catalog, &channel_id).await {
+            tracing::info!(%peer, channel = %channel_id, first_msn = msn,
+                "{protocol_name} publish continues the broadcast its origins still hold");
+            live = live.starting_at(msn);
+        }
         Ok(CatalogPublish { live, reservation, health: HealthMeter::new(0) })
     }
+}
+
+/// The media sequence number a new publish of `channel_id` should start at when the channel's
+/// previous session ended moments ago without an end of stream (its ingest node died) and its
+/// origins still hold the stream open for a reconnect (`relay::RECONNECT_GRACE`): one past the
+/// newest segment or part their playlists list. `None` (the clock decides) otherwise, or when no
+/// origin answers within a second.
+async fn continuing_msn(catalog: &Catalog, channel_id: &str) -> Option<u64> {
+    let grace = crate::relay::RECONNECT_GRACE.as_millis() as i64;
+    let me = catalog.node_id();
+    // Linearizable: this replica must already hold the session just started (placement needs it).
+    let read = catalog.read_linearizable(|s| {
+        let current = s.channel(channel_id)?.current_session_id.clone();
+        let previous = s
+            .sessions_of_channel(channel_id)
+            .filter(|x| Some(&x.id) != current.as_ref())
+            .max_by_key(|x| x.started_at)?;
+        previous.ended_at.filter(|end| now_millis() - end <= grace)?;
+        let placement = crate::placement::place(s, channel_id)?;
+        let http = |node| s.node(node)?.addresses.iter().find(|(n, _)| n == "http").map(|(_, a)| a.clone());
+        Some(placement.origins.into_iter().filter(|&o| o != me).filter_map(http).collect::<Vec<String>>())
+    });
+    let origins = tokio::time::timeout(Duration::from_secs(2), read).await.ok()?.ok()??;
+    let path = format!("/hls/{channel_id}/source/index.m3u8");
+    let mut next = None;
+    for addr in origins {
+        let Ok(Ok(Some(playlist))) = tokio::time::timeout(Duration::from_secs(1), fetch_playlist(&addr, &path)).await
+        else {
+            continue;
+        };
+        if playlist.contains("#EXT-X-ENDLIST") {
+            continue;
+        }
+        let newest = playlist
+            .split(['\n', '"'])
+            .filter_map(|word| match hls_names::RenditionFile::parse(word.trim())? {
+                hls_names::RenditionFile::Segment(msn) | hls_names::RenditionFile::Part(msn, _) => Some(msn),
+                _ => None,
+            })
+            .max();
+        next = next.max(newest.map(|msn| msn + 1));
+    }
+    next
+}
+
+/// A plain HTTP/1.1 GET of `path` at `addr` (an origin of this cluster): the body of a 200, read
+/// up to 1 MiB.
+async fn fetch_playlist(addr: &str, path: &str) -> std::io::Result<Option<String>> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    stream.take(1 << 20).read_to_end(&mut response).await?;
+    let text = String::from_utf8_lossy(&response);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else { return Ok(None) };
+    Ok(head.starts_with("HTTP/1.1 200").then(|| body.to_owned()))
 }
 
 fn new_session_id() -> Result<String, ring::error::Unspecified> {

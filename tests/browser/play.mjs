@@ -15,7 +15,8 @@
 //   PLAY_SCREENSHOT=FILE.png   screenshot of the page at the end
 //   PLAY_ALLOW_NON_LOOPBACK=1  play a URL whose host is not loopback (refused by default)
 //   PLAY_STARTED_FILE=PATH     created once playback has started (lets a test start another
-//                              player on the same stream at the same moment)
+//                              player on the same stream at the same moment): the wall clock
+//                              (ms), then hls.js's start-up (first media playlist to playing, ms)
 //   PLAY_SWITCH_LEVEL=N        after 1 s of playback force hls.js to level N (hls.currentLevel);
 //                              success then also needs the switch to N and 1 s played after it
 //                              (summary: switchLevel, playedAfterSwitch)
@@ -333,7 +334,17 @@ try {
     if (played > 0 && summary.timeToFirstProgressMs === null) {
       summary.timeToFirstProgressMs = now - started;
       summary.firstEvents = st.events;
-      if (process.env.PLAY_STARTED_FILE) fs.writeFileSync(process.env.PLAY_STARTED_FILE, `${now}\n`);
+      if (process.env.PLAY_STARTED_FILE) {
+        // Second line: hls.js's own start-up, from the first media playlist to playing (ms), so
+        // a test can give another player the same (it varies with the machine's load).
+        const at = (what) => {
+          const e = (st.events || []).find((x) => x.includes(what));
+          return e ? parseFloat(e) * 1000 : null;
+        };
+        const [loaded, playing] = [at('first level loaded'), at('playing at')];
+        const startup = loaded !== null && playing !== null ? Math.round(playing - loaded) : '';
+        fs.writeFileSync(process.env.PLAY_STARTED_FILE, `${now}\n${startup}\n`);
+      }
     }
     last = cur;
     lastWall = now;
