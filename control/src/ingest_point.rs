@@ -75,12 +75,11 @@ pub fn choose(state: &CatalogState, channel_id: &str, now: UnixMillis) -> Option
 }
 
 fn ingest_node(node: &NodeInfo) -> IngestNode {
-    let address = |name: &str| node.addresses.iter().find(|(n, _)| n == name).map(|(_, addr)| addr.as_str());
     IngestNode {
         node_id: node.id,
         region: node.region.clone(),
-        rtmp_url: address("rtmp").map(|a| format!("rtmp://{a}/live")),
-        srt_url: address("srt").map(|a| format!("srt://{a}")),
+        rtmp_url: node.address("rtmp").map(|a| format!("rtmp://{a}/live")),
+        srt_url: node.address("srt").map(|a| format!("srt://{a}")),
     }
 }
 

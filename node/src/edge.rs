@@ -100,7 +100,7 @@ pub fn resolve_origins(
 
 /// The advertised address of `node`'s listener `name` (`http`, `edge`).
 fn listener(s: &CatalogState, node: NodeId, name: &str) -> Option<SocketAddr> {
-    s.node(node)?.addresses.iter().find(|(n, _)| n == name).and_then(|(_, addr)| addr.parse::<SocketAddr>().ok())
+    s.node(node)?.address(name)?.parse::<SocketAddr>().ok()
 }
 
 /// Orders `(draining, streams, cpu per mille, origin)` candidates: not draining first, then by

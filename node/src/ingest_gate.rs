@@ -203,7 +203,7 @@ async fn continuing_msn(catalog: &Catalog, channel_id: &str) -> Option<u64> {
             .max_by_key(|x| x.started_at)?;
         previous.ended_at.filter(|end| now_millis() - end <= grace)?;
         let placement = crate::placement::place(s, channel_id)?;
-        let http = |node| s.node(node)?.addresses.iter().find(|(n, _)| n == "http").map(|(_, a)| a.clone());
+        let http = |node| s.node(node)?.address("http").map(str::to_owned);
         Some(placement.origins.into_iter().filter(|&o| o != me).filter_map(http).collect::<Vec<String>>())
     });
     let origins = tokio::time::timeout(Duration::from_secs(2), read).await.ok()?.ok()??;

@@ -25,13 +25,14 @@ use relay::quic::{RelayHub, RelayMetrics};
 use relay::track::TrackEvent;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::placement;
 
 /// How often an origin compares its subscriptions with the placement.
-const RECONCILE_EVERY: Duration = Duration::from_millis(250);
+pub(crate) const RECONCILE_EVERY: Duration = Duration::from_millis(250);
 /// Pause before re-subscribing after a failed subscription.
-const RETRY_AFTER: Duration = Duration::from_millis(300);
+pub(crate) const RETRY_AFTER: Duration = Duration::from_millis(300);
 
 /// How often a subscriber's connection is checked against the catalog's revocations.
 const REVOCATION_CHECK: Duration = Duration::from_secs(1);
@@ -73,11 +74,11 @@ struct Plan {
     ladder: Option<(String, Vec<String>)>,
 }
 
-/// A channel followed by this origin: the task of its current plan, and the stream, which
-/// outlives a change of plan (a new transcode node) so viewers see no end.
+/// A channel followed by this origin: the task of its current plan (stopped when dropped), and
+/// the stream, which outlives a change of plan (a new transcode node) so viewers see no end.
 struct Following {
     plan: Plan,
-    task: JoinHandle<()>,
+    task: AbortOnDropHandle<()>,
     stream: Stream,
 }
 
@@ -106,9 +107,8 @@ pub const RECONNECT_GRACE: Duration = Duration::from_secs(20);
 /// here (the origin role). Never returns; abort it to stop.
 pub async fn manage_subscriptions(catalog: Catalog, live: LiveRegistry, metrics: RelayMetrics) {
     let me = catalog.node_id();
-    // (channel, session) → what follows it; aborted with this one.
-    let mut running = Running::default();
-    let running = &mut running.0;
+    // (channel, session) → what follows it; its task stops when it is dropped.
+    let mut running: HashMap<(String, String), Following> = HashMap::new();
     // Channels whose session ended without an end of stream: channel → (stream, until when).
     let mut lingering: HashMap<String, (Stream, tokio::time::Instant)> = HashMap::new();
     let mut tick = tokio::time::interval(RECONCILE_EVERY);
@@ -124,11 +124,7 @@ pub async fn manage_subscriptions(catalog: Catalog, live: LiveRegistry, metrics:
             keep
         });
         let wanted: HashMap<(String, String), Plan> = catalog.read(|s| {
-            let cluster_addr = |node| {
-                s.node(node)
-                    .and_then(|n| n.addresses.iter().find(|(name, _)| name == "cluster"))
-                    .map(|(_, a)| a.clone())
-            };
+            let cluster_addr = |node| s.node(node)?.address("cluster").map(str::to_owned);
             placement::subscriptions_of(s, me)
                 .into_iter()
                 .filter_map(|(channel, p)| {
@@ -144,11 +140,8 @@ pub async fn manage_subscriptions(catalog: Catalog, live: LiveRegistry, metrics:
         let mut gone = Vec::new();
         running.retain(|key, following| {
             let keep = wanted.contains_key(key) && !following.task.is_finished();
-            if !keep {
-                following.task.abort();
-                if !wanted.contains_key(key) {
-                    gone.push((key.0.clone(), key.1.clone(), following.stream.clone()));
-                }
+            if !keep && !wanted.contains_key(key) {
+                gone.push((key.0.clone(), key.1.clone(), following.stream.clone()));
             }
             keep
         });
@@ -164,10 +157,11 @@ pub async fn manage_subscriptions(catalog: Catalog, live: LiveRegistry, metrics:
         }
         for (key, plan) in wanted {
             let (channel, session) = key.clone();
-            let stream = match running.get_mut(&key) {
+            let stream = match running.get(&key) {
                 Some(following) if following.plan == plan => continue,
                 Some(following) => {
                     tracing::info!(%channel, %session, from = ?following.plan, to = ?plan, "following a new plan");
+                    // Stopped before the next task starts feeding the same stream.
                     following.task.abort();
                     following.stream.clone()
                 }
@@ -176,28 +170,15 @@ pub async fn manage_subscriptions(catalog: Catalog, live: LiveRegistry, metrics:
                     lingering.remove(&channel).map(|(stream, _)| stream).unwrap_or_default()
                 }
             };
-            let task = tokio::spawn(follow(
+            let task = AbortOnDropHandle::new(tokio::spawn(follow(
                 catalog.clone(),
                 plan.clone(),
                 channel,
                 live.clone(),
                 metrics.clone(),
                 stream.clone(),
-            ));
+            )));
             running.insert(key, Following { plan, task, stream });
-        }
-    }
-}
-
-/// The followed channels, whose tasks stop when the manager stops (and whose streams end when
-/// they are dropped).
-#[derive(Default)]
-struct Running(HashMap<(String, String), Following>);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        for following in self.0.values() {
-            following.task.abort();
         }
     }
 }
@@ -462,11 +443,11 @@ impl Opening {
         let slot = self.slots.as_ref().and_then(|s| s[index]);
         let guard = lock(stream);
         let Some(handle) = guard.handle.as_ref() else { return Ok(false) };
-        // A rung joins with the stream's numbering of the session.
-        let offset = if index > 0 { guard.offset } else { self.offsets[index] };
         match (event, slot) {
             (TrackEvent::Open { config, .. }, Some(slot)) if index > 0 => {
-                // A rung back from a new transcode: it starts afresh at the segment it joined at.
+                // A rung back from a new transcode: it starts afresh at the segment it joined at,
+                // numbered as the stream numbers this session.
+                let offset = guard.offset;
                 let feed = handle.feed();
                 self.offsets[index] = offset;
                 feed.restart(slot, shift(config.first_msn, offset)).map_err(|e| e.to_string())?;

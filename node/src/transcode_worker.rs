@@ -24,14 +24,10 @@ use media::origin::{LiveRegistry, OriginMetrics, RegistryConfig};
 use raft::{Catalog, Command};
 use relay::quic::{RelayHub, RelayMetrics};
 use relay::track::TrackEvent;
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::placement;
-
-/// How often the worker compares what it transcodes with the placement.
-const RECONCILE_EVERY: Duration = Duration::from_millis(250);
-/// Pause before subscribing again after a failed subscription.
-const RETRY_AFTER: Duration = Duration::from_millis(300);
+use crate::relay::{RECONCILE_EVERY, RETRY_AFTER};
 
 /// What every transcode of this node shares.
 #[derive(Clone)]
@@ -65,8 +61,8 @@ pub async fn manage_transcodes(
         ingest_metrics: IngestMetrics::unregistered(),
     };
     let me = catalog.node_id();
-    let mut running = Running::default();
-    let running = &mut running.0;
+    // (channel, session) → its transcode, stopped when dropped.
+    let mut running: HashMap<(String, String), AbortOnDropHandle<()>> = HashMap::new();
     let mut tick = tokio::time::interval(RECONCILE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -75,37 +71,19 @@ pub async fn manage_transcodes(
             placement::transcodes_of(s, me)
                 .into_iter()
                 .filter_map(|(channel, p)| {
-                    let addr = s.node(p.ingest)?.addresses.iter().find(|(n, _)| n == "cluster")?.1.clone();
+                    let addr = s.node(p.ingest)?.address("cluster")?.to_owned();
                     Some(((channel, p.session), addr))
                 })
                 .collect()
         });
-        running.retain(|key, task| {
-            let keep = wanted.contains_key(key) && !task.is_finished();
-            if !keep {
-                task.abort();
-            }
-            keep
-        });
+        running.retain(|key, task| wanted.contains_key(key) && !task.is_finished());
         for (key, addr) in wanted {
             if running.contains_key(&key) {
                 continue;
             }
             let (channel, session) = key.clone();
             tracing::info!(%channel, %session, ingest = %addr, "transcoding a relayed channel");
-            running.insert(key, tokio::spawn(worker.clone().transcode(addr, channel)));
-        }
-    }
-}
-
-/// The transcode tasks, stopped when the manager stops.
-#[derive(Default)]
-struct Running(HashMap<(String, String), JoinHandle<()>>);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        for task in self.0.values() {
-            task.abort();
+            running.insert(key, AbortOnDropHandle::new(tokio::spawn(worker.clone().transcode(addr, channel))));
         }
     }
 }

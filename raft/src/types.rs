@@ -114,6 +114,13 @@ pub struct NodeInfo {
     pub updated_at: UnixMillis,
 }
 
+impl NodeInfo {
+    /// The advertised address of listener `name` (`http`, `cluster`, `edge`, `rtmp`, ...).
+    pub fn address(&self, name: &str) -> Option<&str> {
+        self.addresses.iter().find(|(n, _)| n == name).map(|(_, addr)| addr.as_str())
+    }
+}
+
 /// Coarse load figures used for placement.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]

@@ -149,12 +149,6 @@ impl RelayHub {
         channels.into_iter().collect()
     }
 
-    /// Renditions of `channel` published here now.
-    pub fn renditions(&self, channel: &str) -> Vec<String> {
-        let tracks = self.tracks.lock().unwrap_or_else(PoisonError::into_inner);
-        tracks.keys().filter(|(c, _)| c == channel).map(|(_, r)| r.clone()).collect()
-    }
-
     /// Serves the relay streams of one authenticated, authorised connection until it closes.
     pub async fn serve_connection(self, conn: quinn::Connection) {
         while let Ok((send, recv)) = conn.accept_bi().await {

@@ -109,7 +109,7 @@ impl Routing {
             if !node.roles.iter().any(|r| r == EDGE_ROLE) || state.is_draining(node.id) {
                 continue;
             }
-            let Some((_, addr)) = node.addresses.iter().find(|(name, _)| name == "edge") else { continue };
+            let Some(addr) = node.address("edge") else { continue };
             let candidate = Candidate {
                 node_id: node.id,
                 region: node.region.clone(),

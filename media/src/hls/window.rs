@@ -591,6 +591,11 @@ impl Rendition {
         }
     }
 
+    /// The newest complete segment (what a recorder takes when it changes).
+    pub fn newest_segment(&self) -> Option<&Segment> {
+        self.segments.back()
+    }
+
     /// Segments cut without a keyframe so far (the hard limit of the module docs).
     pub fn forced_cuts(&self) -> u64 {
         self.forced_cuts

@@ -144,14 +144,15 @@ impl LivePublish {
         // The ladder gets what `source` accepted, so every rendition starts at the same keyframe
         // (the relay's taps are fed by the registry itself, see `LiveFeed::set_tap`).
         let copy = self.ladder.is_some().then(|| sample.clone());
-        let opened_before = if copy.is_some() && video && sample.keyframe { live.open_segment(0) } else { None };
-        let pushed = if video { live.push_video(0, sample, now) } else { live.push_audio(0, sample, now) };
+        let (pushed, opened) = if video {
+            match live.push_video_opening(0, sample, now) {
+                Ok((pushed, opened)) => (Ok(pushed), opened),
+                Err(error) => (Err(error), None),
+            }
+        } else {
+            (live.push_audio(0, sample, now), None)
+        };
         if let (Some(copy), Ok(Pushed::Buffered | Pushed::Published(_))) = (copy, &pushed) {
-            let opened = if video && copy.keyframe {
-                live.open_segment(0).filter(|&msn| Some(msn) != opened_before)
-            } else {
-                None
-            };
             if let Some(ladder) = &mut self.ladder {
                 if video {
                     ladder.video(&copy, now, opened);

@@ -22,4 +22,6 @@ mod registry;
 
 pub use http::{routes, OriginConfig};
 pub use metrics::OriginMetrics;
-pub use registry::{LiveFeed, LiveHandle, LiveRegistry, LiveRendition, OriginError, RegistryConfig};
+pub use registry::{
+    ClosedSegment, LiveFeed, LiveHandle, LiveRegistry, LiveRendition, OriginError, RegistryConfig, SegmentSink,
+};

@@ -84,6 +84,29 @@ impl From<Rendition> for LiveRendition {
     }
 }
 
+/// A segment a live rendition completed, with what a recorder needs to play it back alone.
+#[derive(Debug, Clone)]
+pub struct ClosedSegment {
+    pub channel: Arc<str>,
+    pub session: Arc<str>,
+    pub rendition: Arc<str>,
+    /// `CODECS=` of the rendition when the segment closed.
+    pub codecs: String,
+    /// Width and height of the video, if any.
+    pub resolution: Option<(u16, u16)>,
+    /// The header the segment names (`segment.init_id`).
+    pub init: bytes::Bytes,
+    pub segment: crate::hls::Segment,
+}
+
+/// Where complete segments go besides the live window: the recorder. Called outside the
+/// packager's locks, in push order per rendition; must not block (hand the work to a task).
+pub trait SegmentSink: Send + Sync + 'static {
+    fn segment(&self, segment: ClosedSegment);
+    /// The stream ended (finished, replaced or shut down) after its last segment was handed over.
+    fn ended(&self, channel: &str, session: &str);
+}
+
 /// Why the registry refused an input. Each names the channel; none is worth retrying as is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -184,11 +207,56 @@ pub(crate) struct LiveChannel {
     ended_at: Mutex<Option<Instant>>,
     /// `bitriver_origin_forced_segment_cuts_total`.
     forced_cuts: prometheus::IntCounter,
+    /// The recorder, if the node records.
+    sink: Option<Arc<dyn SegmentSink>>,
+}
+
+impl std::fmt::Debug for dyn SegmentSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SegmentSink")
+    }
 }
 
 impl LiveChannel {
     pub(crate) fn rendition(&self, name: &str) -> Option<&RenditionSlot> {
         self.renditions.iter().find(|r| r.name == name)
+    }
+
+    /// Rendition `index` of the stream, for the ingest side.
+    fn slot(&self, index: usize) -> Result<&RenditionSlot, OriginError> {
+        self.renditions.get(index).ok_or_else(|| OriginError::UnknownRendition { channel: self.id.clone(), index })
+    }
+
+    /// A packager's refusal as the ingest side sees it: a finished rendition means the stream ended.
+    fn refused(&self, source: RenditionError) -> OriginError {
+        match source {
+            RenditionError::Finished { .. } => {
+                OriginError::Ended { channel: self.id.clone(), session: self.session.clone() }
+            }
+            source => OriginError::Rendition { channel: self.id.clone(), source },
+        }
+    }
+
+    /// The segment `state` completed since its newest was `before`, for the sink.
+    fn closed_since(&self, slot: &RenditionSlot, state: &RenditionState, before: Option<u64>) -> Option<ClosedSegment> {
+        self.sink.as_ref()?;
+        let rendition = &state.rendition;
+        let segment = rendition.newest_segment().filter(|s| Some(s.msn) != before)?;
+        Some(ClosedSegment {
+            channel: Arc::from(self.id.as_str()),
+            session: Arc::from(self.session.as_str()),
+            rendition: Arc::from(slot.name.as_str()),
+            codecs: rendition.codecs(),
+            resolution: rendition.video_config().map(|v| (v.width, v.height)),
+            init: rendition.init_named(segment.init_id)?,
+            segment: segment.clone(),
+        })
+    }
+
+    fn record(&self, closed: Option<ClosedSegment>) {
+        if let (Some(sink), Some(closed)) = (&self.sink, closed) {
+            sink.segment(closed);
+        }
     }
 
     fn ended_at(&self) -> Option<Instant> {
@@ -210,16 +278,21 @@ impl LiveChannel {
             *ended_at = Some(Instant::now());
         }
         for slot in &self.renditions {
-            let latest = {
+            let (latest, closed) = {
                 let mut state = slot.lock();
+                let before = state.rendition.newest_segment().map(|s| s.msn);
                 if let Err(error) = state.rendition.finish() {
                     tracing::warn!(channel = %self.id, %error, "could not publish the last part");
                 }
-                state.rendition.latest()
+                (state.rendition.latest(), self.closed_since(slot, &state, before))
             };
+            self.record(closed);
             slot.progress.send_replace(Progress { latest, ended: true });
             // The tap's track ends with the stream (its subscribers are told).
             drop(slot.tap.lock().unwrap_or_else(PoisonError::into_inner).take());
+        }
+        if let Some(sink) = &self.sink {
+            sink.ended(&self.id, &self.session);
         }
         true
     }
@@ -237,11 +310,18 @@ struct Inner {
     config: RegistryConfig,
     metrics: OriginMetrics,
     channels: RwLock<HashMap<String, Arc<LiveChannel>>>,
+    sink: RwLock<Option<Arc<dyn SegmentSink>>>,
 }
 
 impl LiveRegistry {
     pub fn new(config: RegistryConfig, metrics: OriginMetrics) -> Self {
-        LiveRegistry { inner: Arc::new(Inner { config, metrics, channels: RwLock::new(HashMap::new()) }) }
+        let channels = RwLock::new(HashMap::new());
+        LiveRegistry { inner: Arc::new(Inner { config, metrics, channels, sink: RwLock::new(None) }) }
+    }
+
+    /// Hands every complete segment of the streams opened from now on to `sink` (the recorder).
+    pub fn set_sink(&self, sink: Arc<dyn SegmentSink>) {
+        *self.inner.sink.write().unwrap_or_else(PoisonError::into_inner) = Some(sink);
     }
 
     /// Starts serving a stream of `channel_id`: the ingest driver calls this once the publish is
@@ -278,6 +358,7 @@ impl LiveRegistry {
             renditions: slots,
             ended_at: Mutex::new(None),
             forced_cuts: self.inner.metrics.forced_segment_cuts.clone(),
+            sink: self.inner.sink.read().unwrap_or_else(PoisonError::into_inner).clone(),
         });
 
         let metrics = &self.inner.metrics;
@@ -413,22 +494,29 @@ impl LiveHandle {
     /// given to [`LiveRegistry::open`]). `now` is the ingest wall clock. Requests waiting for the
     /// part this publishes are woken before it returns.
     pub fn push_video(&self, rendition: usize, sample: Sample, now: UnixMillis) -> Result<Pushed, OriginError> {
-        self.push(rendition, TrackKind::Video, sample, now)
+        self.push_video_opening(rendition, sample, now).map(|(pushed, _)| pushed)
+    }
+
+    /// [`LiveHandle::push_video`] that also says which segment the sample opened, if it was a
+    /// keyframe that did (what a transcoder aligns its rungs on).
+    pub fn push_video_opening(
+        &self,
+        rendition: usize,
+        sample: Sample,
+        now: UnixMillis,
+    ) -> Result<(Pushed, Option<u64>), OriginError> {
+        push(&self.channel, rendition, TrackKind::Video, sample, now)
     }
 
     /// Adds an audio sample (dts in sample-rate ticks); see [`LiveHandle::push_video`].
     pub fn push_audio(&self, rendition: usize, sample: Sample, now: UnixMillis) -> Result<Pushed, OriginError> {
-        self.push(rendition, TrackKind::Audio, sample, now)
+        push(&self.channel, rendition, TrackKind::Audio, sample, now).map(|(pushed, _)| pushed)
     }
 
     /// Ends the stream: publishes the last parts, playlists get `EXT-X-ENDLIST`, waiting requests
     /// are answered. Same as dropping the handle.
     pub fn finish(self) {
         drop(self);
-    }
-
-    fn push(&self, index: usize, track: TrackKind, sample: Sample, now: UnixMillis) -> Result<Pushed, OriginError> {
-        push(&self.channel, index, track, sample, now)
     }
 
     /// A feeder of this stream's renditions for another thread (a transcoder): it pushes like the
@@ -448,12 +536,12 @@ pub struct LiveFeed {
 impl LiveFeed {
     /// See [`LiveHandle::push_video`].
     pub fn push_video(&self, rendition: usize, sample: Sample, now: UnixMillis) -> Result<Pushed, OriginError> {
-        push(&self.channel, rendition, TrackKind::Video, sample, now)
+        push(&self.channel, rendition, TrackKind::Video, sample, now).map(|(pushed, _)| pushed)
     }
 
     /// See [`LiveHandle::push_audio`].
     pub fn push_audio(&self, rendition: usize, sample: Sample, now: UnixMillis) -> Result<Pushed, OriginError> {
-        push(&self.channel, rendition, TrackKind::Audio, sample, now)
+        push(&self.channel, rendition, TrackKind::Audio, sample, now).map(|(pushed, _)| pushed)
     }
 
     pub fn is_live(&self) -> bool {
@@ -487,21 +575,14 @@ impl LiveFeed {
         video: Option<crate::cmaf::VideoConfig>,
         audio: Option<crate::cmaf::AudioConfig>,
     ) -> Result<u64, OriginError> {
-        let channel = &self.channel;
-        let slot = channel
-            .renditions
-            .get(rendition)
-            .ok_or_else(|| OriginError::UnknownRendition { channel: channel.id.clone(), index: rendition })?;
-        let (next, latest) = {
+        let slot = self.channel.slot(rendition)?;
+        let (next, latest, closed) = {
             let mut state = slot.lock();
-            let next = state.rendition.resume(video, audio).map_err(|source| match source {
-                RenditionError::Finished { .. } => {
-                    OriginError::Ended { channel: channel.id.clone(), session: channel.session.clone() }
-                }
-                source => OriginError::Rendition { channel: channel.id.clone(), source },
-            })?;
-            (next, state.rendition.latest())
+            let before = state.rendition.newest_segment().map(|s| s.msn);
+            let next = state.rendition.resume(video, audio).map_err(|source| self.channel.refused(source))?;
+            (next, state.rendition.latest(), self.channel.closed_since(slot, &state, before))
         };
+        self.channel.record(closed);
         slot.progress.send_if_modified(|p| {
             let changed = p.latest != latest;
             p.latest = latest;
@@ -515,10 +596,7 @@ impl LiveFeed {
     /// segment boundary without a gap in its numbering.
     pub fn restart(&self, rendition: usize, first_msn: u64) -> Result<(), OriginError> {
         let channel = &self.channel;
-        let slot = channel
-            .renditions
-            .get(rendition)
-            .ok_or_else(|| OriginError::UnknownRendition { channel: channel.id.clone(), index: rendition })?;
+        let slot = channel.slot(rendition)?;
         // Segments are dated from the source's anchor (index 0), as the other renditions were.
         let anchor = if rendition == 0 { None } else { channel.renditions[0].lock().rendition.pdt_anchor() };
         let latest = {
@@ -542,28 +620,28 @@ impl LiveFeed {
 /// How the forced-cut warning names the limit (see [`crate::hls::Rendition::forced_cuts`]).
 const MAX_SEGMENT_HINT: &str = "4 segment targets or 32 MiB";
 
+/// Pushes one sample into rendition `index`: `(what the packager did, the msn of the segment the
+/// sample opened if it is an accepted keyframe that opened one)`. Its tap, if any, gets the
+/// accepted sample with the same.
 fn push(
     channel: &LiveChannel,
     index: usize,
     track: TrackKind,
     sample: Sample,
     now: UnixMillis,
-) -> Result<Pushed, OriginError> {
-    let slot = channel
-        .renditions
-        .get(index)
-        .ok_or_else(|| OriginError::UnknownRendition { channel: channel.id.clone(), index })?;
+) -> Result<(Pushed, Option<u64>), OriginError> {
+    let slot = channel.slot(index)?;
     let duration = u64::from(sample.duration);
-    let (result, latest, forced) = {
+    let keyframe = track == TrackKind::Video && sample.keyframe;
+    let (result, opened, latest, forced, closed) = {
         let mut state = slot.lock();
+        let newest_before = state.rendition.newest_segment().map(|s| s.msn);
         let mut tap = slot.tap.lock().unwrap_or_else(PoisonError::into_inner);
-        // The tap sees what was accepted, in push order (both locks held), with the segment a
-        // keyframe opened: a copy of the sample (its data is shared, not copied).
+        // The tap sees what was accepted, in push order (both locks held): a copy of the sample
+        // (its data is shared, not copied).
         let copy = tap.is_some().then(|| sample.clone());
-        let opened_before = match &copy {
-            Some(c) if track == TrackKind::Video && c.keyframe => state.rendition.partial_segment().map(|p| p.msn),
-            _ => None,
-        };
+        let open_segment = |state: &RenditionState| state.rendition.partial_segment().map(|p| p.msn);
+        let opened_before = if keyframe { open_segment(&state) } else { None };
         let cuts_before = state.rendition.forced_cuts();
         let result = match track {
             TrackKind::Video => state.rendition.push_video(sample, now),
@@ -575,16 +653,11 @@ fn push(
             state.video_frames += 1;
             state.video_ticks = state.video_ticks.saturating_add(duration);
         }
+        let opened =
+            if keyframe && accepted { open_segment(&state).filter(|&msn| Some(msn) != opened_before) } else { None };
         if let (Some(SlotTap(tap)), Some(copy), true) = (tap.as_mut(), copy, accepted) {
             match track {
-                TrackKind::Video => {
-                    let opened = if copy.keyframe {
-                        state.rendition.partial_segment().map(|p| p.msn).filter(|&msn| Some(msn) != opened_before)
-                    } else {
-                        None
-                    };
-                    tap.video(&copy, now, opened);
-                }
+                TrackKind::Video => tap.video(&copy, now, opened),
                 TrackKind::Audio => tap.audio(&copy, now),
             }
         }
@@ -592,34 +665,29 @@ fn push(
         // Not only `Published`: a keyframe that closes a segment whose last part was already
         // out publishes nothing new, yet completes the segment (and moves the preload hint),
         // which `_HLS_msn` requests and hinted-part requests are waiting for.
-        (result, state.rendition.latest(), forced)
+        let closed = channel.closed_since(slot, &state, newest_before);
+        (result, opened, state.rendition.latest(), forced, closed)
     };
+    channel.record(closed);
     if forced {
         channel.forced_cuts.inc();
         tracing::warn!(channel = %channel.id, rendition = %slot.name, limit = ?MAX_SEGMENT_HINT,
             "segment cut without a keyframe (the publisher sends none for too long; set a keyframe interval)");
     }
-    match result {
-        Ok(pushed) => {
-            if let Some(latest) = latest {
-                // Outside the packager lock, so woken requests don't contend with us. Sends
-                // from concurrent pushes (or `end`) may arrive out of order: only move forward.
-                slot.progress.send_if_modified(|p| {
-                    let key = |l: Latest| (l.msn, l.part, l.segment_complete);
-                    let newer = !p.ended && p.latest.is_none_or(|old| key(latest) > key(old));
-                    if newer {
-                        p.latest = Some(latest);
-                    }
-                    newer
-                });
+    let pushed = result.map_err(|source| channel.refused(source))?;
+    if let Some(latest) = latest {
+        // Outside the packager lock, so woken requests don't contend with us. Sends from
+        // concurrent pushes (or `end`) may arrive out of order: only move forward.
+        slot.progress.send_if_modified(|p| {
+            let key = |l: Latest| (l.msn, l.part, l.segment_complete);
+            let newer = !p.ended && p.latest.is_none_or(|old| key(latest) > key(old));
+            if newer {
+                p.latest = Some(latest);
             }
-            Ok(pushed)
-        }
-        Err(RenditionError::Finished { .. }) => {
-            Err(OriginError::Ended { channel: channel.id.clone(), session: channel.session.clone() })
-        }
-        Err(source) => Err(OriginError::Rendition { channel: channel.id.clone(), source }),
+            newer
+        });
     }
+    Ok((pushed, opened))
 }
 
 impl Drop for LiveHandle {
