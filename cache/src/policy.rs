@@ -42,10 +42,13 @@ impl ObjectKind {
     }
 }
 
-/// A parsed `/hls/{channel}/...` request.
+/// A parsed `/hls/{channel}/...` or `/vod/{recording}/...` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HlsRequest {
+    /// The channel, or for a recording its id.
     pub channel: String,
+    /// A recording (`/vod/`): its origin is the node holding it, and it has no live viewers.
+    pub vod: bool,
     pub kind: ObjectKind,
     /// Path plus the LL-HLS query parameters that change the answer, in a fixed order: the
     /// cache key, and what is sent to the origin.
@@ -65,7 +68,10 @@ pub enum NotServed {
 /// Parse an edge request path and query. The key is the path plus the LL-HLS parameters in
 /// their canonical form ([`PlaylistParams::canonical_query`]); every other parameter is dropped.
 pub fn parse(path: &str, query: Option<&str>) -> Result<HlsRequest, NotServed> {
-    let parsed = HlsPath::parse(path).ok_or(NotServed::NotFound)?;
+    let (parsed, vod) = match HlsPath::parse(path) {
+        Some(parsed) => (parsed, false),
+        None => (HlsPath::parse_vod(path).ok_or(NotServed::NotFound)?, true),
+    };
     let (kind, params) = match parsed {
         HlsPath::Master { .. } => (ObjectKind::Master, String::new()),
         HlsPath::Rendition { file, .. } => match file {
@@ -79,7 +85,7 @@ pub fn parse(path: &str, query: Option<&str>) -> Result<HlsRequest, NotServed> {
             RenditionFile::Part(..) => (ObjectKind::Part, String::new()),
         },
     };
-    Ok(HlsRequest { channel: parsed.channel().to_owned(), kind, key: format!("{path}{params}") })
+    Ok(HlsRequest { channel: parsed.channel().to_owned(), vod, kind, key: format!("{path}{params}") })
 }
 
 /// Freshness rules of the edge.

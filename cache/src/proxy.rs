@@ -54,6 +54,11 @@ pub const VIA_EDGE: &str = "x-bitriver-via-edge";
 pub trait OriginResolver: Send + Sync + 'static {
     /// The origins of a live channel, preferred first; empty if it is not live anywhere.
     fn origins(&self, channel: &str) -> Vec<Origin>;
+
+    /// The origin holding a published recording; empty if there is none.
+    fn recording_origins(&self, _recording: &str) -> Vec<Origin> {
+        Vec::new()
+    }
 }
 
 /// Timeouts towards origins.
@@ -238,13 +243,18 @@ impl ProxyHttp for EdgeProxy {
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut EdgeCtx) -> Result<Box<HttpPeer>> {
         if ctx.origins.is_empty() {
-            let channel = ctx.request.as_ref().map_or("", |r| r.channel.as_str());
-            ctx.origins = self.resolver.origins(channel);
+            let (channel, vod) = ctx.request.as_ref().map_or(("", false), |r| (r.channel.as_str(), r.vod));
+            ctx.origins = if vod { self.resolver.recording_origins(channel) } else { self.resolver.origins(channel) };
             if session.req_header().headers.contains_key(VIA_EDGE) {
                 ctx.origins.retain(|o| !o.shield);
             }
             if ctx.origins.is_empty() {
-                return Error::e_explain(ErrorType::HTTPStatus(404), format!("channel {channel} is not live"));
+                let why = if vod {
+                    format!("recording {channel} is not published")
+                } else {
+                    format!("channel {channel} is not live")
+                };
+                return Error::e_explain(ErrorType::HTTPStatus(404), why);
             }
         }
         let origin = &ctx.origins[ctx.attempt % ctx.origins.len()];
@@ -393,7 +403,7 @@ impl ProxyHttp for EdgeProxy {
             || session
                 .response_written()
                 .is_some_and(|r| r.status == http::StatusCode::OK || r.status == http::StatusCode::PARTIAL_CONTENT);
-        if let Some(request) = ctx.request.as_ref().filter(|_| served) {
+        if let Some(request) = ctx.request.as_ref().filter(|r| served && !r.vod) {
             if matches!(request.kind, ObjectKind::Part | ObjectKind::BlockingPlaylist | ObjectKind::Playlist) {
                 self.viewers.seen(&request.channel, ctx.client, Instant::now());
             }

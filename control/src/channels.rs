@@ -67,6 +67,11 @@ impl EdgePlayback {
     /// this node under that host name, so it reaches the node's edge under it too. `None` if the
     /// request carries no usable `Host`.
     pub fn url(&self, headers: &HeaderMap, channel_id: &str) -> Option<String> {
+        self.url_for(headers, &playback_url(channel_id))
+    }
+
+    /// `{scheme}://{host the caller used}:{edge port}{path}`, for any path the edge serves.
+    pub fn url_for(&self, headers: &HeaderMap, path: &str) -> Option<String> {
         let host = headers.get(header::HOST)?.to_str().ok()?;
         // Strip the port: `name:8080`, `[::1]:8080`, or a bare name.
         let name = match host.rsplit_once(':') {
@@ -80,7 +85,7 @@ impl EdgePlayback {
             return None;
         }
         let scheme = if self.https { "https" } else { "http" };
-        Some(format!("{scheme}://{name}:{}{}", self.port, playback_url(channel_id)))
+        Some(format!("{scheme}://{name}:{}{path}", self.port))
     }
 }
 

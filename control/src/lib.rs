@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod privacy;
 pub mod profiles;
+pub mod recordings;
 pub mod reports;
 pub mod routing;
 pub mod same_origin;

@@ -58,6 +58,7 @@ pub(crate) fn api_routes() -> OpenApiRouter<ApiState> {
         .merge(crate::export::routes())
         .merge(crate::reports::routes())
         .merge(crate::privacy::routes())
+        .merge(crate::recordings::routes())
         .merge(crate::takedowns::routes())
         .merge(crate::health::routes())
         .merge(crate::routing::api::routes())
@@ -92,6 +93,7 @@ pub(crate) fn api_routes() -> OpenApiRouter<ApiState> {
         (name = "export", description = "Catalog snapshot (admins)"),
         (name = "playback", description = "Viewers at the nearest edge: redirects and HLS Content Steering"),
         (name = "regions", description = "The operator's network map of regions (admins)"),
+        (name = "recordings", description = "Recordings of broadcasts and clips cut from them (VOD)"),
         (name = "meta", description = "This document"),
     ),
 )]

@@ -259,6 +259,7 @@ async fn every_documented_operation_is_routed_and_nothing_else() {
                 json!({"channelId": channel, "claimantName": "R", "claimantEmail": "r@example.com",
                 "work": "W", "infringingUrl": "https://example.com", "statement": "S"})
             }
+            ("POST", "/api/recordings/{id}/clips") => json!({"startSeconds": 0, "endSeconds": 5, "title": "Best"}),
             ("POST", "/api/takedowns/{id}/counter") => json!({"text": "it is mine"}),
             ("POST", "/api/takedowns/{id}/decide") => json!({"restore": true}),
             _ => return None,
@@ -280,9 +281,14 @@ async fn every_documented_operation_is_routed_and_nothing_else() {
     let (status, notice) = api.post("/api/takedowns", t, notice).await;
     assert_eq!(status, 201, "{notice}");
     let notice = notice["id"].as_str().unwrap().to_owned();
+    // In a channel of its own: deleting the fixture channel deletes its recordings.
+    let admin_id = api.catalog.read(|s| s.users().find(|u| u.roles.iter().any(|r| r == "admin")).unwrap().id.clone());
+    api.channel("recorded", &admin_id, &[]).await;
+    let recording = api.recording("rec-fixture", "recorded", 20).await;
     let concrete = |path: &str| {
         let id = match path {
             p if p.starts_with("/api/users/") => &viewer,
+            p if p.starts_with("/api/recordings/") => &recording,
             p if p.starts_with("/api/reports/") => &report,
             p if p.starts_with("/api/appeals/") => &appeal,
             p if p.starts_with("/api/takedowns/") => &notice,
@@ -443,6 +449,18 @@ async fn schemas_have_the_fields_real_answers_have() {
     let (status, session) = api.call("POST", &format!("/api/channels/{channel}/stream/start"), None, None).await;
     assert_eq!(status, 201, "{session}");
     check("StreamSession", &session);
+
+    let recording = api.recording("rec-fixture", &channel, 20).await;
+    let (status, published) = api.call("POST", &format!("/api/recordings/{recording}/publish"), None, None).await;
+    assert_eq!(status, 200, "{published}");
+    check("RecordingView", &published);
+    let (_, listed) = api.get(&format!("/api/recordings?channelId={channel}"), None).await;
+    check("RecordingList", &listed);
+    let (status, clip) = api
+        .post(&format!("/api/recordings/{recording}/clips"), None, json!({"startSeconds": 1, "endSeconds": 6}))
+        .await;
+    assert_eq!(status, 202, "{clip}");
+    check("RecordingView", &clip);
 
     let (status, message) =
         api.post(&format!("/api/channels/{channel}/chat"), None, json!({"text": "hello", "userId": river})).await;

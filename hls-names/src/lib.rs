@@ -10,6 +10,7 @@
 //! /hls/{channel}/{rendition}/init-{id}.mp4                     RenditionFile::Init
 //! /hls/{channel}/{rendition}/seg{msn}.m4s                      RenditionFile::Segment
 //! /hls/{channel}/{rendition}/part{msn}.{index}.m4s             RenditionFile::Part
+//! /vod/{recording}/master.m3u8, /vod/{recording}/{rendition}/{index.m3u8, init-{id}.mp4, seg{n}.m4s}
 //! ```
 //!
 //! Numbers are decimal without sign or leading zero, so every object has exactly one name. The
@@ -25,6 +26,9 @@ use std::str::FromStr;
 
 /// The path prefix of everything the origin serves.
 pub const PREFIX: &str = "/hls/";
+/// The path prefix of recordings (VOD): `/vod/{recording}/master.m3u8` and below, the same
+/// names as live.
+pub const VOD_PREFIX: &str = "/vod/";
 /// The multivariant playlist of a channel.
 pub const MASTER_PLAYLIST: &str = "master.m3u8";
 /// The media playlist of a rendition.
@@ -122,7 +126,18 @@ pub enum HlsPath<'a> {
 impl<'a> HlsPath<'a> {
     /// Parses a request path (no query); `None` for anything the origin does not serve.
     pub fn parse(path: &'a str) -> Option<Self> {
-        let rest = path.strip_prefix(PREFIX)?;
+        Self::parse_below(path, PREFIX)
+    }
+
+    /// Parses a recording's path, `/vod/{recording}/...` (same names below the id; the
+    /// "channel" is the recording id). Recordings have no parts.
+    pub fn parse_vod(path: &'a str) -> Option<Self> {
+        Self::parse_below(path, VOD_PREFIX)
+            .filter(|p| !matches!(p, HlsPath::Rendition { file: RenditionFile::Part(..), .. }))
+    }
+
+    fn parse_below(path: &'a str, prefix: &str) -> Option<Self> {
+        let rest = path.strip_prefix(prefix)?;
         let mut segments = rest.split('/');
         let channel = segments.next().filter(|c| is_name(c))?;
         match (segments.next(), segments.next(), segments.next()) {
@@ -247,6 +262,19 @@ mod tests {
         }
         assert_eq!(RenditionFile::parse("part12.3.m4s"), Some(RenditionFile::Part(12, 3)));
         assert_eq!(RenditionFile::parse("init-00000000000000ff.mp4"), Some(RenditionFile::Init(InitId(255))));
+    }
+
+    #[test]
+    fn recordings_use_the_same_names_without_parts() {
+        assert_eq!(HlsPath::parse_vod("/vod/r1/master.m3u8"), Some(HlsPath::Master { channel: "r1" }));
+        assert_eq!(
+            HlsPath::parse_vod("/vod/r1/source/seg3.m4s"),
+            Some(HlsPath::Rendition { channel: "r1", rendition: "source", file: RenditionFile::Segment(3) })
+        );
+        assert_eq!(HlsPath::parse_vod("/vod/r1/source/part3.0.m4s"), None);
+        assert_eq!(HlsPath::parse_vod("/hls/r1/master.m3u8"), None);
+        assert_eq!(HlsPath::parse("/vod/r1/master.m3u8"), None);
+        assert_eq!(HlsPath::parse_vod("/vod/../master.m3u8"), None);
     }
 
     #[test]

@@ -306,6 +306,21 @@ pub struct Config {
     )]
     pub log_format: LogFormatArg,
 
+    /// Record only these renditions of each broadcast (comma-separated, e.g. source,720p);
+    /// default: every rendition. `off` records nothing.
+    #[arg(long, value_name = "NAMES", env = "BITRIVER_LIVE_RECORD_RENDITIONS", value_delimiter = ',')]
+    pub record_renditions: Vec<String>,
+
+    /// How long published recordings are kept, counted from their publication (e.g. 720h);
+    /// 0 keeps them.
+    #[arg(long, value_name = "DURATION", env = "BITRIVER_LIVE_RECORDING_RETENTION_PUBLISHED", default_value = "0")]
+    pub recording_retention_published: String,
+
+    /// How long unpublished recordings (drafts) are kept after their broadcast ended (e.g.
+    /// 168h); 0 keeps them.
+    #[arg(long, value_name = "DURATION", env = "BITRIVER_LIVE_RECORDING_RETENTION_UNPUBLISHED", default_value = "0")]
+    pub recording_retention_unpublished: String,
+
     /// LL-HLS part duration target in milliseconds (origin packaging; 50 to 2000).
     #[arg(long, value_name = "MS", env = "BITRIVER_LIVE_PART_TARGET_MS", default_value_t = 200)]
     pub part_target_ms: u64,
@@ -693,6 +708,9 @@ pub struct ValidatedConfig {
     /// LL-HLS part and segment duration targets.
     pub part_target: Duration,
     pub segment_target: Duration,
+    /// Which renditions are recorded: `None` all, `Some(empty)` none.
+    pub record_renditions: Option<Vec<String>>,
+    pub recording_retention: recordings::Retention,
     /// The transcode ladder; `None`: passthrough only (see `--transcode-ladder`).
     pub transcode: Option<transcode::LadderSpec>,
     pub raft_snapshot_every: u64,
@@ -830,6 +848,21 @@ impl Config {
                 "expected at least --part-target-ms and at most 30000 milliseconds",
             ));
         }
+        let record_renditions = record_renditions(&self.record_renditions)?;
+        let retention = |flag: &str, value: &str| match parse_duration(value) {
+            _ if value.trim() == "0" => Ok(None),
+            Ok(d) if d.is_zero() => Ok(None),
+            Ok(d) => Ok(Some(d)),
+            // Durations below a second, for trying retention out.
+            Err(e) => match value.strip_suffix("ms").and_then(|ms| ms.parse::<u64>().ok()) {
+                Some(ms) => Ok(Some(Duration::from_millis(ms)).filter(|d| !d.is_zero())),
+                None => Err(ConfigError::invalid(flag, value, e.to_string())),
+            },
+        };
+        let recording_retention = recordings::Retention {
+            published: retention("--recording-retention-published", &self.recording_retention_published)?,
+            unpublished: retention("--recording-retention-unpublished", &self.recording_retention_unpublished)?,
+        };
         let transcode = transcode_ladder(self.transcode_ladder.as_deref(), &self.roles, roles)?;
         let allowed_origins = control::same_origin::parse_list(self.allowed_origins.iter().map(String::as_str))
             .map_err(|e| ConfigError::invalid("--allowed-origins", &e.0, e.to_string()))?;
@@ -890,6 +923,8 @@ impl Config {
             log_format,
             part_target: Duration::from_millis(self.part_target_ms),
             segment_target: Duration::from_millis(self.segment_target_ms),
+            record_renditions,
+            recording_retention,
             transcode,
             raft_snapshot_every: self.raft_snapshot_every.max(1),
             raft_keep_logs: self.raft_keep_logs,
@@ -1126,6 +1161,21 @@ fn resolve_host(flag: &str, s: &str, host: &str, bracketed: bool, port: u16) -> 
     // Prefer IPv4 for predictability (`localhost` may list ::1 first).
     resolved.sort_by_key(|a| !a.is_ipv4());
     resolved.into_iter().next().ok_or_else(|| ConfigError::invalid(flag, s, "host resolved to no address"))
+}
+
+/// `--record-renditions`: names, or `off`.
+fn record_renditions(names: &[String]) -> Result<Option<Vec<String>>, ConfigError> {
+    let names: Vec<String> = names.iter().map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).collect();
+    if names.is_empty() {
+        return Ok(None);
+    }
+    if names == ["off"] {
+        return Ok(Some(Vec::new()));
+    }
+    if let Some(bad) = names.iter().find(|n| !hls_names::is_name(n)) {
+        return Err(ConfigError::invalid("--record-renditions", bad, "not a rendition name (e.g. source, 720p)"));
+    }
+    Ok(Some(names))
 }
 
 // ---------------------------------------------------------------------------------------------

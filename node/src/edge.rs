@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cache::{Edge, EdgeConfig, Freshness, Origin, OriginResolver, UpstreamTimeouts, ViewerCounter};
+use raft::state::recordings::RecordingStatus;
 use raft::state::CatalogState;
 use raft::{Catalog, Command, LiveState, NodeId, ViewerSample};
 
@@ -37,6 +38,19 @@ impl OriginResolver for CatalogOrigins {
     fn origins(&self, channel: &str) -> Vec<Origin> {
         let me = self.catalog.node_id();
         self.catalog.read(|s| resolve_origins(s, channel, me, self.local_origin, self.tls))
+    }
+
+    fn recording_origins(&self, recording: &str) -> Vec<Origin> {
+        let me = self.catalog.node_id();
+        let holder = self.catalog.read(|s| {
+            let r = s.recording(recording).filter(|r| r.is_published() && r.status == RecordingStatus::Ready)?;
+            if r.node_id == me {
+                return self.local_origin.map(|addr| Origin { addr, tls: self.tls, verify_tls: false, shield: false });
+            }
+            let addr = listener(s, r.node_id, "http")?;
+            Some(Origin { addr, tls: self.tls, verify_tls: true, shield: false })
+        });
+        holder.into_iter().collect()
     }
 }
 

@@ -190,6 +190,15 @@ pub async fn run(
             relay_metrics,
         )));
     }
+    // Recordings: the broadcasts this node packages as their primary origin, written as their
+    // segments close; clips and retention of what it holds.
+    let recording_store = if config.roles.contains(Role::Origin) {
+        let store = recordings::LocalStore::new(config.data_dir.join("recordings")).context("recordings directory")?;
+        relay_tasks.extend(crate::recording::start(&config, &catalog, &store, &live, &registry)?);
+        Some(store)
+    } else {
+        None
+    };
     // Load reports, and the ingest leases of what this node publishes.
     let fleet = crate::fleet::start(&catalog, &registry, gate.as_deref(), &live);
     // Edge: caches this cluster's LL-HLS for viewers; on an all-in-one node it fronts the origin
@@ -244,6 +253,7 @@ pub async fn run(
     let routing_watch = tokio::spawn(control::routing::watch_edges(routing, catalog.clone(), services.stop()));
     // Chat sockets are long-lived: they close on the stop signal so the HTTP drain does not wait on them.
     api.chat = Arc::new(control::chat::ChatHub::default().with_shutdown(services.stop()));
+    let vod_api = api.clone();
     let mut app = http::router(state).merge(control::router(api));
     if config.roles.contains(Role::Control) {
         // The web UI: `/`, `/channels`, `/c/{id}`, `/signup` and `/assets/*`, beside `/api`.
@@ -251,6 +261,9 @@ pub async fn run(
     }
     if config.roles.contains(Role::Origin) {
         app = app.merge(media::origin::routes(live.clone(), OriginConfig::default()));
+    }
+    if let Some(store) = recording_store {
+        app = app.merge(crate::vod::routes(store, vod_api));
     }
     services.spawn("http", http_addr, http::serve(listeners.http, app, config.tls.clone(), services.stop()));
 

@@ -127,6 +127,16 @@ pub fn command_allowed(subject: &CertSubject, command: &Command) -> Result<(), R
         {
             Ok(())
         }
+        // The node that records a broadcast (an origin, or an all-in-one ingest node) writes its
+        // entry, and its retention sweep deletes and forgets what it holds.
+        Command::PutRecording(recording) if recording.node_id != id => {
+            refuse(format!("a recording held by node {}", recording.node_id))
+        }
+        Command::PutRecording(_) | Command::DeleteRecording { .. } | Command::ForgetRecording { .. }
+            if subject.has_role(ORIGIN_ROLE) || subject.has_role(INGEST_ROLE) =>
+        {
+            Ok(())
+        }
         // A transcode node running a channel's ladder records the renditions it publishes.
         Command::SetSessionRenditions { .. } if subject.has_role(TRANSCODE_ROLE) => Ok(()),
         // A node may drain itself (what `bitriver cluster drain` runs on each host of a rolling

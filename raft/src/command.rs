@@ -210,6 +210,22 @@ pub enum Command {
         id: String,
         decision: crate::state::reports::AppealDecision,
     },
+    /// The node holding a recording's artefacts creates or updates it (see
+    /// [`crate::state::recordings`]); the API queues a clip with it.
+    PutRecording(Box<crate::state::recordings::Recording>),
+    /// The owner publishes a ready recording.
+    PublishRecording {
+        id: String,
+        at: UnixMillis,
+    },
+    /// The owner (or retention) deletes a recording: hidden now, its holder removes the files.
+    DeleteRecording {
+        id: String,
+    },
+    /// The holder removed a deleted recording's files: the entry goes too.
+    ForgetRecording {
+        id: String,
+    },
 }
 
 /// Most commands one [`Command::Batch`] may carry (the position in the batch is part of `seq`).
@@ -263,6 +279,7 @@ pub enum Response {
     Report(crate::state::reports::Report),
     Appeal(crate::state::reports::Appeal),
     Takedown(Box<crate::state::takedowns::Takedown>),
+    Recording(Box<crate::state::recordings::Recording>),
 }
 
 /// Why the state machine refused a command. Deterministic: every replica refuses the same way.

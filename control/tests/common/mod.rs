@@ -183,6 +183,37 @@ impl TestApi {
             .unwrap();
     }
 
+    /// A ready recording `id` of `channel` lasting `seconds`, held by this node, straight into
+    /// the catalog as a recorder would report it.
+    #[allow(dead_code)]
+    pub async fn recording(&self, id: &str, channel: &str, seconds: u64) -> String {
+        use raft::state::recordings::{Recording, RecordingKind, RecordingStatus};
+        let owner = self.catalog.read(|s| s.channel(channel).map(|c| c.owner_id.clone())).unwrap_or_default();
+        let recording = Recording {
+            id: id.into(),
+            channel_id: channel.into(),
+            owner_id: owner,
+            title: "Fixture".into(),
+            kind: RecordingKind::Broadcast,
+            status: RecordingStatus::Ready,
+            failure: None,
+            session_ids: vec!["s".into()],
+            source_id: None,
+            clip_start_ms: None,
+            clip_end_ms: None,
+            node_id: self.catalog.node_id(),
+            renditions: vec!["source".into()],
+            duration_ms: seconds * 1000,
+            size_bytes: 1_000_000,
+            thumbnails: 0,
+            created_at: raft::now_millis(),
+            ended_at: Some(raft::now_millis()),
+            published_at: None,
+        };
+        self.catalog.propose(raft::Command::PutRecording(Box::new(recording))).await.unwrap();
+        id.into()
+    }
+
     /// A user named `name` (id derived from it plus random bits) with `roles` and a token.
     pub async fn user(&self, name: &str, roles: &[&str]) -> (String, String) {
         let id = format!("{}-{}", name.to_lowercase().replace(' ', "-"), hex::encode(rand::random::<[u8; 4]>()));

@@ -16,6 +16,7 @@ pub mod audience;
 pub mod automod;
 pub mod community;
 pub mod health;
+pub mod recordings;
 pub mod regions;
 #[cfg(test)]
 pub(crate) mod replica;
@@ -76,6 +77,8 @@ pub struct CatalogState {
     pub(crate) homes: crate::home::HomeTable,
     /// The operator's network map: see [`regions`].
     pub(crate) regions: regions::RegionMap,
+    /// Recordings and clips: see [`recordings`].
+    pub(crate) recordings: recordings::RecordingTable,
     // Derived indexes.
     user_by_email: HashMap<String, String>,
     channel_by_key_hash: HashMap<String, String>,
@@ -134,7 +137,9 @@ impl CatalogState {
                 || state.homes.load_record(&key, v).map_err(wrap)?
             {
                 // A load, drain, lease or home region record.
-            } else if state.regions.load_record(&key, v).map_err(wrap)? {
+            } else if state.regions.load_record(&key, v).map_err(wrap)?
+                || state.recordings.load_record(&key, v).map_err(wrap)?
+            {
                 // A region of the network map.
             } else if state.access.load_record(&key, v).map_err(wrap)? {
                 // A revocation or a join-token use.
@@ -385,6 +390,10 @@ impl CatalogState {
             | Command::FileAppeal(_)
             | Command::DecideAppeal { .. } => self.apply_reports(index, command, out),
             Command::ReportHealth { .. } => self.apply_health(command, out),
+            Command::PutRecording(_)
+            | Command::PublishRecording { .. }
+            | Command::DeleteRecording { .. }
+            | Command::ForgetRecording { .. } => self.apply_recordings(command, out),
             Command::SetLegalPage(_) | Command::FileTakedown(_) | Command::StepTakedown { .. } => {
                 self.apply_takedowns(index, command, out)
             }
@@ -671,6 +680,7 @@ impl CatalogState {
         self.community.remove_channel(&channel.id, out);
         self.automod.remove_channel(&channel.id, out);
         self.forget_home(&channel.id, out);
+        self.delete_recordings_of(&channel.id, out);
     }
 
     fn put_node(&mut self, node: NodeInfo, out: &mut Vec<Mutation>) {
@@ -750,12 +760,12 @@ mod tests {
     use crate::types::NodeLoad;
 
     impl Replica {
-        fn ok(&mut self, command: Command) -> Response {
+        pub(super) fn ok(&mut self, command: Command) -> Response {
             let (result, _) = self.apply(command.clone());
             result.unwrap_or_else(|e| panic!("{command:?} refused: {e}"))
         }
 
-        fn err(&mut self, command: Command) -> CatalogError {
+        pub(super) fn err(&mut self, command: Command) -> CatalogError {
             let before = self.state.clone();
             let (result, mutations) = self.apply(command.clone());
             assert!(mutations.is_empty(), "refused {command:?} wrote {mutations:?}");
@@ -823,7 +833,7 @@ mod tests {
     }
 
     /// A replica with user `u1` owning channel `c1` (stream key hash `k1`).
-    fn with_channel() -> Replica {
+    pub(super) fn with_channel() -> Replica {
         let mut r = Replica::default();
         r.ok(Command::CreateUser(user("u1", "river@example.com")));
         r.ok(Command::CreateChannel(channel("c1", "u1", "k1")));
