@@ -220,7 +220,37 @@ async fn a_publish_in_another_region_is_relayed_to_the_home_regions_origin() {
     let log = ingest_b.log_text();
     assert!(log.contains("the channel's home is a: relaying it to a's origins"), "{log}");
 
-    let _ = publisher.kill().await;
+    // Recorded by the channel's primary origin (region a's), which packages every rendition;
+    // once published it plays through region b's edge, which asks that origin for it.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    testkit::process::signal(publisher.id().expect("running"), testkit::process::Signal::INT);
+    let _ = tokio::time::timeout(Duration::from_secs(10), publisher.wait()).await;
+    let recordings = control.url(&format!("/api/recordings?channelId={id}"));
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let recording = loop {
+        let (_, list) = call("GET", &recordings, &token, None).await;
+        if let Some(r) = list["recordings"].as_array().and_then(|l| l.first()).filter(|r| r["status"] == "ready") {
+            break r.clone();
+        }
+        assert!(Instant::now() < deadline, "no ready recording: {list}\n{}", origin_a.log_text());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let recording_id = recording["id"].as_str().unwrap().to_owned();
+    assert!(origin_a.data.join("recordings").join(&recording_id).exists(), "origin a holds the files");
+    for other in [&*ingest_b, &*origin_b, &*edge_b] {
+        assert!(!other.data.join("recordings").join(&recording_id).exists(), "{} holds a copy", other.name);
+    }
+    let vod = format!("http://{}:8081/vod/{recording_id}/master.m3u8", spaces[4].ip);
+    assert_eq!(testkit::http::get(&vod).await.map(|(s, _)| s), Some(404), "a draft is not served by edges");
+    let publish_url = control.url(&format!("/api/recordings/{recording_id}/publish"));
+    let (status, body) = call("POST", &publish_url, &token, None).await;
+    assert_eq!(status, 200, "{body}");
+    let probe = testkit::ffmpeg::ffprobe(&["-show_entries", "format=duration", &vod]).await;
+    let seconds: f64 = probe["format"]["duration"].as_str().and_then(|d| d.parse().ok()).unwrap_or(0.0);
+    let reported = recording["durationMs"].as_f64().unwrap() / 1000.0;
+    assert!(seconds > 3.0 && (seconds - reported).abs() <= 1.0, "edge b serves {seconds} s, recorded {reported} s");
+    println!("recording {recording_id} held by region a's origin, {seconds:.1} s through region b's edge");
+
     drop(nodes);
     drop(control);
     drop(net);
