@@ -49,6 +49,9 @@ else
   step fmt cargo fmt --all -- --check
   step clippy cargo clippy --workspace --all-targets -- -D warnings
 fi
+# s3s-fs, the S3-compatible server the object storage tests run (objects/, node/tests/recordings_s3.rs);
+# kept under /var/cache/bitriver-s3s, a few minutes the first time only.
+step s3s-fs ./objects/install-s3s-fs.sh
 # node/tests/load.rs runs the bitriver-load binary beside bitriver: build it first (nextest builds
 # only the binaries of the packages whose tests need them).
 step load-binary cargo build -q -p bitriver-bench --bin bitriver-load

@@ -23,6 +23,8 @@ pub enum ObjectKind {
     Segment,
     /// `part{msn}.{index}.m4s`.
     Part,
+    /// `poster.jpg` (live, refreshed every few seconds) or a recording's `thumb{n}.jpg`.
+    Image,
 }
 
 impl ObjectKind {
@@ -33,6 +35,7 @@ impl ObjectKind {
             ObjectKind::Init => "init",
             ObjectKind::Segment => "segment",
             ObjectKind::Part => "part",
+            ObjectKind::Image => "image",
         }
     }
 
@@ -74,6 +77,7 @@ pub fn parse(path: &str, query: Option<&str>) -> Result<HlsRequest, NotServed> {
     };
     let (kind, params) = match parsed {
         HlsPath::Master { .. } => (ObjectKind::Master, String::new()),
+        HlsPath::Image { .. } => (ObjectKind::Image, String::new()),
         HlsPath::Rendition { file, .. } => match file {
             RenditionFile::Playlist => {
                 let params = PlaylistParams::parse(query.unwrap_or("")).map_err(NotServed::BadRequest)?;
@@ -125,6 +129,8 @@ impl Freshness {
                 origin_max_age.unwrap_or(self.blocking_playlist_max).min(self.blocking_playlist_max)
             }
             ObjectKind::Master => origin_max_age.unwrap_or(self.master_max).min(self.master_max),
+            // The live picture changes every few seconds; a recording's never (the origin says).
+            ObjectKind::Image => origin_max_age.unwrap_or(self.master_max).min(self.immutable),
             ObjectKind::Init | ObjectKind::Segment | ObjectKind::Part => self.immutable,
         }
     }
@@ -150,6 +156,25 @@ pub fn max_age(cache_control: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recordings_and_pictures_are_keyed_like_live_objects() {
+        let r = parse("/vod/r1/source/seg3.m4s", Some("x=1")).unwrap();
+        assert_eq!(
+            (r.channel.as_str(), r.vod, r.kind, r.key.as_str()),
+            ("r1", true, ObjectKind::Segment, "/vod/r1/source/seg3.m4s")
+        );
+        assert!(!parse("/hls/r1/source/seg3.m4s", None).unwrap().vod);
+        assert_eq!(parse("/vod/r1/master.m3u8", None).unwrap().kind, ObjectKind::Master);
+        assert_eq!(parse("/vod/r1/source/part3.1.m4s", None), Err(NotServed::NotFound), "recordings have no parts");
+        let poster = parse("/hls/ch1/poster.jpg", None).unwrap();
+        assert_eq!((poster.kind, poster.vod), (ObjectKind::Image, false));
+        assert_eq!(parse("/vod/r1/thumb0.jpg", None).unwrap().kind, ObjectKind::Image);
+        let rules = Freshness::default();
+        assert_eq!(rules.ttl(ObjectKind::Image, Some(Duration::from_secs(5))), Duration::from_secs(5));
+        assert_eq!(rules.ttl(ObjectKind::Image, Some(Duration::from_secs(31_536_000))), rules.immutable);
+        assert_eq!(rules.ttl(ObjectKind::Image, None), rules.master_max);
+    }
 
     #[test]
     fn kinds_and_keys() {

@@ -66,6 +66,10 @@ pub struct DirectoryItem {
     /// The same playlist through this node's edge (absolute), when the node runs one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub edge_playback_url: Option<String>,
+    /// A live channel's picture, refreshed every few seconds (`/hls/{id}/poster.jpg`, through
+    /// this node's edge when it runs one); absent while offline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub poster_url: Option<String>,
 }
 
 /// A page of the directory; `next_cursor` is absent on the last page.
@@ -180,6 +184,7 @@ pub fn search(state: &CatalogState, query: &DirectoryQuery) -> ApiResult<Directo
             owner_display_name: state.user(&c.owner_id).map(|u| u.display_name.clone()),
             playback_url: playback_url(&c.id),
             edge_playback_url: None,
+            poster_url: (c.live_state == LiveState::Live).then(|| format!("/hls/{}/{}", c.id, hls_names::LIVE_POSTER)),
         })
         .collect();
     Ok(DirectoryPage { items, next_cursor })
@@ -205,6 +210,9 @@ async fn directory(
     let mut page = state.catalog.read(|s| search(s, &query))?;
     for item in &mut page.items {
         item.edge_playback_url = state.edge_playback_url(&headers, peer, &item.id);
+        if let (Some(poster), Some(edge)) = (&mut item.poster_url, &item.edge_playback_url) {
+            *poster = edge.replace("/master.m3u8", &format!("/{}", hls_names::LIVE_POSTER));
+        }
     }
     Ok(Json(page))
 }

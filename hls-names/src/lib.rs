@@ -10,7 +10,9 @@
 //! /hls/{channel}/{rendition}/init-{id}.mp4                     RenditionFile::Init
 //! /hls/{channel}/{rendition}/seg{msn}.m4s                      RenditionFile::Segment
 //! /hls/{channel}/{rendition}/part{msn}.{index}.m4s             RenditionFile::Part
+//! /hls/{channel}/poster.jpg                                    HlsPath::Image (Image::Live)
 //! /vod/{recording}/master.m3u8, /vod/{recording}/{rendition}/{index.m3u8, init-{id}.mp4, seg{n}.m4s}
+//! /vod/{recording}/thumb{n}.jpg                                HlsPath::Image (Image::Thumbnail)
 //! ```
 //!
 //! Numbers are decimal without sign or leading zero, so every object has exactly one name. The
@@ -121,19 +123,47 @@ pub enum HlsPath<'a> {
     Master { channel: &'a str },
     /// `/hls/{channel}/{rendition}/{file}`
     Rendition { channel: &'a str, rendition: &'a str, file: RenditionFile },
+    /// `/hls/{channel}/poster.jpg` (the live picture, refreshed every few seconds) or
+    /// `/vod/{recording}/thumb{n}.jpg` (its poster, 0, and pictures along the timeline).
+    Image { channel: &'a str, image: Image },
+}
+
+/// A still picture of a channel or recording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Image {
+    /// `poster.jpg`: the live channel now.
+    Live,
+    /// `thumb{n}.jpg`: a recording's picture `n` (0 is its poster).
+    Thumbnail(u32),
+}
+
+/// The live picture's file name.
+pub const LIVE_POSTER: &str = "poster.jpg";
+
+impl fmt::Display for Image {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Image::Live => f.write_str(LIVE_POSTER),
+            Image::Thumbnail(n) => write!(f, "thumb{n}.jpg"),
+        }
+    }
 }
 
 impl<'a> HlsPath<'a> {
     /// Parses a request path (no query); `None` for anything the origin does not serve.
     pub fn parse(path: &'a str) -> Option<Self> {
-        Self::parse_below(path, PREFIX)
+        Self::parse_below(path, PREFIX).filter(|p| !matches!(p, HlsPath::Image { image: Image::Thumbnail(_), .. }))
     }
 
     /// Parses a recording's path, `/vod/{recording}/...` (same names below the id; the
     /// "channel" is the recording id). Recordings have no parts.
     pub fn parse_vod(path: &'a str) -> Option<Self> {
-        Self::parse_below(path, VOD_PREFIX)
-            .filter(|p| !matches!(p, HlsPath::Rendition { file: RenditionFile::Part(..), .. }))
+        Self::parse_below(path, VOD_PREFIX).filter(|p| {
+            !matches!(
+                p,
+                HlsPath::Rendition { file: RenditionFile::Part(..), .. } | HlsPath::Image { image: Image::Live, .. }
+            )
+        })
     }
 
     fn parse_below(path: &'a str, prefix: &str) -> Option<Self> {
@@ -142,6 +172,11 @@ impl<'a> HlsPath<'a> {
         let channel = segments.next().filter(|c| is_name(c))?;
         match (segments.next(), segments.next(), segments.next()) {
             (Some(MASTER_PLAYLIST), None, None) => Some(HlsPath::Master { channel }),
+            (Some(LIVE_POSTER), None, None) => Some(HlsPath::Image { channel, image: Image::Live }),
+            (Some(name), None, None) => {
+                let n = name.strip_prefix("thumb")?.strip_suffix(".jpg")?;
+                Some(HlsPath::Image { channel, image: Image::Thumbnail(number(n)?) })
+            }
             (Some(rendition), Some(file), None) if is_name(rendition) => {
                 Some(HlsPath::Rendition { channel, rendition, file: RenditionFile::parse(file)? })
             }
@@ -151,7 +186,9 @@ impl<'a> HlsPath<'a> {
 
     pub fn channel(&self) -> &'a str {
         match self {
-            HlsPath::Master { channel } | HlsPath::Rendition { channel, .. } => channel,
+            HlsPath::Master { channel } | HlsPath::Rendition { channel, .. } | HlsPath::Image { channel, .. } => {
+                channel
+            }
         }
     }
 }
@@ -275,6 +312,15 @@ mod tests {
         assert_eq!(HlsPath::parse_vod("/hls/r1/master.m3u8"), None);
         assert_eq!(HlsPath::parse("/vod/r1/master.m3u8"), None);
         assert_eq!(HlsPath::parse_vod("/vod/../master.m3u8"), None);
+        assert_eq!(HlsPath::parse("/hls/c1/poster.jpg"), Some(HlsPath::Image { channel: "c1", image: Image::Live }));
+        assert_eq!(
+            HlsPath::parse_vod("/vod/r1/thumb3.jpg"),
+            Some(HlsPath::Image { channel: "r1", image: Image::Thumbnail(3) })
+        );
+        assert_eq!(HlsPath::parse("/hls/c1/thumb3.jpg"), None);
+        assert_eq!(HlsPath::parse_vod("/vod/r1/poster.jpg"), None);
+        assert_eq!(HlsPath::parse_vod("/vod/r1/thumb03.jpg"), None);
+        assert_eq!(Image::Thumbnail(3).to_string(), "thumb3.jpg");
     }
 
     #[test]

@@ -378,6 +378,10 @@ pub struct Config {
     #[arg(long, value_name = "FILE", env = "BITRIVER_LIVE_GEOIP_DB")]
     pub geoip_db: Option<PathBuf>,
 
+    /// S3-compatible object storage for recordings (`--object-*`): off without an endpoint.
+    #[command(flatten)]
+    pub objects: objects::ObjectArgs,
+
     /// Testing only: accept partition requests on the admin socket.
     #[arg(long, env = "BITRIVER_LIVE_FAULT_INJECTION", hide = true)]
     pub fault_injection: bool,
@@ -723,6 +727,8 @@ pub struct ValidatedConfig {
     pub trusted_proxies: Vec<raft::state::regions::Cidr>,
     /// `--geoip-db`, opened and checked.
     pub geoip: Option<crate::geoip::GeoIpDb>,
+    /// Where recordings are mirrored, if anywhere.
+    pub objects: Option<objects::ObjectConfig>,
     pub fault_injection: bool,
 }
 
@@ -849,6 +855,7 @@ impl Config {
             ));
         }
         let record_renditions = record_renditions(&self.record_renditions)?;
+        let objects = self.objects.validate().map_err(|e| ConfigError::invalid(e.flag, "", e.reason))?;
         let retention = |flag: &str, value: &str| match parse_duration(value) {
             _ if value.trim() == "0" => Ok(None),
             Ok(d) if d.is_zero() => Ok(None),
@@ -932,6 +939,7 @@ impl Config {
             client_region_header,
             trusted_proxies,
             geoip,
+            objects,
             fault_injection: self.fault_injection,
         };
         config.check_listener_clashes()?;

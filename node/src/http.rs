@@ -40,6 +40,8 @@ pub struct NodeHttp {
     pub listeners: Arc<Vec<(String, SocketAddr)>>,
     /// The transcode component of `/healthz`: on or off, ladder, encoders found.
     pub transcode: Arc<serde_json::Value>,
+    /// The copy of recordings in object storage, if configured, for `/healthz`.
+    pub objects: Option<recordings::Mirror>,
     /// The edge cache, when the node runs the edge role, for `/healthz`.
     pub edge_cache: Option<&'static cache::MokaStorage>,
 }
@@ -264,6 +266,18 @@ async fn healthz(State(state): State<NodeHttp>) -> Response {
             "filling": storage.filling_count(),
         });
     }
+    if let Some(mirror) = &state.objects {
+        // Not a reason to take the node out of service: uploads wait in the spool.
+        let status = mirror.status();
+        let word = match (status.reachable, status.spool_full) {
+            (_, true) => "error",
+            (false, false) => "degraded",
+            (true, false) => "ok",
+        };
+        let mut component = json!(status);
+        component["status"] = json!(word);
+        body["components"]["objects"] = component;
+    }
     let code = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, Json(body)).into_response()
 }
@@ -394,6 +408,7 @@ mod tests {
             origins: Arc::new(control::same_origin::OriginPolicy::default()),
             listeners: Arc::new(Vec::new()),
             transcode: Arc::new(json!({"status": "off"})),
+            objects: None,
             edge_cache: None,
         };
         let app = router(state);

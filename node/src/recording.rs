@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use raft::state::CatalogState;
 use raft::{Catalog, NodeId};
 use recordings::recorder::{self, Decide, RecorderConfig};
-use recordings::{worker, LocalStore, RecordingMetrics};
+use recordings::{worker, LocalStore, Mirror, RecordingMetrics};
 use tokio::task::JoinHandle;
 
 use crate::config::ValidatedConfig;
@@ -18,22 +19,76 @@ pub fn records_here(s: &CatalogState, channel: &str, me: NodeId) -> bool {
         .is_some_and(|p| p.origins.first() == Some(&me) || (p.origins.is_empty() && p.ingest == me))
 }
 
-/// Starts recording what `live` packages here (unless `--record-renditions off`) and the worker.
+/// Starts recording what `live` packages here (unless `--record-renditions off`), the worker,
+/// and with `--object-endpoint` the uploads to object storage (returned for `/healthz`).
 pub fn start(
     config: &ValidatedConfig,
     catalog: &Catalog,
     store: &LocalStore,
     live: &media::origin::LiveRegistry,
     registry: &prometheus::Registry,
-) -> anyhow::Result<Vec<JoinHandle<()>>> {
+) -> anyhow::Result<(Vec<JoinHandle<()>>, Option<Mirror>)> {
     let metrics = RecordingMetrics::new(registry)?;
+    let mut tasks = Vec::new();
+    let mirror = match &config.objects {
+        Some(objects) => Some(mirror(config, objects, &mut tasks)?),
+        None => None,
+    };
     let me = catalog.node_id();
     let decide: Decide = Arc::new(move |s: &CatalogState, channel: &str| records_here(s, channel, me));
-    let recorder_config = RecorderConfig { renditions: config.record_renditions.clone(), ..RecorderConfig::default() };
+    let jpeg = pictures();
+    let recorder_config = RecorderConfig {
+        renditions: config.record_renditions.clone(),
+        jpeg: jpeg.clone(),
+        mirror: mirror.clone(),
+        ..RecorderConfig::default()
+    };
     let (recorder, task) = recorder::start(catalog.clone(), store.clone(), recorder_config, decide, metrics);
     if config.record_renditions.as_ref().is_none_or(|only| !only.is_empty()) {
         live.set_sink(recorder.clone());
     }
-    let worker = tokio::spawn(worker::run(catalog.clone(), store.clone(), recorder, config.recording_retention));
-    Ok(vec![task, worker])
+    let retention = config.recording_retention;
+    let worker = tokio::spawn(worker::run(catalog.clone(), store.clone(), recorder, retention, jpeg, mirror.clone()));
+    tasks.extend([task, worker]);
+    Ok((tasks, mirror))
+}
+
+/// The uploader to the bucket (its spool in `DATA/object-spool`), and the bucket's lifecycle
+/// rule when `--object-lifecycle-days` is set.
+fn mirror(
+    config: &ValidatedConfig,
+    objects: &objects::ObjectConfig,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> anyhow::Result<Mirror> {
+    let storage = objects::ObjectStorage::connect(objects).context("object storage")?;
+    let spool = config.data_dir.join("object-spool");
+    let (uploader, uploads) =
+        objects::Uploader::start(storage.clone(), &spool, objects.spool_max_bytes).context("object upload spool")?;
+    tasks.push(tokio::spawn(uploads));
+    if let Some(days) = objects.lifecycle_days {
+        let storage = storage.clone();
+        tasks.push(tokio::spawn(async move {
+            match storage.apply_lifecycle(days).await {
+                Ok(()) => tracing::info!(days, "object storage: lifecycle rule set (objects expire after {days} days)"),
+                Err(objects::Error::LifecycleUnsupported { .. }) => tracing::warn!(
+                    days,
+                    "object storage: this store does not support lifecycle rules; recordings are removed by retention only"
+                ),
+                Err(error) => tracing::error!(days, %error, "object storage: setting the lifecycle rule failed"),
+            }
+        }));
+    }
+    tracing::info!(endpoint = %objects.endpoint, bucket = %objects.bucket, prefix = %objects.prefix,
+        "recordings are mirrored to object storage");
+    Ok(Mirror::new(uploader, storage))
+}
+
+/// Pictures are 320 pixels wide: a directory tile or a timeline strip.
+const PICTURE_WIDTH: u32 = 320;
+
+/// Decodes a keyframe with FFmpeg in-process into a JPEG.
+fn pictures() -> Option<recordings::thumbnails::MakeJpeg> {
+    // TODO(thumbnails): transcode::thumbnail::jpeg_from_cmaf(init, media, PICTURE_WIDTH)
+    let _ = PICTURE_WIDTH;
+    None
 }

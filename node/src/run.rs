@@ -192,12 +192,13 @@ pub async fn run(
     }
     // Recordings: the broadcasts this node packages as their primary origin, written as their
     // segments close; clips and retention of what it holds.
-    let recording_store = if config.roles.contains(Role::Origin) {
+    let (recording_store, mirror) = if config.roles.contains(Role::Origin) {
         let store = recordings::LocalStore::new(config.data_dir.join("recordings")).context("recordings directory")?;
-        relay_tasks.extend(crate::recording::start(&config, &catalog, &store, &live, &registry)?);
-        Some(store)
+        let (tasks, mirror) = crate::recording::start(&config, &catalog, &store, &live, &registry)?;
+        relay_tasks.extend(tasks);
+        (Some(store), mirror)
     } else {
-        None
+        (None, None)
     };
     // Load reports, and the ingest leases of what this node publishes.
     let fleet = crate::fleet::start(&catalog, &registry, gate.as_deref(), &live);
@@ -231,6 +232,7 @@ pub async fn run(
         listeners: Arc::new(names.into_iter().map(|(name, addr)| (name.to_owned(), addr)).collect()),
         transcode: Arc::new(transcode.health.clone()),
         edge_cache,
+        objects: mirror,
     };
     let api_mode = match config.mode {
         crate::config::Mode::Development => control::Mode::Development,

@@ -1,5 +1,6 @@
 //! `/vod/{recording}/...`: recordings played back from the node that holds them (edges ask it
-//! for published ones and cache what it answers).
+//! for published ones and cache what it answers), with their pictures (`thumb{n}.jpg`); and
+//! `/hls/{channel}/poster.jpg`, the live picture of the broadcasts this node records.
 //!
 //! A published recording is public, like a live channel. A draft's playlists answer only its
 //! owner and admins (the Control Center's preview player, signed in); its headers and segments
@@ -12,7 +13,7 @@ use axum::routing::get;
 use axum::Router;
 use control::auth::Caller;
 use control::ApiState;
-use hls_names::{is_name, RenditionFile};
+use hls_names::{is_name, HlsPath, Image, RenditionFile};
 use raft::state::recordings::{Recording, RecordingStatus};
 use recordings::LocalStore;
 
@@ -21,6 +22,8 @@ const PUBLIC_OBJECT: &str = "public, max-age=31536000, immutable";
 /// Playlists of a published recording: stable, but a deletion should be seen within a minute.
 const PUBLIC_PLAYLIST: &str = "public, max-age=60";
 const PRIVATE: &str = "private, no-store";
+/// The live picture changes every few seconds.
+const LIVE_POSTER_CACHE: &str = "public, max-age=5";
 
 #[derive(Clone)]
 struct Vod {
@@ -33,6 +36,8 @@ pub fn routes(store: LocalStore, api: ApiState) -> Router {
     Router::new()
         .route("/vod/{recording}/master.m3u8", get(master))
         .route("/vod/{recording}/{rendition}/{file}", get(rendition_file))
+        .route("/vod/{recording}/{image}", get(recording_image))
+        .route(&format!("/hls/{{channel}}/{}", hls_names::LIVE_POSTER), get(live_poster))
         .layer(axum::middleware::map_response(cors))
         .with_state(Vod { store, api })
 }
@@ -125,6 +130,46 @@ async fn rendition_file(
     let content_type = if matches!(file, RenditionFile::Init(_)) { "video/mp4" } else { "video/iso.segment" };
     let cache = if cache == PRIVATE { PRIVATE } else { PUBLIC_OBJECT };
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, cache)], body).into_response()
+}
+
+/// `thumb{n}.jpg` of a recording (0 is its poster).
+async fn recording_image(
+    State(vod): State<Vod>,
+    Path((id, image)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    let path = format!("/vod/{id}/{image}");
+    let Some(HlsPath::Image { image: Image::Thumbnail(n), .. }) = HlsPath::parse_vod(&path) else {
+        return not_found(&id);
+    };
+    let (_, cache) = match playable(&vod, &id, request, false).await {
+        Ok(ok) => ok,
+        Err(response) => return response,
+    };
+    let Ok(file) = vod.store.thumbnail_path(&id, n) else { return not_found(&id) };
+    match tokio::fs::read(&file).await {
+        Ok(jpeg) => {
+            let cache = if cache == PRIVATE { PRIVATE } else { PUBLIC_OBJECT };
+            ([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, cache)], jpeg).into_response()
+        }
+        Err(_) => error(StatusCode::NOT_FOUND, "not_found", format!("recording {id} has no picture {n}")),
+    }
+}
+
+/// A live channel's picture, refreshed every few seconds by the recorder of its broadcast.
+async fn live_poster(State(vod): State<Vod>, Path(channel): Path<String>) -> Response {
+    let live = vod.api.catalog.read(|s| s.channel(&channel).is_some_and(|c| c.live_state == raft::LiveState::Live));
+    let file = vod.store.live_poster_path(&channel);
+    let jpeg = match (live, file) {
+        (true, Ok(file)) => tokio::fs::read(&file).await.ok(),
+        _ => None,
+    };
+    match jpeg {
+        Some(jpeg) => {
+            ([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, LIVE_POSTER_CACHE)], jpeg).into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, "not_found", format!("no picture of channel {channel} (not live here)")),
+    }
 }
 
 fn playlist_answer(

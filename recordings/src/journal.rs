@@ -134,9 +134,7 @@ pub fn clip_range(entries: &[Entry], start: Duration, end: Duration) -> Option<s
         at += entry.duration;
         boundaries.push(at);
     }
-    let nearest = |t: Duration| {
-        boundaries.iter().enumerate().min_by_key(|(_, b)| b.abs_diff(t)).map_or(0, |(i, _)| i)
-    };
+    let nearest = |t: Duration| boundaries.iter().enumerate().min_by_key(|(_, b)| b.abs_diff(t)).map_or(0, |(i, _)| i);
     let (first, last) = (nearest(start), nearest(end));
     (first < last).then_some(first..last)
 }

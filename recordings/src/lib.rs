@@ -5,17 +5,22 @@
 //!   rendered from it (pure, unit tested);
 //! - [`store`]: the files of a recording on the local disk;
 //! - [`recorder`]: the live registry's [`media::origin::SegmentSink`], writing as segments close;
-//! - [`worker`]: recovery after a crash, clips, retention.
+//! - [`thumbnails`]: live posters and recordings' pictures;
+//! - [`mirror`]: the copy in S3-compatible object storage, when configured;
+//! - [`worker`]: recovery after a crash, clips, thumbnails, retention.
 //!
 //! The catalog side (entries, publish, delete) is `raft::state::recordings`; the API is
 //! `control::recordings`; the node serves `/vod/{id}/...` from the [`store`].
 
 pub mod journal;
+pub mod mirror;
 pub mod playlist;
 pub mod recorder;
 pub mod store;
+pub mod thumbnails;
 pub mod worker;
 
+pub use mirror::Mirror;
 pub use recorder::{Recorder, RecorderConfig};
 pub use store::LocalStore;
 pub use worker::Retention;

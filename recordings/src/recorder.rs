@@ -21,8 +21,10 @@ use raft::{now_millis, Catalog, Command};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::journal::{Entry, RenditionMeta};
+use crate::journal::{Entry, RenditionMeta, META};
+use crate::mirror::Mirror;
 use crate::store::LocalStore;
+use crate::thumbnails::{MakeJpeg, LIVE_EVERY};
 use crate::RecordingMetrics;
 
 /// Segments waiting for the disk before newer ones are dropped.
@@ -32,7 +34,7 @@ pub const MAX_QUEUED: usize = 512;
 /// the one (the channel's primary origin, see the node's placement).
 pub type Decide = Arc<dyn Fn(&CatalogState, &str) -> bool + Send + Sync>;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RecorderConfig {
     /// Only these renditions (`--record-renditions`); `None`: all.
     pub renditions: Option<Vec<String>>,
@@ -41,6 +43,22 @@ pub struct RecorderConfig {
     pub reconnect_grace: Duration,
     /// How often a recording's duration and size go to the catalog while it is on air.
     pub report_every: Duration,
+    /// Makes live posters (every [`LIVE_EVERY`] from the source); `None`: no pictures.
+    pub jpeg: Option<MakeJpeg>,
+    /// The copy in object storage, if configured.
+    pub mirror: Option<Mirror>,
+}
+
+impl std::fmt::Debug for RecorderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecorderConfig")
+            .field("renditions", &self.renditions)
+            .field("reconnect_grace", &self.reconnect_grace)
+            .field("report_every", &self.report_every)
+            .field("jpeg", &self.jpeg.is_some())
+            .field("mirror", &self.mirror.is_some())
+            .finish()
+    }
 }
 
 impl Default for RecorderConfig {
@@ -49,6 +67,8 @@ impl Default for RecorderConfig {
             renditions: None,
             reconnect_grace: Duration::from_secs(20),
             report_every: Duration::from_secs(5),
+            jpeg: None,
+            mirror: None,
         }
     }
 }
@@ -118,6 +138,35 @@ pub fn start(
     (recorder, tokio::spawn(writer.run(rx)))
 }
 
+/// Refreshes a live channel's poster from `closed` in the background (decoding takes a few
+/// milliseconds of CPU: never on the writer's path).
+fn live_poster(make: MakeJpeg, store: LocalStore, closed: Arc<ClosedSegment>) {
+    tokio::task::spawn_blocking(move || match make(&closed.init, &closed.segment.bytes) {
+        Ok(jpeg) => {
+            if let Err(error) = store.write_live_poster(&closed.channel, &jpeg) {
+                tracing::warn!(channel = %closed.channel, %error, "writing the live poster failed");
+            }
+        }
+        Err(error) => tracing::debug!(channel = %closed.channel, %error, "no live poster from this segment"),
+    });
+}
+
+/// Writes a complete recording's playlists as files and queues them with its journals (its
+/// segments went as they were written).
+pub fn mirror_complete(mirror: Mirror, store: LocalStore, id: String) {
+    tokio::spawn(async move {
+        let written = {
+            let (store, id) = (store.clone(), id.clone());
+            tokio::task::spawn_blocking(move || store.write_playlists(&id)).await
+        };
+        match written {
+            Ok(Ok(files)) => mirror.upload(&store, &id, &files).await,
+            Ok(Err(error)) => tracing::warn!(recording = %id, %error, "writing the VOD playlists failed"),
+            Err(error) => tracing::error!(%error, "playlist task failed"),
+        }
+    });
+}
+
 /// One rendition being written.
 #[derive(Default)]
 struct Track {
@@ -137,6 +186,9 @@ struct Active {
     ended: Option<Instant>,
     last_report: Instant,
     dirty: bool,
+    /// When the live poster was last made (from the recording's first rendition).
+    last_poster: Option<Instant>,
+    lead: Option<String>,
 }
 
 impl Active {
@@ -185,12 +237,15 @@ impl Writer {
     }
 
     async fn segment(&mut self, closed: ClosedSegment) {
+        let closed = Arc::new(closed);
         if let Some(only) = &self.config.renditions {
             if !only.iter().any(|r| **r == *closed.rendition) {
                 return;
             }
         }
-        let (store, metrics) = (self.store.clone(), self.metrics.clone());
+        let (store, metrics, jpeg) = (self.store.clone(), self.metrics.clone(), self.config.jpeg.clone());
+        let mirror = self.config.mirror.clone();
+        let store_for_mirror = store.clone();
         let Some(active) = self.recording_for(&closed).await else { return };
         let id = active.recording.id.clone();
         let rendition = closed.rendition.to_string();
@@ -211,7 +266,17 @@ impl Writer {
             height: closed.resolution.map(|r| r.1),
         });
         let init = track.inits.insert(entry.init).then(|| closed.init.clone());
+        let mut mirrored = Vec::with_capacity(3);
+        if meta.is_some() {
+            mirrored.push(format!("{rendition}/{META}"));
+        }
+        if init.is_some() {
+            mirrored.push(format!("{rendition}/{}", hls_names::RenditionFile::Init(entry.init)));
+        }
+        mirrored.push(format!("{rendition}/{}", hls_names::RenditionFile::Segment(entry.index)));
+        let mirror_id = id.clone();
         let bytes = closed.segment.bytes.clone();
+        let store_for_poster = store.clone();
         let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             if let Some(meta) = meta {
                 store.begin_rendition(&id, &meta)?;
@@ -232,6 +297,15 @@ impl Writer {
                 active.dirty = true;
                 metrics.segments.inc();
                 metrics.bytes.inc_by(entry.bytes);
+                if let Some(mirror) = &mirror {
+                    mirror.upload(&store_for_mirror, &mirror_id, &mirrored).await;
+                }
+                let lead = active.lead.get_or_insert_with(|| closed.rendition.to_string());
+                let due = active.last_poster.is_none_or(|at| at.elapsed() >= LIVE_EVERY);
+                if let (Some(make), true, true) = (jpeg, due, *lead == *closed.rendition) {
+                    active.last_poster = Some(Instant::now());
+                    live_poster(make, store_for_poster, closed);
+                }
             }
             Ok(Err(error)) => {
                 // The header may not be there: write it again with the next segment.
@@ -314,6 +388,8 @@ impl Writer {
                     ended: None,
                     last_report: Instant::now(),
                     dirty: true,
+                    last_poster: None,
+                    lead: None,
                 },
             ) {
                 self.forget(&previous.recording.id);
@@ -330,7 +406,11 @@ impl Writer {
         active.recording.status = RecordingStatus::Ready;
         active.recording.ended_at = Some(now_millis());
         tracing::info!(recording = %active.recording.id, "broadcast ended: recording ready");
+        let id = active.recording.id.clone();
         self.report(channel).await;
+        if let Some(mirror) = self.config.mirror.clone() {
+            mirror_complete(mirror, self.store.clone(), id);
+        }
     }
 
     /// Sends the channel's recording to the catalog as it stands.

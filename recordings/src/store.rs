@@ -24,6 +24,8 @@ use crate::journal::{self, Entry, RenditionMeta, JOURNAL, META};
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     root: PathBuf,
+    /// Live channels' pictures, `{root}/../posters/{channel}.jpg`.
+    posters: PathBuf,
 }
 
 /// What a recording holds on disk.
@@ -60,8 +62,10 @@ fn invalid(what: &str) -> io::Error {
 impl LocalStore {
     pub fn new(root: impl Into<PathBuf>) -> io::Result<Self> {
         let root = root.into();
+        let posters = root.with_file_name("posters");
         fs::create_dir_all(&root)?;
-        Ok(LocalStore { root })
+        fs::create_dir_all(&posters)?;
+        Ok(LocalStore { root, posters })
     }
 
     pub fn root(&self) -> &Path {
@@ -165,6 +169,67 @@ impl LocalStore {
 
     pub fn write_thumbnail(&self, id: &str, n: u32, jpeg: &[u8]) -> io::Result<()> {
         write_atomically(&self.thumbnail_path(id, n)?, jpeg)
+    }
+
+    /// The path of `relative` (`{rendition}/{file}` or a top-level file) in recording `id`.
+    pub fn file(&self, id: &str, relative: &str) -> io::Result<PathBuf> {
+        if relative.split('/').any(|part| !is_name(part)) {
+            return Err(invalid(relative));
+        }
+        Ok(self.dir(id)?.join(relative))
+    }
+
+    /// Every file of recording `id`, relative to its directory.
+    pub fn files(&self, id: &str) -> io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for item in fs::read_dir(self.dir(id)?)? {
+            let item = item?;
+            let name = item.file_name().to_string_lossy().into_owned();
+            if item.file_type()?.is_dir() {
+                for inner in fs::read_dir(item.path())? {
+                    let inner = inner?.file_name().to_string_lossy().into_owned();
+                    if !inner.ends_with(".tmp") {
+                        out.push(format!("{name}/{inner}"));
+                    }
+                }
+            } else if !name.ends_with(".tmp") {
+                out.push(name);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Writes the VOD playlists (`master.m3u8`, `{rendition}/index.m3u8`) as files, for a copy of
+    /// the recording that is served as plain files (object storage); returns them with the
+    /// journals, relative to the recording's directory.
+    pub fn write_playlists(&self, id: &str) -> io::Result<Vec<String>> {
+        let renditions = self.renditions(id)?;
+        let mut written = Vec::new();
+        if let Some(master) = crate::playlist::multivariant_playlist(&renditions) {
+            write_atomically(&self.dir(id)?.join(hls_names::MASTER_PLAYLIST), master.as_bytes())?;
+            written.push(hls_names::MASTER_PLAYLIST.to_owned());
+        }
+        for (meta, entries) in &renditions {
+            let Some(text) = crate::playlist::media_playlist(entries) else { continue };
+            let dir = self.rendition_dir(id, &meta.name)?;
+            write_atomically(&dir.join(hls_names::MEDIA_PLAYLIST), text.as_bytes())?;
+            written.push(format!("{}/{}", meta.name, hls_names::MEDIA_PLAYLIST));
+            written.push(format!("{}/{JOURNAL}", meta.name));
+        }
+        Ok(written)
+    }
+
+    /// A live channel's current picture.
+    pub fn live_poster_path(&self, channel: &str) -> io::Result<PathBuf> {
+        if !is_name(channel) {
+            return Err(invalid(channel));
+        }
+        Ok(self.posters.join(format!("{channel}.jpg")))
+    }
+
+    pub fn write_live_poster(&self, channel: &str, jpeg: &[u8]) -> io::Result<()> {
+        write_atomically(&self.live_poster_path(channel)?, jpeg)
     }
 
     /// Removes a recording's files; nothing there is fine.

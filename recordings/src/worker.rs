@@ -4,19 +4,23 @@
 //!   was killed or stopped mid-broadcast) is made ready from what its journals hold;
 //! - **clips**: a queued clip held here is cut ([`LocalStore::cut_clip`]), then ready or failed
 //!   with the reason;
+//! - **pictures**: a ready recording without any gets its poster and timeline pictures;
 //! - **retention**: a draft older than `--recording-retention-unpublished` (from its end) or a
 //!   published recording older than `--recording-retention-published` (from its publication) is
 //!   deleted; a deleted recording's files are removed, then its entry (see
 //!   [`raft::state::recordings`]), and directories no entry names are removed after a minute.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use raft::state::recordings::{Recording, RecordingKind, RecordingStatus};
 use raft::{now_millis, Catalog, Command, UnixMillis};
 
+use crate::mirror::Mirror;
 use crate::recorder::Recorder;
 use crate::store::{LocalStore, Summary};
+use crate::thumbnails::{self, MakeJpeg};
 
 /// Retention: `None` keeps forever (`0` on the command line).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -30,10 +34,20 @@ pub struct Retention {
 const ORPHAN_AFTER: Duration = Duration::from_secs(60);
 
 /// Runs the background work until the task is aborted.
-pub async fn run(catalog: Catalog, store: LocalStore, recorder: Arc<Recorder>, retention: Retention) {
+pub async fn run(
+    catalog: Catalog,
+    store: LocalStore,
+    recorder: Arc<Recorder>,
+    retention: Retention,
+    jpeg: Option<MakeJpeg>,
+    mirror: Option<Mirror>,
+) {
+    let mirror = mirror.as_ref();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut orphans_checked = tokio::time::Instant::now();
+    // Recordings whose pictures were attempted by this process (a failure is not retried).
+    let mut pictured: HashSet<String> = HashSet::new();
     loop {
         tick.tick().await;
         let me = catalog.node_id();
@@ -41,12 +55,19 @@ pub async fn run(catalog: Catalog, store: LocalStore, recorder: Arc<Recorder>, r
         for recording in mine {
             match recording.status {
                 RecordingStatus::Recording if !recorder.is_active(&recording.id) => {
-                    recover(&catalog, &store, recording).await;
+                    recover(&catalog, &store, recording, mirror).await;
                 }
                 RecordingStatus::Queued | RecordingStatus::Processing if recording.kind == RecordingKind::Clip => {
-                    cut(&catalog, &store, recording).await;
+                    cut(&catalog, &store, recording, mirror).await;
                 }
-                RecordingStatus::Deleting => sweep(&catalog, &store, &recording.id).await,
+                RecordingStatus::Deleting => sweep(&catalog, &store, &recording.id, mirror).await,
+                RecordingStatus::Ready
+                    if recording.thumbnails == 0 && !expired(&recording, retention, now_millis()) =>
+                {
+                    if let Some(make) = jpeg.as_ref().filter(|_| pictured.insert(recording.id.clone())) {
+                        pictures(&catalog, &store, recording, make.clone(), mirror).await;
+                    }
+                }
                 _ if expired(&recording, retention, now_millis()) => {
                     tracing::info!(recording = %recording.id, "retention: deleting");
                     propose(&catalog, Command::DeleteRecording { id: recording.id.clone() }).await;
@@ -80,7 +101,24 @@ async fn summary(store: &LocalStore, id: &str) -> std::io::Result<Summary> {
     tokio::task::spawn_blocking(move || store.summary(&id)).await.map_err(std::io::Error::other)?
 }
 
-async fn recover(catalog: &Catalog, store: &LocalStore, mut recording: Recording) {
+/// Queues every file of recording `id` (after a crash or a cut, when it is not known which
+/// were sent).
+async fn mirror_all(mirror: Option<&Mirror>, store: &LocalStore, id: &str) {
+    let Some(mirror) = mirror else { return };
+    let (store2, owned) = (store.clone(), id.to_owned());
+    let files = tokio::task::spawn_blocking(move || {
+        store2.write_playlists(&owned)?;
+        store2.files(&owned)
+    })
+    .await;
+    match files {
+        Ok(Ok(files)) => mirror.upload(store, id, &files).await,
+        Ok(Err(error)) => tracing::warn!(recording = id, %error, "listing the recording for object storage failed"),
+        Err(error) => tracing::error!(%error, "mirror task failed"),
+    }
+}
+
+async fn recover(catalog: &Catalog, store: &LocalStore, mut recording: Recording, mirror: Option<&Mirror>) {
     let summary = match summary(store, &recording.id).await {
         Ok(summary) => summary,
         Err(error) => {
@@ -93,7 +131,10 @@ async fn recover(catalog: &Catalog, store: &LocalStore, mut recording: Recording
     apply_summary(&mut recording, &summary);
     recording.status = RecordingStatus::Ready;
     recording.ended_at.get_or_insert(now_millis());
-    propose(catalog, Command::PutRecording(Box::new(recording))).await;
+    let id = recording.id.clone();
+    if propose(catalog, Command::PutRecording(Box::new(recording))).await {
+        mirror_all(mirror, store, &id).await;
+    }
 }
 
 fn apply_summary(recording: &mut Recording, summary: &Summary) {
@@ -102,7 +143,7 @@ fn apply_summary(recording: &mut Recording, summary: &Summary) {
     recording.size_bytes = summary.bytes;
 }
 
-async fn cut(catalog: &Catalog, store: &LocalStore, mut clip: Recording) {
+async fn cut(catalog: &Catalog, store: &LocalStore, mut clip: Recording, mirror: Option<&Mirror>) {
     if clip.status == RecordingStatus::Queued {
         clip.status = RecordingStatus::Processing;
         if !propose(catalog, Command::PutRecording(Box::new(clip.clone()))).await {
@@ -123,10 +164,37 @@ async fn cut(catalog: &Catalog, store: &LocalStore, mut clip: Recording) {
             clip.status = RecordingStatus::Ready;
             clip.ended_at = Some(now_millis());
             tracing::info!(clip = %clip.id, duration_ms = clip.duration_ms, "clip ready");
-            propose(catalog, Command::PutRecording(Box::new(clip))).await;
+            let id = clip.id.clone();
+            if propose(catalog, Command::PutRecording(Box::new(clip))).await {
+                mirror_all(mirror, store, &id).await;
+            }
         }
         Ok(Err(error)) => fail(catalog, clip, error.to_string()).await,
         Err(error) => fail(catalog, clip, format!("clip task failed: {error}")).await,
+    }
+}
+
+async fn pictures(
+    catalog: &Catalog,
+    store: &LocalStore,
+    mut recording: Recording,
+    make: MakeJpeg,
+    mirror: Option<&Mirror>,
+) {
+    let (store2, id) = (store.clone(), recording.id.clone());
+    match tokio::task::spawn_blocking(move || thumbnails::make_timeline(&store2, &id, &make)).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(count)) => {
+            recording.thumbnails = count;
+            let id = recording.id.clone();
+            propose(catalog, Command::PutRecording(Box::new(recording))).await;
+            if let Some(mirror) = mirror {
+                let files: Vec<String> = (0..count).map(|n| format!("thumb{n}.jpg")).collect();
+                mirror.upload(store, &id, &files).await;
+            }
+        }
+        Ok(Err(error)) => tracing::warn!(recording = %recording.id, %error, "no pictures for the recording"),
+        Err(error) => tracing::error!(%error, "picture task failed"),
     }
 }
 
@@ -137,7 +205,14 @@ async fn fail(catalog: &Catalog, mut clip: Recording, reason: String) {
     propose(catalog, Command::PutRecording(Box::new(clip))).await;
 }
 
-async fn sweep(catalog: &Catalog, store: &LocalStore, id: &str) {
+async fn sweep(catalog: &Catalog, store: &LocalStore, id: &str, mirror: Option<&Mirror>) {
+    // Objects first: if the store is down, nothing is removed and the next round tries again.
+    if let Some(mirror) = mirror {
+        if let Err(error) = mirror.remove(id).await {
+            tracing::warn!(recording = %id, %error, "deleting the recording's objects failed; retrying");
+            return;
+        }
+    }
     let (store, owned) = (store.clone(), id.to_owned());
     match tokio::task::spawn_blocking(move || store.remove(&owned)).await {
         Ok(Ok(())) => {

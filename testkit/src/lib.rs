@@ -17,6 +17,7 @@ pub mod ffmpeg;
 pub mod http;
 pub mod process;
 pub mod procfs;
+pub mod s3;
 pub mod tools;
 
 pub use tools::{require_tool, require_tools};
