@@ -9,11 +9,15 @@
 //!   in with `next=/\evil.example` stays on the site (no open redirect).
 //! - `a11y`: axe-core finds no serious or critical violations on `/`, `/channels`, `/c/{id}`,
 //!   `/signup` in both themes; keyboard focus is visible.
+//! - `recordings`: empty states; ffmpeg publishes for 8 s; the Control Center lists the draft,
+//!   previews and publishes it; an anonymous visitor's channel page lists it and plays it; a clip
+//!   cut 1..4 s in the Control Center (a range past the end shows the server's message) becomes
+//!   ready, is published and plays; Delete asks to confirm; axe-core checks both views.
 //!
 //! Every scenario fails on any console error or uncaught exception in any page. Screenshots and
 //! summaries go to `$CARGO_TARGET_DIR/ui-artifacts` (or `target/ui-artifacts`). Needs
 //! `/usr/bin/chromium`, node and `tests/browser/node_modules` (`scripts/browser-setup.sh`), and
-//! ffmpeg for `live`; fails naming a missing one.
+//! ffmpeg for `live` and `recordings`; fails naming a missing one.
 
 mod common;
 
@@ -121,4 +125,30 @@ async fn pages_have_no_serious_accessibility_violations() {
     let (node, rtmp_port) = start_node(dir.path()).await;
     let summary = tokio::task::spawn_blocking(move || run_scenario("a11y", &node, rtmp_port)).await.unwrap();
     assert_eq!(summary["axe"].as_object().map(|o| o.len()), Some(10), "{summary}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_becomes_a_draft_then_a_published_replay_with_a_clip_in_the_ui() {
+    if !testkit::require_tools(&[&["ffmpeg"], testkit::tools::BROWSER].concat()) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (node, rtmp_port) = start_node(dir.path()).await;
+    let summary = tokio::task::spawn_blocking(move || {
+        let summary = run_scenario("recordings", &node, rtmp_port);
+        drop(node);
+        summary
+    })
+    .await
+    .unwrap();
+    let statuses = summary["clipStatuses"].as_array().expect("clipStatuses");
+    assert_eq!(statuses.last().and_then(|s| s.as_str()), Some("ready"), "{summary}");
+    assert_eq!(summary["axe"].as_object().map(|o| o.len()), Some(4), "{summary}");
+    let shots = summary["screenshots"].as_array().expect("screenshots");
+    assert_eq!(shots.len(), 4, "{summary}");
+    for shot in shots {
+        let file = shot["file"].as_str().unwrap();
+        let png = std::fs::read(file).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(png.starts_with(b"\x89PNG"), "{file} is not a PNG");
+    }
 }

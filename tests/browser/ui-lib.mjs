@@ -8,7 +8,14 @@ import { createRequire } from 'node:module';
 const require = createRequire(import.meta.url);
 export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 
+/**
+ * A name the browser resolves to loopback. In development mode a request from loopback *to* a
+ * loopback host acts as an admin; pages opened at this name are an anonymous visitor's.
+ */
+export const VISITOR_HOST = 'viewer.test';
+
 export const ARGS = [
+  `--host-resolver-rules=MAP ${VISITOR_HOST} 127.0.0.1`,
   '--no-sandbox',
   '--disable-gpu',
   '--disable-quic',
@@ -27,10 +34,14 @@ export async function launch() {
   return chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS, timeout: 30000 });
 }
 
-/** A fresh browser profile (own cookies) whose pages report console errors into `problems`. */
+/** A fresh browser profile (own cookies) whose pages report console errors into `problems`.
+ *  The clipboard is granted to `base` when it is loopback (a secure context; the visitor's name
+ *  is not one). */
 export async function newContext(browser, base, name, options = {}) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, ...options });
-  await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: base });
+  if (new URL(base).hostname !== VISITOR_HOST) {
+    await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: base });
+  }
   context.on('page', (page) => watch(page, name));
   return context;
 }
@@ -84,6 +95,13 @@ export async function screenshot(page, name, width) {
   // Nothing may stick out sideways at this width (responsive down to 360 px).
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
   return { file, overflow };
+}
+
+/** `base` (http://127.0.0.1:PORT) as an anonymous visitor reaches it: the same node, by name. */
+export function visitorBase(base) {
+  const url = new URL(base);
+  url.hostname = VISITOR_HOST;
+  return url.origin;
 }
 
 export function unique(prefix) {

@@ -8,16 +8,20 @@
 //   chat   two signed-in viewers on a channel page; a message from one appears for the other;
 //          the owner deletes it on the page, an admin deletes another in the Control Center;
 //          both disappear everywhere; `next` of /signup cannot lead off the site
+//   recordings  empty states; publish with ffmpeg for 8 s; the Control Center shows the draft,
+//          previews it and publishes it; an anonymous visitor's channel page lists it and plays
+//          it; a clip cut 1..4 s (Set start / Set end from the preview player; a bad range shows
+//          the server's message) goes queued -> ready, is published, plays, and is deleted
 //   a11y   axe-core on /, /channels, /c/{id}, /signup (both themes): no serious or critical
 //          violations; keyboard focus is visible
-// env: RTMP_URL=rtmp://127.0.0.1:PORT (live), FFMPEG=/usr/bin/ffmpeg, UI_ARTIFACTS=DIR,
+// env: RTMP_URL=rtmp://127.0.0.1:PORT (live, recordings), FFMPEG=/usr/bin/ffmpeg, UI_ARTIFACTS=DIR,
 //      UI_TIMEOUT_S=50, CHROMIUM=/usr/bin/chromium
 // stdout: one JSON summary; exit 0 when the scenario passed and no page logged an error.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { api, artifactsDir, axeViolations, launch, log, newContext, problems, screenshot, unique } from './ui-lib.mjs';
+import { api, artifactsDir, axeViolations, launch, log, newContext, problems, screenshot, unique, visitorBase } from './ui-lib.mjs';
 
 const [scenario, base] = process.argv.slice(2);
 const TIMEOUT_S = Number(process.env.UI_TIMEOUT_S || 50);
@@ -46,6 +50,14 @@ function expect(cond, message) {
   if (!cond) throw new Error(message);
 }
 
+/** Takes out of `problems` the console line that a deliberately refused request leaves
+ *  (Chromium logs every HTTP error status); it must be there. */
+function expectLogged(context, text) {
+  const i = problems.findIndex((p) => p.context === context && p.text.includes(text));
+  expect(i >= 0, `no console line with "${text}" in ${context}`);
+  problems.splice(i, 1);
+}
+
 async function signUp(page, name, email, password) {
   await page.goto(`${base}/signup`);
   await page.fill('#signup-form [name=displayName]', name);
@@ -60,6 +72,26 @@ async function signIn(page, email, password, next) {
   await page.fill('#login-form [name=password]', password);
   await Promise.all([page.waitForURL(`${base}${next}`), page.click('#login-form button[type=submit]')]);
   await page.waitForSelector('#signout:not([hidden])');
+}
+
+/**
+ * ffmpeg publishing a 640x360 test pattern with a tone over RTMP for `seconds` (real time); kept
+ * in `ffmpeg` so that `finish` stops it. Resolves when ffmpeg exits by itself.
+ */
+function publish(rtmp, key, seconds) {
+  const ffmpegArgs = ['-hide_banner', '-nostdin', '-loglevel', 'error', '-re',
+    '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
+    '-c:v', 'libx264', '-preset', 'veryfast', '-tune', 'zerolatency', '-g', '30', '-pix_fmt', 'yuv420p',
+    '-c:a', 'aac', '-b:a', '128k', '-t', String(seconds), '-f', 'flv', `${rtmp}/live/${key}`];
+  ffmpeg = spawn(process.env.FFMPEG || '/usr/bin/ffmpeg', ffmpegArgs, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let ffmpegErr = '';
+  ffmpeg.stderr.on('data', (d) => { ffmpegErr += d; });
+  return new Promise((resolve) => {
+    ffmpeg.on('exit', (code) => {
+      if (code) log(`ffmpeg exited ${code}: ${ffmpegErr.slice(-500)}`);
+      resolve(code);
+    });
+  });
 }
 
 // ----- scenarios -----
@@ -119,14 +151,7 @@ async function live() {
   await page.waitForSelector('text=Profile saved');
   step('saved the streamer profile through the guided form');
 
-  const ffmpegArgs = ['-hide_banner', '-nostdin', '-loglevel', 'error', '-re',
-    '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
-    '-c:v', 'libx264', '-preset', 'veryfast', '-tune', 'zerolatency', '-g', '30', '-pix_fmt', 'yuv420p',
-    '-c:a', 'aac', '-b:a', '128k', '-t', String(TIMEOUT_S), '-f', 'flv', `${rtmp}/live/${key}`];
-  ffmpeg = spawn(process.env.FFMPEG || '/usr/bin/ffmpeg', ffmpegArgs, { stdio: ['ignore', 'ignore', 'pipe'] });
-  let ffmpegErr = '';
-  ffmpeg.stderr.on('data', (d) => { ffmpegErr += d; });
-  ffmpeg.on('exit', (code) => { if (code) log(`ffmpeg exited ${code}: ${ffmpegErr.slice(-500)}`); });
+  publish(rtmp, key, TIMEOUT_S);
   step('ffmpeg publishing over RTMP with the copied key');
 
   const viewer = await userCtx.newPage();
@@ -364,6 +389,203 @@ async function chat() {
   step('an admin renamed the channel, started and stopped a broadcast from the Control Center');
 }
 
+async function recordings() {
+  const rtmp = process.env.RTMP_URL;
+  expect(rtmp, 'RTMP_URL is required');
+  const tag = unique('');
+  const email = `vod${tag}@example.com`;
+  const title = `Canyon run ${tag}`;
+  const owner = await api(base, 'POST', '/api/users',
+    { displayName: 'Vod Creator', email, roles: ['creator'], password: 'vod password 1' });
+  const channel = await api(base, 'POST', '/api/channels', { ownerId: owner.id, title, tags: ['uitest'] });
+  const creatorCtx = await newContext(browser, base, 'creator');
+  const page = await creatorCtx.newPage();
+  await signIn(page, email, 'vod password 1', '/');
+  // The visitor reaches the node by a name (not loopback): anonymous, not development's admin.
+  const visitorAt = visitorBase(base);
+  const visitor = await (await newContext(browser, visitorAt, 'visitor')).newPage();
+  await visitor.goto(`${visitorAt}/c/${channel.id}`);
+  await visitor.waitForSelector('#signin-link:not([hidden])');
+  await visitor.locator('#replay-empty', { hasText: 'No past broadcasts yet.' }).waitFor();
+  await page.locator('#recordings-status', { hasText: 'No recordings of this channel yet' }).waitFor();
+  step('empty states: no past broadcasts on the channel page, no recordings in the Control Center');
+
+  const published = publish(rtmp, channel.streamKey, 8);
+  const row = page.locator('#recordings-list > li[data-recording-id]').first();
+  await row.waitFor({ timeout: 30000 });
+  const id = await row.getAttribute('data-recording-id');
+  const onAir = await row.getAttribute('data-status');
+  step(`ffmpeg publishing for 8 s; the Control Center lists recording ${id} (${onAir})`);
+  expect(await published === 0, 'ffmpeg failed');
+  ffmpeg = null;
+  const mine = page.locator(`#recordings-list > li[data-recording-id="${id}"]`);
+  const actions = mine.locator(':scope > .row.actions');
+  await mine.locator('[data-published=false]', { hasText: 'Draft' }).waitFor({ timeout: 30000 });
+  const facts = await mine.locator(':scope > p').textContent();
+  expect(/0:00:(0[5-9]|1[01])/.test(facts), `a draft of an 8 s broadcast reads ${facts}`);
+  step(`the broadcast ended: a ready draft (${facts.trim()})`);
+
+  // The draft plays in the preview (same origin: the session cookie lets its owner in).
+  await actions.getByRole('button', { name: 'Preview' }).click();
+  await page.waitForFunction(() => document.getElementById('recording-preview-video').currentTime > 1.5, null, { timeout: 20000, polling: 200 });
+  // Its owner sees it on the channel page, marked; the visitor does not.
+  const ownerView = await creatorCtx.newPage();
+  await ownerView.goto(`${base}/c/${channel.id}`);
+  await ownerView.locator(`#replay-list li[data-recording-id="${id}"] [data-draft]`, { hasText: 'Draft' }).waitFor();
+  await ownerView.close();
+  await visitor.reload();
+  await visitor.locator('#replay-empty').waitFor();
+  step('the draft plays in the preview player; its owner sees it marked Draft on the channel page, a visitor sees nothing');
+
+  await actions.getByRole('button', { name: 'Publish' }).click();
+  await mine.locator('[data-published=true]', { hasText: 'Published' }).waitFor();
+  expect(await actions.getByRole('button', { name: 'Publish' }).count() === 0, 'Publish still offered');
+  step('Publish: the recording is published');
+
+  // Its poster (pictures are made in the background once it is ready): the card shows it when
+  // the API names one, a placeholder otherwise.
+  let posterPath = null;
+  for (let i = 0; i < 25 && !posterPath; i++) {
+    posterPath = (await api(base, 'GET', `/api/recordings/${id}`)).posterPath;
+    if (!posterPath) await page.waitForTimeout(200);
+  }
+  summary.posterPath = posterPath;
+  await visitor.reload();
+  const card = visitor.locator(`#replay-list li[data-recording-id="${id}"]`);
+  await card.waitFor();
+  const cardText = await card.textContent();
+  expect(cardText.includes(title) && /0:00:(0[5-9]|1[01])/.test(cardText) && !cardText.includes('Draft'), `gallery card: ${cardText}`);
+  await card.scrollIntoViewIfNeeded();
+  // (A poster named after the check above shows too: then it must load as well.)
+  const posterShown = await card.locator('img').count() === 1;
+  expect(posterShown || !posterPath, `the API names poster ${posterPath}; the card shows none`);
+  if (posterShown) {
+    await visitor.waitForFunction((rid) => {
+      const img = document.querySelector(`#replay-list li[data-recording-id="${rid}"] img`);
+      return img && img.complete && img.naturalWidth > 0;
+    }, id, { timeout: 10000 });
+  }
+  await card.getByRole('button').click();
+  await visitor.locator('#replay-now', { hasText: title }).waitFor();
+  await visitor.waitForFunction(() => document.getElementById('player-video').currentTime > 2, null, { timeout: 20000, polling: 200 });
+  const replay = await visitor.evaluate(() => {
+    const v = document.getElementById('player-video');
+    return { currentTime: v.currentTime, duration: v.duration, width: v.videoWidth, height: v.videoHeight, label: v.getAttribute('aria-label') };
+  });
+  expect(replay.width === 640 && Math.abs(replay.duration - 8) <= 1.5, `replay: ${JSON.stringify(replay)}`);
+  expect(new URL(visitor.url()).searchParams.get('recording') === id, `address ${visitor.url()}`);
+  summary.replay = replay;
+  step(`a visitor's channel page lists it (${posterShown ? 'with its poster' : 'no poster yet: a placeholder'}); `
+    + `a click plays it (${replay.duration.toFixed(1)} s, at ${replay.currentTime.toFixed(1)} s)`);
+
+  // Cut 1..4 s: first a range past the end (the server's words next to the form), then the
+  // range taken from the player with Set start / Set end.
+  await actions.getByRole('button', { name: 'Cut a clip' }).click();
+  const form = page.locator('#clip-form');
+  await form.waitFor();
+  await page.fill('#clip-start', '0');
+  await page.fill('#clip-end', '999');
+  await form.getByRole('button', { name: 'Create clip' }).click();
+  const refusal = await page.locator('#clip-error', { hasText: 'past its end' }).textContent();
+  expect(await page.getAttribute('#clip-end', 'aria-invalid') === 'true', 'the end field is not marked invalid');
+  step(`a range past the end is refused next to the form: "${refusal}"`);
+  await page.waitForFunction(() => {
+    const v = document.getElementById('recording-preview-video');
+    return v.readyState >= 2 && v.duration > 5;
+  }, null, { timeout: 20000, polling: 200 });
+  const seek = (t) => page.evaluate((at) => new Promise((resolve) => {
+    const v = document.getElementById('recording-preview-video');
+    v.pause();
+    v.addEventListener('seeked', resolve, { once: true });
+    v.currentTime = at;
+  }), t);
+  await seek(1);
+  await form.getByRole('button', { name: 'Set start' }).click();
+  await seek(4);
+  await form.getByRole('button', { name: 'Set end' }).click();
+  const range = [await page.inputValue('#clip-start'), await page.inputValue('#clip-end')];
+  expect(range[0] === '1.0' && range[1] === '4.0', `Set start / Set end gave ${range}`);
+  expectLogged('creator', 'status of 422');
+  await form.getByLabel('Clip title').fill('Best rapid');
+  await form.getByRole('button', { name: 'Create clip' }).click();
+  const clip = mine.locator('.clip-list > li', { hasText: 'Best rapid' });
+  await clip.waitFor();
+  expect(await page.textContent('#clip-error') === '', 'the error stayed after a good range');
+  const seen = [];
+  const deadline = Date.now() + 30000;
+  for (;;) {
+    const status = await clip.getAttribute('data-status');
+    if (seen[seen.length - 1] !== status) seen.push(status);
+    if (status === 'ready') break;
+    expect(status !== 'failed', `the clip failed: ${await clip.textContent()}`);
+    expect(Date.now() < deadline, `the clip stayed ${status}`);
+    await page.waitForTimeout(100);
+  }
+  await clip.locator('[data-status=ready]', { hasText: 'Ready' }).waitFor();
+  summary.clipStatuses = seen;
+  const clipText = await clip.textContent();
+  expect(clipText.includes('1.0 s to 4.0 s'), `clip row: ${clipText}`);
+  step(`Create clip: the clip went ${seen.join(' -> ')} under its recording (${clipText.trim()})`);
+
+  // Published, the clip is on the channel page and plays at its own length.
+  const clipId = await clip.getAttribute('data-recording-id');
+  await clip.getByRole('button', { name: 'Publish' }).click();
+  await clip.locator('[data-published=true]').waitFor();
+  await visitor.reload();
+  const clipCard = visitor.locator(`#clip-gallery li[data-recording-id="${clipId}"]`, { hasText: 'Best rapid' });
+  await clipCard.getByRole('button').click();
+  await visitor.locator('#replay-now', { hasText: 'Best rapid' }).waitFor();
+  await visitor.waitForFunction(() => document.getElementById('player-video').currentTime > 1, null, { timeout: 20000, polling: 200 });
+  const clipDuration = await visitor.evaluate(() => document.getElementById('player-video').duration);
+  expect(Math.abs(clipDuration - 3) <= 1.2, `a 1..4 s clip plays for ${clipDuration} s`);
+  await visitor.getByRole('button', { name: 'Close replay' }).click();
+  await visitor.locator('#player-message', { hasText: 'Offline' }).waitFor();
+  step(`the visitor plays the published clip (${clipDuration.toFixed(1)} s) and closes the replay`);
+
+  const shots = [];
+  await clipCard.getByRole('button').click();
+  await visitor.locator('#replay-bar:not([hidden])').waitFor();
+  for (const width of [1280, 390]) shots.push(await screenshot(visitor, 'channel-replays', width));
+  for (const width of [1280, 390]) shots.push(await screenshot(page, 'control-center-recordings', width));
+  summary.screenshots = shots;
+  for (const sh of shots) expect(sh.overflow <= 0, `${path.basename(sh.file)} scrolls sideways by ${sh.overflow}px`);
+
+  // axe-core on what this adds, in both themes: the gallery with a replay playing (a visitor's
+  // page) and the Recordings panel with a clip and the clip form open (development's loopback
+  // admin). bypassCSP: axe is evaluated into the pages.
+  const axeVisitor = await (await newContext(browser, visitorAt, 'axe-visitor', { bypassCSP: true })).newPage();
+  const axeAdmin = await (await newContext(browser, base, 'axe-admin', { bypassCSP: true })).newPage();
+  const report = {};
+  for (const theme of ['dark', 'light']) {
+    await axeVisitor.goto(`${visitorAt}/c/${channel.id}?recording=${clipId}`);
+    await axeVisitor.evaluate((t) => localStorage.setItem('bitriver-theme', t), theme);
+    await axeVisitor.reload();
+    await axeVisitor.locator('#replay-now', { hasText: 'Best rapid' }).waitFor();
+    report[`${theme} /c/{id}?recording=`] = await axeViolations(axeVisitor);
+    await axeAdmin.goto(`${base}/`);
+    await axeAdmin.evaluate((t) => localStorage.setItem('bitriver-theme', t), theme);
+    await axeAdmin.reload();
+    await axeAdmin.selectOption('#recordings-channel', channel.id);
+    const adminRow = axeAdmin.locator(`#recordings-list > li[data-recording-id="${id}"]`);
+    await adminRow.locator('.clip-list > li').waitFor();
+    await adminRow.locator(':scope > .row.actions').getByRole('button', { name: 'Cut a clip' }).click();
+    await axeAdmin.locator('#clip-form').waitFor();
+    report[`${theme} / recordings`] = await axeViolations(axeAdmin);
+  }
+  summary.axe = report;
+  const bad = Object.entries(report).filter(([, v]) => v.length);
+  expect(!bad.length, `axe found serious/critical violations: ${JSON.stringify(bad, null, 1)}`);
+  step(`axe-core: no serious or critical violations in ${Object.keys(report).length} renders of the gallery and the panel`);
+
+  // Delete asks once more; then the clip is gone.
+  const remove = clip.getByRole('button', { name: 'Delete' });
+  await remove.click();
+  await clip.getByRole('button', { name: 'Confirm delete' }).click();
+  await clip.waitFor({ state: 'detached' });
+  expect((await api(base, 'GET', `/api/recordings/${id}/clips`)).recordings.length === 0, 'the clip is still listed');
+  step('Delete, then Confirm delete: the clip is gone');
+}
+
 async function a11y() {
   const tag = unique('');
   const streamer = await api(base, 'POST', '/api/users',
@@ -434,11 +656,10 @@ async function a11y() {
 }
 
 try {
-  expect(base && ['live', 'chat', 'a11y'].includes(scenario), 'usage: node ui.mjs live|chat|a11y BASE_URL');
+  const scenarios = { live, chat, recordings, a11y };
+  expect(base && Object.hasOwn(scenarios, scenario), `usage: node ui.mjs ${Object.keys(scenarios).join('|')} BASE_URL`);
   browser = await launch();
-  if (scenario === 'live') await live();
-  else if (scenario === 'chat') await chat();
-  else await a11y();
+  await scenarios[scenario]();
   summary.artifacts = artifactsDir();
   fs.writeFileSync(path.join(summary.artifacts, `${scenario}-summary.json`), JSON.stringify(summary, null, 1));
   if (problems.length) {

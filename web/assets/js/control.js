@@ -1,9 +1,10 @@
-// `/`: the Control Center. Admins see everything; creators their own channels, sessions, chat and
-// profile; viewers their account and profile. Each section loads on its own, so one failing
+// `/`: the Control Center. Admins see everything; creators their own channels, sessions,
+// recordings and clips, chat and profile; viewers their account and profile. Each section loads on its own, so one failing
 // call (say, analytics for a non-admin) does not blank the page.
-import { api, get, whoami } from './api.js';
+import { ApiError, api, get, whoami } from './api.js';
 import { ChatConnection, messageItem } from './chat.js';
-import { actionButton, copyText, field, fill, formatTime, h, liveBadge, selectField, toast } from './dom.js';
+import { actionButton, copyText, durationElement, field, fill, formatBytes, formatTime, h, liveBadge, selectField, toast } from './dom.js';
+import { Player } from './player.js';
 import { profileForm } from './profile-form.js';
 
 const enc = encodeURIComponent;
@@ -237,6 +238,7 @@ async function refreshChannels() {
   // New or deleted channels: the moderation view and the featured-channel choice follow.
   if (before !== ctx.channels.map((c) => c.id).join()) {
     if (moderationSlot) renderModeration(moderationSlot);
+    if (recordingsSlot) renderRecordings(recordingsSlot);
     if (profilesSlot) profileForm(profilesSlot, ctx).catch((e) => fill(profilesSlot, errorLine(e)));
   }
 }
@@ -301,6 +303,278 @@ async function renderSessions(slot) {
         h('td', {}, liveBadge(s.endedAt ? 'offline' : 'live')),
         h('td', {}, formatTime(s.startedAt)), h('td', {}, formatTime(s.endedAt)),
         h('td', {}, s.renditions.join(', ')), h('td', {}, s.peakConcurrent)))))) : h('p', { class: 'muted' }, 'No sessions yet.'));
+}
+
+// ----- recordings and clips -----
+
+/** How often the recordings list refreshes: fast while a clip is being cut, else slowly (a
+ *  broadcast that ends turns into a draft here). */
+const RECORDINGS_FAST_MS = 1500;
+const RECORDINGS_SLOW_MS = 5000;
+const RECORDINGS_LIMIT = 50;
+
+const STATUS_TEXT = {
+  recording: 'Recording', queued: 'Queued', processing: 'Processing', ready: 'Ready', failed: 'Failed', deleting: 'Deleting',
+};
+
+function recordingBadges(r) {
+  return [
+    h('span', { class: r.status === 'recording' ? 'badge live' : r.status === 'failed' ? 'badge failed' : 'badge', 'data-status': r.status },
+      STATUS_TEXT[r.status] || r.status),
+    r.status === 'ready'
+      ? h('span', { class: r.published ? 'badge published' : 'badge', 'data-published': String(r.published) }, r.published ? 'Published' : 'Draft')
+      : null,
+  ];
+}
+
+/** `1500` → `1.5 s`: a clip's range as the creator picked it. */
+function seconds(ms) {
+  return `${(ms / 1000).toFixed(1)} s`;
+}
+
+/**
+ * The preview player and the clip form, one per panel (above the list, so refreshing the list
+ * never stops playback). `open(recording, cut)` plays it; with `cut`, the form takes start and
+ * end from the player (Set start / Set end) or typed, and posts the clip.
+ */
+function recordingEditor(onCreated) {
+  const video = h('video', { id: 'recording-preview-video', controls: true, playsinline: true, 'aria-label': 'Recording preview' });
+  const overlay = h('div', { class: 'overlay', role: 'status', hidden: true });
+  const player = new Player(video, overlay);
+  const heading = h('h3', { id: 'recording-preview-title', tabindex: '-1' });
+  const error = h('p', { class: 'error-text', id: 'clip-error', role: 'alert' });
+  const start = h('input', { type: 'number', id: 'clip-start', name: 'startSeconds', min: 0, step: 0.1, inputmode: 'decimal' });
+  const end = h('input', { type: 'number', id: 'clip-end', name: 'endSeconds', min: 0, step: 0.1, inputmode: 'decimal' });
+  const position = () => (Number.isFinite(video.currentTime) ? video.currentTime : 0).toFixed(1);
+  const bound = (label, input, setText, hint) => h('div', { class: 'field' },
+    h('label', { for: input.id }, label),
+    h('div', { class: 'row clip-bound' }, input,
+      h('button', { type: 'button', class: 'small secondary', 'aria-describedby': `${input.id}-hint`,
+        onclick: () => { input.value = position(); input.removeAttribute('aria-invalid'); } }, setText)),
+    h('div', { class: 'hint', id: `${input.id}-hint` }, hint));
+  // `novalidate`: the server checks the range against the recording and says what is wrong.
+  const form = h('form', { id: 'clip-form', 'aria-labelledby': 'recording-preview-title', novalidate: true, hidden: true },
+    h('div', { class: 'grid-2' },
+      bound('Start (seconds)', start, 'Set start', 'Set start takes the player’s current position.'),
+      bound('End (seconds)', end, 'Set end', 'Set end takes the player’s current position.')),
+    field('Clip title', { id: 'clip-title-field', name: 'title', maxlength: 140, autocomplete: 'off' }, 'Optional; the recording’s title when left empty.'),
+    error,
+    h('div', { class: 'row' }, h('button', { type: 'submit' }, 'Create clip')));
+  const titleInput = form.querySelector('#clip-title-field');
+  const closeButton = h('button', { type: 'button', class: 'small secondary', id: 'recording-preview-close', onclick: () => close() }, 'Close preview');
+  const element = h('div', { class: 'recording-editor', id: 'recording-preview', hidden: true },
+    h('div', { class: 'row' }, heading, closeButton),
+    h('div', { class: 'player' }, video, overlay),
+    form);
+  let current = null;
+  let opener = null;
+
+  const showError = (message, fieldName) => {
+    error.textContent = message;
+    for (const input of [start, end, titleInput]) {
+      const bad = fieldName && input.name === fieldName;
+      if (bad) input.setAttribute('aria-invalid', 'true'); else input.removeAttribute('aria-invalid');
+      if (bad) input.setAttribute('aria-errormessage', 'clip-error'); else input.removeAttribute('aria-errormessage');
+    }
+  };
+
+  function open(recording, cut, from) {
+    current = recording;
+    opener = from || null;
+    heading.textContent = cut ? `Cut a clip from “${recording.title}”` : `Preview: ${recording.title}`;
+    video.setAttribute('aria-label', `Preview of ${recording.title}`);
+    element.hidden = false;
+    form.hidden = !cut;
+    if (cut) {
+      start.value = '0.0';
+      end.value = (Math.min(recording.durationMs, 30000) / 1000).toFixed(1);
+      titleInput.value = '';
+      titleInput.placeholder = recording.title;
+      showError('');
+    }
+    // Same origin: the session cookie lets the owner play a draft.
+    player.play(recording.playbackPath, null, { vod: true });
+    heading.focus();
+  }
+
+  function close() {
+    player.stop();
+    element.hidden = true;
+    current = null;
+    if (opener && opener.isConnected) opener.focus();
+    opener = null;
+  }
+
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    if (!current) return;
+    const startSeconds = Number(start.value);
+    const endSeconds = Number(end.value);
+    if (start.value.trim() === '' || end.value.trim() === '' || !Number.isFinite(startSeconds) || !Number.isFinite(endSeconds)) {
+      showError('Enter a start and an end in seconds.', start.value.trim() === '' ? 'startSeconds' : 'endSeconds');
+      return;
+    }
+    const body = { startSeconds, endSeconds };
+    if (titleInput.value.trim()) body.title = titleInput.value.trim();
+    const submit = form.querySelector('button[type=submit]');
+    submit.disabled = true;
+    try {
+      const clip = await api('POST', `/api/recordings/${enc(current.id)}/clips`, body);
+      showError('');
+      titleInput.value = '';
+      toast(`Clip “${clip.title}” queued: it appears under its recording when it is cut`);
+      onCreated(clip);
+    } catch (err) {
+      // The server's own words (a range past the end, end before start) next to the form.
+      showError(err.message, err instanceof ApiError ? err.field : null);
+    } finally {
+      submit.disabled = false;
+    }
+  });
+
+  return { element, open, close, showing: () => current && current.id };
+}
+
+let recordingsSlot = null;
+let recordingsTimer = null;
+let recordingsEditor = null;
+/** Bumped by every render: an older panel's refresh in flight stops there. */
+let recordingsPanel = 0;
+/** The selected channel's recordings (drafts and published) and their clips: publish, preview,
+ *  cut a clip, delete. */
+function renderRecordings(slot) {
+  recordingsSlot = slot;
+  clearTimeout(recordingsTimer);
+  const panel = ++recordingsPanel;
+  if (recordingsEditor) recordingsEditor.close();
+  if (!ctx.channels.length) { fill(slot, h('p', { class: 'muted' }, 'No channels yet.')); return; }
+  const channelSelect = selectField('Channel', { name: 'channelId', id: 'recordings-channel' }, ctx.channels.map((c) => [c.id, c.title]));
+  const select = channelSelect.querySelector('select');
+  const status = h('p', { class: 'status-line', id: 'recordings-status', role: 'status' }, 'Loading…');
+  const list = h('ul', { class: 'plain-list recordings', id: 'recordings-list', 'aria-label': 'Recordings, newest first', hidden: true });
+  const editor = recordingEditor(() => refresh(true));
+  recordingsEditor = editor;
+  /** Rows by recording id with what they were drawn from: unchanged rows stay in the DOM. */
+  const rows = new Map();
+  let generation = 0;
+  let fast = false;
+
+  const act = (text, action, attrs) => actionButton(text, async () => { await action(); await refresh(true); }, { class: 'small', ...attrs });
+  const deleteButton = (r, titleId) => confirmButton('Delete', 'Confirm delete', async () => {
+    await api('DELETE', `/api/recordings/${enc(r.id)}`);
+    toast(`${r.kind === 'clip' ? 'Clip' : 'Recording'} “${r.title}” deleted`);
+    if (editor.showing() === r.id) editor.close();
+    await refresh(true);
+  }, { 'data-action': 'delete', 'data-focus-key': `delete:${r.id}`, 'aria-describedby': titleId });
+  const publishButton = (r, titleId) => act('Publish', async () => {
+    await api('POST', `/api/recordings/${enc(r.id)}/publish`);
+    toast(`“${r.title}” is published: it is on the channel page now`);
+  }, { 'data-action': 'publish', 'data-focus-key': `publish:${r.id}`, 'aria-describedby': titleId });
+  const previewButton = (r, titleId, cut) => h('button', { type: 'button', class: 'small secondary',
+    'data-action': cut ? 'cut' : 'preview', 'data-focus-key': `${cut ? 'cut' : 'preview'}:${r.id}`, 'aria-describedby': titleId,
+    onclick: (e) => { editor.open(r, cut, e.currentTarget); editor.element.scrollIntoView({ block: 'nearest' }); } },
+  cut ? 'Cut a clip' : 'Preview');
+
+  const clipItem = (c) => {
+    const titleId = `recording-title-${c.id}`;
+    const ready = c.status === 'ready';
+    return h('li', { 'data-recording-id': c.id, 'data-status': c.status },
+      h('div', { class: 'row' }, recordingBadges(c), h('strong', { id: titleId }, c.title),
+        h('span', { class: 'muted' }, `${seconds(c.clipStartMs || 0)} to ${seconds(c.clipEndMs || 0)}`,
+          ready ? [' · ', durationElement(c.durationMs), ` · ${formatBytes(c.sizeBytes)}`] : null)),
+      c.status === 'failed' ? h('p', { class: 'error-text', 'data-failure': '' }, `Cutting failed: ${c.failure || 'no reason given'}`) : null,
+      h('div', { class: 'row actions' },
+        ready ? previewButton(c, titleId, false) : null,
+        ready && !c.published ? publishButton(c, titleId) : null,
+        ['ready', 'failed'].includes(c.status) ? deleteButton(c, titleId) : null,
+        c.published ? h('a', { href: `/c/${enc(c.channelId)}?recording=${enc(c.id)}` }, 'On the channel page') : null));
+  };
+
+  const recordingRow = (r, clips) => {
+    const titleId = `recording-title-${r.id}`;
+    const ready = r.status === 'ready';
+    const facts = [durationElement(r.durationMs), ` · ${formatBytes(r.sizeBytes)} · `,
+      h('time', { datetime: new Date(r.createdAt).toISOString() }, formatTime(r.createdAt)),
+      r.publishedAt ? ` · published ${formatTime(r.publishedAt)}` : ''];
+    return h('li', { class: 'card recording-row', 'data-recording-id': r.id, 'data-status': r.status },
+      r.posterPath ? h('img', { class: 'recording-poster', src: r.posterPath, alt: '', loading: 'lazy', width: 160, height: 90 }) : null,
+      h('div', { class: 'row' }, recordingBadges(r), h('strong', { id: titleId }, r.title)),
+      h('p', { class: 'muted' }, facts, r.status === 'recording' ? ' · on air: it becomes a draft when the broadcast ends' : ''),
+      h('div', { class: 'row actions' },
+        ready && !r.published ? publishButton(r, titleId) : null,
+        ready ? previewButton(r, titleId, false) : null,
+        ready ? previewButton(r, titleId, true) : null,
+        r.status !== 'recording' ? deleteButton(r, titleId) : null,
+        r.published ? h('a', { href: `/c/${enc(r.channelId)}?recording=${enc(r.id)}` }, 'On the channel page') : null),
+      clips.length
+        ? h('div', { class: 'clips' }, h('h4', {}, `Clips (${clips.length})`),
+          h('ul', { class: 'plain-list clip-list', 'aria-label': `Clips of ${r.title}` }, clips.map(clipItem)))
+        : null);
+  };
+
+  /** Draws `items` ({recording, clips}), keeping the rows that did not change and the focus. */
+  const draw = (items) => {
+    const focused = list.contains(document.activeElement) ? document.activeElement.dataset.focusKey : null;
+    const next = items.map(({ recording, clips }) => {
+      const signature = JSON.stringify([recording, clips]);
+      const old = rows.get(recording.id);
+      if (old && old.signature === signature) return old.element;
+      const element = recordingRow(recording, clips);
+      rows.set(recording.id, { signature, element });
+      return element;
+    });
+    next.forEach((element, i) => { if (list.children[i] !== element) list.insertBefore(element, list.children[i] || null); });
+    while (list.children.length > next.length) list.lastElementChild.remove();
+    for (const id of [...rows.keys()]) if (!items.some((x) => x.recording.id === id)) rows.delete(id);
+    if (focused && !list.contains(document.activeElement)) {
+      // The same control, or (gone, say Publish once published) the first of its row.
+      const row = `[data-recording-id="${CSS.escape(focused.slice(focused.indexOf(':') + 1))}"]`;
+      (list.querySelector(`[data-focus-key="${CSS.escape(focused)}"]`) || list.querySelector(`${row} button`))?.focus();
+    }
+  };
+  const say = (text) => { if (status.textContent !== text) status.textContent = text; };
+
+  async function refresh(soon = false) {
+    clearTimeout(recordingsTimer);
+    const mine = ++generation;
+    const channelId = select.value;
+    try {
+      const { recordings } = await get(`/api/recordings?channelId=${enc(channelId)}`);
+      const shown = recordings.slice(0, RECORDINGS_LIMIT);
+      const items = await Promise.all(shown.map(async (recording) => ({
+        recording,
+        clips: await get(`/api/recordings/${enc(recording.id)}/clips`).then((l) => l.recordings).catch(() => []),
+      })));
+      if (mine !== generation || panel !== recordingsPanel) return;
+      fast = items.some((x) => x.clips.some((c) => c.status === 'queued' || c.status === 'processing'));
+      draw(items);
+      list.hidden = !items.length;
+      say(items.length
+        ? `${recordings.length} recording${recordings.length === 1 ? '' : 's'}${fast ? ' · cutting a clip…' : ''}`
+        : 'No recordings of this channel yet. Every broadcast is recorded and appears here as a draft when it ends.');
+    } catch (err) {
+      if (mine !== generation || panel !== recordingsPanel) return;
+      say(`Could not load the recordings: ${err.message}`);
+    }
+    if (mine !== generation || panel !== recordingsPanel) return;
+    recordingsTimer = setTimeout(tick, soon || fast ? RECORDINGS_FAST_MS : RECORDINGS_SLOW_MS);
+  }
+  function tick() {
+    if (document.hidden) recordingsTimer = setTimeout(tick, RECORDINGS_SLOW_MS);
+    else refresh();
+  }
+
+  select.addEventListener('change', () => {
+    editor.close();
+    draw([]);
+    list.hidden = true;
+    say('Loading…');
+    refresh();
+  });
+  fill(slot,
+    h('p', { class: 'muted' }, 'Every broadcast is recorded. Publish a draft to list it on the channel page, preview it, cut clips from it or delete it.'),
+    channelSelect, editor.element, status, list);
+  refresh();
 }
 
 // ----- chat moderation across every channel -----
@@ -763,6 +1037,7 @@ export async function render(main) {
     overview: h('div', {}, h('p', { class: 'muted' }, 'Loading…')),
     channels: h('div', {}),
     sessions: h('div', {}, h('p', { class: 'muted' }, 'Loading…')),
+    recordings: h('div', {}),
     moderation: h('div', {}),
     reports: h('div', {}, h('p', { class: 'muted' }, 'Loading…')),
     notices: h('div', {}, h('p', { class: 'muted' }, 'Loading…')),
@@ -773,7 +1048,7 @@ export async function render(main) {
     mydata: h('div', {}),
   };
   const sections = [
-    ['overview', 'Overview'], ['channels', 'Channels'], ['sessions', 'Live sessions'], ['health', 'Stream health'], ['moderation', 'Chat moderation'],
+    ['overview', 'Overview'], ['channels', 'Channels'], ['sessions', 'Live sessions'], ['recordings', 'Recordings'], ['health', 'Stream health'], ['moderation', 'Chat moderation'],
     ['reports', 'Reports and appeals'], ['notices', 'Copyright notices'], ['profiles', 'Streamer profile'], ['users', who.admin ? 'Users' : 'Your account'],
     ...(who.admin ? [['export', 'Export']] : []), ['mydata', 'Your data'],
   ];
@@ -786,6 +1061,7 @@ export async function render(main) {
   await renderOverview(slots.overview).catch((e) => fill(slots.overview, errorLine(e)));
   renderChannels(slots.channels);
   renderSessions(slots.sessions).catch((e) => fill(slots.sessions, errorLine(e)));
+  renderRecordings(slots.recordings);
   renderModeration(slots.moderation);
   renderHealth(slots.health);
   renderReports(slots.reports).catch((e) => fill(slots.reports, errorLine(e)));

@@ -86,6 +86,28 @@ export function formatTime(ms) {
   return new Date(ms).toLocaleString();
 }
 
+/** `8250` → `0:00:08` (h:mm:ss, what a recording's length reads as). */
+export function formatDuration(ms) {
+  const total = Math.max(0, Math.round((ms || 0) / 1000));
+  const hours = Math.floor(total / 3600);
+  const pad = (n) => String(n).padStart(2, '0');
+  return `${hours}:${pad(Math.floor(total / 60) % 60)}:${pad(total % 60)}`;
+}
+
+/** A `<time>` element showing `ms` as h:mm:ss, with the machine-readable duration. */
+export function durationElement(ms, attrs = {}) {
+  return h('time', { datetime: `PT${Math.max(0, Math.round((ms || 0) / 1000))}S`, ...attrs }, formatDuration(ms));
+}
+
+/** `1234567` → `1.2 MB` (decimal units, like disks and networks count). */
+export function formatBytes(bytes) {
+  const units = ['B', 'kB', 'MB', 'GB', 'TB'];
+  let value = Math.max(0, bytes || 0);
+  let unit = 0;
+  while (value >= 1000 && unit < units.length - 1) { value /= 1000; unit += 1; }
+  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
+}
+
 export function liveBadge(liveState) {
   return liveState === 'live'
     ? h('span', { class: 'badge live', 'data-live': 'true' }, 'Live')

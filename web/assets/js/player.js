@@ -1,5 +1,6 @@
-// The LL-HLS player: hls.js (embedded from npm at build time) in low-latency mode, or the
-// browser's own HLS where hls.js cannot run (Safari on iOS).
+// The player: hls.js (embedded from npm at build time) in low-latency mode for live channels and
+// as an ordinary seekable VOD player for recordings and clips, or the browser's own HLS where
+// hls.js cannot run (Safari on iOS).
 
 let hlsLoading = null;
 
@@ -39,8 +40,11 @@ export class Player {
    * With hls.js, `steeredUrl` (the control node's `/play/{id}/master.m3u8`, every variant once
    * per edge, with HLS Content Steering) is played instead when given: hls.js then moves between
    * edges on the steering server's word, without a reload, when an edge dies or drains.
+   *
+   * `vod`: a recording or clip (`EXT-X-PLAYLIST-TYPE:VOD`), played from its start, seekable, not
+   * low-latency; it starts with sound (a click started it) unless the browser refuses.
    */
-  async play(playbackUrl, steeredUrl = null) {
+  async play(playbackUrl, steeredUrl = null, { vod = false } = {}) {
     const Hls0 = await loadHls();
     const chosen = steeredUrl && Hls0 && Hls0.isSupported() ? steeredUrl : playbackUrl;
     const url = new URL(chosen, location.origin).href;
@@ -51,18 +55,25 @@ export class Player {
     const Hls = await loadHls();
     if (this.url !== url) return;
     if (Hls && Hls.isSupported()) {
-      const hls = new Hls({ lowLatencyMode: true, backBufferLength: 30, liveSyncDurationCount: 2 });
+      const hls = new Hls(vod
+        ? { lowLatencyMode: false, backBufferLength: 90 }
+        : { lowLatencyMode: true, backBufferLength: 30, liveSyncDurationCount: 2 });
       this.hls = hls;
       hls.on(Hls.Events.ERROR, (_event, data) => {
         if (!data.fatal) return;
         if (data.type === Hls.ErrorTypes.MEDIA_ERROR) {
           hls.recoverMediaError();
+        } else if (vod) {
+          // A recording does not come back by waiting: say so instead of retrying forever.
+          hls.destroy();
+          if (this.hls === hls) { this.hls = null; this.url = null; }
+          this.message('This recording cannot be played right now.');
         } else {
           this.message('The stream is not reachable right now; retrying…');
           setTimeout(() => { if (this.hls === hls) { hls.loadSource(url); hls.startLoad(); } }, 2000);
         }
       });
-      hls.on(Hls.Events.FRAG_BUFFERED, () => this.message(''));
+      hls.on(Hls.Events.FRAG_BUFFERED, () => { if (this.hls === hls) this.message(''); });
       hls.loadSource(url);
       hls.attachMedia(video);
     } else if (video.canPlayType('application/vnd.apple.mpegurl')) {
@@ -73,10 +84,20 @@ export class Player {
         : 'This browser cannot play HLS.');
       return;
     }
-    this.message('Connecting…');
-    video.muted = true;
-    video.play().catch(() => { /* autoplay refused: the controls are there */ });
-    video.addEventListener('playing', () => this.message(''), { once: true });
+    this.message(vod ? 'Loading…' : 'Connecting…');
+    video.addEventListener('playing', () => { if (this.url === url) this.message(''); }, { once: true });
+    if (vod) {
+      video.muted = false;
+      video.play().catch((e) => {
+        // Autoplay with sound refused: muted then (the controls are there to unmute).
+        if (e.name !== 'NotAllowedError' || this.url !== url) return;
+        video.muted = true;
+        video.play().catch(() => { /* the controls are there */ });
+      });
+    } else {
+      video.muted = true;
+      video.play().catch(() => { /* autoplay refused: the controls are there */ });
+    }
   }
 
   stop(text = '') {
