@@ -228,6 +228,13 @@ async fn hits_cache_keys_and_errors() {
     let first = get("/hls/ch/v/seg3.m4s?a=1").await.unwrap();
     assert_eq!(first.headers()["x-cache"], "MISS");
     let first = first.bytes().await.unwrap();
+    // The viewer may have the body a moment before the edge has finished storing it (its last
+    // phase records the stored bytes): the hit below must find a complete object.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while metric(&edge.registry, "bitriver_edge_cache_bytes", None) < 1000.0 {
+        assert!(std::time::Instant::now() < deadline, "the segment was never stored");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let second = get("/hls/ch/v/seg3.m4s?b=2").await.unwrap();
     assert_eq!(second.headers()["x-cache"], "HIT");
     assert_eq!(second.bytes().await.unwrap(), first);

@@ -88,7 +88,7 @@ const PICTURE_WIDTH: u32 = 320;
 
 /// Decodes a keyframe with FFmpeg in-process into a JPEG.
 fn pictures() -> Option<recordings::thumbnails::MakeJpeg> {
-    // TODO(thumbnails): transcode::thumbnail::jpeg_from_cmaf(init, media, PICTURE_WIDTH)
-    let _ = PICTURE_WIDTH;
-    None
+    Some(Arc::new(|init: &[u8], media: &[u8]| {
+        transcode::thumbnail::jpeg_from_cmaf(init, media, PICTURE_WIDTH).map(|t| t.jpeg).map_err(|e| e.to_string())
+    }))
 }

@@ -163,6 +163,22 @@ async fn a_broadcast_becomes_a_draft_then_a_public_vod_with_clips() {
     let (_, clips) = node.get(&format!("/api/recordings/{id}/clips")).await.unwrap();
     assert!(clips.contains(&clip_id), "{clips}");
 
+    // Pictures: a poster and more along the timeline, 320 pixels wide, decoded from keyframes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let pictured = loop {
+        let r = get_json(&node, &format!("/api/recordings/{id}")).await;
+        if r["thumbnails"].as_u64().unwrap_or(0) > 0 {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no pictures: {r}\n{}", node.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(pictured["thumbnails"], 5, "{pictured}");
+    let poster = pictured["posterPath"].as_str().unwrap().to_owned();
+    let probe = ffprobe(&["-show_streams", &edge_master.replace("/master.m3u8", "/thumb0.jpg")]).await;
+    let still = testkit::ffmpeg::stream(&probe, "mjpeg").unwrap_or_else(|| panic!("{poster}: {probe}"));
+    assert_eq!((still["width"].as_u64(), still["height"].as_u64()), (Some(320), Some(180)));
+
     // A range past the end is refused; nothing new appears.
     let (status, _) =
         post_json(&node, &format!("/api/recordings/{id}/clips"), json!({"startSeconds": 15, "endSeconds": 40})).await;
@@ -276,6 +292,15 @@ async fn a_node_killed_mid_broadcast_keeps_the_recording_up_to_its_last_segment(
     })
     .await;
     let id = recording["id"].as_str().unwrap().to_owned();
+    // While it is live, the channel has a picture (refreshed every 10 s), listed in the directory.
+    let poster = node.url(&format!("/hls/{channel}/poster.jpg"));
+    let probe = ffprobe(&["-show_streams", &poster]).await;
+    let still = testkit::ffmpeg::stream(&probe, "mjpeg").unwrap_or_else(|| panic!("live poster: {probe}"));
+    assert_eq!((still["width"].as_u64(), still["height"].as_u64()), (Some(320), Some(180)));
+    let directory = get_json(&node, "/api/directory").await;
+    let listed = directory["items"].as_array().unwrap().iter().find(|c| c["id"] == channel.as_str()).cloned();
+    let poster_url = listed.as_ref().and_then(|c| c["posterUrl"].as_str()).unwrap_or_default();
+    assert!(poster_url.ends_with(&format!("/hls/{channel}/poster.jpg")), "{directory}");
     node.kill9();
     let _ = publisher.kill().await;
     let journal = node.data.join("recordings").join(&id).join("source").join("segments.tsv");

@@ -20,6 +20,7 @@ mod ffi;
 pub mod ladder;
 pub mod metrics;
 pub mod spec;
+pub mod thumbnail;
 
 pub use align::DegradePolicy;
 pub use codec::{EncoderKind, HardwareEncoder, HardwareProbe, X264_PARAMS, X264_PRESET};

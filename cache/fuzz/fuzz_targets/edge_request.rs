@@ -23,9 +23,11 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(request.key, again.key);
     assert_eq!(request.kind, again.kind);
     assert_eq!(request.channel, again.channel);
+    assert_eq!(request.vod, again.vod, "live or recording is the path's business only");
     // The parameters the key kept, in any order, give the same key.
     let (key_path, key_query) = request.key.split_once('?').unwrap_or((&request.key, ""));
     assert_eq!(HlsPath::parse(key_path), HlsPath::parse(path));
+    assert_eq!(HlsPath::parse_vod(key_path), HlsPath::parse_vod(path));
     let again = parse(key_path, Some(key_query)).expect("a key is itself a served request");
     assert_eq!(again.key, request.key, "keys are canonical");
     if let Some((_, kept)) = request.key.split_once('?') {
