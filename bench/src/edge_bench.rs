@@ -47,6 +47,9 @@ struct Args {
     /// nginx worker processes, and worker threads of our edge's runtime.
     #[arg(long, env = "EDGE_BENCH_WORKERS", default_value_t = 2)]
     workers: usize,
+    /// Runs of each server per object and connection count, alternated (min/median/max printed).
+    #[arg(long, env = "EDGE_BENCH_RUNS", default_value_t = 3)]
+    runs: usize,
     /// wrk threads.
     #[arg(long, env = "EDGE_BENCH_WRK_THREADS", default_value_t = 2)]
     wrk_threads: usize,
@@ -119,37 +122,59 @@ fn main() -> anyhow::Result<()> {
         if args.pingora_hits { "pingora" } else { "sendfile (direct)" }
     );
     println!(
-        "{:<13} {:>5} {:<18} {:>9} {:>7} {:>8} {:>8} {:>10}",
-        "object", "conns", "server", "req/s", "Gbit/s", "p50 ms", "p99 ms", "CPU us/req"
+        "{:<13} {:>5} {:<18} {:>23} {:>7} {:>8} {:>8} {:>10} {:>8}",
+        "object", "conns", "server", "req/s min/median/max", "Gbit/s", "p50 ms", "p99 ms", "CPU us/req", "of limit"
     );
-    // Server CPU: nginx's workers, or this process (the edge's runtime; wrk is another process).
+    // Server CPU: nginx's workers (static and proxy_cache are the same processes, loaded one at a
+    // time), or this process (the edge's runtime; wrk is another process).
     let nginx_pids = nginx.worker_pids();
     let self_pid = vec![std::process::id()];
+    let targets = [("static (limit)", nginx.origin_port), (servers[0].0, servers[0].1), (servers[1].0, servers[1].1)];
     let mut ratios = Vec::new();
     for (label, path, size) in OBJECTS {
         for &conns in &args.conns {
-            let mut row = Vec::new();
-            for (name, port, _) in servers {
-                let pids = if port == nginx.edge_port { &nginx_pids } else { &self_pid };
-                let cpu_before = cpu_seconds_of(pids);
-                let run = wrk(port, path, conns, args.seconds, args.wrk_threads)?;
-                let cpu_us = (cpu_seconds_of(pids) - cpu_before) * 1e6 / (run.rps * args.seconds as f64);
-                let gbits = run.rps * size as f64 * 8.0 / 1e9;
-                println!(
-                    "{label:<13} {conns:>5} {name:<18} {:>9.0} {gbits:>7.2} {:>8.2} {:>8.2} {cpu_us:>10.1}{}",
-                    run.rps,
-                    run.p50_ms,
-                    run.p99_ms,
-                    if run.errors.is_empty() { String::new() } else { format!("  ({})", run.errors) }
-                );
-                row.push(run);
+            // Runs alternate between the servers (a different one first each round), so a drift of
+            // the machine's state hits all alike.
+            let mut runs: Vec<Vec<(WrkRun, f64)>> = vec![Vec::new(); targets.len()];
+            for round in 0..args.runs.max(1) {
+                for k in 0..targets.len() {
+                    let i = (k + round) % targets.len();
+                    let port = targets[i].1;
+                    let pids = if port == edge_port { &self_pid } else { &nginx_pids };
+                    let cpu_before = cpu_seconds_of(pids);
+                    let run = wrk(port, path, conns, args.seconds, args.wrk_threads)?;
+                    let cpu_us = (cpu_seconds_of(pids) - cpu_before) * 1e6 / (run.rps * args.seconds as f64);
+                    runs[i].push((run, cpu_us));
+                }
             }
-            ratios.push((label, conns, row[1].rps / row[0].rps, row[1].p99_ms / row[0].p99_ms));
+            let limit = median(runs[0].iter().map(|(r, _)| r.rps));
+            let mut medians = Vec::new();
+            for (i, (name, _)) in targets.iter().enumerate() {
+                let rps: Vec<f64> = runs[i].iter().map(|(r, _)| r.rps).collect();
+                let (lo, mid, hi) = (min(&rps), median(rps.iter().copied()), max(&rps));
+                let p50 = median(runs[i].iter().map(|(r, _)| r.p50_ms));
+                let p99 = median(runs[i].iter().map(|(r, _)| r.p99_ms));
+                let cpu = median(runs[i].iter().map(|(_, c)| *c));
+                let errors: Vec<&str> =
+                    runs[i].iter().map(|(r, _)| r.errors.as_str()).filter(|e| !e.is_empty()).collect();
+                println!(
+                    "{label:<13} {conns:>5} {name:<18} {:>23} {:>7.2} {p50:>8.2} {p99:>8.2} {cpu:>10.1} {:>7.0}%{}",
+                    format!("{lo:.0}/{mid:.0}/{hi:.0}"),
+                    mid * size as f64 * 8.0 / 1e9,
+                    100.0 * mid / limit,
+                    if errors.is_empty() { String::new() } else { format!("  ({})", errors.join("; ")) }
+                );
+                medians.push((mid, p99, cpu));
+            }
+            let (nginx_m, edge_m) = (medians[1], medians[2]);
+            ratios.push((label, conns, edge_m.0 / nginx_m.0, edge_m.1 / nginx_m.1, edge_m.2 / nginx_m.2));
         }
     }
     println!();
-    for (label, conns, throughput, p99) in &ratios {
-        println!("ratio edge/nginx  {label:<13} {conns:>4} conns: throughput x{throughput:.2}, p99 x{p99:.2}");
+    for (label, conns, throughput, p99, cpu) in &ratios {
+        println!(
+            "ratio edge/nginx  {label:<13} {conns:>4} conns (medians): throughput x{throughput:.2}, p99 x{p99:.2}, CPU per hit x{cpu:.2}"
+        );
     }
     // The figures are the sendfile path's only if it ran: the edge counts what it sent that way.
     let counter = |name: &str| -> f64 {
@@ -223,11 +248,30 @@ async fn warm(port: u16, path: &str, header: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[derive(Clone)]
 struct WrkRun {
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
     errors: String,
+}
+
+fn min(values: &[f64]) -> f64 {
+    values.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+fn max(values: &[f64]) -> f64 {
+    values.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut sorted: Vec<f64> = values.collect();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
 }
 
 fn wrk(port: u16, path: &str, conns: usize, seconds: u64, threads: usize) -> anyhow::Result<WrkRun> {
@@ -343,6 +387,8 @@ events {{ worker_connections 16384; }}
 http {{
   access_log off;
   sendfile on; tcp_nodelay on; keepalive_requests 1000000; keepalive_timeout 65;
+  # Its best settings for hits: cache files stay open between requests.
+  open_file_cache max=1000 inactive=60s; open_file_cache_valid 60s; open_file_cache_min_uses 1;
   client_body_temp_path {d}/tmp/body; proxy_temp_path {d}/tmp/proxy; fastcgi_temp_path {d}/tmp/fastcgi;
   uwsgi_temp_path {d}/tmp/uwsgi; scgi_temp_path {d}/tmp/scgi;
   types {{ video/iso.segment m4s; video/mp4 mp4; }}
