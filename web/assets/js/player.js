@@ -57,7 +57,10 @@ export class Player {
     if (Hls && Hls.isSupported()) {
       const hls = new Hls(vod
         ? { lowLatencyMode: false, backBufferLength: 90 }
-        : { lowLatencyMode: true, backBufferLength: 30, liveSyncDurationCount: 2 });
+        // Live: the playlist's PART-HOLD-BACK (three part targets) is the target latency; a
+        // liveSyncDuration* setting here would override it with whole segments. After a stall
+        // hls.js plays up to 1.5x to get back to the target instead of staying behind.
+        : { lowLatencyMode: true, backBufferLength: 30, maxLiveSyncPlaybackRate: 1.5 });
       this.hls = hls;
       hls.on(Hls.Events.ERROR, (_event, data) => {
         if (!data.fatal) return;
