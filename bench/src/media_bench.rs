@@ -2,23 +2,27 @@
 //! beside nginx-rtmp.
 //!
 //! The bench pre-encodes a synthetic stream once (ffmpeg testsrc2 640x360@30 + sine, libx264
-//! veryfast zerolatency GOP 30, AAC) into a temp `.flv`, then publishes it with
-//! `ffmpeg -re -stream_loop -1 -i FILE -c copy -f flv rtmp://...`, so a publisher costs little CPU.
-//! It spawns the release `bitriver` binary (development mode, roles control,ingest,origin: no
-//! transcoding, loopback ports, temp data dir) and creates a creator and channels through the API.
+//! veryfast zerolatency GOP 30, AAC) into a temp `.flv`. It spawns the release `bitriver` binary
+//! (development mode, roles control,ingest,origin,edge: no transcoding, loopback ports, temp data
+//! dir) and creates a creator and channels through the API.
 //!
-//! - **Latency** (one stream): publish start → first `200` media playlist with a part
-//!   (`#EXT-X-PART`) and with a full segment (`#EXTINF`); then blocking playlist reloads
-//!   (`_HLS_msn`/`_HLS_part` of the preload hint) in a loop, and for each part the time between
-//!   the end of its media on the wall clock (the segment's `EXT-X-PROGRAM-DATE-TIME`, which the
-//!   origin anchors to the ingest clock, plus the durations of the parts up to and including it)
-//!   and the moment the reload answering it arrived; then hls.js in headless Chromium
-//!   (`tests/browser/play.mjs`) plays the master playlist and reports its live latency.
-//! - **Capacity**: for each N in `--streams`, N passthrough publishers of the same file into
-//!   bitriver, then into nginx-rtmp (`hls on; hls_fragment 1s`), `--seconds` each, one server
-//!   after the other; CPU time of the server processes from `/proc/PID/stat`.
+//! - **Latency** (one stream, `ffmpeg -re -c copy` of the file): publish start → first `200`
+//!   media playlist with a part (`#EXT-X-PART`) and with a full segment (`#EXTINF`); then blocking
+//!   playlist reloads (`_HLS_msn`/`_HLS_part` of the preload hint) in a loop, and for each part
+//!   the time between the end of its media on the wall clock (the segment's
+//!   `EXT-X-PROGRAM-DATE-TIME`, which the origin anchors to the ingest clock, plus the durations of
+//!   the parts up to and including it) and the moment the reload answering it arrived; then hls.js
+//!   in headless Chromium (`tests/browser/play.mjs`) plays the master playlist through the edge
+//!   and reports its live latency.
+//! - **Capacity**: for each N in `--streams`, N publishers of the same file into bitriver, then
+//!   into nginx-rtmp (`hls on; hls_fragment 1s`, a worker per core), `--seconds` each, one server
+//!   after the other; CPU time of the server processes from `/proc/PID/stat`. The publishers are
+//!   one `bitriver-load publishers` process (real-time pacing, no encoder, no process per stream).
+//! - **Ceiling**: each server alone takes `--ramp` stream counts in turn until a stream's output
+//!   advances less than 90% of the measured window (it fell behind real time) or a publisher is
+//!   refused; the most streams kept up is printed for both.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -36,10 +40,11 @@ const PLAY_MJS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/browser/pl
 #[command(
     name = "media-bench",
     about = "Live-path latency on loopback and passthrough capacity beside nginx-rtmp",
-    long_about = "Spawns the release bitriver binary, publishes a pre-encoded synthetic stream over RTMP with \
-                  ffmpeg -c copy, measures time to first playlist/part, part availability lag and hls.js live \
-                  latency, then CPU per passthrough stream for bitriver and nginx-rtmp. Prints figures; asserts \
-                  nothing. Every flag has a MEDIA_BENCH_* environment twin."
+    long_about = "Spawns the release bitriver binary, publishes a pre-encoded synthetic stream over RTMP, \
+                  measures time to first playlist/part, part availability lag and hls.js live latency through \
+                  the edge, then CPU per passthrough stream for bitriver and nginx-rtmp and the most streams \
+                  each keeps in real time. Prints figures; asserts nothing. Every flag has a MEDIA_BENCH_* \
+                  environment twin."
 )]
 struct Args {
     /// The bitriver binary [default: $CARGO_TARGET_DIR/release/bitriver, else target/release/bitriver].
@@ -57,6 +62,16 @@ struct Args {
     /// Seconds of hls.js playback (0: skip the browser).
     #[arg(long, env = "MEDIA_BENCH_PLAY_SECONDS", default_value_t = 10.0)]
     play_seconds: f64,
+    /// Stream counts of the ceiling search: each server takes them in turn until one of its
+    /// streams falls behind real time (empty: skip the search).
+    #[arg(long, value_name = "N,...", env = "MEDIA_BENCH_RAMP", value_delimiter = ',', default_values_t = [16, 32, 64, 128, 256, 384, 512])]
+    ramp: Vec<usize>,
+    /// Measured length of each step of the ceiling search, per server, in seconds.
+    #[arg(long, env = "MEDIA_BENCH_RAMP_SECONDS", default_value_t = 10.0)]
+    ramp_seconds: f64,
+    /// The `bitriver-load` binary that plays the publishers [default: beside this binary].
+    #[arg(long, value_name = "PATH", env = "MEDIA_BENCH_LOAD")]
+    load: Option<PathBuf>,
     /// Skip the nginx-rtmp reference.
     #[arg(long, env = "MEDIA_BENCH_NO_NGINX")]
     no_nginx: bool,
@@ -68,6 +83,15 @@ struct Args {
 impl Args {
     fn bitriver_path(&self) -> PathBuf {
         testkit::process::bitriver_binary(self.bitriver.as_deref())
+    }
+
+    fn load_path(&self) -> PathBuf {
+        self.load.clone().unwrap_or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|exe| exe.parent().map(|dir| dir.join("bitriver-load")))
+                .unwrap_or_else(|| PathBuf::from("bitriver-load"))
+        })
     }
 }
 
@@ -168,7 +192,22 @@ struct Report {
     play: Option<Value>,
     play_error: Option<String>,
     rows: Vec<CapRow>,
+    ramp: Vec<RampRow>,
     nginx_note: Option<String>,
+}
+
+impl Report {
+    /// The ceiling search of `server` stops at its first step with a stream behind.
+    fn ceiling_done(&self, server: &str) -> bool {
+        self.ramp.iter().any(|r| r.server == server && !r.kept_up())
+    }
+
+    /// The most streams `server` kept in real time, and whether a larger step failed.
+    fn ceiling(&self, server: &str) -> Option<(usize, bool)> {
+        let rows: Vec<&RampRow> = self.ramp.iter().filter(|r| r.server == server).collect();
+        let kept = rows.iter().filter(|r| r.kept_up()).map(|r| r.streams).max().unwrap_or(0);
+        (!rows.is_empty()).then(|| (kept, rows.iter().any(|r| !r.kept_up())))
+    }
 }
 
 struct CapRow {
@@ -177,6 +216,29 @@ struct CapRow {
     secs: f64,
     cpu: f64,
     output_ok: usize,
+}
+
+/// One step of the ceiling search.
+#[derive(Debug, Clone)]
+struct RampRow {
+    server: &'static str,
+    streams: usize,
+    secs: f64,
+    cpu: f64,
+    /// Media seconds the slowest stream's output advanced over the window.
+    slowest: f64,
+    /// Streams whose output advanced less than 90% of the window.
+    behind: usize,
+    /// Publishers the load generator kept live to the end.
+    live: usize,
+    /// The load generator's send lag (how late it wrote a tag), p99, ms.
+    send_lag_p99: Option<f64>,
+}
+
+impl RampRow {
+    fn kept_up(&self) -> bool {
+        self.behind == 0 && self.live == self.streams
+    }
 }
 
 async fn bench(args: &Args, node: &Node, flv: &Path, tmp: &Path) -> anyhow::Result<Report> {
@@ -188,7 +250,7 @@ async fn bench(args: &Args, node: &Node, flv: &Path, tmp: &Path) -> anyhow::Resu
         json!({"displayName": "Bench Owner", "email": "owner@bench.example", "roles": ["creator"]}),
     )
     .await?;
-    let max_n = args.streams.iter().copied().max().unwrap_or(1);
+    let max_n = args.streams.iter().chain(&args.ramp).copied().max().unwrap_or(1);
     let mut channels = Vec::new(); // (id, stream key)
     for i in 0..=max_n {
         let ch = created(
@@ -263,7 +325,8 @@ async fn bench(args: &Args, node: &Node, flv: &Path, tmp: &Path) -> anyhow::Resu
     }
     // hls.js in Chromium.
     if args.play_seconds > 0.0 {
-        let master = format!("{base}/hls/{id}/master.m3u8");
+        // Through the edge, as viewers play.
+        let master = format!("http://127.0.0.1:{}/hls/{id}/master.m3u8", node.edge_port);
         eprintln!("latency: hls.js playing {master} for {} s ...", args.play_seconds);
         match play(&master, args.play_seconds).await {
             Ok(v) => report.play = Some(v),
@@ -287,6 +350,7 @@ async fn bench(args: &Args, node: &Node, flv: &Path, tmp: &Path) -> anyhow::Resu
             }
         }
     };
+    let load = args.load_path();
     let run_for = Duration::from_secs_f64(args.seconds);
     {
         // Idle baseline: both servers with no stream, over the same 3 s.
@@ -303,12 +367,11 @@ async fn bench(args: &Args, node: &Node, flv: &Path, tmp: &Path) -> anyhow::Resu
             report.rows.push(CapRow { server: "nginx-rtmp", streams: 0, secs, cpu: d[1..].iter().sum(), output_ok: 0 });
         }
     }
+    let bitriver_rtmp = format!("rtmp://127.0.0.1:{}/live", node.rtmp_port);
+    let keys: Vec<String> = channels[1..].iter().map(|(_, key)| key.clone()).collect();
     for &n in &args.streams {
         eprintln!("capacity: {n} stream(s) into bitriver for {} s ...", args.seconds);
-        let mut pubs = Vec::new();
-        for (_, key) in &channels[1..=n] {
-            pubs.push(publish(flv, &format!("rtmp://127.0.0.1:{}/live/{key}", node.rtmp_port))?);
-        }
+        let pubs = Publishers::start(&load, &bitriver_rtmp, &keys[..n], flv, args.seconds + 2.0, tmp)?;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let (cpu, secs) = measure(&[node.pid], run_for).await;
         let mut ok = 0;
@@ -319,29 +382,185 @@ async fn bench(args: &Args, node: &Node, flv: &Path, tmp: &Path) -> anyhow::Resu
                 }
             }
         }
-        stop_all(pubs).await;
+        pubs.finish().await;
         report.rows.push(CapRow { server: "bitriver", streams: n, secs, cpu, output_ok: ok });
         tokio::time::sleep(Duration::from_secs(1)).await;
 
         if let Some(ng) = &nginx {
             eprintln!("capacity: {n} stream(s) into nginx-rtmp for {} s ...", args.seconds);
-            let mut pubs = Vec::new();
-            for i in 0..n {
-                pubs.push(publish(flv, &format!("rtmp://127.0.0.1:{}/live/n{n}s{i}", ng.port))?);
-            }
+            let ng_keys: Vec<String> = (0..n).map(|i| format!("n{n}s{i}")).collect();
+            let pubs = Publishers::start(&load, &ng.rtmp(), &ng_keys, flv, args.seconds + 2.0, tmp)?;
             tokio::time::sleep(Duration::from_secs(1)).await;
             let pids = ng.pids();
             let (cpu, secs) = measure(&pids, run_for).await;
-            let ok = (0..n).filter(|i| ng.hls.join(format!("n{n}s{i}.m3u8")).is_file()).count();
-            stop_all(pubs).await;
+            let ok = ng_keys.iter().filter(|k| ng.hls.join(format!("{k}.m3u8")).is_file()).count();
+            pubs.finish().await;
             report.rows.push(CapRow { server: "nginx-rtmp", streams: n, secs, cpu, output_ok: ok });
             tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    // ----- ceiling: the most streams each server keeps in real time -----
+    let window = Duration::from_secs_f64(args.ramp_seconds);
+    for &n in &args.ramp {
+        if report.ceiling_done("bitriver") {
+            break;
+        }
+        eprintln!("ceiling: {n} stream(s) into bitriver ...");
+        let playlists: Vec<String> =
+            channels[1..=n].iter().map(|(id, _)| format!("{base}/hls/{id}/source/index.m3u8")).collect();
+        let (http, playlists) = (&http, &playlists);
+        let step = ramp_step(&load, &bitriver_rtmp, &keys[..n], flv, tmp, window, &[node.pid], || async move {
+            let mut ends = Vec::with_capacity(n);
+            for url in playlists.iter() {
+                let body = match http.get(url).send().await {
+                    Ok(r) if r.status().is_success() => r.text().await.unwrap_or_default(),
+                    _ => String::new(),
+                };
+                ends.push(part_ends(&body).into_values().reduce(f64::max).map(|ms| ms / 1000.0));
+            }
+            ends
+        })
+        .await?;
+        report.ramp.push(RampRow { server: "bitriver", ..step });
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    if let Some(ng) = &nginx {
+        for &n in &args.ramp {
+            if report.ceiling_done("nginx-rtmp") {
+                break;
+            }
+            eprintln!("ceiling: {n} stream(s) into nginx-rtmp ...");
+            let ng_keys: Vec<String> = (0..n).map(|i| format!("r{n}s{i}")).collect();
+            let files: Vec<PathBuf> = ng_keys.iter().map(|k| ng.hls.join(format!("{k}.m3u8"))).collect();
+            let pids = ng.pids();
+            // nginx's playlists hold whole segments only: media advanced = the segments completed.
+            let mut seen: Vec<BTreeMap<u64, f64>> = vec![BTreeMap::new(); n];
+            let seen = std::sync::Mutex::new(&mut seen);
+            let (seen, files) = (&seen, &files);
+            let step = ramp_step(&load, &ng.rtmp(), &ng_keys, flv, tmp, window, &pids, || async move {
+                let mut seen = seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                files
+                    .iter()
+                    .zip(seen.iter_mut())
+                    .map(|(f, acc)| {
+                        acc.extend(segment_durations(&std::fs::read_to_string(f).unwrap_or_default()));
+                        (!acc.is_empty()).then(|| acc.values().sum::<f64>())
+                    })
+                    .collect()
+            })
+            .await?;
+            report.ramp.push(RampRow { server: "nginx-rtmp", ..step });
+            tokio::time::sleep(Duration::from_secs(2)).await;
         }
     }
     if let Some(ng) = nginx {
         ng.stop().await;
     }
     Ok(report)
+}
+
+/// One step of the ceiling search: `keys.len()` publishers, 3 s to settle, then `window`
+/// measured. `media_ends` gives, per stream, how far its output has got in media seconds; a
+/// stream keeps up when its output advanced at least 90% of the window (nginx completes whole
+/// 1 s segments, so its figure moves in steps of a second).
+#[allow(clippy::too_many_arguments)]
+async fn ramp_step<F, Fut>(
+    load: &Path,
+    rtmp: &str,
+    keys: &[String],
+    flv: &Path,
+    tmp: &Path,
+    window: Duration,
+    pids: &[u32],
+    mut media_ends: F,
+) -> anyhow::Result<RampRow>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Vec<Option<f64>>>,
+{
+    let settle = Duration::from_secs(3);
+    let pubs = Publishers::start(load, rtmp, keys, flv, (settle + window).as_secs_f64() + 2.0, tmp)?;
+    tokio::time::sleep(settle).await;
+    let before = media_ends().await;
+    let (cpu, secs) = measure(pids, window).await;
+    let after = media_ends().await;
+    let summary = pubs.finish().await;
+    let advanced: Vec<f64> = before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| match (b, a) {
+            (Some(b), Some(a)) => a - b,
+            _ => 0.0,
+        })
+        .collect();
+    let slowest = advanced.iter().copied().reduce(f64::min).unwrap_or(0.0);
+    let behind = advanced.iter().filter(|a| **a < 0.9 * secs).count();
+    let live = summary.as_ref().and_then(|s| s["summary"]["live"].as_u64()).unwrap_or(0) as usize;
+    let send_lag_p99 = summary.as_ref().and_then(|s| s["summary"]["send_lag_ms"]["p99"].as_f64());
+    Ok(RampRow { server: "", streams: keys.len(), secs, cpu, slowest, behind, live, send_lag_p99 })
+}
+
+/// Durations of the complete segments of a media playlist, by media sequence number.
+fn segment_durations(playlist: &str) -> BTreeMap<u64, f64> {
+    let mut out = BTreeMap::new();
+    let Some(mut seq) = playlist
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    else {
+        return out;
+    };
+    for line in playlist.lines() {
+        if let Some(v) = line.strip_prefix("#EXTINF:") {
+            if let Ok(d) = v.split(',').next().unwrap_or("").trim().parse::<f64>() {
+                out.insert(seq, d);
+            }
+            seq += 1;
+        }
+    }
+    out
+}
+
+/// `bitriver-load publishers`: one process replays the file as every publisher (no encoder,
+/// no process per stream), so the load generator costs the same whichever server it feeds.
+struct Publishers {
+    child: Child,
+    json: PathBuf,
+}
+
+impl Publishers {
+    fn start(load: &Path, rtmp: &str, keys: &[String], flv: &Path, seconds: f64, tmp: &Path) -> anyhow::Result<Self> {
+        static RUN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let keys_file = tmp.join(format!("keys-{run}.txt"));
+        std::fs::write(&keys_file, keys.join("\n"))?;
+        let json = tmp.join(format!("publishers-{run}.json"));
+        let child = Command::new(load)
+            .args(["publishers", "--quiet", "--metrics", "none", "--rtmp", rtmp])
+            .args(["--count", &keys.len().to_string(), "--duration", &seconds.to_string()])
+            .arg("--keys-file")
+            .arg(&keys_file)
+            .arg("--file")
+            .arg(flv)
+            .arg("--json")
+            .arg(&json)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("spawning {} (cargo build --release -p bitriver-bench)", load.display()))?;
+        Ok(Publishers { child, json })
+    }
+
+    /// Waits for the run to end; its JSON report, if it wrote one.
+    async fn finish(mut self) -> Option<Value> {
+        if tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await.is_err() {
+            let _ = self.child.kill().await;
+        }
+        serde_json::from_str(&std::fs::read_to_string(&self.json).ok()?).ok()
+    }
 }
 
 /// CPU seconds used by `pids` over `run_for`, and the wall seconds measured.
@@ -464,17 +683,18 @@ struct Node {
     pid: u32,
     http_port: u16,
     rtmp_port: u16,
+    edge_port: u16,
 }
 
 impl Node {
     async fn start(bin: &Path, dir: &Path) -> anyhow::Result<Node> {
-        let (http_port, rtmp_port) = (free_port(false)?, free_port(false)?);
+        let (http_port, rtmp_port, edge_port) = (free_port(false)?, free_port(false)?, free_port(false)?);
         let http = std::net::SocketAddr::from(([127, 0, 0, 1], http_port));
         let args = [
             "--mode",
             "development",
             "--roles",
-            "control,ingest,origin",
+            "control,ingest,origin,edge",
             "--addr",
             &http.to_string(),
             "--cluster-addr",
@@ -484,13 +704,13 @@ impl Node {
             "--srt-addr",
             "127.0.0.1:0",
             "--edge-addr",
-            "127.0.0.1:0",
+            &format!("127.0.0.1:{edge_port}"),
             "--data",
             &dir.join("data").display().to_string(),
         ]
         .map(String::from);
         let node = BenchNode::start(bin, dir, http, &args, &[]).await?;
-        Ok(Node { pid: node.pid, node, http_port, rtmp_port })
+        Ok(Node { pid: node.pid, node, http_port, rtmp_port, edge_port })
     }
 
     async fn stop(self) {
@@ -498,7 +718,13 @@ impl Node {
     }
 }
 
-/// A private nginx with the RTMP module: `daemon off; master_process on; worker_processes 1`.
+/// nginx workers: one per core, as bitriver's runtime has a thread per core (a publisher is served
+/// by the worker that accepted it; with no viewer no `rtmp_auto_push` between workers is needed).
+fn nginx_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A private nginx with the RTMP module: `daemon off; master_process on;` a worker per core.
 struct Nginx {
     child: Child,
     master: u32,
@@ -526,11 +752,12 @@ impl Nginx {
         std::fs::write(
             &conf,
             format!(
-                "load_module {module};\ndaemon off;\nmaster_process on;\nworker_processes 1;\n\
+                "load_module {module};\ndaemon off;\nmaster_process on;\nworker_processes {workers};\n\
                  error_log {d}/logs/error.log warn;\npid {d}/nginx.pid;\nevents {{ worker_connections 1024; }}\n\
                  rtmp {{\n  server {{\n    listen 127.0.0.1:{port};\n    chunk_size 4096;\n    application live {{\n      \
-                 live on; record off;\n      hls on; hls_path {h}; hls_fragment 1s; hls_playlist_length 10s;\n    }}\n  }}\n}}\n",
+                 live on; record off;\n      hls on; hls_path {h}; hls_fragment 1s; hls_playlist_length 20s;\n    }}\n  }}\n}}\n",
                 module = module.display(),
+                workers = nginx_workers(),
                 d = dir.display(),
                 h = hls.display()
             ),
@@ -562,7 +789,12 @@ impl Nginx {
         Ok(Nginx { child, master, port, hls })
     }
 
-    /// The master and its children (the worker, and any cache helpers).
+    /// The application URL publishers connect to.
+    fn rtmp(&self) -> String {
+        format!("rtmp://127.0.0.1:{}/live", self.port)
+    }
+
+    /// The master and its children (the workers, and any cache helpers).
     fn pids(&self) -> Vec<u32> {
         let mut pids = vec![self.master];
         pids.extend(testkit::procfs::children(self.master));
@@ -608,7 +840,7 @@ impl Report {
         println!();
         println!(
             "media-bench: {cores} CPU cores; load average {}; source 640x360@30 GOP 30 (1 s) + AAC, {file_kbps:.0} kb/s, \
-             published with ffmpeg -re -stream_loop -1 -c copy",
+             replayed by bitriver-load publishers (one process, real-time pacing, no encoder)",
             load
         );
         println!();
@@ -649,10 +881,7 @@ impl Report {
             (None, None) => println!("  hls.js: skipped"),
         }
         println!();
-        println!(
-            "passthrough capacity: N streams (-c copy of the same file), {} s measured per server and N",
-            args.seconds
-        );
+        println!("passthrough capacity: N streams (the same file), {} s measured per server and N", args.seconds);
         if let Some(note) = &self.nginx_note {
             println!("  nginx-rtmp: {note}");
         }
@@ -713,6 +942,41 @@ impl Report {
                     b.streams,
                     if bp > 0.0 { np / bp } else { f64::NAN }
                 );
+            }
+        }
+        if !self.ramp.is_empty() {
+            println!();
+            println!(
+                "ceiling: each server alone, N publishers from one bitriver-load process, 3 s to settle, {} s measured; \
+                 a stream keeps up when its output advanced >= 90% of the window",
+                args.ramp_seconds
+            );
+            println!(
+                "{:>4} {:<10} {:>8} {:>13} {:>14} {:>7} {:>9} {:>14} {:>8}",
+                "N", "server", "% core", "% core/stream", "slowest media", "behind", "live", "send lag p99", "result"
+            );
+            for r in &self.ramp {
+                let core = r.cpu / r.secs * 100.0;
+                println!(
+                    "{:>4} {:<10} {:>8.1} {:>13.3} {:>12.1} s {:>7} {:>9} {:>14} {:>8}",
+                    r.streams,
+                    r.server,
+                    core,
+                    core / r.streams as f64,
+                    r.slowest,
+                    r.behind,
+                    format!("{}/{}", r.live, r.streams),
+                    r.send_lag_p99.map_or("-".into(), |l| format!("{l:.0} ms")),
+                    if r.kept_up() { "kept up" } else { "BEHIND" }
+                );
+            }
+            for server in ["bitriver", "nginx-rtmp"] {
+                if let Some((kept, failed)) = self.ceiling(server) {
+                    println!(
+                        "  {server}: {kept} streams kept in real time{}",
+                        if failed { "" } else { " (the largest step tried; the ceiling is higher)" }
+                    );
+                }
             }
         }
         println!();
