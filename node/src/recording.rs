@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use raft::state::CatalogState;
 use raft::{Catalog, NodeId};
 use recordings::recorder::{self, Decide, RecorderConfig};
+use recordings::thumbnails::LivePosters;
 use recordings::{worker, LocalStore, Mirror, RecordingMetrics};
 use tokio::task::JoinHandle;
 
@@ -19,15 +20,25 @@ pub fn records_here(s: &CatalogState, channel: &str, me: NodeId) -> bool {
         .is_some_and(|p| p.origins.first() == Some(&me) || (p.origins.is_empty() && p.ingest == me))
 }
 
+/// What [`start`] set going.
+pub struct Started {
+    pub tasks: Vec<JoinHandle<()>>,
+    /// The copy in object storage, for `/healthz`.
+    pub mirror: Option<Mirror>,
+    /// The live pictures of the broadcasts recorded here.
+    pub posters: Option<LivePosters>,
+}
+
 /// Starts recording what `live` packages here (unless `--record-renditions off`), the worker,
-/// and with `--object-endpoint` the uploads to object storage (returned for `/healthz`).
+/// and with `--object-endpoint` the uploads to object storage (returned for `/healthz`); the
+/// live pictures of what it records (`/hls/{channel}/poster.jpg`).
 pub fn start(
     config: &ValidatedConfig,
     catalog: &Catalog,
     store: &LocalStore,
     live: &media::origin::LiveRegistry,
     registry: &prometheus::Registry,
-) -> anyhow::Result<(Vec<JoinHandle<()>>, Option<Mirror>)> {
+) -> anyhow::Result<Started> {
     let metrics = RecordingMetrics::new(registry)?;
     let mut tasks = Vec::new();
     let mirror = match &config.objects {
@@ -37,9 +48,10 @@ pub fn start(
     let me = catalog.node_id();
     let decide: Decide = Arc::new(move |s: &CatalogState, channel: &str| records_here(s, channel, me));
     let jpeg = pictures();
+    let posters = jpeg.clone().map(|make| LivePosters::new(make, metrics.live_posters.clone()));
     let recorder_config = RecorderConfig {
         renditions: config.record_renditions.clone(),
-        jpeg: jpeg.clone(),
+        posters: posters.clone(),
         mirror: mirror.clone(),
         ..RecorderConfig::default()
     };
@@ -50,7 +62,7 @@ pub fn start(
     let retention = config.recording_retention;
     let worker = tokio::spawn(worker::run(catalog.clone(), store.clone(), recorder, retention, jpeg, mirror.clone()));
     tasks.extend([task, worker]);
-    Ok((tasks, mirror))
+    Ok(Started { tasks, mirror, posters })
 }
 
 /// The uploader to the bucket (its spool in `DATA/object-spool`), and the bucket's lifecycle

@@ -194,9 +194,9 @@ pub async fn run(
     // segments close; clips and retention of what it holds.
     let (recording_store, mirror) = if config.roles.contains(Role::Origin) {
         let store = recordings::LocalStore::new(config.data_dir.join("recordings")).context("recordings directory")?;
-        let (tasks, mirror) = crate::recording::start(&config, &catalog, &store, &live, &registry)?;
-        relay_tasks.extend(tasks);
-        (Some(store), mirror)
+        let started = crate::recording::start(&config, &catalog, &store, &live, &registry)?;
+        relay_tasks.extend(started.tasks);
+        (Some((store, started.posters)), started.mirror)
     } else {
         (None, None)
     };
@@ -264,8 +264,8 @@ pub async fn run(
     if config.roles.contains(Role::Origin) {
         app = app.merge(media::origin::routes(live.clone(), OriginConfig::default()));
     }
-    if let Some(store) = recording_store {
-        app = app.merge(crate::vod::routes(store, vod_api));
+    if let Some((store, posters)) = recording_store {
+        app = app.merge(crate::vod::routes(store, posters, vod_api));
     }
     services.spawn("http", http_addr, http::serve(listeners.http, app, config.tls.clone(), services.stop()));
 

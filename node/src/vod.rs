@@ -1,6 +1,7 @@
 //! `/vod/{recording}/...`: recordings played back from the node that holds them (edges ask it
 //! for published ones and cache what it answers), with their pictures (`thumb{n}.jpg`); and
-//! `/hls/{channel}/poster.jpg`, the live picture of the broadcasts this node records.
+//! `/hls/{channel}/poster.jpg`, the live picture of the broadcasts this node records, decoded
+//! when asked for (at most once per channel per ten seconds).
 //!
 //! A published recording is public, like a live channel. A draft's playlists answer only its
 //! owner and admins (the Control Center's preview player, signed in); its headers and segments
@@ -15,6 +16,7 @@ use control::auth::Caller;
 use control::ApiState;
 use hls_names::{is_name, HlsPath, Image, RenditionFile};
 use raft::state::recordings::{Recording, RecordingStatus};
+use recordings::thumbnails::LivePosters;
 use recordings::LocalStore;
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
@@ -28,18 +30,19 @@ const LIVE_POSTER_CACHE: &str = "public, max-age=5";
 #[derive(Clone)]
 struct Vod {
     store: LocalStore,
+    posters: Option<LivePosters>,
     api: ApiState,
 }
 
-/// The VOD routes of a node holding recordings in `store`.
-pub fn routes(store: LocalStore, api: ApiState) -> Router {
+/// The VOD routes of a node holding recordings in `store`, and the live pictures of `posters`.
+pub fn routes(store: LocalStore, posters: Option<LivePosters>, api: ApiState) -> Router {
     Router::new()
         .route("/vod/{recording}/master.m3u8", get(master))
         .route("/vod/{recording}/{rendition}/{file}", get(rendition_file))
         .route("/vod/{recording}/{image}", get(recording_image))
         .route(&format!("/hls/{{channel}}/{}", hls_names::LIVE_POSTER), get(live_poster))
         .layer(axum::middleware::map_response(cors))
-        .with_state(Vod { store, api })
+        .with_state(Vod { store, posters, api })
 }
 
 async fn cors(mut response: Response) -> Response {
@@ -156,12 +159,11 @@ async fn recording_image(
     }
 }
 
-/// A live channel's picture, refreshed every few seconds by the recorder of its broadcast.
+/// A live channel's picture, from the newest segment of its broadcast recorded here.
 async fn live_poster(State(vod): State<Vod>, Path(channel): Path<String>) -> Response {
     let live = vod.api.catalog.read(|s| s.channel(&channel).is_some_and(|c| c.live_state == raft::LiveState::Live));
-    let file = vod.store.live_poster_path(&channel);
-    let jpeg = match (live, file) {
-        (true, Ok(file)) => tokio::fs::read(&file).await.ok(),
+    let jpeg = match (&vod.posters, live) {
+        (Some(posters), true) => posters.poster(&channel).await,
         _ => None,
     };
     match jpeg {

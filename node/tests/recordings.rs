@@ -292,11 +292,18 @@ async fn a_node_killed_mid_broadcast_keeps_the_recording_up_to_its_last_segment(
     })
     .await;
     let id = recording["id"].as_str().unwrap().to_owned();
-    // While it is live, the channel has a picture (refreshed every 10 s), listed in the directory.
+    // While it is live, the channel has a picture, listed in the directory. It is decoded when
+    // asked for, not as segments close: none was made in the 8 s nobody asked, then one serves
+    // every request for the next 10 s.
+    const POSTERS_MADE: &str = "bitriver_recording_live_posters_total";
+    assert_eq!(node.metric(POSTERS_MADE).await, Some(0.0), "a live poster decoded before anyone asked");
     let poster = node.url(&format!("/hls/{channel}/poster.jpg"));
     let probe = ffprobe(&["-show_streams", &poster]).await;
     let still = testkit::ffmpeg::stream(&probe, "mjpeg").unwrap_or_else(|| panic!("live poster: {probe}"));
     assert_eq!((still["width"].as_u64(), still["height"].as_u64()), (Some(320), Some(180)));
+    let (status, _) = node.get(&format!("/hls/{channel}/poster.jpg")).await.expect("poster again");
+    assert_eq!(status, 200);
+    assert_eq!(node.metric(POSTERS_MADE).await, Some(1.0), "one decode serves the requests of 10 s");
     let directory = get_json(&node, "/api/directory").await;
     let listed = directory["items"].as_array().unwrap().iter().find(|c| c["id"] == channel.as_str()).cloned();
     let poster_url = listed.as_ref().and_then(|c| c["posterUrl"].as_str()).unwrap_or_default();

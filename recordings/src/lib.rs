@@ -33,6 +33,8 @@ pub struct RecordingMetrics {
     pub dropped_segments: prometheus::IntCounter,
     pub write_errors: prometheus::IntCounter,
     pub active: prometheus::IntGauge,
+    /// Live posters decoded (on request, at most one per channel per [`thumbnails::LIVE_EVERY`]).
+    pub live_posters: prometheus::IntCounter,
 }
 
 impl RecordingMetrics {
@@ -43,6 +45,7 @@ impl RecordingMetrics {
         registry.register(Box::new(metrics.dropped_segments.clone()))?;
         registry.register(Box::new(metrics.write_errors.clone()))?;
         registry.register(Box::new(metrics.active.clone()))?;
+        registry.register(Box::new(metrics.live_posters.clone()))?;
         Ok(metrics)
     }
 
@@ -58,6 +61,10 @@ impl RecordingMetrics {
             write_errors: counter("bitriver_recording_write_errors_total", "Failed writes of recorded segments"),
             active: prometheus::IntGauge::new("bitriver_recording_active", "Broadcasts being recorded on this node")
                 .expect("valid metric"),
+            live_posters: counter(
+                "bitriver_recording_live_posters_total",
+                "Live posters decoded, when asked for and older than their refresh interval",
+            ),
         }
     }
 }

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use crate::journal::{Entry, RenditionMeta, META};
 use crate::mirror::Mirror;
 use crate::store::LocalStore;
-use crate::thumbnails::{MakeJpeg, LIVE_EVERY};
+use crate::thumbnails::LivePosters;
 use crate::RecordingMetrics;
 
 /// Segments waiting for the disk before newer ones are dropped.
@@ -43,8 +43,9 @@ pub struct RecorderConfig {
     pub reconnect_grace: Duration,
     /// How often a recording's duration and size go to the catalog while it is on air.
     pub report_every: Duration,
-    /// Makes live posters (every [`LIVE_EVERY`] from the source); `None`: no pictures.
-    pub jpeg: Option<MakeJpeg>,
+    /// Offered the newest segment of each recorded channel's first rendition, for its live
+    /// picture; `None`: no live pictures.
+    pub posters: Option<LivePosters>,
     /// The copy in object storage, if configured.
     pub mirror: Option<Mirror>,
 }
@@ -55,7 +56,7 @@ impl std::fmt::Debug for RecorderConfig {
             .field("renditions", &self.renditions)
             .field("reconnect_grace", &self.reconnect_grace)
             .field("report_every", &self.report_every)
-            .field("jpeg", &self.jpeg.is_some())
+            .field("posters", &self.posters.is_some())
             .field("mirror", &self.mirror.is_some())
             .finish()
     }
@@ -67,7 +68,7 @@ impl Default for RecorderConfig {
             renditions: None,
             reconnect_grace: Duration::from_secs(20),
             report_every: Duration::from_secs(5),
-            jpeg: None,
+            posters: None,
             mirror: None,
         }
     }
@@ -138,19 +139,6 @@ pub fn start(
     (recorder, tokio::spawn(writer.run(rx)))
 }
 
-/// Refreshes a live channel's poster from `closed` in the background (decoding takes a few
-/// milliseconds of CPU: never on the writer's path).
-fn live_poster(make: MakeJpeg, store: LocalStore, closed: Arc<ClosedSegment>) {
-    tokio::task::spawn_blocking(move || match make(&closed.init, &closed.segment.bytes) {
-        Ok(jpeg) => {
-            if let Err(error) = store.write_live_poster(&closed.channel, &jpeg) {
-                tracing::warn!(channel = %closed.channel, %error, "writing the live poster failed");
-            }
-        }
-        Err(error) => tracing::debug!(channel = %closed.channel, %error, "no live poster from this segment"),
-    });
-}
-
 /// Writes a complete recording's playlists as files and queues them with its journals (its
 /// segments went as they were written).
 pub fn mirror_complete(mirror: Mirror, store: LocalStore, id: String) {
@@ -186,8 +174,6 @@ struct Active {
     ended: Option<Instant>,
     last_report: Instant,
     dirty: bool,
-    /// When the live poster was last made (from the recording's first rendition).
-    last_poster: Option<Instant>,
     lead: Option<String>,
 }
 
@@ -243,7 +229,7 @@ impl Writer {
                 return;
             }
         }
-        let (store, metrics, jpeg) = (self.store.clone(), self.metrics.clone(), self.config.jpeg.clone());
+        let (store, metrics, posters) = (self.store.clone(), self.metrics.clone(), self.config.posters.clone());
         let mirror = self.config.mirror.clone();
         let store_for_mirror = store.clone();
         let Some(active) = self.recording_for(&closed).await else { return };
@@ -276,7 +262,6 @@ impl Writer {
         mirrored.push(format!("{rendition}/{}", hls_names::RenditionFile::Segment(entry.index)));
         let mirror_id = id.clone();
         let bytes = closed.segment.bytes.clone();
-        let store_for_poster = store.clone();
         let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             if let Some(meta) = meta {
                 store.begin_rendition(&id, &meta)?;
@@ -301,10 +286,8 @@ impl Writer {
                     mirror.upload(&store_for_mirror, &mirror_id, &mirrored).await;
                 }
                 let lead = active.lead.get_or_insert_with(|| closed.rendition.to_string());
-                let due = active.last_poster.is_none_or(|at| at.elapsed() >= LIVE_EVERY);
-                if let (Some(make), true, true) = (jpeg, due, *lead == *closed.rendition) {
-                    active.last_poster = Some(Instant::now());
-                    live_poster(make, store_for_poster, closed);
+                if let (Some(posters), true) = (&posters, *lead == *closed.rendition) {
+                    posters.offer(closed);
                 }
             }
             Ok(Err(error)) => {
@@ -388,7 +371,6 @@ impl Writer {
                     ended: None,
                     last_report: Instant::now(),
                     dirty: true,
-                    last_poster: None,
                     lead: None,
                 },
             ) {
@@ -403,6 +385,9 @@ impl Writer {
     async fn ended(&mut self, channel: &str, session: &str) {
         let Some(active) = self.channels.get_mut(channel).filter(|a| a.session == session) else { return };
         active.ended = Some(Instant::now());
+        if let Some(posters) = &self.config.posters {
+            posters.forget(channel);
+        }
         active.recording.status = RecordingStatus::Ready;
         active.recording.ended_at = Some(now_millis());
         tracing::info!(recording = %active.recording.id, "broadcast ended: recording ready");

@@ -24,8 +24,6 @@ use crate::journal::{self, Entry, RenditionMeta, JOURNAL, META};
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     root: PathBuf,
-    /// Live channels' pictures, `{root}/../posters/{channel}.jpg`.
-    posters: PathBuf,
 }
 
 /// What a recording holds on disk.
@@ -62,10 +60,8 @@ fn invalid(what: &str) -> io::Error {
 impl LocalStore {
     pub fn new(root: impl Into<PathBuf>) -> io::Result<Self> {
         let root = root.into();
-        let posters = root.with_file_name("posters");
         fs::create_dir_all(&root)?;
-        fs::create_dir_all(&posters)?;
-        Ok(LocalStore { root, posters })
+        Ok(LocalStore { root })
     }
 
     pub fn root(&self) -> &Path {
@@ -218,18 +214,6 @@ impl LocalStore {
             written.push(format!("{}/{JOURNAL}", meta.name));
         }
         Ok(written)
-    }
-
-    /// A live channel's current picture.
-    pub fn live_poster_path(&self, channel: &str) -> io::Result<PathBuf> {
-        if !is_name(channel) {
-            return Err(invalid(channel));
-        }
-        Ok(self.posters.join(format!("{channel}.jpg")))
-    }
-
-    pub fn write_live_poster(&self, channel: &str, jpeg: &[u8]) -> io::Result<()> {
-        write_atomically(&self.live_poster_path(channel)?, jpeg)
     }
 
     /// Removes a recording's files; nothing there is fine.

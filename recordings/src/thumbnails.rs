@@ -1,12 +1,15 @@
-//! Still pictures: a live channel's poster, refreshed from its newest source segment every
-//! [`LIVE_EVERY`], and a recording's poster plus pictures along its timeline, made once it is
-//! ready. Decoding is the node's business (FFmpeg in-process, see the `transcode` crate): this
+//! Still pictures: a live channel's poster, made when asked for from its newest source segment
+//! at most every [`LIVE_EVERY`] ([`LivePosters`]), and a recording's poster plus pictures along
+//! its timeline, made once it is ready. Decoding is the node's business (FFmpeg in-process, see the `transcode` crate): this
 //! module takes it as a [`MakeJpeg`], so the choice of frames and files is tested without it.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use hls_names::RenditionFile;
+use media::origin::ClosedSegment;
 
 use crate::journal::Entry;
 use crate::store::LocalStore;
@@ -14,8 +17,80 @@ use crate::store::LocalStore;
 /// A JPEG of the first keyframe of `media` (CMAF fragments) with header `init`.
 pub type MakeJpeg = Arc<dyn Fn(&[u8], &[u8]) -> Result<Vec<u8>, String> + Send + Sync>;
 
-/// How often a live channel's poster is refreshed.
+/// How often a live channel's poster may be refreshed.
 pub const LIVE_EVERY: Duration = Duration::from_secs(10);
+
+/// Live channels' pictures, decoded when someone asks (a directory tile, a channel card) from
+/// the newest segment the recorder saw, at most once per channel per [`LIVE_EVERY`]. Decoding a
+/// keyframe takes milliseconds: done for every broadcast as its segments closed, it was about a
+/// quarter of a passthrough ingest's CPU, for pictures nobody may look at.
+#[derive(Clone)]
+pub struct LivePosters {
+    make: MakeJpeg,
+    made: prometheus::IntCounter,
+    channels: Arc<Mutex<HashMap<String, Arc<LiveChannel>>>>,
+}
+
+struct LiveChannel {
+    newest: Mutex<Arc<ClosedSegment>>,
+    /// The last picture and when it was made; held while one is being made, so viewers asking at
+    /// once share one decode.
+    picture: tokio::sync::Mutex<Option<(Instant, Bytes)>>,
+}
+
+impl LivePosters {
+    /// `made` counts the decodes.
+    pub fn new(make: MakeJpeg, made: prometheus::IntCounter) -> Self {
+        LivePosters { make, made, channels: Arc::default() }
+    }
+
+    /// `closed` is now the newest segment of its channel's picture rendition (cheap: no decode).
+    pub fn offer(&self, closed: Arc<ClosedSegment>) {
+        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        match channels.get(&*closed.channel) {
+            Some(channel) => *channel.newest.lock().unwrap_or_else(PoisonError::into_inner) = closed,
+            None => {
+                let channel =
+                    LiveChannel { newest: Mutex::new(closed.clone()), picture: tokio::sync::Mutex::new(None) };
+                channels.insert(closed.channel.to_string(), Arc::new(channel));
+            }
+        }
+    }
+
+    /// The broadcast of `channel` ended here: its picture goes.
+    pub fn forget(&self, channel: &str) {
+        self.channels.lock().unwrap_or_else(PoisonError::into_inner).remove(channel);
+    }
+
+    /// The channel's current picture: the last one if younger than [`LIVE_EVERY`], else a new one
+    /// from its newest segment (the last one again if that fails). `None`: no broadcast of the
+    /// channel is recorded here.
+    pub async fn poster(&self, channel: &str) -> Option<Bytes> {
+        let live = self.channels.lock().unwrap_or_else(PoisonError::into_inner).get(channel).cloned()?;
+        let mut picture = live.picture.lock().await;
+        if let Some((_, jpeg)) = picture.as_ref().filter(|(at, _)| at.elapsed() < LIVE_EVERY) {
+            return Some(jpeg.clone());
+        }
+        let segment = live.newest.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let make = self.make.clone();
+        match tokio::task::spawn_blocking(move || make(&segment.init, &segment.segment.bytes)).await {
+            Ok(Ok(jpeg)) => {
+                self.made.inc();
+                let jpeg = Bytes::from(jpeg);
+                *picture = Some((Instant::now(), jpeg.clone()));
+                Some(jpeg)
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(channel, %error, "no live poster from the newest segment");
+                picture.as_ref().map(|(_, jpeg)| jpeg.clone())
+            }
+            Err(error) => {
+                tracing::error!(%error, "live poster task failed");
+                picture.as_ref().map(|(_, jpeg)| jpeg.clone())
+            }
+        }
+    }
+}
 
 /// Where along a recording its pictures are taken (fractions of its duration); the first is the
 /// poster (a little in, past a fade-in or a black first frame).
