@@ -233,6 +233,8 @@ struct RampRow {
     live: usize,
     /// The load generator's send lag (how late it wrote a tag), p99, ms.
     send_lag_p99: Option<f64>,
+    /// Why the first publisher that failed failed.
+    failure: Option<String>,
 }
 
 impl RampRow {
@@ -498,7 +500,11 @@ where
     let behind = advanced.iter().filter(|a| **a < 0.9 * secs).count();
     let live = summary.as_ref().and_then(|s| s["summary"]["live"].as_u64()).unwrap_or(0) as usize;
     let send_lag_p99 = summary.as_ref().and_then(|s| s["summary"]["send_lag_ms"]["p99"].as_f64());
-    Ok(RampRow { server: "", streams: keys.len(), secs, cpu, slowest, behind, live, send_lag_p99 })
+    let failure = match &summary {
+        Some(s) => s["summary"]["first_failure"].as_str().map(str::to_owned),
+        None => Some("the load generator wrote no report".into()),
+    };
+    Ok(RampRow { server: "", streams: keys.len(), secs, cpu, slowest, behind, live, send_lag_p99, failure })
 }
 
 /// Durations of the complete segments of a media playlist, by media sequence number.
@@ -705,6 +711,9 @@ impl Node {
             "127.0.0.1:0",
             "--edge-addr",
             &format!("127.0.0.1:{edge_port}"),
+            // The ceiling search goes past the default of 256 publishers.
+            "--rtmp-max-connections",
+            "4096",
             "--data",
             &dir.join("data").display().to_string(),
         ]
@@ -969,6 +978,9 @@ impl Report {
                     r.send_lag_p99.map_or("-".into(), |l| format!("{l:.0} ms")),
                     if r.kept_up() { "kept up" } else { "BEHIND" }
                 );
+                if let Some(why) = &r.failure {
+                    println!("       first publisher failure: {why}");
+                }
             }
             for server in ["bitriver", "nginx-rtmp"] {
                 if let Some((kept, failed)) = self.ceiling(server) {

@@ -279,6 +279,11 @@ pub struct Config {
     #[arg(long, value_name = "ADDR", env = "BITRIVER_LIVE_RTMPS_ADDR", default_value = ":1936")]
     pub rtmps_addr: String,
 
+    /// RTMP (and RTMPS) connections served at once, per listener; more wait in the accept queue
+    /// (1 to 100000). Each costs a little memory before its stream key is checked.
+    #[arg(long, value_name = "N", env = "BITRIVER_LIVE_RTMP_MAX_CONNECTIONS", default_value_t = 256)]
+    pub rtmp_max_connections: usize,
+
     /// SRT ingest listen address, UDP (ingest role).
     #[arg(long, value_name = "ADDR", env = "BITRIVER_LIVE_SRT_ADDR", default_value = ":9000")]
     pub srt_addr: String,
@@ -703,6 +708,8 @@ pub struct ValidatedConfig {
     /// RTMPS ingest: bound when the ingest role is on and TLS is configured.
     pub rtmps_addr: Option<SocketAddr>,
     pub srt_addr: SocketAddr,
+    /// See `--rtmp-max-connections`.
+    pub rtmp_max_connections: usize,
     pub edge_addr: SocketAddr,
     /// Memory budget of the edge cache.
     pub edge_cache_bytes: u64,
@@ -833,6 +840,13 @@ impl Config {
             (LogFormatArg::Text, _) | (LogFormatArg::Auto, Mode::Development) => LogFormat::Text,
         };
 
+        if !(1..=100_000).contains(&self.rtmp_max_connections) {
+            return Err(ConfigError::invalid(
+                "--rtmp-max-connections",
+                self.rtmp_max_connections.to_string(),
+                "must be between 1 and 100000",
+            ));
+        }
         if !(5..=600).contains(&self.viewer_window_secs) {
             return Err(ConfigError::invalid(
                 "--viewer-window-secs",
@@ -924,6 +938,7 @@ impl Config {
             rtmp_addr,
             rtmps_addr,
             srt_addr,
+            rtmp_max_connections: self.rtmp_max_connections,
             edge_addr,
             edge_cache_bytes: self.edge_cache_bytes,
             viewer_window: Duration::from_secs(self.viewer_window_secs),

@@ -99,10 +99,12 @@ impl LocalStore {
         write_atomically(&path, bytes)
     }
 
-    /// Writes a segment, then its journal line.
+    /// Writes a segment, then its journal line. The line is what makes the segment part of the
+    /// recording (a file without one is in no playlist, clip or upload, and the next segment of
+    /// that index overwrites it), so the segment needs no temporary name and rename.
     pub fn append_segment(&self, id: &str, rendition: &str, entry: &Entry, bytes: &[u8]) -> io::Result<()> {
         let dir = self.rendition_dir(id, rendition)?;
-        write_atomically(&dir.join(RenditionFile::Segment(entry.index).to_string()), bytes)?;
+        fs::write(dir.join(RenditionFile::Segment(entry.index).to_string()), bytes)?;
         let mut journal = OpenOptions::new().create(true).append(true).open(dir.join(JOURNAL))?;
         journal.write_all(entry.line().as_bytes())
     }
