@@ -876,10 +876,14 @@ impl Report {
         );
         match (&self.play, &self.play_error) {
             (Some(v), _) => println!(
-                "  hls.js (lowLatencyMode, Chromium) live latency {} s (target {} s), ok {}, played {} s, first progress \
+                "  hls.js (lowLatencyMode, Chromium) through the edge: live latency {} s (target {} s); wall clock - \
+                 program date time of the frame on screen {} ms (min {}, max {}); ok {}, played {} s, first progress \
                  after {} ms, parts loaded {}, stalls {}",
                 fmt_num(&v["latency"]),
                 fmt_num(&v["targetLatency"]),
+                v["pdtLatencyMs"]["median"],
+                v["pdtLatencyMs"]["min"],
+                v["pdtLatencyMs"]["max"],
                 v["ok"],
                 fmt_num(&v["playedSeconds"]),
                 v["timeToFirstProgressMs"],

@@ -61,6 +61,18 @@ export class Player {
         // liveSyncDuration* setting here would override it with whole segments. After a stall
         // hls.js plays up to 1.5x to get back to the target instead of staying behind.
         : { lowLatencyMode: true, backBufferLength: 30, maxLiveSyncPlaybackRate: 1.5 });
+      // Back to the live point after start-up or a stall: hls.js starts PART-HOLD-BACK behind the
+      // edge it saw when the first playlist loaded, but loading the first parts takes a few hundred
+      // ms while the edge moves on, and it never catches up by itself (its rate catch-up needs a
+      // second of buffer). It jumps to the live sync point once playback is further behind the edge
+      // than liveMaxLatencyDuration; its config check would want liveSyncDuration beside that, which
+      // would replace the playlist's hold-back, so the bound is set on the running config instead,
+      // from each playlist: the hold-back plus two part targets.
+      if (!vod) {
+        hls.on(Hls.Events.LEVEL_UPDATED, (_event, { details }) => {
+          if (details.partHoldBack && details.partTarget) hls.config.liveMaxLatencyDuration = details.partHoldBack + 2 * details.partTarget;
+        });
+      }
       this.hls = hls;
       hls.on(Hls.Events.ERROR, (_event, data) => {
         if (!data.fatal) return;
