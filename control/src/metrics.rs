@@ -26,6 +26,9 @@ pub struct ApiMetrics {
     pub chat_messages_in: IntCounter,
     /// `bitriver_chat_messages_total{direction="out"}`: messages sent to clients.
     pub chat_messages_out: IntCounter,
+    /// `bitriver_chat_coalesced_writes_total`: socket writes that carried several frames of one
+    /// fan-out tick.
+    pub chat_coalesced_writes: IntCounter,
 }
 
 impl ApiMetrics {
@@ -48,13 +51,19 @@ impl ApiMetrics {
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(ws_connections.clone()))?;
+        let chat_coalesced_writes = IntCounter::new(
+            "bitriver_chat_coalesced_writes_total",
+            "Chat socket writes that carried several frames of one fan-out tick",
+        )?;
         registry.register(Box::new(chat_messages.clone()))?;
+        registry.register(Box::new(chat_coalesced_writes.clone()))?;
         Ok(ApiMetrics {
             http_requests,
             http_duration,
             ws_connections,
             chat_messages_in: chat_messages.with_label_values(&["in"]),
             chat_messages_out: chat_messages.with_label_values(&["out"]),
+            chat_coalesced_writes,
         })
     }
 

@@ -298,6 +298,53 @@ async fn sockets_receive_posts_and_deletions_of_their_channel_only() {
     assert!(state.metrics.chat_messages_out.get() >= 3);
 }
 
+/// Events of one fan-out tick reach a socket in one write, each still its own frame, in catalog
+/// order: a burst of posts arrives complete and in sequence, and a moderator's delete lands right
+/// after the message it deletes and before the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tick_of_events_arrives_in_order_in_shared_writes() {
+    let (api, state) = start(Mode::Development, roomy()).await;
+    let (owner, owner_token) = user(&api, "owner").await;
+    let (_, viewer_token) = user(&api, "viewer").await;
+    api.channel("c1", &owner, &[]).await;
+    let mut ws = connect(&api, "c1", None, "").await;
+    assert_eq!(next_json(&mut ws).await["type"], "history");
+
+    // A burst: 40 posts at once.
+    let posts = (0..40).map(|i| {
+        let (api, token) = (&api, viewer_token.clone());
+        async move { say(api, "c1", &token, &format!("burst {i}")).await }
+    });
+    let posted = futures::future::join_all(posts).await;
+    assert!(posted.iter().all(|(status, _)| *status == 201));
+    let mut seqs = Vec::new();
+    while seqs.len() < 40 {
+        let frame = next_of(&mut ws, "message").await;
+        seqs.push(frame["message"]["seq"].as_u64().expect("seq"));
+    }
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "out of order: {seqs:?}");
+    assert!(state.metrics.chat_coalesced_writes.get() > 0, "no write carried a tick of several frames");
+
+    // Post, delete it, post again, as fast as the API answers.
+    let (_, first) = say(&api, "c1", &viewer_token, "to be deleted").await;
+    let id = first["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/channels/c1/chat/{id}");
+    assert_eq!(api.call("DELETE", &path, Some(&owner_token), None).await.0, 204);
+    let (_, second) = say(&api, "c1", &viewer_token, "after the delete").await;
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let frame = next_json(&mut ws).await;
+        match frame["type"].as_str() {
+            Some("message") => seen.push(format!("message {}", frame["message"]["id"].as_str().unwrap())),
+            Some("deleted") => seen.push(format!("deleted {}", frame["messageId"].as_str().unwrap())),
+            _ => {}
+        }
+    }
+    let second = second["id"].as_str().unwrap();
+    assert_eq!(seen, [format!("message {id}"), format!("deleted {id}"), format!("message {second}")]);
+    assert_quiet(&mut ws, Duration::from_millis(200)).await;
+}
+
 /// The node fans events out per channel: a socket of channel A gets A's one message and nothing of
 /// the 500 posted to B around it, B's socket gets all of B's, in order, and a channel's broadcast
 /// goes away with its last socket.

@@ -9,6 +9,12 @@
 //! and one cheap `Message` clone (a reference-counted byte buffer) per event of its channel, and
 //! never sees another channel's traffic.
 //!
+//! Events are gathered per channel for one [`TICK`] (20 ms) after the first and then sent as one
+//! broadcast item: at 100 messages a second a socket wakes and writes about 50 times a second
+//! with two messages each rather than 100 times with one, the frames on the wire unchanged and
+//! in catalog order (a moderator's delete stays after the message it deletes). A channel's
+//! deletion goes at once.
+//!
 //! The channel broadcasts are created when a socket subscribes and removed when the last receiver
 //! of a channel goes ([`Subscription`]'s drop, or a send that finds nobody listening). The
 //! dispatcher starts with the first socket and ends when the catalog closes (or the hub is gone);
@@ -22,6 +28,7 @@ use raft::store::AppliedEvent;
 use raft::Catalog;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::time::{sleep_until, Duration, Instant};
 
 use super::event::{chat_event, ChatEvent, MessageView, ServerFrame, SettingsView};
 
@@ -36,7 +43,13 @@ pub(crate) enum ChannelFrame {
     Settings { public: Message, moderator: Message },
     /// The channel is gone: its sockets close.
     ChannelDeleted,
+    /// Several events of one tick, in order (never nested; a `ChannelDeleted` comes last).
+    Batch(Vec<ChannelFrame>),
 }
+
+/// Events of a channel gathered for at most this long go to its sockets together: a socket then
+/// wakes and writes (one system call for all of them) once per tick, not once per message.
+pub(crate) const TICK: Duration = Duration::from_millis(20);
 
 type Sender = broadcast::Sender<Arc<ChannelFrame>>;
 
@@ -102,11 +115,11 @@ impl Fanout {
     }
 
     /// Turn one applied command into at most one frame, for the sockets of its channel.
-    fn publish(&self, catalog: &Catalog, applied: &AppliedEvent) {
-        let Some((channel_id, event)) = chat_event(applied) else { return };
-        let Some(sender) = self.routes().channels.get(channel_id).cloned() else {
-            return; // no socket on this node watches that channel: nothing to build
-        };
+    fn frame(&self, catalog: &Catalog, applied: &AppliedEvent) -> Option<(String, ChannelFrame)> {
+        let (channel_id, event) = chat_event(applied)?;
+        if !self.routes().channels.contains_key(channel_id) {
+            return None; // no socket on this node watches that channel: nothing to build
+        }
         let frame = match event {
             ChatEvent::Message(m) => {
                 let seq = m.seq;
@@ -122,9 +135,21 @@ impl Fanout {
             },
             ChatEvent::ChannelDeleted => ChannelFrame::ChannelDeleted,
         };
-        if sender.send(Arc::new(frame)).is_err() {
-            // Every socket left since the lookup.
-            self.release(channel_id);
+        Some((channel_id.to_owned(), frame))
+    }
+
+    /// Send each channel's gathered frames to its sockets, one broadcast item per channel.
+    fn flush(&self, pending: &mut HashMap<String, Vec<ChannelFrame>>) {
+        for (channel_id, mut frames) in pending.drain() {
+            let Some(sender) = self.routes().channels.get(&channel_id).cloned() else { continue };
+            let frame = match frames.len() {
+                1 => frames.pop().expect("one frame"),
+                _ => ChannelFrame::Batch(frames),
+            };
+            if sender.send(Arc::new(frame)).is_err() {
+                // Every socket left since the frames were built.
+                self.release(&channel_id);
+            }
         }
     }
 
@@ -147,18 +172,41 @@ impl Fanout {
 
 /// The node's one reader of the catalog's applied commands for chat.
 async fn dispatch(fanout: Weak<Fanout>, catalog: Catalog, mut applied: broadcast::Receiver<Arc<AppliedEvent>>) {
+    // Frames built but not sent yet, per channel, and when they go: one tick after the first.
+    let mut pending: HashMap<String, Vec<ChannelFrame>> = HashMap::new();
+    let mut due: Option<Instant> = None;
     loop {
-        let received = applied.recv().await;
+        let received = tokio::select! {
+            received = applied.recv() => Some(received),
+            () = sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => None,
+        };
         let Some(fanout) = fanout.upgrade() else { return };
         match received {
-            Ok(event) => fanout.publish(&catalog, &event),
-            Err(RecvError::Lagged(missed)) => {
+            None => {
+                fanout.flush(&mut pending);
+                due = None;
+            }
+            Some(Ok(event)) => {
+                let Some((channel_id, frame)) = fanout.frame(&catalog, &event) else { continue };
+                let closing = matches!(frame, ChannelFrame::ChannelDeleted);
+                pending.entry(channel_id).or_default().push(frame);
+                if closing {
+                    fanout.flush(&mut pending);
+                    due = None;
+                } else {
+                    due.get_or_insert_with(|| Instant::now() + TICK);
+                }
+            }
+            Some(Err(RecvError::Lagged(missed))) => {
                 // The receiver goes on from the oldest command the catalog still holds; the sockets
                 // are told they may have missed events and can refetch the history.
                 tracing::warn!(missed, "chat dispatcher fell behind the catalog");
+                fanout.flush(&mut pending);
+                due = None;
                 fanout.publish_lagged(missed);
             }
-            Err(RecvError::Closed) => {
+            Some(Err(RecvError::Closed)) => {
+                fanout.flush(&mut pending);
                 fanout.stopped();
                 return;
             }

@@ -172,7 +172,7 @@ impl ChatSocket {
         let mut events = self.state.chat.fanout.subscribe(&self.state.catalog, &self.channel_id);
         let shutdown = self.state.chat.shutdown.clone();
         let (sink, mut incoming) = socket.split();
-        let (out, out_rx) = mpsc::channel::<Message>(config.outgoing_queue.max(2));
+        let (out, out_rx) = mpsc::channel::<Outgoing>(config.outgoing_queue.max(2));
         let mut writer = tokio::spawn(write_frames(sink, out_rx, config.write_timeout));
 
         let mut last_history_seq = 0;
@@ -184,7 +184,7 @@ impl ChatSocket {
             });
             last_history_seq = messages.last().map_or(0, |m| m.seq);
             // The queue is empty and holds at least two frames, so this cannot be refused.
-            let _ = out.try_send(ServerFrame::History { messages }.to_message());
+            let _ = out.try_send(ServerFrame::History { messages }.to_message().into());
         }
 
         let mut ping = interval_at(Instant::now() + config.ping_interval, config.ping_interval);
@@ -209,7 +209,7 @@ impl ChatSocket {
                         };
                         // Replies wait for room: the writer's timeout bounds how long.
                         if let Some(reply) = reply {
-                            if out.send(reply).await.is_err() {
+                            if out.send(reply.into()).await.is_err() {
                                 break None;
                             }
                         }
@@ -218,24 +218,30 @@ impl ChatSocket {
                 // Only take events while there is room to queue them; a socket that stays full
                 // lets its channel receiver lag, and hears `lagged` when it catches up.
                 event = events.recv(), if out.capacity() > 0 => match event {
-                    Ok(frame) => match &*frame {
-                        ChannelFrame::ChannelDeleted => break Some(close_frame(close_code::NORMAL, "channel deleted")),
-                        ChannelFrame::Message { seq, .. } if *seq <= last_history_seq => {}
-                        ChannelFrame::Message { frame, .. } => {
-                            if out.try_send(frame.clone()).is_ok() {
-                                self.state.metrics.chat_messages_out.inc();
+                    Ok(frame) => {
+                        let (mut frames, mut messages) = (Vec::new(), 0);
+                        let deleted = self.select(&frame, last_history_seq, &mut frames, &mut messages);
+                        // A tick's frames take one place in the queue and one write.
+                        let queued = match frames.len() {
+                            0 => true,
+                            1 => out.try_send(Outgoing::One(frames.pop().expect("one frame"))).is_ok(),
+                            _ => {
+                                let queued = out.try_send(Outgoing::Many(frames)).is_ok();
+                                if queued {
+                                    self.state.metrics.chat_coalesced_writes.inc();
+                                }
+                                queued
                             }
+                        };
+                        if queued {
+                            self.state.metrics.chat_messages_out.inc_by(messages);
                         }
-                        ChannelFrame::Notice(frame) => {
-                            let _ = out.try_send(frame.clone());
+                        if deleted {
+                            break Some(close_frame(close_code::NORMAL, "channel deleted"));
                         }
-                        ChannelFrame::Settings { public, moderator } => {
-                            let frame = if self.moderator { moderator } else { public };
-                            let _ = out.try_send(frame.clone());
-                        }
-                    },
+                    }
                     Err(RecvError::Lagged(missed)) => {
-                        let _ = out.try_send(ServerFrame::Lagged { missed }.to_message());
+                        let _ = out.try_send(ServerFrame::Lagged { missed }.to_message().into());
                     }
                     Err(RecvError::Closed) => break Some(close_frame(close_code::AWAY, "server shutting down")),
                 },
@@ -244,14 +250,14 @@ impl ChatSocket {
                     if last_heard.elapsed() >= config.ping_interval * 3 {
                         break Some(close_frame(close_code::POLICY, "no answer to pings"));
                     }
-                    let _ = out.try_send(Message::Ping(Default::default()));
+                    let _ = out.try_send(Message::Ping(Default::default()).into());
                 }
                 _ = out.closed() => break None,
             }
         };
         drop(events); // the last socket of a channel releases its broadcast
         if let Some(frame) = close {
-            let _ = tokio::time::timeout(config.write_timeout, out.send(Message::Close(Some(frame)))).await;
+            let _ = tokio::time::timeout(config.write_timeout, out.send(Message::Close(Some(frame)).into())).await;
         }
         drop(out);
         // The writer drains what is queued (each frame bounded by the write timeout).
@@ -262,6 +268,32 @@ impl ChatSocket {
 
     /// Post what a client sent; the answer is an error frame, or nothing (the posted message comes
     /// back to every socket of the channel, this one included, as a `message` event).
+    /// The frames of `frame` this socket sends, in order: messages its history already held are
+    /// skipped, settings as its caller may see them. Counts the chat messages among them in
+    /// `messages`; `true` when the channel is gone (its last frame).
+    fn select(&self, frame: &ChannelFrame, last_history_seq: u64, out: &mut Vec<Message>, messages: &mut u64) -> bool {
+        match frame {
+            ChannelFrame::ChannelDeleted => return true,
+            ChannelFrame::Message { seq, .. } if *seq <= last_history_seq => {}
+            ChannelFrame::Message { frame, .. } => {
+                out.push(frame.clone());
+                *messages += 1;
+            }
+            ChannelFrame::Notice(frame) => out.push(frame.clone()),
+            ChannelFrame::Settings { public, moderator } => {
+                out.push(if self.moderator { moderator } else { public }.clone());
+            }
+            ChannelFrame::Batch(frames) => {
+                for frame in frames {
+                    if self.select(frame, last_history_seq, out, messages) {
+                        return true;
+                    }
+                }
+            }
+        }
+        false
+    }
+
     async fn handle_client_text(&self, text: &str) -> Option<Message> {
         let frame = match serde_json::from_str::<ClientFrame>(text) {
             Ok(frame) => frame,
@@ -338,24 +370,43 @@ fn read_failed(e: axum::Error) -> CloseFrame {
 /// with a few large writes instead of one system call per frame.
 const WRITE_BATCH: usize = 16;
 
+/// What a socket's writer sends: a frame, or the frames of one fan-out tick (written together).
+#[derive(Debug)]
+enum Outgoing {
+    One(Message),
+    Many(Vec<Message>),
+}
+
+impl From<Message> for Outgoing {
+    fn from(frame: Message) -> Self {
+        Outgoing::One(frame)
+    }
+}
+
 /// Send queued frames until the queue closes, a Close frame went out, or the client is too slow
 /// (cannot take one batch of frames within the write timeout).
 async fn write_frames(
     mut sink: SplitSink<WebSocket, Message>,
-    mut frames: mpsc::Receiver<Message>,
+    mut frames: mpsc::Receiver<Outgoing>,
     write_timeout: Duration,
 ) {
     while let Some(first) = frames.recv().await {
         let batch = async {
             let mut next = Some(first);
             let mut fed = 0;
-            while let Some(frame) = next {
-                let closing = matches!(frame, Message::Close(_));
-                sink.feed(frame).await?;
-                fed += 1;
-                if closing {
-                    sink.flush().await?;
-                    return Ok(false);
+            while let Some(item) = next {
+                let (one, many) = match item {
+                    Outgoing::One(frame) => (Some(frame), Vec::new()),
+                    Outgoing::Many(frames) => (None, frames),
+                };
+                for frame in one.into_iter().chain(many) {
+                    let closing = matches!(frame, Message::Close(_));
+                    sink.feed(frame).await?;
+                    fed += 1;
+                    if closing {
+                        sink.flush().await?;
+                        return Ok(false);
+                    }
                 }
                 next = if fed < WRITE_BATCH { frames.try_recv().ok() } else { None };
             }
