@@ -8,10 +8,13 @@
 //! it all on the caller's tokio runtime ([`server`]); [`ViewerCounter`] counts unique viewers per
 //! channel for the node to report.
 //! Fresh immutable hits on plain TCP skip pingora's hit path and go out with `sendfile` from the
-//! memfds large bodies are kept in (`direct`).
+//! sealed memfds large bodies are kept in (`direct`); every other hit reads the same pages as
+//! `Bytes` without a copy (`pages`).
 
 mod direct;
 pub mod metrics;
+#[allow(unsafe_code)] // one audited mapping of sealed memory; see the module docs
+mod pages;
 pub mod policy;
 pub mod proxy;
 pub mod server;

@@ -18,8 +18,6 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Write as _;
-use std::os::unix::fs::FileExt as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
@@ -114,13 +112,18 @@ pub(crate) enum Body {
     File(Arc<BodyFile>),
 }
 
-/// A body in a memfd. The pages stay shared with the kernel's socket buffers while `sendfile`
-/// sends them (they are never written again), so eviction while a send is in flight is harmless.
+/// A body in a sealed memfd ([`crate::pages`]). The pages stay shared with the kernel's socket
+/// buffers while `sendfile` sends them (they can never be written again), so eviction while a
+/// send is in flight is harmless; every other hit path reads them through `pages`.
 pub(crate) struct BodyFile {
     pub(crate) file: File,
     pub(crate) len: usize,
+    /// The same pages, mapped read-only: slices of it are the body without a copy.
+    pages: Bytes,
     /// Memfds open, shared with the storage, so their number stays bounded.
     open: Arc<AtomicUsize>,
+    /// Reads of mapped pages, shared with the storage (see [`MokaStorage::page_reads`]).
+    page_reads: Arc<AtomicU64>,
 }
 
 impl Drop for BodyFile {
@@ -171,6 +174,7 @@ pub struct MokaStorage {
     /// never starve the accept loop of descriptors.
     files_open: Arc<AtomicUsize>,
     files_max: usize,
+    page_reads: Arc<AtomicU64>,
 }
 
 fn weight(size: usize) -> u64 {
@@ -202,6 +206,7 @@ impl MokaStorage {
             bytes,
             files_open: Arc::default(),
             files_max,
+            page_reads: Arc::default(),
         }
     }
 
@@ -209,6 +214,12 @@ impl MokaStorage {
     pub fn without_files(mut self) -> Self {
         self.files_max = 0;
         self
+    }
+
+    /// Hits whose body went out as slices of its mapped pages, without a copy (every hit of a
+    /// memfd body that is not a plain-TCP `sendfile`: TLS, HTTP/2, ranges via pingora).
+    pub fn page_reads(&self) -> u64 {
+        self.page_reads.load(Ordering::Relaxed)
     }
 
     /// Complete bodies held in memfds.
@@ -331,6 +342,7 @@ impl Storage for MokaStorage {
             filling: self.filling.clone(),
             files_open: self.files_open.clone(),
             files_max: self.files_max,
+            page_reads: self.page_reads.clone(),
             finished: false,
         }))
     }
@@ -411,16 +423,13 @@ impl HandleHit for StoredHit {
             }
             let chunk = match &self.body {
                 Body::Memory(chunks) => chunks.get(self.next).cloned(),
-                // pingora's own hit path (TLS, HEAD, stale answers) gets a copy of the pages it sends.
+                // pingora's own hit path (TLS, HTTP/2, stale answers) sends a slice of the pages.
                 Body::File(body) if self.next == 0 && self.range.start < self.range.end => {
                     let end = self.range.end.min(body.len);
-                    let mut buf = vec![0u8; end.saturating_sub(self.range.start)];
-                    body.file
-                        .read_exact_at(&mut buf, self.range.start as u64)
-                        .map_err(|e| Error::because(ErrorType::ReadError, "reading a cached body", e))?;
                     self.next = 1;
                     self.offset = self.range.end;
-                    return Ok(Some(Bytes::from(buf)));
+                    body.page_reads.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Some(body.pages.slice(self.range.start..end)));
                 }
                 Body::File(_) => None,
             };
@@ -566,6 +575,7 @@ struct FillWriter {
     filling: Arc<FillTable>,
     files_open: Arc<AtomicUsize>,
     files_max: usize,
+    page_reads: Arc<AtomicU64>,
     finished: bool,
 }
 
@@ -589,16 +599,10 @@ impl FillWriter {
         }
         // From here on the count is released by BodyFile's Drop, or right here on failure.
         let open = self.files_open.clone();
-        let written = (|| {
-            let fd = rustix::fs::memfd_create("bitriver-edge-body", rustix::fs::MemfdFlags::CLOEXEC)?;
-            let mut file = File::from(fd);
-            for chunk in chunks {
-                file.write_all(chunk)?;
+        match crate::pages::sealed(chunks, self.size) {
+            Ok((file, pages)) => {
+                Some(BodyFile { file, len: self.size, pages, open, page_reads: self.page_reads.clone() })
             }
-            std::io::Result::Ok(file)
-        })();
-        match written {
-            Ok(file) => Some(BodyFile { file, len: self.size, open }),
             Err(error) => {
                 open.fetch_sub(1, Ordering::Relaxed);
                 tracing::debug!(%error, "edge: keeping a body in memory, no memfd");

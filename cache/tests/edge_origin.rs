@@ -428,6 +428,7 @@ async fn serves_https_when_given_a_certificate() {
         return;
     }
     let test_origin = TestOrigin::new().await;
+    *test_origin.state.object_size.lock().unwrap() = 300_000;
     let dir = tempfile::tempdir().unwrap();
     let key = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
@@ -442,13 +443,40 @@ async fn serves_https_when_given_a_certificate() {
     let _stop = stop.clone().drop_guard();
     let serving = edge.clone();
     tokio::spawn(async move { serving.serve(listener, stop, Duration::from_secs(1)).await });
-    let out = tokio::process::Command::new(testkit::tools::path("curl"))
-        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code} %{size_download}"])
-        .arg(format!("https://127.0.0.1:{port}/hls/ch/v/seg1.m4s"))
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "200 1000");
+    // The miss, then hits: over TLS a hit is a slice of the body's mapped pages, not a copy,
+    // and the same bytes.
+    let fetch = |name: &str| {
+        let file = dir.path().join(name);
+        let url = format!("https://127.0.0.1:{port}/hls/ch/v/seg1.m4s");
+        async move {
+            let out = tokio::process::Command::new(testkit::tools::path("curl"))
+                .args(["-sk", "-D", "-", "-o"])
+                .arg(&file)
+                .arg(url)
+                .output()
+                .await
+                .unwrap();
+            (String::from_utf8_lossy(&out.stdout).to_lowercase(), std::fs::read(&file).unwrap())
+        }
+    };
+    let (head, missed) = fetch("miss").await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(missed.len(), 300_000);
+    assert_eq!(edge.storage().page_reads(), 0);
+    // The fill may still be moving into storage when the client has the last byte.
+    let stored_by = std::time::Instant::now() + Duration::from_secs(10);
+    while edge.storage().file_count() == 0 && std::time::Instant::now() < stored_by {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for n in 1..=2u64 {
+        let (head, hit) = fetch("hit").await;
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(head.contains("x-cache: hit"), "{head}");
+        assert!(head.contains("content-length: 300000"), "{head}");
+        assert!(head.contains("content-type: video/iso.segment"), "{head}");
+        assert!(hit == missed, "a TLS hit differs from what the miss served");
+        assert_eq!(edge.storage().page_reads(), n, "the hit did not read the mapped pages");
+    }
     // A missing certificate file is a clear error, not a panic.
     let resolver = Arc::new(Fixed(Mutex::new(Vec::new())));
     let edge = Edge::new(EdgeConfig::default(), resolver, &Registry::new()).unwrap();
