@@ -254,7 +254,8 @@ pub async fn run(
     api.routing = routing.clone();
     let routing_watch = tokio::spawn(control::routing::watch_edges(routing, catalog.clone(), services.stop()));
     // Chat sockets are long-lived: they close on the stop signal so the HTTP drain does not wait on them.
-    api.chat = Arc::new(control::chat::ChatHub::default().with_shutdown(services.stop()));
+    let chat = control::chat::ChatConfig::try_from_env().map_err(anyhow::Error::msg).context("chat settings")?;
+    api.chat = Arc::new(control::chat::ChatHub::new(chat).with_shutdown(services.stop()));
     let vod_api = api.clone();
     let mut app = http::router(state).merge(control::router(api));
     if config.roles.contains(Role::Control) {
