@@ -15,10 +15,11 @@ use std::time::Duration;
 use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora_core::listeners::tls::{Acceptor, TlsSettings};
+use pingora_core::protocols::http::v2;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
-use pingora_core::protocols::GetSocketDigest;
 use pingora_core::protocols::SocketDigest;
+use pingora_core::protocols::{Digest, GetSocketDigest, ALPN};
 use pingora_core::server::configuration::ServerConf;
 use pingora_proxy::HttpProxy;
 use prometheus::Registry;
@@ -130,8 +131,10 @@ impl Edge {
         let (Some(cert_path), Some(key_path)) = (cert.to_str(), key.to_str()) else {
             return Err(EdgeError::Tls { path: cert.display().to_string(), reason: "path is not UTF-8".into() });
         };
-        let settings = TlsSettings::intermediate(cert_path, key_path)
+        let mut settings = TlsSettings::intermediate(cert_path, key_path)
             .map_err(|e| EdgeError::Tls { path: cert_path.to_owned(), reason: e.to_string() })?;
+        // Browsers speak HTTP/2 when offered (ALPN h2, else http/1.1).
+        settings.enable_h2();
         self.tls = Some(Arc::new(settings.build()));
         Ok(self)
     }
@@ -204,7 +207,11 @@ impl Edge {
                         }
                     }
                 };
-                serve_connection(stream, proxy, stop, pingora_stop, direct).await;
+                if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+                    serve_h2(stream, proxy, stop, pingora_stop).await;
+                } else {
+                    serve_connection(stream, proxy, stop, pingora_stop, direct).await;
+                }
                 connections.dec();
                 drop(permit);
             };
@@ -218,6 +225,53 @@ impl Edge {
             tracing::warn!("edge: requests still in flight after {drain:?}; stopping anyway");
         }
     }
+}
+
+/// Serve the streams of one HTTP/2 connection (ALPN h2 over TLS), each request on its own task,
+/// until the viewer closes it, it has no new stream for [`IDLE_TIMEOUT`], or the edge stops.
+/// pingora's frame and stream limits apply (its default `H2Options`).
+async fn serve_h2(
+    stream: pingora_core::protocols::Stream,
+    proxy: Arc<HttpProxy<EdgeProxy>>,
+    shutdown: CancellationToken,
+    pingora_stop: watch::Receiver<bool>,
+) {
+    let digest = Arc::new(Digest {
+        ssl_digest: stream.get_ssl_digest(),
+        timing_digest: stream.get_timing_digest(),
+        proxy_digest: stream.get_proxy_digest(),
+        socket_digest: stream.get_socket_digest(),
+    });
+    let mut conn = match tokio::time::timeout(IDLE_TIMEOUT, v2::server::handshake(stream, None)).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "edge HTTP/2 handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    let mut requests = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = tokio::time::timeout(IDLE_TIMEOUT, v2::server::HttpSession::from_h2_conn(&mut conn, digest.clone())) => accepted,
+            () = shutdown.cancelled() => break,
+        };
+        match accepted {
+            Ok(Ok(Some(v2::server::H2Accept::Session(session)))) => {
+                let (proxy, stop) = (proxy.clone(), pingora_stop.clone());
+                requests.spawn(async move {
+                    Box::pin(proxy.process_new_http(ServerSession::new_http2(session), &stop)).await;
+                });
+            }
+            Ok(Ok(Some(v2::server::H2Accept::Rejected))) => {}
+            Ok(Ok(None)) | Ok(Err(_)) | Err(_) => break,
+        }
+        // Finished requests leave the set as the connection goes on.
+        while requests.try_join_next().is_some() {}
+    }
+    // Let the requests in flight finish, then the connection goes (GOAWAY on drop).
+    conn.graceful_shutdown();
+    let _ = tokio::time::timeout(IDLE_TIMEOUT, async { while requests.join_next().await.is_some() {} }).await;
 }
 
 /// How long a keep-alive connection may sit idle between requests.

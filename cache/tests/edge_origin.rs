@@ -445,12 +445,12 @@ async fn serves_https_when_given_a_certificate() {
     tokio::spawn(async move { serving.serve(listener, stop, Duration::from_secs(1)).await });
     // The miss, then hits: over TLS a hit is a slice of the body's mapped pages, not a copy,
     // and the same bytes.
-    let fetch = |name: &str| {
+    let fetch_with = |name: &str, version: &'static str| {
         let file = dir.path().join(name);
         let url = format!("https://127.0.0.1:{port}/hls/ch/v/seg1.m4s");
         async move {
             let out = tokio::process::Command::new(testkit::tools::path("curl"))
-                .args(["-sk", "-D", "-", "-o"])
+                .args(["-sk", version, "-D", "-", "-o"])
                 .arg(&file)
                 .arg(url)
                 .output()
@@ -459,6 +459,7 @@ async fn serves_https_when_given_a_certificate() {
             (String::from_utf8_lossy(&out.stdout).to_lowercase(), std::fs::read(&file).unwrap())
         }
     };
+    let fetch = |name: &str| fetch_with(name, "--http1.1");
     let (head, missed) = fetch("miss").await;
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert_eq!(missed.len(), 300_000);
@@ -477,6 +478,35 @@ async fn serves_https_when_given_a_certificate() {
         assert!(hit == missed, "a TLS hit differs from what the miss served");
         assert_eq!(edge.storage().page_reads(), n, "the hit did not read the mapped pages");
     }
+    // HTTP/2 when the client offers it (ALPN h2): the same bytes and headers, from the pages.
+    let (head, hit) = fetch_with("h2", "--http2").await;
+    assert!(head.starts_with("http/2 200"), "{head}");
+    assert!(head.contains("x-cache: hit"), "{head}");
+    assert!(head.contains("content-length: 300000"), "{head}");
+    assert!(head.contains("content-type: video/iso.segment"), "{head}");
+    assert!(hit == missed, "an HTTP/2 hit differs from what the miss served");
+    assert_eq!(edge.storage().page_reads(), 3, "the HTTP/2 hit did not read the mapped pages");
+    // Several requests on one HTTP/2 connection, a range among them.
+    let out = tokio::process::Command::new(testkit::tools::path("curl"))
+        .args([
+            "-sk",
+            "--http2",
+            "-o",
+            "/dev/null",
+            "-o",
+            "/dev/null",
+            "-r",
+            "0-99",
+            "-w",
+            "%{http_version} %{http_code} %{size_download} %{num_connects}\\n",
+        ])
+        .arg(format!("https://127.0.0.1:{port}/hls/ch/v/seg1.m4s"))
+        .arg(format!("https://127.0.0.1:{port}/hls/ch/v/seg1.m4s"))
+        .output()
+        .await
+        .unwrap();
+    let lines = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(lines, "2 206 100 1\n2 206 100 0\n", "one connection, both ranges answered");
     // A missing certificate file is a clear error, not a panic.
     let resolver = Arc::new(Fixed(Mutex::new(Vec::new())));
     let edge = Edge::new(EdgeConfig::default(), resolver, &Registry::new()).unwrap();
