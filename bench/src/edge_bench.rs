@@ -12,7 +12,14 @@
 //! other. Memory per idle connection: RSS growth of the server processes after N keep-alive
 //! connections have each fetched the init segment and stay open.
 //!
-//! Installs `nginx` and `wrk` with apt-get when missing. Prints figures and ratios; asserts nothing.
+//! `--protocol https` and `--protocol h2` load the same objects over TLS (one self-signed ECDSA
+//! P-256 certificate for every server, TLS session cache on; nginx `listen ... ssl http2`): wrk
+//! over HTTPS/1.1, or `h2load` over HTTP/2 (10 streams per connection). Then the edge sends hits
+//! as slices of each body's mapped pages (`cache/src/pages.rs`), nginx reads its cache files
+//! (no `sendfile` under TLS), and the idle-memory figure is skipped.
+//!
+//! Installs `nginx`, `wrk` and (for h2) `nghttp2-client` with apt-get when missing. Prints figures
+//! and ratios; asserts nothing.
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -60,10 +67,38 @@ struct Args {
     /// (`EdgeConfig::direct_hits` off), to compare with the direct sendfile path.
     #[arg(long, env = "EDGE_BENCH_PINGORA_HITS")]
     pingora_hits: bool,
+    /// What viewers speak: `http1` (plain HTTP/1.1), `https` (HTTP/1.1 over TLS) or `h2`
+    /// (HTTP/2 over TLS).
+    #[arg(long, value_enum, env = "EDGE_BENCH_PROTOCOL", default_value = "http1")]
+    protocol: Protocol,
     /// Directory for temp files [default: the system temp dir].
     #[arg(long, value_name = "DIR", env = "EDGE_BENCH_DIR")]
     dir: Option<PathBuf>,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Protocol {
+    Http1,
+    Https,
+    H2,
+}
+
+impl Protocol {
+    fn tls(self) -> bool {
+        self != Protocol::Http1
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "HTTP/1.1",
+            Protocol::Https => "HTTPS (HTTP/1.1 over TLS)",
+            Protocol::H2 => "HTTP/2 over TLS",
+        }
+    }
+}
+
+/// HTTP/2 streams each h2load connection keeps in flight.
+const H2_STREAMS: usize = 10;
 
 /// What is loaded: the path below each server, and its size.
 const OBJECTS: [(&str, &str, usize); 2] =
@@ -81,21 +116,26 @@ impl OriginResolver for FixedOrigin {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    ensure_tools()?;
+    ensure_tools(args.protocol)?;
     let dir = tempfile::Builder::new()
         .prefix("edge-bench")
         .tempdir_in(args.dir.clone().unwrap_or_else(std::env::temp_dir))
         .context("temp dir")?;
-    let nginx = Nginx::start(dir.path(), args.workers)?;
+    let cert = args.protocol.tls().then(|| certificate(dir.path())).transpose()?;
+    let nginx = Nginx::start(dir.path(), args.workers, cert.as_ref())?;
 
     let edge_runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(args.workers.max(1)).enable_all().build()?;
     let edge_port = free_port(false)?;
-    let origin_addr: SocketAddr = format!("127.0.0.1:{}", nginx.origin_port).parse()?;
+    let origin_addr: SocketAddr = format!("127.0.0.1:{}", nginx.plain_origin_port).parse()?;
     let (stop, registry) = edge_runtime.block_on(async {
         let registry = prometheus::Registry::new();
         let config = EdgeConfig { direct_hits: !args.pingora_hits, ..EdgeConfig::default() };
-        let edge = Arc::new(Edge::new(config, Arc::new(FixedOrigin(origin_addr)), &registry)?);
+        let mut edge = Edge::new(config, Arc::new(FixedOrigin(origin_addr)), &registry)?;
+        if let Some((cert, key)) = &cert {
+            edge = edge.with_tls(cert, key)?;
+        }
+        let edge = Arc::new(edge);
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", edge_port)).await?;
         let stop = tokio_util::sync::CancellationToken::new();
         let shutdown = stop.clone();
@@ -108,18 +148,24 @@ fn main() -> anyhow::Result<()> {
     client_runtime.block_on(async {
         for (name, port, header) in servers {
             for path in OBJECTS.iter().map(|o| o.1).chain([INIT]) {
-                warm(port, path, header).await.with_context(|| format!("warming {name}"))?;
+                warm(port, path, header, args.protocol.tls()).await.with_context(|| format!("warming {name}"))?;
             }
         }
         anyhow::Ok(())
     })?;
 
     println!(
-        "edge-bench: cache hits, wrk -t{} -d{}s, {} nginx workers / edge threads, loopback, edge hits via {}",
+        "edge-bench: cache hits over {}, {} -t{} -d{}s, {} nginx workers / edge threads, loopback, edge hits via {}",
+        args.protocol.label(),
+        if args.protocol == Protocol::H2 { format!("h2load -m{H2_STREAMS}") } else { "wrk".to_owned() },
         args.wrk_threads,
         args.seconds,
         args.workers,
-        if args.pingora_hits { "pingora" } else { "sendfile (direct)" }
+        match (args.protocol.tls(), args.pingora_hits) {
+            (true, _) => "pingora, bodies as slices of mapped pages",
+            (false, true) => "pingora",
+            (false, false) => "sendfile (direct)",
+        }
     );
     println!(
         "{:<13} {:>5} {:<18} {:>23} {:>7} {:>8} {:>8} {:>10} {:>8}",
@@ -142,7 +188,10 @@ fn main() -> anyhow::Result<()> {
                     let port = targets[i].1;
                     let pids = if port == edge_port { &self_pid } else { &nginx_pids };
                     let cpu_before = cpu_seconds_of(pids);
-                    let run = wrk(port, path, conns, args.seconds, args.wrk_threads)?;
+                    let run = match args.protocol {
+                        Protocol::H2 => h2load(port, path, conns, args.seconds, args.wrk_threads, dir.path())?,
+                        protocol => wrk(port, path, conns, args.seconds, args.wrk_threads, protocol.tls())?,
+                    };
                     let cpu_us = (cpu_seconds_of(pids) - cpu_before) * 1e6 / (run.rps * args.seconds as f64);
                     runs[i].push((run, cpu_us));
                 }
@@ -188,6 +237,12 @@ fn main() -> anyhow::Result<()> {
     };
     let (direct, hits) = (counter("bitriver_edge_direct_sends_total"), counter("bitriver_edge_cache_hits_total"));
     println!("edge hits sent straight to the socket (cache::direct): {direct:.0} of {hits:.0}");
+    if args.protocol.tls() {
+        // Over TLS the direct path never runs, and the idle-memory probe speaks plain HTTP.
+        stop.cancel();
+        edge_runtime.shutdown_timeout(Duration::from_secs(2));
+        return Ok(());
+    }
     if !args.pingora_hits && direct < hits / 2.0 {
         bail!("the edge's direct (sendfile) path served {direct:.0} of {hits:.0} hits: the figures above are not its");
     }
@@ -206,10 +261,31 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// apt-get install what is missing (quick when both are there).
-fn ensure_tools() -> anyhow::Result<()> {
+/// A self-signed ECDSA P-256 certificate for 127.0.0.1 (openssl CLI): `(cert, key)` paths.
+fn certificate(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let status = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("running openssl")?;
+    if !status.success() {
+        bail!("openssl could not make a certificate");
+    }
+    Ok((cert, key))
+}
+
+/// apt-get install what is missing (quick when all are there).
+fn ensure_tools(protocol: Protocol) -> anyhow::Result<()> {
+    let h2load = (protocol == Protocol::H2).then_some(("nghttp2-client", "/usr/bin/h2load"));
     let missing: Vec<&str> = [("nginx", "/usr/sbin/nginx"), ("wrk", "/usr/bin/wrk")]
         .into_iter()
+        .chain(h2load)
         .filter(|(_, path)| !Path::new(path).exists())
         .map(|(package, _)| package)
         .collect();
@@ -230,8 +306,11 @@ fn ensure_tools() -> anyhow::Result<()> {
 }
 
 /// GET twice; the second answer must be a cache hit.
-async fn warm(port: u16, path: &str, header: &str) -> anyhow::Result<()> {
-    let url = format!("http://127.0.0.1:{port}{path}");
+async fn warm(port: u16, path: &str, header: &str, tls: bool) -> anyhow::Result<()> {
+    let url = format!("{}://127.0.0.1:{port}{path}", if tls { "https" } else { "http" });
+    if tls {
+        return warm_tls(&url, header);
+    }
     let client = reqwest::Client::new();
     for attempt in 0..2 {
         let resp = client.get(&url).send().await?;
@@ -243,6 +322,24 @@ async fn warm(port: u16, path: &str, header: &str) -> anyhow::Result<()> {
         }
         if attempt == 1 && cache != "HIT" {
             bail!("{url}: second request was not a cache hit ({header}: {cache:?})");
+        }
+    }
+    Ok(())
+}
+
+/// [`warm`] over TLS, with curl (the bench's HTTP client has no TLS built in).
+fn warm_tls(url: &str, header: &str) -> anyhow::Result<()> {
+    for attempt in 0..2 {
+        let out = std::process::Command::new("curl")
+            .args(["-sk", "-o", "/dev/null", "-D", "-", url])
+            .output()
+            .context("running curl (apt-get install curl)")?;
+        let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
+        if !head.lines().next().is_some_and(|l| l.contains(" 200")) {
+            bail!("{url}: {}", head.lines().next().unwrap_or("no answer"));
+        }
+        if attempt == 1 && !head.contains(&format!("{}: hit", header.to_lowercase())) {
+            bail!("{url}: second request was not a cache hit:\n{head}");
         }
     }
     Ok(())
@@ -274,10 +371,10 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
     }
 }
 
-fn wrk(port: u16, path: &str, conns: usize, seconds: u64, threads: usize) -> anyhow::Result<WrkRun> {
+fn wrk(port: u16, path: &str, conns: usize, seconds: u64, threads: usize, tls: bool) -> anyhow::Result<WrkRun> {
     let out = std::process::Command::new("wrk")
         .args(["-t", &threads.to_string(), "-c", &conns.to_string(), "-d", &format!("{seconds}s"), "--latency"])
-        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .arg(format!("{}://127.0.0.1:{port}{path}", if tls { "https" } else { "http" }))
         .output()
         .context("running wrk")?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -354,15 +451,58 @@ fn read_response(stream: &mut std::net::TcpStream) -> anyhow::Result<()> {
 }
 
 /// nginx serving the origin (static files) and the reference edge (`proxy_cache`).
+/// `h2load` over HTTP/2 with TLS: `conns` connections of [`H2_STREAMS`] streams for `seconds`;
+/// latencies from its per-request log.
+fn h2load(port: u16, path: &str, conns: usize, seconds: u64, threads: usize, dir: &Path) -> anyhow::Result<WrkRun> {
+    let log = dir.join("h2load.log");
+    let _ = std::fs::remove_file(&log);
+    let out = std::process::Command::new("h2load")
+        .args(["-t", &threads.min(conns).to_string(), "-c", &conns.to_string(), "-m", &H2_STREAMS.to_string()])
+        .args(["-D", &seconds.to_string(), "--log-file"])
+        .arg(&log)
+        .arg(format!("https://127.0.0.1:{port}{path}"))
+        .output()
+        .context("running h2load (apt-get install nghttp2-client)")?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // "finished in 8.00s, 31234.56 req/s, 3.05GB/s"
+    let rps = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("finished in "))
+        .and_then(|l| l.split(", ").nth(1))
+        .and_then(|v| v.trim_end_matches(" req/s").parse().ok())
+        .with_context(|| format!("no req/s in h2load output:\n{text}"))?;
+    // Log lines: start time (µs since the epoch), status, request time (µs).
+    let mut micros: Vec<f64> = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split('\t').nth(2).and_then(|v| v.trim().parse().ok()))
+        .collect();
+    micros.sort_by(f64::total_cmp);
+    let at = |q: f64| micros.get(((micros.len() as f64 * q) as usize).min(micros.len().saturating_sub(1))).copied();
+    let errors = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("requests:") && !l.contains(" 0 failed, 0 errored"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Ok(WrkRun {
+        rps,
+        p50_ms: at(0.5).map_or(f64::NAN, |v| v / 1000.0),
+        p99_ms: at(0.99).map_or(f64::NAN, |v| v / 1000.0),
+        errors,
+    })
+}
+
 struct Nginx {
     child: std::process::Child,
     origin_port: u16,
+    plain_origin_port: u16,
     edge_port: u16,
     log: PathBuf,
 }
 
 impl Nginx {
-    fn start(dir: &Path, workers: usize) -> anyhow::Result<Self> {
+    fn start(dir: &Path, workers: usize, cert: Option<&(PathBuf, PathBuf)>) -> anyhow::Result<Self> {
         let www = dir.join("www/hls/bench/v");
         for sub in ["cache", "logs", "tmp"] {
             std::fs::create_dir_all(dir.join(sub))?;
@@ -374,9 +514,26 @@ impl Nginx {
             let body: Vec<u8> = (0..size).map(|i: usize| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
             std::fs::write(www.join(name), body)?;
         }
+        // The static server viewers' load goes to (the limit row; TLS like the edges), and the
+        // same files in plain HTTP for both caches to fill from.
         let origin_port = free_port(false)?;
+        let plain_origin_port = free_port(false)?;
         let edge_port = free_port(false)?;
         let d = dir.display();
+        // Under TLS both nginx servers listen with the same certificate and HTTP/2 (nginx 1.22
+        // syntax); sendfile does not apply to TLS connections.
+        let (listen, tls) = match cert {
+            Some((cert, key)) => (
+                " ssl http2",
+                format!(
+                    "ssl_certificate {}; ssl_certificate_key {}; ssl_session_cache shared:SSL:10m; \
+                     ssl_protocols TLSv1.2 TLSv1.3;",
+                    cert.display(),
+                    key.display()
+                ),
+            ),
+            None => ("", String::new()),
+        };
         let conf = format!(
             r#"daemon off;
 master_process on;
@@ -392,11 +549,13 @@ http {{
   client_body_temp_path {d}/tmp/body; proxy_temp_path {d}/tmp/proxy; fastcgi_temp_path {d}/tmp/fastcgi;
   uwsgi_temp_path {d}/tmp/uwsgi; scgi_temp_path {d}/tmp/scgi;
   types {{ video/iso.segment m4s; video/mp4 mp4; }}
-  server {{ listen 127.0.0.1:{origin_port}; root {d}/www; }}
+  {tls}
+  server {{ listen 127.0.0.1:{origin_port}{listen}; root {d}/www; }}
+  server {{ listen 127.0.0.1:{plain_origin_port}; root {d}/www; }}
   proxy_cache_path {d}/cache levels=1:2 keys_zone=edge:10m max_size=1g inactive=10m use_temp_path=off;
-  upstream origin {{ server 127.0.0.1:{origin_port}; keepalive 32; }}
+  upstream origin {{ server 127.0.0.1:{plain_origin_port}; keepalive 32; }}
   server {{
-    listen 127.0.0.1:{edge_port}; tcp_nopush off;
+    listen 127.0.0.1:{edge_port}{listen}; tcp_nopush off;
     location / {{
       proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_cache edge; proxy_cache_valid 200 10m; proxy_cache_lock on;
@@ -418,7 +577,7 @@ http {{
             .stderr(std::fs::File::create(&log)?)
             .spawn()
             .context("starting nginx")?;
-        let nginx = Nginx { child, origin_port, edge_port, log };
+        let nginx = Nginx { child, origin_port, plain_origin_port, edge_port, log };
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", edge_port)).is_ok() {
                 return Ok(nginx);
