@@ -13,7 +13,10 @@
 //! - requests the part an `EXT-X-PRELOAD-HINT` names before it is listed, so a new part arrives
 //!   as soon as the origin has it;
 //! - falls back to whole segments when the parts it needs are no longer listed, and to the live
-//!   start again when even the segment left the window.
+//!   start again when even the segment left the window;
+//! - jumps forward to `PART-HOLD-BACK` behind the edge, within what it has buffered, when a
+//!   playlist shows it more than the hold-back plus two part targets behind, as our players do
+//!   (hls.js with `liveMaxLatencyDuration` set from the playlist: `web/assets/js/player.js`).
 //!
 //! Playback is modelled on a media clock: the playhead advances in real time from the first part
 //! on, while there is buffer; reaching the buffer's end is a stall (buffer empty) that lasts until
@@ -120,6 +123,8 @@ pub(crate) struct PlayerStats {
     pub(crate) stall_ms: f64,
     /// Jumps back to the live start because the next part or segment had left the window.
     pub(crate) resyncs: u64,
+    /// Jumps forward to the live point (more than the hold-back plus two part targets behind).
+    pub(crate) live_syncs: u64,
     /// From the first request to the first part appended, ms.
     pub(crate) startup_ms: Option<f64>,
     /// The variant played last (its URI).
@@ -545,7 +550,29 @@ impl Player {
             }
         }
         self.playlist = Some(fresh);
+        self.keep_up(now);
         Ok(())
+    }
+
+    /// Back to the live point: a playhead more than the hold-back plus two part targets behind
+    /// the playlist's edge jumps to the hold-back, or as far as the buffer reaches.
+    fn keep_up(&mut self, now: Clock) {
+        self.advance(now);
+        if !self.playing || self.stalled_since.is_some() {
+            return;
+        }
+        let (Some(p), Some(offset)) = (&self.playlist, self.pdt_offset) else { return };
+        let (Some(hold), Some(target)) = (p.part_hold_back, p.part_target) else { return };
+        let Some(edge) = p.segments.last().and_then(|s| Some(s.program_date_time? as f64 + s.duration * 1000.0)) else {
+            return;
+        };
+        if edge - (offset + self.playhead) > (hold + 2.0 * target) * 1000.0 {
+            let sync = (edge - hold * 1000.0 - offset).min(self.buffer_end);
+            if sync > self.playhead {
+                self.playhead = sync;
+                self.stats.live_syncs += 1;
+            }
+        }
     }
 
     fn take_part(&mut self, msn: u64, index: u32, hinted: bool, now: Clock) {
@@ -836,6 +863,30 @@ mod tests {
     }
 
     #[test]
+    fn a_viewer_behind_the_live_point_jumps_to_the_hold_back_within_its_buffer() {
+        let mut p = joined(100_000_000);
+        p.poll(at(0.0));
+        p.on_response(Lane::Media, MEDIA_OK, at(0.0)); // init
+                                                       // Parts 14.0 ..= 15.1 (PDT 104.0 .. 105.4 s) arrive at wall 105.5 s: 1.4 s buffered.
+        let arrived = Clock { mono_ms: 1000.0, wall_ms: 105_500.0 };
+        for _ in 0..7 {
+            p.poll(arrived);
+            p.on_response(Lane::Media, MEDIA_OK, arrived);
+        }
+        let s = p.sample(Clock { mono_ms: 1100.0, wall_ms: 105_600.0 });
+        assert!((s.latency_ms.unwrap() - 1500.0).abs() < 1e-6, "{s:?}");
+        // A playlist (edge at PDT 105.4 s) shows the playhead 1.3 s behind: more than 0.6 + 2 x 0.2.
+        p.on_response(Lane::Playlist, ok(&live(10, 5, 2, 100_000)), Clock { mono_ms: 1100.0, wall_ms: 105_600.0 });
+        let s = p.sample(Clock { mono_ms: 1100.0, wall_ms: 105_600.0 });
+        // Now at 104.8 s, the hold-back behind the edge: 0.8 s behind the wall clock.
+        assert!((s.latency_ms.unwrap() - 800.0).abs() < 1e-6, "{s:?}");
+        assert_eq!(p.stats().live_syncs, 1);
+        // Within the bound, no jump.
+        p.on_response(Lane::Playlist, ok(&live(10, 5, 2, 100_000)), Clock { mono_ms: 1200.0, wall_ms: 105_700.0 });
+        assert_eq!(p.stats().live_syncs, 1);
+    }
+
+    #[test]
     fn start_up_time_holds_the_playhead_and_adds_to_the_latency() {
         let mut p = joined(100_000_000).with_startup_ms(250.0);
         p.poll(at(0.0));
@@ -886,7 +937,8 @@ mod tests {
 
     #[test]
     fn a_hinted_part_is_corrected_to_its_listed_duration_and_a_refused_hint_is_not_an_error() {
-        let mut p = joined(100_000_000);
+        // Not playing yet (a long start-up), so no jump to the live point moves the playhead.
+        let mut p = joined(100_000_000).with_startup_ms(60_000.0);
         p.poll(at(0.0));
         p.on_response(Lane::Media, MEDIA_OK, at(0.0));
         for _ in 0..8 {

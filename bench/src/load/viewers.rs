@@ -227,6 +227,7 @@ impl Summary {
             t.stalls += v.stalls;
             t.stall_ms += v.stall_ms;
             t.resyncs += v.resyncs;
+            t.live_syncs += v.live_syncs;
             s.connects += connects;
             s.viewers_stalled += usize::from(v.stalls > 0);
             if let Some(ms) = v.startup_ms {
@@ -287,6 +288,7 @@ impl Summary {
             ],
             vec!["errors".into(), t.errors.to_string()],
             vec!["resyncs".into(), t.resyncs.to_string()],
+            vec!["jumps to the live point".into(), t.live_syncs.to_string()],
             vec!["connections opened".into(), self.connects.to_string()],
             vec![
                 "variants".into(),
@@ -326,6 +328,7 @@ impl Summary {
             "errors": t.errors,
             "first_error": self.first_error,
             "resyncs": t.resyncs,
+            "live_syncs": t.live_syncs,
             "connections": self.connects,
             "variants": self.variants.iter().map(|(n, c)| json!({"variant": n, "viewers": c})).collect::<Vec<_>>(),
         })
