@@ -81,3 +81,11 @@ pub(crate) fn frame_ref(frame: &ffmpeg_next::frame::Video) -> Option<ffmpeg_next
     // av_frame_free on drop.
     Some(unsafe { ffmpeg_next::frame::Video::wrap(cloned) })
 }
+
+/// An opened encoder's delay in samples (`initial_padding`: 1024 for FFmpeg's AAC, 312 for
+/// libopus): its packets' pts are the input's minus this.
+pub(crate) fn initial_padding(context: &codec::Context) -> i64 {
+    // SAFETY: the context pointer is valid while `context` is borrowed; reading a plain int field
+    // that FFmpeg sets when the encoder opens.
+    i64::from(unsafe { (*context.as_ptr()).initial_padding })
+}

@@ -15,6 +15,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod align;
+pub mod audio;
 pub mod codec;
 mod ffi;
 pub mod ladder;
