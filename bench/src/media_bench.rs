@@ -709,6 +709,8 @@ impl Node {
             &format!("127.0.0.1:{rtmp_port}"),
             "--srt-addr",
             "127.0.0.1:0",
+            "--webrtc-udp-port",
+            "0",
             "--edge-addr",
             &format!("127.0.0.1:{edge_port}"),
             // The ceiling search goes past the default of 256 publishers.

@@ -55,6 +55,11 @@ pub fn playback_url(channel_id: &str) -> String {
     format!("/hls/{channel_id}/master.m3u8")
 }
 
+/// Where a channel is played over WebRTC (WHEP), relative to the node.
+pub fn whep_url(channel_id: &str) -> String {
+    format!("/whep/{channel_id}")
+}
+
 /// Where this node's edge listens, to hand viewers a playback URL that goes through it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EdgePlayback {
@@ -114,6 +119,11 @@ pub struct ChannelView {
     /// other than this node's are up: what hls.js players should load to survive an edge's loss.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steered_playback_url: Option<String>,
+    /// WebRTC playback (WHEP, sub-second): `POST` an SDP offer here. Present while the channel
+    /// is live and the node serves WHEP; a node that does not package the channel redirects
+    /// (307) to one that does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub whep_url: Option<String>,
     pub followers: u64,
     pub subscribers: u64,
     #[schema(value_type = i64)]
@@ -140,6 +150,7 @@ impl ChannelView {
             edge_playback_url: None,
             home_region: None,
             steered_playback_url: None,
+            whep_url: None,
             followers: followers as u64,
             subscribers: subscribers as u64,
             created_at: channel.created_at,
@@ -438,6 +449,9 @@ async fn get_channel(
     }
     let mut view = state.catalog.read(|s| ChannelView::read(s, &channel));
     (view.edge_playback_url, view.steered_playback_url) = state.playback_urls(&headers, peer, &view.id);
+    if state.whep && view.live_state == LiveState::Live {
+        view.whep_url = Some(whep_url(&view.id));
+    }
     Ok(Json(view))
 }
 

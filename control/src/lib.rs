@@ -62,6 +62,8 @@ pub struct ApiState {
     pub chat: Arc<chat::ChatHub>,
     /// This node's edge, if it runs one: channel answers then carry `edgePlaybackUrl`.
     pub edge_playback: Option<channels::EdgePlayback>,
+    /// The node serves WHEP (`/whep/{id}`): live channel answers then carry `whepUrl`.
+    pub whep: bool,
     /// Which browsers' pages may send writes and open chat sockets ([`same_origin`]).
     pub origins: Arc<same_origin::OriginPolicy>,
     /// Which edge a viewer gets ([`routing`]): `/play`, steering and `edgePlaybackUrl`.
@@ -95,6 +97,7 @@ impl ApiState {
                 chat::ChatConfig::default()
             }))),
             edge_playback: None,
+            whep: false,
             origins: Arc::default(),
             routing: Arc::default(),
         }

@@ -31,8 +31,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
 use crate::codec::aac::{self, AacConfig};
-use crate::codec::h264::{self, AvcConfig};
-use crate::codec::{AudioFrame, MediaInput, VideoFrame};
+use crate::codec::h264;
+use crate::codec::{AudioFrame, MediaInput};
 
 /// Size of one transport stream packet.
 pub const PACKET_SIZE: usize = 188;
@@ -195,11 +195,8 @@ pub struct TsDemuxer {
     pmt_version: Option<u8>,
     streams: Vec<Stream>,
     clock: Unwrapper,
-    /// Last parameter sets emitted.
-    avc: Option<(Vec<Bytes>, Vec<Bytes>)>,
-    /// SPS/PPS seen in the stream, most recent first used.
-    sps: Option<Bytes>,
-    pps: Option<Bytes>,
+    /// H.264 access units to frames, parameter sets to configs.
+    video: h264::AnnexbFrames,
     aac_asc: Option<[u8; 2]>,
     events: VecDeque<MediaInput>,
     stats: TsStats,
@@ -440,55 +437,9 @@ impl TsDemuxer {
     }
 
     fn video_access_unit(&mut self, pts: u64, dts: u64, annexb: &Bytes) {
-        let mut out = BytesMut::with_capacity(annexb.len() + 16);
-        let mut keyframe = false;
-        let mut new_sps = None;
-        let mut new_pps = None;
-        for nal in h264::annexb_nal_units(annexb) {
-            match h264::nal_type(nal) {
-                // Access unit delimiter, filler: framing only.
-                Some(h264::NAL_AUD | h264::NAL_FILLER) | None => continue,
-                Some(h264::NAL_SPS) => {
-                    new_sps = Some(annexb.slice_ref(nal));
-                    continue;
-                }
-                Some(h264::NAL_PPS) => {
-                    new_pps = Some(annexb.slice_ref(nal));
-                    continue;
-                }
-                Some(h264::NAL_IDR) => keyframe = true,
-                _ => {}
-            }
-            h264::put_avcc_nal(&mut out, nal);
-        }
-        if new_sps.is_some() {
-            self.sps = new_sps;
-        }
-        if new_pps.is_some() {
-            self.pps = new_pps;
-        }
-        if let (Some(sps), Some(pps)) = (&self.sps, &self.pps) {
-            let sets = (vec![sps.clone()], vec![pps.clone()]);
-            if self.avc.as_ref() != Some(&sets) {
-                match AvcConfig::from_parameter_sets(sps.clone(), pps.clone()) {
-                    Ok(config) => {
-                        self.events.push_back(MediaInput::VideoConfig(config));
-                        self.avc = Some(sets);
-                    }
-                    Err(_) => {
-                        // A bad SPS: forget it and wait for the next one.
-                        self.sps = None;
-                    }
-                }
-            }
-        }
-        if self.avc.is_none() || out.is_empty() {
+        if !self.video.push(pts, dts, annexb, &mut self.events) {
             self.stats.dropped_frames += 1;
-            return;
         }
-        // B-frames: pts ≥ dts in a valid stream; clamp a broken one.
-        let pts = pts.max(dts);
-        self.events.push_back(MediaInput::Video(VideoFrame { dts, pts, keyframe, data: out.freeze() }));
     }
 
     /// Splits a PES of ADTS frames. Returns the timestamp after the last frame.
@@ -634,6 +585,7 @@ fn parse_pes_header(pes: &Bytes) -> Option<(Option<u64>, Option<u64>, Bytes)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::VideoFrame;
 
     fn drain(d: &mut TsDemuxer) -> Vec<MediaInput> {
         std::iter::from_fn(|| d.poll_event()).collect()

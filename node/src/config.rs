@@ -284,6 +284,22 @@ pub struct Config {
     #[arg(long, value_name = "N", env = "BITRIVER_LIVE_RTMP_MAX_CONNECTIONS", default_value_t = 256)]
     pub rtmp_max_connections: usize,
 
+    /// WebRTC media (WHIP publishers, WHEP viewers): one UDP port for every session, on the
+    /// host of --addr (ingest and origin roles). 0 picks a free port. Firewalls open this one
+    /// port; --webrtc-udp-ports gives each session its own instead.
+    #[arg(long, value_name = "PORT", env = "BITRIVER_LIVE_WEBRTC_UDP_PORT", default_value_t = 8189)]
+    pub webrtc_udp_port: u16,
+
+    /// A UDP port range FIRST-LAST for WebRTC, one port per session (instead of
+    /// --webrtc-udp-port).
+    #[arg(long, value_name = "FIRST-LAST", env = "BITRIVER_LIVE_WEBRTC_UDP_PORTS")]
+    pub webrtc_udp_ports: Option<String>,
+
+    /// STUN and TURN servers handed to WebRTC clients behind NAT, comma-separated:
+    /// `stun:HOST:PORT`, `turn:USER:PASSWORD@HOST:PORT[?transport=udp|tcp]`.
+    #[arg(long, value_name = "URLS", env = "BITRIVER_LIVE_WEBRTC_ICE_SERVERS", value_delimiter = ',')]
+    pub webrtc_ice_servers: Vec<String>,
+
     /// SRT ingest listen address, UDP (ingest role).
     #[arg(long, value_name = "ADDR", env = "BITRIVER_LIVE_SRT_ADDR", default_value = ":9000")]
     pub srt_addr: String,
@@ -710,6 +726,11 @@ pub struct ValidatedConfig {
     pub srt_addr: SocketAddr,
     /// See `--rtmp-max-connections`.
     pub rtmp_max_connections: usize,
+    /// WHIP and WHEP media sockets (`--webrtc-udp-port` or `--webrtc-udp-ports`), on the host
+    /// of `--addr`; `None` without the ingest and origin roles.
+    pub webrtc_ports: Option<webrtc::PortMode>,
+    /// See `--webrtc-ice-servers`.
+    pub webrtc_ice_servers: Vec<webrtc::IceServer>,
     pub edge_addr: SocketAddr,
     /// Memory budget of the edge cache.
     pub edge_cache_bytes: u64,
@@ -847,6 +868,33 @@ impl Config {
                 "must be between 1 and 100000",
             ));
         }
+        let webrtc_ports = match self.webrtc_udp_ports.as_deref().map(str::trim) {
+            Some(range) => {
+                let parsed = range
+                    .split_once('-')
+                    .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)));
+                match parsed {
+                    Some((first, last)) if first > 0 && first <= last => {
+                        webrtc::PortMode::Range { ip: addr.ip(), first, last }
+                    }
+                    _ => {
+                        return Err(ConfigError::invalid(
+                            "--webrtc-udp-ports",
+                            range,
+                            "expected FIRST-LAST, two ports from 1 to 65535, FIRST <= LAST",
+                        ))
+                    }
+                }
+            }
+            None => webrtc::PortMode::Single(SocketAddr::new(addr.ip(), self.webrtc_udp_port)),
+        };
+        let webrtc_ports = (roles.contains(Role::Ingest) || roles.contains(Role::Origin)).then_some(webrtc_ports);
+        let webrtc_ice_servers = self
+            .webrtc_ice_servers
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| s.parse::<webrtc::IceServer>().map_err(|e| ConfigError::invalid("--webrtc-ice-servers", s, e)))
+            .collect::<Result<Vec<_>, _>>()?;
         if !(5..=600).contains(&self.viewer_window_secs) {
             return Err(ConfigError::invalid(
                 "--viewer-window-secs",
@@ -939,6 +987,8 @@ impl Config {
             rtmps_addr,
             srt_addr,
             rtmp_max_connections: self.rtmp_max_connections,
+            webrtc_ports,
+            webrtc_ice_servers,
             edge_addr,
             edge_cache_bytes: self.edge_cache_bytes,
             viewer_window: Duration::from_secs(self.viewer_window_secs),
@@ -1006,6 +1056,11 @@ impl ValidatedConfig {
                 out.push(("--rtmps-addr", Transport::Tcp, addr));
             }
             out.push(("--srt-addr", Transport::Udp, self.srt_addr));
+        }
+        if let Some(webrtc::PortMode::Single(addr)) = self.webrtc_ports {
+            if addr.port() != 0 {
+                out.push(("--webrtc-udp-port", Transport::Udp, addr));
+            }
         }
         if self.roles.contains(Role::Edge) {
             out.push(("--edge-addr", Transport::Tcp, self.edge_addr));

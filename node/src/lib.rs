@@ -18,3 +18,4 @@ mod tls;
 pub mod transcode;
 pub mod transcode_worker;
 pub mod vod;
+pub mod webrtc;

@@ -139,6 +139,11 @@ pub async fn run(
     // locally on an ingest-only node: that packager is what the relay's join points follow);
     // relayed tracks feed it on an origin; the origin serves it.
     let live = LiveRegistry::new(RegistryConfig::default(), OriginMetrics::new(&registry)?);
+    // WHEP viewers get the `source` samples of every stream packaged here, however it arrives.
+    let whep = webrtc::WhepHub::new();
+    if config.webrtc_ports.is_some() {
+        live.set_observer(Arc::new(whep.clone()));
+    }
     let relay_metrics = relay::quic::RelayMetrics::new(&registry)?;
     let mut relay_tasks = Vec::new();
     // The ladder runs inside ingest (one decode per publish, on its own threads).
@@ -211,12 +216,23 @@ pub async fn run(
         None => None,
     };
     let edge_addr = services.listeners().find(|(name, _)| *name == "edge").map(|(_, addr)| addr);
+    // WHIP publishers (through the same gate as RTMP and SRT) and WHEP viewers.
+    let webrtc = match &config.webrtc_ports {
+        Some(ports) => {
+            let gate = gate.clone();
+            Some(crate::webrtc::start(&config, ports, gate, whep, &catalog, advertised.host, &registry).await?)
+        }
+        None => None,
+    };
     // HTTP: the node's endpoints, the API and chat, the web UI (control role), the origin (origin role).
     let mut names = vec![("http", http_addr), ("cluster", config.cluster_addr)];
     if config.roles.contains(Role::Origin) {
         names.push(("origin", http_addr));
     }
     names.extend(services.listeners());
+    if let Some(addr) = webrtc.as_ref().and_then(|w| w.media_addr()) {
+        names.push(("webrtc", addr));
+    }
 
     // Browsers' cross-site writes are refused on every route (see control::same_origin).
     let origins = Arc::new(control::same_origin::OriginPolicy {
@@ -241,6 +257,7 @@ pub async fn run(
     let mut api = control::ApiState::with_registry(catalog.clone(), api_mode, &registry);
     api.limits = Arc::new(limits);
     api.origins = origins;
+    api.whep = webrtc.is_some();
     api.edge_playback =
         edge_addr.map(|addr| control::channels::EdgePlayback { port: addr.port(), https: config.tls.is_some() });
     // Which edge a viewer gets (`/play`, steering, `edgePlaybackUrl`): this node's view of edge
@@ -265,6 +282,9 @@ pub async fn run(
     if config.roles.contains(Role::Origin) {
         app = app.merge(media::origin::routes(live.clone(), OriginConfig::default()));
     }
+    if let Some(webrtc) = &webrtc {
+        app = app.merge(webrtc.router());
+    }
     if let Some((store, posters)) = recording_store {
         app = app.merge(crate::vod::routes(store, posters, vod_api));
     }
@@ -276,6 +296,7 @@ pub async fn run(
         rtmp = ?find("rtmp"),
         srt = ?find("srt"),
         edge = ?edge_addr,
+        webrtc = ?webrtc.as_ref().and_then(|w| w.media_addr()),
         cluster = %catalog.cluster_addr(),
         advertised = ?advertised.listeners,
         node_id = catalog.node_id(),
@@ -291,6 +312,10 @@ pub async fn run(
     routing_watch.abort();
     // Blocked playlist requests answer at once instead of holding the HTTP drain.
     live.shutdown();
+    if let Some(webrtc) = &webrtc {
+        // WHIP publishers end their catalog sessions before the catalog stops.
+        webrtc.shut_down(GRACE).await;
+    }
     services.shut_down(how, GRACE).await;
     match how {
         Shutdown::Fast => tracing::info!("interrupted; exiting now"),

@@ -7,7 +7,9 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{BitReader, CodecError, VideoCodec, VideoConfig};
+use std::collections::VecDeque;
+
+use super::{BitReader, CodecError, MediaInput, VideoCodec, VideoConfig, VideoFrame};
 
 /// NAL unit type of an IDR slice.
 pub const NAL_IDR: u8 = 5;
@@ -146,6 +148,72 @@ pub fn to_avcc4(data: &Bytes, length_size: u8) -> Option<Bytes> {
         }
     }
     Some(out.freeze())
+}
+
+/// Annex B access units (an MPEG-TS PES, a WebRTC frame) to [`MediaInput`]s: the SPS and PPS
+/// they carry become a [`MediaInput::VideoConfig`] whenever they change (before the frame that
+/// brought them), the rest of each unit a [`MediaInput::Video`] as AVCC with 4-byte lengths,
+/// delimiters and filler removed. Frames before the first valid parameter sets are dropped.
+#[derive(Debug, Default)]
+pub struct AnnexbFrames {
+    /// Last parameter sets emitted.
+    emitted: Option<(Vec<Bytes>, Vec<Bytes>)>,
+    /// SPS/PPS seen in the stream, the most recent used.
+    sps: Option<Bytes>,
+    pps: Option<Bytes>,
+}
+
+impl AnnexbFrames {
+    /// Converts one access unit (`pts`/`dts` in 90 kHz ticks) into `events`. `false`: dropped
+    /// (no configuration yet, or nothing but parameter sets and framing).
+    pub fn push(&mut self, pts: u64, dts: u64, annexb: &Bytes, events: &mut VecDeque<MediaInput>) -> bool {
+        let mut out = BytesMut::with_capacity(annexb.len() + 16);
+        let mut keyframe = false;
+        let (mut new_sps, mut new_pps) = (None, None);
+        for nal in annexb_nal_units(annexb) {
+            match nal_type(nal) {
+                // Access unit delimiter, filler: framing only.
+                Some(NAL_AUD | NAL_FILLER) | None => continue,
+                Some(NAL_SPS) => {
+                    new_sps = Some(annexb.slice_ref(nal));
+                    continue;
+                }
+                Some(NAL_PPS) => {
+                    new_pps = Some(annexb.slice_ref(nal));
+                    continue;
+                }
+                Some(NAL_IDR) => keyframe = true,
+                _ => {}
+            }
+            put_avcc_nal(&mut out, nal);
+        }
+        if new_sps.is_some() {
+            self.sps = new_sps;
+        }
+        if new_pps.is_some() {
+            self.pps = new_pps;
+        }
+        if let (Some(sps), Some(pps)) = (&self.sps, &self.pps) {
+            let sets = (vec![sps.clone()], vec![pps.clone()]);
+            if self.emitted.as_ref() != Some(&sets) {
+                match AvcConfig::from_parameter_sets(sps.clone(), pps.clone()) {
+                    Ok(config) => {
+                        events.push_back(MediaInput::VideoConfig(config));
+                        self.emitted = Some(sets);
+                    }
+                    // A bad SPS: forget it and wait for the next one.
+                    Err(_) => self.sps = None,
+                }
+            }
+        }
+        if self.emitted.is_none() || out.is_empty() {
+            return false;
+        }
+        // B-frames: pts ≥ dts in a valid stream; clamp a broken one.
+        let pts = pts.max(dts);
+        events.push_back(MediaInput::Video(VideoFrame { dts, pts, keyframe, data: out.freeze() }));
+        true
+    }
 }
 
 /// A parsed H.264 decoder configuration: the parameter sets and what the first SPS says.

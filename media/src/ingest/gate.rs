@@ -18,16 +18,19 @@ use super::packager_feed::FeedOutput;
 pub enum Protocol {
     Rtmp,
     Srt,
+    /// WebRTC (WHIP): H.264 as published, Opus transcoded to AAC.
+    Whip,
     /// A `source` track relayed from the ingest node (what a transcode node re-packages).
     Relay,
 }
 
 impl Protocol {
-    /// `RTMP` or `SRT`, as logs name them.
+    /// `RTMP`, `SRT` or `WHIP`, as logs name them.
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Rtmp => "RTMP",
             Protocol::Srt => "SRT",
+            Protocol::Whip => "WHIP",
             Protocol::Relay => "relay",
         }
     }

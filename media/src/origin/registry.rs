@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use super::metrics::OriginMetrics;
 use crate::cmaf::{Sample, VIDEO_TIMESCALE};
 use crate::hls::{Latest, Pushed, Rendition, RenditionError, TrackKind};
-use crate::ingest::TapRun;
+use crate::ingest::{TapRun, TapSource, TrackTap};
 
 /// Limits of the registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,6 +163,8 @@ pub(crate) struct RenditionSlot {
     progress: watch::Sender<Progress>,
     /// Where what this rendition accepts also goes (the relay, for nodes that package elsewhere).
     tap: Mutex<Option<SlotTap>>,
+    /// The registry's own tap of `source` (WHEP viewers), beside `tap`.
+    observer: Mutex<Option<SlotTap>>,
 }
 
 /// A rendition's tap; a newtype only so the slot stays `Debug`.
@@ -288,8 +290,9 @@ impl LiveChannel {
             };
             self.record(closed);
             slot.progress.send_replace(Progress { latest, ended: true });
-            // The tap's track ends with the stream (its subscribers are told).
+            // The taps' tracks end with the stream (their subscribers are told).
             drop(slot.tap.lock().unwrap_or_else(PoisonError::into_inner).take());
+            drop(slot.observer.lock().unwrap_or_else(PoisonError::into_inner).take());
         }
         if let Some(sink) = &self.sink {
             sink.ended(&self.id, &self.session);
@@ -311,12 +314,22 @@ struct Inner {
     metrics: OriginMetrics,
     channels: RwLock<HashMap<String, Arc<LiveChannel>>>,
     sink: RwLock<Option<Arc<dyn SegmentSink>>>,
+    observer: RwLock<Option<Arc<dyn TrackTap>>>,
 }
 
 impl LiveRegistry {
     pub fn new(config: RegistryConfig, metrics: OriginMetrics) -> Self {
         let channels = RwLock::new(HashMap::new());
-        LiveRegistry { inner: Arc::new(Inner { config, metrics, channels, sink: RwLock::new(None) }) }
+        LiveRegistry {
+            inner: Arc::new(Inner { config, metrics, channels, sink: RwLock::new(None), observer: RwLock::new(None) }),
+        }
+    }
+
+    /// Hands every sample the first rendition (`source`) of each stream opened from now on
+    /// accepts to `tap` too (WHEP viewers): whatever feeds the stream, a local publish or a
+    /// relayed one.
+    pub fn set_observer(&self, tap: Arc<dyn TrackTap>) {
+        *self.inner.observer.write().unwrap_or_else(PoisonError::into_inner) = Some(tap);
     }
 
     /// Hands every complete segment of the streams opened from now on to `sink` (the recorder).
@@ -349,8 +362,24 @@ impl LiveRegistry {
             let progress = watch::Sender::new(Progress { latest: rendition.latest(), ended: false });
             let state = Mutex::new(RenditionState { rendition, video_frames: 0, video_ticks: 0 });
             let listed = AtomicBool::new(true);
-            let tap = Mutex::new(None);
-            slots.push(RenditionSlot { name, bitrate, frame_rate, listed, state, progress, tap });
+            let (tap, observer) = (Mutex::new(None), Mutex::new(None));
+            slots.push(RenditionSlot { name, bitrate, frame_rate, listed, state, progress, tap, observer });
+        }
+        let observer = self.inner.observer.read().unwrap_or_else(PoisonError::into_inner).clone();
+        if let (Some(observer), Some(slot)) = (observer, slots.first()) {
+            let run = {
+                let state = slot.lock();
+                let rendition = &state.rendition;
+                observer.start(&TapSource {
+                    channel_id: &channel,
+                    session_id,
+                    rendition: &slot.name,
+                    video: rendition.video_config(),
+                    audio: rendition.audio_config(),
+                    packaging: rendition.config(),
+                })
+            };
+            *slot.observer.lock().unwrap_or_else(PoisonError::into_inner) = run.map(SlotTap);
         }
         let live = Arc::new(LiveChannel {
             id: channel.clone(),
@@ -637,9 +666,10 @@ fn push(
         let mut state = slot.lock();
         let newest_before = state.rendition.newest_segment().map(|s| s.msn);
         let mut tap = slot.tap.lock().unwrap_or_else(PoisonError::into_inner);
-        // The tap sees what was accepted, in push order (both locks held): a copy of the sample
+        let mut observer = slot.observer.lock().unwrap_or_else(PoisonError::into_inner);
+        // The taps see what was accepted, in push order (the locks held): a copy of the sample
         // (its data is shared, not copied).
-        let copy = tap.is_some().then(|| sample.clone());
+        let copy = (tap.is_some() || observer.is_some()).then(|| sample.clone());
         let open_segment = |state: &RenditionState| state.rendition.partial_segment().map(|p| p.msn);
         let opened_before = if keyframe { open_segment(&state) } else { None };
         let cuts_before = state.rendition.forced_cuts();
@@ -655,12 +685,15 @@ fn push(
         }
         let opened =
             if keyframe && accepted { open_segment(&state).filter(|&msn| Some(msn) != opened_before) } else { None };
-        if let (Some(SlotTap(tap)), Some(copy), true) = (tap.as_mut(), copy, accepted) {
-            match track {
-                TrackKind::Video => tap.video(&copy, now, opened),
-                TrackKind::Audio => tap.audio(&copy, now),
+        if let (Some(copy), true) = (copy, accepted) {
+            for SlotTap(tap) in tap.iter_mut().chain(observer.iter_mut()) {
+                match track {
+                    TrackKind::Video => tap.video(&copy, now, opened),
+                    TrackKind::Audio => tap.audio(&copy, now),
+                }
             }
         }
+        drop(observer);
         drop(tap);
         // Not only `Published`: a keyframe that closes a segment whose last part was already
         // out publishes nothing new, yet completes the segment (and moves the preload hint),

@@ -89,6 +89,8 @@ impl NodeProc {
             .arg(format!("127.0.0.1:{}", self.media_ports.1))
             .arg("--edge-addr")
             .arg(format!("127.0.0.1:{}", self.media_ports.2))
+            // Tests run nodes side by side: WebRTC on a free port (listed in `/healthz`).
+            .args(["--webrtc-udp-port", "0"])
             .args(&self.args)
             .env("BITRIVER_LIVE_FAULT_INJECTION", "true")
             .env("BITRIVER_LIVE_LOG_FORMAT", "text")
