@@ -222,7 +222,8 @@ impl AacToOpus {
         crate::init();
         let decoder = open_decoder("aac", audio_specific_config)?;
         let stereo = ChannelLayout::STEREO;
-        let encoder = FrameEncoder::open("libopus", Sample::F32(SampleType::Packed), stereo, bitrate, OPUS_FRAME_SAMPLES)?;
+        let encoder =
+            FrameEncoder::open("libopus", Sample::F32(SampleType::Packed), stereo, bitrate, OPUS_FRAME_SAMPLES)?;
         Ok(AacToOpus {
             decoder,
             converter: Converter::new(stereo),
@@ -495,7 +496,8 @@ fn check_bitrate(bitrate: u32) -> Result<(), AudioError> {
 
 /// Opens FFmpeg's decoder `name` with `extradata` (an OpusHead or an AudioSpecificConfig).
 fn open_decoder(name: &str, extradata: &[u8]) -> Result<decoder::Audio, AudioError> {
-    let codec = decoder::find_by_name(name).ok_or_else(|| AudioError::Config(format!("FFmpeg has no {name} decoder")))?;
+    let codec =
+        decoder::find_by_name(name).ok_or_else(|| AudioError::Config(format!("FFmpeg has no {name} decoder")))?;
     let mut context = codec::Context::new_with_codec(codec);
     if !ffi::set_extradata(&mut context, extradata) {
         return Err(AudioError::Config(format!("could not hand the {name} decoder its configuration")));
@@ -541,7 +543,8 @@ impl FrameEncoder {
         bitrate: u32,
         frame_size: usize,
     ) -> Result<Self, AudioError> {
-        let codec = encoder::find_by_name(name).ok_or_else(|| AudioError::Config(format!("FFmpeg has no {name} encoder")))?;
+        let codec =
+            encoder::find_by_name(name).ok_or_else(|| AudioError::Config(format!("FFmpeg has no {name} encoder")))?;
         let context = codec::Context::new_with_codec(codec);
         let mut audio = context.encoder().audio().map_err(|e| AudioError::Config(format!("{name}: {e}")))?;
         audio.set_rate(OUTPUT_RATE as i32);
@@ -628,7 +631,8 @@ impl FrameEncoder {
             match self.encoder.receive_packet(&mut packet) {
                 Ok(()) => {
                     let Some(data) = packet.data() else { continue };
-                    let duration = if packet.duration() > 0 { packet.duration() as u32 } else { self.frame_size as u32 };
+                    let duration =
+                        if packet.duration() > 0 { packet.duration() as u32 } else { self.frame_size as u32 };
                     let pts = packet.pts().unwrap_or(0) + self.delay;
                     out.push(AudioFrame { data: Bytes::copy_from_slice(data), pts, duration });
                 }

@@ -153,7 +153,12 @@ fn rms(samples: &[f32]) -> f64 {
 /// Every frame starts where the previous one ended.
 fn assert_contiguous(frames: &[AudioFrame], what: &str) {
     for pair in frames.windows(2) {
-        assert_eq!(pair[1].pts, pair[0].pts + i64::from(pair[0].duration), "{what}: a hole or overlap at {}", pair[0].pts);
+        assert_eq!(
+            pair[1].pts,
+            pair[0].pts + i64::from(pair[0].duration),
+            "{what}: a hole or overlap at {}",
+            pair[0].pts
+        );
     }
 }
 
@@ -262,7 +267,11 @@ fn lost_duplicate_late_and_far_future_packets_keep_the_aac_timeline() {
     assert!(after.len() < 100, "{} frames after the jump", after.len());
     assert!(after.windows(2).all(|w| w[1].pts > w[0].pts));
     assert!(after[0].pts > before, "the jump went backwards");
-    assert!(after.iter().any(|f| f.pts >= far && f.pts < far + 2048), "no frame at the new time {far}: {:?}", after.iter().map(|f| f.pts).collect::<Vec<_>>());
+    assert!(
+        after.iter().any(|f| f.pts >= far && f.pts < far + 2048),
+        "no frame at the new time {far}: {:?}",
+        after.iter().map(|f| f.pts).collect::<Vec<_>>()
+    );
     assert_eq!(t.push(&packets[0].0, far + 48000), Err(AudioError::Flushed));
 }
 
@@ -362,7 +371,11 @@ fn aac_in_a_90_khz_timescale_with_a_lost_frame_keeps_the_opus_timeline() {
     assert_eq!(packets[0].pts, 0);
     assert_contiguous(&packets, "44.1 kHz in 90 kHz with a loss");
     let expected = aac.len() as i64 * 1024 * 48000 / 44100;
-    assert!((packets.len() as i64 * 960 - expected).abs() <= 2 * 960, "{} packets for {expected} samples", packets.len());
+    assert!(
+        (packets.len() as i64 * 960 - expected).abs() <= 2 * 960,
+        "{} packets for {expected} samples",
+        packets.len()
+    );
 
     // Garbage frames are errors and the stream goes on.
     assert!(matches!(t.push(&[], 0, 90000), Err(AudioError::Flushed)));
@@ -423,7 +436,11 @@ fn cpu_cost_per_channel_second_beside_the_ffmpeg_cli() {
     let ogg = dir.path().join("tone-2.ogg");
     let cli = cli_cpu(&["-i", ogg.to_str().unwrap(), "-c:a", "aac", "-b:a", "128k", "-f", "adts", "/dev/null"]);
     let per = |cpu: f64| cpu * 1000.0 / f64::from(seconds * 2);
-    println!("Opus->AAC 48 kHz stereo, {seconds} s: ours {:.2} ms CPU per channel-second, ffmpeg CLI {:.2}", per(ours), per(cli));
+    println!(
+        "Opus->AAC 48 kHz stereo, {seconds} s: ours {:.2} ms CPU per channel-second, ffmpeg CLI {:.2}",
+        per(ours),
+        per(cli)
+    );
 
     let (asc, aac) = aac_frames(dir.path(), 44100, 2, seconds);
     let ours = cpu_of(|| {
@@ -451,5 +468,9 @@ fn cpu_cost_per_channel_second_beside_the_ffmpeg_cli() {
         "ogg",
         "/dev/null",
     ]);
-    println!("AAC 44.1 kHz stereo->Opus 48 kHz, {seconds} s: ours {:.2} ms CPU per channel-second, ffmpeg CLI {:.2}", per(ours), per(cli));
+    println!(
+        "AAC 44.1 kHz stereo->Opus 48 kHz, {seconds} s: ours {:.2} ms CPU per channel-second, ffmpeg CLI {:.2}",
+        per(ours),
+        per(cli)
+    );
 }
