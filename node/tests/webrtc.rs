@@ -1,0 +1,206 @@
+//! WHIP and WHEP on a real node: refusals of bad input over HTTP, strangers' datagrams on the
+//! media port, sessions that never connect timing out (and their publish ending in the catalog),
+//! and, in headless Chromium, a WHIP publish played by hls.js and an RTMP publish played over
+//! WHEP.
+//!
+//! The browser tests need ffmpeg, ffprobe, node and Chromium (fail naming them unless
+//! BITRIVER_ALLOW_SKIP=1).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::live::{create_channel, start_with_rtmp};
+use common::NodeProc;
+
+/// An offer as Chromium sends it for WHIP (trimmed): H.264 and VP8 video, Opus audio. Its ICE
+/// credentials and fingerprint are made up, so a session from it never connects.
+const OFFER: &str = "v=0\r\n\
+o=- 4611731400430051336 2 IN IP4 127.0.0.1\r\n\
+s=-\r\n\
+t=0 0\r\n\
+a=group:BUNDLE 0 1\r\n\
+a=msid-semantic: WMS\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96 102\r\n\
+c=IN IP4 0.0.0.0\r\n\
+a=rtcp:9 IN IP4 0.0.0.0\r\n\
+a=ice-ufrag:abcd\r\n\
+a=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+a=ice-options:trickle\r\n\
+a=fingerprint:sha-256 6B:8B:5D:EA:59:04:20:23:29:C8:87:1C:CC:87:32:BE:DD:8C:66:A5:8E:50:55:EA:8C:D3:B6:5C:09:5E:D6:BC\r\n\
+a=setup:actpass\r\n\
+a=mid:0\r\n\
+a=sendonly\r\n\
+a=msid:- 1\r\n\
+a=rtcp-mux\r\n\
+a=rtcp-rsize\r\n\
+a=rtpmap:96 VP8/90000\r\n\
+a=rtcp-fb:96 nack pli\r\n\
+a=rtpmap:102 H264/90000\r\n\
+a=rtcp-fb:102 nack pli\r\n\
+a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n\
+a=ssrc:1001 cname:x\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
+c=IN IP4 0.0.0.0\r\n\
+a=rtcp:9 IN IP4 0.0.0.0\r\n\
+a=ice-ufrag:abcd\r\n\
+a=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+a=fingerprint:sha-256 6B:8B:5D:EA:59:04:20:23:29:C8:87:1C:CC:87:32:BE:DD:8C:66:A5:8E:50:55:EA:8C:D3:B6:5C:09:5E:D6:BC\r\n\
+a=setup:actpass\r\n\
+a=mid:1\r\n\
+a=sendonly\r\n\
+a=msid:- 2\r\n\
+a=rtcp-mux\r\n\
+a=rtpmap:111 opus/48000/2\r\n\
+a=fmtp:111 minptime=10;useinbandfec=1\r\n\
+a=ssrc:1002 cname:x\r\n";
+
+/// `(status, headers, body)` of one request.
+async fn call(
+    method: reqwest::Method,
+    url: &str,
+    content_type: Option<&str>,
+    bearer: Option<&str>,
+    body: impl Into<reqwest::Body>,
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let mut request = reqwest::Client::new().request(method, url).body(body);
+    if let Some(content_type) = content_type {
+        request = request.header("content-type", content_type);
+    }
+    if let Some(key) = bearer {
+        request = request.bearer_auth(key);
+    }
+    let response = request.send().await.expect("request");
+    let (status, headers) = (response.status().as_u16(), response.headers().clone());
+    (status, headers, response.text().await.unwrap_or_default())
+}
+
+/// The node's WebRTC media port, from `/healthz`.
+async fn media_addr(node: &NodeProc) -> SocketAddr {
+    let (_, body) = node.get("/healthz").await.expect("/healthz");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    health["components"]["listeners"]["webrtc"]["addr"]
+        .as_str()
+        .expect("a webrtc listener in /healthz")
+        .parse()
+        .unwrap()
+}
+
+async fn live_state(node: &NodeProc, id: &str) -> String {
+    let (_, body) = node.get(&format!("/api/channels/{id}")).await.expect("channel");
+    let channel: serde_json::Value = serde_json::from_str(&body).unwrap();
+    channel["liveState"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn bad_offers_keys_sessions_and_datagrams_get_clear_answers_and_nothing_leaks() {
+    let root = tempfile::tempdir().unwrap();
+    let mut node = NodeProc::new(root.path(), "webrtc");
+    start_with_rtmp(&mut node, &[]).await;
+    let (id, key) = create_channel(&node, "WebRTC refusals").await;
+    let whip = node.url("/whip");
+    let post = reqwest::Method::POST;
+    let sdp = Some("application/sdp");
+
+    // Refused before any session: no key, a wrong key, not SDP, malformed SDP, no H.264, too big.
+    let (status, headers, body) = call(post.clone(), &whip, sdp, None, OFFER).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(headers.get("www-authenticate").map(|v| v.to_str().unwrap()), Some("Bearer"));
+    let (status, _, body) = call(post.clone(), &whip, sdp, Some("live_not_a_key"), OFFER).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("unknown stream key"), "{body}");
+    let (status, _, _) = call(post.clone(), &whip, Some("application/json"), Some(&key), OFFER).await;
+    assert_eq!(status, 415);
+    let (status, _, body) = call(post.clone(), &whip, sdp, Some(&key), "v=0\r\nthis is not SDP").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("malformed SDP"), "{body}");
+    let vp8_only = OFFER.replace("a=rtpmap:102 H264/90000", "a=rtpmap:102 VP9/90000");
+    let (status, _, body) = call(post.clone(), &whip, sdp, Some(&key), vp8_only).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("H.264"), "{body}");
+    let (status, _, _) = call(post.clone(), &whip, sdp, Some(&key), vec![b'v'; 64 * 1024]).await;
+    assert_eq!(status, 413);
+    assert_eq!(live_state(&node, &id).await, "offline", "a refused WHIP offer started nothing");
+    assert!(node.metric("bitriver_ingest_rejected_total{reason=\"bad_key\"}").await >= Some(1.0));
+
+    // WHEP of a channel that is not live; unknown sessions.
+    let (status, _, body) = call(post.clone(), &node.url(&format!("/whep/{id}")), sdp, None, OFFER).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, _, _) = call(reqwest::Method::DELETE, &node.url("/whip/0123456789abcdef"), None, None, "").await;
+    assert_eq!(status, 404);
+
+    // A valid offer with the right key: a session (and the catalog's publish) that never
+    // connects, since the offer's ICE credentials are made up.
+    let (status, headers, answer) = call(post.clone(), &whip, sdp, Some(&key), OFFER).await;
+    assert_eq!(status, 201, "{answer}");
+    assert!(answer.contains("a=ice-lite") && answer.contains("H264/90000"), "{answer}");
+    assert!(answer.contains(&format!(" {} typ host", media_addr(&node).await.port())), "{answer}");
+    assert_eq!(headers.get("access-control-allow-origin").map(|v| v.to_str().unwrap()), Some("*"));
+    let location = headers.get("location").expect("Location").to_str().unwrap().to_owned();
+    assert!(location.starts_with("/whip/"), "{location}");
+    assert_eq!(node.metric("bitriver_webrtc_sessions{kind=\"publish\"}").await, Some(1.0));
+    // A second publisher is refused like RTMP's.
+    let (status, _, body) = call(post.clone(), &whip, sdp, Some(&key), OFFER).await;
+    assert_eq!(status, 409, "{body}");
+    // Someone else's key cannot end it, nor can the WHEP path; trickle takes only fragments.
+    let (_, channel) = node.get(&format!("/api/channels/{id}")).await.unwrap();
+    let owner = serde_json::from_str::<serde_json::Value>(&channel).unwrap()["ownerId"].clone();
+    let (status, other) =
+        common::post_json(&node, "/api/channels", serde_json::json!({"ownerId": owner, "title": "Another"})).await;
+    assert_eq!(status, 201, "{other}");
+    let other_key = other["streamKey"].as_str().unwrap().to_owned();
+    let (status, _, _) = call(reqwest::Method::DELETE, &node.url(&location), None, Some(&other_key), "").await;
+    assert_eq!(status, 403);
+    let session = location.trim_start_matches("/whip/");
+    let (status, _, _) =
+        call(reqwest::Method::DELETE, &node.url(&format!("/whep/{id}/{session}")), None, None, "").await;
+    assert_eq!(status, 404);
+    let trickle = Some("application/trickle-ice-sdpfrag");
+    let (status, _, _) =
+        call(reqwest::Method::PATCH, &node.url(&location), trickle, Some(&key), "a=candidate:nonsense\r\n").await;
+    assert_eq!(status, 400);
+    let candidate = "a=mid:0\r\na=candidate:1 1 udp 2113937151 127.0.0.1 9 typ host\r\n";
+    let (status, _, _) = call(reqwest::Method::PATCH, &node.url(&location), trickle, Some(&key), candidate).await;
+    assert_eq!(status, 204);
+
+    // Strangers on the media port: garbage and a binding request for a ufrag nobody has.
+    let media = media_addr(&node).await;
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let before = node.metric("bitriver_webrtc_unrouted_datagrams_total").await.unwrap_or(0.0);
+    let mut stun = vec![0, 1, 0, 12, 0x21, 0x12, 0xA4, 0x42];
+    stun.extend_from_slice(&[9; 12]);
+    stun.extend_from_slice(&[0, 6, 0, 7, b'n', b'o', b'b', b'o', b'd', b'y', b':', 0, 0, 0, 0, 0]);
+    stun[3] = 12;
+    for i in 0..500u32 {
+        let garbage: Vec<u8> = (0..(i % 1200)).map(|b| (b as u32 * 31 + i) as u8).collect();
+        socket.send_to(&garbage, media).await.unwrap();
+    }
+    socket.send_to(&stun, media).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = node.metric("bitriver_webrtc_unrouted_datagrams_total").await.unwrap_or(0.0);
+        if now - before >= 450.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "unrouted datagrams counted: {}", now - before);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(node.is_running(), "the node survives garbage on its media port");
+
+    // The session that never connected times out; its publish ends in the catalog.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while node.metric("bitriver_webrtc_sessions{kind=\"publish\"}").await != Some(0.0) {
+        assert!(Instant::now() < deadline, "the unconnected session never timed out:\n{}", node.log_text());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while live_state(&node, &id).await != "offline" {
+        assert!(Instant::now() < deadline, "the channel stayed live after its WHIP session timed out");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(node.log_text().contains("ICE did not connect in time"), "{}", node.log_text());
+    let (status, _, _) = call(reqwest::Method::DELETE, &node.url(&location), None, Some(&key), "").await;
+    assert_eq!(status, 404, "a timed-out session is gone");
+    node.wait_healthy(Duration::from_secs(5)).await;
+}
