@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds and runs every cargo-fuzz target (media/fuzz, cache/fuzz, bench/fuzz, relay/fuzz) for SECONDS each, on the
+# Builds and runs every cargo-fuzz target (media/fuzz, cache/fuzz, bench/fuzz, relay/fuzz, webrtc/fuzz) for SECONDS each, on the
 # stable toolchain. Exits non-zero if any target crashes, printing the crashing input's path.
 #
 #   scripts/fuzz.sh [SECONDS]        the long run: 20 s per target unless told otherwise
@@ -119,7 +119,7 @@ fuzz_crate() {
   done
 }
 
-for crate in media cache bench relay; do
+for crate in media cache bench relay webrtc; do
   fuzz_crate "$crate"
 done
 end=$(date +%s)

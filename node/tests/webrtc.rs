@@ -11,7 +11,8 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::live::{create_channel, start_with_rtmp};
+use common::browser::{play_in_chromium, play_in_chromium_env, run_rtc_script};
+use common::live::{create_channel, ffprobe, rtmp_url, start_with_rtmp, stream, wait_playable, MEDIA_TOOLS};
 use common::NodeProc;
 
 /// An offer as Chromium sends it for WHIP (trimmed): H.264 and VP8 video, Opus audio. Its ICE
@@ -203,4 +204,101 @@ async fn bad_offers_keys_sessions_and_datagrams_get_clear_answers_and_nothing_le
     let (status, _, _) = call(reqwest::Method::DELETE, &node.url(&location), None, Some(&key), "").await;
     assert_eq!(status, 404, "a timed-out session is gone");
     node.wait_healthy(Duration::from_secs(5)).await;
+}
+
+fn browser_tools() -> bool {
+    testkit::require_tools(&[MEDIA_TOOLS, testkit::tools::BROWSER].concat())
+}
+
+#[tokio::test]
+async fn chromium_publishes_over_whip_and_hls_js_plays_the_llhls() {
+    if !browser_tools() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let mut node = NodeProc::new(root.path(), "whip");
+    start_with_rtmp(&mut node, &[]).await;
+    let (id, key) = create_channel(&node, "WHIP from Chromium").await;
+
+    // Chromium's fake camera and microphone, published for 20 s.
+    let started = Instant::now();
+    let whip = node.url("/whip");
+    let publisher = tokio::task::spawn_blocking(move || run_rtc_script("whip.mjs", &[&whip, &key, "20"], &[]));
+    let media = wait_playable(&node, &id, started).await;
+    assert_eq!(live_state(&node, &id).await, "live");
+
+    // The LL-HLS carries H.264 as published and AAC transcoded from Opus.
+    let probe = ffprobe(&["-show_streams", &node.url(&format!("/hls/{id}/master.m3u8"))]).await;
+    let video = stream(&probe, "h264").unwrap_or_else(|| panic!("no H.264 in {probe}"));
+    assert_eq!((video["width"].as_u64(), video["height"].as_u64()), (Some(640), Some(360)), "{probe}");
+    let audio = stream(&probe, "aac").unwrap_or_else(|| panic!("no AAC in {probe}"));
+    assert_eq!(audio["sample_rate"], "48000", "{probe}");
+    let playlist = node.get(&media).await.unwrap().1;
+    assert!(playlist.contains("#EXT-X-PART:"), "{playlist}");
+
+    // hls.js plays it through the edge.
+    let url = node.edge_url(&format!("/hls/{id}/master.m3u8")).await;
+    let played = tokio::task::spawn_blocking(move || play_in_chromium(&url, 3.0)).await.unwrap();
+    let played = played.unwrap_or_else(|e| panic!("{e}\n{}", node.log_text()));
+    println!("hls.js played the WHIP publish: latency {} s, stalls {}", played["latency"], played["stalls"]);
+
+    let published = publisher.await.unwrap().unwrap_or_else(|e| panic!("{e}\n{}", node.log_text()));
+    assert_eq!(published["video"]["codec"], "video/H264", "{published}");
+    assert!(published["video"]["keyFramesEncoded"].as_u64() > Some(5), "keyframes asked per segment: {published}");
+    assert_eq!(published["deleteStatus"], 200, "{published}");
+    println!(
+        "WHIP: connected in {} ms, {} frames encoded",
+        published["connectedMs"], published["video"]["framesEncoded"]
+    );
+    // DELETE ended the publish like an RTMP disconnect.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while live_state(&node, &id).await != "offline" {
+        assert!(Instant::now() < deadline, "still live after DELETE:\n{}", node.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(node.log_text().contains("reason=\"deleted by the client\""), "{}", node.log_text());
+}
+
+#[tokio::test]
+async fn chromium_plays_an_rtmp_publish_over_whep_with_glass_to_glass_latency() {
+    if !browser_tools() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let mut node = NodeProc::new(root.path(), "whep");
+    let rtmp = start_with_rtmp(&mut node, &[]).await;
+    let (id, key) = create_channel(&node, "WHEP of RTMP").await;
+    // The wall clock burned into each frame, so the browser can tell how old what it shows is.
+    let pattern =
+        testkit::ffmpeg::TestPattern { seconds: Some(60), clock: true, ..testkit::ffmpeg::TestPattern::new(640, 360) };
+    let started = Instant::now();
+    let _publisher = pattern.publish("flv", &rtmp_url(rtmp, &key), &root.path().join("ffmpeg.log"));
+    wait_playable(&node, &id, started).await;
+
+    let (_, body) = node.get(&format!("/api/channels/{id}")).await.unwrap();
+    let channel: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let whep = node.url(channel["whepUrl"].as_str().unwrap_or_else(|| panic!("no whepUrl while live: {channel}")));
+    let env = [("WHEP_CLOCK", "1".to_owned())];
+    let played = tokio::task::spawn_blocking(move || run_rtc_script("whep.mjs", &[&whep, "5"], &env)).await.unwrap();
+    let played = played.unwrap_or_else(|e| panic!("{e}\n{}", node.log_text()));
+    assert_eq!(played["video"]["codec"], "video/H264", "{played}");
+    assert!(played["video"]["framesDecodedGrowth"].as_u64() >= Some(60), "5 s of 30 fps: {played}");
+    assert_eq!(played["audio"]["codec"], "audio/opus", "{played}");
+    assert!(played["audio"]["packetsReceived"].as_u64() > Some(0), "{played}");
+    assert_eq!(played["deleteStatus"], 200, "{played}");
+    assert!(node.metric("bitriver_webrtc_frames_sent_total{kind=\"audio\"}").await > Some(0.0));
+
+    // The same clock through LL-HLS and hls.js, for comparison (printed, not asserted).
+    let url = node.edge_url(&format!("/hls/{id}/master.m3u8")).await;
+    let env = [("PLAY_CLOCK", "1".to_owned())];
+    let hls = tokio::task::spawn_blocking(move || play_in_chromium_env(&url, 5.0, &env)).await.unwrap();
+    let hls_clock = hls.map(|s| s["clockLatencyMs"].clone()).unwrap_or_else(|e| serde_json::Value::String(e));
+    println!(
+        "glass-to-glass on loopback (wall clock burned by ffmpeg, read from the frame on screen), ms: \
+         WHEP {} (first frame after {} ms, jitter buffer {:.0} ms); LL-HLS through the edge {}",
+        played["clockLatencyMs"],
+        played["timeToFirstFrameMs"],
+        played["video"]["jitterBufferMs"].as_f64().unwrap_or(0.0),
+        hls_clock
+    );
 }

@@ -35,6 +35,10 @@ pub struct TestPattern {
     pub preset: &'static str,
     /// More output options (bitrate, muxer flags), before `-f`.
     pub extra: Vec<String>,
+    /// Burns the wall clock into each frame as it is made, for glass-to-glass latency: a strip
+    /// of 32 blocks of 16x16 pixels at the top left, block `i` (from the left) white when bit
+    /// `i` of the Unix time in milliseconds mod 2^32 is set. `tests/browser/clock.mjs` reads it.
+    pub clock: bool,
 }
 
 impl TestPattern {
@@ -51,6 +55,7 @@ impl TestPattern {
             encoding: Encoding::ZeroLatency,
             preset: "veryfast",
             extra: Vec::new(),
+            clock: false,
         }
     }
 
@@ -69,6 +74,25 @@ impl TestPattern {
         cmd.args(["-f", "lavfi", "-i"]).arg(format!("testsrc2=size={}x{}:rate={}", self.width, self.height, self.fps));
         if self.audio {
             cmd.args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]);
+        }
+        if self.clock {
+            // The strip is its own small source (the expression runs per pixel), dated with the
+            // wall clock when the frame is made (RTCTIME, microseconds), then overlaid.
+            if self.realtime {
+                cmd.arg("-re");
+            }
+            cmd.args(["-f", "lavfi", "-i"]).arg(format!("color=c=black:s=512x16:r={}", self.fps));
+            let strip = usize::from(self.audio) + 1;
+            let bits = "255*mod(floor(mod(floor(T*1000)\\,4294967296)/pow(2\\,floor(X/16)))\\,2)";
+            cmd.arg("-filter_complex").arg(format!(
+                "[{strip}:v]format=gray,settb=AVTB,setpts=RTCTIME,geq=lum='{bits}',settb=1/{fps},setpts=N[clock];\
+                 [0:v][clock]overlay=0:0,format=yuv420p[v]",
+                fps = self.fps
+            ));
+            cmd.args(["-map", "[v]"]);
+            if self.audio {
+                cmd.args(["-map", "1:a"]);
+            }
         }
         cmd.args(["-c:v", "libx264", "-preset", self.preset, "-g", &self.gop.to_string(), "-pix_fmt", "yuv420p"]);
         match self.encoding {

@@ -17,6 +17,10 @@
 //   PLAY_STARTED_FILE=PATH     created once playback has started (lets a test start another
 //                              player on the same stream at the same moment): the wall clock
 //                              (ms), then hls.js's start-up (first media playlist to playing, ms)
+//   PLAY_CLOCK=1               read the wall clock burned into the video (clock.mjs) from each
+//                              new frame on screen after 2 s of playback: summary.clockLatencyMs
+//                              = {count, min, median, max} of now minus the frame's clock
+//                              (glass-to-glass, beside the same figure from whep.mjs)
 //   PLAY_SWITCH_LEVEL=N        after 1 s of playback force hls.js to level N (hls.currentLevel);
 //                              success then also needs the switch to N and 1 s played after it
 //                              (summary: switchLevel, playedAfterSwitch)
@@ -39,6 +43,7 @@ const TIMEOUT_S = Number(process.env.PLAY_TIMEOUT_S || 45);
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const SAME_ORIGIN = ['1', 'true', 'yes'].includes((process.env.PLAY_SAME_ORIGIN || '').toLowerCase());
 const SCREENSHOT = process.env.PLAY_SCREENSHOT || '';
+const CLOCK = process.env.PLAY_CLOCK === '1';
 const SWITCH_LEVEL = (process.env.PLAY_SWITCH_LEVEL ?? '') === '' ? null : Number(process.env.PLAY_SWITCH_LEVEL);
 
 const summary = {
@@ -147,10 +152,12 @@ const upstream = hlsUrl.origin;
 const sockets = new Set();
 const server = http.createServer((req, res) => {
   const u = new URL(req.url, 'http://page');
-  if (u.pathname === '/player.html' || u.pathname === '/hls.min.js') {
-    const [file, type] = u.pathname === '/player.html'
-      ? [playerFile, 'text/html; charset=utf-8']
-      : [hlsJsFile, 'application/javascript'];
+  if (u.pathname === '/player.html' || u.pathname === '/hls.min.js' || u.pathname === '/clock.mjs') {
+    const [file, type] = {
+      '/player.html': [playerFile, 'text/html; charset=utf-8'],
+      '/hls.min.js': [hlsJsFile, 'application/javascript'],
+      '/clock.mjs': [path.join(here, 'clock.mjs'), 'application/javascript'],
+    }[u.pathname];
     res.writeHead(200, { 'content-type': type, 'cache-control': 'no-store' });
     fs.createReadStream(file).pipe(res);
   } else if (SAME_ORIGIN && u.pathname.startsWith('/proxy/')) {
@@ -190,7 +197,7 @@ const pagePort = server.address().port;
 const src = SAME_ORIGIN
   ? `http://127.0.0.1:${pagePort}/proxy${hlsUrl.pathname}${hlsUrl.search}`
   : hlsUrl.href;
-const pageUrl = `http://127.0.0.1:${pagePort}/player.html?src=${encodeURIComponent(src)}`;
+const pageUrl = `http://127.0.0.1:${pagePort}/player.html?src=${encodeURIComponent(src)}${CLOCK ? '&clock=1' : ''}`;
 
 const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitriver-chromium-'));
 let ctx = null;
@@ -254,6 +261,8 @@ async function readState(page) {
       targetLatency: h && p.levels && Number.isFinite(h.targetLatency) ? h.targetLatency : null,
       // Read together, so the difference is the latency at one instant.
       pdtLatencyMs: h && h.playingDate && v && !v.paused ? Date.now() - h.playingDate.getTime() : null,
+      clockLatencies: p.clockLatencies ?? null,
+      clockUnreadable: p.clockUnreadable ?? 0,
       hlsVersion: p.hlsVersion ?? null,
       errors: p.errors || [],
       levelSwitches: p.levelSwitches || 0,
@@ -350,6 +359,10 @@ try {
     lastWall = now;
     summary.playedSeconds = Number(played.toFixed(3));
     // After the start-up catch-up, like bitriver-load's samples.
+    if (CLOCK && st.clockLatencies) {
+      summary.clockLatencyMs = spread(st.clockLatencies);
+      summary.clockUnreadable = st.clockUnreadable;
+    }
     if (played >= 2 && st.pdtLatencyMs !== null) {
       pdtLatencies.push(st.pdtLatencyMs);
       summary.pdtLatencyMs = spread(pdtLatencies);

@@ -113,3 +113,36 @@ fn play_with_env(
         Err(format!("browser playback of {hls_url} failed ({status}): {reason}\n{pretty}\nstderr: {stderr_tail}"))
     }
 }
+
+/// A WebRTC harness script (`whip.mjs`, `whep.mjs`) under `tests/browser`, run with `args` and
+/// extra `env`: its JSON summary when it says `ok`, else why not (summary and stderr). Blocking.
+pub fn run_rtc_script(script: &str, args: &[&str], env: &[(&str, String)]) -> Result<Value, String> {
+    let path = format!("{}/../tests/browser/{script}", env!("CARGO_MANIFEST_DIR"));
+    let child = Command::new("node")
+        .arg(&path)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run `node {path}`: {e} (run scripts/browser-setup.sh)"))?;
+    let (status, stdout, stderr) = wait_with_output(child, Duration::from_secs(120));
+    let stderr_tail = tail_str(&stderr);
+    let status = match status {
+        Ok(Some(status)) => status,
+        Ok(None) => return Err(format!("{script} did not finish in 120 s\nstdout: {stdout}\nstderr: {stderr_tail}")),
+        Err(e) => return Err(format!("waiting for {script}: {e}")),
+    };
+    let summary: Value = serde_json::from_str(stdout.trim()).map_err(|e| {
+        format!("{script} ({status}) printed no JSON summary ({e})\nstdout: {stdout}\nstderr: {stderr_tail}")
+    })?;
+    if status.success() && summary["ok"] == Value::Bool(true) {
+        Ok(summary)
+    } else {
+        Err(format!(
+            "{script} failed ({status}): {}\nstderr: {stderr_tail}",
+            serde_json::to_string_pretty(&summary).unwrap_or(stdout)
+        ))
+    }
+}
