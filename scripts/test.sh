@@ -59,7 +59,7 @@ step tests cargo nextest run --workspace --no-fail-fast
 # The k6 scenarios' logic (bench/k6/lib), with node's own test runner; node comes from browser-setup.sh.
 step k6-logic node --test bench/k6
 # The browser harnesses' own logic (the burned-clock reader of whep.mjs and play.mjs).
-step browser-logic node --test tests/browser/clock.test.mjs
+step browser-logic node --test tests/browser/clock.test.mjs tests/browser/whep-client.test.mjs
 # ansible/ and terraform/ checks, and the playbooks and installer on systemd-nspawn machines.
 step deploy ./scripts/deploy-test.sh
 if [[ "${BITRIVER_SKIP_FUZZ:-0}" == "1" ]]; then

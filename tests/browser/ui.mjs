@@ -193,6 +193,20 @@ async function live() {
   await viewer.waitForFunction(() => document.getElementById('player-video').currentTime > 0.5, null, { timeout: 30000, polling: 200 });
   step(`theme toggled ${before} -> ${after} and kept after a reload`);
 
+  // Low latency: the same <video> plays over WebRTC (WHEP), then back to LL-HLS.
+  await viewer.getByRole('button', { name: 'Low latency (WebRTC)' }).click();
+  await viewer.waitForFunction(() => {
+    const v = document.getElementById('player-video');
+    return v.srcObject instanceof MediaStream && v.videoWidth === 640 && v.currentTime > 1;
+  }, null, { timeout: 30000, polling: 200 });
+  expect(await viewer.getAttribute('#low-latency', 'aria-pressed') === 'true', 'the low-latency toggle is not pressed');
+  await viewer.click('#low-latency');
+  await viewer.waitForFunction(() => {
+    const v = document.getElementById('player-video');
+    return !v.srcObject && v.currentTime > 0.5;
+  }, null, { timeout: 30000, polling: 200 });
+  step('"Low latency (WebRTC)" plays the channel over WHEP, and back to LL-HLS');
+
   const shots = [];
   for (const width of [1280, 390]) shots.push(await screenshot(viewer, 'channel-page', width));
   await page.reload();

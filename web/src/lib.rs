@@ -48,6 +48,7 @@ const ASSETS: &[(&str, &[u8])] = &[
     ("js/profile-form.js", include_bytes!("../assets/js/profile-form.js")),
     ("js/signup.js", include_bytes!("../assets/js/signup.js")),
     ("js/theme.js", include_bytes!("../assets/js/theme.js")),
+    ("js/whep.js", include_bytes!("../assets/js/whep.js")),
     (HLS_ASSET, HLS_JS),
 ];
 

@@ -247,6 +247,20 @@ export async function render(main, channelId) {
   const overlay = h('div', { class: 'overlay', id: 'player-message', role: 'status' });
   const player = new Player(video, overlay);
   const badge = h('span', { id: 'live-badge' }, liveBadge(channel.liveState));
+  // Low latency: WebRTC (WHEP) instead of LL-HLS, when the node offers it; remembered.
+  let lowLatency = localStorage.getItem('bitriver.lowLatency') === '1';
+  const lowLatencyButton = h('button', {
+    type: 'button', class: 'small', id: 'low-latency', 'aria-pressed': String(lowLatency), hidden: true,
+    title: 'Sub-second playback over WebRTC instead of LL-HLS',
+    onclick: () => setLowLatency(!lowLatency),
+  }, 'Low latency (WebRTC)');
+  function setLowLatency(on) {
+    lowLatency = on;
+    localStorage.setItem('bitriver.lowLatency', on ? '1' : '0');
+    lowLatencyButton.setAttribute('aria-pressed', String(on));
+    if (!replaying) player.stop();
+    apply();
+  }
   const meta = h('p', { class: 'muted' });
   const showMeta = () => fill(meta, [channel.category, ...channel.tags.map((t) => `#${t}`)].filter(Boolean).join(' · '));
   const profileSlot = h('div', { class: 'profile-slot' });
@@ -265,7 +279,7 @@ export async function render(main, channelId) {
       h('div', { class: 'channel-stage' },
         h('div', { class: 'player' }, video, overlay),
         replayBar,
-        h('div', { class: 'channel-head' }, h('h1', { id: 'channel-title' }, channel.title), badge),
+        h('div', { class: 'channel-head' }, h('h1', { id: 'channel-title' }, channel.title), badge, lowLatencyButton),
         meta,
         relationButtons(channel, who, relation)),
       chatPanel(channel, who, relation),
@@ -279,7 +293,13 @@ export async function render(main, channelId) {
       leave.textContent = channel.liveState === 'live' ? 'Back to live' : 'Close replay';
       return;
     }
-    if (channel.liveState === 'live') {
+    lowLatencyButton.hidden = !(channel.whepUrl && channel.liveState === 'live');
+    if (channel.liveState === 'live' && lowLatency && channel.whepUrl) {
+      player.playWebrtc(channel.whepUrl).catch((e) => {
+        toast(`${e.message}. Playing LL-HLS instead.`, true);
+        setLowLatency(false);
+      });
+    } else if (channel.liveState === 'live') {
       player.play(channel.edgePlaybackUrl || channel.playbackUrl, channel.steeredPlaybackUrl || null);
     }
     else player.stop('Offline. The player starts when the stream goes live.');

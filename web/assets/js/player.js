@@ -1,6 +1,7 @@
 // The player: hls.js (embedded from npm at build time) in low-latency mode for live channels and
 // as an ordinary seekable VOD player for recordings and clips, or the browser's own HLS where
-// hls.js cannot run (Safari on iOS).
+// hls.js cannot run (Safari on iOS); or WebRTC (WHEP, whep.js) when a viewer picks low latency.
+import { playWhep } from './whep.js';
 
 let hlsLoading = null;
 
@@ -27,6 +28,7 @@ export class Player {
     this.video = video;
     this.overlay = overlay;
     this.hls = null;
+    this.whep = null;
     this.url = null;
   }
 
@@ -115,7 +117,33 @@ export class Player {
     }
   }
 
+  /**
+   * Plays the live channel over WebRTC from its `whepUrl` (sub-second, no seeking). Rejects with
+   * the node's reason when it refuses; the caller falls back to LL-HLS.
+   */
+  async playWebrtc(whepUrl) {
+    const url = `whep:${new URL(whepUrl, location.origin).href}`;
+    if (this.url === url) return;
+    this.stop();
+    this.url = url;
+    this.message('Connecting (WebRTC)…');
+    const video = this.video;
+    let session;
+    try {
+      session = await playWhep(video, url.slice('whep:'.length));
+    } catch (error) {
+      if (this.url === url) { this.url = null; this.message(''); }
+      throw error;
+    }
+    if (this.url !== url) { session.stop(); return; }
+    this.whep = session;
+    video.addEventListener('playing', () => { if (this.url === url) this.message(''); }, { once: true });
+    video.muted = true;
+    video.play().catch(() => { /* autoplay refused: the controls are there */ });
+  }
+
   stop(text = '') {
+    if (this.whep) { this.whep.stop(); this.whep = null; }
     if (this.hls) { this.hls.destroy(); this.hls = null; }
     if (this.video.src) { this.video.removeAttribute('src'); this.video.load(); }
     this.url = null;
