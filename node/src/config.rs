@@ -1355,6 +1355,24 @@ mod tests {
     }
 
     #[test]
+    fn webrtc_ports_follow_the_http_host_and_the_roles() {
+        let c = validate(&["--addr", "127.0.0.1:8080"]).unwrap();
+        assert_eq!(c.webrtc_ports, Some(webrtc::PortMode::Single(sa("127.0.0.1:8189"))));
+        let c = validate(&["--webrtc-udp-ports", "50000-50100", "--webrtc-ice-servers", "stun:s.example.org:3478"])
+            .unwrap();
+        assert_eq!(
+            c.webrtc_ports,
+            Some(webrtc::PortMode::Range { ip: "0.0.0.0".parse().unwrap(), first: 50000, last: 50100 })
+        );
+        assert_eq!(c.webrtc_ice_servers[0].url, "stun:s.example.org:3478");
+        // Neither ingest nor origin: no media port.
+        assert_eq!(validate(&["--roles", "control,edge"]).unwrap().webrtc_ports, None);
+        // The single port clashes like any listener.
+        let err = validate(&["--webrtc-udp-port", "9000"]).unwrap_err().to_string();
+        assert!(err.contains("--webrtc-udp-port") && err.contains("--srt-addr"), "{err}");
+    }
+
+    #[test]
     fn command_is_well_formed() {
         Cli::command().debug_assert();
     }
@@ -1486,6 +1504,11 @@ mod tests {
             (&["--cluster-addr", "nope"], "--cluster-addr"),
             (&["--rtmp-addr", "1935"], "--rtmp-addr"),
             (&["--srt-addr", ":99999"], "--srt-addr"),
+            (&["--webrtc-udp-ports", "60000"], "--webrtc-udp-ports"),
+            (&["--webrtc-udp-ports", "60010-60000"], "--webrtc-udp-ports"),
+            (&["--webrtc-udp-ports", "0-10"], "--webrtc-udp-ports"),
+            (&["--webrtc-ice-servers", "http://stun.example.org"], "--webrtc-ice-servers"),
+            (&["--webrtc-ice-servers", "turn:turn.example.org:3478"], "--webrtc-ice-servers"),
             (&["--edge-addr", "x:y"], "--edge-addr"),
             (&["--edge-cache-bytes", "1000"], "--edge-cache-bytes"),
             (&["--node-id", "0"], "--node-id"),

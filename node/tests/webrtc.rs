@@ -206,6 +206,49 @@ async fn bad_offers_keys_sessions_and_datagrams_get_clear_answers_and_nothing_le
     node.wait_healthy(Duration::from_secs(5)).await;
 }
 
+#[tokio::test]
+async fn a_port_range_gives_each_session_its_own_port_and_ice_servers_go_in_link_headers() {
+    let root = tempfile::tempdir().unwrap();
+    let mut node = NodeProc::new(root.path(), "webrtc-range");
+    let (first, _) = common::free_ports();
+    let range = format!("{first}-{}", first + 3);
+    let ice = "stun:stun.example.org:3478,turn:alice:s3cret@turn.example.org:3478?transport=udp";
+    start_with_rtmp(&mut node, &["--webrtc-udp-ports", &range, "--webrtc-ice-servers", ice]).await;
+    let (id, key) = create_channel(&node, "Range").await;
+
+    let (status, headers, _) = call(reqwest::Method::OPTIONS, &node.url("/whip"), None, None, "").await;
+    assert_eq!(status, 204);
+    let links: Vec<&str> = headers.get_all("link").iter().map(|v| v.to_str().unwrap()).collect();
+    assert_eq!(
+        links,
+        [
+            "<stun:stun.example.org:3478>; rel=\"ice-server\"",
+            "<turn:turn.example.org:3478?transport=udp>; rel=\"ice-server\"; username=\"alice\"; \
+             credential=\"s3cret\"; credential-type=\"password\""
+        ]
+    );
+    assert!(headers.get("access-control-allow-methods").is_some());
+
+    let (status, headers, answer) =
+        call(reqwest::Method::POST, &node.url("/whip"), Some("application/sdp"), Some(&key), OFFER).await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(headers.get_all("link").iter().count(), 2);
+    let port_of = |answer: &str| -> u16 {
+        let line = answer.lines().find(|l| l.starts_with("a=candidate:")).expect("a host candidate");
+        line.split(' ').nth(5).unwrap().parse().unwrap()
+    };
+    let publish_port = port_of(&answer);
+    assert!((first..=first + 3).contains(&publish_port), "{publish_port} outside {range}");
+    let location = headers.get("location").unwrap().to_str().unwrap().to_owned();
+    let (status, _, _) = call(reqwest::Method::DELETE, &node.url(&location), None, Some(&key), "").await;
+    assert_eq!(status, 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while live_state(&node, &id).await != "offline" {
+        assert!(Instant::now() < deadline, "DELETE did not end the publish:\n{}", node.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn browser_tools() -> bool {
     testkit::require_tools(&[MEDIA_TOOLS, testkit::tools::BROWSER].concat())
 }
