@@ -141,6 +141,55 @@ pub(crate) async fn respond_json_error(session: &mut Session, status: u16, code:
     session.write_response_body(Some(body), true).await
 }
 
+/// WHEP (WebRTC playback) on the edge: the offer goes on to an origin that packages the channel
+/// (307, which WHEP clients follow with the same body), and the media flows from there; the
+/// edge caches HTTP, it does not relay WebRTC. A CORS preflight is answered here, since a
+/// redirect cannot answer one. An origin reached on loopback (this node's own) is named by the
+/// host the viewer used.
+async fn whep_redirect(session: &mut Session, resolver: &dyn OriginResolver) -> Result<()> {
+    let req = session.req_header();
+    let path = req.uri.path().to_owned();
+    let channel = path.trim_start_matches("/whep/").split('/').next().unwrap_or("");
+    let valid = !channel.is_empty()
+        && channel.len() <= 64
+        && channel.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if req.method == http::Method::OPTIONS {
+        let mut header = ResponseHeader::build(204, Some(4))?;
+        header.insert_header(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")?;
+        header.insert_header(header::ACCESS_CONTROL_ALLOW_METHODS, "POST, OPTIONS")?;
+        header.insert_header(header::ACCESS_CONTROL_ALLOW_HEADERS, "Authorization, Content-Type")?;
+        header.insert_header(header::CONTENT_LENGTH, "0")?;
+        session.write_response_header(Box::new(header), true).await?;
+        return Ok(());
+    }
+    let origin = if valid { resolver.origins(channel).into_iter().find(|o| !o.shield) } else { None };
+    let Some(origin) = origin else {
+        return respond_json_error(session, 404, "not_found", "the channel is not live").await;
+    };
+    let host = if origin.addr.ip().is_loopback() || origin.addr.ip().is_unspecified() {
+        let host = req.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+        // `name:port`, `[v6]:port` or a bare name: the name.
+        match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.is_empty() => name.to_owned(),
+            _ => host.to_owned(),
+        }
+    } else {
+        match origin.addr.ip() {
+            IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        }
+    };
+    let scheme = if origin.tls { "https" } else { "http" };
+    let location = format!("{scheme}://{host}:{}{path}", origin.addr.port());
+    let mut header = ResponseHeader::build(307, Some(4))?;
+    header.insert_header(header::LOCATION, location)?;
+    header.insert_header(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")?;
+    header.insert_header(header::CACHE_CONTROL, "no-store")?;
+    header.insert_header(header::CONTENT_LENGTH, "0")?;
+    session.set_keepalive(None);
+    session.write_response_header(Box::new(header), true).await
+}
+
 /// Whether a request may be answered by [`DirectSocket::send_hit`]: a GET of an immutable object
 /// on a connection that stays open, at most with a `Range` (no conditional or 1.0 semantics to
 /// honour, which pingora's hit path handles).
@@ -185,6 +234,10 @@ impl ProxyHttp for EdgeProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut EdgeCtx) -> Result<bool> {
         self.metrics.requests.inc();
+        if session.req_header().uri.path().starts_with("/whep/") {
+            whep_redirect(session, self.resolver.as_ref()).await?;
+            return Ok(true);
+        }
         let req = session.req_header();
         let request = match policy::parse(req.uri.path(), req.uri.query()) {
             Ok(request) => request,

@@ -320,7 +320,9 @@ async fn chromium_plays_an_rtmp_publish_over_whep_with_glass_to_glass_latency() 
 
     let (_, body) = node.get(&format!("/api/channels/{id}")).await.unwrap();
     let channel: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let whep = node.url(channel["whepUrl"].as_str().unwrap_or_else(|| panic!("no whepUrl while live: {channel}")));
+    assert_eq!(channel["whepUrl"], format!("/whep/{id}"), "{channel}");
+    // Through the edge: it redirects the offer to the origin, which serves the media.
+    let whep = node.edge_url(&format!("/whep/{id}")).await;
     let env = [("WHEP_CLOCK", "1".to_owned())];
     let played = tokio::task::spawn_blocking(move || run_rtc_script("whep.mjs", &[&whep, "5"], &env)).await.unwrap();
     let played = played.unwrap_or_else(|e| panic!("{e}\n{}", node.log_text()));
@@ -329,6 +331,8 @@ async fn chromium_plays_an_rtmp_publish_over_whep_with_glass_to_glass_latency() 
     assert_eq!(played["audio"]["codec"], "audio/opus", "{played}");
     assert!(played["audio"]["packetsReceived"].as_u64() > Some(0), "{played}");
     assert_eq!(played["deleteStatus"], 200, "{played}");
+    let session = played["location"].as_str().unwrap_or_default();
+    assert!(session.starts_with(&node.url(&format!("/whep/{id}/"))), "the edge sent the offer to the origin: {played}");
     assert!(node.metric("bitriver_webrtc_frames_sent_total{kind=\"audio\"}").await > Some(0.0));
 
     // The same clock through LL-HLS and hls.js, for comparison (printed, not asserted).
