@@ -12,8 +12,9 @@
 //!   the time between the end of its media on the wall clock (the segment's
 //!   `EXT-X-PROGRAM-DATE-TIME`, which the origin anchors to the ingest clock, plus the durations of
 //!   the parts up to and including it) and the moment the reload answering it arrived; then hls.js
-//!   in headless Chromium (`tests/browser/play.mjs`) plays the master playlist through the edge
-//!   and reports its live latency.
+//!   in headless Chromium (`tests/browser/play.mjs`) plays the master playlist through the edge,
+//!   three runs, and reports its live latency and the glass-to-glass latency: this stream is
+//!   encoded live with the wall clock burned into each frame, read back from the frame on screen.
 //! - **Capacity**: for each N in `--streams`, N publishers of the same file into bitriver, then
 //!   into nginx-rtmp (`hls on; hls_fragment 1s`, a worker per core), `--seconds` each, one server
 //!   after the other; CPU time of the server processes from `/proc/PID/stat`. The publishers are
@@ -160,16 +161,21 @@ async fn encode(flv: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `ffmpeg -re -stream_loop -1 -i FILE -c copy -f flv URL`, killed on drop.
-fn publish(flv: &Path, url: &str) -> anyhow::Result<Child> {
-    Command::new(testkit::tools::ffmpeg())
-        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i"])
-        .arg(flv)
-        .args(["-c", "copy", "-f", "flv", url])
-        .stdin(Stdio::null())
+/// The test pattern encoded live (as [`encode`] does) with the wall clock burned in
+/// (`TestPattern::clock`), published to `url`; killed on drop.
+fn publish_with_clock(url: &str) -> anyhow::Result<Child> {
+    let pattern = TestPattern {
+        realtime: true,
+        clock: true,
+        extra: ["-keyint_min", "30", "-sc_threshold", "0", "-b:v", "1000k", "-b:a", "96k", "-ar", "48000"]
+            .map(String::from)
+            .to_vec(),
+        ..TestPattern::new(640, 360)
+    };
+    pattern
+        .tokio_command("flv", url)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .context("spawning the ffmpeg publisher")
 }
@@ -189,7 +195,8 @@ struct Report {
     part_target_s: Option<f64>,
     lags_ms: Vec<f64>,
     lag_errors: u64,
-    play: Option<Value>,
+    /// hls.js runs (play.mjs summaries), with the burned clock read back.
+    plays: Vec<Value>,
     play_error: Option<String>,
     rows: Vec<CapRow>,
     ramp: Vec<RampRow>,
@@ -272,7 +279,8 @@ async fn bench(args: &Args, node: &Node, flv: &Path, tmp: &Path) -> anyhow::Resu
     let media = format!("{base}/hls/{id}/source/index.m3u8");
     eprintln!("latency: publishing to channel {id} ...");
     let t0 = Instant::now();
-    let publisher = publish(flv, &format!("rtmp://127.0.0.1:{}/live/{key}", node.rtmp_port))?;
+    // Encoded live, with the wall clock burned into each frame (read back in the browser).
+    let publisher = publish_with_clock(&format!("rtmp://127.0.0.1:{}/live/{key}", node.rtmp_port))?;
     let mut last_body = String::new();
     while t0.elapsed() < Duration::from_secs(20) && (report.first_part_s.is_none() || report.first_segment_s.is_none())
     {
@@ -329,10 +337,12 @@ async fn bench(args: &Args, node: &Node, flv: &Path, tmp: &Path) -> anyhow::Resu
     if args.play_seconds > 0.0 {
         // Through the edge, as viewers play.
         let master = format!("http://127.0.0.1:{}/hls/{id}/master.m3u8", node.edge_port);
-        eprintln!("latency: hls.js playing {master} for {} s ...", args.play_seconds);
-        match play(&master, args.play_seconds).await {
-            Ok(v) => report.play = Some(v),
-            Err(e) => report.play_error = Some(e.to_string()),
+        for run in 1..=3 {
+            eprintln!("latency: hls.js playing {master} for {} s (run {run} of 3) ...", args.play_seconds);
+            match play(&master, args.play_seconds).await {
+                Ok(v) => report.plays.push(v),
+                Err(e) => report.play_error = Some(e.to_string()),
+            }
         }
     }
     stop_all(vec![publisher]).await;
@@ -584,6 +594,7 @@ async fn play(url: &str, seconds: f64) -> anyhow::Result<Value> {
             .arg(PLAY_MJS)
             .arg(url)
             .arg(seconds.to_string())
+            .env("PLAY_CLOCK", "1")
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .output(),
@@ -876,24 +887,53 @@ impl Report {
              ffmpeg -re sends a packet up to one frame (33 ms) before its dts, and a part ends one frame after its \
              last frame's dts, so the lag behind the last frame's send is likely about this + 33..67 ms (negative figures come from that)"
         );
-        match (&self.play, &self.play_error) {
-            (Some(v), _) => println!(
-                "  hls.js (lowLatencyMode, Chromium) through the edge: live latency {} s (target {} s); wall clock - \
-                 program date time of the frame on screen {} ms (min {}, max {}); ok {}, played {} s, first progress \
+        for (run, v) in self.plays.iter().enumerate() {
+            println!(
+                "  hls.js run {} (lowLatencyMode, Chromium) through the edge: live latency {} s (target {} s); \
+                 glass-to-glass (clock burned by ffmpeg, read from the frame on screen) {} ms (min {}, max {}); \
+                 wall clock - program date time of the frame on screen {} ms; ok {}, played {} s, first progress \
                  after {} ms, parts loaded {}, stalls {}",
+                run + 1,
                 fmt_num(&v["latency"]),
                 fmt_num(&v["targetLatency"]),
+                v["clockLatencyMs"]["median"],
+                v["clockLatencyMs"]["min"],
+                v["clockLatencyMs"]["max"],
                 v["pdtLatencyMs"]["median"],
-                v["pdtLatencyMs"]["min"],
-                v["pdtLatencyMs"]["max"],
                 v["ok"],
                 fmt_num(&v["playedSeconds"]),
                 v["timeToFirstProgressMs"],
                 v["partsLoaded"],
                 v["stalls"]
-            ),
-            (None, Some(e)) => println!("  hls.js: failed: {e}"),
-            (None, None) => println!("  hls.js: skipped"),
+            );
+        }
+        let of = |key: &str, scale: f64| -> Vec<f64> {
+            let mut v: Vec<f64> = self
+                .plays
+                .iter()
+                .filter_map(|p| if key == "latency" { p[key].as_f64() } else { p[key]["median"].as_f64() })
+                .map(|x| x * scale)
+                .collect();
+            v.sort_by(f64::total_cmp);
+            v
+        };
+        if !self.plays.is_empty() {
+            let (latency, clock) = (of("latency", 1000.0), of("clockLatencyMs", 1.0));
+            println!(
+                "  over {} runs, min / median / max: hls.js latency {:.0} / {:.0} / {:.0} ms, glass-to-glass {:.0} / {:.0} / {:.0} ms",
+                self.plays.len(),
+                latency.first().copied().unwrap_or(f64::NAN),
+                pct(&latency, 0.5),
+                latency.last().copied().unwrap_or(f64::NAN),
+                clock.first().copied().unwrap_or(f64::NAN),
+                pct(&clock, 0.5),
+                clock.last().copied().unwrap_or(f64::NAN),
+            );
+        }
+        match (&self.plays.is_empty(), &self.play_error) {
+            (_, Some(e)) => println!("  hls.js: a run failed: {e}"),
+            (true, None) => println!("  hls.js: skipped"),
+            (false, None) => {}
         }
         println!();
         println!("passthrough capacity: N streams (the same file), {} s measured per server and N", args.seconds);
