@@ -263,10 +263,10 @@ async fn chromium_publishes_over_whip_and_hls_js_plays_the_llhls() {
     start_with_rtmp(&mut node, &[]).await;
     let (id, key) = create_channel(&node, "WHIP from Chromium").await;
 
-    // Chromium's fake camera and microphone, published for 20 s.
+    // Chromium's fake camera and microphone, published for 30 s.
     let started = Instant::now();
     let whip = node.url("/whip");
-    let publisher = tokio::task::spawn_blocking(move || run_rtc_script("whip.mjs", &[&whip, &key, "20"], &[]));
+    let publisher = tokio::task::spawn_blocking(move || run_rtc_script("whip.mjs", &[&whip, &key, "30"], &[]));
     let media = wait_playable(&node, &id, started).await;
     assert_eq!(live_state(&node, &id).await, "live");
 
@@ -284,6 +284,15 @@ async fn chromium_publishes_over_whip_and_hls_js_plays_the_llhls() {
     let played = tokio::task::spawn_blocking(move || play_in_chromium(&url, 3.0)).await.unwrap();
     let played = played.unwrap_or_else(|e| panic!("{e}\n{}", node.log_text()));
     println!("hls.js played the WHIP publish: latency {} s, stalls {}", played["latency"], played["stalls"]);
+
+    // And a WHEP viewer plays it too: its wait for a keyframe goes back to the publisher (PLI).
+    let whep = node.url(&format!("/whep/{id}"));
+    let viewed = tokio::task::spawn_blocking(move || run_rtc_script("whep.mjs", &[&whep, "2"], &[])).await.unwrap();
+    let viewed = viewed.unwrap_or_else(|e| panic!("{e}\n{}", node.log_text()));
+    assert_eq!(viewed["audio"]["codec"], "audio/opus", "{viewed}");
+    assert!(node.metric("bitriver_webrtc_keyframe_requests_total{reason=\"viewer\"}").await >= Some(1.0));
+    assert!(node.metric("bitriver_webrtc_keyframe_requests_total{reason=\"segment\"}").await >= Some(1.0));
+    println!("WHEP of the WHIP publish: first frame after {} ms", viewed["timeToFirstFrameMs"]);
 
     let published = publisher.await.unwrap().unwrap_or_else(|e| panic!("{e}\n{}", node.log_text()));
     assert_eq!(published["video"]["codec"], "video/H264", "{published}");

@@ -136,6 +136,10 @@ pub struct WebrtcMetrics {
     pub send_errors: IntCounter,
     /// Frames written to viewers, by kind (`video`, `audio`).
     pub frames_sent: IntCounterVec,
+    /// Keyframes asked of WHIP publishers, by reason: `segment` (a segment target passed without
+    /// one), `loss` (packets lost), `viewer` (a WHEP viewer waits for one). At most one PLI per
+    /// 500 ms goes out; a viewer's ask counts even when one is already on its way.
+    pub keyframe_requests: IntCounterVec,
 }
 
 impl WebrtcMetrics {
@@ -148,6 +152,7 @@ impl WebrtcMetrics {
         registry.register(Box::new(metrics.bad_datagrams.clone()))?;
         registry.register(Box::new(metrics.send_errors.clone()))?;
         registry.register(Box::new(metrics.frames_sent.clone()))?;
+        registry.register(Box::new(metrics.keyframe_requests.clone()))?;
         Ok(metrics)
     }
 
@@ -173,6 +178,11 @@ impl WebrtcMetrics {
             bad_datagrams: counter("bitriver_webrtc_bad_datagrams_total", "Datagrams of a session that did not parse."),
             send_errors: counter("bitriver_webrtc_send_errors_total", "Datagrams not sent (socket buffer full)."),
             frames_sent: counters("bitriver_webrtc_frames_sent_total", "Frames written to WHEP viewers.", &["kind"]),
+            keyframe_requests: counters(
+                "bitriver_webrtc_keyframe_requests_total",
+                "Keyframes asked of WHIP publishers.",
+                &["reason"],
+            ),
         }
     }
 }

@@ -231,7 +231,8 @@ pub(crate) async fn run_publish<P: PublishSink>(
                 break 'session "WebRTC error";
             }
         };
-        let mut want_keyframe = false;
+        // Why to ask the publisher for a keyframe now, if at all.
+        let mut want_keyframe: Option<&'static str> = None;
         for event in events {
             if let Some(why) = driver.common(&event) {
                 break 'session why;
@@ -251,7 +252,9 @@ pub(crate) async fn run_publish<P: PublishSink>(
                             if data.is_keyframe() {
                                 last_keyframe = Instant::now();
                             }
-                            want_keyframe |= !data.contiguous;
+                            if !data.contiguous {
+                                want_keyframe = Some("loss");
+                            }
                             media.video(data.network_time, data.time.numer(), &data.data)
                         }
                         Codec::Opus => media.audio(data.network_time, data.time.numer(), &data.data),
@@ -268,9 +271,14 @@ pub(crate) async fn run_publish<P: PublishSink>(
                 _ => {}
             }
         }
-        want_keyframe |= driver.connected && last_keyframe.elapsed() + KEYFRAME_LEAD >= driver.timeouts.keyframe_every;
-        if want_keyframe && request_keyframe(&mut driver.rtc, video_mid, &mut last_keyframe_request) {
-            continue;
+        if driver.connected && last_keyframe.elapsed() + KEYFRAME_LEAD >= driver.timeouts.keyframe_every {
+            want_keyframe = want_keyframe.or(Some("segment"));
+        }
+        if let Some(reason) = want_keyframe {
+            if request_keyframe(&mut driver.rtc, video_mid, &mut last_keyframe_request) {
+                driver.metrics.keyframe_requests.with_label_values(&[reason]).inc();
+                continue;
+            }
         }
         if driver.connected && last_media.elapsed() > driver.timeouts.idle {
             tracing::warn!(channel = %channel, "WHIP publisher sends no media; closing");
@@ -279,6 +287,8 @@ pub(crate) async fn run_publish<P: PublishSink>(
         let woke = tokio::select! {
             biased;
             Some(()) = keyframes.recv() => {
+                // Counted even when a request is already on its way (then no second PLI goes out).
+                driver.metrics.keyframe_requests.with_label_values(&["viewer"]).inc();
                 request_keyframe(&mut driver.rtc, video_mid, &mut last_keyframe_request);
                 continue;
             }
