@@ -157,7 +157,7 @@ async fn bench(
     let hls = format!("http://127.0.0.1:{edge_port}/hls/{id}/master.m3u8");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let media = client.get(format!("{base}/hls/{id}/source.m3u8")).send().await;
+        let media = client.get(format!("{base}/hls/{id}/source/index.m3u8")).send().await;
         if let Ok(r) = media {
             if r.status().is_success() && r.text().await.unwrap_or_default().contains("#EXTINF") {
                 break;
@@ -259,8 +259,9 @@ async fn browser(script: &str, args: &[&str], env: &[(&str, &str)]) -> anyhow::R
     .with_context(|| format!("{script} did not finish in 120 s"))??;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or("");
-    let summary: Value =
-        serde_json::from_str(line).with_context(|| format!("{script} printed no summary: {stdout}"))?;
+    let summary: Value = serde_json::from_str(line)
+        .or_else(|_| serde_json::from_str(stdout.trim()))
+        .with_context(|| format!("{script} printed no summary: {stdout}"))?;
     if summary["ok"] != Value::Bool(true) {
         bail!("{script} failed: {summary}");
     }
