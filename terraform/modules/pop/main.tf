@@ -69,6 +69,16 @@ resource "digitalocean_firewall" "group" {
     }
   }
 
+  # WebRTC media: WHIP publishers on ingest nodes, WHEP viewers on origins.
+  dynamic "inbound_rule" {
+    for_each = contains(each.value.roles, "ingest") || contains(each.value.roles, "origin") ? [var.ports.webrtc] : []
+    content {
+      protocol         = "udp"
+      port_range       = tostring(inbound_rule.value)
+      source_addresses = local.world
+    }
+  }
+
   dynamic "inbound_rule" {
     for_each = contains(each.value.roles, "edge") ? [var.ports.edge] : []
     content {

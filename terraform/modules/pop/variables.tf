@@ -77,6 +77,7 @@ variable "ports" {
     cluster = number
     rtmp    = number
     srt     = number
+    webrtc  = number
     edge    = number
   })
   default = {
@@ -84,6 +85,7 @@ variable "ports" {
     cluster = 7946
     rtmp    = 1935
     srt     = 9000
+    webrtc  = 8189
     edge    = 8081
   }
 }
