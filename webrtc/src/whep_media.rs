@@ -23,7 +23,7 @@ use media::cmaf::{AudioConfig, Sample, VideoConfig};
 use media::codec::h264;
 use media::ingest::{TapRun, TapSource, TrackTap, SOURCE_RENDITION};
 use tokio::sync::{broadcast, mpsc};
-use transcode::audio::{AacToOpus, OUTPUT_RATE};
+use transcode::audio::AacToOpus;
 
 /// Opus bitrate sent to viewers (stereo, music-grade).
 pub const OPUS_BITRATE: u32 = 96_000;
@@ -213,9 +213,6 @@ fn annexb(sample: &Sample, config: &VideoConfig) -> Option<Bytes> {
     }
     Some(out.freeze())
 }
-
-/// RTP clock of the audio frames (Opus always runs at 48 kHz).
-pub const AUDIO_CLOCK: u32 = OUTPUT_RATE;
 
 #[cfg(test)]
 mod tests {
