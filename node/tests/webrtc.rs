@@ -350,7 +350,7 @@ async fn chromium_plays_an_rtmp_publish_over_whep_with_glass_to_glass_latency() 
     let url = node.edge_url(&format!("/hls/{id}/master.m3u8")).await;
     let env = [("PLAY_CLOCK", "1".to_owned())];
     let hls = tokio::task::spawn_blocking(move || play_in_chromium_env(&url, 5.0, &env)).await.unwrap();
-    let hls_clock = hls.map(|s| s["clockLatencyMs"].clone()).unwrap_or_else(|e| serde_json::Value::String(e));
+    let hls_clock = hls.map(|s| s["clockLatencyMs"].clone()).unwrap_or_else(serde_json::Value::String);
     println!(
         "glass-to-glass on loopback (wall clock burned by ffmpeg, read from the frame on screen), ms: \
          WHEP {} (first frame after {} ms, jitter buffer {:.0} ms); LL-HLS through the edge {}",
