@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use media::hls::{Pushed, Rendition, RenditionConfig};
-use media::ingest::srt::{serve_srt, FrameCounts, SrtConfig};
+use media::ingest::srt::{serve_srt, SrtConfig};
+use media::ingest::FrameCounts;
 use media::ingest::{FeedOutput, IngestMetrics, Protocol, PublishGate, PublishSink, Refusal, StreamRefused};
 use media::origin::{self, LiveHandle, LiveRegistry, OriginConfig, OriginMetrics, RegistryConfig};
 use testkit::ffmpeg::TestPattern;

@@ -14,6 +14,7 @@
 //! mirrors. Bodies are read up to [`MAX_SDP_BYTES`] before anything else happens.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -196,16 +197,30 @@ impl<G: PublishGate> Inner<G> {
         Ok((rtc, lease, answer.to_sdp_string()))
     }
 
-    fn register(&self, id: &str, kind: Kind, channel_id: &str, key: Option<String>) -> mpsc::Receiver<Control> {
+    /// Registers a new session and runs `run` (handed its control queue) on the session tracker;
+    /// the session is forgotten when it ends. Returns its id.
+    fn launch<F>(
+        self: &Arc<Self>,
+        kind: Kind,
+        channel_id: &str,
+        key: Option<String>,
+        run: impl FnOnce(mpsc::Receiver<Control>) -> F,
+    ) -> String
+    where
+        F: Future<Output = &'static str> + Send + 'static,
+    {
+        let id = random_hex(16);
         let (control, rx) = mpsc::channel(16);
-        self.lock().insert(id.to_owned(), Entry { kind, channel_id: channel_id.to_owned(), key, control });
+        self.lock().insert(id.clone(), Entry { kind, channel_id: channel_id.to_owned(), key, control });
         self.metrics.sessions.with_label_values(&[kind.label()]).inc();
-        rx
-    }
-
-    fn forget(&self, id: &str, kind: Kind) {
-        self.lock().remove(id);
-        self.metrics.sessions.with_label_values(&[kind.label()]).dec();
+        let session = run(rx);
+        let (inner, forget) = (self.clone(), id.clone());
+        self.tasks.spawn(async move {
+            session.await;
+            inner.lock().remove(&forget);
+            inner.metrics.sessions.with_label_values(&[kind.label()]).dec();
+        });
+        id
     }
 
     fn full(&self) -> bool {
@@ -290,20 +305,13 @@ async fn whip_post<G: PublishGate>(State(s): State<Arc<Inner<G>>>, request: Requ
             return s.refuse(kind, "offer", StatusCode::BAD_REQUEST, message);
         }
     };
-    let id = random_hex(16);
     let channel_id = sink.channel_id().to_owned();
     tracing::info!(%peer, channel = %channel_id, session = %sink.session_id(), "WHIP publish accepted");
-    let control = s.register(&id, kind, &channel_id, Some(key));
-    let task = {
-        let (s, id) = (s.clone(), id.clone());
-        async move {
-            let timeouts = s.config.timeouts;
-            let (hub, ingest, metrics, stop) = (s.hub.clone(), s.ingest.clone(), s.metrics.clone(), s.stop.clone());
-            run_publish(rtc, lease, control, sink, audio, hub, ingest, metrics, timeouts, stop).await;
-            s.forget(&id, kind);
-        }
-    };
-    s.tasks.spawn(task);
+    let (hub, ingest, metrics, timeouts, stop) =
+        (s.hub.clone(), s.ingest.clone(), s.metrics.clone(), s.config.timeouts, s.stop.clone());
+    let id = s.launch(kind, &channel_id, Some(key), |control| {
+        run_publish(rtc, lease, control, sink, audio, hub, ingest, metrics, timeouts, stop)
+    });
     s.created(format!("/whip/{id}"), answer)
 }
 
@@ -341,17 +349,9 @@ async fn whep_post<G: PublishGate>(
         Ok(negotiated) => negotiated,
         Err(message) => return s.refuse(kind, "offer", StatusCode::BAD_REQUEST, message),
     };
-    let id = random_hex(16);
-    let control = s.register(&id, kind, &channel, None);
-    let task = {
-        let (s, id) = (s.clone(), id.clone());
-        async move {
-            let (hub, metrics, stop) = (s.hub.clone(), s.metrics.clone(), s.stop.clone());
-            run_play(rtc, lease, control, feed, hub, metrics, s.config.timeouts, stop).await;
-            s.forget(&id, kind);
-        }
-    };
-    s.tasks.spawn(task);
+    let (hub, metrics, timeouts, stop) = (s.hub.clone(), s.metrics.clone(), s.config.timeouts, s.stop.clone());
+    let id =
+        s.launch(kind, &channel, None, |control| run_play(rtc, lease, control, feed, hub, metrics, timeouts, stop));
     s.created(format!("/whep/{channel}/{id}"), answer)
 }
 

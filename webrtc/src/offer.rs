@@ -102,46 +102,9 @@ fn truncate(message: &str) -> String {
 pub(crate) mod tests {
     use super::*;
 
-    /// An offer as Chromium sends for WHIP (trimmed): H.264 and VP8 video, Opus audio.
-    pub(crate) const CHROMIUM_OFFER: &str = "v=0\r\n\
-o=- 4611731400430051336 2 IN IP4 127.0.0.1\r\n\
-s=-\r\n\
-t=0 0\r\n\
-a=group:BUNDLE 0 1\r\n\
-a=msid-semantic: WMS\r\n\
-m=video 9 UDP/TLS/RTP/SAVPF 96 102\r\n\
-c=IN IP4 0.0.0.0\r\n\
-a=rtcp:9 IN IP4 0.0.0.0\r\n\
-a=ice-ufrag:abcd\r\n\
-a=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
-a=ice-options:trickle\r\n\
-a=fingerprint:sha-256 6B:8B:5D:EA:59:04:20:23:29:C8:87:1C:CC:87:32:BE:DD:8C:66:A5:8E:50:55:EA:8C:D3:B6:5C:09:5E:D6:BC\r\n\
-a=setup:actpass\r\n\
-a=mid:0\r\n\
-a=sendonly\r\n\
-a=msid:- 1\r\n\
-a=rtcp-mux\r\n\
-a=rtcp-rsize\r\n\
-a=rtpmap:96 VP8/90000\r\n\
-a=rtcp-fb:96 nack pli\r\n\
-a=rtpmap:102 H264/90000\r\n\
-a=rtcp-fb:102 nack pli\r\n\
-a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n\
-a=ssrc:1001 cname:x\r\n\
-m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
-c=IN IP4 0.0.0.0\r\n\
-a=rtcp:9 IN IP4 0.0.0.0\r\n\
-a=ice-ufrag:abcd\r\n\
-a=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
-a=fingerprint:sha-256 6B:8B:5D:EA:59:04:20:23:29:C8:87:1C:CC:87:32:BE:DD:8C:66:A5:8E:50:55:EA:8C:D3:B6:5C:09:5E:D6:BC\r\n\
-a=setup:actpass\r\n\
-a=mid:1\r\n\
-a=sendonly\r\n\
-a=msid:- 2\r\n\
-a=rtcp-mux\r\n\
-a=rtpmap:111 opus/48000/2\r\n\
-a=fmtp:111 minptime=10;useinbandfec=1\r\n\
-a=ssrc:1002 cname:x\r\n";
+    /// An offer as Chromium sends for WHIP (trimmed): H.264 and VP8 video, Opus audio; made-up
+    /// ICE credentials and fingerprint. The node's tests use it too.
+    pub(crate) const CHROMIUM_OFFER: &str = include_str!("../tests/data/chromium-offer.sdp");
 
     #[test]
     fn a_browser_offer_with_h264_and_opus() {

@@ -16,8 +16,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use media::ingest::srt::FrameCounts;
-use media::ingest::{IngestMetrics, PublishSink};
+use media::ingest::{FrameCounters, IngestMetrics, PublishSink};
 use str0m::format::Codec;
 use str0m::media::{Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
@@ -196,6 +195,31 @@ impl Driver {
     fn tick(&mut self) -> Result<(), RtcError> {
         self.handle(Input::Timeout(Instant::now()))
     }
+
+    /// [`Driver::drain`]; an error ends the session (logged for the `role` session of `channel`).
+    fn events(&mut self, role: &str, channel: &str) -> Result<Vec<Event>, &'static str> {
+        self.drain().map_err(|error| {
+            tracing::info!(channel, %error, "{role} session failed");
+            "WebRTC error"
+        })
+    }
+
+    /// Acts on what woke the session; `Some(why)` ends it.
+    fn on_wake(&mut self, woke: Wake, role: &str, channel: &str) -> Option<&'static str> {
+        let result = match woke {
+            Wake::Datagram(datagram) => self.receive(&datagram),
+            Wake::Control(message) => match self.control(message) {
+                Some(why) => return Some(why),
+                None => Ok(()),
+            },
+            Wake::Timeout => self.tick(),
+            Wake::Stop(why) => return Some(why),
+        };
+        result.err().map(|error| {
+            tracing::info!(channel, %error, "{role} session failed");
+            "WebRTC error"
+        })
+    }
 }
 
 /// Runs a WHIP publisher until it ends, then ends its publish. Returns why it ended.
@@ -215,7 +239,9 @@ pub(crate) async fn run_publish<P: PublishSink>(
     let mut driver = Driver::new(rtc, lease, timeouts, metrics);
     let mut media = WhipMedia::new(audio);
     let channel = sink.channel_id().to_owned();
-    let counters = Counters::new(&ingest, &channel);
+    // The same per-channel series RTMP and SRT feed; bytes are media after depacketizing.
+    let counters = FrameCounters::new(&ingest, &channel);
+    let bytes = ingest.bytes.with_label_values(&[&channel]);
     let (keyframe_tx, mut keyframes) = mpsc::channel(1);
     let _keyframes = hub.keyframes_from(&channel, keyframe_tx);
     let mut video_mid: Option<Mid> = None;
@@ -224,12 +250,9 @@ pub(crate) async fn run_publish<P: PublishSink>(
     let mut last_media = Instant::now();
     ingest.active_publishers.inc();
     let why = 'session: loop {
-        let events = match driver.drain() {
+        let events = match driver.events("WHIP", &channel) {
             Ok(events) => events,
-            Err(error) => {
-                tracing::info!(channel = %channel, %error, "WHIP session failed");
-                break 'session "WebRTC error";
-            }
+            Err(why) => break 'session why,
         };
         // Why to ask the publisher for a keyframe now, if at all.
         let mut want_keyframe: Option<&'static str> = None;
@@ -246,7 +269,7 @@ pub(crate) async fn run_publish<P: PublishSink>(
                 Event::MediaAdded(added) if added.kind == MediaKind::Video => video_mid = Some(added.mid),
                 Event::MediaData(data) => {
                     last_media = Instant::now();
-                    counters.bytes.inc_by(data.data.len() as u64);
+                    bytes.inc_by(data.data.len() as u64);
                     let fed = match data.params.spec().codec {
                         Codec::H264 => {
                             if data.is_keyframe() {
@@ -294,18 +317,8 @@ pub(crate) async fn run_publish<P: PublishSink>(
             }
             woke = driver.wait(&mut control, &stop) => woke,
         };
-        let result = match woke {
-            Wake::Datagram(datagram) => driver.receive(&datagram),
-            Wake::Control(message) => match driver.control(message) {
-                Some(why) => break why,
-                None => Ok(()),
-            },
-            Wake::Timeout => driver.tick(),
-            Wake::Stop(why) => break why,
-        };
-        if let Err(error) = result {
-            tracing::info!(channel = %channel, %error, "WHIP session failed");
-            break "WebRTC error";
+        if let Some(why) = driver.on_wake(woke, "WHIP", &channel) {
+            break why;
         }
     };
     if let Err(error) = media.finish() {
@@ -332,32 +345,9 @@ fn request_keyframe(rtc: &mut Rtc, mid: Option<Mid>, last: &mut Option<Instant>)
     writer.request_keyframe(None, KeyframeRequestKind::Pli).is_ok()
 }
 
-/// The per-channel counters of one publish (the same series RTMP and SRT feed).
-struct Counters {
-    video: prometheus::IntCounter,
-    audio: prometheus::IntCounter,
-    dropped: prometheus::IntCounter,
-    /// Media bytes after depacketizing (RTMP counts its payload too).
-    bytes: prometheus::IntCounter,
-}
-
-impl Counters {
-    fn new(metrics: &IngestMetrics, channel: &str) -> Self {
-        Counters {
-            video: metrics.frames.with_label_values(&[channel, "video"]),
-            audio: metrics.frames.with_label_values(&[channel, "audio"]),
-            dropped: metrics.dropped_frames.with_label_values(&[channel]),
-            bytes: metrics.bytes.with_label_values(&[channel]),
-        }
-    }
-}
-
-fn drain_feed<P: PublishSink>(media: &mut WhipMedia, sink: &mut P, counters: &Counters) -> Result<(), ()> {
+fn drain_feed<P: PublishSink>(media: &mut WhipMedia, sink: &mut P, counters: &FrameCounters) -> Result<(), ()> {
     let drained = std::iter::from_fn(|| media.poll_output()).try_for_each(|output| sink.handle_output(output));
-    let FrameCounts { video, audio, dropped } = media.take_counts();
-    counters.video.inc_by(video);
-    counters.audio.inc_by(audio);
-    counters.dropped.inc_by(dropped);
+    counters.add(media.take_counts());
     drained.map_err(|_| ())
 }
 
@@ -388,12 +378,9 @@ pub(crate) async fn run_play(
     let sent_video = metrics.frames_sent.with_label_values(&["video"]);
     let sent_audio = metrics.frames_sent.with_label_values(&["audio"]);
     let why = 'session: loop {
-        let events = match driver.drain() {
+        let events = match driver.events("WHEP", &channel) {
             Ok(events) => events,
-            Err(error) => {
-                tracing::info!(channel = %channel, %error, "WHEP session failed");
-                break 'session "WebRTC error";
-            }
+            Err(why) => break 'session why,
         };
         for event in events {
             if let Some(why) = driver.common(&event) {
@@ -452,18 +439,8 @@ pub(crate) async fn run_play(
             },
             woke = driver.wait(&mut control, &stop) => woke,
         };
-        let result = match woke {
-            Wake::Datagram(datagram) => driver.receive(&datagram),
-            Wake::Control(message) => match driver.control(message) {
-                Some(why) => break why,
-                None => Ok(()),
-            },
-            Wake::Timeout => driver.tick(),
-            Wake::Stop(why) => break why,
-        };
-        if let Err(error) = result {
-            tracing::info!(channel = %channel, %error, "WHEP session failed");
-            break "WebRTC error";
+        if let Some(why) = driver.on_wake(woke, "WHEP", &channel) {
+            break why;
         }
     };
     driver.rtc.disconnect();

@@ -23,8 +23,7 @@ use bytes::Bytes;
 use media::codec::aac::AacConfig;
 use media::codec::h264::AnnexbFrames;
 use media::codec::{AudioFrame, MediaInput, CLOCK_RATE};
-use media::ingest::srt::FrameCounts;
-use media::ingest::{FeedError, FeedOutput, Handled, PackagerFeed};
+use media::ingest::{FeedError, FeedOutput, FrameCounts, PackagerFeed};
 use transcode::audio::{AudioError, OpusToAac, OUTPUT_RATE};
 
 /// AAC bitrate of a WHIP publisher's audio (stereo 48 kHz).
@@ -167,17 +166,7 @@ impl WhipMedia {
     }
 
     fn pump(&mut self) -> Result<(), FeedError> {
-        while let Some(input) = self.inputs.pop_front() {
-            let video = matches!(input, MediaInput::Video(_) | MediaInput::VideoConfig(_));
-            match self.feed.handle(input)? {
-                Handled::Frame if video => self.counts.video += 1,
-                Handled::Frame => self.counts.audio += 1,
-                Handled::Dropped => self.counts.dropped += 1,
-                Handled::Other => {}
-            }
-        }
-        self.counts.dropped += self.feed.take_dropped();
-        Ok(())
+        self.feed.pump(self.inputs.drain(..), &mut self.counts)
     }
 }
 

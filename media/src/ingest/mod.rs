@@ -43,7 +43,7 @@ use crate::hls::RenditionConfig;
 pub use flv_input::FlvInput;
 pub use gate::{Protocol, PublishGate, PublishSink, Refusal, StreamRefused};
 pub use ladder::{Ladder, LadderRendition, LadderRun, LadderSource};
-pub use packager_feed::{FeedError, FeedOutput, Handled, PackagerFeed};
+pub use packager_feed::{FeedError, FeedOutput, FrameCounts, Handled, PackagerFeed};
 pub use publish::{LivePublish, SOURCE_RENDITION};
 pub use rtmp::{serve_rtmp, serve_rtmp_over, Plain, RtmpTransport};
 pub use srt::{serve_srt, SrtConfig};
@@ -128,6 +128,31 @@ impl IngestMetrics {
             dropped_frames: counter("bitriver_ingest_dropped_frames_total", "Frames discarded.", &["channel"]),
             rejected: counter("bitriver_ingest_rejected_total", "Publishes and connections refused.", &["reason"]),
         }
+    }
+}
+
+/// One publish's series of [`IngestMetrics`]'s per-channel frame counters.
+#[derive(Debug, Clone)]
+pub struct FrameCounters {
+    video: prometheus::IntCounter,
+    audio: prometheus::IntCounter,
+    dropped: prometheus::IntCounter,
+}
+
+impl FrameCounters {
+    pub fn new(metrics: &IngestMetrics, channel: &str) -> Self {
+        FrameCounters {
+            video: metrics.frames.with_label_values(&[channel, "video"]),
+            audio: metrics.frames.with_label_values(&[channel, "audio"]),
+            dropped: metrics.dropped_frames.with_label_values(&[channel]),
+        }
+    }
+
+    /// Adds what a conversion counted ([`PackagerFeed::pump`]).
+    pub fn add(&self, counts: FrameCounts) {
+        self.video.inc_by(counts.video);
+        self.audio.inc_by(counts.audio);
+        self.dropped.inc_by(counts.dropped);
     }
 }
 

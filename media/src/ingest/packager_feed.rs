@@ -65,6 +65,15 @@ pub enum Handled {
     Dropped,
 }
 
+/// Frames an ingest protocol's conversion counted since it was last asked (see
+/// [`PackagerFeed::pump`]), for the per-channel metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FrameCounts {
+    pub video: u64,
+    pub audio: u64,
+    pub dropped: u64,
+}
+
 /// Why the stream cannot be packaged. The publish should end; the encoder may reconnect.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
@@ -213,6 +222,27 @@ impl PackagerFeed {
     #[must_use]
     pub fn poll_output(&mut self) -> Option<FeedOutput> {
         self.out.pop_front()
+    }
+
+    /// Hands every input to the feed in order, counting in `counts` the frames accepted (video,
+    /// audio) and dropped (including those the feed dropped on its own); stops at the first
+    /// error.
+    pub fn pump(
+        &mut self,
+        inputs: impl IntoIterator<Item = MediaInput>,
+        counts: &mut FrameCounts,
+    ) -> Result<(), FeedError> {
+        for input in inputs {
+            let video = matches!(input, MediaInput::Video(_) | MediaInput::VideoConfig(_));
+            match self.handle(input)? {
+                Handled::Frame if video => counts.video += 1,
+                Handled::Frame => counts.audio += 1,
+                Handled::Dropped => counts.dropped += 1,
+                Handled::Other => {}
+            }
+        }
+        counts.dropped += self.take_dropped();
+        Ok(())
     }
 
     /// Samples discarded since the last call that no `handle` result reported (held too long

@@ -30,9 +30,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::gate::{Protocol, PublishGate, PublishSink, Refusal, StreamRefused};
-use super::packager_feed::{FeedError, FeedOutput, Handled, PackagerFeed};
-use super::{key_prefix, IngestMetrics};
-use crate::codec::MediaInput;
+use super::packager_feed::{FeedError, FeedOutput, FrameCounts, PackagerFeed};
+use super::{key_prefix, FrameCounters, IngestMetrics};
 use crate::ts::{TsDemuxer, TsStats};
 
 /// Longest stream id accepted (SRT allows 512 bytes).
@@ -123,14 +122,6 @@ pub struct TsToCmaf {
     counts: FrameCounts,
 }
 
-/// Frames counted by [`TsToCmaf`] since the last [`TsToCmaf::take_counts`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FrameCounts {
-    pub video: u64,
-    pub audio: u64,
-    pub dropped: u64,
-}
-
 impl TsToCmaf {
     pub fn new() -> Self {
         Self::default()
@@ -167,17 +158,8 @@ impl TsToCmaf {
     }
 
     fn pump(&mut self) -> Result<(), FeedError> {
-        while let Some(input) = self.demuxer.poll_event() {
-            let video = matches!(input, MediaInput::Video(_) | MediaInput::VideoConfig(_));
-            match self.feed.handle(input)? {
-                Handled::Frame if video => self.counts.video += 1,
-                Handled::Frame => self.counts.audio += 1,
-                Handled::Dropped => self.counts.dropped += 1,
-                Handled::Other => {}
-            }
-        }
-        self.counts.dropped += self.feed.take_dropped();
-        Ok(())
+        let demuxer = &mut self.demuxer;
+        self.feed.pump(std::iter::from_fn(|| demuxer.poll_event()), &mut self.counts)
     }
 }
 
@@ -319,7 +301,7 @@ impl<G: PublishGate> Connection<G> {
             }
         };
         self.metrics.active_publishers.inc();
-        let counters = Counters::new(&self.metrics, publish.channel_id());
+        let counters = FrameCounters::new(&self.metrics, publish.channel_id());
         let bytes = self.metrics.bytes.with_label_values(&[publish.channel_id()]);
         tracing::info!(%peer, channel = %publish.channel_id(), session = %publish.session_id(), "SRT publish accepted");
         let mut publish = publish;
@@ -366,29 +348,9 @@ impl<G: PublishGate> Connection<G> {
     }
 }
 
-/// The per-channel frame counters of one publish.
-struct Counters {
-    video: prometheus::IntCounter,
-    audio: prometheus::IntCounter,
-    dropped: prometheus::IntCounter,
-}
-
-impl Counters {
-    fn new(metrics: &IngestMetrics, channel: &str) -> Self {
-        Counters {
-            video: metrics.frames.with_label_values(&[channel, "video"]),
-            audio: metrics.frames.with_label_values(&[channel, "audio"]),
-            dropped: metrics.dropped_frames.with_label_values(&[channel]),
-        }
-    }
-}
-
-fn drain<P: PublishSink>(media: &mut TsToCmaf, publish: &mut P, counters: &Counters) -> Result<(), StreamRefused> {
+fn drain<P: PublishSink>(media: &mut TsToCmaf, publish: &mut P, counters: &FrameCounters) -> Result<(), StreamRefused> {
     let drained = std::iter::from_fn(|| media.poll_output()).try_for_each(|output| publish.handle_output(output));
-    let counts = media.take_counts();
-    counters.video.inc_by(counts.video);
-    counters.audio.inc_by(counts.audio);
-    counters.dropped.inc_by(counts.dropped);
+    counters.add(media.take_counts());
     drained
 }
 
