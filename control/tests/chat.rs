@@ -345,6 +345,47 @@ async fn a_tick_of_events_arrives_in_order_in_shared_writes() {
     assert_quiet(&mut ws, Duration::from_millis(200)).await;
 }
 
+/// A client that stops reading fills its socket's buffers: the node closes it once a tick's
+/// frames wait longer than the write timeout, while a client reading beside it gets every message
+/// in order, none skipped. One task serves each socket, so a blocked write must not hold others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_and_holds_nobody_up() {
+    let config = ChatConfig { write_timeout: Duration::from_secs(1), messages_per_window: 10_000, ..roomy() };
+    let (api, state) = start(Mode::Development, config).await;
+    let (owner, _) = user(&api, "owner").await;
+    let (_, viewer_token) = user(&api, "viewer").await;
+    api.channel("c1", &owner, &[]).await;
+    let mut reader = connect(&api, "c1", None, "?history=0").await;
+    // The stalled client: a small receive buffer, and it never reads after the upgrade.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(api.addr).await.unwrap();
+    let url = format!("ws://{}/api/channels/c1/chat/ws?history=0", api.addr);
+    let (_stalled, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)).await.unwrap();
+    wait_until("both sockets open", || state.metrics.ws_connections.get() == 2).await;
+
+    // 3,000 messages of 500 four-byte characters: about 6 MB for each socket, more than a
+    // loopback send buffer grows to (4 MB at most by default).
+    let text = "\u{1d11e}".repeat(495);
+    let total = 3000;
+    for chunk in (0..total).collect::<Vec<_>>().chunks(50) {
+        let texts: Vec<String> = chunk.iter().map(|i| format!("{i:04} {text}")).collect();
+        let posts = texts.iter().map(|text| say(&api, "c1", &viewer_token, text));
+        for (status, body) in futures::future::join_all(posts).await {
+            assert_eq!(status, 201, "{body}");
+        }
+        let mut got = 0;
+        while got < chunk.len() {
+            let frame = next_json(&mut reader).await;
+            assert_eq!(frame["type"], "message", "the reading client is told of nothing else: {frame}");
+            got += 1;
+        }
+    }
+    wait_until("the stalled socket closed", || state.metrics.ws_connections.get() == 1).await;
+    assert_eq!(say(&api, "c1", &viewer_token, "still here").await.0, 201);
+    assert_eq!(next_json(&mut reader).await["message"]["text"], "still here");
+}
+
 /// The node fans events out per channel: a socket of channel A gets A's one message and nothing of
 /// the 500 posted to B around it, B's socket gets all of B's, in order, and a channel's broadcast
 /// goes away with its last socket.

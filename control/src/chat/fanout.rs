@@ -9,11 +9,18 @@
 //! and one cheap `Message` clone (a reference-counted byte buffer) per event of its channel, and
 //! never sees another channel's traffic.
 //!
-//! Events are gathered per channel for one [`TICK`] (20 ms) after the first and then sent as one
-//! broadcast item: at 100 messages a second a socket wakes and writes about 50 times a second
-//! with two messages each rather than 100 times with one, the frames on the wire unchanged and
-//! in catalog order (a moderator's delete stays after the message it deletes). A channel's
-//! deletion goes at once.
+//! Events are gathered per channel for one tick after the first and then sent as one broadcast
+//! item: at 100 messages a second a socket wakes and writes about 50 times a second with two
+//! messages each rather than 100 times with one, the frames on the wire unchanged and in catalog
+//! order (a moderator's delete stays after the message it deletes). A channel's deletion goes at
+//! once. The tick is [`TICK`] (20 ms) while the node has few sockets and grows with their number
+//! ([`tick_for`]): every tick costs each socket a wake-up and a system call, on the node and on
+//! the client, so a node with 5,000 sockets batches for 50 ms rather than spend its cores on
+//! 250,000 writes a second and queue everything behind them.
+//!
+//! The node's shutdown signal reaches sockets through the dispatcher: it closes every channel's
+//! broadcast, so each socket ends on its receiver closing rather than polling (and locking) a
+//! shared signal of its own on every tick.
 //!
 //! The channel broadcasts are created when a socket subscribes and removed when the last receiver
 //! of a channel goes ([`Subscription`]'s drop, or a send that finds nobody listening). The
@@ -29,6 +36,7 @@ use raft::Catalog;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::{sleep_until, Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 use super::event::{chat_event, ChatEvent, MessageView, ServerFrame, SettingsView};
 
@@ -51,6 +59,21 @@ pub(crate) enum ChannelFrame {
 /// wakes and writes (one system call for all of them) once per tick, not once per message.
 pub(crate) const TICK: Duration = Duration::from_millis(20);
 
+/// Socket writes a second the ticks aim at, over all of a node's chat sockets: one tick's
+/// frames cost each socket about 4 µs of the node's CPU and as much of the kernel's (loopback
+/// measurement, `chat-bench`), so this is about half a core at full chat traffic.
+const SOCKET_WRITES_PER_SECOND: u64 = 100_000;
+
+/// The longest tick: beyond this chat stops feeling live, and a node this full should shed sockets.
+const MAX_TICK: Duration = Duration::from_millis(200);
+
+/// How long events wait for company with `sockets` chat sockets open on the node: [`TICK`], or
+/// as long as keeps the node at [`SOCKET_WRITES_PER_SECOND`] if every socket took a tick.
+pub(crate) fn tick_for(sockets: usize) -> Duration {
+    let spread = Duration::from_micros(sockets as u64 * 1_000_000 / SOCKET_WRITES_PER_SECOND);
+    spread.clamp(TICK, MAX_TICK)
+}
+
 type Sender = broadcast::Sender<Arc<ChannelFrame>>;
 
 /// The per-channel broadcasts of one node and its dispatcher.
@@ -59,6 +82,8 @@ pub(crate) struct Fanout {
     /// Events one channel's broadcast keeps for its slowest socket.
     backlog: usize,
     routes: Mutex<Routes>,
+    /// Once cancelled, every broadcast closes and new subscriptions are closed from the start.
+    shutdown: CancellationToken,
 }
 
 #[derive(Debug, Default)]
@@ -69,8 +94,8 @@ struct Routes {
 }
 
 impl Fanout {
-    pub(crate) fn new(backlog: usize) -> Arc<Self> {
-        Arc::new(Fanout { backlog: backlog.max(1), routes: Mutex::new(Routes::default()) })
+    pub(crate) fn new(backlog: usize, shutdown: CancellationToken) -> Arc<Self> {
+        Arc::new(Fanout { backlog: backlog.max(1), routes: Mutex::new(Routes::default()), shutdown })
     }
 
     fn routes(&self) -> MutexGuard<'_, Routes> {
@@ -83,10 +108,14 @@ impl Fanout {
     /// subscribes first and then reads the history has no gap between the two.
     pub(crate) fn subscribe(self: &Arc<Self>, catalog: &Catalog, channel_id: &str) -> Subscription {
         let mut routes = self.routes();
+        if self.shutdown.is_cancelled() {
+            // The dispatcher is stopping or stopped (it cancels under this lock's protection).
+            return Subscription { receiver: None, fanout: self.clone(), channel_id: channel_id.to_owned() };
+        }
         if !routes.dispatching {
             routes.dispatching = true;
             let applied = catalog.subscribe();
-            tokio::spawn(dispatch(Arc::downgrade(self), catalog.clone(), applied));
+            tokio::spawn(dispatch(Arc::downgrade(self), catalog.clone(), applied, self.shutdown.clone()));
         }
         let backlog = self.backlog;
         let receiver = match routes.channels.get(channel_id) {
@@ -103,6 +132,11 @@ impl Fanout {
     /// Channels with at least one socket on this node (those the dispatcher serializes for).
     pub(crate) fn watched_channels(&self) -> usize {
         self.routes().channels.len()
+    }
+
+    /// How long the events of a tick starting now gather, for the sockets open now.
+    fn tick(&self) -> Duration {
+        tick_for(self.routes().channels.values().map(Sender::receiver_count).sum())
     }
 
     /// Drop the broadcast of `channel_id` if nobody listens any more. Subscribing happens under the
@@ -171,13 +205,20 @@ impl Fanout {
 }
 
 /// The node's one reader of the catalog's applied commands for chat.
-async fn dispatch(fanout: Weak<Fanout>, catalog: Catalog, mut applied: broadcast::Receiver<Arc<AppliedEvent>>) {
+async fn dispatch(
+    fanout: Weak<Fanout>,
+    catalog: Catalog,
+    mut applied: broadcast::Receiver<Arc<AppliedEvent>>,
+    shutdown: CancellationToken,
+) {
     // Frames built but not sent yet, per channel, and when they go: one tick after the first.
     let mut pending: HashMap<String, Vec<ChannelFrame>> = HashMap::new();
     let mut due: Option<Instant> = None;
+    let mut stopping = std::pin::pin!(shutdown.cancelled());
     loop {
         let received = tokio::select! {
             received = applied.recv() => Some(received),
+            () = &mut stopping => Some(Err(RecvError::Closed)),
             () = sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => None,
         };
         let Some(fanout) = fanout.upgrade() else { return };
@@ -194,7 +235,7 @@ async fn dispatch(fanout: Weak<Fanout>, catalog: Catalog, mut applied: broadcast
                     fanout.flush(&mut pending);
                     due = None;
                 } else {
-                    due.get_or_insert_with(|| Instant::now() + TICK);
+                    due.get_or_insert_with(|| Instant::now() + fanout.tick());
                 }
             }
             Some(Err(RecvError::Lagged(missed))) => {
@@ -237,5 +278,19 @@ impl Drop for Subscription {
     fn drop(&mut self) {
         drop(self.receiver.take());
         self.fanout.release(&self.channel_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tick_grows_with_the_sockets_of_the_node() {
+        assert_eq!(tick_for(0), TICK);
+        assert_eq!(tick_for(1_000), TICK, "a thousand sockets write 50,000 times a second at 20 ms");
+        assert_eq!(tick_for(5_000), Duration::from_millis(50));
+        assert_eq!(tick_for(10_000), Duration::from_millis(100));
+        assert_eq!(tick_for(1_000_000), MAX_TICK);
     }
 }

@@ -82,14 +82,11 @@ pub struct ChatConfig {
     pub ping_interval: Duration,
     /// Largest frame or message a client may send.
     pub max_client_frame_bytes: usize,
-    /// Frames queued for one socket before it stops taking events.
-    pub outgoing_queue: usize,
     /// Events of one channel kept for its slowest socket beyond that socket's queue; a socket
     /// further behind skips the events no longer kept and gets `lagged`. Allocated per watched
     /// channel (about 40 bytes an event).
     pub channel_backlog: usize,
-    /// A socket that cannot take one frame (or one batch of queued frames) within this long is
-    /// closed.
+    /// A socket that cannot take one tick's frames within this long is closed.
     pub write_timeout: Duration,
 }
 
@@ -104,7 +101,6 @@ impl Default for ChatConfig {
             history_on_connect: 50,
             ping_interval: Duration::from_secs(30),
             max_client_frame_bytes: 4096,
-            outgoing_queue: 64,
             channel_backlog: 256,
             write_timeout: Duration::from_secs(10),
         }
@@ -150,12 +146,13 @@ impl Default for ChatHub {
 impl ChatHub {
     pub fn new(config: ChatConfig) -> Self {
         let limiter = UserRateLimiter::new(config.messages_per_window, config.rate_window, config.max_tracked_users);
+        let shutdown = CancellationToken::new();
         ChatHub {
             sockets: Arc::new(Semaphore::new(config.max_sockets)),
             per_client: Arc::default(),
             limiter: Mutex::new(limiter),
-            fanout: fanout::Fanout::new(config.channel_backlog),
-            shutdown: CancellationToken::new(),
+            fanout: fanout::Fanout::new(config.channel_backlog, shutdown.clone()),
+            shutdown,
             config,
         }
     }
@@ -168,6 +165,7 @@ impl ChatHub {
     /// cancelled: the node passes its one shutdown signal, so chat sockets do not hold the HTTP
     /// drain.
     pub fn with_shutdown(mut self, shutdown: CancellationToken) -> Self {
+        self.fanout = fanout::Fanout::new(self.config.channel_backlog, shutdown.clone());
         self.shutdown = shutdown;
         self
     }

@@ -11,22 +11,23 @@
 //! channel's broadcast and forwards the already-serialized frames; it never sees other channels.
 //!
 //! Bounds: client frames are at most [`ChatConfig::max_client_frame_bytes`] (larger closes with
-//! 1009), and the read buffer is sized for them, not tungstenite's 128 KiB default; at most
-//! [`ChatConfig::outgoing_queue`] frames wait for a slow client, after which the socket stops
-//! taking events; once its channel's broadcast has moved on by more than
-//! [`ChatConfig::channel_backlog`] events, the socket skips the events the broadcast no longer
-//! holds and is told `{"type":"lagged","missed":n}`; a client that cannot take a frame (or a
-//! batch of up to 16 queued frames, written together) within [`ChatConfig::write_timeout`] or
-//! stays silent for three ping periods is closed. The node's shutdown signal
-//! ([`super::ChatHub::with_shutdown`]) closes every socket with 1001.
+//! 1009), and the read buffer is sized for them, not tungstenite's 128 KiB default. One task
+//! reads and writes each socket: a tick's frames go out with one flush, and while a client does
+//! not take them the socket takes no further events (the kernel's send buffer is its queue).
+//! Once its channel's broadcast has moved on by more than [`ChatConfig::channel_backlog`]
+//! events, the socket skips the events the broadcast no longer holds and is told
+//! `{"type":"lagged","missed":n}`; a client that cannot take one tick's frames within
+//! [`ChatConfig::write_timeout`] or stays silent for three ping periods is closed. The node's
+//! shutdown signal ([`super::ChatHub::with_shutdown`]) closes every socket with 1001.
 //!
 //! [`ChatConfig::max_client_frame_bytes`]: super::ChatConfig::max_client_frame_bytes
-//! [`ChatConfig::outgoing_queue`]: super::ChatConfig::outgoing_queue
 //! [`ChatConfig::channel_backlog`]: super::ChatConfig::channel_backlog
 //! [`ChatConfig::write_timeout`]: super::ChatConfig::write_timeout
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::pin::pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
@@ -35,12 +36,10 @@ use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpg
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
 use raft::now_millis;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::mpsc;
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
 
 use super::event::{ErrorView, MessageView, ServerFrame};
@@ -53,8 +52,8 @@ use crate::ApiState;
 
 /// Bytes tungstenite reads from a chat socket at once. Client frames are small (at most
 /// `max_client_frame_bytes`, 4 KiB by default; a larger frame grows the buffer until it is refused),
-/// and tungstenite allocates and zero-fills this much per socket on the first read.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// and tungstenite zero-fills this much before every read attempt, once a tick on every socket.
+const READ_BUFFER_BYTES: usize = 1024;
 /// Bytes tungstenite gathers before writing to the TCP stream; every frame is flushed right after
 /// it is queued anyway, so a large target only costs memory.
 const WRITE_BUFFER_BYTES: usize = 4 * 1024;
@@ -164,16 +163,14 @@ fn close_frame(code: u16, reason: &'static str) -> CloseFrame {
 }
 
 impl ChatSocket {
-    async fn run(self, socket: WebSocket) {
+    async fn run(self, mut socket: WebSocket) {
         let _connected = ConnectionGauge::open(&self.state.metrics.ws_connections);
         let config = self.state.chat.config().clone();
         // Subscribe before reading history so that nothing falls between the two (messages in both
         // are skipped by their `seq` below).
         let mut events = self.state.chat.fanout.subscribe(&self.state.catalog, &self.channel_id);
-        let shutdown = self.state.chat.shutdown.clone();
-        let (sink, mut incoming) = socket.split();
-        let (out, out_rx) = mpsc::channel::<Outgoing>(config.outgoing_queue.max(2));
-        let mut writer = tokio::spawn(write_frames(sink, out_rx, config.write_timeout));
+        // What goes out with the next flush; kept between ticks so that a tick allocates nothing.
+        let mut pending: Vec<Message> = Vec::new();
 
         let mut last_history_seq = 0;
         if self.history > 0 {
@@ -183,8 +180,7 @@ impl ChatSocket {
                 latest.into_iter().map(|m| MessageView::new(m, s)).collect()
             });
             last_history_seq = messages.last().map_or(0, |m| m.seq);
-            // The queue is empty and holds at least two frames, so this cannot be refused.
-            let _ = out.try_send(ServerFrame::History { messages }.to_message().into());
+            pending.push(ServerFrame::History { messages }.to_message());
         }
 
         let mut ping = interval_at(Instant::now() + config.ping_interval, config.ping_interval);
@@ -192,9 +188,30 @@ impl ChatSocket {
         let mut last_heard = Instant::now();
 
         let close = loop {
+            if !pending.is_empty() && !write_frames(&mut socket, &mut pending, config.write_timeout).await {
+                break None; // too slow to take a tick, or gone
+            }
+            // Events first: a tick wakes the socket and is taken without polling the others.
+            // The node's shutdown closes the channel's broadcast (see `fanout`).
             tokio::select! {
-                () = shutdown.cancelled() => break Some(close_frame(close_code::AWAY, "server shutting down")),
-                frame = incoming.next() => match frame {
+                biased;
+                event = events.recv() => match event {
+                    Ok(frame) => {
+                        let mut messages = 0;
+                        let deleted = self.select(&frame, last_history_seq, &mut pending, &mut messages);
+                        self.state.metrics.chat_messages_out.inc_by(messages);
+                        if pending.len() > 1 {
+                            // A tick's frames take one write.
+                            self.state.metrics.chat_coalesced_writes.inc();
+                        }
+                        if deleted {
+                            break Some(close_frame(close_code::NORMAL, "channel deleted"));
+                        }
+                    }
+                    Err(RecvError::Lagged(missed)) => pending.push(ServerFrame::Lagged { missed }.to_message()),
+                    Err(RecvError::Closed) => break Some(close_frame(close_code::AWAY, "server shutting down")),
+                },
+                frame = socket.next() => match frame {
                     None | Some(Ok(Message::Close(_))) => break None,
                     Some(Err(e)) => break Some(read_failed(e)),
                     Some(Ok(frame)) => {
@@ -207,63 +224,24 @@ impl ChatSocket {
                             ))),
                             _ => None,
                         };
-                        // Replies wait for room: the writer's timeout bounds how long.
-                        if let Some(reply) = reply {
-                            if out.send(reply.into()).await.is_err() {
-                                break None;
-                            }
-                        }
+                        pending.extend(reply);
                     }
                 },
-                // Only take events while there is room to queue them; a socket that stays full
-                // lets its channel receiver lag, and hears `lagged` when it catches up.
-                event = events.recv(), if out.capacity() > 0 => match event {
-                    Ok(frame) => {
-                        let (mut frames, mut messages) = (Vec::new(), 0);
-                        let deleted = self.select(&frame, last_history_seq, &mut frames, &mut messages);
-                        // A tick's frames take one place in the queue and one write.
-                        let queued = match frames.len() {
-                            0 => true,
-                            1 => out.try_send(Outgoing::One(frames.pop().expect("one frame"))).is_ok(),
-                            _ => {
-                                let queued = out.try_send(Outgoing::Many(frames)).is_ok();
-                                if queued {
-                                    self.state.metrics.chat_coalesced_writes.inc();
-                                }
-                                queued
-                            }
-                        };
-                        if queued {
-                            self.state.metrics.chat_messages_out.inc_by(messages);
-                        }
-                        if deleted {
-                            break Some(close_frame(close_code::NORMAL, "channel deleted"));
-                        }
-                    }
-                    Err(RecvError::Lagged(missed)) => {
-                        let _ = out.try_send(ServerFrame::Lagged { missed }.to_message().into());
-                    }
-                    Err(RecvError::Closed) => break Some(close_frame(close_code::AWAY, "server shutting down")),
-                },
-                permit = out.reserve(), if out.capacity() == 0 => drop(permit),
                 _ = ping.tick() => {
                     if last_heard.elapsed() >= config.ping_interval * 3 {
                         break Some(close_frame(close_code::POLICY, "no answer to pings"));
                     }
-                    let _ = out.try_send(Message::Ping(Default::default()).into());
+                    pending.push(Message::Ping(Default::default()));
                 }
-                _ = out.closed() => break None,
             }
         };
         drop(events); // the last socket of a channel releases its broadcast
-        if let Some(frame) = close {
-            let _ = tokio::time::timeout(config.write_timeout, out.send(Message::Close(Some(frame)).into())).await;
+        // What was pending goes first (a deleted channel's last events), then the close.
+        pending.extend(close.map(|frame| Message::Close(Some(frame))));
+        if !pending.is_empty() {
+            write_frames(&mut socket, &mut pending, config.write_timeout).await;
         }
-        drop(out);
-        // The writer drains what is queued (each frame bounded by the write timeout).
-        if tokio::time::timeout(config.write_timeout, &mut writer).await.is_err() {
-            writer.abort();
-        }
+        let _ = tokio::time::timeout(config.write_timeout, socket.close()).await;
     }
 
     /// Post what a client sent; the answer is an error frame, or nothing (the posted message comes
@@ -366,56 +344,18 @@ fn read_failed(e: axum::Error) -> CloseFrame {
     }
 }
 
-/// Frames written to a socket before one flush, at most: a socket that fell behind catches up
-/// with a few large writes instead of one system call per frame.
-const WRITE_BATCH: usize = 16;
-
-/// What a socket's writer sends: a frame, or the frames of one fan-out tick (written together).
-#[derive(Debug)]
-enum Outgoing {
-    One(Message),
-    Many(Vec<Message>),
-}
-
-impl From<Message> for Outgoing {
-    fn from(frame: Message) -> Self {
-        Outgoing::One(frame)
-    }
-}
-
-/// Send queued frames until the queue closes, a Close frame went out, or the client is too slow
-/// (cannot take one batch of frames within the write timeout).
-async fn write_frames(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut frames: mpsc::Receiver<Outgoing>,
-    write_timeout: Duration,
-) {
-    while let Some(first) = frames.recv().await {
-        let batch = async {
-            let mut next = Some(first);
-            let mut fed = 0;
-            while let Some(item) = next {
-                let (one, many) = match item {
-                    Outgoing::One(frame) => (Some(frame), Vec::new()),
-                    Outgoing::Many(frames) => (None, frames),
-                };
-                for frame in one.into_iter().chain(many) {
-                    let closing = matches!(frame, Message::Close(_));
-                    sink.feed(frame).await?;
-                    fed += 1;
-                    if closing {
-                        sink.flush().await?;
-                        return Ok(false);
-                    }
-                }
-                next = if fed < WRITE_BATCH { frames.try_recv().ok() } else { None };
-            }
-            sink.flush().await.map(|()| true)
-        };
-        match tokio::time::timeout(write_timeout, batch).await {
-            Ok(Ok(true)) => {}
-            _ => return,
+/// Write `frames` (emptying it) with one flush; `false` when the client could not take them
+/// within `limit` or is gone. Most writes complete at once, into the kernel's buffer: those
+/// arm no timer.
+async fn write_frames(socket: &mut WebSocket, frames: &mut Vec<Message>, limit: Duration) -> bool {
+    let mut write = pin!(async {
+        for frame in frames.drain(..) {
+            socket.feed(frame).await?;
         }
+        socket.flush().await
+    });
+    match futures::poll!(write.as_mut()) {
+        Poll::Ready(written) => written.is_ok(),
+        Poll::Pending => matches!(tokio::time::timeout(limit, write).await, Ok(Ok(()))),
     }
-    let _ = tokio::time::timeout(write_timeout, sink.close()).await;
 }
