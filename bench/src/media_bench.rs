@@ -705,33 +705,9 @@ struct Node {
 
 impl Node {
     async fn start(bin: &Path, dir: &Path) -> anyhow::Result<Node> {
-        let (http_port, rtmp_port, edge_port) = (free_port(false)?, free_port(false)?, free_port(false)?);
-        let http = std::net::SocketAddr::from(([127, 0, 0, 1], http_port));
-        let args = [
-            "--mode",
-            "development",
-            "--roles",
-            "control,ingest,origin,edge",
-            "--addr",
-            &http.to_string(),
-            "--cluster-addr",
-            &format!("127.0.0.1:{}", free_port(true)?),
-            "--rtmp-addr",
-            &format!("127.0.0.1:{rtmp_port}"),
-            "--srt-addr",
-            "127.0.0.1:0",
-            "--webrtc-udp-port",
-            "0",
-            "--edge-addr",
-            &format!("127.0.0.1:{edge_port}"),
-            // The ceiling search goes past the default of 256 publishers.
-            "--rtmp-max-connections",
-            "4096",
-            "--data",
-            &dir.join("data").display().to_string(),
-        ]
-        .map(String::from);
-        let node = BenchNode::start(bin, dir, http, &args, &[]).await?;
+        // The ceiling search goes past the default of 256 publishers.
+        let (node, ports) = BenchNode::start_all_in_one(bin, dir, &["--rtmp-max-connections", "4096"]).await?;
+        let (http_port, rtmp_port, edge_port) = (ports.http, ports.rtmp, ports.edge);
         Ok(Node { pid: node.pid, node, http_port, rtmp_port, edge_port })
     }
 

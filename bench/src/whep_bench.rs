@@ -29,7 +29,7 @@ use str0m::media::{Direction, MediaKind};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, RtcConfig};
 use testkit::ffmpeg::TestPattern;
-use testkit::process::{free_port, BenchNode};
+use testkit::process::BenchNode;
 use testkit::procfs::cpu_seconds_of;
 use tokio::net::UdpSocket;
 use tokio::process::Command;
@@ -94,30 +94,8 @@ fn spread(values: &[f64], unit: &str, digits: usize) -> String {
 async fn run(args: Args) -> anyhow::Result<()> {
     let tmp = tempfile::Builder::new().prefix("whep-bench-").tempdir()?;
     let bin = testkit::process::bitriver_binary(args.bitriver.as_deref());
-    let (http_port, rtmp_port, edge_port) = (free_port(false)?, free_port(false)?, free_port(false)?);
-    let http = std::net::SocketAddr::from(([127, 0, 0, 1], http_port));
-    let node_args = [
-        "--mode",
-        "development",
-        "--roles",
-        "control,ingest,origin,edge",
-        "--addr",
-        &http.to_string(),
-        "--cluster-addr",
-        &format!("127.0.0.1:{}", free_port(true)?),
-        "--rtmp-addr",
-        &format!("127.0.0.1:{rtmp_port}"),
-        "--srt-addr",
-        "127.0.0.1:0",
-        "--webrtc-udp-port",
-        "0",
-        "--edge-addr",
-        &format!("127.0.0.1:{edge_port}"),
-        "--data",
-        &tmp.path().join("data").display().to_string(),
-    ]
-    .map(String::from);
-    let node = BenchNode::start(&bin, tmp.path(), http, &node_args, &[]).await?;
+    let (node, ports) = BenchNode::start_all_in_one(&bin, tmp.path(), &[]).await?;
+    let (http_port, rtmp_port, edge_port) = (ports.http, ports.rtmp, ports.edge);
     let result = bench(&args, &node, http_port, rtmp_port, edge_port, tmp.path()).await;
     if result.is_err() {
         eprintln!("node log tail:\n{}", node.log_tail());

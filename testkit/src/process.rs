@@ -133,6 +133,14 @@ pub fn bitriver_binary(explicit: Option<&Path>) -> PathBuf {
     })
 }
 
+/// The loopback ports of a node from [`BenchNode::start_all_in_one`].
+#[derive(Debug, Clone, Copy)]
+pub struct AllInOnePorts {
+    pub http: u16,
+    pub rtmp: u16,
+    pub edge: u16,
+}
+
 /// A `bitriver` node a bench spawned; killed when dropped.
 pub struct BenchNode {
     pub child: tokio::process::Child,
@@ -184,6 +192,36 @@ impl BenchNode {
             bail!("{why}; its log:\n{}", tail(&log));
         }
         Ok(BenchNode { child, pid, log })
+    }
+
+    /// A node with every role but transcode (passthrough, as the media benches measure it) on
+    /// free loopback ports: HTTP, RTMP and edge; SRT and WebRTC on ports of their own choosing.
+    /// `extra` goes before `--data dir/data`.
+    pub async fn start_all_in_one(bin: &Path, dir: &Path, extra: &[&str]) -> anyhow::Result<(Self, AllInOnePorts)> {
+        let ports = AllInOnePorts { http: free_port(false)?, rtmp: free_port(false)?, edge: free_port(false)? };
+        let http = std::net::SocketAddr::from(([127, 0, 0, 1], ports.http));
+        let mut args: Vec<String> = [
+            "--mode".to_owned(),
+            "development".to_owned(),
+            "--roles".to_owned(),
+            "control,ingest,origin,edge".to_owned(),
+            "--addr".to_owned(),
+            http.to_string(),
+            "--cluster-addr".to_owned(),
+            format!("127.0.0.1:{}", free_port(true)?),
+            "--rtmp-addr".to_owned(),
+            format!("127.0.0.1:{}", ports.rtmp),
+            "--srt-addr".to_owned(),
+            "127.0.0.1:0".to_owned(),
+            "--webrtc-udp-port".to_owned(),
+            "0".to_owned(),
+            "--edge-addr".to_owned(),
+            format!("127.0.0.1:{}", ports.edge),
+        ]
+        .into();
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        args.extend(["--data".to_owned(), dir.join("data").display().to_string()]);
+        Ok((Self::start(bin, dir, http, &args, &[]).await?, ports))
     }
 
     /// User + system CPU seconds the node has used so far.

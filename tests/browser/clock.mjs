@@ -38,3 +38,31 @@ export function summary(values) {
   const median = sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
   return { count: sorted.length, min: sorted[0], median, max: sorted[sorted.length - 1] };
 }
+
+/// Samples the clock burned into what `video` shows every 10 ms while `ready(nowMs)` holds, and
+/// calls `onLatency(ms)` for each new frame (a frame counts when its clock is first seen, so the
+/// sampling adds up to 10 ms) or `onUnreadable()` for one whose clock cannot be read or is
+/// implausible. Browser only (draws into a canvas); returns the interval's id.
+export function sampleVideoClock(video, ready, onLatency, onUnreadable) {
+  const canvas = document.createElement('canvas');
+  const context = canvas.getContext('2d', { willReadFrequently: true });
+  let lastValue = null;
+  return setInterval(() => {
+    const width = video.videoWidth;
+    const now = Date.now();
+    if (!width || !ready(now)) return;
+    canvas.width = width;
+    canvas.height = BLOCK;
+    context.drawImage(video, 0, 0, width, BLOCK, 0, 0, width, BLOCK);
+    const row = context.getImageData(0, 0, width, BLOCK).data;
+    const value = decodeClock((x, y) => {
+      const i = (y * width + x) * 4;
+      return 0.299 * row[i] + 0.587 * row[i + 1] + 0.114 * row[i + 2];
+    });
+    if (value === lastValue) return;
+    lastValue = value;
+    const latency = value === null ? null : latencyMs(now, value);
+    if (latency === null || latency < 0 || latency > 60000) onUnreadable();
+    else onLatency(latency);
+  }, 10);
+}

@@ -14,7 +14,7 @@
 //                                 new frame on screen after the first second: clockLatencyMs =
 //                                 {count, min, median, max} of now minus the frame's clock
 //         CHROMIUM=/usr/bin/chromium
-import { finish, openPage } from './rtc-harness.mjs';
+import { runSession } from './rtc-harness.mjs';
 
 const [url, secondsArg] = process.argv.slice(2);
 const started = Date.now();
@@ -29,16 +29,10 @@ const needAudio = process.env.WHEP_EXPECT_AUDIO !== '0';
 const clock = process.env.WHEP_CLOCK === '1';
 const log = (line) => process.stderr.write(`whep: ${line}\n`);
 
-let session;
-try {
-  session = await openPage(log);
-} catch (error) {
-  summary.reason = `harness: ${error.message}`;
-  finish(summary, 3);
-}
-try {
-  const result = await session.page.evaluate(async ({ url, seconds, clock }) => {
-    const { decodeClock, latencyMs, summary } = await import('/clock.mjs');
+async function drive(page) {
+  return page.evaluate(async ({ url, seconds, clock }) => {
+    const { sampleVideoClock, summary } = await import('/clock.mjs');
+    const { negotiate } = await import('/rtc-page.mjs');
     const out = {};
     const pc = new RTCPeerConnection();
     pc.addTransceiver('video', { direction: 'recvonly' });
@@ -55,26 +49,14 @@ try {
       remote.addTrack(e.track);
       video.play().catch(() => {});
     });
-    await pc.setLocalDescription(await pc.createOffer());
-    await new Promise((resolve) => {
-      if (pc.iceGatheringState === 'complete') resolve();
-      pc.addEventListener('icegatheringstatechange', () => pc.iceGatheringState === 'complete' && resolve());
-      setTimeout(resolve, 2000);
-    });
-    const posted = Date.now();
-    const response = await fetch(url, {
-      method: 'POST',
-      headers: { 'content-type': 'application/sdp' },
-      body: pc.localDescription.sdp,
-    });
-    out.status = response.status;
-    const body = await response.text();
-    if (response.status !== 201) {
-      out.body = body;
+    const answer = await negotiate(pc, url);
+    const posted = answer.posted;
+    out.status = answer.status;
+    if (answer.status !== 201) {
+      out.body = answer.body;
       return out;
     }
-    out.location = new URL(response.headers.get('location'), response.url).href;
-    await pc.setRemoteDescription({ type: 'answer', sdp: body });
+    out.location = answer.location;
     pc.addEventListener('connectionstatechange', () => {
       if (pc.connectionState === 'connected') out.connectedMs = Date.now() - posted;
     });
@@ -85,30 +67,15 @@ try {
     out.clockUnreadable = 0;
     let sampler = null;
     if (clock) {
-      const canvas = document.createElement('canvas');
-      const context = canvas.getContext('2d', { willReadFrequently: true });
       let firstShown = null;
-      let lastValue = null;
-      sampler = setInterval(() => {
-        const width = video.videoWidth;
-        if (!width || video.readyState < 2) return;
-        const now = Date.now();
+      const ready = (now) => {
+        if (video.readyState < 2) return false;
         firstShown ??= now;
-        if (now - firstShown < 1000) return;
-        canvas.width = width;
-        canvas.height = 16;
-        context.drawImage(video, 0, 0, width, 16, 0, 0, width, 16);
-        const row = context.getImageData(0, 0, width, 16).data;
-        const value = decodeClock((x, y) => {
-          const i = (y * width + x) * 4;
-          return 0.299 * row[i] + 0.587 * row[i + 1] + 0.114 * row[i + 2];
-        });
-        if (value === lastValue) return;
-        lastValue = value;
-        const latency = value === null ? null : latencyMs(now, value);
-        if (latency === null || latency < 0 || latency > 60000) out.clockUnreadable += 1;
-        else latencies.push(latency);
-      }, 10);
+        return now - firstShown >= 1000;
+      };
+      sampler = sampleVideoClock(video, ready, (latency) => latencies.push(latency), () => {
+        out.clockUnreadable += 1;
+      });
     }
     const read = async () => {
       const stats = await pc.getStats();
@@ -159,24 +126,18 @@ try {
     pc.close();
     return out;
   }, { url, seconds, clock });
-  Object.assign(summary, result);
-  if (expect !== null) {
-    summary.ok = summary.status === expect;
-    summary.reason = summary.ok ? null : `expected status ${expect}, got ${summary.status}`;
-  } else if (summary.status !== 201) {
-    summary.reason = `POST answered ${summary.status}: ${summary.body}`;
-  } else if (!(summary.video?.framesDecodedGrowth >= 10)) {
-    summary.reason = `video did not play: ${JSON.stringify(summary.video)}`;
-  } else if (needAudio && !(summary.audio?.packetsReceived > 0)) {
-    summary.reason = 'no audio packets';
-  } else if (clock && !summary.clockLatencyMs) {
-    summary.reason = `no burned clock read (${summary.clockUnreadable} frames unreadable)`;
-  } else {
-    summary.ok = true;
-  }
-} catch (error) {
-  summary.reason = `page: ${error.message}`;
 }
-summary.elapsedMs = Date.now() - started;
-await session.close();
-finish(summary);
+
+await runSession({
+  summary,
+  started,
+  log,
+  expect,
+  drive,
+  problem: (s) => {
+    if (!(s.video?.framesDecodedGrowth >= 10)) return `video did not play: ${JSON.stringify(s.video)}`;
+    if (needAudio && !(s.audio?.packetsReceived > 0)) return 'no audio packets';
+    if (clock && !s.clockLatencyMs) return `no burned clock read (${s.clockUnreadable} frames unreadable)`;
+    return null;
+  },
+});

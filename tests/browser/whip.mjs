@@ -11,7 +11,7 @@
 //         WHIP_STARTED_FILE=PATH  written (wall clock ms) once connected
 //         CHROMIUM=/usr/bin/chromium
 import fs from 'node:fs';
-import { finish, openPage } from './rtc-harness.mjs';
+import { runSession } from './rtc-harness.mjs';
 
 const [url, key, secondsArg] = process.argv.slice(2);
 const started = Date.now();
@@ -24,19 +24,13 @@ const seconds = Number(secondsArg ?? 10);
 const expect = process.env.WHIP_EXPECT_STATUS ? Number(process.env.WHIP_EXPECT_STATUS) : null;
 const log = (line) => process.stderr.write(`whip: ${line}\n`);
 
-let session;
-try {
-  session = await openPage(log);
-} catch (error) {
-  summary.reason = `harness: ${error.message}`;
-  finish(summary, 3);
-}
 const stopped = new Promise((resolve) => process.once('SIGTERM', resolve));
-try {
+async function drive(page) {
   const startedFile = process.env.WHIP_STARTED_FILE;
-  await session.page.exposeFunction('whipConnected', () => startedFile && fs.writeFileSync(startedFile, String(Date.now())));
-  await session.page.exposeFunction('whipStopped', () => Promise.race([stopped, new Promise(() => {})]));
-  const result = await session.page.evaluate(async ({ url, key, seconds }) => {
+  await page.exposeFunction('whipConnected', () => startedFile && fs.writeFileSync(startedFile, String(Date.now())));
+  await page.exposeFunction('whipStopped', () => Promise.race([stopped, new Promise(() => {})]));
+  return page.evaluate(async ({ url, key, seconds }) => {
+    const { negotiate } = await import('/rtc-page.mjs');
     const out = {};
     const stream = await navigator.mediaDevices.getUserMedia({
       video: { width: 640, height: 360, frameRate: 30 },
@@ -48,27 +42,15 @@ try {
     const codecs = RTCRtpSender.getCapabilities('video').codecs;
     const h264 = codecs.filter((c) => c.mimeType === 'video/H264' && /packetization-mode=1/.test(c.sdpFmtpLine || ''));
     video.setCodecPreferences([...h264, ...codecs.filter((c) => !h264.includes(c))]);
-    await pc.setLocalDescription(await pc.createOffer());
-    await new Promise((resolve) => {
-      if (pc.iceGatheringState === 'complete') resolve();
-      pc.addEventListener('icegatheringstatechange', () => pc.iceGatheringState === 'complete' && resolve());
-      setTimeout(resolve, 2000);
-    });
-    const posted = Date.now();
-    const response = await fetch(url, {
-      method: 'POST',
-      headers: { 'content-type': 'application/sdp', authorization: `Bearer ${key}` },
-      body: pc.localDescription.sdp,
-    });
-    out.status = response.status;
-    const body = await response.text();
-    out.iceServers = response.headers.get('link');
-    if (response.status !== 201) {
-      out.body = body;
+    const answer = await negotiate(pc, url, { authorization: `Bearer ${key}` });
+    const posted = answer.posted;
+    out.status = answer.status;
+    out.iceServers = answer.link;
+    if (answer.status !== 201) {
+      out.body = answer.body;
       return out;
     }
-    out.location = new URL(response.headers.get('location'), url).href;
-    await pc.setRemoteDescription({ type: 'answer', sdp: body });
+    out.location = answer.location;
     while (pc.connectionState !== 'connected' && Date.now() - posted < 15000) {
       if (pc.connectionState === 'failed') break;
       await new Promise((r) => setTimeout(r, 50));
@@ -102,22 +84,17 @@ try {
     pc.close();
     return out;
   }, { url, key, seconds });
-  Object.assign(summary, result);
-  if (expect !== null) {
-    summary.ok = summary.status === expect;
-    summary.reason = summary.ok ? null : `expected status ${expect}, got ${summary.status}`;
-  } else if (summary.status !== 201) {
-    summary.reason = `POST answered ${summary.status}: ${summary.body}`;
-  } else if (summary.connectionState !== 'connected') {
-    summary.reason = `never connected (${summary.connectionState})`;
-  } else if (!(summary.video?.framesEncoded > 0) || !(summary.audio?.packetsSent > 0)) {
-    summary.reason = 'no video frames or audio packets sent';
-  } else {
-    summary.ok = true;
-  }
-} catch (error) {
-  summary.reason = `page: ${error.message}`;
 }
-summary.elapsedMs = Date.now() - started;
-await session.close();
-finish(summary);
+
+await runSession({
+  summary,
+  started,
+  log,
+  expect,
+  drive,
+  problem: (s) => {
+    if (s.connectionState !== 'connected') return `never connected (${s.connectionState})`;
+    if (!(s.video?.framesEncoded > 0) || !(s.audio?.packetsSent > 0)) return 'no video frames or audio packets sent';
+    return null;
+  },
+});

@@ -236,7 +236,7 @@ impl ChatSocket {
             }
         };
         drop(events); // the last socket of a channel releases its broadcast
-        // What was pending goes first (a deleted channel's last events), then the close.
+                      // What was pending goes first (a deleted channel's last events), then the close.
         pending.extend(close.map(|frame| Message::Close(Some(frame))));
         if !pending.is_empty() {
             write_frames(&mut socket, &mut pending, config.write_timeout).await;
