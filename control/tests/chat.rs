@@ -29,10 +29,14 @@ async fn user(api: &TestApi, id: &str) -> (String, String) {
 
 /// Start with a chat configuration (and keep a handle on the state for metrics and shutdown).
 async fn start(mode: Mode, config: ChatConfig) -> (TestApi, ApiState) {
+    start_hub(mode, ChatHub::new(config)).await
+}
+
+async fn start_hub(mode: Mode, hub: ChatHub) -> (TestApi, ApiState) {
     let kept = Arc::new(Mutex::new(None));
     let slot = kept.clone();
     let api = TestApi::start_with(mode, move |mut state| {
-        state.chat = Arc::new(ChatHub::new(config));
+        state.chat = Arc::new(hub);
         *slot.lock().unwrap() = Some(state.clone());
         state
     })
@@ -384,6 +388,26 @@ async fn a_client_that_stops_reading_is_closed_and_holds_nobody_up() {
     wait_until("the stalled socket closed", || state.metrics.ws_connections.get() == 1).await;
     assert_eq!(say(&api, "c1", &viewer_token, "still here").await.0, 201);
     assert_eq!(next_json(&mut reader).await["message"]["text"], "still here");
+}
+
+/// A hub given a runtime runs its sockets there (the node gives them threads of their own), and
+/// they work as on the runtime that accepted them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_run_on_the_runtime_the_hub_is_given() {
+    let sockets = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let (api, _) = start_hub(Mode::Development, ChatHub::new(roomy()).with_runtime(sockets.handle().clone())).await;
+    let (owner, _) = user(&api, "owner").await;
+    let (_, viewer_token) = user(&api, "viewer").await;
+    api.channel("c1", &owner, &[]).await;
+    assert_eq!(sockets.handle().metrics().num_alive_tasks(), 0);
+    let mut ws = connect(&api, "c1", None, "?history=0").await;
+    assert_eq!(say(&api, "c1", &viewer_token, "across runtimes").await.0, 201);
+    assert_eq!(next_of(&mut ws, "message").await["message"]["text"], "across runtimes");
+    // The socket and the fan-out's dispatcher it started.
+    assert_eq!(sockets.handle().metrics().num_alive_tasks(), 2);
+    ws.close(None).await.unwrap();
+    wait_until("the socket's task ended", || sockets.handle().metrics().num_alive_tasks() == 1).await;
+    sockets.shutdown_background();
 }
 
 /// The node fans events out per channel: a socket of channel A gets A's one message and nothing of

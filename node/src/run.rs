@@ -272,7 +272,9 @@ pub async fn run(
     let routing_watch = tokio::spawn(control::routing::watch_edges(routing, catalog.clone(), services.stop()));
     // Chat sockets are long-lived: they close on the stop signal so the HTTP drain does not wait on them.
     let chat = control::chat::ChatConfig::try_from_env().map_err(anyhow::Error::msg).context("chat settings")?;
-    api.chat = Arc::new(control::chat::ChatHub::new(chat).with_shutdown(services.stop()));
+    let chat_runtime = ChatRuntime::start()?;
+    api.chat =
+        Arc::new(control::chat::ChatHub::new(chat).with_shutdown(services.stop()).with_runtime(chat_runtime.handle()));
     let vod_api = api.clone();
     let mut app = http::router(state).merge(control::router(api));
     if config.roles.contains(Role::Control) {
@@ -359,4 +361,32 @@ fn spawn_ingest(
         Ok(())
     });
     Ok(gate)
+}
+
+/// The chat sockets' own threads ([`control::chat::ChatHub::with_runtime`]): a fan-out tick over
+/// thousands of sockets then leaves the API, the origin's playlists and the edge their workers.
+/// Shut down (in the background) when the node's run ends.
+struct ChatRuntime(Option<tokio::runtime::Runtime>);
+
+impl ChatRuntime {
+    fn start() -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("chat")
+            .enable_all()
+            .build()
+            .context("chat threads")?;
+        Ok(ChatRuntime(Some(runtime)))
+    }
+
+    fn handle(&self) -> tokio::runtime::Handle {
+        self.0.as_ref().expect("running until dropped").handle().clone()
+    }
+}
+
+impl Drop for ChatRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }

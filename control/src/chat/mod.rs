@@ -135,6 +135,8 @@ pub struct ChatHub {
     fanout: Arc<fanout::Fanout>,
     /// The node's shutdown signal (or this hub's own, see [`ChatHub::with_shutdown`]).
     shutdown: CancellationToken,
+    /// Where sockets run, when not on the runtime that accepted them (see [`ChatHub::with_runtime`]).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Default for ChatHub {
@@ -153,6 +155,7 @@ impl ChatHub {
             limiter: Mutex::new(limiter),
             fanout: fanout::Fanout::new(config.channel_backlog, shutdown.clone()),
             shutdown,
+            runtime: None,
             config,
         }
     }
@@ -167,6 +170,14 @@ impl ChatHub {
     pub fn with_shutdown(mut self, shutdown: CancellationToken) -> Self {
         self.fanout = fanout::Fanout::new(self.config.channel_backlog, shutdown.clone());
         self.shutdown = shutdown;
+        self
+    }
+
+    /// Run the sockets on `runtime`'s threads: a tick's sweep over thousands of sockets then
+    /// shares the cores with the API's requests (a chat post among them) through the kernel's
+    /// scheduler, instead of queueing those requests behind every socket on the same workers.
+    pub fn with_runtime(mut self, runtime: tokio::runtime::Handle) -> Self {
+        self.runtime = Some(runtime);
         self
     }
 

@@ -130,7 +130,12 @@ pub(super) async fn connect(
         .max_frame_size(config.max_client_frame_bytes)
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
-        .on_upgrade(move |ws| socket.run(ws)))
+        .on_upgrade(move |ws| async move {
+            match socket.state.chat.runtime.clone() {
+                Some(runtime) => drop(runtime.spawn(socket.run(ws))),
+                None => socket.run(ws).await,
+            }
+        }))
 }
 
 /// One connected client of one channel's chat.
