@@ -198,10 +198,7 @@ impl Driver {
 
     /// [`Driver::drain`]; an error ends the session (logged for the `role` session of `channel`).
     fn events(&mut self, role: &str, channel: &str) -> Result<Vec<Event>, &'static str> {
-        self.drain().map_err(|error| {
-            tracing::info!(channel, %error, "{role} session failed");
-            "WebRTC error"
-        })
+        self.drain().map_err(|error| failed(role, channel, &error))
     }
 
     /// Acts on what woke the session; `Some(why)` ends it.
@@ -215,11 +212,14 @@ impl Driver {
             Wake::Timeout => self.tick(),
             Wake::Stop(why) => return Some(why),
         };
-        result.err().map(|error| {
-            tracing::info!(channel, %error, "{role} session failed");
-            "WebRTC error"
-        })
+        result.err().map(|error| failed(role, channel, &error))
     }
+}
+
+/// Logs why the `role` session of `channel` failed; the reason it ends with.
+fn failed(role: &str, channel: &str, error: &RtcError) -> &'static str {
+    tracing::info!(channel, %error, "{role} session failed");
+    "WebRTC error"
 }
 
 /// Runs a WHIP publisher until it ends, then ends its publish. Returns why it ended.

@@ -193,7 +193,7 @@ impl ChatSocket {
         let mut last_heard = Instant::now();
 
         let close = loop {
-            if !pending.is_empty() && !write_frames(&mut socket, &mut pending, config.write_timeout).await {
+            if !write_frames(&mut socket, &mut pending, config.write_timeout).await {
                 break None; // too slow to take a tick, or gone
             }
             // Events first: a tick wakes the socket and is taken without polling the others.
@@ -240,12 +240,11 @@ impl ChatSocket {
                 }
             }
         };
-        drop(events); // the last socket of a channel releases its broadcast
-                      // What was pending goes first (a deleted channel's last events), then the close.
+        // The last socket of a channel releases its broadcast.
+        drop(events);
+        // What was pending goes first (a deleted channel's last events), then the close.
         pending.extend(close.map(|frame| Message::Close(Some(frame))));
-        if !pending.is_empty() {
-            write_frames(&mut socket, &mut pending, config.write_timeout).await;
-        }
+        write_frames(&mut socket, &mut pending, config.write_timeout).await;
         let _ = tokio::time::timeout(config.write_timeout, socket.close()).await;
     }
 
@@ -350,9 +349,12 @@ fn read_failed(e: axum::Error) -> CloseFrame {
 }
 
 /// Write `frames` (emptying it) with one flush; `false` when the client could not take them
-/// within `limit` or is gone. Most writes complete at once, into the kernel's buffer: those
-/// arm no timer.
+/// within `limit` or is gone. Nothing to write is no write. Most writes complete at once, into
+/// the kernel's buffer: those arm no timer.
 async fn write_frames(socket: &mut WebSocket, frames: &mut Vec<Message>, limit: Duration) -> bool {
+    if frames.is_empty() {
+        return true;
+    }
     let mut write = pin!(async {
         for frame in frames.drain(..) {
             socket.feed(frame).await?;
