@@ -29,6 +29,9 @@ pub struct ApiMetrics {
     /// `bitriver_chat_coalesced_writes_total`: socket writes that carried several frames of one
     /// fan-out tick.
     pub chat_coalesced_writes: IntCounter,
+    /// `bitriver_chat_direct_writes_total`: ticks the fan-out wrote straight into a socket's
+    /// kernel buffer, without waking the socket's task.
+    pub chat_direct_writes: IntCounter,
 }
 
 impl ApiMetrics {
@@ -57,6 +60,11 @@ impl ApiMetrics {
         )?;
         registry.register(Box::new(chat_messages.clone()))?;
         registry.register(Box::new(chat_coalesced_writes.clone()))?;
+        let chat_direct_writes = IntCounter::new(
+            "bitriver_chat_direct_writes_total",
+            "Chat fan-out ticks written straight into a socket's kernel buffer, without waking its task",
+        )?;
+        registry.register(Box::new(chat_direct_writes.clone()))?;
         Ok(ApiMetrics {
             http_requests,
             http_duration,
@@ -64,6 +72,7 @@ impl ApiMetrics {
             chat_messages_in: chat_messages.with_label_values(&["in"]),
             chat_messages_out: chat_messages.with_label_values(&["out"]),
             chat_coalesced_writes,
+            chat_direct_writes,
         })
     }
 

@@ -195,8 +195,8 @@ impl ServerFrame {
     }
 
     /// The frame as a WebSocket text message (cheap to clone: the bytes are shared).
-    pub(crate) fn to_message(&self) -> axum::extract::ws::Message {
-        axum::extract::ws::Message::text(self.to_json())
+    pub(crate) fn to_message(&self) -> tungstenite::Message {
+        tungstenite::Message::text(self.to_json())
     }
 }
 

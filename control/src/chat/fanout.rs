@@ -1,36 +1,29 @@
-//! One node's chat fan-out: applied catalog commands in, ready-to-send frames out, per channel.
+//! One node's chat fan-out: applied catalog commands in, framed bytes out, per channel.
 //!
 //! A single dispatcher task per node subscribes to the catalog's applied-command broadcast. For
 //! each command it finds the channel the command belongs to ([`chat_event`]); if no socket on this
 //! node watches that channel it stops there. Otherwise it builds the socket frame once (one
-//! catalog read for the author's display name, one JSON serialization; `settings` twice, with and
-//! without the blocked words) and sends it, as an `Arc<ChannelFrame>`, on that channel's own
-//! broadcast. Each socket holds a receiver of its channel only, so a socket costs one `Arc` clone
-//! and one cheap `Message` clone (a reference-counted byte buffer) per event of its channel, and
-//! never sees another channel's traffic.
+//! catalog read for the author's display name, one JSON serialization, one WebSocket header;
+//! `settings` twice, with and without the blocked words). Sockets never see another channel's
+//! traffic.
 //!
-//! Events are gathered per channel for one tick after the first and then sent as one broadcast
-//! item: at 100 messages a second a socket wakes and writes about 50 times a second with two
-//! messages each rather than 100 times with one, the frames on the wire unchanged and in catalog
-//! order (a moderator's delete stays after the message it deletes). A channel's deletion goes at
-//! once. The tick is [`TICK`] (20 ms) while the node has few sockets and grows with their number
-//! ([`tick_for`]): every tick costs each socket a wake-up and a system call, on the node and on
-//! the client, so a node with 5,000 sockets batches for 50 ms rather than spend its cores on
-//! 250,000 writes a second and queue everything behind them.
+//! Events are gathered per channel for one tick after the first, concatenated once, and written
+//! to each socket of the channel by the dispatcher itself ([`sweep`], [`SocketOut::deliver`]):
+//! one system call per socket and tick, no task woken where the kernel takes the bytes at once.
+//! The frames on the wire are unchanged and in catalog order (a moderator's delete stays after
+//! the message it deletes). A channel's deletion goes at once. The tick is [`TICK`] (20 ms) while
+//! the node has few sockets and grows with their number ([`tick_for`]): every tick costs each
+//! socket a system call, on the node and on the client, so a node with 5,000 sockets batches for
+//! 50 ms rather than spend its cores on 250,000 writes a second.
 //!
-//! The node's shutdown signal reaches sockets through the dispatcher: it closes every channel's
-//! broadcast, so each socket ends on its receiver closing rather than polling (and locking) a
-//! shared signal of its own on every tick.
-//!
-//! The channel broadcasts are created when a socket subscribes and removed when the last receiver
-//! of a channel goes ([`Subscription`]'s drop, or a send that finds nobody listening). The
-//! dispatcher starts with the first socket and ends when the catalog closes (or the hub is gone);
-//! the next socket starts it again.
+//! The node's shutdown reaches sockets through the dispatcher: once it has sent what it gathered,
+//! it ends every socket ([`End::ShuttingDown`]). A channel's sockets are registered when a socket
+//! subscribes and taken off by [`Subscription`]'s drop. The dispatcher starts with the first
+//! socket and ends when the catalog closes (or the hub is gone); the next socket starts it again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use axum::extract::ws::Message;
 use raft::store::AppliedEvent;
 use raft::Catalog;
 use tokio::sync::broadcast;
@@ -39,24 +32,11 @@ use tokio::time::{sleep_until, Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::event::{chat_event, ChatEvent, MessageView, ServerFrame, SettingsView};
-
-/// One event of one channel, serialized once for every socket of that channel on this node.
-#[derive(Debug)]
-pub(crate) enum ChannelFrame {
-    /// A posted message; `seq` lets a socket skip what its history already held.
-    Message { seq: u64, frame: Message },
-    /// `deleted`, `ban`, `unban`, or `lagged` (the dispatcher itself fell behind the catalog).
-    Notice(Message),
-    /// `settings`: moderators see the blocked words, everyone else does not.
-    Settings { public: Message, moderator: Message },
-    /// The channel is gone: its sockets close.
-    ChannelDeleted,
-    /// Several events of one tick, in order (never nested; a `ChannelDeleted` comes last).
-    Batch(Vec<ChannelFrame>),
-}
+use super::out::{text_frame, ChannelFrame, Delivered, End, SocketOut, Tick};
+use crate::metrics::ApiMetrics;
 
 /// Events of a channel gathered for at most this long go to its sockets together: a socket then
-/// wakes and writes (one system call for all of them) once per tick, not once per message.
+/// takes one write (one system call for all of them) per tick, not one per message.
 pub(crate) const TICK: Duration = Duration::from_millis(20);
 
 /// Socket writes a second the ticks aim at, over all of a node's chat sockets: one tick's
@@ -74,28 +54,30 @@ pub(crate) fn tick_for(sockets: usize) -> Duration {
     spread.clamp(TICK, MAX_TICK)
 }
 
-type Sender = broadcast::Sender<Arc<ChannelFrame>>;
+/// The sockets of one channel on this node. Replaced, never changed in place, so that a sweep
+/// goes over its own copy without holding the routes' lock.
+type Sockets = Arc<Vec<Arc<SocketOut>>>;
 
-/// The per-channel broadcasts of one node and its dispatcher.
+/// The channels' sockets of one node and its dispatcher.
 #[derive(Debug)]
 pub(crate) struct Fanout {
-    /// Events one channel's broadcast keeps for its slowest socket.
-    backlog: usize,
     routes: Mutex<Routes>,
-    /// Once cancelled, every broadcast closes and new subscriptions are closed from the start.
+    /// Once cancelled, every socket closes and new subscriptions are closed from the start.
     shutdown: CancellationToken,
 }
 
 #[derive(Debug, Default)]
 struct Routes {
-    channels: HashMap<String, Sender>,
+    channels: HashMap<String, Sockets>,
+    /// Sockets over all channels.
+    sockets: usize,
     /// A dispatcher task is running (or starting) for this fan-out.
     dispatching: bool,
 }
 
 impl Fanout {
-    pub(crate) fn new(backlog: usize, shutdown: CancellationToken) -> Arc<Self> {
-        Arc::new(Fanout { backlog: backlog.max(1), routes: Mutex::new(Routes::default()), shutdown })
+    pub(crate) fn new(shutdown: CancellationToken) -> Arc<Self> {
+        Arc::new(Fanout { routes: Mutex::new(Routes::default()), shutdown })
     }
 
     fn routes(&self) -> MutexGuard<'_, Routes> {
@@ -103,30 +85,36 @@ impl Fanout {
         self.routes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Receive the events of `channel_id` from now on. The dispatcher is subscribed to the catalog
-    /// before this returns, so an event applied after this call cannot be missed: a socket that
-    /// subscribes first and then reads the history has no gap between the two.
-    pub(crate) fn subscribe(self: &Arc<Self>, catalog: &Catalog, channel_id: &str) -> Subscription {
+    /// Send the events of `channel_id` from now on to `out`. The dispatcher is subscribed to the
+    /// catalog before this returns, so an event applied after this call cannot be missed: a
+    /// socket that subscribes first and then reads the history has no gap between the two.
+    pub(crate) fn subscribe(
+        self: &Arc<Self>,
+        catalog: &Catalog,
+        metrics: &ApiMetrics,
+        channel_id: &str,
+        out: Arc<SocketOut>,
+    ) -> Subscription {
         let mut routes = self.routes();
+        let subscription = Subscription { fanout: self.clone(), channel_id: channel_id.to_owned(), out: out.clone() };
         if self.shutdown.is_cancelled() {
             // The dispatcher is stopping or stopped (it cancels under this lock's protection).
-            return Subscription { receiver: None, fanout: self.clone(), channel_id: channel_id.to_owned() };
+            out.end(End::ShuttingDown);
+            return subscription;
         }
         if !routes.dispatching {
             routes.dispatching = true;
             let applied = catalog.subscribe();
-            tokio::spawn(dispatch(Arc::downgrade(self), catalog.clone(), applied, self.shutdown.clone()));
+            let task = dispatch(Arc::downgrade(self), catalog.clone(), metrics.clone(), applied, self.shutdown.clone());
+            tokio::spawn(task);
         }
-        let backlog = self.backlog;
-        let receiver = match routes.channels.get(channel_id) {
-            Some(sender) => sender.subscribe(),
-            None => {
-                let (sender, receiver) = broadcast::channel(backlog);
-                routes.channels.insert(channel_id.to_owned(), sender);
-                receiver
-            }
-        };
-        Subscription { receiver: Some(receiver), fanout: self.clone(), channel_id: channel_id.to_owned() }
+        let sockets = routes.channels.entry(channel_id.to_owned()).or_default();
+        let mut grown = Vec::with_capacity(sockets.len() + 1);
+        grown.extend(sockets.iter().cloned());
+        grown.push(out);
+        *sockets = Arc::new(grown);
+        routes.sockets += 1;
+        subscription
     }
 
     /// Channels with at least one socket on this node (those the dispatcher serializes for).
@@ -136,16 +124,22 @@ impl Fanout {
 
     /// How long the events of a tick starting now gather, for the sockets open now.
     fn tick(&self) -> Duration {
-        tick_for(self.routes().channels.values().map(Sender::receiver_count).sum())
+        tick_for(self.routes().sockets)
     }
 
-    /// Drop the broadcast of `channel_id` if nobody listens any more. Subscribing happens under the
-    /// same lock, so a socket cannot attach to a broadcast in the moment it is removed.
-    fn release(&self, channel_id: &str) {
+    /// Take `out` off `channel_id`'s sockets, and the channel off the map with its last socket.
+    fn release(&self, channel_id: &str, out: &Arc<SocketOut>) {
         let mut routes = self.routes();
-        if routes.channels.get(channel_id).is_some_and(|s| s.receiver_count() == 0) {
+        let Some(sockets) = routes.channels.get_mut(channel_id) else { return };
+        let Some(at) = sockets.iter().position(|s| Arc::ptr_eq(s, out)) else { return };
+        if sockets.len() == 1 {
             routes.channels.remove(channel_id);
+        } else {
+            let mut shrunk = Vec::clone(sockets);
+            shrunk.swap_remove(at);
+            *sockets = Arc::new(shrunk);
         }
+        routes.sockets -= 1;
     }
 
     /// Turn one applied command into at most one frame, for the sockets of its channel.
@@ -154,53 +148,78 @@ impl Fanout {
         if !self.routes().channels.contains_key(channel_id) {
             return None; // no socket on this node watches that channel: nothing to build
         }
+        let wire = |frame: ServerFrame| text_frame(frame.to_json().as_bytes());
         let frame = match event {
             ChatEvent::Message(m) => {
                 let seq = m.seq;
                 let message = catalog.read(|s| MessageView::new(m, s));
-                ChannelFrame::Message { seq, frame: ServerFrame::Message { message }.to_message() }
+                ChannelFrame::Message { seq, frame: wire(ServerFrame::Message { message }) }
             }
-            ChatEvent::Deleted { message_id } => ChannelFrame::Notice(ServerFrame::Deleted { message_id }.to_message()),
-            ChatEvent::Ban { user_id, until } => ChannelFrame::Notice(ServerFrame::Ban { user_id, until }.to_message()),
-            ChatEvent::Unban { user_id } => ChannelFrame::Notice(ServerFrame::Unban { user_id }.to_message()),
+            ChatEvent::Deleted { message_id } => ChannelFrame::Notice(wire(ServerFrame::Deleted { message_id })),
+            ChatEvent::Ban { user_id, until } => ChannelFrame::Notice(wire(ServerFrame::Ban { user_id, until })),
+            ChatEvent::Unban { user_id } => ChannelFrame::Notice(wire(ServerFrame::Unban { user_id })),
             ChatEvent::Settings(settings) => ChannelFrame::Settings {
-                public: ServerFrame::Settings { settings: SettingsView::new(settings.clone(), false) }.to_message(),
-                moderator: ServerFrame::Settings { settings: SettingsView::new(settings, true) }.to_message(),
+                public: wire(ServerFrame::Settings { settings: SettingsView::new(settings.clone(), false) }),
+                moderator: wire(ServerFrame::Settings { settings: SettingsView::new(settings, true) }),
             },
             ChatEvent::ChannelDeleted => ChannelFrame::ChannelDeleted,
         };
         Some((channel_id.to_owned(), frame))
     }
 
-    /// Send each channel's gathered frames to its sockets, one broadcast item per channel.
-    fn flush(&self, pending: &mut HashMap<String, Vec<ChannelFrame>>) {
-        for (channel_id, mut frames) in pending.drain() {
-            let Some(sender) = self.routes().channels.get(&channel_id).cloned() else { continue };
-            let frame = match frames.len() {
-                1 => frames.pop().expect("one frame"),
-                _ => ChannelFrame::Batch(frames),
-            };
-            if sender.send(Arc::new(frame)).is_err() {
-                // Every socket left since the frames were built.
-                self.release(&channel_id);
-            }
+    /// Send each channel's gathered frames to its sockets, framed once per channel.
+    fn flush(&self, pending: &mut HashMap<String, Vec<ChannelFrame>>, metrics: &ApiMetrics) {
+        for (channel_id, frames) in pending.drain() {
+            let Some(sockets) = self.routes().channels.get(&channel_id).cloned() else { continue };
+            sweep(&Arc::new(Tick::new(frames)), &sockets, metrics);
         }
     }
 
     /// The dispatcher missed `missed` catalog commands: every socket may have missed events.
-    fn publish_lagged(&self, missed: u64) {
-        let senders: Vec<Sender> = self.routes().channels.values().cloned().collect();
-        let frame = Arc::new(ChannelFrame::Notice(ServerFrame::Lagged { missed }.to_message()));
-        for sender in senders {
-            let _ = sender.send(frame.clone());
+    fn publish_lagged(&self, missed: u64, metrics: &ApiMetrics) {
+        let channels: Vec<Sockets> = self.routes().channels.values().cloned().collect();
+        let notice = text_frame(ServerFrame::Lagged { missed }.to_json().as_bytes());
+        let tick = Arc::new(Tick::new(vec![ChannelFrame::Notice(notice)]));
+        for sockets in channels {
+            sweep(&tick, &sockets, metrics);
         }
     }
 
-    /// The dispatcher ended: close every channel's broadcast (its sockets close as on shutdown).
+    /// The dispatcher ended: every socket closes as on shutdown.
     fn stopped(&self) {
         let mut routes = self.routes();
         routes.dispatching = false;
+        for sockets in routes.channels.values() {
+            for out in sockets.iter() {
+                out.end(End::ShuttingDown);
+            }
+        }
         routes.channels.clear();
+        routes.sockets = 0;
+    }
+}
+
+/// Write one tick to each of a channel's sockets, straight into the kernel's buffers where they
+/// have room (see [`super::out`]).
+fn sweep(tick: &Arc<Tick>, sockets: &[Arc<SocketOut>], metrics: &ApiMetrics) {
+    let (mut direct, mut writes, mut messages) = (0, 0, 0);
+    for out in sockets {
+        let (delivered, sent) = out.deliver(tick);
+        messages += sent;
+        match delivered {
+            Delivered::Direct => {
+                direct += 1;
+                writes += 1;
+            }
+            Delivered::Queued => writes += 1,
+            Delivered::Held | Delivered::Dropped => {}
+        }
+    }
+    metrics.chat_messages_out.inc_by(messages);
+    metrics.chat_direct_writes.inc_by(direct);
+    if tick.events > 1 {
+        // Each of these writes carried the tick's frames together.
+        metrics.chat_coalesced_writes.inc_by(writes);
     }
 }
 
@@ -208,6 +227,7 @@ impl Fanout {
 async fn dispatch(
     fanout: Weak<Fanout>,
     catalog: Catalog,
+    metrics: ApiMetrics,
     mut applied: broadcast::Receiver<Arc<AppliedEvent>>,
     shutdown: CancellationToken,
 ) {
@@ -224,7 +244,7 @@ async fn dispatch(
         let Some(fanout) = fanout.upgrade() else { return };
         match received {
             None => {
-                fanout.flush(&mut pending);
+                fanout.flush(&mut pending, &metrics);
                 due = None;
             }
             Some(Ok(event)) => {
@@ -232,7 +252,7 @@ async fn dispatch(
                 let closing = matches!(frame, ChannelFrame::ChannelDeleted);
                 pending.entry(channel_id).or_default().push(frame);
                 if closing {
-                    fanout.flush(&mut pending);
+                    fanout.flush(&mut pending, &metrics);
                     due = None;
                 } else {
                     due.get_or_insert_with(|| Instant::now() + fanout.tick());
@@ -242,12 +262,12 @@ async fn dispatch(
                 // The receiver goes on from the oldest command the catalog still holds; the sockets
                 // are told they may have missed events and can refetch the history.
                 tracing::warn!(missed, "chat dispatcher fell behind the catalog");
-                fanout.flush(&mut pending);
+                fanout.flush(&mut pending, &metrics);
                 due = None;
-                fanout.publish_lagged(missed);
+                fanout.publish_lagged(missed, &metrics);
             }
             Some(Err(RecvError::Closed)) => {
-                fanout.flush(&mut pending);
+                fanout.flush(&mut pending, &metrics);
                 fanout.stopped();
                 return;
             }
@@ -255,29 +275,17 @@ async fn dispatch(
     }
 }
 
-/// One socket's receiver of its channel's frames; leaving removes the channel's broadcast when it
-/// was the last.
+/// One socket's place among its channel's; leaving takes it off (and the channel with its last).
 #[derive(Debug)]
 pub(crate) struct Subscription {
-    /// Always `Some` until drop, which takes it out to drop it before releasing the channel.
-    receiver: Option<broadcast::Receiver<Arc<ChannelFrame>>>,
     fanout: Arc<Fanout>,
     channel_id: String,
-}
-
-impl Subscription {
-    pub(crate) async fn recv(&mut self) -> Result<Arc<ChannelFrame>, RecvError> {
-        match self.receiver.as_mut() {
-            Some(receiver) => receiver.recv().await,
-            None => Err(RecvError::Closed),
-        }
-    }
+    out: Arc<SocketOut>,
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        drop(self.receiver.take());
-        self.fanout.release(&self.channel_id);
+        self.fanout.release(&self.channel_id, &self.out);
     }
 }
 

@@ -24,6 +24,7 @@ pub mod event;
 mod fanout;
 pub mod limiter;
 pub mod moderation;
+mod out;
 mod ws;
 
 use std::collections::HashMap;
@@ -82,9 +83,9 @@ pub struct ChatConfig {
     pub ping_interval: Duration,
     /// Largest frame or message a client may send.
     pub max_client_frame_bytes: usize,
-    /// Events of one channel kept for its slowest socket beyond that socket's queue; a socket
-    /// further behind skips the events no longer kept and gets `lagged`. Allocated per watched
-    /// channel (about 40 bytes an event).
+    /// Events a socket's queue holds for a client that does not take them as fast as they come
+    /// (beyond what the kernel's buffers hold); further events are skipped and the client gets
+    /// `lagged` once it catches up.
     pub channel_backlog: usize,
     /// A socket that cannot take one tick's frames within this long is closed.
     pub write_timeout: Duration,
@@ -153,7 +154,7 @@ impl ChatHub {
             sockets: Arc::new(Semaphore::new(config.max_sockets)),
             per_client: Arc::default(),
             limiter: Mutex::new(limiter),
-            fanout: fanout::Fanout::new(config.channel_backlog, shutdown.clone()),
+            fanout: fanout::Fanout::new(shutdown.clone()),
             shutdown,
             runtime: None,
             config,
@@ -168,7 +169,7 @@ impl ChatHub {
     /// cancelled: the node passes its one shutdown signal, so chat sockets do not hold the HTTP
     /// drain.
     pub fn with_shutdown(mut self, shutdown: CancellationToken) -> Self {
-        self.fanout = fanout::Fanout::new(self.config.channel_backlog, shutdown.clone());
+        self.fanout = fanout::Fanout::new(shutdown.clone());
         self.shutdown = shutdown;
         self
     }

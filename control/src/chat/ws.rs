@@ -11,39 +11,50 @@
 //! channel's broadcast and forwards the already-serialized frames; it never sees other channels.
 //!
 //! Bounds: client frames are at most [`ChatConfig::max_client_frame_bytes`] (larger closes with
-//! 1009), and the read buffer is sized for them, not tungstenite's 128 KiB default. One task
-//! reads and writes each socket: a tick's frames go out with one flush, and while a client does
-//! not take them the socket takes no further events (the kernel's send buffer is its queue).
-//! Once its channel's broadcast has moved on by more than [`ChatConfig::channel_backlog`]
-//! events, the socket skips the events the broadcast no longer holds and is told
-//! `{"type":"lagged","missed":n}`; a client that cannot take one tick's frames within
-//! [`ChatConfig::write_timeout`] or stays silent for three ping periods is closed. The node's
-//! shutdown signal ([`super::ChatHub::with_shutdown`]) closes every socket with 1001.
+//! 1009), and the read buffer is sized for them, not tungstenite's 128 KiB default.
+//!
+//! The socket is the upgraded connection itself, not axum's wrapper, so that the fan-out can
+//! write a tick's frames into it without waking this socket's task ([`super::out`]); the task
+//! reads the client, writes its own frames (history, errors, pings) through the same queue, and
+//! writes what the kernel did not take at once. A client that cannot take queued frames within
+//! [`ChatConfig::write_timeout`] or stays silent for three ping periods is closed; one that falls
+//! [`ChatConfig::channel_backlog`] events behind skips further events and is told
+//! `{"type":"lagged","missed":n}`. The node's shutdown signal ([`super::ChatHub::with_shutdown`])
+//! closes every socket with 1001.
 //!
 //! [`ChatConfig::max_client_frame_bytes`]: super::ChatConfig::max_client_frame_bytes
 //! [`ChatConfig::channel_backlog`]: super::ChatConfig::channel_backlog
 //! [`ChatConfig::write_timeout`]: super::ChatConfig::write_timeout
 
 use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::poll_fn;
+use std::io;
 use std::net::SocketAddr;
-use std::pin::pin;
-use std::task::Poll;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
 use futures::{SinkExt, StreamExt};
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
 use raft::now_millis;
 use serde::Deserialize;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, ReadHalf};
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
+use tokio_tungstenite::WebSocketStream;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tungstenite::Message;
 
 use super::event::{ErrorView, MessageView, ServerFrame};
-use super::fanout::ChannelFrame;
+use super::out::{End, SocketOut, SocketWriter};
 use super::{pick_text, post, read_or_catch_up, Posted, SocketSlot};
 use crate::audit::{self, Peer};
 use crate::auth::Caller;
@@ -54,7 +65,7 @@ use crate::ApiState;
 /// `max_client_frame_bytes`, 4 KiB by default; a larger frame grows the buffer until it is refused),
 /// and tungstenite zero-fills this much before every read attempt, once a tick on every socket.
 const READ_BUFFER_BYTES: usize = 1024;
-/// Bytes tungstenite gathers before writing to the TCP stream; every frame is flushed right after
+/// Bytes tungstenite gathers before writing to the connection; every frame is flushed right after
 /// it is queued anyway, so a large target only costs memory.
 const WRITE_BUFFER_BYTES: usize = 4 * 1024;
 
@@ -89,7 +100,7 @@ pub(super) async fn connect(
     caller: Caller,
     Peer(peer): Peer,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    Upgrade(upgrade): Upgrade,
 ) -> ApiResult<Response> {
     let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let config = state.chat.config().clone();
@@ -113,29 +124,85 @@ pub(super) async fn connect(
         })
     })
     .await?;
-    let upgrade = upgrade.map_err(|e| {
+    let (on_upgrade, accept) = upgrade.map_err(|why| {
         ApiError::new(
             StatusCode::UPGRADE_REQUIRED,
             "websocket_required",
-            format!("this endpoint is a WebSocket; connect with a WebSocket client ({})", e.body_text()),
+            format!("this endpoint is a WebSocket; connect with a WebSocket client ({why})"),
         )
     })?;
     if state.chat.is_shutting_down() {
         return Err(ApiError::unavailable("this server is shutting down"));
     }
     let slot = state.chat.open_socket(peer.map(|p| p.ip()))?;
+    let runtime = state.chat.runtime.clone();
     let socket = ChatSocket { state, channel_id, caller, peer, moderator, history, _slot: slot };
-    Ok(upgrade
-        .max_message_size(config.max_client_frame_bytes)
-        .max_frame_size(config.max_client_frame_bytes)
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(WRITE_BUFFER_BYTES)
-        .on_upgrade(move |ws| async move {
-            match socket.state.chat.runtime.clone() {
-                Some(runtime) => drop(runtime.spawn(socket.run(ws))),
-                None => socket.run(ws).await,
-            }
-        }))
+    let task = async move {
+        match on_upgrade.await {
+            Ok(upgraded) => socket.run(upgraded).await,
+            Err(e) => tracing::debug!(error = %e, "chat socket upgrade failed"),
+        }
+    };
+    drop(match runtime {
+        Some(runtime) => runtime.spawn(task),
+        None => tokio::spawn(task),
+    });
+    let headers = [
+        (header::CONNECTION, HeaderValue::from_static("upgrade")),
+        (header::UPGRADE, HeaderValue::from_static("websocket")),
+        (header::SEC_WEBSOCKET_ACCEPT, accept),
+    ];
+    Ok((StatusCode::SWITCHING_PROTOCOLS, headers).into_response())
+}
+
+/// A WebSocket upgrade request (RFC 6455 §4.2.1): the connection to take over and the
+/// `Sec-WebSocket-Accept` to answer with, or why the request is not one.
+pub(super) struct Upgrade(Result<(OnUpgrade, HeaderValue), &'static str>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(Upgrade(upgrade_request(parts)))
+    }
+}
+
+fn upgrade_request(parts: &mut Parts) -> Result<(OnUpgrade, HeaderValue), &'static str> {
+    if parts.method != Method::GET {
+        return Err("the upgrade request must be a GET");
+    }
+    if !has_token(&parts.headers, header::CONNECTION, "upgrade") {
+        return Err("no `Connection: upgrade` header");
+    }
+    if !has_token(&parts.headers, header::UPGRADE, "websocket") {
+        return Err("no `Upgrade: websocket` header");
+    }
+    if parts.headers.get(header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v != "13") {
+        return Err("`Sec-WebSocket-Version` must be 13");
+    }
+    let key = parts.headers.get(header::SEC_WEBSOCKET_KEY).ok_or("no `Sec-WebSocket-Key` header")?;
+    let accept = accept_key(key.as_bytes());
+    let on_upgrade = parts.extensions.remove::<OnUpgrade>().ok_or("this connection cannot be upgraded")?;
+    Ok((on_upgrade, accept))
+}
+
+/// Whether a comma-separated header lists `token` (case-insensitive).
+fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
+/// `Sec-WebSocket-Accept` for a client's key: base64 of the SHA-1 of the key and the protocol's GUID.
+fn accept_key(key: &[u8]) -> HeaderValue {
+    const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    ctx.update(key);
+    ctx.update(GUID);
+    let encoded = base64::engine::general_purpose::STANDARD.encode(ctx.finish());
+    HeaderValue::from_str(&encoded).expect("base64 is a valid header value")
 }
 
 /// One connected client of one channel's chat.
@@ -163,20 +230,28 @@ fn error_frame(e: impl Into<ErrorView>) -> Message {
     ServerFrame::Error { error: e.into() }.to_message()
 }
 
-fn close_frame(code: u16, reason: &'static str) -> CloseFrame {
+fn close_frame(code: CloseCode, reason: &'static str) -> CloseFrame {
     CloseFrame { code, reason: reason.into() }
 }
 
 impl ChatSocket {
-    async fn run(self, mut socket: WebSocket) {
+    async fn run(self, upgraded: Upgraded) {
         let _connected = ConnectionGauge::open(&self.state.metrics.ws_connections);
         let config = self.state.chat.config().clone();
-        // Subscribe before reading history so that nothing falls between the two (messages in both
-        // are skipped by their `seq` below).
-        let mut events = self.state.chat.fanout.subscribe(&self.state.catalog, &self.channel_id);
-        // What goes out with the next flush; kept between ticks so that a tick allocates nothing.
-        let mut pending: Vec<Message> = Vec::new();
-
+        let (read, write) = tokio::io::split(TokioIo::new(upgraded));
+        let out = SocketOut::new(Box::new(write), self.moderator, config.channel_backlog);
+        let ws_config = WebSocketConfig::default()
+            .max_message_size(Some(config.max_client_frame_bytes))
+            .max_frame_size(Some(config.max_client_frame_bytes))
+            .read_buffer_size(READ_BUFFER_BYTES)
+            .write_buffer_size(WRITE_BUFFER_BYTES);
+        let connection = Connection { read, write: SocketWriter(out.clone()) };
+        let mut ws = WebSocketStream::from_raw_socket(connection, Role::Server, Some(ws_config)).await;
+        // Subscribe before reading history so that nothing falls between the two: the fan-out
+        // holds this socket's ticks until the history is written, and messages in both are
+        // left out of the ticks by their `seq`.
+        let subscription =
+            self.state.chat.fanout.subscribe(&self.state.catalog, &self.state.metrics, &self.channel_id, out.clone());
         let mut last_history_seq = 0;
         if self.history > 0 {
             let messages: Vec<MessageView> = self.state.catalog.read(|s| {
@@ -185,97 +260,76 @@ impl ChatSocket {
                 latest.into_iter().map(|m| MessageView::new(m, s)).collect()
             });
             last_history_seq = messages.last().map_or(0, |m| m.seq);
-            pending.push(ServerFrame::History { messages }.to_message());
+            if !send(&mut ws, ServerFrame::History { messages }.to_message(), config.write_timeout).await {
+                return;
+            }
         }
+        out.release(last_history_seq);
 
         let mut ping = interval_at(Instant::now() + config.ping_interval, config.ping_interval);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last_heard = Instant::now();
 
         let close = loop {
-            if !write_frames(&mut socket, &mut pending, config.write_timeout).await {
-                break None; // too slow to take a tick, or gone
-            }
-            // Events first: a tick wakes the socket and is taken without polling the others.
-            // The node's shutdown closes the channel's broadcast (see `fanout`).
+            // Queued frames first: the fan-out wakes this task only when the kernel did not take a
+            // tick at once, or when the socket must close.
             tokio::select! {
                 biased;
-                event = events.recv() => match event {
-                    Ok(frame) => {
-                        let mut messages = 0;
-                        let deleted = self.select(&frame, last_history_seq, &mut pending, &mut messages);
-                        self.state.metrics.chat_messages_out.inc_by(messages);
-                        if pending.len() > 1 {
-                            // A tick's frames take one write.
-                            self.state.metrics.chat_coalesced_writes.inc();
-                        }
-                        if deleted {
-                            break Some(close_frame(close_code::NORMAL, "channel deleted"));
-                        }
+                () = out.woken() => {
+                    let drained = tokio::time::timeout(config.write_timeout, poll_fn(|cx| out.poll_drain(cx))).await;
+                    if !matches!(drained, Ok(Ok(()))) {
+                        break None; // too slow to take its frames, or gone
                     }
-                    Err(RecvError::Lagged(missed)) => pending.push(ServerFrame::Lagged { missed }.to_message()),
-                    Err(RecvError::Closed) => break Some(close_frame(close_code::AWAY, "server shutting down")),
-                },
-                frame = socket.next() => match frame {
-                    None | Some(Ok(Message::Close(_))) => break None,
-                    Some(Err(e)) => break Some(read_failed(e)),
-                    Some(Ok(frame)) => {
-                        last_heard = Instant::now();
-                        let reply = match frame {
-                            Message::Text(text) => self.handle_client_text(text.as_str()).await,
-                            Message::Binary(_) => Some(error_frame(ApiError::bad_request(
-                                "invalid_frame",
-                                "binary frames are not accepted; send JSON text frames",
-                            ))),
-                            _ => None,
-                        };
-                        pending.extend(reply);
+                    match out.ended() {
+                        None => {}
+                        Some(End::ChannelDeleted) => break Some(close_frame(CloseCode::Normal, "channel deleted")),
+                        Some(End::ShuttingDown) => break Some(close_frame(CloseCode::Away, "server shutting down")),
+                        Some(End::Broken) => break None,
+                    }
+                }
+                frame = ws.next() => {
+                    let reply = match frame {
+                        None | Some(Ok(Message::Close(_))) => break None,
+                        Some(Err(e)) => break Some(read_failed(&e)),
+                        Some(Ok(Message::Text(text))) => {
+                            last_heard = Instant::now();
+                            self.handle_client_text(text.as_str()).await
+                        }
+                        Some(Ok(Message::Binary(_))) => Some(error_frame(ApiError::bad_request(
+                            "invalid_frame",
+                            "binary frames are not accepted; send JSON text frames",
+                        ))),
+                        Some(Ok(_)) => {
+                            last_heard = Instant::now();
+                            None
+                        }
+                    };
+                    if let Some(reply) = reply {
+                        if !send(&mut ws, reply, config.write_timeout).await {
+                            break None;
+                        }
                     }
                 },
                 _ = ping.tick() => {
                     if last_heard.elapsed() >= config.ping_interval * 3 {
-                        break Some(close_frame(close_code::POLICY, "no answer to pings"));
+                        break Some(close_frame(CloseCode::Policy, "no answer to pings"));
                     }
-                    pending.push(Message::Ping(Default::default()));
+                    if !send(&mut ws, Message::Ping(Default::default()), config.write_timeout).await {
+                        break None;
+                    }
                 }
             }
         };
-        // The last socket of a channel releases its broadcast.
-        drop(events);
-        // What was pending goes first (a deleted channel's last events), then the close.
-        pending.extend(close.map(|frame| Message::Close(Some(frame))));
-        write_frames(&mut socket, &mut pending, config.write_timeout).await;
-        let _ = tokio::time::timeout(config.write_timeout, socket.close()).await;
+        // The last socket of a channel takes the channel off the fan-out.
+        drop(subscription);
+        if out.ended() != Some(End::Broken) {
+            // What was queued goes first (a deleted channel's last events), then the close.
+            let _ = tokio::time::timeout(config.write_timeout, ws.close(close)).await;
+        }
     }
 
     /// Post what a client sent; the answer is an error frame, or nothing (the posted message comes
     /// back to every socket of the channel, this one included, as a `message` event).
-    /// The frames of `frame` this socket sends, in order: messages its history already held are
-    /// skipped, settings as its caller may see them. Counts the chat messages among them in
-    /// `messages`; `true` when the channel is gone (its last frame).
-    fn select(&self, frame: &ChannelFrame, last_history_seq: u64, out: &mut Vec<Message>, messages: &mut u64) -> bool {
-        match frame {
-            ChannelFrame::ChannelDeleted => return true,
-            ChannelFrame::Message { seq, .. } if *seq <= last_history_seq => {}
-            ChannelFrame::Message { frame, .. } => {
-                out.push(frame.clone());
-                *messages += 1;
-            }
-            ChannelFrame::Notice(frame) => out.push(frame.clone()),
-            ChannelFrame::Settings { public, moderator } => {
-                out.push(if self.moderator { moderator } else { public }.clone());
-            }
-            ChannelFrame::Batch(frames) => {
-                for frame in frames {
-                    if self.select(frame, last_history_seq, out, messages) {
-                        return true;
-                    }
-                }
-            }
-        }
-        false
-    }
-
     async fn handle_client_text(&self, text: &str) -> Option<Message> {
         let frame = match serde_json::from_str::<ClientFrame>(text) {
             Ok(frame) => frame,
@@ -336,33 +390,57 @@ impl Drop for ConnectionGauge {
 }
 
 /// Why reading failed, as a close frame: too large (1009) or a protocol error (1002).
-fn read_failed(e: axum::Error) -> CloseFrame {
-    let too_large = e
-        .into_inner()
-        .downcast_ref::<tungstenite::Error>()
-        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)));
-    if too_large {
-        close_frame(close_code::SIZE, "frame too large")
+fn read_failed(e: &tungstenite::Error) -> CloseFrame {
+    if matches!(e, tungstenite::Error::Capacity(_)) {
+        close_frame(CloseCode::Size, "frame too large")
     } else {
-        close_frame(close_code::PROTOCOL, "unreadable frame")
+        close_frame(CloseCode::Protocol, "unreadable frame")
     }
 }
 
-/// Write `frames` (emptying it) with one flush; `false` when the client could not take them
-/// within `limit` or is gone. Nothing to write is no write. Most writes complete at once, into
-/// the kernel's buffer: those arm no timer.
-async fn write_frames(socket: &mut WebSocket, frames: &mut Vec<Message>, limit: Duration) -> bool {
-    if frames.is_empty() {
-        return true;
+/// Send one frame of the socket's own (behind whatever is queued) within `limit`; `false` when
+/// the client could not take it or is gone. A write the kernel takes at once arms no timer.
+async fn send(ws: &mut WebSocketStream<Connection>, frame: Message, limit: Duration) -> bool {
+    let mut sent = std::pin::pin!(ws.send(frame));
+    match futures::poll!(sent.as_mut()) {
+        Poll::Ready(sent) => sent.is_ok(),
+        Poll::Pending => matches!(tokio::time::timeout(limit, sent).await, Ok(Ok(()))),
     }
-    let mut write = pin!(async {
-        for frame in frames.drain(..) {
-            socket.feed(frame).await?;
-        }
-        socket.flush().await
-    });
-    match futures::poll!(write.as_mut()) {
-        Poll::Ready(written) => written.is_ok(),
-        Poll::Pending => matches!(tokio::time::timeout(limit, write).await, Ok(Ok(()))),
+}
+
+/// The upgraded connection as tungstenite sees it: reads straight from it, writes through the
+/// socket's queue, which the fan-out writes into as well.
+struct Connection {
+    read: ReadHalf<TokioIo<Upgraded>>,
+    write: SocketWriter,
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.read).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.write).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.write).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.write).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_accept_key_is_the_one_rfc_6455_gives() {
+        assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 }
