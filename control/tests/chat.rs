@@ -349,6 +349,29 @@ async fn a_tick_of_events_arrives_in_order_in_shared_writes() {
     assert_quiet(&mut ws, Duration::from_millis(200)).await;
 }
 
+/// A tick goes from the fan-out straight into every socket's kernel buffer: with more sockets than
+/// tokio lets one task poll I/O for at a time, every socket's write is still direct (none of
+/// their tasks woken to write it), and each socket gets the message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tick_reaches_every_socket_without_waking_its_task() {
+    let config = ChatConfig { max_sockets_per_client: 0, ..roomy() };
+    let (api, state) = start(Mode::Development, config).await;
+    let (owner, _) = user(&api, "owner").await;
+    let (_, viewer_token) = user(&api, "viewer").await;
+    api.channel("c1", &owner, &[]).await;
+    let mut sockets = Vec::new();
+    for _ in 0..300 {
+        sockets.push(connect(&api, "c1", None, "?history=0").await);
+    }
+    wait_until("300 sockets open", || state.metrics.ws_connections.get() == 300).await;
+    let direct_before = state.metrics.chat_direct_writes.get();
+    assert_eq!(say(&api, "c1", &viewer_token, "to all").await.0, 201);
+    for ws in &mut sockets {
+        assert_eq!(next_of(ws, "message").await["message"]["text"], "to all");
+    }
+    assert_eq!(state.metrics.chat_direct_writes.get() - direct_before, 300, "every socket written directly");
+}
+
 /// A client that stops reading fills its socket's buffers: the node closes it once a tick's
 /// frames wait longer than the write timeout, while a client reading beside it gets every message
 /// in order, none skipped. One task serves each socket, so a blocked write must not hold others.

@@ -106,7 +106,10 @@ impl Fanout {
             routes.dispatching = true;
             let applied = catalog.subscribe();
             let task = dispatch(Arc::downgrade(self), catalog.clone(), metrics.clone(), applied, self.shutdown.clone());
-            tokio::spawn(task);
+            // A sweep writes thousands of sockets in one poll of this task: under tokio's
+            // cooperative budget (128 I/O operations a poll) every write after the first 128
+            // would look blocked and go the slow way, through the socket's task.
+            tokio::spawn(tokio::task::unconstrained(task));
         }
         let sockets = routes.channels.entry(channel_id.to_owned()).or_default();
         let mut grown = Vec::with_capacity(sockets.len() + 1);
@@ -168,20 +171,20 @@ impl Fanout {
     }
 
     /// Send each channel's gathered frames to its sockets, framed once per channel.
-    fn flush(&self, pending: &mut HashMap<String, Vec<ChannelFrame>>, metrics: &ApiMetrics) {
+    async fn flush(&self, pending: &mut HashMap<String, Vec<ChannelFrame>>, metrics: &ApiMetrics) {
         for (channel_id, frames) in pending.drain() {
             let Some(sockets) = self.routes().channels.get(&channel_id).cloned() else { continue };
-            sweep(&Arc::new(Tick::new(frames)), &sockets, metrics);
+            sweep_shared(Arc::new(Tick::new(frames)), sockets, metrics).await;
         }
     }
 
     /// The dispatcher missed `missed` catalog commands: every socket may have missed events.
-    fn publish_lagged(&self, missed: u64, metrics: &ApiMetrics) {
+    async fn publish_lagged(&self, missed: u64, metrics: &ApiMetrics) {
         let channels: Vec<Sockets> = self.routes().channels.values().cloned().collect();
         let notice = text_frame(ServerFrame::Lagged { missed }.to_json().as_bytes());
         let tick = Arc::new(Tick::new(vec![ChannelFrame::Notice(notice)]));
         for sockets in channels {
-            sweep(&tick, &sockets, metrics);
+            sweep_shared(tick.clone(), sockets, metrics).await;
         }
     }
 
@@ -196,6 +199,35 @@ impl Fanout {
         }
         routes.channels.clear();
         routes.sockets = 0;
+    }
+}
+
+/// Sockets one thread sweeps before the sweep is shared among the runtime's threads.
+const SWEEP_SHARE: usize = 1024;
+
+/// [`sweep`] a channel's sockets, on several of the runtime's threads when they are many. Returns
+/// once every socket is written (or queued), so ticks reach each socket in order.
+async fn sweep_shared(tick: Arc<Tick>, sockets: Sockets, metrics: &ApiMetrics) {
+    let threads = tokio::runtime::Handle::current().metrics().num_workers();
+    let parts = (sockets.len() / SWEEP_SHARE).clamp(1, threads);
+    if parts == 1 {
+        sweep(&tick, &sockets, metrics);
+        return;
+    }
+    // Every part is a task of its own: one swept here would keep the spawned ones in this thread's
+    // next-task slot, which other threads do not steal from, until it was done.
+    let per = sockets.len().div_ceil(parts);
+    let helpers: Vec<_> = (0..parts)
+        .map(|part| {
+            let (tick, sockets, metrics) = (tick.clone(), sockets.clone(), metrics.clone());
+            let range = part * per..((part + 1) * per).min(sockets.len());
+            tokio::spawn(tokio::task::unconstrained(async move { sweep(&tick, &sockets[range], &metrics) }))
+        })
+        .collect();
+    for helper in helpers {
+        if let Err(e) = helper.await {
+            tracing::error!(error = %e, "a chat sweep failed");
+        }
     }
 }
 
@@ -231,9 +263,11 @@ async fn dispatch(
     mut applied: broadcast::Receiver<Arc<AppliedEvent>>,
     shutdown: CancellationToken,
 ) {
-    // Frames built but not sent yet, per channel, and when they go: one tick after the first.
+    // Frames built but not sent yet, per channel, and when they go: one tick after the last
+    // flush began, or at once when that was longer ago.
     let mut pending: HashMap<String, Vec<ChannelFrame>> = HashMap::new();
     let mut due: Option<Instant> = None;
+    let mut last_flush: Option<Instant> = None;
     let mut stopping = std::pin::pin!(shutdown.cancelled());
     loop {
         let received = tokio::select! {
@@ -244,7 +278,8 @@ async fn dispatch(
         let Some(fanout) = fanout.upgrade() else { return };
         match received {
             None => {
-                fanout.flush(&mut pending, &metrics);
+                last_flush = Some(Instant::now());
+                fanout.flush(&mut pending, &metrics).await;
                 due = None;
             }
             Some(Ok(event)) => {
@@ -252,27 +287,36 @@ async fn dispatch(
                 let closing = matches!(frame, ChannelFrame::ChannelDeleted);
                 pending.entry(channel_id).or_default().push(frame);
                 if closing {
-                    fanout.flush(&mut pending, &metrics);
+                    fanout.flush(&mut pending, &metrics).await;
                     due = None;
                 } else {
-                    due.get_or_insert_with(|| Instant::now() + fanout.tick());
+                    due.get_or_insert_with(|| next_flush(last_flush, fanout.tick()));
                 }
             }
             Some(Err(RecvError::Lagged(missed))) => {
                 // The receiver goes on from the oldest command the catalog still holds; the sockets
                 // are told they may have missed events and can refetch the history.
                 tracing::warn!(missed, "chat dispatcher fell behind the catalog");
-                fanout.flush(&mut pending, &metrics);
+                fanout.flush(&mut pending, &metrics).await;
                 due = None;
-                fanout.publish_lagged(missed, &metrics);
+                fanout.publish_lagged(missed, &metrics).await;
             }
             Some(Err(RecvError::Closed)) => {
-                fanout.flush(&mut pending, &metrics);
+                fanout.flush(&mut pending, &metrics).await;
                 fanout.stopped();
                 return;
             }
         }
     }
+}
+
+/// When events that find nothing pending go out: a tick after the last flush began, so that a
+/// node writes each socket at most once a tick, and at once when the last flush is older than
+/// that (the first message after a quiet spell waits for nothing). Events that arrive during a
+/// sweep wait only for the rest of the tick the sweep started, not a tick after it ends.
+fn next_flush(last_flush: Option<Instant>, tick: Duration) -> Instant {
+    let now = Instant::now();
+    last_flush.map_or(now, |last| (last + tick).max(now))
 }
 
 /// One socket's place among its channel's; leaving takes it off (and the channel with its last).
@@ -300,5 +344,16 @@ mod tests {
         assert_eq!(tick_for(5_000), Duration::from_millis(50));
         assert_eq!(tick_for(10_000), Duration::from_millis(100));
         assert_eq!(tick_for(1_000_000), MAX_TICK);
+    }
+
+    #[test]
+    fn events_go_at_once_after_a_quiet_tick_and_otherwise_with_the_next_one() {
+        let tick = Duration::from_millis(50);
+        let first = next_flush(None, tick);
+        assert!(first <= Instant::now(), "the node's first event waits for nothing");
+        let recent = Instant::now();
+        assert_eq!(next_flush(Some(recent), tick), recent + tick, "a tick after the last flush began");
+        let quiet = Instant::now() - tick * 2;
+        assert!(next_flush(Some(quiet), tick) <= Instant::now(), "the last flush is a tick ago: at once");
     }
 }
