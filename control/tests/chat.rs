@@ -12,7 +12,8 @@ use control::{ApiState, Mode};
 use futures::{SinkExt, StreamExt};
 use raft::{now_millis, Command};
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -77,7 +78,7 @@ async fn connect(api: &TestApi, channel: &str, token: Option<&str>, query: &str)
 }
 
 /// The next JSON frame (pings and pongs skipped).
-async fn next_json(ws: &mut Ws) -> Value {
+async fn next_json<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>) -> Value {
     loop {
         let frame = tokio::time::timeout(WAIT, ws.next()).await.expect("no frame in time").expect("socket ended");
         match frame.unwrap() {
@@ -89,7 +90,7 @@ async fn next_json(ws: &mut Ws) -> Value {
 }
 
 /// The next frame of a type, skipping others (history, settings, ...).
-async fn next_of(ws: &mut Ws, kind: &str) -> Value {
+async fn next_of<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>, kind: &str) -> Value {
     loop {
         let frame = next_json(ws).await;
         if frame["type"] == kind {
@@ -370,6 +371,75 @@ async fn a_tick_reaches_every_socket_without_waking_its_task() {
         assert_eq!(next_of(ws, "message").await["message"]["text"], "to all");
     }
     assert_eq!(state.metrics.chat_direct_writes.get() - direct_before, 300, "every socket written directly");
+}
+
+/// Over HTTPS the fan-out writes through the TLS session: large messages in bursts arrive whole
+/// and in order, written by the sweep, and the socket's own replies (an error for a binary frame)
+/// share the connection with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_over_tls_arrives_whole_and_in_order() {
+    let (api, state) = start(Mode::Development, roomy()).await;
+    let (owner, _) = user(&api, "owner").await;
+    let (_, viewer_token) = user(&api, "viewer").await;
+    api.channel("c1", &owner, &[]).await;
+
+    // The same API over TLS, served as the node serves HTTPS (hyper, upgrades on).
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+    let server = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tls_addr = listener.local_addr().unwrap();
+    let app = control::router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = listener.accept().await.unwrap();
+            let (acceptor, mut app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                let Ok(service) = tower::Service::call(&mut app, peer).await;
+                let tls = acceptor.accept(tcp).await.unwrap();
+                let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+                let service = hyper_util::service::TowerToHyperService::new(service);
+                let _ = builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), service).await;
+            });
+        }
+    });
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let client = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let tcp = TcpStream::connect(tls_addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(client)).connect(name, tcp).await.unwrap();
+    let url = format!("wss://localhost:{}/api/channels/c1/chat/ws?history=0", tls_addr.port());
+    let (mut ws, response) = tokio_tungstenite::client_async(url, tls).await.unwrap();
+    assert_eq!(response.status().as_u16(), 101);
+    wait_until("the socket open", || state.metrics.ws_connections.get() == 1).await;
+
+    let direct_before = state.metrics.chat_direct_writes.get();
+    let text = "\u{1d11e}".repeat(490); // 2 KB each, 50 KB a burst: many TLS records
+    for burst in 0..4 {
+        let texts: Vec<String> = (0..25).map(|i| format!("{burst:02}{i:02} {text}")).collect();
+        let posts = texts.iter().map(|text| say(&api, "c1", &viewer_token, text));
+        for (status, body) in futures::future::join_all(posts).await {
+            assert_eq!(status, 201, "{body}");
+        }
+    }
+    let mut seqs = Vec::new();
+    while seqs.len() < 100 {
+        let frame = next_of(&mut ws, "message").await;
+        assert!(frame["message"]["text"].as_str().unwrap().ends_with(&text), "a whole message: {frame}");
+        seqs.push(frame["message"]["seq"].as_u64().unwrap());
+    }
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "out of order: {seqs:?}");
+    assert!(state.metrics.chat_direct_writes.get() > direct_before, "the sweep wrote through TLS");
+
+    ws.send(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
+    assert_eq!(next_of(&mut ws, "error").await["error"]["code"], "invalid_frame");
+    assert_eq!(say(&api, "c1", &viewer_token, "after the error").await.0, 201);
+    assert_eq!(next_of(&mut ws, "message").await["message"]["text"], "after the error");
 }
 
 /// A client that stops reading fills its socket's buffers: the node closes it once a tick's

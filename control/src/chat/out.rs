@@ -426,3 +426,92 @@ impl AsyncWrite for SocketWriter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    use super::*;
+
+    fn message(seq: u64, text: &str) -> ChannelFrame {
+        ChannelFrame::Message { seq, frame: text_frame(text.as_bytes()) }
+    }
+
+    fn tick(frames: Vec<ChannelFrame>) -> Arc<Tick> {
+        Arc::new(Tick::new(frames))
+    }
+
+    /// The payloads of the next `n` server frames on `reader` (unmasked, lengths under 64 KiB).
+    async fn read_frames(reader: &mut DuplexStream, n: usize) -> Vec<String> {
+        let mut frames = Vec::new();
+        for _ in 0..n {
+            let mut head = [0u8; 2];
+            reader.read_exact(&mut head).await.unwrap();
+            assert_eq!(head[0], 0x81, "a whole text frame");
+            let len = match head[1] {
+                126 => usize::from(reader.read_u16().await.unwrap()),
+                len => usize::from(len),
+            };
+            let mut payload = vec![0; len];
+            reader.read_exact(&mut payload).await.unwrap();
+            frames.push(String::from_utf8(payload).unwrap());
+        }
+        frames
+    }
+
+    #[tokio::test]
+    async fn a_tick_goes_straight_into_a_writer_with_room_as_the_caller_may_see_it() {
+        let settings = || ChannelFrame::Settings { public: text_frame(b"public"), moderator: text_frame(b"moderator") };
+        let tick = tick(vec![message(1, "one"), settings(), message(2, "two")]);
+        for (moderator, seen) in [(false, "public"), (true, "moderator")] {
+            let (writer, mut reader) = tokio::io::duplex(64 * 1024);
+            let out = SocketOut::new(Box::new(writer), moderator, 8);
+            out.release(0);
+            assert_eq!(out.deliver(&tick), (Delivered::Direct, 2));
+            assert_eq!(read_frames(&mut reader, 3).await, ["one", seen, "two"]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_writer_queues_then_skips_and_the_client_is_told_what_it_missed() {
+        let (writer, mut reader) = tokio::io::duplex(16);
+        let out = SocketOut::new(Box::new(writer), false, 3);
+        out.release(0);
+        let long = "x".repeat(40);
+        assert_eq!(out.deliver(&tick(vec![message(1, &long), message(2, "b")])).0, Delivered::Queued);
+        assert_eq!(out.deliver(&tick(vec![message(3, "c")])).0, Delivered::Queued);
+        // The queue holds three events, its backlog: the next tick is skipped.
+        assert_eq!(out.deliver(&tick(vec![message(4, "d"), message(5, "e")])), (Delivered::Dropped, 0));
+        let (drained, frames) = tokio::join!(poll_fn(|cx| out.poll_drain(cx)), read_frames(&mut reader, 4));
+        drained.unwrap();
+        assert_eq!(frames, [long.as_str(), "b", "c", r#"{"type":"lagged","missed":2}"#]);
+        // Caught up: the next tick goes straight in again.
+        assert_eq!(out.deliver(&tick(vec![message(6, "f")])).0, Delivered::Direct);
+        assert_eq!(read_frames(&mut reader, 1).await, ["f"]);
+    }
+
+    #[tokio::test]
+    async fn ticks_wait_for_the_history_and_leave_out_what_it_held() {
+        let (writer, mut reader) = tokio::io::duplex(64 * 1024);
+        let out = SocketOut::new(Box::new(writer), false, 8);
+        assert_eq!(out.deliver(&tick(vec![message(5, "five"), message(6, "six")])).0, Delivered::Held);
+        SocketWriter(out.clone()).write_all(&text_frame(b"history")).await.unwrap();
+        out.release(5); // the history's last message
+        assert_eq!(out.deliver(&tick(vec![message(7, "seven")])).0, Delivered::Direct);
+        assert_eq!(read_frames(&mut reader, 3).await, ["history", "six", "seven"]);
+    }
+
+    #[tokio::test]
+    async fn a_deleted_channel_ends_the_socket_after_its_last_frames() {
+        let (writer, mut reader) = tokio::io::duplex(64 * 1024);
+        let out = SocketOut::new(Box::new(writer), false, 8);
+        out.release(0);
+        out.deliver(&tick(vec![message(1, "last"), ChannelFrame::ChannelDeleted]));
+        assert_eq!(out.ended(), Some(End::ChannelDeleted));
+        out.woken().await; // the task is told
+        assert_eq!(read_frames(&mut reader, 1).await, ["last"]);
+        assert_eq!(out.deliver(&tick(vec![message(2, "after")])), (Delivered::Dropped, 0));
+    }
+}
