@@ -7,8 +7,8 @@
 //! `{"type":"message","text":"..."}`; it is posted exactly like a REST post, and refusals come
 //! back as `{"type":"error","error":{code,message,...}}` without closing the socket.
 //!
-//! Events come from the node's fan-out ([`super::fanout`]): the socket holds a receiver of its own
-//! channel's broadcast and forwards the already-serialized frames; it never sees other channels.
+//! Events come from the node's fan-out ([`super::fanout`]), which writes them, framed once per
+//! channel, into the sockets of that channel only.
 //!
 //! Bounds: client frames are at most [`ChatConfig::max_client_frame_bytes`] (larger closes with
 //! 1009), and the read buffer is sized for them, not tungstenite's 128 KiB default.
@@ -63,7 +63,7 @@ use crate::ApiState;
 
 /// Bytes tungstenite reads from a chat socket at once. Client frames are small (at most
 /// `max_client_frame_bytes`, 4 KiB by default; a larger frame grows the buffer until it is refused),
-/// and tungstenite zero-fills this much before every read attempt, once a tick on every socket.
+/// and tungstenite zero-fills this much before every read attempt.
 const READ_BUFFER_BYTES: usize = 1024;
 /// Bytes tungstenite gathers before writing to the connection; every frame is flushed right after
 /// it is queued anyway, so a large target only costs memory.
