@@ -66,7 +66,7 @@ pub(crate) async fn serve_https(
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config(files)?));
     let mut backoff = AcceptBackoff::default();
     loop {
-        let (tcp, peer) = tokio::select! {
+        let (mut tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => {
                     backoff.on_success();
@@ -84,6 +84,7 @@ pub(crate) async fn serve_https(
             () = stop.cancelled() => return Ok(()),
         };
         let acceptor = acceptor.clone();
+        crate::http::no_delay(&mut tcp);
         // `IntoMakeServiceWithConnectInfo` is always ready and infallible.
         let Ok(service) = make_service.call(peer).await;
         tokio::spawn(async move {
