@@ -236,7 +236,6 @@ fn close_frame(code: CloseCode, reason: &'static str) -> CloseFrame {
 
 impl ChatSocket {
     async fn run(self, upgraded: Upgraded) {
-        let _connected = ConnectionGauge::open(&self.state.metrics.ws_connections);
         let config = self.state.chat.config().clone();
         let (read, write) = tokio::io::split(TokioIo::new(upgraded));
         let out = SocketOut::new(Box::new(write), self.moderator, config.channel_backlog);
@@ -265,6 +264,8 @@ impl ChatSocket {
             }
         }
         out.release(last_history_seq);
+        // Counted once it takes events: a socket in the gauge misses none from then on.
+        let _connected = ConnectionGauge::open(&self.state.metrics.ws_connections);
 
         let mut ping = interval_at(Instant::now() + config.ping_interval, config.ping_interval);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
