@@ -504,8 +504,8 @@ async fn sockets_run_on_the_runtime_the_hub_is_given() {
 }
 
 /// The node fans events out per channel: a socket of channel A gets A's one message and nothing of
-/// the 500 posted to B around it, B's socket gets all of B's, in order, and a channel's broadcast
-/// goes away with its last socket.
+/// the 500 posted to B around it, B's socket gets all of B's, in order, and a channel leaves the
+/// fan-out with its last socket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_channels_do_not_reach_sockets_of_other_channels() {
     let config = ChatConfig { channel_backlog: 1024, ..roomy() };
@@ -517,7 +517,7 @@ async fn busy_channels_do_not_reach_sockets_of_other_channels() {
     api.channel("cc", &owner, &[]).await;
     let mut quiet = connect(&api, "ca", None, "?history=0").await;
     let mut busy = connect(&api, "cb", None, "?history=0").await;
-    assert_eq!(state.chat.watched_channels(), 2, "one broadcast per channel with sockets");
+    assert_eq!(state.chat.watched_channels(), 2, "the channels with sockets");
 
     // 500 posts to B, 8 at a time, with A's one message in the middle.
     let posts = futures::stream::iter(0..500)
@@ -534,7 +534,7 @@ async fn busy_channels_do_not_reach_sockets_of_other_channels() {
         })
         .buffer_unordered(8)
         .collect::<Vec<u64>>();
-    // Posting to a channel nobody watches here costs no broadcast.
+    // Posting to a channel nobody watches here builds no frame.
     let unwatched = say(&api, "cc", &token, "nobody listens");
     let (mut seqs, (status, _)) = tokio::join!(posts, unwatched);
     assert_eq!(status, 201);
@@ -557,9 +557,9 @@ async fn busy_channels_do_not_reach_sockets_of_other_channels() {
     assert!(state.metrics.chat_messages_out.get() >= 501);
 
     drop(quiet);
-    wait_until("A's broadcast released", || state.chat.watched_channels() == 1).await;
+    wait_until("A left the fan-out", || state.chat.watched_channels() == 1).await;
     drop(busy);
-    wait_until("B's broadcast released", || state.chat.watched_channels() == 0).await;
+    wait_until("B left the fan-out", || state.chat.watched_channels() == 0).await;
     // A new socket starts over, and still gets live events.
     let mut again = connect(&api, "ca", None, "?history=0").await;
     assert_eq!(say(&api, "ca", &token, "back again").await.0, 201);

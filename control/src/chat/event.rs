@@ -194,6 +194,12 @@ impl ServerFrame {
         serde_json::to_string(self).unwrap_or_else(|_| r#"{"type":"error"}"#.to_owned())
     }
 
+    /// The frame as it goes on the wire: one whole WebSocket text frame, framed once for every
+    /// socket that gets it.
+    pub(crate) fn to_wire(&self) -> bytes::Bytes {
+        super::out::text_frame(self.to_json().as_bytes())
+    }
+
     /// The frame as a WebSocket text message (cheap to clone: the bytes are shared).
     pub(crate) fn to_message(&self) -> tungstenite::Message {
         tungstenite::Message::text(self.to_json())

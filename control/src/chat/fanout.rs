@@ -7,8 +7,8 @@
 //! `settings` twice, with and without the blocked words). Sockets never see another channel's
 //! traffic.
 //!
-//! Events are gathered per channel for one tick after the first, concatenated once, and written
-//! to each socket of the channel by the dispatcher itself ([`sweep`], [`SocketOut::deliver`]):
+//! Events are gathered per channel until the next tick ([`next_flush`]), concatenated once, and
+//! written to each socket of the channel by the dispatcher itself ([`sweep`], [`SocketOut::deliver`]):
 //! one system call per socket and tick, no task woken where the kernel takes the bytes at once.
 //! The frames on the wire are unchanged and in catalog order (a moderator's delete stays after
 //! the message it deletes). A channel's deletion goes at once. The tick is [`TICK`] (20 ms) while
@@ -32,7 +32,7 @@ use tokio::time::{sleep_until, Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::event::{chat_event, ChatEvent, MessageView, ServerFrame, SettingsView};
-use super::out::{text_frame, ChannelFrame, Delivered, End, SocketOut, Tick};
+use super::out::{ChannelFrame, Delivered, End, SocketOut, Tick};
 use crate::metrics::ApiMetrics;
 
 /// Events of a channel gathered for at most this long go to its sockets together: a socket then
@@ -151,19 +151,18 @@ impl Fanout {
         if !self.routes().channels.contains_key(channel_id) {
             return None; // no socket on this node watches that channel: nothing to build
         }
-        let wire = |frame: ServerFrame| text_frame(frame.to_json().as_bytes());
         let frame = match event {
             ChatEvent::Message(m) => {
                 let seq = m.seq;
                 let message = catalog.read(|s| MessageView::new(m, s));
-                ChannelFrame::Message { seq, frame: wire(ServerFrame::Message { message }) }
+                ChannelFrame::Message { seq, frame: ServerFrame::Message { message }.to_wire() }
             }
-            ChatEvent::Deleted { message_id } => ChannelFrame::Notice(wire(ServerFrame::Deleted { message_id })),
-            ChatEvent::Ban { user_id, until } => ChannelFrame::Notice(wire(ServerFrame::Ban { user_id, until })),
-            ChatEvent::Unban { user_id } => ChannelFrame::Notice(wire(ServerFrame::Unban { user_id })),
+            ChatEvent::Deleted { message_id } => ChannelFrame::Notice(ServerFrame::Deleted { message_id }.to_wire()),
+            ChatEvent::Ban { user_id, until } => ChannelFrame::Notice(ServerFrame::Ban { user_id, until }.to_wire()),
+            ChatEvent::Unban { user_id } => ChannelFrame::Notice(ServerFrame::Unban { user_id }.to_wire()),
             ChatEvent::Settings(settings) => ChannelFrame::Settings {
-                public: wire(ServerFrame::Settings { settings: SettingsView::new(settings.clone(), false) }),
-                moderator: wire(ServerFrame::Settings { settings: SettingsView::new(settings, true) }),
+                public: ServerFrame::Settings { settings: SettingsView::new(settings.clone(), false) }.to_wire(),
+                moderator: ServerFrame::Settings { settings: SettingsView::new(settings, true) }.to_wire(),
             },
             ChatEvent::ChannelDeleted => ChannelFrame::ChannelDeleted,
         };
@@ -181,8 +180,7 @@ impl Fanout {
     /// The dispatcher missed `missed` catalog commands: every socket may have missed events.
     async fn publish_lagged(&self, missed: u64, metrics: &ApiMetrics) {
         let channels: Vec<Sockets> = self.routes().channels.values().cloned().collect();
-        let notice = text_frame(ServerFrame::Lagged { missed }.to_json().as_bytes());
-        let tick = Arc::new(Tick::new(vec![ChannelFrame::Notice(notice)]));
+        let tick = Arc::new(Tick::new(vec![ChannelFrame::Notice(ServerFrame::Lagged { missed }.to_wire())]));
         for sockets in channels {
             sweep_shared(tick.clone(), sockets, metrics).await;
         }

@@ -194,6 +194,14 @@ struct OutState {
     end: Option<End>,
 }
 
+impl OutState {
+    fn enqueue(&mut self, bytes: Bytes, events: usize) {
+        self.queued_bytes += bytes.len();
+        self.queued_events += events;
+        self.queue.push_back((bytes, events));
+    }
+}
+
 impl std::fmt::Debug for SocketOut {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SocketOut").field("moderator", &self.moderator).finish_non_exhaustive()
@@ -237,22 +245,24 @@ impl SocketOut {
             held.push(tick.clone());
             return (Delivered::Held, 0);
         }
-        let delivered = self.push_tick(&mut state, tick);
+        self.push_tick(&mut state, tick)
+    }
+
+    /// Send `tick` now or behind what is queued (skipped when the queue is full); a tick that
+    /// closes the channel ends the socket after its frames.
+    fn push_tick(&self, state: &mut OutState, tick: &Tick) -> (Delivered, u64) {
+        let (bytes, messages) = tick.bytes_for(self.moderator, self.skip_through.load(Ordering::Relaxed));
+        let sent = if state.queued_events > 0 && state.queued_events + tick.events > self.backlog {
+            state.missed += tick.events as u64;
+            (Delivered::Dropped, 0)
+        } else {
+            (self.push(state, bytes, tick.events, &mut Context::from_waker(Waker::noop())), messages)
+        };
         if tick.closes {
             state.end = Some(End::ChannelDeleted);
             self.wake.notify_one();
         }
-        delivered
-    }
-
-    fn push_tick(&self, state: &mut OutState, tick: &Tick) -> (Delivered, u64) {
-        let (bytes, messages) = tick.bytes_for(self.moderator, self.skip_through.load(Ordering::Relaxed));
-        if state.queued_events > 0 && state.queued_events + tick.events > self.backlog {
-            state.missed += tick.events as u64;
-            return (Delivered::Dropped, 0);
-        }
-        let delivered = self.push(state, bytes, tick.events, &mut Context::from_waker(Waker::noop()));
-        (delivered, messages)
+        sent
     }
 
     /// Queue `bytes` behind what waits, or write them now when nothing does; what the kernel
@@ -278,9 +288,7 @@ impl SocketOut {
             }
         }
         if !bytes.is_empty() {
-            state.queued_bytes += bytes.len();
-            state.queued_events += events;
-            state.queue.push_back((bytes, events));
+            state.enqueue(bytes, events);
         }
         self.wake.notify_one();
         Delivered::Queued
@@ -296,10 +304,6 @@ impl SocketOut {
                 break;
             }
             self.push_tick(&mut state, &tick);
-            if tick.closes {
-                state.end = Some(End::ChannelDeleted);
-                self.wake.notify_one();
-            }
         }
     }
 
@@ -344,11 +348,9 @@ impl SocketOut {
             if state.missed == 0 {
                 break;
             }
-            let notice = text_frame(ServerFrame::Lagged { missed: state.missed }.to_json().as_bytes());
+            let notice = ServerFrame::Lagged { missed: state.missed }.to_wire();
             state.missed = 0;
-            state.queued_bytes += notice.len();
-            state.queued_events += 1;
-            state.queue.push_back((notice, 1));
+            state.enqueue(notice, 1);
         }
         match flushed(&mut state.writer, cx) {
             Ok(true) => {
