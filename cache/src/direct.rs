@@ -13,20 +13,28 @@
 //! ([`DirectSocket`]), registered with the runtime for write readiness only.
 
 use std::io;
+use std::net::IpAddr;
 use std::ops::Range;
 use std::os::fd::AsFd;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, StatusCode};
+use pingora_cache::key::CacheHashKey as _;
+use pingora_cache::CacheKey;
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::RangeType;
+use prometheus::IntCounter;
 use rustix::io::Errno;
-use rustix::net::SendFlags;
+use rustix::net::{RecvFlags, SendFlags};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-use crate::storage::{Body, FreshHit};
+use crate::metrics::EdgeMetrics;
+use crate::policy::{self, HlsRequest, ObjectKind};
+use crate::storage::{Body, FreshHit, MokaStorage};
+use crate::viewers::ViewerCounter;
 
 /// `body` label of `bitriver_edge_direct_sends_total` for a body sent from its memfd.
 pub(crate) const SENDFILE: &str = "sendfile";
@@ -35,6 +43,48 @@ pub(crate) const MEMORY: &str = "memory";
 
 /// How long a send may wait for the viewer to make room in its socket buffer.
 const WRITE_STALL: Duration = Duration::from_secs(60);
+
+/// Bytes of a connection's pending input looked at for a plain `GET` ([`crate::early`]): a
+/// player's request head fits; a longer one (large cookies) is pingora's to read.
+const PEEK: usize = 4096;
+
+/// The fresh hit of an immutable object (part, segment, init) `request` names, if the cache holds
+/// one.
+pub(crate) fn fresh_hit(storage: &MokaStorage, request: &HlsRequest) -> Option<FreshHit> {
+    if !request.kind.is_immutable() {
+        return None;
+    }
+    storage.fresh_hit(&CacheKey::new(request.key.as_str(), "").combined(), SystemTime::now())
+}
+
+/// What the edge needs to answer a request before pingora reads it: the proxy's storage, counters
+/// and viewer counter.
+pub(crate) struct EarlyHits {
+    pub(crate) storage: &'static MokaStorage,
+    pub(crate) metrics: EdgeMetrics,
+    pub(crate) viewers: Arc<ViewerCounter>,
+    /// `direct_sends` by body, resolved once rather than per hit.
+    sent_from_file: IntCounter,
+    sent_from_memory: IntCounter,
+}
+
+impl EarlyHits {
+    pub(crate) fn new(storage: &'static MokaStorage, metrics: EdgeMetrics, viewers: Arc<ViewerCounter>) -> Self {
+        let sent_from_file = metrics.direct_sends.with_label_values(&[SENDFILE]);
+        let sent_from_memory = metrics.direct_sends.with_label_values(&[MEMORY]);
+        EarlyHits { storage, metrics, viewers, sent_from_file, sent_from_memory }
+    }
+}
+
+/// What the start of a connection's pending input is, to the edge.
+pub(crate) enum Pending {
+    /// A plain `GET` of a fresh immutable hit, `len` bytes long: the edge answers it.
+    Hit { len: usize, request: HlsRequest, hit: FreshHit },
+    /// Anything else: pingora reads it.
+    Other,
+    /// The viewer closed the connection.
+    Closed,
+}
 
 /// The viewer's socket, for sending fresh hits without going through pingora's stream.
 pub(crate) struct DirectSocket {
@@ -72,6 +122,67 @@ impl DirectSocket {
                 other => return other,
             }
         }
+    }
+
+    /// Wait for the connection's next request and tell whether the edge answers it itself
+    /// ([`DirectSocket::answer_early`]) or leaves it, unread, to pingora.
+    pub(crate) async fn next_request(&self, early: &EarlyHits) -> io::Result<Pending> {
+        loop {
+            self.socket.readable().await?;
+            let peeked = self.socket.try_io(Interest::READABLE, || {
+                let mut pending = [0u8; PEEK];
+                let (n, _) = rustix::net::recv(&self.socket, &mut pending, RecvFlags::PEEK)?;
+                if n == 0 {
+                    return Ok(Pending::Closed);
+                }
+                let Some(get) = crate::early::plain_get(&pending[..n]) else { return Ok(Pending::Other) };
+                let Ok(request) = policy::parse(get.path, get.query) else { return Ok(Pending::Other) };
+                Ok(match fresh_hit(early.storage, &request) {
+                    Some(hit) => Pending::Hit { len: get.len, request, hit },
+                    None => Pending::Other,
+                })
+            });
+            match peeked {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// Take the request [`DirectSocket::next_request`] found (`len` bytes) off the socket and
+    /// answer it with `hit`, counting it as pingora's path would.
+    pub(crate) async fn answer_early(
+        &self,
+        early: &EarlyHits,
+        len: usize,
+        request: &HlsRequest,
+        hit: &FreshHit,
+        client: Option<IpAddr>,
+    ) -> io::Result<()> {
+        let mut taken = 0;
+        while taken < len {
+            // Those bytes were peeked: they are in the socket's buffer and only this task reads it.
+            let mut head = [0u8; PEEK];
+            match rustix::net::recv(&self.socket, &mut head[..len - taken], RecvFlags::empty()) {
+                Ok((0, _)) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok((n, _)) => taken += n,
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let metrics = &early.metrics;
+        metrics.requests.inc();
+        // Before sending, as on pingora's path: once the viewer has the answer, the count has it.
+        metrics.cache_hits.inc();
+        let body = self.send_hit(hit, &HitRange::Whole).await?;
+        metrics.early_hits.inc();
+        if body == SENDFILE { &early.sent_from_file } else { &early.sent_from_memory }.inc();
+        metrics.body_bytes.inc_by(hit.size as u64);
+        if request.kind == ObjectKind::Part && !request.vod {
+            early.viewers.seen(&request.channel, client, Instant::now());
+        }
+        metrics.cache_bytes.set(i64::try_from(early.storage.weighted_bytes()).unwrap_or(i64::MAX));
+        Ok(())
     }
 
     async fn send_all(&self, mut buf: &[u8], more: bool) -> io::Result<()> {

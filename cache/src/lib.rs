@@ -9,9 +9,11 @@
 //! channel for the node to report.
 //! Fresh immutable hits on plain TCP skip pingora's hit path and go out with `sendfile` from the
 //! sealed memfds large bodies are kept in (`direct`); every other hit reads the same pages as
-//! `Bytes` without a copy (`pages`).
+//! `Bytes` without a copy (`pages`). On those connections the edge reads a plain `GET` itself
+//! ([`early`]), so such hits skip pingora altogether.
 
 mod direct;
+pub mod early;
 pub mod metrics;
 #[allow(unsafe_code)] // one audited mapping of sealed memory; see the module docs
 mod pages;

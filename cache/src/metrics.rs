@@ -35,6 +35,9 @@ pub struct EdgeMetrics {
     /// socket by `crate::direct`, bypassing pingora's hit path; `body="sendfile"` for bodies sent
     /// from their memfd, `body="memory"` for small ones. Tests read it to prove the fast path ran.
     pub direct_sends: IntCounterVec,
+    /// `bitriver_edge_early_hits_total`: the direct sends whose request the edge read itself,
+    /// before pingora (`crate::early`): plain `GET`s of fresh immutable hits on plain TCP.
+    pub early_hits: IntCounter,
     /// `bitriver_edge_body_bytes_total`: response body bytes sent to viewers, on every path
     /// (pingora's and the direct one), so load tests can check their byte counts at the edge.
     pub body_bytes: IntCounter,
@@ -78,6 +81,10 @@ impl EdgeMetrics {
                 ),
                 &["body"],
             )?,
+            early_hits: IntCounter::new(
+                "bitriver_edge_early_hits_total",
+                "Fresh hits the edge read the request of and answered before pingora",
+            )?,
             body_bytes: IntCounter::new(
                 "bitriver_edge_body_bytes_total",
                 "Response body bytes the edge sent to viewers",
@@ -94,6 +101,7 @@ impl EdgeMetrics {
         registry.register(Box::new(metrics.collapsed_waiters.clone()))?;
         registry.register(Box::new(metrics.connections.clone()))?;
         registry.register(Box::new(metrics.direct_sends.clone()))?;
+        registry.register(Box::new(metrics.early_hits.clone()))?;
         registry.register(Box::new(metrics.body_bytes.clone()))?;
         // Every kind shows from the start, at 0.
         for kind in [ObjectKind::Playlist, ObjectKind::Part, ObjectKind::Segment, ObjectKind::Init] {

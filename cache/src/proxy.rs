@@ -18,7 +18,6 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header;
-use pingora_cache::key::CacheHashKey as _;
 use pingora_cache::lock::CacheKeyLockImpl;
 use pingora_cache::{CacheKey, CacheMeta, CachePhase, NoCacheReason, RespCacheable};
 use pingora_core::upstreams::peer::HttpPeer;
@@ -255,8 +254,7 @@ impl ProxyHttp for EdgeProxy {
         // may be gone by the logging phase.
         ctx.client = client_ip(session);
         if let Some(direct) = ctx.direct.clone().filter(|_| wants_direct(session, &request)) {
-            let key = CacheKey::new(request.key.as_str(), "").combined();
-            let hit = self.cache.storage.fresh_hit(&key, SystemTime::now());
+            let hit = direct::fresh_hit(self.cache.storage, &request);
             // Several ranges make a multipart answer: pingora's hit path writes those.
             let hit = hit.and_then(|hit| Some((direct::hit_range(session.req_header(), hit.status, hit.size)?, hit)));
             if let Some((range, hit)) = hit {

@@ -7,6 +7,7 @@
 //! stream to the proxy, and on shutdown stop accepting, tell keep-alive connections to close and
 //! wait (bounded) for requests in flight.
 
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
@@ -27,7 +28,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::direct::DirectSocket;
+use crate::direct::{DirectSocket, EarlyHits, Pending};
 use crate::metrics::EdgeMetrics;
 use crate::policy::Freshness;
 use crate::proxy::{CacheParts, EdgeProxy, OriginResolver, UpstreamTimeouts};
@@ -80,6 +81,7 @@ pub struct Edge {
     storage: &'static MokaStorage,
     viewers: Arc<ViewerCounter>,
     metrics: EdgeMetrics,
+    early: Arc<EarlyHits>,
     tls: Option<Arc<Acceptor>>,
     max_connections: usize,
     direct_hits: bool,
@@ -100,6 +102,7 @@ impl Edge {
         // A fetch may hold the lock as long as the origin may hold a blocking request.
         let lock: &'static CacheKeyLockImpl = Box::leak(CacheLock::new_boxed(config.timeouts.read));
         let viewers = Arc::new(ViewerCounter::new(config.viewer_window));
+        let early = Arc::new(EarlyHits::new(storage, metrics.clone(), viewers.clone()));
         let inner = EdgeProxy {
             resolver,
             cache: CacheParts { storage, lock },
@@ -115,6 +118,7 @@ impl Edge {
             storage,
             viewers,
             metrics,
+            early,
             tls: None,
             max_connections: config.max_connections,
             direct_hits: config.direct_hits,
@@ -166,7 +170,7 @@ impl Edge {
                 accepted = listener.accept() => accepted,
                 () = shutdown.cancelled() => break,
             };
-            let (tcp, _peer) = match accepted {
+            let (tcp, peer) = match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -177,8 +181,11 @@ impl Edge {
             };
             let _ = tcp.set_nodelay(true);
             // Fresh immutable hits on plain TCP are sent straight to the socket (crate::direct).
-            let direct =
-                if self.tls.is_none() && self.direct_hits { DirectSocket::new(&tcp).map(Arc::new) } else { None };
+            let direct = if self.tls.is_none() && self.direct_hits {
+                DirectSocket::new(&tcp).map(|socket| Direct { socket: Arc::new(socket), early: self.early.clone(), client: peer.ip() })
+            } else {
+                None
+            };
             let digest = SocketDigest::from_raw_fd(tcp.as_raw_fd());
             let mut stream = L4Stream::from(tcp);
             stream.set_socket_digest(digest);
@@ -277,30 +284,46 @@ async fn serve_h2(
 /// How long a keep-alive connection may sit idle between requests.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A plain-TCP connection's way past pingora: its socket for direct sends, and what answering a
+/// request before pingora needs.
+struct Direct {
+    socket: Arc<DirectSocket>,
+    early: Arc<EarlyHits>,
+    client: IpAddr,
+}
+
 /// Serve HTTP/1.1 requests on one connection until it closes. pingora's request future is large
 /// (its whole proxy state machine), so it is boxed and lives only while a request is in
 /// progress; between requests the connection waits for its next byte with a small future. That
 /// is what keeps an idle viewer connection cheap (pingora's own keep-alive loop would hold the
-/// request future, some 20 KB, for as long as the connection stays open).
+/// request future, some 20 KB, for as long as the connection stays open). On plain TCP, a plain
+/// `GET` of a fresh immutable hit is answered before pingora sees it ([`crate::early`]).
 async fn serve_connection(
     stream: pingora_core::protocols::Stream,
     proxy: Arc<HttpProxy<EdgeProxy>>,
     shutdown: CancellationToken,
     pingora_stop: watch::Receiver<bool>,
-    direct: Option<Arc<DirectSocket>>,
+    direct: Option<Direct>,
 ) {
     let mut next = Some((stream, None));
     while let Some((mut stream, settings)) = next.take() {
-        let mut byte = [0u8; 1];
-        let ready = tokio::select! {
-            ready = tokio::time::timeout(IDLE_TIMEOUT, stream.try_peek(&mut byte)) => ready,
+        let waited = tokio::select! {
+            waited = tokio::time::timeout(IDLE_TIMEOUT, next_request(&mut stream, direct.as_ref())) => waited,
             () = shutdown.cancelled() => return,
         };
-        match ready {
-            // A byte of the next request is there (or peeking is not supported: let pingora read).
-            Ok(Ok(_)) => {}
+        match waited {
+            Ok(Ok(Pending::Other)) => {}
+            Ok(Ok(Pending::Hit { len, request, hit })) => {
+                let Some(direct) = &direct else { return };
+                if let Err(error) = direct.socket.answer_early(&direct.early, len, &request, &hit, Some(direct.client)).await {
+                    tracing::debug!(%error, "edge: sending a cached object");
+                    return;
+                }
+                next = Some((stream, settings));
+                continue;
+            }
             // Closed by the viewer, or idle too long.
-            Ok(Err(_)) | Err(_) => return,
+            Ok(Ok(Pending::Closed)) | Ok(Err(_)) | Err(_) => return,
         }
         let mut session = ServerSession::new_http1(stream);
         let stopping = shutdown.is_cancelled();
@@ -310,9 +333,20 @@ async fn serve_connection(
         }
         // Reaches the request's context through ProxyHttp::on_connection_reuse.
         if let Some(direct) = &direct {
-            session.set_connection_user_context(Some(Box::new(direct.clone())));
+            session.set_connection_user_context(Some(Box::new(direct.socket.clone())));
         }
         let reused = Box::pin(proxy.process_new_http(session, &pingora_stop)).await;
         next = reused.map(ReusedHttpStream::consume);
     }
+}
+
+/// Wait for the first bytes of a connection's next request: on plain TCP, to look at them
+/// ([`DirectSocket::next_request`]); otherwise (TLS) only to know one has begun.
+async fn next_request(stream: &mut pingora_core::protocols::Stream, direct: Option<&Direct>) -> std::io::Result<Pending> {
+    if let Some(direct) = direct {
+        return direct.socket.next_request(&direct.early).await;
+    }
+    let mut byte = [0u8; 1];
+    // A byte of the next request is there (or peeking is not supported: let pingora read).
+    stream.try_peek(&mut byte).await.map(|_| Pending::Other)
 }

@@ -312,6 +312,91 @@ async fn large_hits_are_sent_whole_on_a_reused_connection_and_by_pingora_when_co
     // The three plain hits took the sendfile fast path; the conditional GET and the HEAD did not.
     assert_eq!(metric(&edge.registry, "bitriver_edge_direct_sends_total", Some("sendfile")), 3.0);
     assert_eq!(metric(&edge.registry, "bitriver_edge_direct_sends_total", Some("memory")), 0.0);
+    // Plain GETs: the edge read each of them itself, pingora never saw them.
+    assert_eq!(metric(&edge.registry, "bitriver_edge_early_hits_total", None), 3.0);
+    assert_eq!(metric(&edge.registry, "bitriver_edge_body_bytes_total", None), 5.0 * 300_000.0);
+}
+
+/// Send `requests` on `tcp` in one write and read one HTTP/1.1 answer (head, and a body of its
+/// `content-length`) per request, in order: (head, body) each.
+async fn exchange(tcp: &mut tokio::net::TcpStream, requests: &[u8], answers: usize) -> Vec<(String, Vec<u8>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tcp.write_all(requests).await.unwrap();
+    let mut pending = Vec::new();
+    let mut out = Vec::new();
+    while out.len() < answers {
+        let parsed = pending.windows(4).position(|w| w == b"\r\n\r\n").and_then(|end| {
+            let head = String::from_utf8(pending[..end + 4].to_vec()).unwrap();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.parse().unwrap()))
+                .unwrap_or(0);
+            (pending.len() >= end + 4 + length).then(|| (head, end + 4, length))
+        });
+        if let Some((head, start, length)) = parsed {
+            out.push((head, pending[start..start + length].to_vec()));
+            pending.drain(..start + length);
+            continue;
+        }
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = tcp.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the edge closed the connection after {} answers", out.len());
+        pending.extend_from_slice(&buf[..n]);
+    }
+    assert!(pending.is_empty(), "bytes after the last answer");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_split_and_closing_requests_are_answered_in_order() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = TestOrigin::new().await;
+    *origin.state.object_size.lock().unwrap() = 100_000;
+    let edge = start_edge(vec![origin.addr], EdgeConfig::default()).await;
+    let (part, segment) = ("/hls/ch/v/part4.1.m4s", "/hls/ch/v/seg4.m4s");
+    for path in [part, segment] {
+        client().get(format!("{}{path}", edge.url)).send().await.unwrap().bytes().await.unwrap();
+    }
+    until(|| edge.edge.storage().file_count() == 2).await;
+    let (part_body, segment_body) = (object_body("part4.1.m4s", 100_000), object_body("seg4.m4s", 100_000));
+    let addr = edge.url.trim_start_matches("http://").to_owned();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: edge\r\nUser-Agent: test\r\n\r\n");
+
+    // Three requests in one write: the edge takes each off the socket whole, answers in order.
+    let requests = format!("{}{}{}", get(part), get(segment), get(part));
+    let answers = exchange(&mut tcp, requests.as_bytes(), 3).await;
+    for ((head, body), expected) in answers.iter().zip([&part_body, &segment_body, &part_body]) {
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(head.to_ascii_lowercase().contains("x-cache: hit\r\n"), "{head}");
+        assert_eq!(body, expected);
+    }
+    assert_eq!(metric(&edge.registry, "bitriver_edge_early_hits_total", None), 3.0);
+    // A conditional request on the same connection is pingora's, and the connection goes on.
+    let conditional = format!("GET {segment} HTTP/1.1\r\nHost: edge\r\nIf-None-Match: \"x\"\r\n\r\n");
+    let answers = exchange(&mut tcp, conditional.as_bytes(), 1).await;
+    assert_eq!(answers[0].1, segment_body);
+    assert_eq!(metric(&edge.registry, "bitriver_edge_early_hits_total", None), 3.0);
+    assert_eq!(metric(&edge.registry, "bitriver_edge_cache_hits_total", None), 4.0);
+
+    // A head that arrives in two pieces: answered whole, by whichever path sees it complete.
+    let request = get(part);
+    let (first, rest) = request.split_at(20);
+    tcp.write_all(first.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let answers = exchange(&mut tcp, rest.as_bytes(), 1).await;
+    assert_eq!(answers[0].1, part_body);
+    assert_eq!(metric(&edge.registry, "bitriver_edge_direct_sends_total", Some("sendfile")), 4.0);
+
+    // `Connection: close` is pingora's: it answers and closes.
+    let closing = format!("GET {part} HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n");
+    let answers = exchange(&mut tcp, closing.as_bytes(), 1).await;
+    assert_eq!(answers[0].1, part_body);
+    assert_eq!(tcp.read(&mut [0u8; 16]).await.unwrap(), 0, "closed after the answer");
+    assert_eq!(metric(&edge.registry, "bitriver_edge_requests_total", None), 8.0);
+    assert_eq!(origin.state.count(part), 1);
+    // Viewers of the part: this connection and the client's that fetched it first, one address.
+    assert_eq!(edge.edge.viewers().counts(std::time::Instant::now()), [("ch".to_owned(), 1)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
