@@ -51,7 +51,7 @@ struct Args {
     /// Length of each wrk run, in seconds.
     #[arg(long, env = "EDGE_BENCH_SECONDS", default_value_t = 8)]
     seconds: u64,
-    /// nginx worker processes, and worker threads of our edge's runtime.
+    /// nginx worker processes, and serving threads of our edge (each its own runtime).
     #[arg(long, env = "EDGE_BENCH_WORKERS", default_value_t = 2)]
     workers: usize,
     /// Runs of each server per object and connection count, alternated (min/median/max printed).
@@ -125,12 +125,12 @@ fn main() -> anyhow::Result<()> {
     let nginx = Nginx::start(dir.path(), args.workers, cert.as_ref())?;
 
     let edge_runtime =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(args.workers.max(1)).enable_all().build()?;
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let edge_port = free_port(false)?;
     let origin_addr: SocketAddr = format!("127.0.0.1:{}", nginx.plain_origin_port).parse()?;
     let (stop, registry) = edge_runtime.block_on(async {
         let registry = prometheus::Registry::new();
-        let config = EdgeConfig { direct_hits: !args.pingora_hits, ..EdgeConfig::default() };
+        let config = EdgeConfig { direct_hits: !args.pingora_hits, threads: args.workers, ..EdgeConfig::default() };
         let mut edge = Edge::new(config, Arc::new(FixedOrigin(origin_addr)), &registry)?;
         if let Some((cert, key)) = &cert {
             edge = edge.with_tls(cert, key)?;
@@ -236,7 +236,10 @@ fn main() -> anyhow::Result<()> {
             .sum()
     };
     let (direct, hits) = (counter("bitriver_edge_direct_sends_total"), counter("bitriver_edge_cache_hits_total"));
-    println!("edge hits sent straight to the socket (cache::direct): {direct:.0} of {hits:.0}");
+    let early = counter("bitriver_edge_early_hits_total");
+    println!(
+        "edge hits sent straight to the socket (cache::direct): {direct:.0} of {hits:.0}, of them read before pingora (cache::early): {early:.0}"
+    );
     if args.protocol.tls() {
         // Over TLS the direct path never runs, and the idle-memory probe speaks plain HTTP.
         stop.cancel();

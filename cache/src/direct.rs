@@ -13,6 +13,7 @@
 //! ([`DirectSocket`]), registered with the runtime for write readiness only.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::IpAddr;
 use std::ops::Range;
 use std::os::fd::AsFd;
@@ -44,9 +45,9 @@ pub(crate) const MEMORY: &str = "memory";
 /// How long a send may wait for the viewer to make room in its socket buffer.
 const WRITE_STALL: Duration = Duration::from_secs(60);
 
-/// Bytes of a connection's pending input looked at for a plain `GET` ([`crate::early`]): a
+/// Bytes of a connection's input read at once, looking for a plain `GET` ([`crate::early`]): a
 /// player's request head fits; a longer one (large cookies) is pingora's to read.
-const PEEK: usize = 4096;
+const READ: usize = 4096;
 
 /// The fresh hit of an immutable object (part, segment, init) `request` names, if the cache holds
 /// one.
@@ -69,6 +70,17 @@ pub(crate) struct EarlyHits {
 }
 
 impl EarlyHits {
+    /// What the start of `pending` is: a plain `GET` of a fresh immutable hit is taken off it;
+    /// anything else is left whole, for pingora.
+    fn take(&self, pending: &mut Vec<u8>) -> Pending {
+        let Some(get) = crate::early::plain_get(pending) else { return Pending::Other };
+        let Ok(request) = policy::parse(get.path, get.query) else { return Pending::Other };
+        let Some(hit) = fresh_hit(self.storage, &request) else { return Pending::Other };
+        let len = get.len;
+        pending.drain(..len);
+        Pending::Hit { request, hit }
+    }
+
     pub(crate) fn new(storage: &'static MokaStorage, metrics: EdgeMetrics, viewers: Arc<ViewerCounter>) -> Self {
         let sent_from_file = metrics.direct_sends.with_label_values(&[SENDFILE]);
         let sent_from_memory = metrics.direct_sends.with_label_values(&[MEMORY]);
@@ -78,8 +90,8 @@ impl EarlyHits {
 
 /// What the start of a connection's pending input is, to the edge.
 pub(crate) enum Pending {
-    /// A plain `GET` of a fresh immutable hit, `len` bytes long: the edge answers it.
-    Hit { len: usize, request: HlsRequest, hit: FreshHit },
+    /// A plain `GET` of a fresh immutable hit, taken off the pending bytes: the edge answers it.
+    Hit { request: HlsRequest, hit: FreshHit },
     /// Anything else: pingora reads it.
     Other,
     /// The viewer closed the connection.
@@ -124,52 +136,56 @@ impl DirectSocket {
         }
     }
 
-    /// Wait for the connection's next request and tell whether the edge answers it itself
-    /// ([`DirectSocket::answer_early`]) or leaves it, unread, to pingora.
-    pub(crate) async fn next_request(&self, early: &EarlyHits) -> io::Result<Pending> {
+    /// Wait for the connection's next request, read what has arrived of it, and tell whether the
+    /// edge answers it itself ([`DirectSocket::answer_early`]) or leaves it to pingora.
+    ///
+    /// `pending` holds bytes read from the socket and not yet answered: a request pipelined
+    /// behind one answered here, or, after [`Pending::Other`], what pingora must read first
+    /// (the caller hands it back to pingora's stream).
+    pub(crate) async fn next_request(&self, early: &EarlyHits, pending: &mut Vec<u8>) -> io::Result<Pending> {
+        if !pending.is_empty() {
+            return Ok(early.take(pending));
+        }
         loop {
             self.socket.readable().await?;
-            let peeked = self.socket.try_io(Interest::READABLE, || {
-                let mut pending = [0u8; PEEK];
-                let (n, _) = rustix::net::recv(&self.socket, &mut pending, RecvFlags::PEEK)?;
-                if n == 0 {
-                    return Ok(Pending::Closed);
+            let mut read = None;
+            let outcome = self.socket.try_io(Interest::READABLE, || {
+                let mut buf = [MaybeUninit::<u8>::uninit(); READ];
+                let ((got, _), _) = rustix::net::recv(&self.socket, &mut buf[..], RecvFlags::empty())?;
+                let drained = got.len() < READ;
+                read = Some(if got.is_empty() {
+                    Pending::Closed
+                } else {
+                    pending.extend_from_slice(got);
+                    early.take(pending)
+                });
+                // Fewer bytes than asked for: the socket is empty. Saying so now spares the
+                // next request a read that would only find nothing (edge-triggered: bytes that
+                // arrive later raise a new event).
+                if drained {
+                    Err(io::ErrorKind::WouldBlock.into())
+                } else {
+                    Ok(())
                 }
-                let Some(get) = crate::early::plain_get(&pending[..n]) else { return Ok(Pending::Other) };
-                let Ok(request) = policy::parse(get.path, get.query) else { return Ok(Pending::Other) };
-                Ok(match fresh_hit(early.storage, &request) {
-                    Some(hit) => Pending::Hit { len: get.len, request, hit },
-                    None => Pending::Other,
-                })
             });
-            match peeked {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                other => return other,
+            match (read, outcome) {
+                (Some(read), _) => return Ok(read),
+                (None, Err(e)) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                (None, Err(e)) => return Err(e),
+                (None, Ok(())) => unreachable!("a read that succeeded sets its outcome"),
             }
         }
     }
 
-    /// Take the request [`DirectSocket::next_request`] found (`len` bytes) off the socket and
-    /// answer it with `hit`, counting it as pingora's path would.
+    /// Answer the request [`DirectSocket::next_request`] found with `hit`, counting it as
+    /// pingora's path would.
     pub(crate) async fn answer_early(
         &self,
         early: &EarlyHits,
-        len: usize,
         request: &HlsRequest,
         hit: &FreshHit,
         client: Option<IpAddr>,
     ) -> io::Result<()> {
-        let mut taken = 0;
-        while taken < len {
-            // Those bytes were peeked: they are in the socket's buffer and only this task reads it.
-            let mut head = [0u8; PEEK];
-            match rustix::net::recv(&self.socket, &mut head[..len - taken], RecvFlags::empty()) {
-                Ok((0, _)) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok((n, _)) => taken += n,
-                Err(Errno::INTR) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
         let metrics = &early.metrics;
         metrics.requests.inc();
         // Before sending, as on pingora's path: once the viewer has the answer, the count has it.

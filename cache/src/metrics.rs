@@ -1,6 +1,6 @@
 //! The edge's Prometheus metrics, registered in the node's registry so they show on `/metrics`.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use crate::policy::ObjectKind;
 
@@ -31,6 +31,9 @@ pub struct EdgeMetrics {
     pub collapsed_waiters: IntCounter,
     /// `bitriver_edge_connections`: open viewer connections.
     pub connections: IntGauge,
+    /// `bitriver_edge_thread_connections{thread}`: open viewer connections per serving thread
+    /// (`crate::server`): how evenly the edge spreads them.
+    pub thread_connections: IntGaugeVec,
     /// `bitriver_edge_direct_sends_total{body}`: fresh hits written straight to the viewer's
     /// socket by `crate::direct`, bypassing pingora's hit path; `body="sendfile"` for bodies sent
     /// from their memfd, `body="memory"` for small ones. Tests read it to prove the fast path ran.
@@ -74,6 +77,10 @@ impl EdgeMetrics {
                 "Edge requests that waited on another request's origin fetch",
             )?,
             connections: IntGauge::new("bitriver_edge_connections", "Open viewer connections to the edge")?,
+            thread_connections: IntGaugeVec::new(
+                Opts::new("bitriver_edge_thread_connections", "Open viewer connections per edge serving thread"),
+                &["thread"],
+            )?,
             direct_sends: IntCounterVec::new(
                 Opts::new(
                     "bitriver_edge_direct_sends_total",
@@ -100,6 +107,7 @@ impl EdgeMetrics {
         registry.register(Box::new(metrics.cache_bytes.clone()))?;
         registry.register(Box::new(metrics.collapsed_waiters.clone()))?;
         registry.register(Box::new(metrics.connections.clone()))?;
+        registry.register(Box::new(metrics.thread_connections.clone()))?;
         registry.register(Box::new(metrics.direct_sends.clone()))?;
         registry.register(Box::new(metrics.early_hits.clone()))?;
         registry.register(Box::new(metrics.body_bytes.clone()))?;

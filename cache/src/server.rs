@@ -6,6 +6,13 @@
 //! cache logic) and drives it from its own accept loop: accept, optional TLS handshake, hand the
 //! stream to the proxy, and on shutdown stop accepting, tell keep-alive connections to close and
 //! wait (bounded) for requests in flight.
+//!
+//! Connections are served on threads of the edge's own, one single-threaded runtime each, as
+//! nginx serves them from worker processes: a connection stays on the thread that took it, with
+//! that thread's own `epoll`, so a hit never wakes another thread or moves a task between cores.
+//! On one shared work-stealing runtime, two threads serving 256 busy connections spent about 40%
+//! more CPU per 100 KB hit than one thread did. Each accepted connection goes to the thread with
+//! the fewest open ones.
 
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
@@ -50,6 +57,8 @@ pub struct EdgeConfig {
     /// plain-TCP connections with `sendfile`, past pingora's hit path (`direct`). Off:
     /// every answer goes through pingora and bodies stay in memory (for comparison runs).
     pub direct_hits: bool,
+    /// Threads serving viewer connections, each with a runtime of its own; 0: one per core.
+    pub threads: usize,
 }
 
 impl Default for EdgeConfig {
@@ -61,6 +70,7 @@ impl Default for EdgeConfig {
             max_connections: 100_000,
             viewer_window: Duration::from_secs(30),
             direct_hits: true,
+            threads: 0,
         }
     }
 }
@@ -85,6 +95,7 @@ pub struct Edge {
     tls: Option<Arc<Acceptor>>,
     max_connections: usize,
     direct_hits: bool,
+    threads: usize,
 }
 
 impl Edge {
@@ -122,6 +133,10 @@ impl Edge {
             tls: None,
             max_connections: config.max_connections,
             direct_hits: config.direct_hits,
+            threads: match config.threads {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n,
+            },
         })
     }
 
@@ -154,8 +169,16 @@ impl Edge {
     }
 
     /// Accept viewers on `listener` until `shutdown` is cancelled, then let requests in flight
-    /// finish for at most `drain`.
+    /// finish for at most `drain`. Accepting runs on the caller's runtime; connections are served
+    /// on the edge's own threads (see the module docs).
     pub async fn serve(&self, listener: TcpListener, shutdown: CancellationToken, drain: Duration) {
+        let threads = match ServingThreads::start(self.threads, &self.metrics) {
+            Ok(threads) => threads,
+            Err(error) => {
+                tracing::error!(%error, "edge: could not start its serving threads");
+                return;
+            }
+        };
         // pingora's request loop takes its own shutdown watch; it turns when `shutdown` does.
         let (stopping, pingora_stop) = watch::channel(false);
         let limit = u32::try_from(self.max_connections.clamp(1, Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
@@ -179,50 +202,23 @@ impl Edge {
                     continue;
                 }
             };
-            let _ = tcp.set_nodelay(true);
-            // Fresh immutable hits on plain TCP are sent straight to the socket (crate::direct).
-            let direct = if self.tls.is_none() && self.direct_hits {
-                DirectSocket::new(&tcp).map(|socket| Direct { socket: Arc::new(socket), early: self.early.clone(), client: peer.ip() })
-            } else {
-                None
-            };
-            let digest = SocketDigest::from_raw_fd(tcp.as_raw_fd());
-            let mut stream = L4Stream::from(tcp);
-            stream.set_socket_digest(digest);
-            let proxy = self.proxy.clone();
-            let tls = self.tls.clone();
+            // The socket moves to the serving thread's runtime, which registers it anew.
+            let Ok(tcp) = tcp.into_std() else { continue };
+            let (thread, open) = threads.least_busy();
+            let (proxy, tls, early) = (self.proxy.clone(), self.tls.clone(), self.early.clone());
+            let direct_hits = self.direct_hits && self.tls.is_none();
             let (stop, pingora_stop) = (shutdown.clone(), pingora_stop.clone());
             let connections = self.metrics.connections.clone();
-            let task = async move {
-                connections.inc();
-                let stream: pingora_core::protocols::Stream = match tls {
-                    None => Box::new(stream),
-                    Some(acceptor) => {
-                        match tokio::time::timeout(Duration::from_secs(10), Box::pin(acceptor.tls_handshake(stream)))
-                            .await
-                        {
-                            Ok(Ok(tls)) => Box::new(tls),
-                            Ok(Err(error)) => {
-                                tracing::debug!(%error, "edge TLS handshake failed");
-                                connections.dec();
-                                return;
-                            }
-                            Err(_) => {
-                                connections.dec();
-                                return;
-                            }
-                        }
-                    }
-                };
-                if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-                    serve_h2(stream, proxy, stop, pingora_stop).await;
-                } else {
-                    serve_connection(stream, proxy, stop, pingora_stop, direct).await;
+            open.inc();
+            connections.inc();
+            thread.spawn(async move {
+                if let Ok(tcp) = tokio::net::TcpStream::from_std(tcp) {
+                    serve_accepted(tcp, peer.ip(), proxy, tls, direct_hits.then_some(early), stop, pingora_stop).await;
                 }
+                open.dec();
                 connections.dec();
                 drop(permit);
-            };
-            tokio::spawn(task);
+            });
         }
         stopping.send_replace(true);
         // Keep-alive connections stop waiting for their next request; in-flight ones finish.
@@ -231,6 +227,88 @@ impl Edge {
         if tokio::time::timeout(drain, slots.acquire_many(all)).await.is_err() {
             tracing::warn!("edge: requests still in flight after {drain:?}; stopping anyway");
         }
+        drop(threads);
+    }
+}
+
+/// The edge's serving threads: one single-threaded runtime each, and its open connections.
+struct ServingThreads {
+    threads: Vec<(tokio::runtime::Handle, prometheus::IntGauge)>,
+    stop: CancellationToken,
+}
+
+impl ServingThreads {
+    fn start(count: usize, metrics: &EdgeMetrics) -> std::io::Result<Self> {
+        let stop = CancellationToken::new();
+        let mut threads = Vec::with_capacity(count.max(1));
+        for i in 0..count.max(1) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let handle = runtime.handle().clone();
+            let stopped = stop.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("edge-{i}"))
+                .spawn(move || runtime.block_on(stopped.cancelled_owned()));
+            if let Err(error) = spawned {
+                stop.cancel();
+                return Err(error);
+            }
+            let open = metrics.thread_connections.with_label_values(&[&i.to_string()]);
+            threads.push((handle, open));
+        }
+        Ok(ServingThreads { threads, stop })
+    }
+
+    /// The thread with the fewest open connections, and its gauge of them.
+    fn least_busy(&self) -> (&tokio::runtime::Handle, prometheus::IntGauge) {
+        let (handle, open) = self.threads.iter().min_by_key(|(_, open)| open.get()).expect("at least one thread");
+        (handle, open.clone())
+    }
+
+}
+
+impl Drop for ServingThreads {
+    /// Let the threads end; whatever they still run is dropped with their runtimes.
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Serve one accepted connection on the current (serving) thread: its TLS handshake if the edge
+/// has a certificate, then HTTP/2 or HTTP/1.1 requests until it closes. `early` is given on
+/// plain TCP when fresh hits may skip pingora ([`crate::direct`], [`crate::early`]).
+async fn serve_accepted(
+    tcp: tokio::net::TcpStream,
+    client: IpAddr,
+    proxy: Arc<HttpProxy<EdgeProxy>>,
+    tls: Option<Arc<Acceptor>>,
+    early: Option<Arc<EarlyHits>>,
+    stop: CancellationToken,
+    pingora_stop: watch::Receiver<bool>,
+) {
+    let _ = tcp.set_nodelay(true);
+    let direct = early.and_then(|early| {
+        DirectSocket::new(&tcp).map(|socket| Direct { socket: Arc::new(socket), early, client })
+    });
+    let digest = SocketDigest::from_raw_fd(tcp.as_raw_fd());
+    let mut stream = L4Stream::from(tcp);
+    stream.set_socket_digest(digest);
+    let stream: pingora_core::protocols::Stream = match tls {
+        None => Box::new(stream),
+        Some(acceptor) => {
+            match tokio::time::timeout(Duration::from_secs(10), Box::pin(acceptor.tls_handshake(stream))).await {
+                Ok(Ok(tls)) => Box::new(tls),
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "edge TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+    };
+    if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+        serve_h2(stream, proxy, stop, pingora_stop).await;
+    } else {
+        serve_connection(stream, proxy, stop, pingora_stop, direct).await;
     }
 }
 
@@ -305,17 +383,19 @@ async fn serve_connection(
     pingora_stop: watch::Receiver<bool>,
     direct: Option<Direct>,
 ) {
+    // Bytes read from the socket and not answered yet (see DirectSocket::next_request).
+    let mut pending = Vec::new();
     let mut next = Some((stream, None));
     while let Some((mut stream, settings)) = next.take() {
         let waited = tokio::select! {
-            waited = tokio::time::timeout(IDLE_TIMEOUT, next_request(&mut stream, direct.as_ref())) => waited,
+            waited = tokio::time::timeout(IDLE_TIMEOUT, next_request(&mut stream, direct.as_ref(), &mut pending)) => waited,
             () = shutdown.cancelled() => return,
         };
         match waited {
             Ok(Ok(Pending::Other)) => {}
-            Ok(Ok(Pending::Hit { len, request, hit })) => {
+            Ok(Ok(Pending::Hit { request, hit })) => {
                 let Some(direct) = &direct else { return };
-                if let Err(error) = direct.socket.answer_early(&direct.early, len, &request, &hit, Some(direct.client)).await {
+                if let Err(error) = direct.socket.answer_early(&direct.early, &request, &hit, Some(direct.client)).await {
                     tracing::debug!(%error, "edge: sending a cached object");
                     return;
                 }
@@ -324,6 +404,13 @@ async fn serve_connection(
             }
             // Closed by the viewer, or idle too long.
             Ok(Ok(Pending::Closed)) | Ok(Err(_)) | Err(_) => return,
+        }
+        if !pending.is_empty() {
+            // What was read of this request goes back in front of the socket, for pingora.
+            let Ok(mut l4) = stream.into_any().downcast::<L4Stream>() else { return };
+            l4.rewind(&pending);
+            pending.clear();
+            stream = l4;
         }
         let mut session = ServerSession::new_http1(stream);
         let stopping = shutdown.is_cancelled();
@@ -340,11 +427,15 @@ async fn serve_connection(
     }
 }
 
-/// Wait for the first bytes of a connection's next request: on plain TCP, to look at them
+/// Wait for the first bytes of a connection's next request: on plain TCP, to read and look at them
 /// ([`DirectSocket::next_request`]); otherwise (TLS) only to know one has begun.
-async fn next_request(stream: &mut pingora_core::protocols::Stream, direct: Option<&Direct>) -> std::io::Result<Pending> {
+async fn next_request(
+    stream: &mut pingora_core::protocols::Stream,
+    direct: Option<&Direct>,
+    pending: &mut Vec<u8>,
+) -> std::io::Result<Pending> {
     if let Some(direct) = direct {
-        return direct.socket.next_request(&direct.early).await;
+        return direct.socket.next_request(&direct.early, pending).await;
     }
     let mut byte = [0u8; 1];
     // A byte of the next request is there (or peeking is not supported: let pingora read).

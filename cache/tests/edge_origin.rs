@@ -348,6 +348,31 @@ async fn exchange(tcp: &mut tokio::net::TcpStream, requests: &[u8], answers: usi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_spread_over_the_serving_threads() {
+    let origin = TestOrigin::new().await;
+    let edge = start_edge(vec![origin.addr], EdgeConfig { threads: 2, ..EdgeConfig::default() }).await;
+    let path = "/hls/ch/v/seg5.m4s";
+    client().get(format!("{}{path}", edge.url)).send().await.unwrap().bytes().await.unwrap();
+    let by_thread = |thread: &str| metric(&edge.registry, "bitriver_edge_thread_connections", Some(thread));
+    until(|| by_thread("0") + by_thread("1") == 0.0).await;
+    let addr = edge.url.trim_start_matches("http://").to_owned();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: edge\r\n\r\n");
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let answer = exchange(&mut tcp, request.as_bytes(), 1).await;
+        assert_eq!(answer[0].1, object_body("seg5.m4s", 1000));
+        open.push(tcp);
+    }
+    // Each new connection went to the thread with fewer open ones.
+    assert_eq!((by_thread("0"), by_thread("1")), (2.0, 2.0));
+    assert_eq!(metric(&edge.registry, "bitriver_edge_connections", None), 4.0);
+    drop(open);
+    until(|| by_thread("0") + by_thread("1") == 0.0).await;
+    assert_eq!(metric(&edge.registry, "bitriver_edge_connections", None), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_split_and_closing_requests_are_answered_in_order() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let origin = TestOrigin::new().await;
