@@ -67,6 +67,9 @@ struct Args {
     /// (`EdgeConfig::direct_hits` off), to compare with the direct sendfile path.
     #[arg(long, env = "EDGE_BENCH_PINGORA_HITS")]
     pingora_hits: bool,
+    /// Keep the edge's cached bodies in memfds instead of unnamed files in the bench's directory.
+    #[arg(long, env = "EDGE_BENCH_MEMFD_BODIES")]
+    memfd_bodies: bool,
     /// What viewers speak: `http1` (plain HTTP/1.1), `https` (HTTP/1.1 over TLS) or `h2`
     /// (HTTP/2 over TLS).
     #[arg(long, value_enum, env = "EDGE_BENCH_PROTOCOL", default_value = "http1")]
@@ -130,7 +133,13 @@ fn main() -> anyhow::Result<()> {
     let origin_addr: SocketAddr = format!("127.0.0.1:{}", nginx.plain_origin_port).parse()?;
     let (stop, registry) = edge_runtime.block_on(async {
         let registry = prometheus::Registry::new();
-        let config = EdgeConfig { direct_hits: !args.pingora_hits, threads: args.workers, ..EdgeConfig::default() };
+        let config = EdgeConfig {
+            direct_hits: !args.pingora_hits,
+            threads: args.workers,
+            // As the node does (its data directory): files on this disk, not memfds.
+            body_dir: (!args.memfd_bodies).then(|| dir.path().to_path_buf()),
+            ..EdgeConfig::default()
+        };
         let mut edge = Edge::new(config, Arc::new(FixedOrigin(origin_addr)), &registry)?;
         if let Some((cert, key)) = &cert {
             edge = edge.with_tls(cert, key)?;

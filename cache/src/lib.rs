@@ -15,7 +15,7 @@
 mod direct;
 pub mod early;
 pub mod metrics;
-#[allow(unsafe_code)] // one audited mapping of sealed memory; see the module docs
+#[allow(unsafe_code)] // one audited mapping of a body file; see the module docs
 mod pages;
 pub mod policy;
 pub mod proxy;

@@ -16,7 +16,7 @@
 
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,6 +59,10 @@ pub struct EdgeConfig {
     pub direct_hits: bool,
     /// Threads serving viewer connections, each with a runtime of its own; 0: one per core.
     pub threads: usize,
+    /// Directory for the files of large cached bodies (unnamed, gone when evicted or when the
+    /// process ends). Best on a disk filesystem, whose large folios `sendfile` sends in batches
+    /// (`crate::pages`); `None`: memfds.
+    pub body_dir: Option<PathBuf>,
 }
 
 impl Default for EdgeConfig {
@@ -71,6 +75,7 @@ impl Default for EdgeConfig {
             viewer_window: Duration::from_secs(30),
             direct_hits: true,
             threads: 0,
+            body_dir: None,
         }
     }
 }
@@ -108,6 +113,9 @@ impl Edge {
         let mut storage = MokaStorage::new(config.cache_bytes);
         if !config.direct_hits {
             storage = storage.without_files();
+        }
+        if let Some(dir) = &config.body_dir {
+            storage = storage.with_body_dir(dir);
         }
         let storage: &'static MokaStorage = Box::leak(Box::new(storage));
         // A fetch may hold the lock as long as the origin may hold a blocking request.

@@ -10,7 +10,8 @@
 //! evictable) or already held by the viewer.
 //!
 //! While filling, bodies are the `Bytes` chunks the origin sent. A complete body of at least
-//! `FILE_BODY_MIN` bytes moves into a memfd (`BodyFile`): a fresh hit on a plain-TCP
+//! `FILE_BODY_MIN` bytes moves into a file (`BodyFile`: a memfd, or an unnamed file in the
+//! body directory when the edge has one): a fresh hit on a plain-TCP
 //! connection is then sent with `sendfile` from those pages (`direct`), without copying
 //! the body through user space. Smaller bodies (and all of them when no more memfds may be opened)
 //! stay one contiguous `Bytes`: a hit hands out clones of it, no copy.
@@ -18,6 +19,7 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::fs::File;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
@@ -112,15 +114,16 @@ pub(crate) enum Body {
     File(Arc<BodyFile>),
 }
 
-/// A body in a sealed memfd ([`crate::pages`]). The pages stay shared with the kernel's socket
-/// buffers while `sendfile` sends them (they can never be written again), so eviction while a
-/// send is in flight is harmless; every other hit path reads them through `pages`.
+/// A body in a file of its own, a sealed memfd or an unnamed file ([`crate::pages`]). The pages
+/// stay shared with the kernel's socket buffers while `sendfile` sends them (they are never
+/// written again), so eviction while a send is in flight is harmless; every other hit path reads
+/// them through `pages`.
 pub(crate) struct BodyFile {
     pub(crate) file: File,
     pub(crate) len: usize,
     /// The same pages, mapped read-only: slices of it are the body without a copy.
     pages: Bytes,
-    /// Memfds open, shared with the storage, so their number stays bounded.
+    /// Body files open, shared with the storage, so their number stays bounded.
     open: Arc<AtomicUsize>,
     /// Reads of mapped pages, shared with the storage (see [`MokaStorage::page_reads`]).
     page_reads: Arc<AtomicU64>,
@@ -175,6 +178,8 @@ pub struct MokaStorage {
     files_open: Arc<AtomicUsize>,
     files_max: usize,
     page_reads: Arc<AtomicU64>,
+    /// Where body files go (`crate::pages::body_file`); `None`: memfds.
+    body_dir: Option<Arc<Path>>,
 }
 
 fn weight(size: usize) -> u64 {
@@ -207,7 +212,15 @@ impl MokaStorage {
             files_open: Arc::default(),
             files_max,
             page_reads: Arc::default(),
+            body_dir: None,
         }
+    }
+
+    /// Storage that keeps its body files in `dir` (unnamed files, gone when closed) rather than
+    /// in memfds; see [`crate::pages::body_file`] for why.
+    pub fn with_body_dir(mut self, dir: &Path) -> Self {
+        self.body_dir = Some(Arc::from(dir));
+        self
     }
 
     /// Storage that keeps every body in memory, never in a memfd.
@@ -343,6 +356,7 @@ impl Storage for MokaStorage {
             files_open: self.files_open.clone(),
             files_max: self.files_max,
             page_reads: self.page_reads.clone(),
+            body_dir: self.body_dir.clone(),
             finished: false,
         }))
     }
@@ -575,6 +589,7 @@ struct FillWriter {
     filling: Arc<FillTable>,
     files_open: Arc<AtomicUsize>,
     files_max: usize,
+    body_dir: Option<Arc<Path>>,
     page_reads: Arc<AtomicU64>,
     finished: bool,
 }
@@ -589,7 +604,8 @@ impl FillWriter {
         }
     }
 
-    /// The body in a memfd, if it is large enough and a descriptor may be spent on it.
+    /// The body in a file (a memfd, or an unnamed file in the body directory), if it is large
+    /// enough and a descriptor may be spent on it.
     fn body_file(&self, chunks: &[Bytes]) -> Option<BodyFile> {
         if self.size < FILE_BODY_MIN || self.files_open.fetch_add(1, Ordering::Relaxed) >= self.files_max {
             if self.size >= FILE_BODY_MIN {
@@ -599,13 +615,13 @@ impl FillWriter {
         }
         // From here on the count is released by BodyFile's Drop, or right here on failure.
         let open = self.files_open.clone();
-        match crate::pages::sealed(chunks, self.size) {
+        match crate::pages::body_file(self.body_dir.as_deref(), chunks, self.size) {
             Ok((file, pages)) => {
                 Some(BodyFile { file, len: self.size, pages, open, page_reads: self.page_reads.clone() })
             }
             Err(error) => {
                 open.fetch_sub(1, Ordering::Relaxed);
-                tracing::debug!(%error, "edge: keeping a body in memory, no memfd");
+                tracing::debug!(%error, "edge: keeping a body in memory, no file");
                 None
             }
         }

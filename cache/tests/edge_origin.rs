@@ -280,7 +280,9 @@ async fn hits_cache_keys_and_errors() {
 async fn large_hits_are_sent_whole_on_a_reused_connection_and_by_pingora_when_conditional() {
     let origin = TestOrigin::new().await;
     *origin.state.object_size.lock().unwrap() = 300_000;
-    let edge = start_edge(vec![origin.addr], EdgeConfig::default()).await;
+    let bodies = tempfile::tempdir().unwrap();
+    let config = EdgeConfig { body_dir: Some(bodies.path().to_path_buf()), ..EdgeConfig::default() };
+    let edge = start_edge(vec![origin.addr], config).await;
     let url = format!("{}/hls/ch/v/part7.2.m4s", edge.url);
     // One client with a connection pool: the hits below share one keep-alive connection.
     let http = reqwest::Client::new();
@@ -288,8 +290,16 @@ async fn large_hits_are_sent_whole_on_a_reused_connection_and_by_pingora_when_co
     assert_eq!(first.headers()["x-cache"], "MISS");
     let body = first.bytes().await.unwrap();
     assert_eq!(body.len(), 300_000);
-    // The complete body went into a memfd, which fresh hits are sent from.
+    // The complete body went into a file of its own, which fresh hits are sent from: an unnamed
+    // one in the body directory.
     assert_eq!(edge.edge.storage().file_count(), 1);
+    let in_dir = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.unwrap().path()).ok())
+        .filter(|target| target.starts_with(bodies.path()))
+        .count();
+    assert_eq!(in_dir, 1, "one open body file in the body directory");
+    assert_eq!(std::fs::read_dir(bodies.path()).unwrap().count(), 0, "and no name there");
     for _ in 0..3 {
         let hit = http.get(&url).send().await.unwrap();
         assert_eq!(hit.status(), 200);

@@ -144,9 +144,14 @@ pub fn edge_config(config: &ValidatedConfig) -> EdgeConfig {
         freshness,
         timeouts: UpstreamTimeouts { connect: Duration::from_secs(2), read: hold + Duration::from_secs(5) },
         viewer_window: config.viewer_window,
+        body_dir: Some(config.data_dir.join(EDGE_BODY_DIR)),
         ..EdgeConfig::default()
     }
 }
+
+/// Under the data directory: the files of the edge's large cached bodies. They have no names
+/// (`O_TMPFILE`), so the directory stays empty and nothing is left behind by a crash.
+pub const EDGE_BODY_DIR: &str = "edge-bodies";
 
 /// How long the edge lets requests in flight finish once the node stops.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -170,7 +175,15 @@ pub fn spawn(
         }
     });
     let resolver = Arc::new(CatalogOrigins::new(catalog.clone(), local_origin, config.tls.is_some()));
-    let mut edge = Edge::new(edge_config(config), resolver, registry)?;
+    let mut edge_config = edge_config(config);
+    if let Some(dir) = &edge_config.body_dir {
+        if let Err(error) = std::fs::create_dir_all(dir) {
+            // The bodies go to memfds instead: slower to send, nothing lost.
+            tracing::warn!(%error, dir = %dir.display(), "edge: no body directory; keeping bodies in memfds");
+            edge_config.body_dir = None;
+        }
+    }
+    let mut edge = Edge::new(edge_config, resolver, registry)?;
     if let Some(tls) = &config.tls {
         edge = edge.with_tls(&tls.cert, &tls.key)?;
     }
