@@ -127,8 +127,7 @@ fn main() -> anyhow::Result<()> {
     let cert = args.protocol.tls().then(|| certificate(dir.path())).transpose()?;
     let nginx = Nginx::start(dir.path(), args.workers, cert.as_ref())?;
 
-    let edge_runtime =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let edge_runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let edge_port = free_port(false)?;
     let origin_addr: SocketAddr = format!("127.0.0.1:{}", nginx.plain_origin_port).parse()?;
     let (stop, registry) = edge_runtime.block_on(async {

@@ -271,7 +271,6 @@ impl ServingThreads {
         let (handle, open) = self.threads.iter().min_by_key(|(_, open)| open.get()).expect("at least one thread");
         (handle, open.clone())
     }
-
 }
 
 impl Drop for ServingThreads {
@@ -294,9 +293,8 @@ async fn serve_accepted(
     pingora_stop: watch::Receiver<bool>,
 ) {
     let _ = tcp.set_nodelay(true);
-    let direct = early.and_then(|early| {
-        DirectSocket::new(&tcp).map(|socket| Direct { socket: Arc::new(socket), early, client })
-    });
+    let direct = early
+        .and_then(|early| DirectSocket::new(&tcp).map(|socket| Direct { socket: Arc::new(socket), early, client }));
     let digest = SocketDigest::from_raw_fd(tcp.as_raw_fd());
     let mut stream = L4Stream::from(tcp);
     stream.set_socket_digest(digest);
@@ -403,7 +401,8 @@ async fn serve_connection(
             Ok(Ok(Pending::Other)) => {}
             Ok(Ok(Pending::Hit { request, hit })) => {
                 let Some(direct) = &direct else { return };
-                if let Err(error) = direct.socket.answer_early(&direct.early, &request, &hit, Some(direct.client)).await {
+                if let Err(error) = direct.socket.answer_early(&direct.early, &request, &hit, Some(direct.client)).await
+                {
                     tracing::debug!(%error, "edge: sending a cached object");
                     return;
                 }
