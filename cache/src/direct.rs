@@ -9,14 +9,14 @@
 //! hit path ([`hit_range`]). Anything else (TLS, HEAD, conditional requests, several ranges,
 //! playlists, stale or filling objects, misses) goes through pingora as before.
 //!
-//! On such connections the edge owns the socket ([`DirectSocket`]); pingora gets a stream over a
-//! duplicate of its descriptor once a request needs it ([`DirectSocket::pingora_stream`]).
+//! The socket is reached through a duplicate of its descriptor taken at accept time
+//! ([`DirectSocket`]), registered with the runtime for write readiness only.
 
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
 use std::ops::Range;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -24,8 +24,6 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, StatusCode};
 use pingora_cache::key::CacheHashKey as _;
 use pingora_cache::CacheKey;
-use pingora_core::protocols::l4::stream::Stream as L4Stream;
-use pingora_core::protocols::{GetSocketDigest as _, SocketDigest};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::RangeType;
 use prometheus::IntCounter;
@@ -106,22 +104,12 @@ pub(crate) struct DirectSocket {
 }
 
 impl DirectSocket {
-    /// The viewer's socket, for direct sends and early reads.
-    pub(crate) fn new(socket: TcpStream) -> Self {
-        DirectSocket { socket }
-    }
-
-    /// A stream over the same socket for pingora, made when a request first needs pingora:
-    /// a duplicate descriptor with a registration of its own, so that a connection that only
-    /// ever gets hits answered here has one registration, and each of its socket events one
-    /// wakeup. `None` when the descriptor cannot be duplicated (out of descriptors).
-    pub(crate) fn pingora_stream(&self) -> Option<pingora_core::protocols::Stream> {
-        let fd = self.socket.as_fd().try_clone_to_owned().ok()?;
-        let tcp = TcpStream::from_std(std::net::TcpStream::from(fd)).ok()?;
-        let digest = SocketDigest::from_raw_fd(tcp.as_raw_fd());
-        let mut stream = L4Stream::from(tcp);
-        stream.set_socket_digest(digest);
-        Some(Box::new(stream))
+    /// A duplicate of `socket`'s descriptor, registered with the runtime. `None` when the
+    /// descriptor cannot be duplicated (out of descriptors): the connection is then served by
+    /// pingora alone.
+    pub(crate) fn new(socket: &TcpStream) -> Option<Self> {
+        let fd = socket.as_fd().try_clone_to_owned().ok()?;
+        TcpStream::from_std(std::net::TcpStream::from(fd)).ok().map(|socket| DirectSocket { socket })
     }
 
     /// Run `op` on the socket until it does not block, waiting for room in between.

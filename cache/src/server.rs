@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
-use pingora_core::apps::{HttpPersistentSettings, HttpServerApp};
+use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora_core::listeners::tls::{Acceptor, TlsSettings};
 use pingora_core::protocols::http::v2;
 use pingora_core::protocols::http::ServerSession;
@@ -293,14 +293,8 @@ async fn serve_accepted(
     pingora_stop: watch::Receiver<bool>,
 ) {
     let _ = tcp.set_nodelay(true);
-    if tls.is_none() {
-        if let Some(early) = early {
-            // The edge reads this connection first; pingora's stream comes when needed.
-            let direct = Direct { socket: Arc::new(DirectSocket::new(tcp)), early, client };
-            serve_connection(None, proxy, stop, pingora_stop, Some(direct)).await;
-            return;
-        }
-    }
+    let direct = early
+        .and_then(|early| DirectSocket::new(&tcp).map(|socket| Direct { socket: Arc::new(socket), early, client }));
     let digest = SocketDigest::from_raw_fd(tcp.as_raw_fd());
     let mut stream = L4Stream::from(tcp);
     stream.set_socket_digest(digest);
@@ -320,7 +314,7 @@ async fn serve_accepted(
     if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
         serve_h2(stream, proxy, stop, pingora_stop).await;
     } else {
-        serve_connection(Some(stream), proxy, stop, pingora_stop, None).await;
+        serve_connection(stream, proxy, stop, pingora_stop, direct).await;
     }
 }
 
@@ -389,7 +383,7 @@ struct Direct {
 /// request future, some 20 KB, for as long as the connection stays open). On plain TCP, a plain
 /// `GET` of a fresh immutable hit is answered before pingora sees it ([`crate::early`]).
 async fn serve_connection(
-    stream: Option<pingora_core::protocols::Stream>,
+    stream: pingora_core::protocols::Stream,
     proxy: Arc<HttpProxy<EdgeProxy>>,
     shutdown: CancellationToken,
     pingora_stop: watch::Receiver<bool>,
@@ -397,10 +391,10 @@ async fn serve_connection(
 ) {
     // Bytes read from the socket and not answered yet (see DirectSocket::next_request).
     let mut pending = Vec::new();
-    let (mut stream, mut settings) = (stream, None);
-    loop {
+    let mut next = Some((stream, None));
+    while let Some((mut stream, settings)) = next.take() {
         let waited = tokio::select! {
-            waited = tokio::time::timeout(IDLE_TIMEOUT, next_request(stream.as_mut(), direct.as_ref(), &mut pending)) => waited,
+            waited = tokio::time::timeout(IDLE_TIMEOUT, next_request(&mut stream, direct.as_ref(), &mut pending)) => waited,
             () = shutdown.cancelled() => return,
         };
         match waited {
@@ -412,47 +406,44 @@ async fn serve_connection(
                     tracing::debug!(%error, "edge: sending a cached object");
                     return;
                 }
+                next = Some((stream, settings));
                 continue;
             }
             // Closed by the viewer, or idle too long.
             Ok(Ok(Pending::Closed)) | Ok(Err(_)) | Err(_) => return,
         }
-        let made = stream.take().or_else(|| direct.as_ref().and_then(|direct| direct.socket.pingora_stream()));
-        let Some(mut this) = made else { return };
         if !pending.is_empty() {
             // What was read of this request goes back in front of the socket, for pingora.
-            let Ok(mut l4) = this.into_any().downcast::<L4Stream>() else { return };
+            let Ok(mut l4) = stream.into_any().downcast::<L4Stream>() else { return };
             l4.rewind(&pending);
             pending.clear();
-            this = l4;
+            stream = l4;
         }
-        let mut session = ServerSession::new_http1(this);
+        let mut session = ServerSession::new_http1(stream);
         let stopping = shutdown.is_cancelled();
         session.set_keepalive(if stopping { None } else { Some(IDLE_TIMEOUT.as_secs()) });
-        if let Some(settings) = settings.take() {
+        if let Some(settings) = settings {
             HttpPersistentSettings::apply_to_session(settings, &mut session);
         }
         // Reaches the request's context through ProxyHttp::on_connection_reuse.
         if let Some(direct) = &direct {
             session.set_connection_user_context(Some(Box::new(direct.socket.clone())));
         }
-        let Some(reused) = Box::pin(proxy.process_new_http(session, &pingora_stop)).await else { return };
-        let (reused, reused_settings) = reused.consume();
-        (stream, settings) = (Some(reused), reused_settings);
+        let reused = Box::pin(proxy.process_new_http(session, &pingora_stop)).await;
+        next = reused.map(ReusedHttpStream::consume);
     }
 }
 
 /// Wait for the first bytes of a connection's next request: on plain TCP, to read and look at them
 /// ([`DirectSocket::next_request`]); otherwise (TLS) only to know one has begun.
 async fn next_request(
-    stream: Option<&mut pingora_core::protocols::Stream>,
+    stream: &mut pingora_core::protocols::Stream,
     direct: Option<&Direct>,
     pending: &mut Vec<u8>,
 ) -> std::io::Result<Pending> {
     if let Some(direct) = direct {
         return direct.socket.next_request(&direct.early, pending).await;
     }
-    let Some(stream) = stream else { return Ok(Pending::Closed) };
     let mut byte = [0u8; 1];
     // A byte of the next request is there (or peeking is not supported: let pingora read).
     stream.try_peek(&mut byte).await.map(|_| Pending::Other)
