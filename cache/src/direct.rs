@@ -10,7 +10,8 @@
 //! playlists, stale or filling objects, misses) goes through pingora as before.
 //!
 //! The socket is reached through a duplicate of its descriptor taken at accept time
-//! ([`DirectSocket`]), registered with the runtime for write readiness only.
+//! ([`DirectSocket`]), registered with the runtime of the thread serving the connection: the
+//! edge reads requests from it before pingora does ([`crate::early`]) and writes hits to it.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -18,7 +19,7 @@ use std::net::IpAddr;
 use std::ops::Range;
 use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, StatusCode};
@@ -26,14 +27,13 @@ use pingora_cache::key::CacheHashKey as _;
 use pingora_cache::CacheKey;
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::RangeType;
-use prometheus::IntCounter;
 use rustix::io::Errno;
 use rustix::net::{RecvFlags, SendFlags};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use crate::metrics::EdgeMetrics;
-use crate::policy::{self, HlsRequest, ObjectKind};
+use crate::policy::{self, HlsRequest};
 use crate::storage::{Body, FreshHit, MokaStorage};
 use crate::viewers::ViewerCounter;
 
@@ -64,9 +64,6 @@ pub(crate) struct EarlyHits {
     pub(crate) storage: &'static MokaStorage,
     pub(crate) metrics: EdgeMetrics,
     pub(crate) viewers: Arc<ViewerCounter>,
-    /// `direct_sends` by body, resolved once rather than per hit.
-    sent_from_file: IntCounter,
-    sent_from_memory: IntCounter,
 }
 
 impl EarlyHits {
@@ -79,12 +76,6 @@ impl EarlyHits {
         let len = get.len;
         pending.drain(..len);
         Pending::Hit { request, hit }
-    }
-
-    pub(crate) fn new(storage: &'static MokaStorage, metrics: EdgeMetrics, viewers: Arc<ViewerCounter>) -> Self {
-        let sent_from_file = metrics.direct_sends.with_label_values(&[SENDFILE]);
-        let sent_from_memory = metrics.direct_sends.with_label_values(&[MEMORY]);
-        EarlyHits { storage, metrics, viewers, sent_from_file, sent_from_memory }
     }
 }
 
@@ -192,12 +183,8 @@ impl DirectSocket {
         metrics.cache_hits.inc();
         let body = self.send_hit(hit, &HitRange::Whole).await?;
         metrics.early_hits.inc();
-        if body == SENDFILE { &early.sent_from_file } else { &early.sent_from_memory }.inc();
-        metrics.body_bytes.inc_by(hit.size as u64);
-        if request.kind == ObjectKind::Part && !request.vod {
-            early.viewers.seen(&request.channel, client, Instant::now());
-        }
-        metrics.cache_bytes.set(i64::try_from(early.storage.weighted_bytes()).unwrap_or(i64::MAX));
+        metrics.direct_sent(body);
+        crate::proxy::count_answer(metrics, &early.viewers, early.storage, Some(request), client, hit.size);
         Ok(())
     }
 

@@ -3,12 +3,12 @@
 //! Most requests a busy edge sees are plain `GET`s of parts and segments it holds fresh. For those
 //! pingora's per-request work (a session, its proxy state machine, a parsed header map, every
 //! phase) costs more than the answer itself, which [`crate::direct`] sends with `sendfile`. So on
-//! plain-TCP connections the edge peeks at the pending bytes: when they start with a complete
+//! plain-TCP connections the edge reads the request bytes itself: when they start with a complete
 //! request that is a plain `GET` (this module, sans IO), and the object is a fresh immutable hit,
-//! the edge takes exactly that request off the socket and answers it itself. Anything else stays
-//! in the socket, unread, for pingora: ranges, conditionals, `HEAD`, HTTP/1.0, `Connection:
-//! close`, a request with a body, a head not yet complete, or a malformed one (pingora answers
-//! those with its own errors).
+//! the edge takes exactly that request and answers it. Anything else goes to pingora with the
+//! bytes read so far put back in front of its stream: ranges, conditionals, `HEAD`, HTTP/1.0,
+//! `Connection: close`, a request with a body, a head not yet complete, or a malformed one
+//! (pingora answers those with its own errors).
 
 /// Headers a request may carry at most to be read here; more go to pingora.
 const MAX_HEADERS: usize = 32;

@@ -44,10 +44,23 @@ pub struct EdgeMetrics {
     /// `bitriver_edge_body_bytes_total`: response body bytes sent to viewers, on every path
     /// (pingora's and the direct one), so load tests can check their byte counts at the edge.
     pub body_bytes: IntCounter,
+    /// `direct_sends` of each body label, resolved once rather than per hit.
+    sent_from_file: IntCounter,
+    sent_from_memory: IntCounter,
 }
 
 impl EdgeMetrics {
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let direct_sends = IntCounterVec::new(
+            Opts::new(
+                "bitriver_edge_direct_sends_total",
+                "Fresh hits sent straight to the viewer's socket, by where the body was sent from",
+            ),
+            &["body"],
+        )?;
+        // Both labels show from the start, at 0.
+        let sent_from_file = direct_sends.with_label_values(&[crate::direct::SENDFILE]);
+        let sent_from_memory = direct_sends.with_label_values(&[crate::direct::MEMORY]);
         let metrics = EdgeMetrics {
             requests: IntCounter::new("bitriver_edge_requests_total", "Requests answered by the edge")?,
             cache_hits: IntCounter::new("bitriver_edge_cache_hits_total", "Edge requests answered from the cache")?,
@@ -81,13 +94,7 @@ impl EdgeMetrics {
                 Opts::new("bitriver_edge_thread_connections", "Open viewer connections per edge serving thread"),
                 &["thread"],
             )?,
-            direct_sends: IntCounterVec::new(
-                Opts::new(
-                    "bitriver_edge_direct_sends_total",
-                    "Fresh hits sent straight to the viewer's socket, by where the body was sent from",
-                ),
-                &["body"],
-            )?,
+            direct_sends,
             early_hits: IntCounter::new(
                 "bitriver_edge_early_hits_total",
                 "Fresh hits the edge read the request of and answered before pingora",
@@ -96,6 +103,8 @@ impl EdgeMetrics {
                 "bitriver_edge_body_bytes_total",
                 "Response body bytes the edge sent to viewers",
             )?,
+            sent_from_file,
+            sent_from_memory,
         };
         registry.register(Box::new(metrics.requests.clone()))?;
         registry.register(Box::new(metrics.cache_hits.clone()))?;
@@ -115,9 +124,16 @@ impl EdgeMetrics {
         for kind in [ObjectKind::Playlist, ObjectKind::Part, ObjectKind::Segment, ObjectKind::Init] {
             metrics.origin_requests.with_label_values(&[kind.label()]);
         }
-        for body in [crate::direct::SENDFILE, crate::direct::MEMORY] {
-            metrics.direct_sends.with_label_values(&[body]);
-        }
         Ok(metrics)
+    }
+
+    /// Count a direct send whose body went out as `body` ([`crate::direct::SENDFILE`] or
+    /// [`crate::direct::MEMORY`]).
+    pub(crate) fn direct_sent(&self, body: &str) {
+        match body {
+            crate::direct::SENDFILE => self.sent_from_file.inc(),
+            crate::direct::MEMORY => self.sent_from_memory.inc(),
+            other => self.direct_sends.with_label_values(&[other]).inc(),
+        }
     }
 }

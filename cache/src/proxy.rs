@@ -269,7 +269,7 @@ impl ProxyHttp for EdgeProxy {
                         return Err(Error::because(ErrorType::WriteError, "sending a cached object", e).into_down());
                     }
                 };
-                self.metrics.direct_sends.with_label_values(&[body]).inc();
+                self.metrics.direct_sent(body);
                 ctx.direct_served = range != direct::HitRange::Unsatisfiable;
                 ctx.direct_body_bytes = range.body_len(hit.size);
                 return Ok(true);
@@ -450,20 +450,35 @@ impl ProxyHttp for EdgeProxy {
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut EdgeCtx) {
         // A viewer is someone actually watching: playlists and parts that were served. Counting
         // failed requests would let made-up channel ids fill the counter.
-        let served = ctx.direct_served
+        let answered = ctx.direct_served
             || session
                 .response_written()
                 .is_some_and(|r| r.status == http::StatusCode::OK || r.status == http::StatusCode::PARTIAL_CONTENT);
-        if let Some(request) = ctx.request.as_ref().filter(|r| served && !r.vod) {
-            if matches!(request.kind, ObjectKind::Part | ObjectKind::BlockingPlaylist | ObjectKind::Playlist) {
-                self.viewers.seen(&request.channel, ctx.client, Instant::now());
-            }
-        }
         let body_bytes = if ctx.direct_served { ctx.direct_body_bytes } else { session.body_bytes_sent() };
-        self.metrics.body_bytes.inc_by(body_bytes as u64);
         if session.cache.enabled() && session.cache.lock_duration().is_some() && !session.cache.is_cache_lock_writer() {
             self.metrics.collapsed_waiters.inc();
         }
-        self.metrics.cache_bytes.set(i64::try_from(self.cache.storage.weighted_bytes()).unwrap_or(i64::MAX));
+        let served = ctx.request.as_ref().filter(|_| answered);
+        count_answer(&self.metrics, &self.viewers, self.cache.storage, served, ctx.client, body_bytes);
     }
+}
+
+/// What every answer adds once it is out, on pingora's path and on the edge's own
+/// ([`DirectSocket::answer_early`]): a viewer of the channel if `served` is a live playlist or
+/// part, its body bytes, and the cache's size as it now stands.
+pub(crate) fn count_answer(
+    metrics: &EdgeMetrics,
+    viewers: &ViewerCounter,
+    storage: &MokaStorage,
+    served: Option<&HlsRequest>,
+    client: Option<IpAddr>,
+    body_bytes: usize,
+) {
+    if let Some(request) = served.filter(|r| !r.vod) {
+        if matches!(request.kind, ObjectKind::Part | ObjectKind::BlockingPlaylist | ObjectKind::Playlist) {
+            viewers.seen(&request.channel, client, Instant::now());
+        }
+    }
+    metrics.body_bytes.inc_by(body_bytes as u64);
+    metrics.cache_bytes.set(i64::try_from(storage.weighted_bytes()).unwrap_or(i64::MAX));
 }

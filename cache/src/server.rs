@@ -121,7 +121,7 @@ impl Edge {
         // A fetch may hold the lock as long as the origin may hold a blocking request.
         let lock: &'static CacheKeyLockImpl = Box::leak(CacheLock::new_boxed(config.timeouts.read));
         let viewers = Arc::new(ViewerCounter::new(config.viewer_window));
-        let early = Arc::new(EarlyHits::new(storage, metrics.clone(), viewers.clone()));
+        let early = Arc::new(EarlyHits { storage, metrics: metrics.clone(), viewers: viewers.clone() });
         let inner = EdgeProxy {
             resolver,
             cache: CacheParts { storage, lock },
