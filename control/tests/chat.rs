@@ -29,6 +29,14 @@ async fn user(api: &TestApi, id: &str) -> (String, String) {
 }
 
 /// Start with a chat configuration (and keep a handle on the state for metrics and shutdown).
+/// Channel `c1` of a user `owner`, and a user `viewer`: the viewer's token.
+async fn viewer_of_c1(api: &TestApi) -> String {
+    let (owner, _) = user(api, "owner").await;
+    let (_, viewer_token) = user(api, "viewer").await;
+    api.channel("c1", &owner, &[]).await;
+    viewer_token
+}
+
 async fn start(mode: Mode, config: ChatConfig) -> (TestApi, ApiState) {
     start_hub(mode, ChatHub::new(config)).await
 }
@@ -357,9 +365,7 @@ async fn a_tick_of_events_arrives_in_order_in_shared_writes() {
 async fn a_tick_reaches_every_socket_without_waking_its_task() {
     let config = ChatConfig { max_sockets_per_client: 0, ..roomy() };
     let (api, state) = start(Mode::Development, config).await;
-    let (owner, _) = user(&api, "owner").await;
-    let (_, viewer_token) = user(&api, "viewer").await;
-    api.channel("c1", &owner, &[]).await;
+    let viewer_token = viewer_of_c1(&api).await;
     let mut sockets = Vec::new();
     for _ in 0..300 {
         sockets.push(connect(&api, "c1", None, "?history=0").await);
@@ -379,9 +385,7 @@ async fn a_tick_reaches_every_socket_without_waking_its_task() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_over_tls_arrives_whole_and_in_order() {
     let (api, state) = start(Mode::Development, roomy()).await;
-    let (owner, _) = user(&api, "owner").await;
-    let (_, viewer_token) = user(&api, "viewer").await;
-    api.channel("c1", &owner, &[]).await;
+    let viewer_token = viewer_of_c1(&api).await;
 
     // The same API over TLS, served as the node serves HTTPS (hyper, upgrades on).
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
@@ -449,9 +453,7 @@ async fn chat_over_tls_arrives_whole_and_in_order() {
 async fn a_client_that_stops_reading_is_closed_and_holds_nobody_up() {
     let config = ChatConfig { write_timeout: Duration::from_secs(1), messages_per_window: 10_000, ..roomy() };
     let (api, state) = start(Mode::Development, config).await;
-    let (owner, _) = user(&api, "owner").await;
-    let (_, viewer_token) = user(&api, "viewer").await;
-    api.channel("c1", &owner, &[]).await;
+    let viewer_token = viewer_of_c1(&api).await;
     let mut reader = connect(&api, "c1", None, "?history=0").await;
     // The stalled client: a small receive buffer, and it never reads after the upgrade.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -489,9 +491,7 @@ async fn a_client_that_stops_reading_is_closed_and_holds_nobody_up() {
 async fn sockets_run_on_the_runtime_the_hub_is_given() {
     let sockets = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let (api, _) = start_hub(Mode::Development, ChatHub::new(roomy()).with_runtime(sockets.handle().clone())).await;
-    let (owner, _) = user(&api, "owner").await;
-    let (_, viewer_token) = user(&api, "viewer").await;
-    api.channel("c1", &owner, &[]).await;
+    let viewer_token = viewer_of_c1(&api).await;
     assert_eq!(sockets.handle().metrics().num_alive_tasks(), 0);
     let mut ws = connect(&api, "c1", None, "?history=0").await;
     assert_eq!(say(&api, "c1", &viewer_token, "across runtimes").await.0, 201);
