@@ -191,6 +191,8 @@ impl Edge {
         let (stopping, pingora_stop) = watch::channel(false);
         let limit = u32::try_from(self.max_connections.clamp(1, Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
         let slots = Arc::new(Semaphore::new(limit as usize));
+        // Fresh hits skip pingora on plain TCP only, and only with direct hits on.
+        let early = (self.direct_hits && self.tls.is_none()).then(|| self.early.clone());
         loop {
             let permit = tokio::select! {
                 permit = slots.clone().acquire_owned() => permit,
@@ -213,15 +215,14 @@ impl Edge {
             // The socket moves to the serving thread's runtime, which registers it anew.
             let Ok(tcp) = tcp.into_std() else { continue };
             let (thread, open) = threads.least_busy();
-            let (proxy, tls, early) = (self.proxy.clone(), self.tls.clone(), self.early.clone());
-            let direct_hits = self.direct_hits && self.tls.is_none();
+            let (proxy, tls, early) = (self.proxy.clone(), self.tls.clone(), early.clone());
             let (stop, pingora_stop) = (shutdown.clone(), pingora_stop.clone());
             let connections = self.metrics.connections.clone();
             open.inc();
             connections.inc();
             thread.spawn(async move {
                 if let Ok(tcp) = tokio::net::TcpStream::from_std(tcp) {
-                    serve_accepted(tcp, peer.ip(), proxy, tls, direct_hits.then_some(early), stop, pingora_stop).await;
+                    serve_accepted(tcp, peer.ip(), proxy, tls, early, stop, pingora_stop).await;
                 }
                 open.dec();
                 connections.dec();
