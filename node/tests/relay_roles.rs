@@ -50,7 +50,8 @@ async fn only_a_node_with_the_origin_role_may_subscribe_to_a_relayed_track() {
     let root = tempfile::tempdir().unwrap();
     let (d1, d2, d3) = (root.path().join("ingest"), root.path().join("origin"), root.path().join("edge"));
     let ingest = start(&d1, &["control", "ingest"], None).await;
-    let hub = RelayHub::new(RelayMetrics::unregistered().unwrap());
+    let hub_metrics = RelayMetrics::unregistered().unwrap();
+    let hub = RelayHub::new(hub_metrics.clone());
     let _served = bitriver_node::relay::serve(&ingest, hub.clone()).expect("the relay is served once");
 
     // A broadcast published into the hub, as an ingest's LivePublish does.
@@ -78,6 +79,9 @@ async fn only_a_node_with_the_origin_role_may_subscribe_to_a_relayed_track() {
         let opened = i.is_multiple_of(30).then_some(5_000 + i / 30);
         run.video(&frame(i), raft::now_millis(), opened);
     }
+    // Nobody subscribes yet: the frames are kept for joiners but never encoded for sending.
+    assert!(hub_metrics.unsent.get() >= 60, "unsent frames: {}", hub_metrics.unsent.get());
+    assert_eq!(hub_metrics.bytes.with_label_values(&["sent"]).get(), 0);
 
     // An origin joins the cluster, subscribes and packages the track from the newest segment start.
     let origin = start(&d2, &["origin"], Some((&ingest, &d1))).await;
@@ -106,6 +110,7 @@ async fn only_a_node_with_the_origin_role_may_subscribe_to_a_relayed_track() {
     ended.unwrap().expect("a clean end of the broadcast");
     assert_eq!(metrics.diverged.get(), 0);
     assert!(metrics.bytes.with_label_values(&["received"]).get() > 60 * 400);
+    assert!(hub_metrics.bytes.with_label_values(&["sent"]).get() > 60 * 400, "live frames went to the subscriber");
 
     // An edge-only node is a member too, but its certificate names no origin role: refused.
     let edge = start(&d3, &["edge"], Some((&ingest, &d1))).await;

@@ -58,6 +58,9 @@ pub struct RelayMetrics {
     pub diverged: IntCounter,
     /// `bitriver_relay_bytes_total{direction}`: frame bytes sent and received.
     pub bytes: IntCounterVec,
+    /// `bitriver_relay_unsent_frames_total`: frames of published tracks that had no subscriber,
+    /// dropped without being encoded.
+    pub unsent: IntCounter,
 }
 
 impl RelayMetrics {
@@ -68,6 +71,7 @@ impl RelayMetrics {
         registry.register(Box::new(metrics.subscriptions.clone()))?;
         registry.register(Box::new(metrics.diverged.clone()))?;
         registry.register(Box::new(metrics.bytes.clone()))?;
+        registry.register(Box::new(metrics.unsent.clone()))?;
         Ok(metrics)
     }
 
@@ -90,6 +94,10 @@ impl RelayMetrics {
                 Opts::new("bitriver_relay_bytes_total", "Relay frame bytes, by direction"),
                 &["direction"],
             )?,
+            unsent: IntCounter::new(
+                "bitriver_relay_unsent_frames_total",
+                "Frames of published tracks without a subscriber, dropped unencoded",
+            )?,
         })
     }
 }
@@ -105,6 +113,11 @@ struct Published {
 impl Published {
     /// Sends what the cache has for the subscribers; cuts off the ones that fell behind.
     fn flush(&mut self, metrics: &RelayMetrics) {
+        if self.subscribers.is_empty() {
+            // Nobody to send to: the frames are not even encoded.
+            metrics.unsent.inc_by(self.cache.discard_transmit() as u64);
+            return;
+        }
         while let Some(frame) = self.cache.poll_transmit() {
             metrics.bytes.with_label_values(&["sent"]).inc_by((frame.len() * self.subscribers.len()) as u64);
             self.subscribers.retain(|s| match s.try_send(frame.clone()) {

@@ -3,7 +3,9 @@
 //! - [`TrackCache`] (the publishing node): every event of the source track in, encoded frames
 //!   out for the current subscribers ([`TrackCache::poll_transmit`]), and for a subscriber that
 //!   joins now, the frames it needs to start packaging at the newest segment that began with a
-//!   keyframe ([`TrackCache::join`]).
+//!   keyframe ([`TrackCache::join`]). Frames are kept as values (a sample's bytes are shared, not
+//!   copied) and encoded only when sent: a track nobody subscribes to, as on a node that packages
+//!   its own streams, costs no copy of its media.
 //! - [`Subscription`] (an origin): frames in, packager events out ([`Subscription::poll_event`]):
 //!   open the rendition at the segment it joined with the broadcast's epoch, then push samples.
 //!
@@ -28,25 +30,39 @@ use crate::wire::{encode_to_bytes, Frame, Packaging};
 /// joiners wait for the next keyframe segment instead.
 pub const MAX_REPLAY_BYTES: usize = 64 << 20;
 
-/// One frame of the replay, with what the next segment start needs to know about it.
+/// A frame as the cache keeps it until it is sent: unencoded, media sharing the sample's bytes,
+/// and small (the Tracks frame is held once, by the cache), since every sample is moved through
+/// the outbox and the replay.
 #[derive(Debug, Clone)]
-struct Entry {
-    frame: Bytes,
-    /// For an audio frame, its dts (sample-rate ticks).
-    audio_dts: Option<u64>,
+enum Held {
+    Tracks,
+    Segment(u64),
+    Video(Sample, i64),
+    Audio(Sample, i64),
+    End,
+}
+
+impl Held {
+    /// The media bytes it holds (what the replay's bound counts).
+    fn media_len(&self) -> usize {
+        match self {
+            Held::Video(sample, _) | Held::Audio(sample, _) => sample.data.len(),
+            _ => 0,
+        }
+    }
 }
 
 /// The publishing side of one track. Feed it with `handle_*`; after each, drain
 /// [`TrackCache::poll_transmit`] to every current subscriber.
 #[derive(Debug)]
 pub struct TrackCache {
-    tracks: Bytes,
+    tracks: Frame,
     audio_rate: u32,
     /// Frames since the newest segment that began with a keyframe, its Segment frame first;
     /// empty while there is no join point.
-    replay: Vec<Entry>,
+    replay: Vec<Held>,
     replay_bytes: usize,
-    outbox: VecDeque<Bytes>,
+    outbox: VecDeque<Held>,
     ended: bool,
 }
 
@@ -54,9 +70,9 @@ impl TrackCache {
     /// A track whose Tracks frame is `tracks` (session, packaging, configs).
     pub fn new(session: &str, packaging: Packaging, video: Option<VideoConfig>, audio: Option<AudioConfig>) -> Self {
         let audio_rate = audio.as_ref().map_or(1, |a| a.sample_rate.max(1));
-        let tracks = encode_to_bytes(&Frame::Tracks { session: session.to_owned(), packaging, video, audio });
+        let tracks = Frame::Tracks { session: session.to_owned(), packaging, video, audio };
         TrackCache {
-            outbox: VecDeque::from([tracks.clone()]),
+            outbox: VecDeque::from([Held::Tracks]),
             tracks,
             audio_rate,
             replay: Vec::new(),
@@ -71,9 +87,9 @@ impl TrackCache {
         if self.ended {
             return;
         }
-        let frame = encode_to_bytes(&Frame::Video { sample: sample.clone(), now });
+        let frame = Held::Video(sample.clone(), now);
         if let Some(msn) = segment_start {
-            let marker = encode_to_bytes(&Frame::Segment { msn });
+            let marker = Held::Segment(msn);
             self.outbox.push_back(marker.clone());
             if sample.keyframe {
                 // A new join point: audio already sent that the packager queued for this
@@ -81,17 +97,15 @@ impl TrackCache {
                 let rate = u128::from(self.audio_rate);
                 let starts_after =
                     |dts: u64| u128::from(dts) * u128::from(VIDEO_TIMESCALE) >= u128::from(sample.dts) * rate;
-                let carried: Vec<Entry> =
-                    self.replay.drain(..).filter(|e| e.audio_dts.is_some_and(starts_after)).collect();
-                self.replay =
-                    vec![Entry { frame: marker, audio_dts: None }, Entry { frame: frame.clone(), audio_dts: None }];
-                self.replay.extend(carried);
-                self.replay_bytes = self.replay.iter().map(|e| e.frame.len()).sum();
+                // In place: the replay keeps its capacity from one segment to the next.
+                self.replay.retain(|held| matches!(held, Held::Audio(audio, _) if starts_after(audio.dts)));
+                self.replay.splice(0..0, [marker, frame.clone()]);
+                self.replay_bytes = self.replay.iter().map(Held::media_len).sum();
                 self.outbox.push_back(frame);
                 return;
             }
         }
-        self.remember(Entry { frame: frame.clone(), audio_dts: None });
+        self.remember(frame.clone());
         self.outbox.push_back(frame);
     }
 
@@ -100,8 +114,8 @@ impl TrackCache {
         if self.ended {
             return;
         }
-        let frame = encode_to_bytes(&Frame::Audio { sample: sample.clone(), now });
-        self.remember(Entry { frame: frame.clone(), audio_dts: Some(sample.dts) });
+        let frame = Held::Audio(sample.clone(), now);
+        self.remember(frame.clone());
         self.outbox.push_back(frame);
     }
 
@@ -110,26 +124,45 @@ impl TrackCache {
         if !self.ended {
             self.ended = true;
             self.replay.clear();
-            self.outbox.push_back(encode_to_bytes(&Frame::End));
+            self.outbox.push_back(Held::End);
         }
     }
 
-    fn remember(&mut self, entry: Entry) {
+    fn remember(&mut self, held: Held) {
         if self.replay.is_empty() {
             return;
         }
-        self.replay_bytes += entry.frame.len();
-        self.replay.push(entry);
+        self.replay_bytes += held.media_len();
+        self.replay.push(held);
         if self.replay_bytes > MAX_REPLAY_BYTES {
             self.replay.clear();
             self.replay_bytes = 0;
         }
     }
 
-    /// The next frame for every current subscriber.
+    /// The next frame for every current subscriber, encoded once for all of them.
     #[must_use = "send every frame to the subscribers"]
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
-        self.outbox.pop_front()
+        let held = self.outbox.pop_front()?;
+        Some(self.encode(&held))
+    }
+
+    fn encode(&self, held: &Held) -> Bytes {
+        match held {
+            Held::Tracks => encode_to_bytes(&self.tracks),
+            Held::Segment(msn) => encode_to_bytes(&Frame::Segment { msn: *msn }),
+            Held::Video(sample, now) => encode_to_bytes(&Frame::Video { sample: sample.clone(), now: *now }),
+            Held::Audio(sample, now) => encode_to_bytes(&Frame::Audio { sample: sample.clone(), now: *now }),
+            Held::End => encode_to_bytes(&Frame::End),
+        }
+    }
+
+    /// Drops the frames [`TrackCache::poll_transmit`] would give, unencoded: there is nobody to
+    /// send them to. Returns how many.
+    pub fn discard_transmit(&mut self) -> usize {
+        let frames = self.outbox.len();
+        self.outbox.clear();
+        frames
     }
 
     /// What a subscriber joining now is sent before the live frames: the Tracks frame, then the
@@ -137,8 +170,8 @@ impl TrackCache {
     /// starts at the next Segment frame of the live stream). Drain `poll_transmit` first, so the
     /// joiner gets neither a frame twice nor a gap.
     pub fn join(&self) -> Vec<Bytes> {
-        let mut frames = vec![self.tracks.clone()];
-        frames.extend(self.replay.iter().map(|e| e.frame.clone()));
+        let mut frames = vec![encode_to_bytes(&self.tracks)];
+        frames.extend(self.replay.iter().map(|held| self.encode(held)));
         if self.ended {
             frames.push(encode_to_bytes(&Frame::End));
         }
@@ -150,7 +183,7 @@ impl TrackCache {
         self.ended
     }
 
-    /// Bytes held for joiners.
+    /// Media bytes held for joiners (shared with the packager, not copies).
     pub fn replay_bytes(&self) -> usize {
         self.replay_bytes
     }

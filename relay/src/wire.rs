@@ -202,7 +202,12 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
 
 /// The frame as one buffer (what the server fans out to every subscriber).
 pub fn encode_to_bytes(frame: &Frame) -> Bytes {
-    let mut out = BytesMut::new();
+    // Room for a sample's bytes and its fields up front: one allocation, no regrowth.
+    let capacity = match frame {
+        Frame::Video { sample, .. } | Frame::Audio { sample, .. } => sample.data.len() + 64,
+        _ => 256,
+    };
+    let mut out = BytesMut::with_capacity(capacity);
     encode(frame, &mut out);
     out.freeze()
 }
