@@ -69,6 +69,10 @@ struct Harness {
 
 impl Harness {
     async fn start() -> Self {
+        Self::start_with(IngestConfig::default()).await
+    }
+
+    async fn start_with(config: IngestConfig) -> Self {
         logs();
         let dir = tempfile::tempdir().unwrap();
         let catalog_metrics = Arc::new(raft::metrics::CatalogMetrics::unregistered());
@@ -110,14 +114,8 @@ impl Harness {
         let rtmp_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let rtmp = rtmp_listener.local_addr().unwrap();
         let stop = tokio_util::sync::CancellationToken::new();
-        let gate = CatalogGate::new(catalog.clone(), registry.clone(), IngestConfig::default(), metrics.clone());
-        let ingest = tokio::spawn(serve_rtmp(
-            rtmp_listener,
-            Arc::new(gate),
-            IngestConfig::default(),
-            metrics.clone(),
-            stop.clone(),
-        ));
+        let gate = CatalogGate::new(catalog.clone(), registry.clone(), config.clone(), metrics.clone());
+        let ingest = tokio::spawn(serve_rtmp(rtmp_listener, Arc::new(gate), config, metrics.clone(), stop.clone()));
         let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http = http_listener.local_addr().unwrap();
         let app = origin::routes(registry, OriginConfig::default());
@@ -300,6 +298,44 @@ async fn rtmp_publish_is_served_as_hls_and_survives_intruders() {
     let mut h = h;
     h.stop.cancel();
     tokio::time::timeout(Duration::from_secs(10), &mut h.ingest).await.expect("ingest stopped").unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_connects_but_never_publishes_is_closed_at_the_idle_timeout_not_the_handshake_one() {
+    let config = IngestConfig {
+        handshake_timeout: Duration::from_millis(400),
+        idle_timeout: Duration::from_millis(1500),
+        ..IngestConfig::default()
+    };
+    let h = Harness::start_with(config).await;
+    let mut stream = rtmp_handshake(h.rtmp).await;
+    stream.write_all(&rtmp_connect()).await.unwrap();
+    let connected = Instant::now();
+    // Past the handshake timeout (the connection's first deadline), the connection is still open:
+    // `connect` moved its deadline, and the one timer it keeps followed.
+    let mut buf = vec![0u8; 8192];
+    let mut answered = 0;
+    let still_open = connected + Duration::from_millis(900);
+    while let Ok(read) = tokio::time::timeout_at(still_open.into(), stream.read(&mut buf)).await {
+        let n = read.expect("the connection stays up past the handshake timeout");
+        assert!(n > 0, "closed {} ms after connect, before the idle timeout", connected.elapsed().as_millis());
+        answered += n;
+    }
+    assert!(answered > 0, "the server answered connect");
+    assert_eq!(h.metrics.rejected.with_label_values(&["timeout"]).get(), 0);
+    // ... and closed at the idle timeout, since nothing is published.
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the idle connection was never closed");
+    assert_eq!(h.metrics.rejected.with_label_values(&["timeout"]).get(), 1);
+    assert!(log_text().contains("did not publish"), "no log line for the idle client");
 }
 
 /// An RTMP connection past the handshake, as a raw client: C0+C1 out, S0+S1+S2 in, C2 out.

@@ -239,19 +239,30 @@ impl<G: PublishGate, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<G, S> 
         let mut deadline = Instant::now() + handshake_timeout;
         let mut connected = false;
         let mut buf = vec![0u8; READ_BUFFER];
+        // One timer and one shutdown waiter for the whole connection, not one of each per read:
+        // a read only moves `deadline`; the timer, when it fires, catches up with it.
+        let timer = tokio::time::sleep_until(deadline);
+        let stopped = stop.wait_for(|stop| *stop);
+        tokio::pin!(timer, stopped);
         let end = loop {
             let read = tokio::select! {
-                read = tokio::time::timeout_at(deadline, self.stream.read(&mut buf)) => read,
-                _ = stop.wait_for(|stop| *stop) => break End::Shutdown,
+                read = self.stream.read(&mut buf) => read,
+                () = &mut timer => {
+                    if deadline > Instant::now() {
+                        timer.as_mut().reset(deadline);
+                        continue;
+                    }
+                    break End::Timeout;
+                }
+                _ = &mut stopped => break End::Shutdown,
             };
             match read {
-                Err(_elapsed) => break End::Timeout,
-                Ok(Ok(0)) => self.session.handle_eof(),
-                Ok(Err(error)) => {
+                Ok(0) => self.session.handle_eof(),
+                Err(error) => {
                     tracing::debug!(peer = %self.peer, %error, "RTMP read failed");
                     self.session.handle_eof();
                 }
-                Ok(Ok(n)) => {
+                Ok(n) => {
                     self.session.handle_input(&buf[..n]);
                     if let Some(p) = &self.publish {
                         p.bytes.inc_by(n as u64);
