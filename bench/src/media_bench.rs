@@ -120,6 +120,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Some(d) => tempfile::Builder::new().prefix("media-bench-").tempdir_in(d)?,
         None => tempfile::Builder::new().prefix("media-bench-").tempdir()?,
     };
+    let create_us = file_create_us(tmp.path())?;
     let flv = tmp.path().join("source.flv");
     eprintln!("pre-encoding 20 s of testsrc2 640x360@30 + sine into {} ...", flv.display());
     encode(&flv).await?;
@@ -140,7 +141,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     node.stop().await;
-    report.print(&args, file_kbps, started);
+    report.print(&args, file_kbps, create_us, tmp.path(), started);
     Ok(())
 }
 
@@ -827,12 +828,29 @@ fn pct(sorted: &[f64], q: f64) -> f64 {
     sorted[i]
 }
 
+/// Wall time of creating (and writing 4 KB to) a new file under `dir`, in microseconds: the
+/// median of 200. Some file systems make it costly (an ext4 without a journal scans for
+/// recently deleted inodes on every create).
+fn file_create_us(dir: &Path) -> anyhow::Result<f64> {
+    let probe = dir.join("create-probe");
+    std::fs::create_dir_all(&probe)?;
+    let mut took = Vec::with_capacity(200);
+    for i in 0..200 {
+        let started = Instant::now();
+        std::fs::write(probe.join(format!("f{i}")), [0u8; 4096])?;
+        took.push(started.elapsed().as_secs_f64() * 1e6);
+    }
+    std::fs::remove_dir_all(&probe)?;
+    took.sort_by(f64::total_cmp);
+    Ok(took[took.len() / 2])
+}
+
 fn opt_s(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3} s"))
 }
 
 impl Report {
-    fn print(&self, args: &Args, file_kbps: f64, started: Instant) {
+    fn print(&self, args: &Args, file_kbps: f64, create_us: f64, dir: &Path, started: Instant) {
         let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
         let load = testkit::procfs::load_average();
         println!();
@@ -840,6 +858,13 @@ impl Report {
             "media-bench: {cores} CPU cores; load average {}; source 640x360@30 GOP 30 (1 s) + AAC, {file_kbps:.0} kb/s, \
              replayed by bitriver-load publishers (one process, real-time pacing, no encoder)",
             load
+        );
+        // Both servers create files per segment (bitriver its recording, nginx-rtmp its segments and
+        // playlists), so what a create costs where they write weighs on both figures.
+        println!(
+            "files under {}: creating one costs {create_us:.0} us (both servers create one or more per segment; \
+             pick --dir to compare)",
+            dir.display()
         );
         println!();
         println!("glass-to-glass on loopback (bitriver, one stream, part target {})", opt_s(self.part_target_s));
