@@ -64,8 +64,8 @@ struct Args {
     #[arg(long, env = "MEDIA_BENCH_PLAY_SECONDS", default_value_t = 10.0)]
     play_seconds: f64,
     /// Stream counts of the ceiling search: each server takes them in turn until one of its
-    /// streams falls behind real time (empty: skip the search).
-    #[arg(long, value_name = "N,...", env = "MEDIA_BENCH_RAMP", value_delimiter = ',', default_values_t = [16, 32, 64, 128, 256, 384, 512])]
+    /// streams falls behind real time (`--ramp` with no value: skip the search).
+    #[arg(long, value_name = "N,...", env = "MEDIA_BENCH_RAMP", value_delimiter = ',', num_args = 0.., default_values_t = [16, 32, 64, 128, 256, 384, 512])]
     ramp: Vec<usize>,
     /// Measured length of each step of the ceiling search, per server, in seconds.
     #[arg(long, env = "MEDIA_BENCH_RAMP_SECONDS", default_value_t = 10.0)]
