@@ -66,25 +66,6 @@ pub fn serve(catalog: &Catalog, hub: RelayHub) -> Option<JoinHandle<()>> {
     }))
 }
 
-/// How often the hub's replays are checked against the cluster's members.
-const REPLAY_CHECK: Duration = Duration::from_secs(1);
-
-/// Keeps `hub`'s replays for joiners only while another member of the cluster has a role that
-/// subscribes to tracks (origin or transcode): a node on its own, as a home server runs, keeps
-/// none. A member joining later finds one from each track's next keyframe segment start.
-pub fn keep_replays_while_subscribable(catalog: &Catalog, hub: RelayHub) -> JoinHandle<()> {
-    let catalog = catalog.clone();
-    tokio::spawn(async move {
-        let me = catalog.node_id();
-        loop {
-            let subscribable = catalog
-                .read(|s| s.nodes().any(|n| n.id != me && n.roles.iter().any(|r| r == "origin" || r == "transcode")));
-            hub.keep_replays(subscribable);
-            tokio::time::sleep(REPLAY_CHECK).await;
-        }
-    })
-}
-
 /// What an origin follows for one channel: where `source` comes from and, while a ladder runs,
 /// which node publishes which rungs.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -155,7 +155,6 @@ pub async fn run(
     let hub = (ingests || transcode.ladder.is_some()).then(|| relay::quic::RelayHub::new(relay_metrics.clone()));
     if let Some(hub) = &hub {
         relay_tasks.extend(crate::relay::serve(&catalog, hub.clone()));
-        relay_tasks.push(crate::relay::keep_replays_while_subscribable(&catalog, hub.clone()));
     }
     // Transcode: the ladders of channels ingested elsewhere that placement gives this node.
     if let (Some(ladder), Some(hub)) = (&transcode.ladder, &hub) {

@@ -45,87 +45,6 @@ fn audio_config() -> AudioConfig {
     AudioConfig { asc: vec![0x11, 0x90], sample_rate: 48_000, channels: 2, codec_string: "mp4a.40.2".into() }
 }
 
-/// Video frame `i` of a 30 fps track with a keyframe every second.
-fn frame(i: u64) -> Sample {
-    Sample {
-        dts: i * 3000,
-        pts_offset: 0,
-        duration: 3000,
-        keyframe: i.is_multiple_of(30),
-        data: Bytes::from(vec![i as u8; 400]),
-    }
-}
-
-/// Publishes frames `range` of `frame` into `run`, segments opening on each keyframe.
-fn publish_frames(run: &mut dyn media::ingest::TapRun, range: std::ops::Range<u64>) {
-    for i in range {
-        let opened = i.is_multiple_of(30).then_some(5_000 + i / 30);
-        run.video(&frame(i), raft::now_millis(), opened);
-    }
-}
-
-fn source<'a>(packaging: &'a RenditionConfig, video: &'a VideoConfig, audio: &'a AudioConfig) -> TapSource<'a> {
-    TapSource {
-        channel_id: "c1",
-        session_id: "s1",
-        rendition: "source",
-        video: Some(video),
-        audio: Some(audio),
-        packaging,
-    }
-}
-
-async fn until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_alone_keeps_no_replay_until_a_member_that_subscribes_joins() {
-    let root = tempfile::tempdir().unwrap();
-    let (d1, d2) = (root.path().join("home"), root.path().join("origin"));
-    // A home server: every role, alone. Its own origin packages in process and never subscribes.
-    let home = start(&d1, &["control", "ingest", "origin", "edge"], None).await;
-    let hub = RelayHub::new(RelayMetrics::unregistered().unwrap());
-    let _served = bitriver_node::relay::serve(&home, hub.clone()).expect("the relay is served once");
-    let _replays = bitriver_node::relay::keep_replays_while_subscribable(&home, hub.clone());
-    until("a lone node still keeps replays", || !hub.keeps_replays()).await;
-
-    let packaging = RenditionConfig { first_msn: 5_000, ..RenditionConfig::default() };
-    let (video, audio) = (video_config(), audio_config());
-    let mut run = hub.start(&source(&packaging, &video, &audio)).expect("the hub relays every publish");
-    publish_frames(&mut *run, 0..60);
-    assert_eq!(hub.replay_bytes(), 0, "a lone node held samples for joiners");
-
-    // An origin joins: replays are kept again, from the next keyframe segment start on.
-    let origin = start(&d2, &["origin"], Some((&home, &d1))).await;
-    until("replays not kept after an origin joined", || hub.keeps_replays()).await;
-    publish_frames(&mut *run, 60..75);
-    assert!(hub.replay_bytes() >= 15 * 400, "replay of {} bytes", hub.replay_bytes());
-
-    // ... and the joiner opens the channel from it at once, before any further frame.
-    let live = LiveRegistry::new(RegistryConfig::default(), OriginMetrics::unregistered());
-    let metrics = RelayMetrics::unregistered().unwrap();
-    let conn = origin.connect_relay(home.cluster_addr()).await.unwrap();
-    let subscription = tokio::spawn({
-        let (live, metrics) = (live.clone(), metrics.clone());
-        async move {
-            let mut handle = None;
-            relay::quic::subscribe(&conn, "c1", &live, &metrics, &mut handle).await
-        }
-    });
-    until("the origin did not open the channel from the replay", || live.is_live("c1")).await;
-    drop(run);
-    let ended = tokio::time::timeout(Duration::from_secs(10), subscription).await.expect("the subscription ends");
-    ended.unwrap().expect("a clean end of the broadcast");
-    for catalog in [origin, home] {
-        catalog.shutdown().await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_a_node_with_the_origin_role_may_subscribe_to_a_relayed_track() {
     let root = tempfile::tempdir().unwrap();
@@ -138,9 +57,28 @@ async fn only_a_node_with_the_origin_role_may_subscribe_to_a_relayed_track() {
     // A broadcast published into the hub, as an ingest's LivePublish does.
     let packaging = RenditionConfig { first_msn: 5_000, ..RenditionConfig::default() };
     let (video, audio) = (video_config(), audio_config());
-    let mut run = hub.start(&source(&packaging, &video, &audio)).expect("the hub relays every publish");
+    let mut run = hub
+        .start(&TapSource {
+            channel_id: "c1",
+            session_id: "s1",
+            rendition: "source",
+            video: Some(&video),
+            audio: Some(&audio),
+            packaging: &packaging,
+        })
+        .expect("the hub relays every publish");
+    let frame = |i: u64| Sample {
+        dts: i * 3000,
+        pts_offset: 0,
+        duration: 3000,
+        keyframe: i.is_multiple_of(30),
+        data: Bytes::from(vec![i as u8; 400]),
+    };
     // Two seconds of video, segments opening at frames 0 and 30 (msn 5000 and 5001).
-    publish_frames(&mut *run, 0..60);
+    for i in 0..60u64 {
+        let opened = i.is_multiple_of(30).then_some(5_000 + i / 30);
+        run.video(&frame(i), raft::now_millis(), opened);
+    }
     // Nobody subscribes yet: the frames are kept for joiners but never encoded for sending.
     assert!(hub_metrics.unsent.get() >= 60, "unsent frames: {}", hub_metrics.unsent.get());
     assert_eq!(hub_metrics.bytes.with_label_values(&["sent"]).get(), 0);
@@ -157,9 +95,16 @@ async fn only_a_node_with_the_origin_role_may_subscribe_to_a_relayed_track() {
             relay::quic::subscribe(&conn, "c1", &live, &metrics, &mut handle).await
         }
     });
-    until("the origin never opened the relayed channel", || live.is_live("c1")).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !live.is_live("c1") {
+        assert!(Instant::now() < deadline, "the origin never opened the relayed channel");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(live.session("c1").as_deref(), Some("s1"));
-    publish_frames(&mut *run, 60..120);
+    for i in 60..120u64 {
+        let opened = i.is_multiple_of(30).then_some(5_000 + i / 30);
+        run.video(&frame(i), raft::now_millis(), opened);
+    }
     drop(run);
     let ended = tokio::time::timeout(Duration::from_secs(10), subscription).await.expect("the subscription ends");
     ended.unwrap().expect("a clean end of the broadcast");

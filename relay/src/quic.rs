@@ -11,7 +11,6 @@
 //!   origin's [`LiveRegistry`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -145,33 +144,11 @@ pub struct RelayHub {
     /// (channel, rendition) → its track.
     tracks: Arc<Mutex<HashMap<(String, String), Shared>>>,
     metrics: RelayMetrics,
-    /// Whether tracks keep a replay for joiners ([`RelayHub::keep_replays`]).
-    replays: Arc<AtomicBool>,
 }
 
 impl RelayHub {
     pub fn new(metrics: RelayMetrics) -> Self {
-        RelayHub { tracks: Arc::default(), metrics, replays: Arc::new(AtomicBool::new(true)) }
-    }
-
-    /// Whether published tracks keep a replay for joiners (on at first). A node no other node
-    /// may subscribe to turns it off: holding every sample of a GOP, and dropping them all at
-    /// the next keyframe, costs CPU for joiners that cannot come. Turned on again, each track
-    /// keeps one from its next keyframe segment start.
-    pub fn keep_replays(&self, keep: bool) {
-        self.replays.store(keep, Ordering::Relaxed);
-    }
-
-    /// Whether published tracks keep replays now ([`RelayHub::keep_replays`]).
-    pub fn keeps_replays(&self) -> bool {
-        self.replays.load(Ordering::Relaxed)
-    }
-
-    /// Media bytes the published tracks hold for joiners.
-    pub fn replay_bytes(&self) -> usize {
-        let tracks: Vec<Shared> =
-            self.tracks.lock().unwrap_or_else(PoisonError::into_inner).values().cloned().collect();
-        tracks.iter().map(|p| lock(p).cache.replay_bytes()).sum()
+        RelayHub { tracks: Arc::default(), metrics }
     }
 
     pub fn metrics(&self) -> &RelayMetrics {
@@ -316,7 +293,6 @@ struct HubRun {
 impl TapRun for HubRun {
     fn video(&mut self, sample: &Sample, now: UnixMillis, segment_start: Option<u64>) {
         let mut p = lock(&self.published);
-        p.cache.set_replay(self.hub.replays.load(Ordering::Relaxed));
         p.cache.handle_video(sample, now, segment_start);
         p.flush(&self.hub.metrics);
     }

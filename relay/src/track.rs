@@ -64,8 +64,6 @@ pub struct TrackCache {
     replay_bytes: usize,
     outbox: VecDeque<Held>,
     ended: bool,
-    /// Whether a replay is kept at all (see [`TrackCache::set_replay`]).
-    keep_replay: bool,
 }
 
 impl TrackCache {
@@ -80,7 +78,6 @@ impl TrackCache {
             replay: Vec::new(),
             replay_bytes: 0,
             ended: false,
-            keep_replay: true,
         }
     }
 
@@ -94,7 +91,7 @@ impl TrackCache {
         if let Some(msn) = segment_start {
             let marker = Held::Segment(msn);
             self.outbox.push_back(marker.clone());
-            if sample.keyframe && self.keep_replay {
+            if sample.keyframe {
                 // A new join point: audio already sent that the packager queued for this
                 // segment (dts at or after the keyframe) moves behind the keyframe.
                 let rate = u128::from(self.audio_rate);
@@ -139,20 +136,6 @@ impl TrackCache {
         self.replay.push(held);
         if self.replay_bytes > MAX_REPLAY_BYTES {
             self.replay.clear();
-            self.replay_bytes = 0;
-        }
-    }
-
-    /// Whether to keep a replay for joiners (on by default). Off, the replay is dropped and none
-    /// is kept, so a joiner starts at the next segment start; on again, one is kept from the next
-    /// keyframe segment start.
-    pub fn set_replay(&mut self, keep: bool) {
-        if keep == self.keep_replay {
-            return;
-        }
-        self.keep_replay = keep;
-        if !keep {
-            self.replay = Vec::new();
             self.replay_bytes = 0;
         }
     }

@@ -110,17 +110,6 @@ impl Origin {
     }
 }
 
-/// The wire's packaging: 200 ms parts, 1 s segments.
-fn wire_packaging() -> Packaging {
-    Packaging {
-        epoch_msn: EPOCH,
-        part_target_us: 200_000,
-        segment_target_us: 1_000_000,
-        playlist_segments: 8,
-        max_part_bytes: 8 << 20,
-    }
-}
-
 /// A window long enough to hold the whole stream, so every segment can be compared.
 fn packaging() -> RenditionConfig {
     RenditionConfig { first_msn: EPOCH, playlist_segments: 64, ..RenditionConfig::default() }
@@ -216,7 +205,13 @@ fn a_late_subscriber_names_and_writes_every_common_part_and_segment_alike() {
 #[test]
 fn the_replay_is_bounded_to_the_newest_keyframe_segment() {
     let config = packaging();
-    let packaging = wire_packaging();
+    let packaging = Packaging {
+        epoch_msn: EPOCH,
+        part_target_us: 200_000,
+        segment_target_us: 1_000_000,
+        playlist_segments: 8,
+        max_part_bytes: 8 << 20,
+    };
     let mut publisher = Rendition::new(config, Some(video_config()), None).unwrap();
     let mut cache = TrackCache::new("s1", packaging, Some(video_config()), None);
     let (mut biggest, mut discarded) = (0, 0);
@@ -241,30 +236,4 @@ fn the_replay_is_bounded_to_the_newest_keyframe_segment() {
     let mut origin = Origin::new();
     origin.receive(&wire);
     assert!(origin.rendition.is_some(), "a joiner opens at once from the replay, never encoded before");
-}
-
-#[test]
-fn a_cache_told_to_keep_no_replay_holds_nothing_and_keeps_one_again_from_a_keyframe_start() {
-    let mut publisher = Rendition::new(packaging(), Some(video_config()), None).unwrap();
-    let mut cache = TrackCache::new("s1", wire_packaging(), Some(video_config()), None);
-    cache.set_replay(false);
-    let (mut held_off, mut back_on_at) = (0, None);
-    for (n, (_, sample, now)) in stream(6).into_iter().filter(|(video, ..)| *video).enumerate() {
-        let before = publisher.partial_segment().map(|s| s.msn);
-        let _ = publisher.push_video(sample.clone(), now).unwrap();
-        let opened = publisher.partial_segment().map(|s| s.msn).filter(|m| sample.keyframe && Some(*m) != before);
-        if n == 100 {
-            cache.set_replay(true);
-        }
-        cache.handle_video(&sample, now, opened);
-        cache.discard_transmit();
-        if n < 100 {
-            held_off += cache.replay_bytes();
-        } else if back_on_at.is_none() && cache.replay_bytes() > 0 {
-            back_on_at = Some(n);
-            assert!(opened.is_some(), "the replay restarted at frame {n}, not at a segment start");
-        }
-    }
-    assert_eq!(held_off, 0, "replay kept while told not to");
-    assert!(back_on_at.is_some(), "no replay kept after it was turned on again");
 }
