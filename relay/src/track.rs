@@ -170,10 +170,10 @@ impl TrackCache {
     /// starts at the next Segment frame of the live stream). Drain `poll_transmit` first, so the
     /// joiner gets neither a frame twice nor a gap.
     pub fn join(&self) -> Vec<Bytes> {
-        let mut frames = vec![encode_to_bytes(&self.tracks)];
+        let mut frames = vec![self.encode(&Held::Tracks)];
         frames.extend(self.replay.iter().map(|held| self.encode(held)));
         if self.ended {
-            frames.push(encode_to_bytes(&Frame::End));
+            frames.push(self.encode(&Held::End));
         }
         frames
     }
