@@ -76,6 +76,9 @@ struct Args {
     /// Skip the nginx-rtmp reference.
     #[arg(long, env = "MEDIA_BENCH_NO_NGINX")]
     no_nginx: bool,
+    /// A flag for the bitriver node, e.g. `--node-arg=--rtmp-read-merge-ms=20` (repeatable).
+    #[arg(long = "node-arg", value_name = "ARG", allow_hyphen_values = true)]
+    node_args: Vec<String>,
     /// Directory for temp files [default: the system temp dir].
     #[arg(long, value_name = "DIR", env = "MEDIA_BENCH_DIR")]
     dir: Option<PathBuf>,
@@ -127,7 +130,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let file_kbps = std::fs::metadata(&flv)?.len() as f64 * 8.0 / 20.0 / 1000.0;
 
     let bin = args.bitriver_path();
-    let node = Node::start(&bin, tmp.path()).await?;
+    let node = Node::start(&bin, tmp.path(), &args.node_args).await?;
     eprintln!("  node pid {} on http://127.0.0.1:{} rtmp :{}", node.pid, node.http_port, node.rtmp_port);
     let result = bench(&args, &node, &flv, tmp.path()).await;
     if result.is_err() {
@@ -705,9 +708,11 @@ struct Node {
 }
 
 impl Node {
-    async fn start(bin: &Path, dir: &Path) -> anyhow::Result<Node> {
+    async fn start(bin: &Path, dir: &Path, extra: &[String]) -> anyhow::Result<Node> {
         // The ceiling search goes past the default of 256 publishers.
-        let (node, ports) = BenchNode::start_all_in_one(bin, dir, &["--rtmp-max-connections", "4096"]).await?;
+        let mut flags = vec!["--rtmp-max-connections", "4096"];
+        flags.extend(extra.iter().map(String::as_str));
+        let (node, ports) = BenchNode::start_all_in_one(bin, dir, &flags).await?;
         let (http_port, rtmp_port, edge_port) = (ports.http, ports.rtmp, ports.edge);
         Ok(Node { pid: node.pid, node, http_port, rtmp_port, edge_port })
     }

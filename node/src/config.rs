@@ -284,6 +284,13 @@ pub struct Config {
     #[arg(long, value_name = "N", env = "BITRIVER_LIVE_RTMP_MAX_CONNECTIONS", default_value_t = 256)]
     pub rtmp_max_connections: usize,
 
+    /// Merged reads (0 to 200 ms, default 0: off): a publishing RTMP connection pauses this long
+    /// after each read that emptied its socket, so that the next read takes every frame sent
+    /// meanwhile at once. Fewer wakeups and system calls per stream, for at most this much more
+    /// latency; for ingest nodes that take many streams.
+    #[arg(long, value_name = "MS", env = "BITRIVER_LIVE_RTMP_READ_MERGE_MS", default_value_t = 0)]
+    pub rtmp_read_merge_ms: u64,
+
     /// WebRTC media (WHIP publishers, WHEP viewers): one UDP port for every session, on the
     /// host of --addr (ingest and origin roles). 0 picks a free port. Firewalls open this one
     /// port; --webrtc-udp-ports gives each session its own instead.
@@ -726,6 +733,8 @@ pub struct ValidatedConfig {
     pub srt_addr: SocketAddr,
     /// See `--rtmp-max-connections`.
     pub rtmp_max_connections: usize,
+    /// See `--rtmp-read-merge-ms`.
+    pub rtmp_read_merge: Duration,
     /// WHIP and WHEP media sockets (`--webrtc-udp-port` or `--webrtc-udp-ports`), on the host
     /// of `--addr`; `None` without the ingest and origin roles.
     pub webrtc_ports: Option<webrtc::PortMode>,
@@ -868,6 +877,13 @@ impl Config {
                 "must be between 1 and 100000",
             ));
         }
+        if self.rtmp_read_merge_ms > 200 {
+            return Err(ConfigError::invalid(
+                "--rtmp-read-merge-ms",
+                self.rtmp_read_merge_ms.to_string(),
+                "must be between 0 and 200",
+            ));
+        }
         let webrtc_ports = match self.webrtc_udp_ports.as_deref().map(str::trim) {
             Some(range) => {
                 let parsed = range
@@ -987,6 +1003,7 @@ impl Config {
             rtmps_addr,
             srt_addr,
             rtmp_max_connections: self.rtmp_max_connections,
+            rtmp_read_merge: Duration::from_millis(self.rtmp_read_merge_ms),
             webrtc_ports,
             webrtc_ice_servers,
             edge_addr,
@@ -1352,6 +1369,15 @@ mod tests {
 
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn merged_rtmp_reads_are_off_unless_asked_and_bounded() {
+        assert_eq!(validate(&[]).unwrap().rtmp_read_merge, Duration::ZERO);
+        let c = validate(&["--rtmp-read-merge-ms", "30"]).unwrap();
+        assert_eq!(c.rtmp_read_merge, Duration::from_millis(30));
+        let error = validate(&["--rtmp-read-merge-ms", "201"]).unwrap_err().to_string();
+        assert!(error.contains("--rtmp-read-merge-ms") && error.contains("between 0 and 200"), "{error}");
     }
 
     #[test]

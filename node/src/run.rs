@@ -110,7 +110,11 @@ fn catalog_config(config: &ValidatedConfig, advertised: &crate::advertise::Adver
 
 /// Ingest settings from the config: LL-HLS part and segment targets, connections served.
 fn ingest_config(config: &ValidatedConfig) -> IngestConfig {
-    let mut ingest = IngestConfig { max_connections: config.rtmp_max_connections, ..IngestConfig::default() };
+    let mut ingest = IngestConfig {
+        max_connections: config.rtmp_max_connections,
+        read_merge: config.rtmp_read_merge,
+        ..IngestConfig::default()
+    };
     ingest.rendition.part_target = config.part_target;
     ingest.rendition.segment_target = config.segment_target;
     ingest

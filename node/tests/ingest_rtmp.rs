@@ -307,6 +307,48 @@ async fn rtmp_publish_is_served_as_hls_and_survives_intruders() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merged_reads_take_several_frames_per_read_and_lose_none() {
+    if !testkit::require_tools(&["ffmpeg", "ffprobe"]) {
+        return;
+    }
+    let config = IngestConfig { read_merge: Duration::from_millis(100), ..IngestConfig::default() };
+    let h = Harness::start_with(config).await;
+    // ffmpeg -re writes each frame when it is due: about 30 video and 47 audio frames a second.
+    let mut publisher = publish(h.rtmp, KEY, (320, 180), 4, &h.path("publisher.log"));
+    let status = exit_within(&mut publisher, Duration::from_secs(30), "publisher").await;
+    let publisher_log = std::fs::read_to_string(h.path("publisher.log")).unwrap_or_default();
+    assert!(status.success(), "publisher failed: {publisher_log}");
+
+    let video = h.metrics.frames.with_label_values(&[CHANNEL, "video"]).get();
+    let audio = h.metrics.frames.with_label_values(&[CHANNEL, "audio"]).get();
+    let reads = h.metrics.reads.with_label_values(&[CHANNEL]).get();
+    println!("{reads} reads for {video} video and {audio} audio frames");
+    assert_eq!(video, 4 * 30, "video frames lost");
+    assert!(audio >= 160, "audio frames lost: {audio}");
+    // Held 100 ms between reads, each read takes several frames (one each without merging).
+    assert!(reads > 0 && reads * 4 <= video + audio, "{reads} reads for {} frames", video + audio);
+
+    // Every frame was packaged: the ended playlist holds the whole four seconds.
+    let media_playlist = h.url(&format!("/hls/{CHANNEL}/source/index.m3u8"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let body = loop {
+        if let Some((200, body)) = get(&media_playlist).await {
+            if body.contains("#EXT-X-ENDLIST") {
+                break body;
+            }
+        }
+        assert!(Instant::now() < deadline, "the playlist never ended\n{}", log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let seconds: f64 = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXTINF:"))
+        .filter_map(|d| d.split(',').next()?.parse::<f64>().ok())
+        .sum();
+    assert!((3.9..=4.1).contains(&seconds), "{seconds} s packaged of 4:\n{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_connects_but_never_publishes_is_closed_at_the_idle_timeout_not_the_handshake_one() {
     let config = IngestConfig {
         handshake_timeout: Duration::from_millis(400),

@@ -61,6 +61,11 @@ pub struct IngestConfig {
     pub idle_timeout: Duration,
     /// Longest a write to the client may block. Default 10 s.
     pub write_timeout: Duration,
+    /// Merged reads: how long a publishing RTMP connection waits after a read that drained its
+    /// socket before it reads again, so that one read (one wakeup, one system call, one
+    /// acknowledgement) takes several frames. Adds at most this much latency. Default 0: every
+    /// frame is read as it arrives.
+    pub read_merge: Duration,
     /// Packaging of the `source` rendition (its name is always `source`).
     pub rendition: RenditionConfig,
     /// How long shutdown waits for publishers to be wound down (sessions ended in the catalog).
@@ -79,6 +84,7 @@ impl Default for IngestConfig {
             handshake_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
+            read_merge: Duration::ZERO,
             rendition: RenditionConfig::default(),
             shutdown_grace: Duration::from_secs(5),
             ladder: None,
@@ -94,6 +100,9 @@ pub struct IngestMetrics {
     pub active_publishers: IntGauge,
     /// Bytes received from publishing connections, by channel.
     pub bytes: IntCounterVec,
+    /// Socket reads of publishing RTMP connections, by channel: against `frames`, how many
+    /// frames a read takes (several with merged reads, [`IngestConfig::read_merge`]).
+    pub reads: IntCounterVec,
     /// Coded frames received, by channel and kind (`video`, `audio`).
     pub frames: IntCounterVec,
     /// Frames discarded (malformed, before a keyframe, refused by the packager), by channel.
@@ -108,6 +117,7 @@ impl IngestMetrics {
         let metrics = Self::unregistered();
         registry.register(Box::new(metrics.active_publishers.clone()))?;
         registry.register(Box::new(metrics.bytes.clone()))?;
+        registry.register(Box::new(metrics.reads.clone()))?;
         registry.register(Box::new(metrics.frames.clone()))?;
         registry.register(Box::new(metrics.dropped_frames.clone()))?;
         registry.register(Box::new(metrics.rejected.clone()))?;
@@ -124,6 +134,7 @@ impl IngestMetrics {
             active_publishers: IntGauge::new("bitriver_ingest_active_publishers", "Connections publishing now.")
                 .expect("valid metric definition"),
             bytes: counter("bitriver_ingest_bytes_total", "Bytes received from publishers.", &["channel"]),
+            reads: counter("bitriver_ingest_reads_total", "Socket reads of publishing RTMP connections.", &["channel"]),
             frames: counter("bitriver_ingest_frames_total", "Coded frames received.", &["channel", "kind"]),
             dropped_frames: counter("bitriver_ingest_dropped_frames_total", "Frames discarded.", &["channel"]),
             rejected: counter("bitriver_ingest_rejected_total", "Publishes and connections refused.", &["reason"]),

@@ -113,12 +113,13 @@ pub async fn serve_rtmp_over<G: PublishGate, T: RtmpTransport>(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let socket = std::os::fd::AsRawFd::as_raw_fd(&stream);
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let (shared, transport, stop) = (shared.clone(), transport.clone(), stop_rx.clone());
         tasks.spawn(async move {
             let handshake = shared.config.handshake_timeout;
             match tokio::time::timeout(handshake, transport.open(stream)).await {
-                Ok(Ok(stream)) => Connection::new(shared, stream, peer, seed).run(stop).await,
+                Ok(Ok(stream)) => Connection::new(shared, stream, peer, seed, socket).run(stop).await,
                 Ok(Err(error)) => {
                     shared.metrics.rejected.with_label_values(&["tls"]).inc();
                     tracing::warn!(%peer, %error, "{} connection refused: TLS handshake failed (not a TLS client?)",
@@ -174,6 +175,7 @@ struct Publishing<P> {
     input: FlvInput,
     feed: PackagerFeed,
     bytes: IntCounter,
+    reads: IntCounter,
     video_frames: IntCounter,
     audio_frames: IntCounter,
     dropped: IntCounter,
@@ -189,6 +191,7 @@ impl<P: PublishSink> Publishing<P> {
             input: FlvInput::new(),
             feed: PackagerFeed::new(),
             bytes: metrics.bytes.with_label_values(&[&channel]),
+            reads: metrics.reads.with_label_values(&[&channel]),
             video_frames: metrics.frames.with_label_values(&[&channel, "video"]),
             audio_frames: metrics.frames.with_label_values(&[&channel, "audio"]),
             dropped: metrics.dropped_frames.with_label_values(&[&channel]),
@@ -215,6 +218,39 @@ impl<P: PublishSink> Publishing<P> {
     }
 }
 
+/// Held, `socket` signals readable only once [`HELD_LOW_WATER`] bytes wait (the kernel does not
+/// wake the runtime for each frame); released, for any byte again, signalling at once if some wait.
+#[allow(unsafe_code)]
+fn hold_wakeups(socket: std::os::fd::RawFd, hold: bool) {
+    let low_water: libc::c_int = if hold { HELD_LOW_WATER } else { 1 };
+    // SAFETY: a plain setsockopt on a socket the connection's stream owns and keeps open, with a
+    // pointer to an int that outlives the call and its size. A failure only costs the merging.
+    unsafe {
+        libc::setsockopt(
+            socket,
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            std::ptr::from_ref(&low_water).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// The low-water mark of a held socket: far above what a stream sends in any pause. Linux also
+/// lets the receive window grow to it, so it is large enough not to slow a fast stream.
+const HELD_LOW_WATER: libc::c_int = 1 << 20;
+
+/// The next multiple of `period` since a process-wide origin: every connection pausing for merged
+/// reads wakes on the same ticks, so the runtime wakes once per tick for all of them rather than
+/// once per connection.
+fn next_tick(period: Duration) -> Instant {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let origin = *ORIGIN.get_or_init(Instant::now);
+    let period_ns = period.as_nanos().max(1);
+    let ticks = origin.elapsed().as_nanos() / period_ns + 1;
+    origin + Duration::from_nanos(u64::try_from(ticks * period_ns).unwrap_or(u64::MAX))
+}
+
 /// A publish refused: the metric label, what the encoder is told.
 struct Refused(&'static str, RejectReason);
 
@@ -224,13 +260,15 @@ struct Connection<G: PublishGate, S> {
     peer: SocketAddr,
     session: ServerSession,
     publish: Option<Publishing<G::Publish>>,
+    /// The TCP socket under `stream` (which owns it), for [`hold_wakeups`].
+    socket: std::os::fd::RawFd,
 }
 
 impl<G: PublishGate, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<G, S> {
-    fn new(shared: Arc<Shared<G>>, stream: S, peer: SocketAddr, seed: u64) -> Self {
+    fn new(shared: Arc<Shared<G>>, stream: S, peer: SocketAddr, seed: u64, socket: std::os::fd::RawFd) -> Self {
         let session =
             ServerSession::new(SessionConfig { app: APP.to_owned(), handshake_seed: seed, ..Default::default() });
-        Connection { shared, stream, peer, session, publish: None }
+        Connection { shared, stream, peer, session, publish: None, socket }
     }
 
     async fn run(mut self, mut stop: watch::Receiver<bool>) {
@@ -243,8 +281,23 @@ impl<G: PublishGate, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<G, S> 
         // a read only moves `deadline`; the timer, when it fires, catches up with it.
         let timer = tokio::time::sleep_until(deadline);
         let stopped = stop.wait_for(|stop| *stop);
-        tokio::pin!(timer, stopped);
+        // Merged reads: while publishing, a read that drained the socket is followed by a pause
+        // of `read_merge`, so the next read takes every frame sent meanwhile in one go.
+        let merge = self.shared.config.read_merge;
+        let pause = tokio::time::sleep_until(deadline);
+        let mut paused = false;
+        tokio::pin!(timer, stopped, pause);
         let end = loop {
+            if std::mem::take(&mut paused) {
+                // Data arriving meanwhile does not wake the runtime: the socket only signals
+                // readable past a high low-water mark until the pause ends.
+                hold_wakeups(self.socket, true);
+                tokio::select! {
+                    () = &mut pause => {}
+                    _ = &mut stopped => break End::Shutdown,
+                }
+                hold_wakeups(self.socket, false);
+            }
             let read = tokio::select! {
                 read = self.stream.read(&mut buf) => read,
                 () = &mut timer => {
@@ -266,6 +319,11 @@ impl<G: PublishGate, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<G, S> 
                     self.session.handle_input(&buf[..n]);
                     if let Some(p) = &self.publish {
                         p.bytes.inc_by(n as u64);
+                        p.reads.inc();
+                        if !merge.is_zero() && n < buf.len() {
+                            pause.as_mut().reset(next_tick(merge));
+                            paused = true;
+                        }
                     }
                 }
             }
@@ -444,4 +502,45 @@ fn rtmp_refusal(refused: Refusal) -> Refused {
         _ => RejectReason::Error("Internal error; retry.".into()),
     };
     Refused(refused.label(), reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+    use std::os::fd::AsRawFd as _;
+
+    use super::*;
+
+    /// Whether `socket` polls readable within `wait_ms`.
+    #[allow(unsafe_code)]
+    fn readable(socket: &std::net::TcpStream, wait_ms: i32) -> bool {
+        let mut fds = libc::pollfd { fd: socket.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one pollfd, valid for the call.
+        let ready = unsafe { libc::poll(&mut fds, 1, wait_ms) };
+        ready == 1 && fds.revents & libc::POLLIN != 0
+    }
+
+    #[test]
+    fn a_held_socket_does_not_signal_the_frames_that_arrive_until_released() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut publisher = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (ingest, _) = listener.accept().unwrap();
+        hold_wakeups(ingest.as_raw_fd(), true);
+        publisher.write_all(&[7; 4000]).unwrap();
+        publisher.write_all(&[8; 4000]).unwrap();
+        assert!(!readable(&ingest, 100), "a held socket signalled a frame");
+        hold_wakeups(ingest.as_raw_fd(), false);
+        assert!(readable(&ingest, 0), "the released socket did not signal what waits");
+    }
+
+    #[test]
+    fn merged_reads_wake_every_connection_on_the_same_ticks() {
+        let period = Duration::from_millis(30);
+        let before = Instant::now();
+        let (a, b) = (next_tick(period), next_tick(period));
+        assert!(a > before && a <= Instant::now() + period, "the tick is not within one period");
+        std::thread::sleep(Duration::from_millis(7));
+        let c = next_tick(period);
+        assert!(b == a && (c == a || c == a + period), "ticks {a:?} {b:?} {c:?} are not on one grid");
+    }
 }
