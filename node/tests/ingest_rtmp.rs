@@ -319,16 +319,8 @@ async fn merged_reads_take_several_frames_per_read_and_lose_none() {
     let publisher_log = std::fs::read_to_string(h.path("publisher.log")).unwrap_or_default();
     assert!(status.success(), "publisher failed: {publisher_log}");
 
-    let video = h.metrics.frames.with_label_values(&[CHANNEL, "video"]).get();
-    let audio = h.metrics.frames.with_label_values(&[CHANNEL, "audio"]).get();
-    let reads = h.metrics.reads.with_label_values(&[CHANNEL]).get();
-    println!("{reads} reads for {video} video and {audio} audio frames");
-    assert_eq!(video, 4 * 30, "video frames lost");
-    assert!(audio >= 160, "audio frames lost: {audio}");
-    // Held 100 ms between reads, each read takes several frames (one each without merging).
-    assert!(reads > 0 && reads * 4 <= video + audio, "{reads} reads for {} frames", video + audio);
-
-    // Every frame was packaged: the ended playlist holds the whole four seconds.
+    // The publish ended (its last frames read at the last tick): every frame was counted and
+    // packaged, and the ended playlist holds the whole four seconds.
     let media_playlist = h.url(&format!("/hls/{CHANNEL}/source/index.m3u8"));
     let deadline = Instant::now() + Duration::from_secs(15);
     let body = loop {
@@ -340,6 +332,15 @@ async fn merged_reads_take_several_frames_per_read_and_lose_none() {
         assert!(Instant::now() < deadline, "the playlist never ended\n{}", log_text());
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    let video = h.metrics.frames.with_label_values(&[CHANNEL, "video"]).get();
+    let audio = h.metrics.frames.with_label_values(&[CHANNEL, "audio"]).get();
+    let reads = h.metrics.reads.with_label_values(&[CHANNEL]).get();
+    println!("{reads} reads for {video} video and {audio} audio frames");
+    assert_eq!(video, 4 * 30, "video frames lost");
+    assert!(audio >= 160, "audio frames lost: {audio}");
+    // Held 100 ms between reads, each read takes several frames (one each without merging).
+    assert!(reads > 0 && reads * 4 <= video + audio, "{reads} reads for {} frames", video + audio);
+
     let seconds: f64 = body
         .lines()
         .filter_map(|l| l.strip_prefix("#EXTINF:"))

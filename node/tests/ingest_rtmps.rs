@@ -57,6 +57,9 @@ async fn ffmpeg_publishes_over_rtmps_and_a_plain_rtmp_client_is_refused() {
         key_path.display().to_string(),
         "--rtmps-addr".to_owned(),
         format!("127.0.0.1:{rtmps_port}"),
+        // Merged reads over TLS: the socket is released at each tick and read through TLS.
+        "--rtmp-read-merge-ms".to_owned(),
+        "50".to_owned(),
     ]);
     node.start();
     let base = format!("https://127.0.0.1:{}", node.http_port);
@@ -91,5 +94,15 @@ async fn ffmpeg_publishes_over_rtmps_and_a_plain_rtmp_client_is_refused() {
     let (status, body) = curl("GET", &format!("{base}/api/channels/{id}"), None);
     assert!(status == 200 && body.contains("\"live\""), "{body}");
     assert!(node.log_text().contains("RTMP"), "{}", node.log_text());
+    // Merged: a read takes several frames.
+    let (_, metrics) = curl("GET", &format!("{base}/metrics"), None);
+    let counter = |name: &str, labels: &str| -> f64 {
+        let line = format!("{name}{{{labels}}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(&line)?.parse().ok()).unwrap_or(0.0)
+    };
+    let reads = counter("bitriver_ingest_reads_total", &format!("channel=\"{id}\""));
+    let frames = counter("bitriver_ingest_frames_total", &format!("channel=\"{id}\",kind=\"video\""))
+        + counter("bitriver_ingest_frames_total", &format!("channel=\"{id}\",kind=\"audio\""));
+    assert!(reads > 0.0 && reads * 2.0 <= frames, "{reads} reads for {frames} frames");
     let _ = publisher.kill().await;
 }

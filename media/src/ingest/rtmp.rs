@@ -45,6 +45,11 @@ pub trait RtmpTransport: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Opens the stream (runs inside the connection's handshake timeout).
     fn open(&self, tcp: TcpStream) -> impl std::future::Future<Output = std::io::Result<Self::Stream>> + Send;
+    /// Whether the stream's bytes are the socket's as received (no TLS), so merged reads may take
+    /// them from the socket directly. Default false.
+    fn raw(&self) -> bool {
+        false
+    }
 }
 
 /// Plain RTMP over TCP.
@@ -60,6 +65,10 @@ impl RtmpTransport for Plain {
 
     async fn open(&self, tcp: TcpStream) -> std::io::Result<TcpStream> {
         Ok(tcp)
+    }
+
+    fn raw(&self) -> bool {
+        true
     }
 }
 
@@ -119,7 +128,10 @@ pub async fn serve_rtmp_over<G: PublishGate, T: RtmpTransport>(
         tasks.spawn(async move {
             let handshake = shared.config.handshake_timeout;
             match tokio::time::timeout(handshake, transport.open(stream)).await {
-                Ok(Ok(stream)) => Connection::new(shared, stream, peer, seed, socket).run(stop).await,
+                Ok(Ok(stream)) => {
+                    let socket = Socket { fd: socket, raw: transport.raw() };
+                    Connection::new(shared, stream, peer, seed, socket).run(stop).await;
+                }
                 Ok(Err(error)) => {
                     shared.metrics.rejected.with_label_values(&["tls"]).inc();
                     tracing::warn!(%peer, %error, "{} connection refused: TLS handshake failed (not a TLS client?)",
@@ -236,6 +248,23 @@ fn hold_wakeups(socket: std::os::fd::RawFd, hold: bool) {
     }
 }
 
+/// A read of what `socket` holds now, without waiting (whatever its low-water mark); `None` when
+/// it holds nothing.
+#[allow(unsafe_code)]
+fn recv_now(socket: std::os::fd::RawFd, buf: &mut [u8]) -> Option<std::io::Result<usize>> {
+    // SAFETY: `buf` is valid for writes of its length for the call; the socket is open (see
+    // `hold_wakeups`).
+    let n = unsafe { libc::recv(socket, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    match usize::try_from(n) {
+        Ok(n) => Some(Ok(n)),
+        Err(_) => match std::io::Error::last_os_error() {
+            e if e.kind() == std::io::ErrorKind::WouldBlock => None,
+            e if e.kind() == std::io::ErrorKind::Interrupted => None,
+            e => Some(Err(e)),
+        },
+    }
+}
+
 /// The low-water mark of a held socket: far above what a stream sends in any pause. Linux also
 /// lets the receive window grow to it, so it is large enough not to slow a fast stream.
 const HELD_LOW_WATER: libc::c_int = 1 << 20;
@@ -260,12 +289,22 @@ struct Connection<G: PublishGate, S> {
     peer: SocketAddr,
     session: ServerSession,
     publish: Option<Publishing<G::Publish>>,
-    /// The TCP socket under `stream` (which owns it), for [`hold_wakeups`].
-    socket: std::os::fd::RawFd,
+    socket: Socket,
+}
+
+/// The TCP socket under a connection's stream (which owns it and keeps it open), for merged
+/// reads.
+#[derive(Debug, Clone, Copy)]
+struct Socket {
+    fd: std::os::fd::RawFd,
+    /// The stream reads the socket's bytes as they are (plain TCP): a paused connection reads the
+    /// socket directly at its tick, held all along, instead of releasing it and waiting for the
+    /// runtime to see it readable.
+    raw: bool,
 }
 
 impl<G: PublishGate, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<G, S> {
-    fn new(shared: Arc<Shared<G>>, stream: S, peer: SocketAddr, seed: u64, socket: std::os::fd::RawFd) -> Self {
+    fn new(shared: Arc<Shared<G>>, stream: S, peer: SocketAddr, seed: u64, socket: Socket) -> Self {
         let session =
             ServerSession::new(SessionConfig { app: APP.to_owned(), handshake_seed: seed, ..Default::default() });
         Connection { shared, stream, peer, session, publish: None, socket }
@@ -287,27 +326,53 @@ impl<G: PublishGate, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<G, S> 
         let pause = tokio::time::sleep_until(deadline);
         let mut paused = false;
         tokio::pin!(timer, stopped, pause);
+        // Whether the socket is held (signals readable only past a high low-water mark).
+        let mut held = false;
         let end = loop {
+            let mut merged = None;
             if std::mem::take(&mut paused) {
-                // Data arriving meanwhile does not wake the runtime: the socket only signals
-                // readable past a high low-water mark until the pause ends.
-                hold_wakeups(self.socket, true);
+                // Data arriving meanwhile does not wake the runtime.
+                if !held {
+                    hold_wakeups(self.socket.fd, true);
+                    held = true;
+                }
                 tokio::select! {
                     () = &mut pause => {}
                     _ = &mut stopped => break End::Shutdown,
                 }
-                hold_wakeups(self.socket, false);
-            }
-            let read = tokio::select! {
-                read = self.stream.read(&mut buf) => read,
-                () = &mut timer => {
-                    if deadline > Instant::now() {
-                        timer.as_mut().reset(deadline);
-                        continue;
+                if self.socket.raw {
+                    match recv_now(self.socket.fd, &mut buf) {
+                        Some(read) => merged = Some(read),
+                        None => {
+                            // Nothing came in this tick: wait for the next.
+                            pause.as_mut().reset(next_tick(merge));
+                            paused = true;
+                            if Instant::now() >= deadline {
+                                break End::Timeout;
+                            }
+                            continue;
+                        }
                     }
-                    break End::Timeout;
                 }
-                _ = &mut stopped => break End::Shutdown,
+            }
+            let read = match merged {
+                Some(read) => read,
+                None => {
+                    if std::mem::take(&mut held) {
+                        hold_wakeups(self.socket.fd, false);
+                    }
+                    tokio::select! {
+                        read = self.stream.read(&mut buf) => read,
+                        () = &mut timer => {
+                            if deadline > Instant::now() {
+                                timer.as_mut().reset(deadline);
+                                continue;
+                            }
+                            break End::Timeout;
+                        }
+                        _ = &mut stopped => break End::Shutdown,
+                    }
+                }
             };
             match read {
                 Ok(0) => self.session.handle_eof(),
