@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use bytes::Bytes;
 use hls_names::InitId;
 use media::origin::{ClosedSegment, SegmentSink};
 use raft::state::recordings::{Recording, RecordingKind, RecordingStatus};
@@ -242,7 +243,7 @@ impl Writer {
             duration: closed.segment.duration,
             discontinuity: (closed.segment.discontinuity || track.discontinuity_next) && !first_of_track,
             init: closed.segment.init_id,
-            bytes: closed.segment.bytes.len() as u64,
+            bytes: closed.segment.byte_len() as u64,
             program_date_time: closed.segment.program_date_time,
         };
         let meta = first_of_track.then(|| RenditionMeta {
@@ -261,7 +262,8 @@ impl Writer {
         }
         mirrored.push(format!("{rendition}/{}", hls_names::RenditionFile::Segment(entry.index)));
         let mirror_id = id.clone();
-        let bytes = closed.segment.bytes.clone();
+        // The parts as they are: written one after the other, never joined into one buffer.
+        let parts: Vec<Bytes> = closed.segment.parts.iter().map(|p| p.bytes.clone()).collect();
         let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             if let Some(meta) = meta {
                 store.begin_rendition(&id, &meta)?;
@@ -269,7 +271,7 @@ impl Writer {
             if let Some(init) = init {
                 store.write_init(&id, &rendition, entry.init, &init)?;
             }
-            store.append_segment(&id, &rendition, &entry, &bytes)
+            store.append_segment(&id, &rendition, &entry, &parts)
         })
         .await;
         let track = active.tracks.get_mut(&*closed.rendition).expect("inserted above");

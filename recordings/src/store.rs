@@ -102,9 +102,18 @@ impl LocalStore {
     /// Writes a segment, then its journal line. The line is what makes the segment part of the
     /// recording (a file without one is in no playlist, clip or upload, and the next segment of
     /// that index overwrites it), so the segment needs no temporary name and rename.
-    pub fn append_segment(&self, id: &str, rendition: &str, entry: &Entry, bytes: &[u8]) -> io::Result<()> {
+    pub fn append_segment(
+        &self,
+        id: &str,
+        rendition: &str,
+        entry: &Entry,
+        parts: &[impl AsRef<[u8]>],
+    ) -> io::Result<()> {
         let dir = self.rendition_dir(id, rendition)?;
-        fs::write(dir.join(RenditionFile::Segment(entry.index).to_string()), bytes)?;
+        let mut file = File::create(dir.join(RenditionFile::Segment(entry.index).to_string()))?;
+        for part in parts {
+            file.write_all(part.as_ref())?;
+        }
         let mut journal = OpenOptions::new().create(true).append(true).open(dir.join(JOURNAL))?;
         journal.write_all(entry.line().as_bytes())
     }
@@ -326,16 +335,18 @@ mod tests {
         store.write_init("r1", "source", InitId(7), b"init").unwrap();
         store.write_init("r1", "180p", InitId(7), b"init").unwrap();
         for i in 0..10 {
-            store.append_segment("r1", "source", &entry(i, 1000 * i as i64), b"abc").unwrap();
+            store.append_segment("r1", "source", &entry(i, 1000 * i as i64), &[&b"ab"[..], &b"c"[..]]).unwrap();
             // The rung joined two segments late.
             if i >= 2 {
-                store.append_segment("r1", "180p", &entry(i - 2, 1000 * i as i64), b"xyz").unwrap();
+                store.append_segment("r1", "180p", &entry(i - 2, 1000 * i as i64), &[b"xyz"]).unwrap();
             }
         }
         let summary = store.summary("r1").unwrap();
         assert_eq!(summary.renditions, ["source", "180p"]);
         assert_eq!((summary.duration, summary.bytes), (Duration::from_secs(10), 54));
-        assert!(store.object("r1", "source", RenditionFile::Segment(9)).is_some());
+        // A segment's parts are written back to back.
+        let written = fs::read(store.object("r1", "source", RenditionFile::Segment(9)).unwrap()).unwrap();
+        assert_eq!(written, b"abc");
         assert!(store.object("r1", "source", RenditionFile::Segment(10)).is_none());
         assert!(store.object("r1", "..", RenditionFile::Playlist).is_none());
 

@@ -73,7 +73,7 @@ impl LivePosters {
         }
         let segment = live.newest.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let make = self.make.clone();
-        match tokio::task::spawn_blocking(move || make(&segment.init, &segment.segment.bytes)).await {
+        match tokio::task::spawn_blocking(move || make(&segment.init, &segment.segment.bytes())).await {
             Ok(Ok(jpeg)) => {
                 self.made.inc();
                 let jpeg = Bytes::from(jpeg);
@@ -173,7 +173,7 @@ mod tests {
         store.begin_rendition("r", &meta).unwrap();
         store.write_init("r", "source", InitId(1), b"I").unwrap();
         for entry in entries(&[1; 10]) {
-            store.append_segment("r", "source", &entry, format!("S{}", entry.index).as_bytes()).unwrap();
+            store.append_segment("r", "source", &entry, &[format!("S{}", entry.index)]).unwrap();
         }
         let make: MakeJpeg = Arc::new(|init, media| Ok([init, b"+", media].concat()));
         assert_eq!(make_timeline(&store, "r", &make).unwrap(), 5);

@@ -184,7 +184,7 @@ fn a_late_subscriber_names_and_writes_every_common_part_and_segment_alike() {
     for segment in publisher.playlist_segments() {
         for origin in [early_r, late_r] {
             let Some(bytes) = origin.segment(segment.msn) else { continue };
-            assert_eq!(bytes, segment.bytes, "segment {} differs", segment.msn);
+            assert_eq!(bytes, segment.bytes(), "segment {} differs", segment.msn);
             for part in &segment.parts {
                 assert_eq!(
                     origin.part(part.msn, part.index).as_ref(),

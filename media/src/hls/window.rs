@@ -144,9 +144,48 @@ pub struct Segment {
     /// Wall-clock time of the first sample (`EXT-X-PROGRAM-DATE-TIME`).
     pub program_date_time: UnixMillis,
     pub parts: Vec<Part>,
-    /// The parts' bytes back to back.
-    pub bytes: Bytes,
+    /// The parts' bytes back to back, once asked for ([`Segment::bytes`]).
+    joined: JoinedParts,
 }
+
+impl Segment {
+    /// The segment's bytes: its parts back to back. They are joined (one copy) on the first call
+    /// and kept for later ones, so a segment nobody fetches whole (LL-HLS players fetch parts;
+    /// a recording writes the parts) is never copied.
+    pub fn bytes(&self) -> Bytes {
+        self.joined
+            .0
+            .get_or_init(|| match self.parts.as_slice() {
+                [only] => only.bytes.clone(),
+                parts => {
+                    let mut joined = BytesMut::with_capacity(self.byte_len());
+                    for part in parts {
+                        joined.extend_from_slice(&part.bytes);
+                    }
+                    joined.freeze()
+                }
+            })
+            .clone()
+    }
+
+    /// Its length in bytes (its parts').
+    pub fn byte_len(&self) -> usize {
+        self.parts.iter().map(|p| p.bytes.len()).sum()
+    }
+}
+
+/// A segment's parts joined, when they have been: derived from the parts, so it takes no part in
+/// comparing segments.
+#[derive(Debug, Clone, Default)]
+struct JoinedParts(std::sync::OnceLock<Bytes>);
+
+impl PartialEq for JoinedParts {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for JoinedParts {}
 
 /// The segment being built: its parts published so far.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -489,19 +528,7 @@ impl Rendition {
         if open.parts.is_empty() {
             return;
         }
-        let len = open.parts.iter().map(|p| p.bytes.len()).sum();
-        let mut buf = BytesMut::with_capacity(len);
-        for part in &open.parts {
-            buf.extend_from_slice(&part.bytes);
-        }
-        let bytes = buf.freeze();
-        let mut at = 0;
-        let mut parts = open.parts;
-        for part in &mut parts {
-            let n = part.bytes.len();
-            part.bytes = bytes.slice(at..at + n);
-            at += n;
-        }
+        let parts = open.parts;
         let duration = parts.iter().map(|p| p.duration).sum();
         self.longest_segment = self.longest_segment.max(duration);
         self.segments.push_back(Segment {
@@ -511,7 +538,7 @@ impl Rendition {
             duration,
             program_date_time: open.program_date_time,
             parts,
-            bytes,
+            joined: JoinedParts::default(),
         });
         self.next_msn = open.msn + 1;
         while self.segments.len() > self.config.playlist_segments + RETAINED_BEYOND_PLAYLIST {
@@ -601,9 +628,10 @@ impl Rendition {
         self.forced_cuts
     }
 
-    /// Bytes held by the window: complete segments and the open segment's parts.
+    /// Bytes held by the window: complete segments' and the open segment's parts (a segment
+    /// fetched whole also keeps its joined copy, not counted here).
     pub fn window_bytes(&self) -> usize {
-        self.segments.iter().map(|s| s.bytes.len()).sum::<usize>() + self.open_bytes + self.pending_bytes
+        self.segments.iter().map(Segment::byte_len).sum::<usize>() + self.open_bytes + self.pending_bytes
     }
 
     /// The newest published part, `None` before the first one.
@@ -629,7 +657,7 @@ impl Rendition {
 
     /// Bytes of complete segment `msn`, if still in the window.
     pub fn segment(&self, msn: u64) -> Option<Bytes> {
-        self.find_segment(msn).map(|s| s.bytes.clone())
+        self.find_segment(msn).map(Segment::bytes)
     }
 
     /// The CMAF header (`init-{id}.mp4`, see [`Rendition::init_id`]).
@@ -735,8 +763,8 @@ impl Rendition {
             let nanos = d.as_nanos().max(1);
             u64::try_from(bytes as u128 * 8 * 1_000_000_000 / nanos).unwrap_or(u64::MAX)
         };
-        let peak = self.segments.iter().map(|s| rate(s.bytes.len(), s.duration)).max()?;
-        let bytes = self.segments.iter().map(|s| s.bytes.len()).sum();
+        let peak = self.segments.iter().map(|s| rate(s.byte_len(), s.duration)).max()?;
+        let bytes = self.segments.iter().map(Segment::byte_len).sum();
         let total = self.segments.iter().map(|s| s.duration).sum();
         Some((peak, rate(bytes, total)))
     }
@@ -822,6 +850,17 @@ mod tests {
     }
 
     #[test]
+    fn a_segment_is_joined_only_when_fetched_whole_and_only_once() {
+        let r = video_rendition("source", 91, 30);
+        let first = r.playlist_segments().next().unwrap();
+        assert!(r.playlist_segments().all(|s| s.joined.0.get().is_none()), "joined before anyone asked");
+        let (a, b) = (r.segment(first.msn).unwrap(), r.segment(first.msn).unwrap());
+        assert_eq!(a.as_ptr(), b.as_ptr(), "joined twice");
+        assert_eq!(a.len(), first.byte_len());
+        assert!(r.playlist_segments().skip(1).all(|s| s.joined.0.get().is_none()), "others joined too");
+    }
+
+    #[test]
     fn gop_of_one_second_gives_one_second_segments_of_five_parts() {
         let r = video_rendition("source", 91, 30); // frame 90 is the keyframe that closes segment 2
         let segments: Vec<_> = r.playlist_segments().collect();
@@ -832,8 +871,9 @@ mod tests {
             assert_eq!(part_layout(s), [(200, true), (200, false), (200, false), (200, false), (200, false)]);
             assert_eq!(s.program_date_time, T0 + 1000 * msn as i64);
             let concatenated: Vec<u8> = s.parts.iter().flat_map(|p| p.bytes.to_vec()).collect();
-            assert_eq!(&s.bytes[..], &concatenated[..]);
-            assert_eq!(r.segment(s.msn), Some(s.bytes.clone()));
+            assert_eq!(&s.bytes()[..], &concatenated[..]);
+            assert_eq!(s.byte_len(), concatenated.len());
+            assert_eq!(r.segment(s.msn), Some(s.bytes()));
             for p in &s.parts {
                 assert_eq!(r.part(s.msn, p.index), Some(p.bytes.clone()));
                 assert_eq!(&p.bytes[4..8], b"moof");

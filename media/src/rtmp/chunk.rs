@@ -176,6 +176,20 @@ struct ChunkStreamState {
     extended: bool,
     /// Payload received so far of the message being reassembled.
     partial: Option<BytesMut>,
+    /// `partial` was given the message's whole length up front, and that length is what it
+    /// counts in the decoder's pending bytes.
+    reserved: bool,
+}
+
+impl ChunkStreamState {
+    /// What the partial message counts in the decoder's pending bytes.
+    fn pending(&self, partial: &BytesMut) -> usize {
+        if self.reserved {
+            self.length as usize
+        } else {
+            partial.len()
+        }
+    }
 }
 
 /// Incremental chunk stream reader. Feed bytes with [`ChunkDecoder::handle_input`], then call
@@ -289,7 +303,8 @@ impl ChunkDecoder {
             message_type::ABORT => {
                 if let Some(s) = self.streams.get_mut(&value()?) {
                     if let Some(p) = s.partial.take() {
-                        self.pending_bytes -= p.len();
+                        self.pending_bytes -= s.pending(&p);
+                        s.reserved = false;
                     }
                 }
             }
@@ -355,6 +370,7 @@ impl ChunkDecoder {
                 stream_id: p.stream_id,
                 extended,
                 partial: None,
+                reserved: p.reserved && p.partial.is_some(),
             },
             None => ChunkStreamState { extended, ..Default::default() },
         };
@@ -386,20 +402,35 @@ impl ChunkDecoder {
             return Err(ChunkError::MessageTooLarge { csid, size: next.length, max: self.limits.max_message_size });
         }
         let received = prev.and_then(|p| p.partial.as_ref()).map_or(0, BytesMut::len);
-        let take = (next.length as usize - received).min(self.chunk_size as usize);
+        let length = next.length as usize;
+        let take = (length - received).min(self.chunk_size as usize);
         let Some(payload) = buf.get(pos..pos + take) else { return Ok(None) };
-        if self.pending_bytes + take > self.limits.max_pending_bytes {
+        // A message of several chunks gets its whole length at its first chunk (one allocation,
+        // not one regrowth per chunk), counted in full in the pending bytes, while that fits.
+        let reserve = !in_progress && length > take && self.pending_bytes + length <= self.limits.max_pending_bytes;
+        let counted = match (in_progress && next.reserved, reserve) {
+            (true, _) => 0,
+            (false, true) => length,
+            (false, false) => take,
+        };
+        if self.pending_bytes + counted > self.limits.max_pending_bytes {
             return Err(ChunkError::TooManyPendingBytes { max: self.limits.max_pending_bytes });
         }
 
         // Commit.
-        let mut partial = self.streams.get_mut(&csid).and_then(|p| p.partial.take()).unwrap_or_default();
+        let mut partial = match self.streams.get_mut(&csid).and_then(|p| p.partial.take()) {
+            Some(partial) => partial,
+            None if reserve => BytesMut::with_capacity(length),
+            None => BytesMut::new(),
+        };
+        next.reserved |= reserve;
         partial.extend_from_slice(payload);
-        self.pending_bytes += take;
+        self.pending_bytes += counted;
         self.buf.advance(pos + take);
-        let done = partial.len() == next.length as usize;
+        let done = partial.len() == length;
         let msg = if done {
-            self.pending_bytes -= partial.len();
+            self.pending_bytes -= next.pending(&partial);
+            next.reserved = false;
             Some(RtmpMessage {
                 csid,
                 timestamp: next.timestamp,
@@ -630,6 +661,45 @@ mod tests {
             many.extend_from_slice(&[0x00, i, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0]);
         }
         assert_eq!(first_error(&many), ChunkError::TooManyChunkStreams);
+    }
+
+    #[test]
+    fn a_message_of_several_chunks_gets_its_whole_length_at_once_within_the_pending_budget() {
+        let msg =
+            RtmpMessage { csid: 6, timestamp: 0, type_id: 9, stream_id: 1, payload: Bytes::from(vec![5u8; 1000]) };
+        let mut wire = Vec::new();
+        ChunkEncoder::new().encode(&msg, &mut wire).unwrap();
+        // A fmt 0 header (12 bytes) and the first of eight 128-byte chunks.
+        let first = 12 + 128;
+        let mut dec = ChunkDecoder::new(DEFAULT_MAX_MESSAGE_SIZE, 0);
+        dec.handle_input(&wire[..first]);
+        assert_eq!(dec.poll_message(), Ok(None));
+        let partial = dec.streams[&6].partial.as_ref().unwrap();
+        assert!(partial.len() == 128 && partial.capacity() >= 1000, "capacity {}", partial.capacity());
+        assert_eq!(dec.pending_bytes, 1000, "the whole message counts at once");
+        dec.handle_input(&wire[first..]);
+        assert_eq!(decode_all(&mut dec), vec![msg.clone()]);
+        assert_eq!(dec.pending_bytes, 0);
+
+        // Past the budget, the message only counts what came, and is refused when it grows past it.
+        let limits = ChunkLimits { max_pending_bytes: 900, ..ChunkLimits::PRE_PUBLISH };
+        let mut tight = ChunkDecoder::with_limits(limits, 0);
+        tight.handle_input(&wire[..first]);
+        assert_eq!(tight.poll_message(), Ok(None));
+        assert!(tight.streams[&6].partial.as_ref().unwrap().capacity() < 1000);
+        assert_eq!(tight.pending_bytes, 128);
+        tight.handle_input(&wire[first..]);
+        assert_eq!(tight.poll_message(), Err(ChunkError::TooManyPendingBytes { max: 900 }));
+
+        // An aborted message gives back what it counted.
+        let mut aborted = ChunkDecoder::new(DEFAULT_MAX_MESSAGE_SIZE, 0);
+        aborted.handle_input(&wire[..first]);
+        assert_eq!(aborted.poll_message(), Ok(None));
+        let mut abort = Vec::new();
+        ChunkEncoder::new().encode(&RtmpMessage::abort(6), &mut abort).unwrap();
+        aborted.handle_input(&abort);
+        assert!(aborted.poll_message().unwrap().is_some());
+        assert_eq!(aborted.pending_bytes, 0);
     }
 
     #[test]
