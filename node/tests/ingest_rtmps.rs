@@ -10,7 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::live::{publish, Encoding, MEDIA_TOOLS};
-use common::{free_ports, NodeProc};
+use common::{free_ports, metric_in, NodeProc};
 use serde_json::{json, Value};
 
 /// `curl -sk` (the certificate is self-signed): (status, body).
@@ -96,13 +96,10 @@ async fn ffmpeg_publishes_over_rtmps_and_a_plain_rtmp_client_is_refused() {
     assert!(node.log_text().contains("RTMP"), "{}", node.log_text());
     // Merged: a read takes several frames.
     let (_, metrics) = curl("GET", &format!("{base}/metrics"), None);
-    let counter = |name: &str, labels: &str| -> f64 {
-        let line = format!("{name}{{{labels}}} ");
-        metrics.lines().find_map(|l| l.strip_prefix(&line)?.parse().ok()).unwrap_or(0.0)
-    };
-    let reads = counter("bitriver_ingest_reads_total", &format!("channel=\"{id}\""));
-    let frames = counter("bitriver_ingest_frames_total", &format!("channel=\"{id}\",kind=\"video\""))
-        + counter("bitriver_ingest_frames_total", &format!("channel=\"{id}\",kind=\"audio\""));
+    let counter = |series: String| metric_in(&metrics, &format!("{series} ")).unwrap_or(0.0);
+    let reads = counter(format!("bitriver_ingest_reads_total{{channel=\"{id}\"}}"));
+    let frames = counter(format!("bitriver_ingest_frames_total{{channel=\"{id}\",kind=\"video\"}}"))
+        + counter(format!("bitriver_ingest_frames_total{{channel=\"{id}\",kind=\"audio\"}}"));
     assert!(reads > 0.0 && reads * 2.0 <= frames, "{reads} reads for {frames} frames");
     let _ = publisher.kill().await;
 }

@@ -408,10 +408,13 @@ impl ChunkDecoder {
         // A message of several chunks gets its whole length at its first chunk (one allocation,
         // not one regrowth per chunk), counted in full in the pending bytes, while that fits.
         let reserve = !in_progress && length > take && self.pending_bytes + length <= self.limits.max_pending_bytes;
-        let counted = match (in_progress && next.reserved, reserve) {
-            (true, _) => 0,
-            (false, true) => length,
-            (false, false) => take,
+        // (`next.reserved` carries over only while its message is in progress.)
+        let counted = if next.reserved {
+            0
+        } else if reserve {
+            length
+        } else {
+            take
         };
         if self.pending_bytes + counted > self.limits.max_pending_bytes {
             return Err(ChunkError::TooManyPendingBytes { max: self.limits.max_pending_bytes });

@@ -194,8 +194,14 @@ impl NodeProc {
 
     pub async fn metric(&self, name: &str) -> Option<f64> {
         let (_, body) = self.get("/metrics").await?;
-        body.lines().find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
+        metric_in(&body, name)
     }
+}
+
+/// The value of the series `name` (with its labels, e.g. `x_total{channel="c1"}`) in a
+/// `/metrics` body.
+pub fn metric_in(body: &str, name: &str) -> Option<f64> {
+    body.lines().find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
 }
 
 impl Drop for NodeProc {
