@@ -57,6 +57,12 @@ struct Args {
     /// Measured length of each capacity run, per server, in seconds.
     #[arg(long, env = "MEDIA_BENCH_SECONDS", default_value_t = 15.0)]
     seconds: f64,
+    /// Seconds each capacity run streams before it is measured: a stream's first seconds fill
+    /// the server's windows (bitriver's live window in memory, nginx-rtmp's playlist of files,
+    /// which it starts deleting after `hls_playlist_length`, 20 s), so the measure is of the
+    /// steady state a long broadcast spends its hours in.
+    #[arg(long, env = "MEDIA_BENCH_WARMUP_SECONDS", default_value_t = 25.0)]
+    warmup_seconds: f64,
     /// How long the blocking-reload loop records part lags, in seconds.
     #[arg(long, env = "MEDIA_BENCH_LAG_SECONDS", default_value_t = 10.0)]
     lag_seconds: f64,
@@ -108,10 +114,12 @@ fn main() -> anyhow::Result<()> {
         || args.streams.contains(&0)
         || args.seconds.is_nan()
         || args.seconds <= 0.0
+        || args.warmup_seconds.is_nan()
+        || args.warmup_seconds < 0.0
         || args.lag_seconds.is_nan()
         || args.lag_seconds <= 0.0
     {
-        bail!("--streams must be counts > 0, --seconds and --lag-seconds > 0");
+        bail!("--streams must be counts > 0, --seconds and --lag-seconds > 0, --warmup-seconds >= 0");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run(args))
@@ -368,6 +376,7 @@ async fn bench(args: &Args, node: &Node, flv: &Path, tmp: &Path) -> anyhow::Resu
     };
     let load = args.load_path();
     let run_for = Duration::from_secs_f64(args.seconds);
+    let warmup = args.warmup_seconds;
     {
         // Idle baseline: both servers with no stream, over the same 3 s.
         let mut pids = vec![node.pid];
@@ -387,8 +396,8 @@ async fn bench(args: &Args, node: &Node, flv: &Path, tmp: &Path) -> anyhow::Resu
     let keys: Vec<String> = channels[1..].iter().map(|(_, key)| key.clone()).collect();
     for &n in &args.streams {
         eprintln!("capacity: {n} stream(s) into bitriver for {} s ...", args.seconds);
-        let pubs = Publishers::start(&load, &bitriver_rtmp, &keys[..n], flv, args.seconds + 2.0, tmp)?;
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        let pubs = Publishers::start(&load, &bitriver_rtmp, &keys[..n], flv, warmup + args.seconds + 2.0, tmp)?;
+        tokio::time::sleep(Duration::from_secs_f64(1.0 + warmup)).await;
         let (cpu, secs) = measure(&[node.pid], run_for).await;
         let mut ok = 0;
         for (id, _) in &channels[1..=n] {
@@ -405,8 +414,8 @@ async fn bench(args: &Args, node: &Node, flv: &Path, tmp: &Path) -> anyhow::Resu
         if let Some(ng) = &nginx {
             eprintln!("capacity: {n} stream(s) into nginx-rtmp for {} s ...", args.seconds);
             let ng_keys: Vec<String> = (0..n).map(|i| format!("n{n}s{i}")).collect();
-            let pubs = Publishers::start(&load, &ng.rtmp(), &ng_keys, flv, args.seconds + 2.0, tmp)?;
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            let pubs = Publishers::start(&load, &ng.rtmp(), &ng_keys, flv, warmup + args.seconds + 2.0, tmp)?;
+            tokio::time::sleep(Duration::from_secs_f64(1.0 + warmup)).await;
             let pids = ng.pids();
             let (cpu, secs) = measure(&pids, run_for).await;
             let ok = ng_keys.iter().filter(|k| ng.hls.join(format!("{k}.m3u8")).is_file()).count();
@@ -942,7 +951,10 @@ impl Report {
             (false, None) => {}
         }
         println!();
-        println!("passthrough capacity: N streams (the same file), {} s measured per server and N", args.seconds);
+        println!(
+            "passthrough capacity: N streams (the same file), {} s measured per server and N after {} s of warm-up",
+            args.seconds, args.warmup_seconds
+        );
         if let Some(note) = &self.nginx_note {
             println!("  nginx-rtmp: {note}");
         }

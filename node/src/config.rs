@@ -291,6 +291,12 @@ pub struct Config {
     #[arg(long, value_name = "MS", env = "BITRIVER_LIVE_RTMP_READ_MERGE_MS", default_value_t = 0)]
     pub rtmp_read_merge_ms: u64,
 
+    /// Threads that run RTMP (and RTMPS) connections, per listener (0 to 256, default: one per
+    /// core): each connection stays on one single-threaded runtime, as an nginx worker keeps
+    /// its connections. 0 runs them on the node's shared runtime.
+    #[arg(long, value_name = "N", env = "BITRIVER_LIVE_RTMP_THREADS")]
+    pub rtmp_threads: Option<usize>,
+
     /// WebRTC media (WHIP publishers, WHEP viewers): one UDP port for every session, on the
     /// host of --addr (ingest and origin roles). 0 picks a free port. Firewalls open this one
     /// port; --webrtc-udp-ports gives each session its own instead.
@@ -735,6 +741,8 @@ pub struct ValidatedConfig {
     pub rtmp_max_connections: usize,
     /// See `--rtmp-read-merge-ms`.
     pub rtmp_read_merge: Duration,
+    /// See `--rtmp-threads` (the cores when not given).
+    pub rtmp_threads: usize,
     /// WHIP and WHEP media sockets (`--webrtc-udp-port` or `--webrtc-udp-ports`), on the host
     /// of `--addr`; `None` without the ingest and origin roles.
     pub webrtc_ports: Option<webrtc::PortMode>,
@@ -877,6 +885,13 @@ impl Config {
                 "must be between 1 and 100000",
             ));
         }
+        if self.rtmp_threads.is_some_and(|n| n > 256) {
+            return Err(ConfigError::invalid(
+                "--rtmp-threads",
+                self.rtmp_threads.unwrap_or_default().to_string(),
+                "must be between 0 and 256",
+            ));
+        }
         if self.rtmp_read_merge_ms > 200 {
             return Err(ConfigError::invalid(
                 "--rtmp-read-merge-ms",
@@ -1004,6 +1019,9 @@ impl Config {
             srt_addr,
             rtmp_max_connections: self.rtmp_max_connections,
             rtmp_read_merge: Duration::from_millis(self.rtmp_read_merge_ms),
+            rtmp_threads: self
+                .rtmp_threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)),
             webrtc_ports,
             webrtc_ice_servers,
             edge_addr,
@@ -1369,6 +1387,15 @@ mod tests {
 
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn rtmp_connection_threads_default_to_the_cores_and_are_bounded() {
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(validate(&[]).unwrap().rtmp_threads, cores);
+        assert_eq!(validate(&["--rtmp-threads", "0"]).unwrap().rtmp_threads, 0);
+        let error = validate(&["--rtmp-threads", "257"]).unwrap_err().to_string();
+        assert!(error.contains("--rtmp-threads") && error.contains("between 0 and 256"), "{error}");
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! move.
 
 use raft::state::CatalogState;
-use raft::{LiveState, NodeId};
+use raft::{LiveState, NodeId, NodeInfo};
 
 /// Primary and standby.
 pub const ORIGINS_PER_CHANNEL: usize = 2;
@@ -22,6 +22,12 @@ pub const HEALTHY_WITHIN_MILLIS: i64 = 3_000;
 const ORIGIN_ROLE: &str = "origin";
 const EDGE_ROLE: &str = "edge";
 const TRANSCODE_ROLE: &str = "transcode";
+
+/// Whether placement may give `node` channels it then subscribes to over the relay (as an origin
+/// of the channel, or the transcoder of its ladder).
+pub fn subscribes(node: &NodeInfo) -> bool {
+    node.roles.iter().any(|r| r == ORIGIN_ROLE || r == TRANSCODE_ROLE)
+}
 
 /// Who ingests and who packages one live channel.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -66,6 +66,24 @@ pub fn serve(catalog: &Catalog, hub: RelayHub) -> Option<JoinHandle<()>> {
     }))
 }
 
+/// How often the hub's replay is matched with the fleet (a node joining waits at most this,
+/// plus two keyframe segments, for its first join point).
+const PEERS_CHECK: Duration = Duration::from_secs(1);
+
+/// Keeps the hub's replay on while another node may subscribe to it ([`placement::subscribes`]):
+/// a node alone, packaging its own streams, then holds no sample for joiners.
+pub fn follow_peers(catalog: &Catalog, hub: RelayHub) -> JoinHandle<()> {
+    let catalog = catalog.clone();
+    tokio::spawn(async move {
+        let me = catalog.node_id();
+        loop {
+            let wanted = catalog.read(|s| s.nodes().any(|n| n.id != me && placement::subscribes(n)));
+            hub.set_replay_wanted(wanted);
+            tokio::time::sleep(PEERS_CHECK).await;
+        }
+    })
+}
+
 /// What an origin follows for one channel: where `source` comes from and, while a ladder runs,
 /// which node publishes which rungs.
 #[derive(Debug, Clone, PartialEq, Eq)]

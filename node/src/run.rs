@@ -113,6 +113,7 @@ fn ingest_config(config: &ValidatedConfig) -> IngestConfig {
     let mut ingest = IngestConfig {
         max_connections: config.rtmp_max_connections,
         read_merge: config.rtmp_read_merge,
+        connection_threads: config.rtmp_threads,
         ..IngestConfig::default()
     };
     ingest.rendition.part_target = config.part_target;
@@ -159,6 +160,7 @@ pub async fn run(
     let hub = (ingests || transcode.ladder.is_some()).then(|| relay::quic::RelayHub::new(relay_metrics.clone()));
     if let Some(hub) = &hub {
         relay_tasks.extend(crate::relay::serve(&catalog, hub.clone()));
+        relay_tasks.push(crate::relay::follow_peers(&catalog, hub.clone()));
     }
     // Transcode: the ladders of channels ingested elsewhere that placement gives this node.
     if let (Some(ladder), Some(hub)) = (&transcode.ladder, &hub) {

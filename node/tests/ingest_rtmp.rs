@@ -311,10 +311,18 @@ async fn merged_reads_take_several_frames_per_read_and_lose_none() {
     if !testkit::require_tools(&["ffmpeg", "ffprobe"]) {
         return;
     }
-    let config = IngestConfig { read_merge: Duration::from_millis(100), ..IngestConfig::default() };
+    // On connection threads of their own, as the node runs them.
+    let config =
+        IngestConfig { read_merge: Duration::from_millis(100), connection_threads: 2, ..IngestConfig::default() };
     let h = Harness::start_with(config).await;
     // ffmpeg -re writes each frame when it is due: about 30 video and 47 audio frames a second.
     let mut publisher = publish(h.rtmp, KEY, (320, 180), 4, &h.path("publisher.log"));
+    let on_threads = || ["rtmp-0", "rtmp-1"].map(|t| h.metrics.thread_connections.with_label_values(&[t]).get());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while on_threads().iter().sum::<i64>() != 1 {
+        assert!(Instant::now() < deadline, "the publisher's connection never ran on a connection thread");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let status = exit_within(&mut publisher, Duration::from_secs(30), "publisher").await;
     let publisher_log = std::fs::read_to_string(h.path("publisher.log")).unwrap_or_default();
     assert!(status.success(), "publisher failed: {publisher_log}");
@@ -347,6 +355,11 @@ async fn merged_reads_take_several_frames_per_read_and_lose_none() {
         .filter_map(|d| d.split(',').next()?.parse::<f64>().ok())
         .sum();
     assert!((3.9..=4.1).contains(&seconds), "{seconds} s packaged of 4:\n{body}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while on_threads() != [0, 0] {
+        assert!(Instant::now() < deadline, "the connection never left its thread: {:?}", on_threads());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -130,3 +130,87 @@ async fn only_a_node_with_the_origin_role_may_subscribe_to_a_relayed_track() {
         catalog.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_node_keeps_no_replay_and_a_late_origin_joins_at_the_second_keyframe_segment() {
+    let root = tempfile::tempdir().unwrap();
+    let (d1, d2) = (root.path().join("ingest"), root.path().join("origin"));
+    let ingest = start(&d1, &["control", "ingest"], None).await;
+    let hub = RelayHub::new(RelayMetrics::unregistered().unwrap());
+    let _served = bitriver_node::relay::serve(&ingest, hub.clone()).expect("the relay is served once");
+    let _peers = bitriver_node::relay::follow_peers(&ingest, hub.clone());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hub.replay_wanted() {
+        assert!(Instant::now() < deadline, "a node alone still keeps replays");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let packaging = RenditionConfig { first_msn: 5_000, ..RenditionConfig::default() };
+    let (video, audio) = (video_config(), audio_config());
+    let mut run = hub
+        .start(&TapSource {
+            channel_id: "c1",
+            session_id: "s1",
+            rendition: "source",
+            video: Some(&video),
+            audio: Some(&audio),
+            packaging: &packaging,
+        })
+        .expect("the hub relays every publish");
+    let frame = |i: u64| Sample {
+        dts: i * 3000,
+        pts_offset: 0,
+        duration: 3000,
+        keyframe: i.is_multiple_of(30),
+        data: Bytes::from(vec![i as u8; 400]),
+    };
+    // Segments open at frames 0, 30, 60, ... (msn 5000, 5001, 5002, ...).
+    let opened = |i: u64| i.is_multiple_of(30).then_some(5_000 + i / 30);
+    for i in 0..60u64 {
+        run.video(&frame(i), raft::now_millis(), opened(i));
+    }
+    assert_eq!(hub.replay_bytes("c1", "source"), Some(0), "nobody could subscribe: nothing held");
+
+    // An origin joins the cluster: the hub keeps replays again.
+    let origin = start(&d2, &["origin"], Some((&ingest, &d1))).await;
+    while !hub.replay_wanted() {
+        assert!(Instant::now() < deadline + READY, "the hub never saw the origin");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let live = LiveRegistry::new(RegistryConfig::default(), OriginMetrics::unregistered());
+    let metrics = RelayMetrics::unregistered().unwrap();
+    let conn = origin.connect_relay(ingest.cluster_addr()).await.unwrap();
+    let subscription = tokio::spawn({
+        let (live, metrics) = (live.clone(), metrics.clone());
+        async move {
+            let mut handle = None;
+            relay::quic::subscribe(&conn, "c1", &live, &metrics, &mut handle).await
+        }
+    });
+    // The replay starts at the next keyframe segment (frame 60) but may miss audio queued
+    // before it: the subscriber waits for the one after (frame 90).
+    for i in 60..90u64 {
+        run.video(&frame(i), raft::now_millis(), opened(i));
+    }
+    assert!(hub.replay_bytes("c1", "source").unwrap() >= 30 * 400, "the replay is kept from frame 60");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!live.is_live("c1"), "the origin opened before a complete join point");
+    for i in 90..120u64 {
+        run.video(&frame(i), raft::now_millis(), opened(i));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !live.is_live("c1") {
+        assert!(Instant::now() < deadline, "the origin never opened the relayed channel");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(run);
+    let ended = tokio::time::timeout(Duration::from_secs(10), subscription).await.expect("the subscription ends");
+    ended.unwrap().expect("a clean end of the broadcast");
+    assert_eq!(metrics.diverged.get(), 0);
+    // Frames 90..120 came in the join: a whole segment and its parts.
+    assert!(metrics.bytes.with_label_values(&["received"]).get() >= 30 * 400);
+
+    for catalog in [origin, ingest] {
+        catalog.shutdown().await;
+    }
+}

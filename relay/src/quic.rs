@@ -11,6 +11,7 @@
 //!   origin's [`LiveRegistry`].
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use media::hls::Rendition;
 use media::ingest::{TapRun, TapSource, TrackTap};
 use media::origin::{LiveHandle, LiveRegistry};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::track::{Subscription, SubscriptionError, TrackCache, TrackEvent};
 use crate::wire::{encode_to_bytes, Decoder, Frame, Packaging, WireError};
@@ -108,15 +109,21 @@ struct Published {
     session: String,
     cache: TrackCache,
     subscribers: Vec<mpsc::Sender<Bytes>>,
+    /// Subscribers waiting for a complete join point: each gets its join frames through the
+    /// oneshot, then the live frames through its queue.
+    waiting: Vec<(oneshot::Sender<Vec<Bytes>>, mpsc::Sender<Bytes>)>,
 }
 
 impl Published {
-    /// Sends what the cache has for the subscribers; cuts off the ones that fell behind.
+    /// Sends what the cache has for the subscribers; cuts off the ones that fell behind; lets
+    /// the waiting ones in once the cache has a join point.
     fn flush(&mut self, metrics: &RelayMetrics) {
         if self.subscribers.is_empty() {
             // Nobody to send to: the frames are not even encoded.
-            metrics.unsent.inc_by(self.cache.discard_transmit() as u64);
-            return;
+            let unsent = self.cache.discard_transmit();
+            if unsent > 0 {
+                metrics.unsent.inc_by(unsent as u64);
+            }
         }
         while let Some(frame) = self.cache.poll_transmit() {
             metrics.bytes.with_label_values(&["sent"]).inc_by((frame.len() * self.subscribers.len()) as u64);
@@ -129,6 +136,15 @@ impl Published {
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
             });
         }
+        if !self.waiting.is_empty() && self.cache.can_join() {
+            let join = self.cache.join();
+            for (ready, queue) in self.waiting.drain(..) {
+                if ready.send(join.clone()).is_ok() {
+                    self.subscribers.push(queue);
+                }
+            }
+        }
+        self.cache.set_sending(!self.subscribers.is_empty());
     }
 }
 
@@ -143,12 +159,34 @@ fn lock(p: &Shared) -> std::sync::MutexGuard<'_, Published> {
 pub struct RelayHub {
     /// (channel, rendition) → its track.
     tracks: Arc<Mutex<HashMap<(String, String), Shared>>>,
+    /// Whether another node may subscribe ([`RelayHub::set_replay_wanted`]).
+    replay_wanted: Arc<AtomicBool>,
     metrics: RelayMetrics,
 }
 
 impl RelayHub {
     pub fn new(metrics: RelayMetrics) -> Self {
-        RelayHub { tracks: Arc::default(), metrics }
+        RelayHub { tracks: Arc::default(), replay_wanted: Arc::new(AtomicBool::new(true)), metrics }
+    }
+
+    /// Whether tracks keep a replay for joiners (on at first). A node that knows no other node
+    /// can subscribe turns it off: its tracks then skip holding every sample until the next
+    /// keyframe segment. Turned on again, running tracks offer a join point from their second
+    /// keyframe segment on; a subscriber to a track without one waits for it.
+    pub fn set_replay_wanted(&self, wanted: bool) {
+        self.replay_wanted.store(wanted, Ordering::Relaxed);
+    }
+
+    pub fn replay_wanted(&self) -> bool {
+        self.replay_wanted.load(Ordering::Relaxed)
+    }
+
+    /// Media bytes the track of `channel`'s `rendition` holds for joiners, if it is published here.
+    pub fn replay_bytes(&self, channel: &str, rendition: &str) -> Option<usize> {
+        let tracks = self.tracks.lock().unwrap_or_else(PoisonError::into_inner);
+        let published = tracks.get(&(channel.to_owned(), rendition.to_owned()))?;
+        let bytes = lock(published).cache.replay_bytes();
+        Some(bytes)
     }
 
     pub fn metrics(&self) -> &RelayMetrics {
@@ -196,21 +234,30 @@ impl RelayHub {
             return Ok(());
         };
         let (tx, mut rx) = mpsc::channel(SUBSCRIBER_QUEUE);
-        let joined = {
+        let (ready, join) = oneshot::channel();
+        let session = {
             let mut p = lock(&published);
-            if p.subscribers.len() >= MAX_SUBSCRIBERS {
+            if p.subscribers.len() + p.waiting.len() >= MAX_SUBSCRIBERS {
                 None
             } else {
+                // A subscriber shows the track is wanted elsewhere, whatever the hub was told.
+                p.cache.keep_replay();
                 // Under the lock: nothing published between the join frames and the live ones.
+                p.waiting.push((ready, tx));
                 p.flush(&self.metrics);
-                p.subscribers.push(tx);
-                Some((p.cache.join(), p.session.clone()))
+                Some(p.session.clone())
             }
         };
-        let Some((join, session)) = joined else {
+        let Some(session) = session else {
             send.write_all(&refuse("too many subscribers")).await.map_err(|e| e.to_string())?;
             let _ = send.finish();
             return Ok(());
+        };
+        // Until the cache has a join point (a replay kept only from now waits for its second
+        // keyframe segment); a subscriber that goes away meanwhile stops the wait.
+        let join = tokio::select! {
+            join = join => join.map_err(|_| "the track ended".to_owned())?,
+            _ = send.stopped() => return Err("the subscriber went away before joining".into()),
         };
         self.metrics.subscribers.inc();
         tracing::info!(%channel, %rendition, %session, "relay subscriber joined");
@@ -266,9 +313,16 @@ impl TrackTap for RelayHub {
             playlist_segments: u16::try_from(c.playlist_segments).unwrap_or(u16::MAX),
             max_part_bytes: u32::try_from(c.max_part_bytes).unwrap_or(u32::MAX),
         };
-        let cache = TrackCache::new(source.session_id, packaging, source.video.cloned(), source.audio.cloned());
-        let published =
-            Arc::new(Mutex::new(Published { session: source.session_id.to_owned(), cache, subscribers: Vec::new() }));
+        let mut cache = TrackCache::new(source.session_id, packaging, source.video.cloned(), source.audio.cloned());
+        if !self.replay_wanted.load(Ordering::Relaxed) {
+            cache = cache.without_replay();
+        }
+        let published = Arc::new(Mutex::new(Published {
+            session: source.session_id.to_owned(),
+            cache,
+            subscribers: Vec::new(),
+            waiting: Vec::new(),
+        }));
         let key = (source.channel_id.to_owned(), source.rendition.to_owned());
         let previous =
             self.tracks.lock().unwrap_or_else(PoisonError::into_inner).insert(key.clone(), published.clone());
@@ -293,6 +347,9 @@ struct HubRun {
 impl TapRun for HubRun {
     fn video(&mut self, sample: &Sample, now: UnixMillis, segment_start: Option<u64>) {
         let mut p = lock(&self.published);
+        if segment_start.is_some() && self.hub.replay_wanted.load(Ordering::Relaxed) {
+            p.cache.keep_replay();
+        }
         p.cache.handle_video(sample, now, segment_start);
         p.flush(&self.hub.metrics);
     }

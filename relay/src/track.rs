@@ -58,12 +58,31 @@ impl Held {
 pub struct TrackCache {
     tracks: Frame,
     audio_rate: u32,
+    keeping: Keeping,
     /// Frames since the newest segment that began with a keyframe, its Segment frame first;
     /// empty while there is no join point.
     replay: Vec<Held>,
     replay_bytes: usize,
+    /// Whether frames go to the outbox: only while someone subscribes ([`TrackCache::set_sending`]).
+    sending: bool,
     outbox: VecDeque<Held>,
+    /// Frames not put in the outbox since the last [`TrackCache::discard_transmit`].
+    unsent: usize,
     ended: bool,
+}
+
+/// Whether the cache keeps a replay for joiners. Keeping one costs a hold of every sample until
+/// the next keyframe segment (and freeing them then, out of cache), which a node whose streams
+/// nobody subscribes to need not pay ([`TrackCache::without_replay`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keeping {
+    Off,
+    /// Asked for mid-stream: the next keyframe segment starts a replay that may miss audio the
+    /// packager queued before it, so it is not offered to joiners.
+    Warming,
+    /// Kept from a keyframe segment: the next one is a complete join point.
+    Started,
+    On,
 }
 
 impl TrackCache {
@@ -75,9 +94,51 @@ impl TrackCache {
             outbox: VecDeque::from([Held::Tracks]),
             tracks,
             audio_rate,
+            keeping: Keeping::On,
             replay: Vec::new(),
             replay_bytes: 0,
+            sending: true,
+            unsent: 0,
             ended: false,
+        }
+    }
+
+    /// The same cache keeping no replay until [`TrackCache::keep_replay`].
+    #[must_use]
+    pub fn without_replay(mut self) -> Self {
+        self.keeping = Keeping::Off;
+        self
+    }
+
+    /// Keep a replay for joiners from now on. Asked for mid-stream, the first complete join point
+    /// is the second keyframe segment from now ([`TrackCache::can_join`] says when).
+    pub fn keep_replay(&mut self) {
+        if self.keeping == Keeping::Off {
+            self.keeping = Keeping::Warming;
+        }
+    }
+
+    /// Whether a subscriber joining now gets a complete start ([`TrackCache::join`]): a replay
+    /// from a keyframe segment start, or the end of the broadcast.
+    pub fn can_join(&self) -> bool {
+        self.ended || (self.keeping == Keeping::On && !self.replay.is_empty())
+    }
+
+    /// Whether frames are queued for [`TrackCache::poll_transmit`]; off while nobody subscribes,
+    /// which saves holding each frame until it is discarded. Turning it off drops the queue.
+    pub fn set_sending(&mut self, sending: bool) {
+        if self.sending && !sending {
+            self.unsent += self.outbox.len();
+            self.outbox.clear();
+        }
+        self.sending = sending;
+    }
+
+    fn send(&mut self, held: Held) {
+        if self.sending {
+            self.outbox.push_back(held);
+        } else {
+            self.unsent += 1;
         }
     }
 
@@ -90,8 +151,8 @@ impl TrackCache {
         let frame = Held::Video(sample.clone(), now);
         if let Some(msn) = segment_start {
             let marker = Held::Segment(msn);
-            self.outbox.push_back(marker.clone());
-            if sample.keyframe {
+            self.send(marker.clone());
+            if sample.keyframe && self.keeping != Keeping::Off {
                 // A new join point: audio already sent that the packager queued for this
                 // segment (dts at or after the keyframe) moves behind the keyframe.
                 let rate = u128::from(self.audio_rate);
@@ -101,12 +162,16 @@ impl TrackCache {
                 self.replay.retain(|held| matches!(held, Held::Audio(audio, _) if starts_after(audio.dts)));
                 self.replay.splice(0..0, [marker, frame.clone()]);
                 self.replay_bytes = self.replay.iter().map(Held::media_len).sum();
-                self.outbox.push_back(frame);
+                self.keeping = match self.keeping {
+                    Keeping::Warming => Keeping::Started,
+                    _ => Keeping::On,
+                };
+                self.send(frame);
                 return;
             }
         }
-        self.remember(frame.clone());
-        self.outbox.push_back(frame);
+        self.remember(&frame);
+        self.send(frame);
     }
 
     /// An audio sample the publisher's packager accepted.
@@ -115,8 +180,8 @@ impl TrackCache {
             return;
         }
         let frame = Held::Audio(sample.clone(), now);
-        self.remember(frame.clone());
-        self.outbox.push_back(frame);
+        self.remember(&frame);
+        self.send(frame);
     }
 
     /// The broadcast finished.
@@ -124,16 +189,16 @@ impl TrackCache {
         if !self.ended {
             self.ended = true;
             self.replay.clear();
-            self.outbox.push_back(Held::End);
+            self.send(Held::End);
         }
     }
 
-    fn remember(&mut self, held: Held) {
+    fn remember(&mut self, held: &Held) {
         if self.replay.is_empty() {
             return;
         }
         self.replay_bytes += held.media_len();
-        self.replay.push(held);
+        self.replay.push(held.clone());
         if self.replay_bytes > MAX_REPLAY_BYTES {
             self.replay.clear();
             self.replay_bytes = 0;
@@ -160,18 +225,20 @@ impl TrackCache {
     /// Drops the frames [`TrackCache::poll_transmit`] would give, unencoded: there is nobody to
     /// send them to. Returns how many.
     pub fn discard_transmit(&mut self) -> usize {
-        let frames = self.outbox.len();
+        let frames = self.outbox.len() + std::mem::take(&mut self.unsent);
         self.outbox.clear();
         frames
     }
 
     /// What a subscriber joining now is sent before the live frames: the Tracks frame, then the
-    /// replay from the newest keyframe segment start (nothing while there is none: it then
-    /// starts at the next Segment frame of the live stream). Drain `poll_transmit` first, so the
-    /// joiner gets neither a frame twice nor a gap.
+    /// replay from the newest keyframe segment start (nothing while there is none, see
+    /// [`TrackCache::can_join`]: it then starts at the next Segment frame of the live stream).
+    /// Drain `poll_transmit` first, so the joiner gets neither a frame twice nor a gap.
     pub fn join(&self) -> Vec<Bytes> {
         let mut frames = vec![self.encode(&Held::Tracks)];
-        frames.extend(self.replay.iter().map(|held| self.encode(held)));
+        if self.keeping == Keeping::On {
+            frames.extend(self.replay.iter().map(|held| self.encode(held)));
+        }
         if self.ended {
             frames.push(self.encode(&Held::End));
         }

@@ -117,6 +117,24 @@ fn packaging() -> RenditionConfig {
 
 #[test]
 fn a_late_subscriber_names_and_writes_every_common_part_and_segment_alike() {
+    late_subscriber_matches_the_publisher(Replay::FromTheStart);
+}
+
+#[test]
+fn a_replay_asked_for_mid_stream_offers_the_second_keyframe_segment_and_matches_too() {
+    late_subscriber_matches_the_publisher(Replay::AskedAtTheJoin);
+}
+
+/// When the publishing cache starts keeping its replay.
+#[derive(Clone, Copy, PartialEq)]
+enum Replay {
+    FromTheStart,
+    /// Kept only from the moment the late subscriber asks (a node that thought nobody would):
+    /// the subscriber waits for the cache's first complete join point.
+    AskedAtTheJoin,
+}
+
+fn late_subscriber_matches_the_publisher(replay: Replay) {
     let config = packaging();
     let mut publisher = Rendition::new(config.clone(), Some(video_config()), Some(audio_config())).unwrap();
     let wire_packaging = Packaging {
@@ -127,19 +145,35 @@ fn a_late_subscriber_names_and_writes_every_common_part_and_segment_alike() {
         max_part_bytes: config.max_part_bytes as u32,
     };
     let mut cache = TrackCache::new("s1", wire_packaging, Some(video_config()), Some(audio_config()));
+    if replay == Replay::AskedAtTheJoin {
+        cache = cache.without_replay();
+    }
     let mut early = Origin::new();
     let mut late = Origin::new();
-    let mut late_joined = false;
+    let (mut late_joined, mut late_waiting) = (false, false);
     let mut joined_at_msn = None;
+    // Keyframe segments started since the late subscriber asked.
+    let mut join_points_since_asked = 0;
     let feed = stream(40);
     let join_at = feed.len() * 11 / 20 + 7;
     for (n, (video, sample, now)) in feed.into_iter().enumerate() {
         if n == join_at {
-            // The late origin subscribes now: the join frames, then the live ones.
-            for frame in cache.join() {
-                late.receive(&frame);
+            match replay {
+                Replay::FromTheStart => {
+                    // The late origin subscribes now: the join frames, then the live ones.
+                    assert!(cache.can_join());
+                    for frame in cache.join() {
+                        late.receive(&frame);
+                    }
+                    late_joined = true;
+                }
+                Replay::AskedAtTheJoin => {
+                    assert_eq!(cache.replay_bytes(), 0, "nothing was held before anyone asked");
+                    assert!(!cache.can_join());
+                    cache.keep_replay();
+                    late_waiting = true;
+                }
             }
-            late_joined = true;
         }
         let open_before = publisher.partial_segment().map(|s| s.msn);
         let pushed =
@@ -148,6 +182,9 @@ fn a_late_subscriber_names_and_writes_every_common_part_and_segment_alike() {
             if video {
                 let open_after = publisher.partial_segment().map(|s| s.msn);
                 let opened = if sample.keyframe { open_after.filter(|&m| Some(m) != open_before) } else { None };
+                if opened.is_some() && late_waiting {
+                    join_points_since_asked += 1;
+                }
                 cache.handle_video(&sample, now, opened);
             } else {
                 cache.handle_audio(&sample, now);
@@ -162,7 +199,18 @@ fn a_late_subscriber_names_and_writes_every_common_part_and_segment_alike() {
                 }
             }
         }
+        if late_waiting {
+            // The first keyframe segment may miss audio queued before it; the second is whole.
+            assert_eq!(cache.can_join(), join_points_since_asked >= 2, "after {join_points_since_asked}");
+            if cache.can_join() {
+                for frame in cache.join() {
+                    late.receive(&frame);
+                }
+                (late_joined, late_waiting) = (true, false);
+            }
+        }
     }
+    assert!(late_joined, "the late subscriber joined");
     let _ = publisher.finish().unwrap();
     cache.handle_end();
     while let Some(frame) = cache.poll_transmit() {
@@ -236,4 +284,40 @@ fn the_replay_is_bounded_to_the_newest_keyframe_segment() {
     let mut origin = Origin::new();
     origin.receive(&wire);
     assert!(origin.rendition.is_some(), "a joiner opens at once from the replay, never encoded before");
+}
+
+#[test]
+fn nothing_is_queued_for_sending_while_nobody_subscribes() {
+    let packaging = Packaging {
+        epoch_msn: EPOCH,
+        part_target_us: 200_000,
+        segment_target_us: 1_000_000,
+        playlist_segments: 8,
+        max_part_bytes: 8 << 20,
+    };
+    let mut cache = TrackCache::new("s1", packaging, Some(video_config()), Some(audio_config()));
+    cache.set_sending(false);
+    let feed = stream(3);
+    let fed = feed.len();
+    for (video, sample, now) in feed {
+        if video {
+            cache.handle_video(&sample, now, None);
+        } else {
+            cache.handle_audio(&sample, now);
+        }
+        assert!(cache.poll_transmit().is_none(), "queued while not sending");
+    }
+    // Counted as unsent: the Tracks frame queued at the start, then every sample.
+    assert_eq!(cache.discard_transmit(), fed + 1);
+    assert_eq!(cache.discard_transmit(), 0);
+    cache.set_sending(true);
+    cache.handle_end();
+    let mut origin = Origin::new();
+    let mut wire = BytesMut::new();
+    for frame in cache.join() {
+        wire.extend_from_slice(&frame);
+    }
+    wire.extend_from_slice(&cache.poll_transmit().expect("sending again: the End frame"));
+    origin.receive(&wire);
+    assert!(cache.poll_transmit().is_none());
 }

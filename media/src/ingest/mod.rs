@@ -36,7 +36,7 @@ pub mod tap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use crate::hls::RenditionConfig;
 
@@ -66,6 +66,10 @@ pub struct IngestConfig {
     /// acknowledgement) takes several frames. Adds at most this much latency. Default 0: every
     /// frame is read as it arrives.
     pub read_merge: Duration,
+    /// Threads that run RTMP connections, each a single-threaded runtime a connection stays on
+    /// (the least busy one when it is accepted), so its wakeups never cross cores or wait on a
+    /// shared scheduler. 0: connections run on the caller's runtime. Default 0.
+    pub connection_threads: usize,
     /// Packaging of the `source` rendition (its name is always `source`).
     pub rendition: RenditionConfig,
     /// How long shutdown waits for publishers to be wound down (sessions ended in the catalog).
@@ -85,6 +89,7 @@ impl Default for IngestConfig {
             idle_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
             read_merge: Duration::ZERO,
+            connection_threads: 0,
             rendition: RenditionConfig::default(),
             shutdown_grace: Duration::from_secs(5),
             ladder: None,
@@ -109,6 +114,8 @@ pub struct IngestMetrics {
     pub dropped_frames: IntCounterVec,
     /// Publishes and connections refused, by reason.
     pub rejected: IntCounterVec,
+    /// Open RTMP connections by connection thread ([`IngestConfig::connection_threads`]).
+    pub thread_connections: IntGaugeVec,
 }
 
 impl IngestMetrics {
@@ -121,6 +128,7 @@ impl IngestMetrics {
         registry.register(Box::new(metrics.frames.clone()))?;
         registry.register(Box::new(metrics.dropped_frames.clone()))?;
         registry.register(Box::new(metrics.rejected.clone()))?;
+        registry.register(Box::new(metrics.thread_connections.clone()))?;
         Ok(metrics)
     }
 
@@ -138,6 +146,11 @@ impl IngestMetrics {
             frames: counter("bitriver_ingest_frames_total", "Coded frames received.", &["channel", "kind"]),
             dropped_frames: counter("bitriver_ingest_dropped_frames_total", "Frames discarded.", &["channel"]),
             rejected: counter("bitriver_ingest_rejected_total", "Publishes and connections refused.", &["reason"]),
+            thread_connections: IntGaugeVec::new(
+                Opts::new("bitriver_ingest_thread_connections", "Open RTMP connections by connection thread."),
+                &["thread"],
+            )
+            .expect("valid metric definition"),
         }
     }
 }

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -99,6 +99,16 @@ pub async fn serve_rtmp_over<G: PublishGate, T: RtmpTransport>(
 ) {
     let limit = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let grace = config.shutdown_grace;
+    let threads = match config.connection_threads {
+        0 => None,
+        count => match ConnectionThreads::start(&transport.name().to_lowercase(), count, &metrics) {
+            Ok(threads) => Some(threads),
+            Err(error) => {
+                tracing::error!(%error, "could not start the RTMP connection threads; connections share the node's");
+                None
+            }
+        },
+    };
     let shared = Arc::new(Shared { gate, config, metrics });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -122,35 +132,117 @@ pub async fn serve_rtmp_over<G: PublishGate, T: RtmpTransport>(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let socket = std::os::fd::AsRawFd::as_raw_fd(&stream);
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let (shared, transport, stop) = (shared.clone(), transport.clone(), stop_rx.clone());
-        tasks.spawn(async move {
-            let handshake = shared.config.handshake_timeout;
-            match tokio::time::timeout(handshake, transport.open(stream)).await {
-                Ok(Ok(stream)) => {
-                    let socket = Socket { fd: socket, raw: transport.raw() };
-                    Connection::new(shared, stream, peer, seed, socket).run(stop).await;
-                }
-                Ok(Err(error)) => {
-                    shared.metrics.rejected.with_label_values(&["tls"]).inc();
-                    tracing::warn!(%peer, %error, "{} connection refused: TLS handshake failed (not a TLS client?)",
-                        transport.name());
-                }
-                Err(_) => {
-                    shared.metrics.rejected.with_label_values(&["timeout"]).inc();
-                    tracing::warn!(%peer, timeout = ?handshake, "{} connection refused: no TLS handshake in time",
-                        transport.name());
-                }
+        let Some(threads) = &threads else {
+            tasks.spawn(serve_connection(shared, transport, stream, peer, seed, stop, permit));
+            continue;
+        };
+        // Moved to the thread's runtime: its socket registers with that thread's reactor.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::warn!(%peer, %error, "RTMP connection dropped: its socket could not move to a thread");
+                continue;
             }
-            drop(permit);
-        });
+        };
+        let (runtime, open) = threads.least_busy();
+        let connection = async move {
+            let _open = OpenConnection::new(open);
+            match TcpStream::from_std(stream) {
+                Ok(stream) => serve_connection(shared, transport, stream, peer, seed, stop, permit).await,
+                Err(error) => tracing::warn!(%peer, %error, "RTMP connection dropped: no socket on its thread"),
+            }
+        };
+        tasks.spawn_on(connection, runtime);
     }
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!(left = tasks.len(), "RTMP connections did not wind down in time; aborting them");
         tasks.shutdown().await;
+    }
+}
+
+/// One accepted connection, from the transport's handshake to its end; `permit` counts it against
+/// the listener's connection limit while it lives.
+async fn serve_connection<G: PublishGate, T: RtmpTransport>(
+    shared: Arc<Shared<G>>,
+    transport: Arc<T>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    seed: u64,
+    stop: watch::Receiver<bool>,
+    permit: OwnedSemaphorePermit,
+) {
+    let socket = std::os::fd::AsRawFd::as_raw_fd(&stream);
+    let handshake = shared.config.handshake_timeout;
+    match tokio::time::timeout(handshake, transport.open(stream)).await {
+        Ok(Ok(stream)) => {
+            let socket = Socket { fd: socket, raw: transport.raw() };
+            Connection::new(shared, stream, peer, seed, socket).run(stop).await;
+        }
+        Ok(Err(error)) => {
+            shared.metrics.rejected.with_label_values(&["tls"]).inc();
+            tracing::warn!(%peer, %error, "{} connection refused: TLS handshake failed (not a TLS client?)",
+                transport.name());
+        }
+        Err(_) => {
+            shared.metrics.rejected.with_label_values(&["timeout"]).inc();
+            tracing::warn!(%peer, timeout = ?handshake, "{} connection refused: no TLS handshake in time",
+                transport.name());
+        }
+    }
+    drop(permit);
+}
+
+/// The single-threaded runtimes of [`IngestConfig::connection_threads`]; they end when this is
+/// dropped, with whatever they still run.
+struct ConnectionThreads {
+    runtimes: Vec<(tokio::runtime::Handle, prometheus::IntGauge)>,
+    stop: CancellationToken,
+}
+
+impl ConnectionThreads {
+    fn start(name: &str, count: usize, metrics: &IngestMetrics) -> std::io::Result<Self> {
+        let mut threads = ConnectionThreads { runtimes: Vec::with_capacity(count), stop: CancellationToken::new() };
+        for i in 0..count {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let handle = runtime.handle().clone();
+            let stop = threads.stop.clone();
+            let thread = format!("{name}-{i}");
+            std::thread::Builder::new().name(thread.clone()).spawn(move || runtime.block_on(stop.cancelled_owned()))?;
+            threads.runtimes.push((handle, metrics.thread_connections.with_label_values(&[&thread])));
+        }
+        Ok(threads)
+    }
+
+    /// The runtime with the fewest open connections, and its count of them.
+    fn least_busy(&self) -> (&tokio::runtime::Handle, prometheus::IntGauge) {
+        let (runtime, open) = self.runtimes.iter().min_by_key(|(_, open)| open.get()).expect("count > 0");
+        (runtime, open.clone())
+    }
+}
+
+impl Drop for ConnectionThreads {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Counts a connection on its thread while it lives (also when its task is aborted).
+struct OpenConnection(prometheus::IntGauge);
+
+impl OpenConnection {
+    fn new(open: prometheus::IntGauge) -> Self {
+        open.inc();
+        OpenConnection(open)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
