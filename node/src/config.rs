@@ -885,12 +885,8 @@ impl Config {
                 "must be between 1 and 100000",
             ));
         }
-        if self.rtmp_threads.is_some_and(|n| n > 256) {
-            return Err(ConfigError::invalid(
-                "--rtmp-threads",
-                self.rtmp_threads.unwrap_or_default().to_string(),
-                "must be between 0 and 256",
-            ));
+        if let Some(threads) = self.rtmp_threads.filter(|&n| n > 256) {
+            return Err(ConfigError::invalid("--rtmp-threads", threads.to_string(), "must be between 0 and 256"));
         }
         if self.rtmp_read_merge_ms > 200 {
             return Err(ConfigError::invalid(

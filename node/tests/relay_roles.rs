@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use media::cmaf::{AudioConfig, Sample, VideoCodec, VideoConfig};
 use media::hls::RenditionConfig;
-use media::ingest::{TapSource, TrackTap};
+use media::ingest::{TapRun, TapSource, TrackTap};
 use media::origin::{LiveRegistry, OriginMetrics, RegistryConfig};
 use raft::metrics::CatalogMetrics;
 use raft::tls::{ClusterCa, TlsPaths};
@@ -45,6 +45,38 @@ fn audio_config() -> AudioConfig {
     AudioConfig { asc: vec![0x11, 0x90], sample_rate: 48_000, channels: 2, codec_string: "mp4a.40.2".into() }
 }
 
+/// Channel `c1` (session `s1`, rendition `source`) published into `hub`, its segments numbered
+/// from 5000.
+fn publish_c1(hub: &RelayHub) -> Box<dyn TapRun> {
+    let packaging = RenditionConfig { first_msn: 5_000, ..RenditionConfig::default() };
+    let (video, audio) = (video_config(), audio_config());
+    hub.start(&TapSource {
+        channel_id: "c1",
+        session_id: "s1",
+        rendition: "source",
+        video: Some(&video),
+        audio: Some(&audio),
+        packaging: &packaging,
+    })
+    .expect("the hub relays every publish")
+}
+
+/// The segment frame `i` opens: 5000 at frame 0, 5001 at 30, 5002 at 60, ...
+fn opened(i: u64) -> Option<u64> {
+    i.is_multiple_of(30).then_some(5_000 + i / 30)
+}
+
+/// Video frame `i` at 30 fps, a keyframe every 30 frames, 400 bytes.
+fn frame(i: u64) -> Sample {
+    Sample {
+        dts: i * 3000,
+        pts_offset: 0,
+        duration: 3000,
+        keyframe: i.is_multiple_of(30),
+        data: Bytes::from(vec![i as u8; 400]),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_a_node_with_the_origin_role_may_subscribe_to_a_relayed_track() {
     let root = tempfile::tempdir().unwrap();
@@ -55,29 +87,10 @@ async fn only_a_node_with_the_origin_role_may_subscribe_to_a_relayed_track() {
     let _served = bitriver_node::relay::serve(&ingest, hub.clone()).expect("the relay is served once");
 
     // A broadcast published into the hub, as an ingest's LivePublish does.
-    let packaging = RenditionConfig { first_msn: 5_000, ..RenditionConfig::default() };
-    let (video, audio) = (video_config(), audio_config());
-    let mut run = hub
-        .start(&TapSource {
-            channel_id: "c1",
-            session_id: "s1",
-            rendition: "source",
-            video: Some(&video),
-            audio: Some(&audio),
-            packaging: &packaging,
-        })
-        .expect("the hub relays every publish");
-    let frame = |i: u64| Sample {
-        dts: i * 3000,
-        pts_offset: 0,
-        duration: 3000,
-        keyframe: i.is_multiple_of(30),
-        data: Bytes::from(vec![i as u8; 400]),
-    };
+    let mut run = publish_c1(&hub);
     // Two seconds of video, segments opening at frames 0 and 30 (msn 5000 and 5001).
     for i in 0..60u64 {
-        let opened = i.is_multiple_of(30).then_some(5_000 + i / 30);
-        run.video(&frame(i), raft::now_millis(), opened);
+        run.video(&frame(i), raft::now_millis(), opened(i));
     }
     // Nobody subscribes yet: the frames are kept for joiners but never encoded for sending.
     assert!(hub_metrics.unsent.get() >= 60, "unsent frames: {}", hub_metrics.unsent.get());
@@ -102,8 +115,7 @@ async fn only_a_node_with_the_origin_role_may_subscribe_to_a_relayed_track() {
     }
     assert_eq!(live.session("c1").as_deref(), Some("s1"));
     for i in 60..120u64 {
-        let opened = i.is_multiple_of(30).then_some(5_000 + i / 30);
-        run.video(&frame(i), raft::now_millis(), opened);
+        run.video(&frame(i), raft::now_millis(), opened(i));
     }
     drop(run);
     let ended = tokio::time::timeout(Duration::from_secs(10), subscription).await.expect("the subscription ends");
@@ -145,27 +157,7 @@ async fn a_lone_node_keeps_no_replay_and_a_late_origin_joins_at_the_second_keyfr
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let packaging = RenditionConfig { first_msn: 5_000, ..RenditionConfig::default() };
-    let (video, audio) = (video_config(), audio_config());
-    let mut run = hub
-        .start(&TapSource {
-            channel_id: "c1",
-            session_id: "s1",
-            rendition: "source",
-            video: Some(&video),
-            audio: Some(&audio),
-            packaging: &packaging,
-        })
-        .expect("the hub relays every publish");
-    let frame = |i: u64| Sample {
-        dts: i * 3000,
-        pts_offset: 0,
-        duration: 3000,
-        keyframe: i.is_multiple_of(30),
-        data: Bytes::from(vec![i as u8; 400]),
-    };
-    // Segments open at frames 0, 30, 60, ... (msn 5000, 5001, 5002, ...).
-    let opened = |i: u64| i.is_multiple_of(30).then_some(5_000 + i / 30);
+    let mut run = publish_c1(&hub);
     for i in 0..60u64 {
         run.video(&frame(i), raft::now_millis(), opened(i));
     }

@@ -314,7 +314,7 @@ impl TrackTap for RelayHub {
             max_part_bytes: u32::try_from(c.max_part_bytes).unwrap_or(u32::MAX),
         };
         let mut cache = TrackCache::new(source.session_id, packaging, source.video.cloned(), source.audio.cloned());
-        if !self.replay_wanted.load(Ordering::Relaxed) {
+        if !self.replay_wanted() {
             cache = cache.without_replay();
         }
         let published = Arc::new(Mutex::new(Published {
@@ -347,7 +347,7 @@ struct HubRun {
 impl TapRun for HubRun {
     fn video(&mut self, sample: &Sample, now: UnixMillis, segment_start: Option<u64>) {
         let mut p = lock(&self.published);
-        if segment_start.is_some() && self.hub.replay_wanted.load(Ordering::Relaxed) {
+        if segment_start.is_some() && self.hub.replay_wanted() {
             p.cache.keep_replay();
         }
         p.cache.handle_video(sample, now, segment_start);

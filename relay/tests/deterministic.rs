@@ -250,16 +250,21 @@ fn late_subscriber_matches_the_publisher(replay: Replay) {
     assert_eq!(early_r.latest(), publisher.latest());
 }
 
-#[test]
-fn the_replay_is_bounded_to_the_newest_keyframe_segment() {
-    let config = packaging();
-    let packaging = Packaging {
+/// The packaging a publisher with 200 ms parts and 1 s segments announces on the wire.
+fn wire_packaging() -> Packaging {
+    Packaging {
         epoch_msn: EPOCH,
         part_target_us: 200_000,
         segment_target_us: 1_000_000,
         playlist_segments: 8,
         max_part_bytes: 8 << 20,
-    };
+    }
+}
+
+#[test]
+fn the_replay_is_bounded_to_the_newest_keyframe_segment() {
+    let config = packaging();
+    let packaging = wire_packaging();
     let mut publisher = Rendition::new(config, Some(video_config()), None).unwrap();
     let mut cache = TrackCache::new("s1", packaging, Some(video_config()), None);
     let (mut biggest, mut discarded) = (0, 0);
@@ -288,13 +293,7 @@ fn the_replay_is_bounded_to_the_newest_keyframe_segment() {
 
 #[test]
 fn nothing_is_queued_for_sending_while_nobody_subscribes() {
-    let packaging = Packaging {
-        epoch_msn: EPOCH,
-        part_target_us: 200_000,
-        segment_target_us: 1_000_000,
-        playlist_segments: 8,
-        max_part_bytes: 8 << 20,
-    };
+    let packaging = wire_packaging();
     let mut cache = TrackCache::new("s1", packaging, Some(video_config()), Some(audio_config()));
     cache.set_sending(false);
     let feed = stream(3);
