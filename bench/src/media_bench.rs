@@ -88,6 +88,18 @@ struct Args {
     /// Directory for temp files [default: the system temp dir].
     #[arg(long, value_name = "DIR", env = "MEDIA_BENCH_DIR")]
     dir: Option<PathBuf>,
+    /// What the capacity runs ask of both servers besides HLS. `on`: each also records every
+    /// stream whole (bitriver its recordings, as by default; nginx-rtmp `record all`, FLV).
+    /// `off`: HLS only (bitriver `--record-renditions off`, nginx-rtmp `record off`).
+    #[arg(long, value_enum, env = "MEDIA_BENCH_RECORDING", default_value_t = Recording::On)]
+    recording: Recording,
+}
+
+/// `--recording`: the same work asked of both servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Recording {
+    On,
+    Off,
 }
 
 impl Args {
@@ -138,7 +150,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let file_kbps = std::fs::metadata(&flv)?.len() as f64 * 8.0 / 20.0 / 1000.0;
 
     let bin = args.bitriver_path();
-    let node = Node::start(&bin, tmp.path(), &args.node_args).await?;
+    let mut node_args = args.node_args.clone();
+    if args.recording == Recording::Off {
+        node_args.push("--record-renditions=off".into());
+    }
+    let node = Node::start(&bin, tmp.path(), &node_args).await?;
     eprintln!("  node pid {} on http://127.0.0.1:{} rtmp :{}", node.pid, node.http_port, node.rtmp_port);
     let result = bench(&args, &node, &flv, tmp.path()).await;
     if result.is_err() {
@@ -365,7 +381,7 @@ async fn bench(args: &Args, node: &Node, flv: &Path, tmp: &Path) -> anyhow::Resu
         report.nginx_note = Some("skipped (--no-nginx)".into());
         None
     } else {
-        match Nginx::start(tmp).await {
+        match Nginx::start(tmp, args.recording).await {
             Ok(n) => Some(n),
             Err(e) => {
                 report.nginx_note =
@@ -746,18 +762,24 @@ struct Nginx {
 }
 
 impl Nginx {
-    async fn start(tmp: &Path) -> anyhow::Result<Nginx> {
+    async fn start(tmp: &Path, recording: Recording) -> anyhow::Result<Nginx> {
         let module = Path::new("/usr/lib/nginx/modules/ngx_rtmp_module.so");
         if !module.is_file() {
             bail!("{} missing", module.display());
         }
         let dir = tmp.join("nginx");
         let hls = dir.join("hls");
+        let flv = dir.join("record");
         std::fs::create_dir_all(dir.join("logs"))?;
         std::fs::create_dir_all(&hls)?;
+        std::fs::create_dir_all(&flv)?;
+        let record = match recording {
+            Recording::On => format!("record all; record_path {}; record_unique on;", flv.display()),
+            Recording::Off => "record off;".to_owned(),
+        };
         // Workers run as nobody when started as root.
         use std::os::unix::fs::PermissionsExt as _;
-        for d in [tmp, dir.as_path(), hls.as_path()] {
+        for d in [tmp, dir.as_path(), hls.as_path(), flv.as_path()] {
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777))?;
         }
         let port = free_port(false)?;
@@ -768,7 +790,7 @@ impl Nginx {
                 "load_module {module};\ndaemon off;\nmaster_process on;\nworker_processes {workers};\n\
                  error_log {d}/logs/error.log warn;\npid {d}/nginx.pid;\nevents {{ worker_connections 1024; }}\n\
                  rtmp {{\n  server {{\n    listen 127.0.0.1:{port};\n    chunk_size 4096;\n    application live {{\n      \
-                 live on; record off;\n      hls on; hls_path {h}; hls_fragment 1s; hls_playlist_length 20s;\n    }}\n  }}\n}}\n",
+                 live on; {record}\n      hls on; hls_path {h}; hls_fragment 1s; hls_playlist_length 20s;\n    }}\n  }}\n}}\n",
                 module = module.display(),
                 workers = nginx_workers(),
                 d = dir.display(),
@@ -873,12 +895,19 @@ impl Report {
              replayed by bitriver-load publishers (one process, real-time pacing, no encoder)",
             load
         );
-        // Both servers create files per segment (bitriver its recording, nginx-rtmp its segments and
-        // playlists), so what a create costs where they write weighs on both figures.
+        // Both servers write where --dir points (bitriver its recordings, nginx-rtmp its segments,
+        // playlists and recordings), so what a create costs there weighs on both figures.
+        println!("files under {}: creating one costs {create_us:.0} us (pick --dir to compare)", dir.display());
         println!(
-            "files under {}: creating one costs {create_us:.0} us (both servers create one or more per segment; \
-             pick --dir to compare)",
-            dir.display()
+            "capacity runs (--recording {}): {}",
+            if args.recording == Recording::On { "on" } else { "off" },
+            match args.recording {
+                Recording::On =>
+                    "both servers make HLS and record every stream whole (bitriver its recordings, fMP4 \
+                                  segments; nginx-rtmp record all, FLV)",
+                Recording::Off =>
+                    "both servers make HLS only (bitriver --record-renditions off, nginx-rtmp record off)",
+            }
         );
         println!();
         println!("glass-to-glass on loopback (bitriver, one stream, part target {})", opt_s(self.part_target_s));

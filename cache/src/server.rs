@@ -171,6 +171,11 @@ impl Edge {
         self.viewers.clone()
     }
 
+    /// `bitriver_edge_connections`: viewer connections open now (for the node's load report).
+    pub fn connections(&self) -> prometheus::IntGauge {
+        self.metrics.connections.clone()
+    }
+
     /// The cache storage (sizes, for health and tests).
     pub fn storage(&self) -> &'static MokaStorage {
         self.storage

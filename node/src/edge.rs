@@ -165,6 +165,7 @@ pub fn spawn(
     catalog: Catalog,
     http_addr: SocketAddr,
     registry: &prometheus::Registry,
+    load: &crate::fleet::LoadGauges,
 ) -> anyhow::Result<&'static cache::MokaStorage> {
     let addr = listener.local_addr()?;
     let local_origin = config.roles.contains(Role::Origin).then(|| {
@@ -188,6 +189,7 @@ pub fn spawn(
         edge = edge.with_tls(&tls.cert, &tls.key)?;
     }
     let storage = edge.storage();
+    let _ = load.edge_connections.set(edge.connections());
     let stop = services.stop();
     services.spawn("edge", addr, async move {
         let viewers = edge.viewers();

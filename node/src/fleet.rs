@@ -4,11 +4,12 @@
 //! The catalog side (tables, expiry) is in `raft::load` and `raft::lease`; this module only
 //! measures and proposes.
 
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::ingest_gate::CatalogGate;
 use media::origin::LiveRegistry;
-use prometheus::Registry;
+use prometheus::IntGauge;
 use raft::{Catalog, Command, LoadReport};
 use serde_json::{json, Value};
 
@@ -17,14 +18,19 @@ use serde_json::{json, Value};
 /// (grouped into a few log entries by the leader's group commit).
 pub const LOAD_REPORT_EVERY: Duration = Duration::from_millis(500);
 
-/// Start the fleet tasks of this node; they stop when the returned handles are aborted.
+/// Start the fleet tasks of this node; they stop when the returned handles are aborted. The
+/// load report counts what `gauges` holds (see [`LoadGauges`]).
 pub fn start(
     catalog: &Catalog,
-    registry: &Registry,
+    gauges: &Arc<LoadGauges>,
     gate: Option<&CatalogGate>,
     live: &LiveRegistry,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut tasks = vec![tokio::spawn(report_load(catalog.clone(), registry.clone()))];
+    let _ = gauges.live_channels.set(live.metrics().live_channels.clone());
+    if let Some(gate) = gate {
+        let _ = gauges.publishers.set(gate.metrics().active_publishers.clone());
+    }
+    let mut tasks = vec![tokio::spawn(report_load(catalog.clone(), gauges.clone()))];
     if let Some(gate) = gate {
         let active_gate = gate.clone();
         let live = live.clone();
@@ -40,13 +46,13 @@ pub fn start(
 }
 
 /// Every [`LOAD_REPORT_EVERY`], propose this node's [`LoadReport`].
-async fn report_load(catalog: Catalog, registry: Registry) {
+async fn report_load(catalog: Catalog, gauges: Arc<LoadGauges>) {
     let mut tick = tokio::time::interval(LOAD_REPORT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut meter = LoadMeter::new();
     loop {
         tick.tick().await;
-        let report = meter.measure(catalog.node_id(), &registry);
+        let report = meter.measure(catalog.node_id(), &gauges);
         // Not yet in the directory (just joined): the report is refused; the next one will do.
         if let Err(error) = catalog.propose(Command::ReportLoad(report)).await {
             tracing::debug!(%error, "load report not accepted");
@@ -64,7 +70,7 @@ impl LoadMeter {
         LoadMeter { last: None }
     }
 
-    fn measure(&mut self, node_id: u64, registry: &Registry) -> LoadReport {
+    fn measure(&mut self, node_id: u64, gauges: &LoadGauges) -> LoadReport {
         let now = Instant::now();
         let cpu_ticks = process_cpu_ticks().unwrap_or(0);
         let tx = network_tx_bytes().unwrap_or(0);
@@ -79,7 +85,7 @@ impl LoadMeter {
             None => (0, 0),
         };
         self.last = Some((now, cpu_ticks, tx));
-        let gauges = Gauges::read(registry);
+        let gauges = gauges.read();
         LoadReport {
             node_id,
             cpu_permille,
@@ -91,8 +97,22 @@ impl LoadMeter {
     }
 }
 
-/// The gauges of this node's registry that count streams and connections.
-#[derive(Default)]
+/// The gauges of this node that count streams and connections, each set by the part of the node
+/// that has it (unset: that part does not run here, 0). Held, not looked up: gathering the whole
+/// registry for four numbers costs more with every channel.
+#[derive(Debug, Default)]
+pub struct LoadGauges {
+    /// `bitriver_live_channels`
+    pub live_channels: OnceLock<IntGauge>,
+    /// `bitriver_ingest_active_publishers`
+    pub publishers: OnceLock<IntGauge>,
+    /// `bitriver_edge_connections`
+    pub edge_connections: OnceLock<IntGauge>,
+    /// `bitriver_ws_connections`
+    pub ws_connections: OnceLock<IntGauge>,
+}
+
+/// What [`LoadGauges`] read at one moment.
 struct Gauges {
     live_channels: u64,
     publishers: u64,
@@ -100,21 +120,15 @@ struct Gauges {
     ws_connections: u64,
 }
 
-impl Gauges {
-    fn read(registry: &Registry) -> Self {
-        let mut gauges = Gauges::default();
-        for family in registry.gather() {
-            let total: f64 = family.get_metric().iter().map(|m| m.get_gauge().get_value()).sum();
-            let total = total.max(0.0) as u64;
-            match family.name() {
-                "bitriver_live_channels" => gauges.live_channels = total,
-                "bitriver_ingest_active_publishers" => gauges.publishers = total,
-                "bitriver_edge_connections" => gauges.edge_connections = total,
-                "bitriver_ws_connections" => gauges.ws_connections = total,
-                _ => {}
-            }
+impl LoadGauges {
+    fn read(&self) -> Gauges {
+        let value = |gauge: &OnceLock<IntGauge>| gauge.get().map_or(0, |g| g.get().max(0) as u64);
+        Gauges {
+            live_channels: value(&self.live_channels),
+            publishers: value(&self.publishers),
+            edge_connections: value(&self.edge_connections),
+            ws_connections: value(&self.ws_connections),
         }
-        gauges
     }
 }
 
@@ -154,14 +168,14 @@ fn parse_tx_bytes(dev: &str) -> u64 {
 
 /// The `drain` component of `/healthz`, and the top-level status it implies: a draining node
 /// says `draining` while it still publishes or serves live streams, then `drained`.
-pub fn drain_health(catalog: &Catalog, registry: &Registry) -> Option<(&'static str, Value)> {
+pub fn drain_health(catalog: &Catalog, gauges: &LoadGauges) -> Option<(&'static str, Value)> {
     let me = catalog.node_id();
     let (draining, leases) =
         catalog.read(|s| (s.is_draining(me), s.ingest_leases().filter(|l| l.holder == me).count()));
     if !draining {
         return None;
     }
-    let streams = Gauges::read(registry).live_channels;
+    let streams = gauges.read().live_channels;
     let status = if leases == 0 && streams == 0 { "drained" } else { "draining" };
     Some((status, json!({"status": status, "ingestLeases": leases, "liveStreams": streams})))
 }

@@ -44,6 +44,8 @@ pub struct NodeHttp {
     pub objects: Option<recordings::Mirror>,
     /// The edge cache, when the node runs the edge role, for `/healthz`.
     pub edge_cache: Option<&'static cache::MokaStorage>,
+    /// The streams this node carries, for the `drain` component of `/healthz`.
+    pub load: Arc<crate::fleet::LoadGauges>,
 }
 
 pub fn router(state: NodeHttp) -> Router {
@@ -230,7 +232,7 @@ async fn healthz(State(state): State<NodeHttp>) -> Response {
         .map(|(name, addr)| (name.clone(), json!({"status": "ok", "addr": addr.to_string()})))
         .collect();
     let healthy = leader_ok && storage.is_ok();
-    let drain = crate::fleet::drain_health(&state.catalog, &state.registry);
+    let drain = crate::fleet::drain_health(&state.catalog, &state.load);
     let overall = match (&drain, healthy) {
         (_, false) => "error",
         (Some((draining, _)), true) => *draining,
@@ -420,6 +422,7 @@ mod tests {
             transcode: Arc::new(json!({"status": "off"})),
             objects: None,
             edge_cache: None,
+            load: Arc::default(),
         };
         let app = router(state);
         let calls = (0..100).map(|_| {

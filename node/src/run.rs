@@ -212,12 +212,13 @@ pub async fn run(
         (None, None)
     };
     // Load reports, and the ingest leases of what this node publishes.
-    let fleet = crate::fleet::start(&catalog, &registry, gate.as_deref(), &live);
+    let load = Arc::new(crate::fleet::LoadGauges::default());
+    let fleet = crate::fleet::start(&catalog, &load, gate.as_deref(), &live);
     // Edge: caches this cluster's LL-HLS for viewers; on an all-in-one node it fronts the origin
     // below, and the playback URLs the API hands out point at it.
     let edge_cache = match listeners.edge {
         Some(listener) => {
-            Some(crate::edge::spawn(&mut services, &config, listener, catalog.clone(), http_addr, &registry)?)
+            Some(crate::edge::spawn(&mut services, &config, listener, catalog.clone(), http_addr, &registry, &load)?)
         }
         None => None,
     };
@@ -255,12 +256,14 @@ pub async fn run(
         transcode: Arc::new(transcode.health.clone()),
         edge_cache,
         objects: mirror,
+        load: load.clone(),
     };
     let api_mode = match config.mode {
         crate::config::Mode::Development => control::Mode::Development,
         crate::config::Mode::Production => control::Mode::Production,
     };
     let mut api = control::ApiState::with_registry(catalog.clone(), api_mode, &registry);
+    let _ = load.ws_connections.set(api.metrics.ws_connections.clone());
     api.limits = Arc::new(limits);
     api.origins = origins;
     api.whep = webrtc.is_some();

@@ -92,6 +92,16 @@ async fn an_edge_on_another_machine_reaches_the_origin_it_finds_in_the_directory
         member(c, origin_id)["load"]["streams"].as_u64().unwrap_or(0) >= 1
     })
     .await;
+    // ... and the edge the viewer connection held open to it.
+    let mut viewer = tokio::net::TcpStream::connect(format!("{b}:8081")).await.unwrap();
+    let request = format!("GET /hls/{id}/source/{segment} HTTP/1.1\r\nHost: {b}\r\n\r\n");
+    tokio::io::AsyncWriteExt::write_all(&mut viewer, request.as_bytes()).await.unwrap();
+    let edge_id = edge_member.unwrap()["nodeId"].as_u64().unwrap();
+    wait_cluster(&origin, &token, "the edge's viewer connection in its load", |c| {
+        member(c, edge_id)["load"]["connections"].as_u64().unwrap_or(0) >= 1
+    })
+    .await;
+    drop(viewer);
 
     let _ = publisher.kill().await;
     drop((origin, edge));

@@ -134,6 +134,11 @@ impl TrackCache {
         self.sending = sending;
     }
 
+    /// Nobody to send to and nothing kept: a frame other than a segment start is only counted.
+    fn idle(&self) -> bool {
+        !self.sending && self.replay.is_empty()
+    }
+
     fn send(&mut self, held: Held) {
         if self.sending {
             self.outbox.push_back(held);
@@ -146,6 +151,10 @@ impl TrackCache {
     /// opened segment `msn` there.
     pub fn handle_video(&mut self, sample: &Sample, now: i64, segment_start: Option<u64>) {
         if self.ended {
+            return;
+        }
+        if segment_start.is_none() && self.idle() {
+            self.unsent += 1;
             return;
         }
         let frame = Held::Video(sample.clone(), now);
@@ -177,6 +186,10 @@ impl TrackCache {
     /// An audio sample the publisher's packager accepted.
     pub fn handle_audio(&mut self, sample: &Sample, now: i64) {
         if self.ended {
+            return;
+        }
+        if self.idle() {
+            self.unsent += 1;
             return;
         }
         let frame = Held::Audio(sample.clone(), now);

@@ -22,8 +22,15 @@ fuzz_target!(|data: &[u8]| {
         0 => data.len().max(1),
         n => usize::from(n),
     };
-    for piece in data.chunks(step) {
-        session.handle_input(piece);
+    // Every other piece is read straight into the session's buffer, once it offers one.
+    for (i, piece) in data.chunks(step).enumerate() {
+        match session.input_buffer(piece.len()).filter(|_| i % 2 == 1) {
+            Some(buffer) => {
+                buffer.extend_from_slice(piece);
+                session.handle_appended(piece.len());
+            }
+            None => session.handle_input(piece),
+        }
         drain(&mut session);
     }
     session.handle_eof();

@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -343,12 +343,17 @@ fn hold_wakeups(socket: std::os::fd::RawFd, hold: bool) {
 /// A read of what `socket` holds now, without waiting (whatever its low-water mark); `None` when
 /// it holds nothing.
 #[allow(unsafe_code)]
-fn recv_now(socket: std::os::fd::RawFd, buf: &mut [u8]) -> Option<std::io::Result<usize>> {
-    // SAFETY: `buf` is valid for writes of its length for the call; the socket is open (see
+fn recv_now(socket: std::os::fd::RawFd, buf: &mut BytesMut) -> Option<std::io::Result<usize>> {
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: `spare` is valid for writes of its length for the call; the socket is open (see
     // `hold_wakeups`).
-    let n = unsafe { libc::recv(socket, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    let n = unsafe { libc::recv(socket, spare.as_mut_ptr().cast(), spare.len(), libc::MSG_DONTWAIT) };
     match usize::try_from(n) {
-        Ok(n) => Some(Ok(n)),
+        Ok(n) => {
+            // SAFETY: recv initialised the first `n` bytes of the spare capacity.
+            unsafe { buf.set_len(buf.len() + n) };
+            Some(Ok(n))
+        }
         Err(_) => match std::io::Error::last_os_error() {
             e if e.kind() == std::io::ErrorKind::WouldBlock => None,
             e if e.kind() == std::io::ErrorKind::Interrupted => None,
@@ -407,7 +412,8 @@ impl<G: PublishGate, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<G, S> 
         let idle_timeout = self.shared.config.idle_timeout;
         let mut deadline = Instant::now() + handshake_timeout;
         let mut connected = false;
-        let mut buf = vec![0u8; READ_BUFFER];
+        // Handshake input; after it, reads go straight into the session's chunk buffer.
+        let mut handshake = BytesMut::new();
         // One timer and one shutdown waiter for the whole connection, not one of each per read:
         // a read only moves `deadline`; the timer, when it fires, catches up with it.
         let timer = tokio::time::sleep_until(deadline);
@@ -421,6 +427,14 @@ impl<G: PublishGate, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<G, S> 
         // Whether the socket is held (signals readable only past a high low-water mark).
         let mut held = false;
         let end = loop {
+            let direct = self.session.input_buffer(READ_BUFFER);
+            let is_direct = direct.is_some();
+            let buf = direct.unwrap_or_else(|| {
+                handshake.clear();
+                handshake.reserve(READ_BUFFER);
+                &mut handshake
+            });
+            let room = buf.capacity() - buf.len();
             let mut merged = None;
             if std::mem::take(&mut paused) {
                 // Data arriving meanwhile does not wake the runtime.
@@ -433,7 +447,7 @@ impl<G: PublishGate, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<G, S> 
                     _ = &mut stopped => break End::Shutdown,
                 }
                 if self.socket.raw {
-                    match recv_now(self.socket.fd, &mut buf) {
+                    match recv_now(self.socket.fd, buf) {
                         Some(read) => merged = Some(read),
                         None => {
                             // Nothing came in this tick: wait for the next.
@@ -454,7 +468,7 @@ impl<G: PublishGate, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<G, S> 
                         hold_wakeups(self.socket.fd, false);
                     }
                     tokio::select! {
-                        read = self.stream.read(&mut buf) => read,
+                        read = self.stream.read_buf(buf) => read,
                         () = &mut timer => {
                             if deadline > Instant::now() {
                                 timer.as_mut().reset(deadline);
@@ -473,11 +487,15 @@ impl<G: PublishGate, S: AsyncRead + AsyncWrite + Unpin + Send> Connection<G, S> 
                     self.session.handle_eof();
                 }
                 Ok(n) => {
-                    self.session.handle_input(&buf[..n]);
+                    if is_direct {
+                        self.session.handle_appended(n);
+                    } else {
+                        self.session.handle_input(&handshake[..n]);
+                    }
                     if let Some(p) = &self.publish {
                         p.bytes.inc_by(n as u64);
                         p.reads.inc();
-                        if !merge.is_zero() && n < buf.len() {
+                        if !merge.is_zero() && n < room {
                             pause.as_mut().reset(next_tick(merge));
                             paused = true;
                         }

@@ -44,20 +44,29 @@ pub struct ChunkLimits {
     pub max_chunk_size: u32,
     /// Most bytes held across all partly received messages.
     pub max_pending_bytes: usize,
+    /// Messages up to this long are cut out of shared blocks of this size: one allocation per
+    /// block, not one per message (a frame of a few KiB is a slow size for malloc). 0: one per
+    /// message.
+    pub block_size: usize,
 }
 
 impl ChunkLimits {
     /// Before the stream key is accepted: `connect`, `createStream` and `publish` are a few
     /// hundred bytes, encoders set chunk sizes of 4 KiB or so, and none sends media before
     /// `NetStream.Publish.Start` (ffmpeg and OBS wait for it).
-    pub const PRE_PUBLISH: ChunkLimits =
-        ChunkLimits { max_message_size: 64 * 1024, max_chunk_size: 64 * 1024, max_pending_bytes: 256 * 1024 };
+    pub const PRE_PUBLISH: ChunkLimits = ChunkLimits {
+        max_message_size: 64 * 1024,
+        max_chunk_size: 64 * 1024,
+        max_pending_bytes: 256 * 1024,
+        block_size: 0,
+    };
 
     /// A publisher's media: keyframes of several MiB.
     pub const PUBLISHING: ChunkLimits = ChunkLimits {
         max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
         max_chunk_size: MAX_CHUNK_SIZE,
         max_pending_bytes: MAX_PENDING_BYTES,
+        block_size: 64 * 1024,
     };
 }
 
@@ -200,6 +209,8 @@ pub struct ChunkDecoder {
     chunk_size: u32,
     limits: ChunkLimits,
     streams: HashMap<u32, ChunkStreamState>,
+    /// What is left of the block messages are cut from (see [`ChunkLimits::block_size`]).
+    block: BytesMut,
     pending_bytes: usize,
     bytes_received: u64,
     ack_window: u32,
@@ -221,6 +232,7 @@ impl ChunkDecoder {
             chunk_size: DEFAULT_CHUNK_SIZE,
             limits,
             streams: HashMap::new(),
+            block: BytesMut::new(),
             pending_bytes: 0,
             bytes_received: 0,
             ack_window,
@@ -258,6 +270,19 @@ impl ChunkDecoder {
     pub fn handle_input(&mut self, bytes: &[u8]) {
         self.bytes_received += bytes.len() as u64;
         self.buf.extend_from_slice(bytes);
+    }
+
+    /// The input buffer with room for at least `len` more bytes, for a read straight into it
+    /// (saving the copy [`ChunkDecoder::handle_input`] makes). Only append to it, then say how
+    /// much with [`ChunkDecoder::handle_appended`].
+    pub fn input_buffer(&mut self, len: usize) -> &mut BytesMut {
+        self.buf.reserve(len);
+        &mut self.buf
+    }
+
+    /// `len` bytes were appended to [`ChunkDecoder::input_buffer`].
+    pub fn handle_appended(&mut self, len: usize) {
+        self.bytes_received += len as u64;
     }
 
     /// The sequence number to acknowledge, once a window's worth of bytes has arrived since the
@@ -404,7 +429,9 @@ impl ChunkDecoder {
         let received = prev.and_then(|p| p.partial.as_ref()).map_or(0, BytesMut::len);
         let length = next.length as usize;
         let take = (length - received).min(self.chunk_size as usize);
-        let Some(payload) = buf.get(pos..pos + take) else { return Ok(None) };
+        if buf.len() < pos + take {
+            return Ok(None);
+        }
         // A message of several chunks gets its whole length at its first chunk (one allocation,
         // not one regrowth per chunk), counted in full in the pending bytes, while that fits.
         let reserve = !in_progress && length > take && self.pending_bytes + length <= self.limits.max_pending_bytes;
@@ -423,11 +450,12 @@ impl ChunkDecoder {
         // Commit.
         let mut partial = match self.streams.get_mut(&csid).and_then(|p| p.partial.take()) {
             Some(partial) => partial,
+            None if (reserve || length == take) && length <= self.limits.block_size => self.cut(length),
             None if reserve => BytesMut::with_capacity(length),
             None => BytesMut::new(),
         };
         next.reserved |= reserve;
-        partial.extend_from_slice(payload);
+        partial.extend_from_slice(&self.buf[pos..pos + take]);
         self.pending_bytes += counted;
         self.buf.advance(pos + take);
         let done = partial.len() == length;
@@ -447,6 +475,18 @@ impl ChunkDecoder {
         };
         self.streams.insert(csid, next);
         Ok(Some(msg))
+    }
+}
+
+impl ChunkDecoder {
+    /// An empty buffer of capacity `length` cut from the current block, or from a new one when
+    /// what is left is too short. A block is freed when the last message cut from it is.
+    fn cut(&mut self, length: usize) -> BytesMut {
+        if self.block.capacity() < length {
+            self.block = BytesMut::with_capacity(self.limits.block_size);
+        }
+        let rest = self.block.split_off(length);
+        std::mem::replace(&mut self.block, rest)
     }
 }
 
@@ -623,6 +663,13 @@ mod tests {
         dec.handle_input(&[0; 2]);
         assert_eq!(dec.poll_ack(), Some(101));
         assert_eq!(dec.poll_ack(), None);
+        // Bytes read straight into the buffer count the same.
+        let buffer = dec.input_buffer(100);
+        assert!(buffer.capacity() - buffer.len() >= 100);
+        buffer.extend_from_slice(&[0; 100]);
+        dec.handle_appended(100);
+        assert_eq!(dec.poll_ack(), Some(201));
+        assert_eq!(dec.buffered_bytes(), 201);
     }
 
     fn first_error(wire: &[u8]) -> ChunkError {
@@ -703,6 +750,50 @@ mod tests {
         aborted.handle_input(&abort);
         assert!(aborted.poll_message().unwrap().is_some());
         assert_eq!(aborted.pending_bytes, 0);
+    }
+
+    #[test]
+    fn messages_are_cut_from_shared_blocks_once_publishing() {
+        let video = msg(6, 0, message_type::VIDEO, &[7u8; 1000]);
+        let audio = msg(4, 0, message_type::AUDIO, &[9u8; 5]);
+        let big = msg(6, 40, message_type::VIDEO, &vec![3u8; 64 * 1024 + 1]);
+        let enc = ChunkEncoder::new();
+        let (mut v, mut a, mut b) = (Vec::new(), Vec::new(), Vec::new());
+        enc.encode(&video, &mut v).unwrap();
+        enc.encode(&audio, &mut a).unwrap();
+        enc.encode(&big, &mut b).unwrap();
+        // The audio message arrives between the video message's first chunk and the rest.
+        let first = 12 + 128;
+        let mut wire = v[..first].to_vec();
+        wire.extend_from_slice(&a);
+        wire.extend_from_slice(&v[first..]);
+        // Enough messages to run through the first block.
+        for _ in 0..70 {
+            wire.extend_from_slice(&v);
+        }
+        wire.extend_from_slice(&b);
+
+        let mut dec = ChunkDecoder::with_limits(ChunkLimits::PUBLISHING, 0);
+        dec.handle_input(&wire);
+        let got = decode_all(&mut dec);
+        assert_eq!(got.len(), 73);
+        assert_eq!((&got[0], &got[1]), (&audio, &video));
+        assert!(got[2..72].iter().all(|m| m.payload == video.payload));
+        assert_eq!(got[72], big);
+        // The video message was cut at its first chunk, the audio message right after it.
+        let at = |i: usize| got[i].payload.as_ptr() as usize;
+        assert_eq!(at(0), at(1) + 1000);
+        assert_eq!(at(2), at(0) + 5);
+        let adjacent = (2..72).filter(|&i| at(i + 1) == at(i) + 1000).count();
+        assert_eq!(adjacent, 68, "a new block after the first 64 copies; the oversized one stands alone");
+        assert_eq!(dec.pending_bytes, 0);
+
+        // Before publishing, every message has an allocation of its own.
+        let mut pre = ChunkDecoder::with_limits(ChunkLimits::PRE_PUBLISH, 0);
+        pre.handle_input(&a);
+        pre.handle_input(&a);
+        let two = decode_all(&mut pre);
+        assert_ne!(two[1].payload.as_ptr() as usize, two[0].payload.as_ptr() as usize + 5);
     }
 
     #[test]

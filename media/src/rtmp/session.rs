@@ -18,7 +18,7 @@
 
 use std::collections::VecDeque;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use thiserror::Error;
 
 use super::amf0::{self, Amf0Error, Amf0Value};
@@ -324,6 +324,24 @@ impl ServerSession {
                 self.decoder.handle_input(bytes);
                 self.process();
             }
+        }
+    }
+
+    /// Once the handshake is done, the buffer a read may append up to `len` bytes to directly
+    /// (see [`ChunkDecoder::input_buffer`]); then call [`ServerSession::handle_appended`]. `None`:
+    /// give input to [`ServerSession::handle_input`].
+    pub fn input_buffer(&mut self, len: usize) -> Option<&mut BytesMut> {
+        match self.phase {
+            Phase::AwaitConnect | Phase::Connected => Some(self.decoder.input_buffer(len)),
+            Phase::Handshake | Phase::Closed => None,
+        }
+    }
+
+    /// `len` bytes were appended to [`ServerSession::input_buffer`].
+    pub fn handle_appended(&mut self, len: usize) {
+        if matches!(self.phase, Phase::AwaitConnect | Phase::Connected) {
+            self.decoder.handle_appended(len);
+            self.process();
         }
     }
 
@@ -857,7 +875,14 @@ mod tests {
             };
             let (piece, tail) = rest.split_at(n.min(rest.len()));
             rest = tail;
-            server.handle_input(piece);
+            // Odd seeds read straight into the session's buffer once it offers one.
+            match server.input_buffer(piece.len()).filter(|_| seed & 1 == 1) {
+                Some(buffer) => {
+                    buffer.extend_from_slice(piece);
+                    server.handle_appended(piece.len());
+                }
+                None => server.handle_input(piece),
+            }
             while let Some(out) = server.poll_transmit() {
                 if let Some(c) = client.receive(&out) {
                     c2 = Some(c);
