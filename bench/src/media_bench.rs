@@ -898,17 +898,17 @@ impl Report {
         // Both servers write where --dir points (bitriver its recordings, nginx-rtmp its segments,
         // playlists and recordings), so what a create costs there weighs on both figures.
         println!("files under {}: creating one costs {create_us:.0} us (pick --dir to compare)", dir.display());
-        println!(
-            "capacity runs (--recording {}): {}",
-            if args.recording == Recording::On { "on" } else { "off" },
-            match args.recording {
-                Recording::On =>
-                    "both servers make HLS and record every stream whole (bitriver its recordings, fMP4 \
-                                  segments; nginx-rtmp record all, FLV)",
-                Recording::Off =>
-                    "both servers make HLS only (bitriver --record-renditions off, nginx-rtmp record off)",
+        let (recording, work) = match args.recording {
+            Recording::On => (
+                "on",
+                "both servers make HLS and record every stream whole (bitriver its recordings, fMP4 segments; \
+                 nginx-rtmp record all, FLV)",
+            ),
+            Recording::Off => {
+                ("off", "both servers make HLS only (bitriver --record-renditions off, nginx-rtmp record off)")
             }
-        );
+        };
+        println!("capacity runs (--recording {recording}): {work}");
         println!();
         println!("glass-to-glass on loopback (bitriver, one stream, part target {})", opt_s(self.part_target_s));
         println!("  publish start -> first media playlist with a part (#EXT-X-PART)   {}", opt_s(self.first_part_s));

@@ -77,6 +77,34 @@ fn frame(i: u64) -> Sample {
     }
 }
 
+/// `origin` subscribes to c1 on `ingest` in the background, packaging it into a registry of its
+/// own; the task ends with the subscription.
+async fn subscribe_c1(
+    origin: &Catalog,
+    ingest: &Catalog,
+) -> (LiveRegistry, RelayMetrics, tokio::task::JoinHandle<Result<(), relay::quic::RelayError>>) {
+    let live = LiveRegistry::new(RegistryConfig::default(), OriginMetrics::unregistered());
+    let metrics = RelayMetrics::unregistered().unwrap();
+    let conn = origin.connect_relay(ingest.cluster_addr()).await.unwrap();
+    let subscription = tokio::spawn({
+        let (live, metrics) = (live.clone(), metrics.clone());
+        async move {
+            let mut handle = None;
+            relay::quic::subscribe(&conn, "c1", &live, &metrics, &mut handle).await
+        }
+    });
+    (live, metrics, subscription)
+}
+
+/// Waits (10 s at most) for the subscriber to open c1.
+async fn wait_live_c1(live: &LiveRegistry) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !live.is_live("c1") {
+        assert!(Instant::now() < deadline, "the origin never opened the relayed channel");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_a_node_with_the_origin_role_may_subscribe_to_a_relayed_track() {
     let root = tempfile::tempdir().unwrap();
@@ -98,21 +126,8 @@ async fn only_a_node_with_the_origin_role_may_subscribe_to_a_relayed_track() {
 
     // An origin joins the cluster, subscribes and packages the track from the newest segment start.
     let origin = start(&d2, &["origin"], Some((&ingest, &d1))).await;
-    let live = LiveRegistry::new(RegistryConfig::default(), OriginMetrics::unregistered());
-    let metrics = RelayMetrics::unregistered().unwrap();
-    let conn = origin.connect_relay(ingest.cluster_addr()).await.unwrap();
-    let subscription = tokio::spawn({
-        let (live, metrics) = (live.clone(), metrics.clone());
-        async move {
-            let mut handle = None;
-            relay::quic::subscribe(&conn, "c1", &live, &metrics, &mut handle).await
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !live.is_live("c1") {
-        assert!(Instant::now() < deadline, "the origin never opened the relayed channel");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (live, metrics, subscription) = subscribe_c1(&origin, &ingest).await;
+    wait_live_c1(&live).await;
     assert_eq!(live.session("c1").as_deref(), Some("s1"));
     for i in 60..120u64 {
         run.video(&frame(i), raft::now_millis(), opened(i));
@@ -169,16 +184,7 @@ async fn a_lone_node_keeps_no_replay_and_a_late_origin_joins_at_the_second_keyfr
         assert!(Instant::now() < deadline + READY, "the hub never saw the origin");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let live = LiveRegistry::new(RegistryConfig::default(), OriginMetrics::unregistered());
-    let metrics = RelayMetrics::unregistered().unwrap();
-    let conn = origin.connect_relay(ingest.cluster_addr()).await.unwrap();
-    let subscription = tokio::spawn({
-        let (live, metrics) = (live.clone(), metrics.clone());
-        async move {
-            let mut handle = None;
-            relay::quic::subscribe(&conn, "c1", &live, &metrics, &mut handle).await
-        }
-    });
+    let (live, metrics, subscription) = subscribe_c1(&origin, &ingest).await;
     // The replay starts at the next keyframe segment (frame 60) but may miss audio queued
     // before it: the subscriber waits for the one after (frame 90).
     for i in 60..90u64 {
@@ -190,11 +196,7 @@ async fn a_lone_node_keeps_no_replay_and_a_late_origin_joins_at_the_second_keyfr
     for i in 90..120u64 {
         run.video(&frame(i), raft::now_millis(), opened(i));
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !live.is_live("c1") {
-        assert!(Instant::now() < deadline, "the origin never opened the relayed channel");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_live_c1(&live).await;
     drop(run);
     let ended = tokio::time::timeout(Duration::from_secs(10), subscription).await.expect("the subscription ends");
     ended.unwrap().expect("a clean end of the broadcast");
