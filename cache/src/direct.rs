@@ -181,8 +181,8 @@ impl DirectSocket {
         metrics.requests.inc();
         // Before sending, as on pingora's path: once the viewer has the answer, the count has it.
         metrics.cache_hits.inc();
-        let body = self.send_hit(hit, &HitRange::Whole).await?;
         metrics.early_hits.inc();
+        let body = self.send_hit(hit, &HitRange::Whole).await?;
         metrics.direct_sent(body);
         crate::proxy::count_answer(metrics, &early.viewers, early.storage, Some(request), client, hit.size);
         Ok(())
