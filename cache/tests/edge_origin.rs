@@ -386,14 +386,16 @@ async fn connections_are_spread_over_the_serving_threads() {
 async fn pipelined_split_and_closing_requests_are_answered_in_order() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let origin = TestOrigin::new().await;
-    *origin.state.object_size.lock().unwrap() = 100_000;
     let edge = start_edge(vec![origin.addr], EdgeConfig::default()).await;
     let (part, segment) = ("/hls/ch/v/part4.1.m4s", "/hls/ch/v/seg4.m4s");
-    for path in [part, segment] {
+    // A segment past the size from which a hit's head is corked in front of its body, a part
+    // under it: answers sent both ways follow one another on the connection.
+    for (path, size) in [(part, 100_000), (segment, 300_000)] {
+        *origin.state.object_size.lock().unwrap() = size;
         client().get(format!("{}{path}", edge.url)).send().await.unwrap().bytes().await.unwrap();
     }
     until(|| edge.edge.storage().file_count() == 2).await;
-    let (part_body, segment_body) = (object_body("part4.1.m4s", 100_000), object_body("seg4.m4s", 100_000));
+    let (part_body, segment_body) = (object_body("part4.1.m4s", 100_000), object_body("seg4.m4s", 300_000));
     let addr = edge.url.trim_start_matches("http://").to_owned();
     let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: edge\r\nUser-Agent: test\r\n\r\n");
