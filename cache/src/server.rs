@@ -31,6 +31,7 @@ use pingora_core::protocols::{Digest, GetSocketDigest, ALPN};
 use pingora_core::server::configuration::ServerConf;
 use pingora_proxy::HttpProxy;
 use prometheus::Registry;
+use thread_runtimes::ThreadRuntimes;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -185,7 +186,9 @@ impl Edge {
     /// finish for at most `drain`. Accepting runs on the caller's runtime; connections are served
     /// on the edge's own threads (see the module docs).
     pub async fn serve(&self, listener: TcpListener, shutdown: CancellationToken, drain: Duration) {
-        let threads = match ServingThreads::start(self.threads, &self.metrics) {
+        let threads = match ThreadRuntimes::start("edge", self.threads, |i, _| {
+            self.metrics.thread_connections.with_label_values(&[&i.to_string()])
+        }) {
             Ok(threads) => threads,
             Err(error) => {
                 tracing::error!(%error, "edge: could not start its serving threads");
@@ -223,13 +226,12 @@ impl Edge {
             let (proxy, tls, early) = (self.proxy.clone(), self.tls.clone(), early.clone());
             let (stop, pingora_stop) = (shutdown.clone(), pingora_stop.clone());
             let connections = self.metrics.connections.clone();
-            open.inc();
             connections.inc();
             thread.spawn(async move {
                 if let Ok(tcp) = tokio::net::TcpStream::from_std(tcp) {
                     serve_accepted(tcp, peer.ip(), proxy, tls, early, stop, pingora_stop).await;
                 }
-                open.dec();
+                drop(open);
                 connections.dec();
                 drop(permit);
             });
@@ -242,47 +244,6 @@ impl Edge {
             tracing::warn!("edge: requests still in flight after {drain:?}; stopping anyway");
         }
         drop(threads);
-    }
-}
-
-/// The edge's serving threads: one single-threaded runtime each, and its open connections.
-struct ServingThreads {
-    threads: Vec<(tokio::runtime::Handle, prometheus::IntGauge)>,
-    stop: CancellationToken,
-}
-
-impl ServingThreads {
-    fn start(count: usize, metrics: &EdgeMetrics) -> std::io::Result<Self> {
-        let stop = CancellationToken::new();
-        let mut threads = Vec::with_capacity(count.max(1));
-        for i in 0..count.max(1) {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let handle = runtime.handle().clone();
-            let stopped = stop.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("edge-{i}"))
-                .spawn(move || runtime.block_on(stopped.cancelled_owned()));
-            if let Err(error) = spawned {
-                stop.cancel();
-                return Err(error);
-            }
-            let open = metrics.thread_connections.with_label_values(&[&i.to_string()]);
-            threads.push((handle, open));
-        }
-        Ok(ServingThreads { threads, stop })
-    }
-
-    /// The thread with the fewest open connections, and its gauge of them.
-    fn least_busy(&self) -> (&tokio::runtime::Handle, prometheus::IntGauge) {
-        let (handle, open) = self.threads.iter().min_by_key(|(_, open)| open.get()).expect("at least one thread");
-        (handle, open.clone())
-    }
-}
-
-impl Drop for ServingThreads {
-    /// Let the threads end; whatever they still run is dropped with their runtimes.
-    fn drop(&mut self) {
-        self.stop.cancel();
     }
 }
 

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use prometheus::IntCounter;
+use thread_runtimes::ThreadRuntimes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
@@ -101,7 +102,9 @@ pub async fn serve_rtmp_over<G: PublishGate, T: RtmpTransport>(
     let grace = config.shutdown_grace;
     let threads = match config.connection_threads {
         0 => None,
-        count => match ConnectionThreads::start(&transport.name().to_lowercase(), count, &metrics) {
+        count => match ThreadRuntimes::start(&transport.name().to_lowercase(), count, |_, thread| {
+            metrics.thread_connections.with_label_values(&[thread])
+        }) {
             Ok(threads) => Some(threads),
             Err(error) => {
                 tracing::error!(%error, "could not start the RTMP connection threads; connections share the node's");
@@ -148,7 +151,7 @@ pub async fn serve_rtmp_over<G: PublishGate, T: RtmpTransport>(
         };
         let (runtime, open) = threads.least_busy();
         let connection = async move {
-            let _open = OpenConnection::new(open);
+            let _open = open;
             match TcpStream::from_std(stream) {
                 Ok(stream) => serve_connection(shared, transport, stream, peer, seed, stop, permit).await,
                 Err(error) => tracing::warn!(%peer, %error, "RTMP connection dropped: no socket on its thread"),
@@ -194,56 +197,6 @@ async fn serve_connection<G: PublishGate, T: RtmpTransport>(
         }
     }
     drop(permit);
-}
-
-/// The single-threaded runtimes of [`IngestConfig::connection_threads`]; they end when this is
-/// dropped, with whatever they still run.
-struct ConnectionThreads {
-    runtimes: Vec<(tokio::runtime::Handle, prometheus::IntGauge)>,
-    stop: CancellationToken,
-}
-
-impl ConnectionThreads {
-    fn start(name: &str, count: usize, metrics: &IngestMetrics) -> std::io::Result<Self> {
-        let mut threads = ConnectionThreads { runtimes: Vec::with_capacity(count), stop: CancellationToken::new() };
-        for i in 0..count {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let handle = runtime.handle().clone();
-            let stop = threads.stop.clone();
-            let thread = format!("{name}-{i}");
-            std::thread::Builder::new().name(thread.clone()).spawn(move || runtime.block_on(stop.cancelled_owned()))?;
-            threads.runtimes.push((handle, metrics.thread_connections.with_label_values(&[&thread])));
-        }
-        Ok(threads)
-    }
-
-    /// The runtime with the fewest open connections, and its count of them.
-    fn least_busy(&self) -> (&tokio::runtime::Handle, prometheus::IntGauge) {
-        let (runtime, open) = self.runtimes.iter().min_by_key(|(_, open)| open.get()).expect("count > 0");
-        (runtime, open.clone())
-    }
-}
-
-impl Drop for ConnectionThreads {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-/// Counts a connection on its thread while it lives (also when its task is aborted).
-struct OpenConnection(prometheus::IntGauge);
-
-impl OpenConnection {
-    fn new(open: prometheus::IntGauge) -> Self {
-        open.inc();
-        OpenConnection(open)
-    }
-}
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
 }
 
 /// What every connection of one listener shares.
