@@ -246,8 +246,9 @@ impl DirectSocket {
 ///
 /// Measured on loopback at 256 connections (`edge-bench`): a corked head in front of a 100 KB
 /// part cost the edge 25-30% more CPU per hit (`perf`: the extra in the kernel's `tcp_write_xmit`
-/// with interrupts off and in softirqs run on interrupt exit), while a head sent on its own in front of a 1 MB segment let the viewer's receive
-/// window close about 40 times as often, and the edge served 40% fewer segments per second.
+/// with interrupts off and in softirqs run on interrupt exit), while a head sent on its own in
+/// front of a 1 MB segment let the viewer's receive window close about 40 times as often, and
+/// the edge served 40% fewer segments per second.
 const CORK_HEAD_FROM: usize = 256 * 1024;
 
 /// Whether the head of a hit with `body` bytes goes out corked ([`CORK_HEAD_FROM`]).
