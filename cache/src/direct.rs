@@ -23,8 +23,6 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, StatusCode};
-use pingora_cache::key::CacheHashKey as _;
-use pingora_cache::CacheKey;
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::RangeType;
 use rustix::io::Errno;
@@ -34,7 +32,7 @@ use tokio::net::TcpStream;
 
 use crate::metrics::EdgeMetrics;
 use crate::policy::{self, HlsRequest};
-use crate::storage::{Body, FreshHit, MokaStorage};
+use crate::storage::{Body, FreshHit, MokaStorage, ObjectKey};
 use crate::viewers::ViewerCounter;
 
 /// `body` label of `bitriver_edge_direct_sends_total` for a body sent from its memfd.
@@ -55,7 +53,7 @@ pub(crate) fn fresh_hit(storage: &MokaStorage, request: &HlsRequest) -> Option<F
     if !request.kind.is_immutable() {
         return None;
     }
-    storage.fresh_hit(&CacheKey::new(request.key.as_str(), "").combined(), SystemTime::now())
+    storage.fresh_hit(ObjectKey::of_primary(request.key.as_str()).as_str(), SystemTime::now())
 }
 
 /// What the edge needs to answer a request before pingora reads it: the proxy's storage, counters

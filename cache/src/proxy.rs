@@ -480,5 +480,10 @@ pub(crate) fn count_answer(
         }
     }
     metrics.body_bytes.inc_by(body_bytes as u64);
-    metrics.cache_bytes.set(i64::try_from(storage.weighted_bytes()).unwrap_or(i64::MAX));
+    // Written only when it changed (fills and evictions): a hit then only reads the gauge, and
+    // the serving threads do not take its cache line from each other on every answer.
+    let held = i64::try_from(storage.weighted_bytes()).unwrap_or(i64::MAX);
+    if metrics.cache_bytes.get() != held {
+        metrics.cache_bytes.set(held);
+    }
 }

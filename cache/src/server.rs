@@ -14,9 +14,11 @@
 //! more CPU per 100 KB hit than one thread did. Each accepted connection goes to the thread with
 //! the fewest open ones.
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +36,7 @@ use prometheus::Registry;
 use thread_runtimes::ThreadRuntimes;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use crate::direct::{DirectSocket, EarlyHits, Pending};
@@ -224,7 +227,9 @@ impl Edge {
             let Ok(tcp) = tcp.into_std() else { continue };
             let (thread, open) = threads.least_busy();
             let (proxy, tls, early) = (self.proxy.clone(), self.tls.clone(), early.clone());
-            let (stop, pingora_stop) = (shutdown.clone(), pingora_stop.clone());
+            // A child token: the connection's waits on it lock its own state, not one shared by
+            // every connection on both threads.
+            let (stop, pingora_stop) = (shutdown.child_token(), pingora_stop.clone());
             let connections = self.metrics.connections.clone();
             connections.inc();
             thread.spawn(async move {
@@ -358,15 +363,21 @@ async fn serve_connection(
 ) {
     // Bytes read from the socket and not answered yet (see DirectSocket::next_request).
     let mut pending = Vec::new();
+    // Registered once for the connection rather than once per request: the wait for the edge's
+    // shutdown, and a timer for the idle limit that is only pushed back when it goes off early.
+    let stopped = shutdown.cancelled();
+    tokio::pin!(stopped);
+    let idle = tokio::time::sleep(IDLE_TIMEOUT);
+    tokio::pin!(idle);
     let mut next = Some((stream, None));
     while let Some((mut stream, settings)) = next.take() {
-        let waited = tokio::select! {
-            waited = tokio::time::timeout(IDLE_TIMEOUT, next_request(&mut stream, direct.as_ref(), &mut pending)) => waited,
-            () = shutdown.cancelled() => return,
+        let waiting = next_request(&mut stream, direct.as_ref(), &mut pending);
+        let Some(waited) = unless_idle_or_stopped(waiting, stopped.as_mut(), idle.as_mut(), IDLE_TIMEOUT).await else {
+            return;
         };
         match waited {
-            Ok(Ok(Pending::Other)) => {}
-            Ok(Ok(Pending::Hit { request, hit })) => {
+            Ok(Pending::Other) => {}
+            Ok(Pending::Hit { request, hit }) => {
                 let Some(direct) = &direct else { return };
                 if let Err(error) = direct.socket.answer_early(&direct.early, &request, &hit, Some(direct.client)).await
                 {
@@ -376,8 +387,8 @@ async fn serve_connection(
                 next = Some((stream, settings));
                 continue;
             }
-            // Closed by the viewer, or idle too long.
-            Ok(Ok(Pending::Closed)) | Ok(Err(_)) | Err(_) => return,
+            // Closed by the viewer.
+            Ok(Pending::Closed) | Err(_) => return,
         }
         if !pending.is_empty() {
             // What was read of this request goes back in front of the socket, for pingora.
@@ -401,6 +412,32 @@ async fn serve_connection(
     }
 }
 
+/// `waiting`'s output, or `None` once the edge stops or `limit` has passed since the call. `idle`
+/// is the connection's one timer: when it goes off early (armed for an earlier wait), it is
+/// pushed back to this wait's deadline instead of being re-registered for every request.
+async fn unless_idle_or_stopped<T>(
+    waiting: impl Future<Output = T>,
+    mut stopped: Pin<&mut impl Future<Output = ()>>,
+    mut idle: Pin<&mut Sleep>,
+    limit: Duration,
+) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    tokio::pin!(waiting);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut stopped => return None,
+            output = &mut waiting => return Some(output),
+            () = &mut idle => {
+                if deadline <= Instant::now() {
+                    return None;
+                }
+                idle.as_mut().reset(deadline);
+            }
+        }
+    }
+}
+
 /// Wait for the first bytes of a connection's next request: on plain TCP, to read and look at them
 /// ([`DirectSocket::next_request`]); otherwise (TLS) only to know one has begun.
 async fn next_request(
@@ -414,4 +451,62 @@ async fn next_request(
     let mut byte = [0u8; 1];
     // A byte of the next request is there (or peeking is not supported: let pingora read).
     stream.try_peek(&mut byte).await.map(|_| Pending::Other)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::{pending, ready};
+
+    use super::*;
+
+    const LIMIT: Duration = Duration::from_secs(60);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_is_idle_after_the_limit_counted_from_its_current_wait() {
+        let never = pending::<()>();
+        tokio::pin!(never);
+        let idle = tokio::time::sleep(LIMIT);
+        tokio::pin!(idle);
+        let start = Instant::now();
+
+        // A first request arrives after 50 s: the timer, armed for 60 s, has not gone off.
+        let slow = async {
+            tokio::time::sleep(Duration::from_secs(50)).await;
+            7
+        };
+        assert_eq!(unless_idle_or_stopped(slow, never.as_mut(), idle.as_mut(), LIMIT).await, Some(7));
+        assert_eq!(start.elapsed(), Duration::from_secs(50));
+
+        // The next never comes: the timer goes off at 60 s, early for this wait, and the
+        // connection is idle only at 50 + 60 s.
+        let answer = unless_idle_or_stopped(pending::<u8>(), never.as_mut(), idle.as_mut(), LIMIT).await;
+        assert_eq!(answer, None);
+        assert_eq!(start.elapsed(), Duration::from_secs(110));
+
+        // Requests that are already there are answered, whatever the timer says.
+        assert_eq!(unless_idle_or_stopped(ready(1), never.as_mut(), idle.as_mut(), LIMIT).await, Some(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stopping_the_edge_ends_a_wait_before_its_request() {
+        let stop = CancellationToken::new();
+        let stopped = stop.cancelled();
+        tokio::pin!(stopped);
+        let idle = tokio::time::sleep(LIMIT);
+        tokio::pin!(idle);
+        let start = Instant::now();
+        let stopper = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                stop.cancel();
+            }
+        });
+        let answer = unless_idle_or_stopped(pending::<u8>(), stopped.as_mut(), idle.as_mut(), LIMIT).await;
+        assert_eq!(answer, None);
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+        stopper.await.unwrap();
+        // Once stopped, even a request that is there is not taken.
+        assert_eq!(unless_idle_or_stopped(ready(1), stopped.as_mut(), idle.as_mut(), LIMIT).await, None);
+    }
 }
