@@ -28,6 +28,17 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
+# The deploy step's tools (apt, two Python venvs) and the fleet machines' base root (debootstrap)
+# take the network and dpkg more than the CPU: on a cold machine they are prepared in the
+# background while the workspace compiles. The deploy step runs the same commands again, quick
+# once done (the root is built under a lock), so a failure here shows there, named.
+deploy_prep=
+if [[ $(id -u) -eq 0 ]]; then
+  deploy_prep_log=$(mktemp)
+  (./scripts/deploy-setup.sh && tests/fleet/hosts.sh rootfs) >"$deploy_prep_log" 2>&1 &
+  deploy_prep=$!
+fi
+
 declare -a results=()
 failed=0
 step() {
@@ -61,6 +72,11 @@ step k6-logic node --test bench/k6
 # The browser harnesses' own logic (the burned-clock reader of whep.mjs and play.mjs).
 step browser-logic node --test tests/browser/clock.test.mjs tests/browser/whep-client.test.mjs
 # ansible/ and terraform/ checks, and the playbooks and installer on systemd-nspawn machines.
+if [[ -n $deploy_prep ]]; then
+  wait "$deploy_prep" || echo "test: preparing the deploy step failed (it retries):" >&2
+  cat "$deploy_prep_log" >&2
+  rm -f "$deploy_prep_log"
+fi
 step deploy ./scripts/deploy-test.sh
 if [[ "${BITRIVER_SKIP_FUZZ:-0}" == "1" ]]; then
   results+=("skip   fuzz (BITRIVER_SKIP_FUZZ=1)")

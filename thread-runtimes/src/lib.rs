@@ -27,10 +27,7 @@ impl ThreadRuntimes {
     pub fn start(name: &str, count: usize, open: impl Fn(usize, &str) -> IntGauge) -> io::Result<Self> {
         let mut runtimes = ThreadRuntimes { threads: Vec::with_capacity(count.max(1)), stop: CancellationToken::new() };
         for i in 0..count.max(1) {
-            // Sockets and timers only: a runtime with the process driver also looks for orphaned
-            // children on every turn, under a lock all runtimes share (1% of an edge thread's
-            // samples at 100 KB hits). Tasks here never spawn processes or wait for signals.
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let handle = runtime.handle().clone();
             let stop = runtimes.stop.clone();
             let thread = format!("{name}-{i}");
