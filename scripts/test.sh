@@ -70,7 +70,7 @@ step tests cargo nextest run --workspace --no-fail-fast
 # The k6 scenarios' logic (bench/k6/lib), with node's own test runner; node comes from browser-setup.sh.
 step k6-logic node --test bench/k6
 # The browser harnesses' own logic (the burned-clock reader of whep.mjs and play.mjs).
-step browser-logic node --test tests/browser/clock.test.mjs tests/browser/whep-client.test.mjs
+step browser-logic node --test tests/browser/clock.test.mjs tests/browser/whep-client.test.mjs tests/browser/live-sync.test.mjs
 # ansible/ and terraform/ checks, and the playbooks and installer on systemd-nspawn machines.
 if [[ -n $deploy_prep ]]; then
   wait "$deploy_prep" || echo "test: preparing the deploy step failed (it retries):" >&2

@@ -935,8 +935,8 @@ impl Report {
             println!(
                 "  hls.js run {} (lowLatencyMode, Chromium) through the edge: live latency {} s (target {} s); \
                  glass-to-glass (clock burned by ffmpeg, read from the frame on screen) {} ms (min {}, max {}); \
-                 wall clock - program date time of the frame on screen {} ms; ok {}, played {} s, first progress \
-                 after {} ms, parts loaded {}, stalls {}",
+                 wall clock - program date time of the frame on screen {} ms; ok {}{}, played {} s, first progress \
+                 after {} ms, parts loaded {}, stalls {}, playback-rate changes to catch up {}",
                 run + 1,
                 fmt_num(&v["latency"]),
                 fmt_num(&v["targetLatency"]),
@@ -945,10 +945,12 @@ impl Report {
                 v["clockLatencyMs"]["max"],
                 v["pdtLatencyMs"]["median"],
                 v["ok"],
+                v["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default(),
                 fmt_num(&v["playedSeconds"]),
                 v["timeToFirstProgressMs"],
                 v["partsLoaded"],
-                v["stalls"]
+                v["stalls"],
+                v["rateChanges"].as_array().map_or(0, Vec::len)
             );
         }
         let of = |key: &str, scale: f64| -> Vec<f64> {

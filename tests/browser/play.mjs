@@ -28,6 +28,8 @@
 // summary.pdtLatencyMs: latency to live as a wall clock sees it, sampled at every poll after 2 s
 // of playback: the page's Date.now() minus hls.playingDate (the EXT-X-PROGRAM-DATE-TIME of the
 // frame on screen), as {count, min, median, max}. bitriver-load measures the same quantity.
+// summary.rateChanges: each playback-rate change of the catch-up to live (web/assets/js/
+// live-sync.js, as in the web UI's player): {at: media time, rate, latency: hls.js's, s}.
 import http from 'node:http';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -78,6 +80,7 @@ const summary = {
   playedAfterSwitch: null,
   pdtLatencyMs: null,
   bufferAheadMs: null,
+  rateChanges: [],
 };
 const pdtLatencies = [];
 const buffersAhead = [];
@@ -152,11 +155,12 @@ const upstream = hlsUrl.origin;
 const sockets = new Set();
 const server = http.createServer((req, res) => {
   const u = new URL(req.url, 'http://page');
-  if (u.pathname === '/player.html' || u.pathname === '/hls.min.js' || u.pathname === '/clock.mjs') {
+  if (['/player.html', '/hls.min.js', '/clock.mjs', '/live-sync.js'].includes(u.pathname)) {
     const [file, type] = {
       '/player.html': [playerFile, 'text/html; charset=utf-8'],
       '/hls.min.js': [hlsJsFile, 'application/javascript'],
       '/clock.mjs': [path.join(here, 'clock.mjs'), 'application/javascript'],
+      '/live-sync.js': [path.join(here, '../../web/assets/js/live-sync.js'), 'application/javascript'],
     }[u.pathname];
     res.writeHead(200, { 'content-type': type, 'cache-control': 'no-store' });
     fs.createReadStream(file).pipe(res);
@@ -272,6 +276,7 @@ async function readState(page) {
       fragsLoaded: p.fragsLoaded || 0,
       partsLoaded: p.partsLoaded || 0,
       stalls: p.stalls || 0,
+      rateChanges: p.rateChanges || [],
       events: p.events ? p.events.slice(-10) : [],
     };
   });
@@ -292,6 +297,7 @@ function absorb(st) {
   summary.fragsLoaded = st.fragsLoaded;
   summary.partsLoaded = st.partsLoaded;
   summary.stalls = st.stalls;
+  summary.rateChanges = st.rateChanges;
   summary.lastEvents = st.events;
 }
 

@@ -470,6 +470,13 @@ def main():
         wait_for(f"the stream to play from the edge ({edge_url})", lambda: ffprobe_plays(edge_url), timeout=90,
                  interval=2)
         log("RTMP publish to i1 plays from the edge e1")
+        # The ingest node took that stream with merged reads (bitriver_rtmp_read_merge_ms), as its
+        # service's environment shows; the edge has no RTMP listener to set it on.
+        merge = {h: ssh(h, "tr '\\0' '\\n' < /proc/$(systemctl show -p MainPID --value bitriver)/environ"
+                           " | sed -n 's/^BITRIVER_LIVE_RTMP_READ_MERGE_MS=//p'").stdout.strip() for h in ("i1", "e1")}
+        if merge != {"i1": "60", "e1": ""}:
+            fail(f"merged RTMP reads by host: {merge}, expected 60 ms on the ingest node i1 only")
+        log("i1 merges RTMP reads (60 ms)")
 
         watch = Viewer(work, edge_url)
         background.append(watch)

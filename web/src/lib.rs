@@ -43,6 +43,7 @@ const ASSETS: &[(&str, &[u8])] = &[
     ("js/control.js", include_bytes!("../assets/js/control.js")),
     ("js/directory.js", include_bytes!("../assets/js/directory.js")),
     ("js/legal.js", include_bytes!("../assets/js/legal.js")),
+    ("js/live-sync.js", include_bytes!("../assets/js/live-sync.js")),
     ("js/dom.js", include_bytes!("../assets/js/dom.js")),
     ("js/player.js", include_bytes!("../assets/js/player.js")),
     ("js/profile-form.js", include_bytes!("../assets/js/profile-form.js")),

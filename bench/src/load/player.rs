@@ -125,6 +125,8 @@ pub(crate) struct PlayerStats {
     pub(crate) resyncs: u64,
     /// Jumps forward to the live point (more than the hold-back plus two part targets behind).
     pub(crate) live_syncs: u64,
+    /// Times the player sped up to get back to its target latency ([`catch_up_rate`]).
+    pub(crate) catch_ups: u64,
     /// From the first request to the first part appended, ms.
     pub(crate) startup_ms: Option<f64>,
     /// The variant played last (its URI).
@@ -212,6 +214,8 @@ pub(crate) struct Player {
     plays_from: Option<f64>,
     stalled_since: Option<f64>,
     last_advance: Option<f64>,
+    /// Playback rate: above 1 while catching up to the target latency.
+    rate: f64,
     started_at: Option<f64>,
     ended: bool,
     stats: PlayerStats,
@@ -241,6 +245,7 @@ impl Player {
             plays_from: None,
             stalled_since: None,
             last_advance: None,
+            rate: 1.0,
             started_at: None,
             ended: false,
             stats: PlayerStats::default(),
@@ -555,10 +560,12 @@ impl Player {
     }
 
     /// Back to the live point: a playhead more than the hold-back plus two part targets behind
-    /// the playlist's edge jumps to the hold-back, or as far as the buffer reaches.
+    /// the playlist's edge jumps to the hold-back, or as far as the buffer reaches; closer than
+    /// that, the playback rate closes the gap ([`catch_up_rate`]).
     fn keep_up(&mut self, now: Clock) {
         self.advance(now);
         if !self.playing || self.stalled_since.is_some() {
+            self.rate = 1.0;
             return;
         }
         let (Some(p), Some(offset)) = (&self.playlist, self.pdt_offset) else { return };
@@ -573,6 +580,12 @@ impl Player {
                 self.stats.live_syncs += 1;
             }
         }
+        let behind = (edge - (offset + self.playhead)) / 1000.0 - hold;
+        let rate = catch_up_rate(behind, (self.buffer_end - self.playhead) / 1000.0, target, self.rate);
+        if rate > 1.0 && self.rate <= 1.0 {
+            self.stats.catch_ups += 1;
+        }
+        self.rate = rate;
     }
 
     fn take_part(&mut self, msn: u64, index: u32, hinted: bool, now: Clock) {
@@ -644,15 +657,16 @@ impl Player {
         if !self.playing || self.stalled_since.is_some() {
             return;
         }
-        let room = self.buffer_end - self.playhead;
-        if dt >= room {
+        let (room, step) = (self.buffer_end - self.playhead, dt * self.rate);
+        if step >= room {
             self.playhead = self.buffer_end;
             if !self.ended {
-                self.stalled_since = Some(now.mono_ms - (dt - room));
+                self.stalled_since = Some(now.mono_ms - (step - room) / self.rate);
                 self.stats.stalls += 1;
             }
+            self.rate = 1.0;
         } else {
-            self.playhead += dt;
+            self.playhead += step;
         }
     }
 
@@ -671,6 +685,20 @@ impl Player {
             stats.stall_ms += now.mono_ms - since;
         }
         stats
+    }
+}
+
+/// The playback rate of a viewer `behind` s past its target latency with `buffered` s of media
+/// ahead, now playing at `rate`, as the web UI's player picks it (`catchUpRate` in
+/// web/assets/js/live-sync.js): 1.1x from half a part target behind (50 ms at least) until
+/// within 30 ms, 1.25x beyond a second, never with less than a part target buffered.
+fn catch_up_rate(behind: f64, buffered: f64, part_target: f64, rate: f64) -> f64 {
+    if buffered < part_target || behind <= 0.03 || (rate <= 1.0 && behind < (part_target / 2.0).max(0.05)) {
+        1.0
+    } else if behind > 1.0 {
+        1.25
+    } else {
+        1.1
     }
 }
 
@@ -862,17 +890,23 @@ mod tests {
         assert!((s.latency_ms.unwrap() - 1500.0).abs() < 1e-6, "{s:?}");
     }
 
-    #[test]
-    fn a_viewer_behind_the_live_point_jumps_to_the_hold_back_within_its_buffer() {
+    /// Joined, with parts 14.0 ..= 15.1 (PDT 104.0 .. 105.4 s) arrived at wall 105.5 s (mono 1 s):
+    /// 1.4 s buffered, playing from 104.0 s.
+    fn playing_from_14() -> Player {
         let mut p = joined(100_000_000);
         p.poll(at(0.0));
         p.on_response(Lane::Media, MEDIA_OK, at(0.0)); // init
-                                                       // Parts 14.0 ..= 15.1 (PDT 104.0 .. 105.4 s) arrive at wall 105.5 s: 1.4 s buffered.
         let arrived = Clock { mono_ms: 1000.0, wall_ms: 105_500.0 };
         for _ in 0..7 {
             p.poll(arrived);
             p.on_response(Lane::Media, MEDIA_OK, arrived);
         }
+        p
+    }
+
+    #[test]
+    fn a_viewer_behind_the_live_point_jumps_to_the_hold_back_within_its_buffer() {
+        let mut p = playing_from_14();
         let s = p.sample(Clock { mono_ms: 1100.0, wall_ms: 105_600.0 });
         assert!((s.latency_ms.unwrap() - 1500.0).abs() < 1e-6, "{s:?}");
         // A playlist (edge at PDT 105.4 s) shows the playhead 1.3 s behind: more than 0.6 + 2 x 0.2.
@@ -884,6 +918,37 @@ mod tests {
         // Within the bound, no jump.
         p.on_response(Lane::Playlist, ok(&live(10, 5, 2, 100_000)), Clock { mono_ms: 1200.0, wall_ms: 105_700.0 });
         assert_eq!(p.stats().live_syncs, 1);
+    }
+
+    #[test]
+    fn a_viewer_a_little_behind_catches_up_by_playback_rate_then_plays_at_normal_speed() {
+        let mut p = playing_from_14();
+        // At 104.45 s a playlist (edge 105.4 s) shows the playhead 0.95 s behind: not past the
+        // jump bound (1.0 s) but 0.35 s past the hold-back, with 0.95 s buffered.
+        let later = Clock { mono_ms: 1450.0, wall_ms: 105_950.0 };
+        p.on_response(Lane::Playlist, ok(&live(10, 5, 2, 100_000)), later);
+        assert_eq!((p.stats().live_syncs, p.stats().catch_ups), (0, 1));
+        // 500 ms at 1.1x: the playhead moved 550 ms, the latency fell by 50 ms.
+        let s = p.sample(Clock { mono_ms: 1950.0, wall_ms: 106_450.0 });
+        assert!((s.latency_ms.unwrap() - 1450.0).abs() < 1e-6, "{s:?}");
+        // Now at 105.0 s, 0.4 s from the edge: inside the hold-back, back to normal speed.
+        let now = Clock { mono_ms: 1950.0, wall_ms: 106_450.0 };
+        one(p.poll(now), Lane::Playlist);
+        p.on_response(Lane::Playlist, ok(&live(10, 5, 2, 100_000)), now);
+        let s = p.sample(Clock { mono_ms: 2050.0, wall_ms: 106_550.0 });
+        assert!((s.latency_ms.unwrap() - 1450.0).abs() < 1e-6, "{s:?}");
+        assert_eq!(p.stats().catch_ups, 1);
+    }
+
+    #[test]
+    fn catching_up_needs_a_part_buffered_and_stops_within_30_ms_of_the_target() {
+        assert_eq!(catch_up_rate(0.35, 0.6, 0.2, 1.0), 1.1);
+        assert_eq!(catch_up_rate(1.2, 1.5, 0.2, 1.0), 1.25);
+        assert_eq!(catch_up_rate(0.35, 0.19, 0.2, 1.1), 1.0, "thin buffer");
+        assert_eq!(catch_up_rate(0.08, 0.6, 0.2, 1.0), 1.0, "not started under half a part target");
+        assert_eq!(catch_up_rate(0.08, 0.6, 0.2, 1.1), 1.1, "nor stopped above 30 ms");
+        assert_eq!(catch_up_rate(0.025, 0.6, 0.2, 1.1), 1.0);
+        assert_eq!(catch_up_rate(0.06, 0.6, 0.05, 1.0), 1.1, "small parts: from 50 ms");
     }
 
     #[test]

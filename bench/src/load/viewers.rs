@@ -228,6 +228,7 @@ impl Summary {
             t.stall_ms += v.stall_ms;
             t.resyncs += v.resyncs;
             t.live_syncs += v.live_syncs;
+            t.catch_ups += v.catch_ups;
             s.connects += connects;
             s.viewers_stalled += usize::from(v.stalls > 0);
             if let Some(ms) = v.startup_ms {
@@ -289,6 +290,7 @@ impl Summary {
             vec!["errors".into(), t.errors.to_string()],
             vec!["resyncs".into(), t.resyncs.to_string()],
             vec!["jumps to the live point".into(), t.live_syncs.to_string()],
+            vec!["catch-ups by playback rate".into(), t.catch_ups.to_string()],
             vec!["connections opened".into(), self.connects.to_string()],
             vec![
                 "variants".into(),
@@ -329,6 +331,7 @@ impl Summary {
             "first_error": self.first_error,
             "resyncs": t.resyncs,
             "live_syncs": t.live_syncs,
+            "catch_ups": t.catch_ups,
             "connections": self.connects,
             "variants": self.variants.iter().map(|(n, c)| json!({"variant": n, "viewers": c})).collect::<Vec<_>>(),
         })

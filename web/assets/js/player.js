@@ -1,6 +1,7 @@
 // The player: hls.js (embedded from npm at build time) in low-latency mode for live channels and
 // as an ordinary seekable VOD player for recordings and clips, or the browser's own HLS where
 // hls.js cannot run (Safari on iOS); or WebRTC (WHEP, whep.js) when a viewer picks low latency.
+import { keepNearLive } from './live-sync.js';
 import { playWhep } from './whep.js';
 
 let hlsLoading = null;
@@ -28,6 +29,8 @@ export class Player {
     this.video = video;
     this.overlay = overlay;
     this.hls = null;
+    /** Detaches live-sync.js from the live hls.js player. */
+    this.unsync = null;
     this.whep = null;
     this.url = null;
   }
@@ -60,21 +63,10 @@ export class Player {
       const hls = new Hls(vod
         ? { lowLatencyMode: false, backBufferLength: 90 }
         // Live: the playlist's PART-HOLD-BACK (three part targets) is the target latency; a
-        // liveSyncDuration* setting here would override it with whole segments. After a stall
-        // hls.js plays up to 1.5x to get back to the target instead of staying behind.
-        : { lowLatencyMode: true, backBufferLength: 30, maxLiveSyncPlaybackRate: 1.5 });
-      // Back to the live point after start-up or a stall: hls.js starts PART-HOLD-BACK behind the
-      // edge it saw when the first playlist loaded, but loading the first parts takes a few hundred
-      // ms while the edge moves on, and it never catches up by itself (its rate catch-up needs a
-      // second of buffer). It jumps to the live sync point once playback is further behind the edge
-      // than liveMaxLatencyDuration; its config check would want liveSyncDuration beside that, which
-      // would replace the playlist's hold-back, so the bound is set on the running config instead,
-      // from each playlist: the hold-back plus two part targets.
-      if (!vod) {
-        hls.on(Hls.Events.LEVEL_UPDATED, (_event, { details }) => {
-          if (details.partHoldBack && details.partTarget) hls.config.liveMaxLatencyDuration = details.partHoldBack + 2 * details.partTarget;
-        });
-      }
+        // liveSyncDuration* setting here would override it with whole segments. The playback rate
+        // that closes a gap to it is live-sync.js's, so hls.js's own stays off.
+        : { lowLatencyMode: true, backBufferLength: 30, maxLiveSyncPlaybackRate: 1 });
+      if (!vod) this.unsync = keepNearLive(hls, Hls, video);
       this.hls = hls;
       hls.on(Hls.Events.ERROR, (_event, data) => {
         if (!data.fatal) return;
@@ -144,6 +136,7 @@ export class Player {
 
   stop(text = '') {
     if (this.whep) { this.whep.stop(); this.whep = null; }
+    if (this.unsync) { this.unsync(); this.unsync = null; }
     if (this.hls) { this.hls.destroy(); this.hls = null; }
     if (this.video.src) { this.video.removeAttribute('src'); this.video.load(); }
     this.url = null;
