@@ -565,7 +565,6 @@ impl Player {
     fn keep_up(&mut self, now: Clock) {
         self.advance(now);
         if !self.playing || self.stalled_since.is_some() {
-            self.rate = 1.0;
             return;
         }
         let (Some(p), Some(offset)) = (&self.playlist, self.pdt_offset) else { return };
