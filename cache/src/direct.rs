@@ -33,7 +33,7 @@ use tokio::net::TcpStream;
 use crate::metrics::EdgeMetrics;
 use crate::policy::{self, HlsRequest};
 use crate::storage::{Body, FreshHit, MokaStorage, ObjectKey};
-use crate::viewers::ViewerCounter;
+use crate::viewers::{LastCounted, ViewerCounter};
 
 /// `body` label of `bitriver_edge_direct_sends_total` for a body sent from its memfd.
 pub(crate) const SENDFILE: &str = "sendfile";
@@ -174,15 +174,16 @@ impl DirectSocket {
         request: &HlsRequest,
         hit: &FreshHit,
         client: Option<IpAddr>,
+        last: &mut LastCounted,
     ) -> io::Result<()> {
         let metrics = &early.metrics;
         metrics.requests.inc();
         // Before sending, as on pingora's path: once the viewer has the answer, the count has it.
         metrics.cache_hits.inc();
         metrics.early_hits.inc();
-        let body = self.send_hit(hit, &HitRange::Whole).await?;
-        metrics.direct_sent(body);
-        crate::proxy::count_answer(metrics, &early.viewers, early.storage, Some(request), client, hit.size);
+        metrics.direct_sent(sent_from(hit));
+        self.send_hit(hit, &HitRange::Whole).await?;
+        crate::proxy::count_answer(metrics, &early.viewers, early.storage, Some(request), client, Some(last), hit.size);
         Ok(())
     }
 
@@ -196,8 +197,7 @@ impl DirectSocket {
     }
 
     /// Send a fresh hit: its head (with `age`) and the bytes of its body that `range` names.
-    /// Returns how the body went ([`SENDFILE`] or [`MEMORY`]), for the metrics.
-    pub(crate) async fn send_hit(&self, hit: &FreshHit, range: &HitRange) -> io::Result<&'static str> {
+    pub(crate) async fn send_hit(&self, hit: &FreshHit, range: &HitRange) -> io::Result<()> {
         let mut head = hit_response_head(hit, range);
         let bytes = match range {
             HitRange::Whole => 0..hit.size,
@@ -219,7 +219,7 @@ impl DirectSocket {
                         self.send_all(slice, i + 1 < slices.len()).await?;
                     }
                 }
-                Ok(MEMORY)
+                Ok(())
             }
             Body::File(body) => {
                 self.send_all(&head, cork_head(bytes.len())).await?;
@@ -233,9 +233,19 @@ impl DirectSocket {
                         return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "cached body shorter than stored"));
                     }
                 }
-                Ok(SENDFILE)
+                Ok(())
             }
         }
+    }
+}
+
+/// How [`DirectSocket::send_hit`] sends `hit`'s body ([`SENDFILE`] or [`MEMORY`]), for the
+/// metrics. Counted before sending, as the hit itself: once the viewer has the answer, the
+/// counts include it.
+pub(crate) fn sent_from(hit: &FreshHit) -> &'static str {
+    match hit.body {
+        Body::File(_) => SENDFILE,
+        Body::Memory(_) => MEMORY,
     }
 }
 
@@ -311,8 +321,11 @@ fn slice_chunks(chunks: &[Bytes], range: Range<usize>) -> impl Iterator<Item = B
 /// The whole HTTP/1.1 head of a fresh hit answered with `range`, blank line included.
 fn hit_response_head(hit: &FreshHit, range: &HitRange) -> BytesMut {
     let mut head = BytesMut::with_capacity(hit.head.len() + 128);
-    let age = hit.age_secs.to_string();
-    let size = hit.size.to_string();
+    // Numbers without `fmt` and its `String`s: this runs for every direct hit.
+    let mut age = itoa::Buffer::new();
+    let age = age.format(hit.age_secs);
+    let mut size = itoa::Buffer::new();
+    let size = size.format(hit.size);
     match range {
         HitRange::Whole => {
             put_status_line(&mut head, hit.status);
@@ -324,7 +337,7 @@ fn hit_response_head(hit: &FreshHit, range: &HitRange) -> BytesMut {
             put_status_line(&mut head, StatusCode::PARTIAL_CONTENT);
             head.put_slice(&hit.head);
             head.put_slice(b"content-length: ");
-            head.put_slice(part.len().to_string().as_bytes());
+            head.put_slice(itoa::Buffer::new().format(part.len()).as_bytes());
             // The range end is inclusive on the wire.
             let content_range = format!("bytes {}-{}/{size}", part.start, part.end.saturating_sub(1));
             head.put_slice(b"\r\ncontent-range: ");

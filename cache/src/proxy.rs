@@ -29,7 +29,7 @@ use crate::direct::{self, DirectSocket};
 use crate::metrics::EdgeMetrics;
 use crate::policy::{self, Freshness, HlsRequest, NotServed, ObjectKind};
 use crate::storage::MokaStorage;
-use crate::viewers::ViewerCounter;
+use crate::viewers::{LastCounted, ViewerCounter};
 
 /// Where an origin is reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -261,15 +261,12 @@ impl ProxyHttp for EdgeProxy {
                 ctx.request = Some(request);
                 // Before sending: once the viewer has the answer, the count must include it.
                 self.metrics.cache_hits.inc();
-                let body = match direct.send_hit(&hit, &range).await {
-                    Ok(body) => body,
-                    Err(e) => {
-                        // Part of the answer may be out: the connection cannot carry another one.
-                        session.set_keepalive(None);
-                        return Err(Error::because(ErrorType::WriteError, "sending a cached object", e).into_down());
-                    }
-                };
-                self.metrics.direct_sent(body);
+                self.metrics.direct_sent(direct::sent_from(&hit));
+                if let Err(e) = direct.send_hit(&hit, &range).await {
+                    // Part of the answer may be out: the connection cannot carry another one.
+                    session.set_keepalive(None);
+                    return Err(Error::because(ErrorType::WriteError, "sending a cached object", e).into_down());
+                }
                 ctx.direct_served = range != direct::HitRange::Unsatisfiable;
                 ctx.direct_body_bytes = range.body_len(hit.size);
                 return Ok(true);
@@ -459,24 +456,29 @@ impl ProxyHttp for EdgeProxy {
             self.metrics.collapsed_waiters.inc();
         }
         let served = ctx.request.as_ref().filter(|_| answered);
-        count_answer(&self.metrics, &self.viewers, self.cache.storage, served, ctx.client, body_bytes);
+        count_answer(&self.metrics, &self.viewers, self.cache.storage, served, ctx.client, None, body_bytes);
     }
 }
 
 /// What every answer adds once it is out, on pingora's path and on the edge's own
 /// ([`DirectSocket::answer_early`]): a viewer of the channel if `served` is a live playlist or
-/// part, its body bytes, and the cache's size as it now stands.
+/// part, its body bytes, and the cache's size as it now stands. `last` is the connection's
+/// memory of its viewer's last count, where the caller keeps one.
 pub(crate) fn count_answer(
     metrics: &EdgeMetrics,
     viewers: &ViewerCounter,
     storage: &MokaStorage,
     served: Option<&HlsRequest>,
     client: Option<IpAddr>,
+    last: Option<&mut LastCounted>,
     body_bytes: usize,
 ) {
     if let Some(request) = served.filter(|r| !r.vod) {
         if matches!(request.kind, ObjectKind::Part | ObjectKind::BlockingPlaylist | ObjectKind::Playlist) {
-            viewers.seen(&request.channel, client, Instant::now());
+            match last {
+                Some(last) => viewers.seen_on_connection(last, &request.channel, client, Instant::now()),
+                None => viewers.seen(&request.channel, client, Instant::now()),
+            }
         }
     }
     metrics.body_bytes.inc_by(body_bytes as u64);

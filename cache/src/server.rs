@@ -44,7 +44,7 @@ use crate::metrics::EdgeMetrics;
 use crate::policy::Freshness;
 use crate::proxy::{CacheParts, EdgeProxy, OriginResolver, UpstreamTimeouts};
 use crate::storage::MokaStorage;
-use crate::viewers::ViewerCounter;
+use crate::viewers::{LastCounted, ViewerCounter};
 
 /// Settings of one edge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -265,8 +265,14 @@ async fn serve_accepted(
     pingora_stop: watch::Receiver<bool>,
 ) {
     let _ = tcp.set_nodelay(true);
-    let direct = early
-        .and_then(|early| DirectSocket::new(&tcp).map(|socket| Direct { socket: Arc::new(socket), early, client }));
+    let direct = early.and_then(|early| {
+        DirectSocket::new(&tcp).map(|socket| Direct {
+            socket: Arc::new(socket),
+            early,
+            client,
+            last: LastCounted::default(),
+        })
+    });
     let digest = SocketDigest::from_raw_fd(tcp.as_raw_fd());
     let mut stream = L4Stream::from(tcp);
     stream.set_socket_digest(digest);
@@ -346,6 +352,8 @@ struct Direct {
     socket: Arc<DirectSocket>,
     early: Arc<EarlyHits>,
     client: IpAddr,
+    /// The channel this connection's viewer was last counted for.
+    last: LastCounted,
 }
 
 /// Serve HTTP/1.1 requests on one connection until it closes. pingora's request future is large
@@ -359,7 +367,7 @@ async fn serve_connection(
     proxy: Arc<HttpProxy<EdgeProxy>>,
     shutdown: CancellationToken,
     pingora_stop: watch::Receiver<bool>,
-    direct: Option<Direct>,
+    mut direct: Option<Direct>,
 ) {
     // Bytes read from the socket and not answered yet (see DirectSocket::next_request).
     let mut pending = Vec::new();
@@ -378,9 +386,10 @@ async fn serve_connection(
         match waited {
             Ok(Pending::Other) => {}
             Ok(Pending::Hit { request, hit }) => {
-                let Some(direct) = &direct else { return };
-                if let Err(error) = direct.socket.answer_early(&direct.early, &request, &hit, Some(direct.client)).await
-                {
+                let Some(direct) = &mut direct else { return };
+                let answered =
+                    direct.socket.answer_early(&direct.early, &request, &hit, Some(direct.client), &mut direct.last);
+                if let Err(error) = answered.await {
                     tracing::debug!(%error, "edge: sending a cached object");
                     return;
                 }

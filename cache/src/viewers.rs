@@ -22,6 +22,14 @@ const MAX_CHANNELS: usize = 100_000;
 /// Finished watches held per channel until taken; more are dropped (reports come every 10 s).
 const MAX_WATCHES_PER_CHANNEL: usize = 100_000;
 
+/// How often a connection's viewer is counted again for the channel it keeps asking for
+/// ([`ViewerCounter::seen_on_connection`]).
+pub const RECOUNT: Duration = Duration::from_secs(1);
+
+/// The channel a connection's viewer was last counted for, and when.
+#[derive(Debug, Default)]
+pub struct LastCounted(Option<(String, Instant)>);
+
 /// Last-seen times of viewers (client addresses, see the module docs), per channel.
 pub struct ViewerCounter {
     window: Duration,
@@ -65,6 +73,24 @@ impl ViewerCounter {
         } else if channels.len() < MAX_CHANNELS {
             channels.insert(channel.to_owned(), HashMap::from([(viewer, (now, now))]));
         }
+    }
+
+    /// [`ViewerCounter::seen`] for a request on a connection whose viewer `last` remembers:
+    /// skipped when that viewer was counted for the same channel less than [`RECOUNT`] ago. A
+    /// player asks for a part every part target on one keep-alive connection, and each need not
+    /// take the counter's lock; its last-seen time is then at most [`RECOUNT`] old.
+    pub fn seen_on_connection(&self, last: &mut LastCounted, channel: &str, addr: Option<IpAddr>, now: Instant) {
+        if let Some((counted, at)) = &mut last.0 {
+            if counted.as_str() == channel && now.saturating_duration_since(*at) < RECOUNT {
+                return;
+            }
+            counted.clear();
+            counted.push_str(channel);
+            *at = now;
+        } else {
+            last.0 = Some((channel.to_owned(), now));
+        }
+        self.seen(channel, addr, now);
     }
 
     /// Unique viewers per channel seen within the window before `now`. A channel whose last
@@ -146,6 +172,33 @@ mod tests {
         assert!(counter.take_watches().is_empty(), "taken once");
         let _ = counter.counts(t0 + Duration::from_secs(121));
         assert_eq!(counter.take_watches(), HashMap::from([("ch".to_owned(), vec![90])]));
+    }
+
+    #[test]
+    fn a_connection_counts_its_viewer_once_a_second_per_channel() {
+        let counter = ViewerCounter::new(Duration::from_secs(30));
+        let t0 = Instant::now();
+        let a = Some(IpAddr::from([10, 0, 0, 1]));
+        let mut last = LastCounted::default();
+        // A part every 200 ms for 90 s on one connection: counted all along, 90 s watched.
+        for tick in 0..=450 {
+            counter.seen_on_connection(&mut last, "ch", a, t0 + Duration::from_millis(200 * tick));
+            if tick % 50 == 0 {
+                assert_eq!(counter.counts(t0 + Duration::from_millis(200 * tick)), [("ch".to_owned(), 1)]);
+            }
+        }
+        let _ = counter.counts(t0 + Duration::from_secs(121));
+        assert_eq!(counter.take_watches(), HashMap::from([("ch".to_owned(), vec![90])]));
+
+        // The request 0.9 s after a counted one is not counted (the counter saw it last at t1),
+        // while another channel's on the same connection is, at once.
+        let t1 = t0 + Duration::from_secs(200);
+        counter.seen_on_connection(&mut last, "ch", a, t1);
+        counter.seen_on_connection(&mut last, "ch", a, t1 + Duration::from_millis(900));
+        counter.seen_on_connection(&mut last, "other", a, t1 + Duration::from_millis(900));
+        let mut counts = counter.counts(t1 + Duration::from_millis(30_500));
+        counts.sort();
+        assert_eq!(counts, [("ch".to_owned(), 0), ("other".to_owned(), 1)]);
     }
 
     #[test]
