@@ -86,6 +86,8 @@ struct Stored {
     /// Fills of this object's key begun while it was stored and not ended yet: while there is
     /// one, a newer copy is arriving and [`MokaStorage::fresh_hit`] leaves the request to
     /// pingora (which reads the fill). Kept on the object so a hit need not lock the fill table.
+    /// A copy stored by a fill that overlapped another of its key is not marked by the other:
+    /// hits may send it, complete and fresh, while that one still fills.
     refills: AtomicUsize,
 }
 
