@@ -26,9 +26,12 @@ const MAX_WATCHES_PER_CHANNEL: usize = 100_000;
 /// ([`ViewerCounter::seen_on_connection`]).
 pub const RECOUNT: Duration = Duration::from_secs(1);
 
-/// The channel a connection's viewer was last counted for, and when.
+/// The channel a connection's viewer was last counted for, and when (`None`: not yet).
 #[derive(Debug, Default)]
-pub struct LastCounted(Option<(String, Instant)>);
+pub struct LastCounted {
+    channel: String,
+    at: Option<Instant>,
+}
 
 /// Last-seen times of viewers (client addresses, see the module docs), per channel.
 pub struct ViewerCounter {
@@ -80,16 +83,13 @@ impl ViewerCounter {
     /// player asks for a part every part target on one keep-alive connection, and each need not
     /// take the counter's lock; its last-seen time is then at most [`RECOUNT`] old.
     pub fn seen_on_connection(&self, last: &mut LastCounted, channel: &str, addr: Option<IpAddr>, now: Instant) {
-        if let Some((counted, at)) = &mut last.0 {
-            if counted.as_str() == channel && now.saturating_duration_since(*at) < RECOUNT {
-                return;
-            }
-            counted.clear();
-            counted.push_str(channel);
-            *at = now;
-        } else {
-            last.0 = Some((channel.to_owned(), now));
+        let recent = last.at.is_some_and(|at| now.saturating_duration_since(at) < RECOUNT);
+        if recent && last.channel == channel {
+            return;
         }
+        last.channel.clear();
+        last.channel.push_str(channel);
+        last.at = Some(now);
         self.seen(channel, addr, now);
     }
 
